@@ -1,0 +1,44 @@
+"""Dramatiq actors; ``dramatiq actors`` runs them (the Procfile's ``worker``).
+
+Importing this package sets up the Redis broker, declares every actor and adds the worker's start-up
+hook: open and migrate the database, check the analyzer, start the reconciler.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from actors.broker import broker, settings
+from actors.batching import collect, flush_batches
+from actors.analysis import analyze_batch, analyzer, store_results
+from actors.reconciler import Reconciler
+from store.db import describe, open_database
+from store.migrations import migrate
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerLifecycle(Middleware):
+    """Prepares each worker process before it consumes, and stops its reconciler on shutdown."""
+
+    def __init__(self) -> None:
+        self.reconciler: Reconciler | None = None
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        migrate(open_database(settings))
+        active = analyzer()
+        logger.info("worker ready: %s, analyzer %s, batches of %d", describe(settings), active.model, settings.batch_size)
+        self.reconciler = Reconciler()
+        self.reconciler.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.reconciler is not None:
+            self.reconciler.stop()
+
+
+broker.add_middleware(WorkerLifecycle())
+
+__all__ = ["broker", "collect", "flush_batches", "analyze_batch", "store_results"]

@@ -1,0 +1,110 @@
+"""Batching: conversation ids wait in a Redis Stream until a batch is cut.
+
+Every accepted conversation arrives as a ``collect`` message, which appends its id to the stream. A batch
+is cut when ``BATCH_SIZE`` ids wait or the oldest has waited ``BATCH_FLUSH_SECONDS`` (a delayed
+``flush_batches`` message makes sure someone looks then). Cutting reads the ids through a consumer group,
+enqueues the batch's pipeline and only then acknowledges and deletes the entries: a process that dies in
+between leaves them pending, and the next cutter claims them back once they have been idle too long.
+One cutter at a time (a Redis lock), so batches are full whenever there are enough ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import dramatiq
+import redis
+
+from actors.broker import redis_client, settings
+
+STREAM = "insights:pending"
+GROUP = "batchers"
+CUTTER_LOCK = "insights:cutter-lock"
+FLUSH_SCHEDULED = "insights:flush-scheduled"
+# Entries read but not acknowledged for this long belong to a cutter that died mid-cut.
+CLAIM_IDLE_MS = 30_000
+CONSUMER = f"{socket.gethostname()}-{os.getpid()}"
+
+logger = logging.getLogger(__name__)
+
+
+@dramatiq.actor(queue_name="collect", max_retries=settings.max_retries)
+def collect(conversation_id: str) -> None:
+    """Add one accepted conversation to the batching stream and cut any batch that is ready."""
+    client = redis_client()
+    client.xadd(STREAM, {"id": conversation_id})
+    cut_ready_batches(client)
+    schedule_flush(client)
+
+
+@dramatiq.actor(queue_name="collect", max_retries=settings.max_retries)
+def flush_batches() -> None:
+    """Cut the batches whose oldest id has waited long enough; look again later if ids remain."""
+    client = redis_client()
+    client.delete(FLUSH_SCHEDULED)
+    if cut_ready_batches(client):
+        schedule_flush(client)
+
+
+def schedule_flush(client: redis.Redis) -> None:
+    """Make sure one delayed ``flush_batches`` is on its way (at most one at a time)."""
+    delay_ms = int(settings.batch_flush_seconds * 1000)
+    if client.set(FLUSH_SCHEDULED, 1, nx=True, px=delay_ms * 2):
+        flush_batches.send_with_options(delay=delay_ms)
+
+
+def cut_ready_batches(client: redis.Redis) -> int:
+    """Dispatch every ready batch; return how many ids are left waiting."""
+    with client.lock(CUTTER_LOCK, timeout=60, blocking_timeout=30):
+        _ensure_group(client)
+        _dispatch_abandoned(client)
+        while True:
+            waiting = _undelivered(client)
+            if not waiting:
+                return 0
+            if len(waiting) < settings.batch_size and _age_ms(client, waiting[0][0]) < settings.batch_flush_seconds * 1000:
+                return len(waiting)
+            entries = client.xreadgroup(GROUP, CONSUMER, {STREAM: ">"}, count=settings.batch_size)
+            for _stream, batch in entries:
+                _dispatch(client, batch)
+
+
+def _ensure_group(client: redis.Redis) -> None:
+    """Create the stream and its group if missing (first use, or after Redis lost everything)."""
+    try:
+        client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as error:
+        if "BUSYGROUP" not in str(error):
+            raise
+
+
+def _undelivered(client: redis.Redis) -> list[tuple[bytes, dict]]:
+    """Up to a batch of the entries the group has not delivered yet, oldest first."""
+    groups = {g["name"].decode(): g for g in client.xinfo_groups(STREAM)}
+    last = groups[GROUP]["last-delivered-id"].decode()
+    return client.xrange(STREAM, min=f"({last}", count=settings.batch_size)
+
+
+def _age_ms(client: redis.Redis, entry_id: bytes) -> float:
+    seconds, micros = client.time()
+    return seconds * 1000 + micros / 1000 - int(entry_id.split(b"-")[0])
+
+
+def _dispatch_abandoned(client: redis.Redis) -> None:
+    """Re-dispatch entries that a dead cutter read but never acknowledged."""
+    _next, claimed, _deleted = client.xautoclaim(STREAM, GROUP, CONSUMER, min_idle_time=CLAIM_IDLE_MS, count=settings.batch_size)
+    if claimed:
+        logger.warning("claimed back %d abandoned stream entries", len(claimed))
+        _dispatch(client, claimed)
+
+
+def _dispatch(client: redis.Redis, entries: list[tuple[bytes, dict]]) -> None:
+    """Enqueue the batch's pipeline, then acknowledge and delete its entries."""
+    from actors.analysis import run_batch  # analysis re-collects retries, so it imports this module
+
+    entry_ids = [entry_id for entry_id, _fields in entries]
+    run_batch([fields[b"id"].decode() for _id, fields in entries])
+    client.xack(STREAM, GROUP, *entry_ids)
+    client.xdel(STREAM, *entry_ids)

@@ -1,0 +1,21 @@
+"""The Dramatiq broker over Redis, set as the global broker before any actor is declared."""
+
+from __future__ import annotations
+
+import functools
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from settings import settings_or_exit
+
+settings = settings_or_exit()
+broker = RedisBroker(url=settings.redis_url)
+dramatiq.set_broker(broker)
+
+
+@functools.cache
+def redis_client() -> redis.Redis:
+    """This process's client for the batching stream and locks (thread-safe, pooled)."""
+    return redis.Redis.from_url(settings.redis_url, health_check_interval=30)

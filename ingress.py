@@ -1,0 +1,364 @@
+"""Ingress: the Falcon ASGI app (``uvicorn ingress:app``).
+
+It validates conversations, applies the inbound limit shared through Redis, commits each accepted
+conversation as ``queued`` before answering ``202``, and hands it to the workers with a Dramatiq message.
+It never calls the LLM. It also answers status, insights queries and health checks. Every error is JSON:
+``{"error": {"code": ..., "message": ..., ...details}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import math
+import time
+from datetime import datetime
+from typing import Any
+
+import falcon
+import falcon.asgi
+import redis.asyncio
+from limits import RateLimitItemPerSecond
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+from pydantic import ValidationError
+from ulid import ULID
+
+from actors.batching import collect
+from insights.schemas import ConversationBase, as_utc, request_models, sentiment_label
+from settings import Settings, settings_or_exit
+from store import queries
+from store.db import describe, open_database
+from store.migrations import migrate
+from store.models import Conversation, Insight
+
+logger = logging.getLogger("ingress")
+SENTIMENTS = ("positive", "neutral", "negative")
+INSIGHT_PARAMETERS = {"start_time", "end_time", "limit", "min_confidence", "sentiment", "cursor"}
+READY_TIMEOUT_SECONDS = 2.0
+
+
+class ApiError(falcon.HTTPError):
+    """An HTTP error with a machine-readable ``code`` and optional extra fields in its JSON body."""
+
+    def __init__(self, status: str, code: str, message: str, headers: dict[str, str] | None = None, **details: Any):
+        super().__init__(status, title=message, code=code, headers=headers)
+        self.details = details
+
+
+DEFAULT_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    400: "bad_request",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    """Every error body has the same JSON shape, whatever raised it."""
+    fallback_messages = {
+        404: f"No resource at {req.path}.",
+        405: f"{req.method} is not allowed on {req.path}.",
+    }
+    body: dict[str, Any] = {
+        "code": error.code or DEFAULT_CODES.get(error.status_code, "error"),
+        "message": error.description or fallback_messages.get(error.status_code, error.title),
+    }
+    body.update(getattr(error, "details", {}))
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = json.dumps({"error": body})
+
+
+async def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict) -> None:
+    logger.exception("unhandled error on %s %s", req.method, req.path)
+    resp.status = falcon.HTTP_500
+    serialize_error(req, resp, ApiError(falcon.HTTP_500, "internal_error", "The server failed to handle this request."))
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    """Stored naive-UTC time as ISO-8601 with ``Z``."""
+    return queries.from_db_time(moment).isoformat().replace("+00:00", "Z") if moment else None
+
+
+class InboundLimiter:
+    """``INBOUND_RPS`` conversations per second, shared by every web process through Redis.
+
+    A moving window: at most ``INBOUND_RPS`` acceptances in any one-second span, which is the guarantee a
+    token bucket of that rate and capacity approximates, held exactly. When Redis is unreachable the
+    limiter lets requests through (the database, not Redis, is what must accept them) and logs it.
+    """
+
+    KEY = "inbound-conversations"
+
+    def __init__(self, settings: Settings) -> None:
+        self.item = RateLimitItemPerSecond(settings.inbound_rps)
+        self.limiter = MovingWindowRateLimiter(storage_from_string(settings.limits_storage_url, implementation="redispy"))
+
+    async def retry_after(self) -> int | None:
+        """Take one slot; return ``None`` when granted, else the whole seconds to wait (at least 1)."""
+        try:
+            if await self.limiter.hit(self.item, self.KEY):
+                return None
+            stats = await self.limiter.get_window_stats(self.item, self.KEY)
+        except Exception as error:  # Redis away: keep accepting into the database
+            logger.warning("inbound limiter unavailable, accepting without it: %s", error)
+            return None
+        return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+async def read_body(req: falcon.Request, limit: int) -> bytes:
+    """The request body, refused with ``413`` beyond ``limit`` bytes, never buffering more than that."""
+    too_large = ApiError(
+        falcon.HTTP_413, "payload_too_large", f"The request body exceeds {limit} bytes.", max_body_bytes=limit
+    )
+    if req.content_length is not None and req.content_length > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in req.stream:
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def field_errors(error: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"path": ".".join(str(part) for part in detail["loc"]) or "(body)", "message": detail["msg"]}
+        for detail in error.errors()
+    ]
+
+
+class ConversationsResource:
+    """``POST /api/v1/conversations``: validate, limit, commit as ``queued``, enqueue, ``202``."""
+
+    def __init__(self, settings: Settings, limiter: InboundLimiter) -> None:
+        self.settings = settings
+        self.model = request_models(settings)
+        self.limiter = limiter
+
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not req.content_type or falcon.MEDIA_JSON not in req.content_type.split(";")[0].strip().lower():
+            raise ApiError(falcon.HTTP_415, "unsupported_media_type", "Send the conversation as application/json.")
+        conversation = self.parse(await read_body(req, self.settings.max_body_bytes))
+        retry_after = await self.limiter.retry_after()
+        if retry_after is not None:
+            raise ApiError(
+                falcon.HTTP_429, "rate_limited", f"Over {self.settings.inbound_rps} conversations a second; retry later.",
+                headers={"Retry-After": str(retry_after)}, retry_after_seconds=retry_after,
+            )
+        conversation_id = conversation.conversation_id or f"conv_{ULID()}"
+        payload = conversation.canonical_payload()
+        digest = hashlib.sha256(payload.encode()).hexdigest()
+        outcome = await asyncio.to_thread(queries.insert_conversation, conversation_id, payload, digest, queries.utcnow())
+        if outcome is queries.InsertOutcome.CONFLICT:
+            raise ApiError(
+                falcon.HTTP_409, "conflict",
+                f"Conversation {conversation_id} was already accepted with a different payload.",
+                conversation_id=conversation_id,
+            )
+        if outcome is queries.InsertOutcome.CREATED:
+            await self.enqueue(conversation_id)
+        resp.status = falcon.HTTP_202
+        resp.location = f"/api/v1/conversations/{conversation_id}"
+        resp.media = {"status": "accepted", "conversation_id": conversation_id, "message": "Conversation queued for analysis"}
+
+    def parse(self, body: bytes) -> ConversationBase:
+        try:
+            return self.model.model_validate_json(body)
+        except ValidationError as error:
+            if any(detail["type"] == "json_invalid" for detail in error.errors()):
+                raise ApiError(falcon.HTTP_400, "invalid_json", f"The body is not valid JSON: {error.errors()[0]['msg']}.")
+            raise ApiError(
+                falcon.HTTP_422, "validation_failed", "The conversation does not match the schema.",
+                fields=field_errors(error),
+            )
+
+    @staticmethod
+    async def enqueue(conversation_id: str) -> None:
+        """Hand the committed conversation to the workers; if Redis is away the reconciler will."""
+        try:
+            await asyncio.to_thread(collect.send, conversation_id)
+        except Exception as error:
+            logger.warning("could not enqueue %s, the reconciler will: %s", conversation_id, error)
+
+
+def insight_document(insight: Insight, settings: Settings) -> dict[str, Any]:
+    return {
+        "conversation_id": insight.conversation_id,
+        "sentiment_score": insight.sentiment_score,
+        "sentiment": sentiment_label(insight.sentiment_score, settings.negative_threshold, settings.positive_threshold),
+        "clusters": json.loads(insight.clusters),
+        "confidence": insight.confidence,
+        "reasoning": insight.reasoning,
+        "model": insight.model,
+        "received_at": isoformat(insight.received_at),
+        "analyzed_at": isoformat(insight.analyzed_at),
+    }
+
+
+def status_document(conversation: Conversation, insight: Insight | None, settings: Settings) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation.id,
+        "status": conversation.status,
+        "attempts": conversation.attempts,
+        "last_error": conversation.last_error,
+        "received_at": isoformat(conversation.received_at),
+        "updated_at": isoformat(conversation.updated_at),
+        "insight": insight_document(insight, settings) if insight else None,
+    }
+
+
+class ConversationResource:
+    """``GET /api/v1/conversations/{id}``: status, attempts, last error and, once done, the insight."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def on_get(self, req: falcon.Request, resp: falcon.Response, conversation_id: str) -> None:
+        found = await asyncio.to_thread(queries.get_conversation, conversation_id)
+        if found is None:
+            raise ApiError(falcon.HTTP_404, "not_found", f"No conversation {conversation_id}.")
+        resp.media = status_document(*found, self.settings)
+
+
+def bad_parameter(name: str, message: str) -> ApiError:
+    return ApiError(falcon.HTTP_400, "invalid_parameter", f"{name}: {message}", parameter=name)
+
+
+def parse_time(req: falcon.Request, name: str) -> datetime:
+    raw = req.get_param(name)
+    if raw is None:
+        raise bad_parameter(name, "required (ISO-8601, e.g. 2026-01-31T00:00:00Z)")
+    try:
+        return queries.to_db_time(as_utc(datetime.fromisoformat(raw)))
+    except ValueError:
+        raise bad_parameter(name, f"not an ISO-8601 date-time: {raw!r}") from None
+
+
+def parse_number(req: falcon.Request, name: str, kind: type, low: float, high: float, default: Any) -> Any:
+    raw = req.get_param(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise bad_parameter(name, f"not a {'whole ' if kind is int else ''}number: {raw!r}") from None
+    if not (low <= value <= high):  # also refuses NaN
+        raise bad_parameter(name, f"must be between {low} and {high}, got {raw}")
+    return value
+
+
+def encode_cursor(after: tuple[datetime, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps([after[0].isoformat(), after[1]]).encode()).decode()
+
+
+def decode_cursor(raw: str) -> tuple[datetime, str]:
+    try:
+        moment, conversation_id = json.loads(base64.urlsafe_b64decode(raw.encode()))
+        return datetime.fromisoformat(moment), str(conversation_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeError):
+        raise bad_parameter("cursor", "not a cursor this API returned") from None
+
+
+class InsightsResource:
+    """``GET /api/v1/insights``: insights of the conversations received in ``[start_time, end_time)``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        query = self.parse_query(req)
+        page = await asyncio.to_thread(queries.query_insights, query)
+        resp.media = {
+            "insights": [insight_document(insight, self.settings) for insight in page.insights],
+            "metadata": {
+                "total_count": page.total_count,
+                "returned_count": len(page.insights),
+                "time_window": {"start_time": isoformat(query.start), "end_time": isoformat(query.end)},
+                "next_cursor": encode_cursor(page.next_after) if page.next_after else None,
+            },
+        }
+
+    def parse_query(self, req: falcon.Request) -> queries.InsightQuery:
+        unknown = sorted(set(req.params) - INSIGHT_PARAMETERS)
+        if unknown:
+            raise bad_parameter(unknown[0], f"unknown parameter; expected some of {sorted(INSIGHT_PARAMETERS)}")
+        for name, value in req.params.items():
+            if isinstance(value, list):
+                raise bad_parameter(name, "given more than once")
+        start, end = parse_time(req, "start_time"), parse_time(req, "end_time")
+        if end <= start:
+            raise bad_parameter("end_time", "must be later than start_time")
+        sentiment = req.get_param("sentiment")
+        if sentiment is not None and sentiment not in SENTIMENTS:
+            raise bad_parameter("sentiment", f"one of {', '.join(SENTIMENTS)}, got {sentiment!r}")
+        cursor = req.get_param("cursor")
+        return queries.InsightQuery(
+            start=start,
+            end=end,
+            limit=parse_number(req, "limit", int, 1, self.settings.max_page_size, self.settings.default_page_size),
+            min_confidence=parse_number(req, "min_confidence", float, 0.0, 1.0, None),
+            sentiment=sentiment,
+            thresholds=(self.settings.negative_threshold, self.settings.positive_threshold),
+            after=decode_cursor(cursor) if cursor is not None else None,
+        )
+
+
+class HealthResource:
+    """``GET /healthz``: the process answers; touches neither Redis nor the database."""
+
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ok"}
+
+
+class ReadinessResource:
+    """``GET /readyz``: ``200`` when Redis and the database both answer, else ``503`` naming which not."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.redis = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=READY_TIMEOUT_SECONDS)
+
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        checks = {"redis": self.redis.ping(), "database": asyncio.to_thread(queries.ping)}
+        results = await asyncio.gather(
+            *(asyncio.wait_for(check, READY_TIMEOUT_SECONDS) for check in checks.values()), return_exceptions=True
+        )
+        failing = {name: f"{type(r).__name__}: {r}" for name, r in zip(checks, results) if isinstance(r, BaseException)}
+        if failing:
+            raise ApiError(
+                falcon.HTTP_503, "not_ready", f"Not answering: {', '.join(failing)}.", failing=failing
+            )
+        resp.media = {"status": "ready", "checks": {name: "ok" for name in checks}}
+
+
+class Lifespan:
+    """Opens and migrates the database when the server starts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def process_startup(self, scope: dict, event: dict) -> None:
+        db = open_database(self.settings)
+        applied = await asyncio.to_thread(migrate, db)
+        logger.info("ingress ready: %s, migrations applied now: %s", describe(self.settings), applied or "none")
+
+
+def create_app(settings: Settings) -> falcon.asgi.App:
+    app = falcon.asgi.App(middleware=[Lifespan(settings)])
+    app.set_error_serializer(serialize_error)
+    app.add_error_handler(Exception, handle_unexpected)
+    limiter = InboundLimiter(settings)
+    app.add_route("/api/v1/conversations", ConversationsResource(settings, limiter))
+    app.add_route("/api/v1/conversations/{conversation_id}", ConversationResource(settings))
+    app.add_route("/api/v1/insights", InsightsResource(settings))
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadinessResource(settings))
+    return app
+
+
+app = create_app(settings_or_exit())

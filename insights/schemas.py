@@ -1,0 +1,163 @@
+"""Pydantic models: the request body ingress accepts and the insight rows analyzers must produce.
+
+Request limits come from configuration, so the request models are built by :func:`request_models`.
+Analyzer output is untrusted (Grok's especially): :func:`validate_rows` keeps only well-formed rows that
+belong to the batch, once each.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from settings import Settings
+
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+MAX_CLUSTERS = 8
+MAX_CLUSTER_CHARS = 48
+MAX_REASONING_CHARS = 1000
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def as_utc(moment: datetime) -> datetime:
+    """An aware datetime in UTC; a naive one is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+ConversationId = Annotated[str, StringConstraints(pattern=CONVERSATION_ID_PATTERN)]
+
+
+class ConversationBase(BaseModel):
+    """Common base of the configured request models, so callers can type against it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: ConversationId | None = None
+
+    def canonical_payload(self) -> str:
+        """The conversation without its id, as canonical JSON: equal payloads give equal strings."""
+        body = self.model_dump(mode="json", exclude={"conversation_id"})
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_models(settings: Settings) -> type[ConversationBase]:
+    """Build the ``POST /api/v1/conversations`` body model with the limits of ``settings``."""
+
+    class Message(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        role: Annotated[str, StringConstraints(min_length=1, max_length=settings.max_role_chars)]
+        content: Annotated[str, StringConstraints(min_length=1, max_length=settings.max_content_chars)]
+        timestamp: Annotated[datetime, AfterValidator(as_utc)] | None = None
+
+    class Conversation(ConversationBase):
+        messages: Annotated[list[Message], Field(min_length=1, max_length=settings.max_messages)]
+        metadata: dict[str, Any] = Field(default_factory=dict)
+
+        @field_validator("metadata")
+        @classmethod
+        def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+            if size > settings.max_metadata_bytes:
+                raise ValueError(f"metadata is {size} bytes as JSON, at most {settings.max_metadata_bytes} allowed")
+            return value
+
+        @model_validator(mode="after")
+        def _ordered_timestamps(self) -> "Conversation":
+            previous: datetime | None = None
+            for index, message in enumerate(self.messages):
+                if message.timestamp is None:
+                    continue
+                if previous is not None and message.timestamp < previous:
+                    raise ValueError(f"messages.{index}.timestamp is earlier than the message before it")
+                previous = message.timestamp
+            return self
+
+    return Conversation
+
+
+def _slug(value: str) -> str:
+    return _NON_SLUG.sub("-", value.lower()).strip("-")[:MAX_CLUSTER_CHARS].strip("-")
+
+
+def _normalise_clusters(values: list[str]) -> list[str]:
+    slugs = dict.fromkeys(slug for slug in map(_slug, values) if slug)
+    return list(slugs)[:MAX_CLUSTERS]
+
+
+class InsightRow(BaseModel):
+    """One analyzed conversation, as any analyzer must return it. Unknown fields are dropped."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    conversation_id: str
+    sentiment_score: Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]
+    clusters: Annotated[list[Annotated[str, StringConstraints(max_length=200)]], AfterValidator(_normalise_clusters)]
+    confidence: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    reasoning: Annotated[str, AfterValidator(lambda text: text.strip()[:MAX_REASONING_CHARS])]
+
+
+class AnalysisResult(BaseModel):
+    """What ``analyze_batch`` hands to ``store_results``: valid rows, rejects, and provenance."""
+
+    conversation_ids: list[str]
+    rows: list[InsightRow]
+    rejected: dict[str, str] = Field(default_factory=dict)
+    model: str
+    prompt_version: str
+    raw_response: str
+    usage: dict[str, Any] | None = None
+
+
+def validate_rows(batch_ids: list[str], raw_rows: list[Any]) -> tuple[list[InsightRow], dict[str, str]]:
+    """Keep the rows that validate and belong to the batch, once each; say why each other id failed.
+
+    Returns the valid rows and ``{conversation_id: reason}`` for every batch id without a valid row.
+    Rows for ids outside the batch are dropped: an analyzer cannot write another conversation's insight.
+    """
+    expected = set(batch_ids)
+    valid: dict[str, InsightRow] = {}
+    rejected: dict[str, str] = {}
+    for raw in raw_rows:
+        try:
+            row = InsightRow.model_validate(raw)
+        except ValidationError as error:
+            claimed = raw.get("conversation_id") if isinstance(raw, dict) else None
+            if isinstance(claimed, str) and claimed in expected:
+                rejected[claimed] = f"invalid row: {error.errors()[0]['msg']} at {error.errors()[0]['loc']}"
+            continue
+        if row.conversation_id not in expected:
+            continue
+        if row.conversation_id in valid or row.conversation_id in rejected:
+            valid.pop(row.conversation_id, None)
+            rejected[row.conversation_id] = "the analyzer returned this conversation more than once"
+            continue
+        valid[row.conversation_id] = row
+    for conversation_id in batch_ids:
+        if conversation_id not in valid and conversation_id not in rejected:
+            rejected[conversation_id] = "the analyzer returned no row for this conversation"
+    return list(valid.values()), rejected
+
+
+def sentiment_label(score: float, negative_threshold: float, positive_threshold: float) -> str:
+    """``positive`` at or above the positive threshold, ``negative`` at or below the negative one."""
+    if score >= positive_threshold:
+        return "positive"
+    if score <= negative_threshold:
+        return "negative"
+    return "neutral"

@@ -1,0 +1,126 @@
+"""Configuration: defaults from ``config.toml``, overridden by environment variables.
+
+Every scalar key of ``config.toml`` may be overridden by the environment variable of the same name
+in upper case (``batch_size`` -> ``BATCH_SIZE``). A bad value stops start-up with one line naming the
+variable and what it expects (:class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CONFIG_FILE = Path(os.environ.get("CONFIG_FILE", Path(__file__).with_name("config.toml")))
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed; the message is one line for the operator."""
+
+
+class Settings(BaseModel):
+    """Every setting of the service, validated."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    port: Annotated[int, Field(gt=0, lt=65536)]
+    redis_url: str
+    db_path: str
+    database_url: str
+    grok_api_key: str = Field(repr=False)
+    grok_model: str
+    grok_base_url: str
+    inbound_rps: PositiveInt
+    outbound_rps: PositiveInt
+    batch_size: PositiveInt
+    batch_flush_seconds: PositiveFloat
+    max_retries: PositiveInt
+    backoff_seconds: PositiveFloat
+    lease_seconds: PositiveFloat
+    reconcile_interval_seconds: PositiveFloat
+    max_body_bytes: PositiveInt
+    max_messages: PositiveInt
+    max_content_chars: PositiveInt
+    max_role_chars: PositiveInt
+    max_metadata_bytes: PositiveInt
+    max_page_size: PositiveInt
+    default_page_size: PositiveInt
+    negative_threshold: Annotated[float, Field(ge=-1, le=1)]
+    positive_threshold: Annotated[float, Field(ge=-1, le=1)]
+    taxonomy: dict[str, list[str]]
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("postgres://", "postgresql://", "postgres+pool://", "postgresql+pool://")):
+            raise ValueError("expected a postgres:// or postgresql:// URL, or nothing for SQLite")
+        return value
+
+    @property
+    def limits_storage_url(self) -> str:
+        """The same Redis, spelled as the ``limits`` library's async storage wants it."""
+        if self.redis_url.startswith("unix://"):
+            return "async+redis+unix://" + self.redis_url.removeprefix("unix://")
+        return "async+" + self.redis_url
+
+    @property
+    def offline(self) -> bool:
+        """True when no Grok key is configured and the deterministic analyzer runs instead."""
+        return not self.grok_api_key
+
+
+def _flatten(table: Mapping[str, Any]) -> dict[str, Any]:
+    """Lift the keys of ``[section]`` tables to one level; ``[taxonomy]`` stays a table."""
+    flat: dict[str, Any] = {}
+    for section, values in table.items():
+        if section == "taxonomy":
+            flat["taxonomy"] = dict(values)
+        else:
+            flat.update(values)
+    return flat
+
+
+def load_settings(environ: Mapping[str, str] | None = None, config_file: Path = CONFIG_FILE) -> Settings:
+    """Read ``config_file``, apply environment overrides and validate; raise :class:`ConfigError`."""
+    environ = os.environ if environ is None else environ
+    with open(config_file, "rb") as handle:
+        values = _flatten(tomllib.load(handle))
+    for key in Settings.model_fields:
+        if key != "taxonomy" and key.upper() in environ:
+            values[key] = environ[key.upper()]
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = str(first["loc"][0])
+        source = name.upper() if name.upper() in environ else f"{name} in {config_file.name}"
+        expected = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: {expected} (got {first.get('input')!r})") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def settings_or_exit() -> Settings:
+    """The settings, or stop the process with the one-line reason (for process entry points)."""
+    try:
+        return get_settings()
+    except ConfigError as error:
+        raise SystemExit(f"configuration error: {error}") from None

@@ -1,0 +1,1 @@
+"""The system of record: Peewee models and queries over SQLite or PostgreSQL."""

@@ -1,0 +1,52 @@
+"""Schema creation and migration at start-up, without losing data.
+
+Each migration runs once, in order, recorded in ``schema_migrations``; every process may call
+:func:`migrate` at start-up, and concurrent callers are serialised by a lock (an advisory lock on
+PostgreSQL, the write lock on SQLite).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+from peewee import Database, PostgresqlDatabase
+
+from store.models import MODELS
+
+MIGRATION_LOCK_ID = 0x1D5_1A7  # arbitrary constant naming this application's advisory lock
+
+
+def _initial_schema(db: Database) -> None:
+    db.create_tables(MODELS, safe=True)
+
+
+MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
+    ("0001_initial", _initial_schema),
+]
+
+
+@contextlib.contextmanager
+def _exclusive_transaction(db: Database) -> Iterator[None]:
+    """A transaction that only one process at a time may hold."""
+    if isinstance(db, PostgresqlDatabase):
+        with db.atomic():
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+            yield
+    else:
+        with db.atomic("IMMEDIATE"):
+            yield
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply the migrations not yet applied; return their names."""
+    db.execute_sql("CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR(128) PRIMARY KEY)")
+    applied_now = []
+    with _exclusive_transaction(db):
+        done = {row[0] for row in db.execute_sql("SELECT name FROM schema_migrations").fetchall()}
+        for name, apply in MIGRATIONS:
+            if name not in done:
+                apply(db)
+                db.execute_sql(f"INSERT INTO schema_migrations (name) VALUES ({db.param})", (name,))
+                applied_now.append(name)
+    return applied_now

@@ -1,0 +1,67 @@
+"""Peewee models. Times are naive UTC in the database (both backends store them alike)."""
+
+from __future__ import annotations
+
+from peewee import (
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+database = DatabaseProxy()
+
+QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
+STATUSES = (QUEUED, PROCESSING, COMPLETED, FAILED)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+
+
+class Conversation(BaseModel):
+    """An accepted conversation; ``payload`` is its canonical JSON (messages and metadata)."""
+
+    id = CharField(max_length=128, primary_key=True)
+    status = CharField(max_length=16, default=QUEUED)
+    payload = TextField()
+    payload_hash = CharField(max_length=64)
+    received_at = DateTimeField()
+    updated_at = DateTimeField()
+    attempts = IntegerField(default=0)
+    last_error = TextField(null=True)
+
+    class Meta:
+        table_name = "conversations"
+        indexes = (
+            (("status", "updated_at"), False),  # the reconciler's scan for stuck work
+            (("received_at", "id"), False),
+        )
+
+
+class Insight(BaseModel):
+    """The analysis of one conversation. ``received_at`` is copied from it for the window query."""
+
+    conversation = ForeignKeyField(Conversation, primary_key=True, column_name="conversation_id", on_delete="CASCADE")
+    received_at = DateTimeField()
+    sentiment_score = FloatField()
+    clusters = TextField()  # JSON list of slugs
+    confidence = FloatField()
+    reasoning = TextField()
+    model = CharField(max_length=128)
+    prompt_version = CharField(max_length=64)
+    raw_response = TextField()
+    usage = TextField(null=True)  # JSON object of token counts, when the analyzer reports them
+    analyzed_at = DateTimeField()
+
+    class Meta:
+        table_name = "insights"
+        indexes = ((("received_at", "conversation"), False),)
+
+
+MODELS = (Conversation, Insight)

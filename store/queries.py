@@ -1,0 +1,234 @@
+"""Every read and write the service makes, each status move in one transaction.
+
+Status moves only forward: ``queued -> processing -> completed | failed``; a conversation goes back to
+``queued`` only when a failed attempt is retried. Times are naive UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from peewee import JOIN, Database, PostgresqlDatabase, Tuple
+
+from insights.schemas import AnalysisResult
+from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, Conversation, Insight, database
+
+OPEN_STATUSES = (QUEUED, PROCESSING)
+
+
+def utcnow() -> datetime:
+    """Now, as naive UTC (how times are stored)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def to_db_time(moment: datetime) -> datetime:
+    """An aware or naive-UTC datetime as stored: naive UTC."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def from_db_time(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=timezone.utc)
+
+
+class InsertOutcome(enum.Enum):
+    CREATED = "created"
+    DUPLICATE = "duplicate"  # same id, same payload: already accepted
+    CONFLICT = "conflict"  # same id, another payload
+
+
+def insert_conversation(conversation_id: str, payload: str, payload_hash: str, received_at: datetime) -> InsertOutcome:
+    """Commit a new ``queued`` conversation, or say how it relates to the one already under that id."""
+    with database.atomic():
+        inserted = (
+            Conversation.insert(
+                id=conversation_id,
+                status=QUEUED,
+                payload=payload,
+                payload_hash=payload_hash,
+                received_at=received_at,
+                updated_at=received_at,
+            )
+            .on_conflict_ignore()
+            .as_rowcount()
+            .execute()
+        )
+        if inserted:
+            return InsertOutcome.CREATED
+        existing = Conversation.select(Conversation.payload_hash).where(Conversation.id == conversation_id).scalar()
+    return InsertOutcome.DUPLICATE if existing == payload_hash else InsertOutcome.CONFLICT
+
+
+def get_conversation(conversation_id: str) -> tuple[Conversation, Insight | None] | None:
+    row = (
+        Conversation.select(Conversation, Insight)
+        .join(Insight, JOIN.LEFT_OUTER, on=(Insight.conversation == Conversation.id), attr="insight")
+        .where(Conversation.id == conversation_id)
+        .first()
+    )
+    if row is None:
+        return None
+    insight = row.insight if getattr(row, "insight", None) and row.insight.analyzed_at else None
+    return row, insight
+
+
+def _locked(query):
+    """``SELECT ... FOR UPDATE`` where the database has it (SQLite locks the whole file on write)."""
+    return query.for_update() if isinstance(database.obj, PostgresqlDatabase) else query
+
+
+def _write_transaction(db: Database):
+    """A transaction that takes the write lock at once, so a read-then-write cannot interleave."""
+    return db.atomic() if isinstance(db, PostgresqlDatabase) else db.atomic("IMMEDIATE")
+
+
+def claim_for_processing(conversation_ids: Iterable[str]) -> list[Conversation]:
+    """Move the open conversations among ``conversation_ids`` to ``processing``, counting an attempt."""
+    ids = list(conversation_ids)
+    now = utcnow()
+    with _write_transaction(database.obj):
+        claimed = list(_locked(Conversation.select().where(Conversation.id.in_(ids), Conversation.status.in_(OPEN_STATUSES))))
+        if claimed:
+            (
+                Conversation.update(status=PROCESSING, attempts=Conversation.attempts + 1, updated_at=now)
+                .where(Conversation.id.in_([c.id for c in claimed]))
+                .execute()
+            )
+    return claimed
+
+
+@dataclass
+class StoreOutcome:
+    completed: list[str]
+    retry: list[str]  # back to queued for another attempt
+    failed: list[str]  # out of attempts
+
+
+def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
+    """Store valid rows as insights and settle every conversation of the batch, in one transaction.
+
+    Idempotent: a conversation that is no longer open (already completed or failed) is left untouched,
+    so running the same result twice creates no second insight.
+    """
+    rows = {row.conversation_id: row for row in result.rows}
+    now = utcnow()
+    outcome = StoreOutcome([], [], [])
+    with _write_transaction(database.obj):
+        open_rows = _locked(
+            Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at).where(
+                Conversation.id.in_(result.conversation_ids), Conversation.status.in_(OPEN_STATUSES)
+            )
+        )
+        for conversation in open_rows:
+            row = rows.get(conversation.id)
+            if row is not None:
+                _store_insight(conversation, row, result, now)
+                outcome.completed.append(conversation.id)
+            else:
+                reason = result.rejected.get(conversation.id, "the analyzer returned no row for this conversation")
+                exhausted = conversation.attempts >= max_retries
+                (
+                    Conversation.update(status=FAILED if exhausted else QUEUED, last_error=reason, updated_at=now)
+                    .where(Conversation.id == conversation.id)
+                    .execute()
+                )
+                (outcome.failed if exhausted else outcome.retry).append(conversation.id)
+        if outcome.completed:
+            (
+                Conversation.update(status=COMPLETED, last_error=None, updated_at=now)
+                .where(Conversation.id.in_(outcome.completed))
+                .execute()
+            )
+    return outcome
+
+
+def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult, now: datetime) -> None:
+    fields = dict(
+        received_at=conversation.received_at,
+        sentiment_score=row.sentiment_score,
+        clusters=json.dumps(row.clusters),
+        confidence=row.confidence,
+        reasoning=row.reasoning,
+        model=result.model,
+        prompt_version=result.prompt_version,
+        raw_response=result.raw_response,
+        usage=json.dumps(result.usage) if result.usage is not None else None,
+        analyzed_at=now,
+    )
+    (
+        Insight.insert(conversation=conversation.id, **fields)
+        .on_conflict(conflict_target=[Insight.conversation], update=fields)
+        .execute()
+    )
+
+
+def reclaim_stale(older_than: datetime, limit: int = 1000) -> list[str]:
+    """Ids of open conversations untouched since ``older_than``; touching them hands each to one caller."""
+    now = utcnow()
+    with _write_transaction(database.obj):
+        stale = [
+            c.id
+            for c in _locked(
+                Conversation.select(Conversation.id)
+                .where(Conversation.status.in_(OPEN_STATUSES), Conversation.updated_at < older_than)
+                .order_by(Conversation.updated_at)
+                .limit(limit)
+            )
+        ]
+        if stale:
+            Conversation.update(updated_at=now).where(Conversation.id.in_(stale)).execute()
+    return stale
+
+
+@dataclass
+class InsightQuery:
+    start: datetime
+    end: datetime
+    limit: int
+    min_confidence: float | None = None
+    sentiment: str | None = None  # positive | neutral | negative
+    thresholds: tuple[float, float] = (-0.1, 0.1)  # (negative, positive), see sentiment_label
+    after: tuple[datetime, str] | None = None  # keyset cursor: (received_at, conversation_id)
+
+
+@dataclass
+class InsightPage:
+    insights: list[Insight]
+    total_count: int
+    next_after: tuple[datetime, str] | None
+
+
+def _sentiment_condition(label: str, negative: float, positive: float):
+    score = Insight.sentiment_score
+    return {
+        "positive": score >= positive,
+        "negative": score <= negative,
+        "neutral": (score > negative) & (score < positive),
+    }[label]
+
+
+def query_insights(query: InsightQuery) -> InsightPage:
+    """One page of the insights received in ``[start, end)``, oldest first, and the count of all matches."""
+    conditions = [Insight.received_at >= query.start, Insight.received_at < query.end]
+    if query.min_confidence is not None:
+        conditions.append(Insight.confidence >= query.min_confidence)
+    if query.sentiment is not None:
+        conditions.append(_sentiment_condition(query.sentiment, *query.thresholds))
+    matching = Insight.select().where(*conditions)
+    total = matching.count()
+    if query.after is not None:
+        matching = matching.where(Tuple(Insight.received_at, Insight.conversation) > Tuple(*query.after))
+    page = list(matching.order_by(Insight.received_at, Insight.conversation).limit(query.limit + 1))
+    next_after = None
+    if len(page) > query.limit:
+        page = page[: query.limit]
+        next_after = (page[-1].received_at, page[-1].conversation_id)
+    return InsightPage(page, total, next_after)
+
+
+def ping() -> None:
+    """Raise if the database does not answer."""
+    database.execute_sql("SELECT 1").fetchone()
