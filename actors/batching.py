@@ -94,7 +94,8 @@ def _age_ms(client: redis.Redis, entry_id: bytes) -> float:
 
 def _dispatch_abandoned(client: redis.Redis) -> None:
     """Re-dispatch entries that a dead cutter read but never acknowledged."""
-    _next, claimed, _deleted = client.xautoclaim(STREAM, GROUP, CONSUMER, min_idle_time=CLAIM_IDLE_MS, count=settings.batch_size)
+    # Redis 7 answers [next, claimed, deleted], Redis 6.2 (the embedded one) [next, claimed].
+    claimed = client.xautoclaim(STREAM, GROUP, CONSUMER, min_idle_time=CLAIM_IDLE_MS, count=settings.batch_size)[1]
     if claimed:
         logger.warning("claimed back %d abandoned stream entries", len(claimed))
         _dispatch(client, claimed)

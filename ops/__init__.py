@@ -1,0 +1,1 @@
+"""Operators' tooling: running the whole system locally, and (later) the ``insights`` CLI."""

