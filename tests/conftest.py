@@ -1,0 +1,217 @@
+"""Real services for the tests: Redis, SQLite, PostgreSQL, and the web and worker processes themselves.
+
+Redis: ``REDIS_URL`` when set, else 127.0.0.1:6379 when it answers, else an embedded redis-server. Tests
+use databases 8 to 15 of it, which they flush. PostgreSQL: 127.0.0.1:5432 (trust auth) when it answers,
+in a scratch database made for the run; its tests are skipped, with the reason, otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ops.embedded_redis import EmbeddedRedis  # noqa: E402
+from ops.supervisor import stop_all, web_command, worker_command  # noqa: E402
+
+
+def _local_redis_answers() -> bool:
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+_EMBEDDED: EmbeddedRedis | None = None
+if os.environ.get("REDIS_URL"):
+    REDIS_BASE = urlsplit(os.environ["REDIS_URL"])._replace(path="", query="").geturl()
+elif _local_redis_answers():
+    REDIS_BASE = "redis://127.0.0.1:6379"
+else:
+    _EMBEDDED = EmbeddedRedis()
+    REDIS_BASE = _EMBEDDED.url
+
+
+def redis_url(db: int) -> str:
+    """The test Redis, database ``db`` (unix sockets take the database as a query parameter)."""
+    return f"{REDIS_BASE}?db={db}" if REDIS_BASE.startswith("unix://") else f"{REDIS_BASE}/{db}"
+
+
+# In-process tests (store, batching) import the actors, which read settings once: point them at db 8.
+IN_PROCESS_REDIS_DB = 8
+os.environ["REDIS_URL"] = redis_url(IN_PROCESS_REDIS_DB)
+_redis_dbs = itertools.count(9)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _EMBEDDED is not None:
+        _EMBEDDED.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [f"redis: {REDIS_BASE}{' (embedded)' if _EMBEDDED else ''}"]
+
+
+def fresh_redis_url() -> str:
+    """A flushed Redis database of its own for one stack (databases 9 to 15, reused round-robin)."""
+    db = 9 + (next(_redis_dbs) - 9) % 7
+    url = redis_url(db)
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A scratch PostgreSQL database for this run, dropped at the end; skips when none answers."""
+    try:
+        import psycopg2
+
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=2)
+    except Exception as error:  # no server, or no trust auth
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 not available: {error}")
+    admin.autocommit = True
+    name = f"insights_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """Environment selecting a fresh SQLite file, or the PostgreSQL scratch database, emptied."""
+    if request.param == "sqlite":
+        return {"DB_PATH": str(tmp_path / "insights.db"), "DATABASE_URL": ""}
+    url = request.getfixturevalue("postgres_server_url")
+    _empty_postgres(url)
+    return {"DATABASE_URL": url}
+
+
+def _empty_postgres(url: str) -> None:
+    import psycopg2
+
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS insights, conversations, schema_migrations CASCADE")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """Web and worker processes of the real service, started with ``env``, stopped by :meth:`stop`."""
+
+    env: dict[str, str]
+    logs: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+
+    def start_web(self) -> httpx.Client:
+        port = free_port()
+        process = self._spawn(web_command(port), f"web-{port}")
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"web exited with {process.returncode}: {self.log_text()}")
+            try:
+                if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"web did not become ready: {self.log_text()}")
+            time.sleep(0.1)
+        self.ports.append(port)
+        return httpx.Client(base_url=base_url, timeout=10)
+
+    def start_worker(self, processes: int = 1, threads: int = 4) -> subprocess.Popen:
+        return self._spawn(worker_command(processes, threads), f"worker-{len(self.processes)}")
+
+    def _spawn(self, command: list[str], name: str) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def log_text(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.logs.glob("*.log")))
+
+    def stop(self) -> None:
+        stop_all(self.processes)
+
+    @property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.env["REDIS_URL"])
+
+
+class StackFactory:
+    """``factory(**env)`` makes a :class:`Stack` on a flushed Redis database of its own; ``close`` stops all."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.stacks: list[Stack] = []
+
+    def __call__(self, **env: object) -> Stack:
+        logs = self.directory / f"logs-{len(self.stacks)}"
+        logs.mkdir()
+        base = {"REDIS_URL": fresh_redis_url(), "DB_PATH": str(self.directory / "insights.db"), "DATABASE_URL": ""}
+        stack = Stack({**base, **{k: str(v) for k, v in env.items()}}, logs)
+        self.stacks.append(stack)
+        return stack
+
+    def close(self) -> None:
+        for stack in self.stacks:
+            stack.stop()
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
+    factory = StackFactory(tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def make_module_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
+    factory = StackFactory(tmp_path_factory.mktemp("stack"))
+    yield factory
+    factory.close()
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def conversation(text: str = "Hello, I need help with my invoice.", **extra) -> dict:
+    """A minimal valid request body."""
+    return {"messages": [{"role": "customer", "content": text}], **extra}
