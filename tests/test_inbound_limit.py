@@ -1,0 +1,43 @@
+"""The inbound limit holds across two web processes sharing one Redis."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from datetime import datetime
+
+from peewee import SqliteDatabase
+
+from conftest import conversation
+
+LIMIT = 5
+
+
+def test_two_web_processes_together_accept_at_most_inbound_rps(make_stack):
+    stack = make_stack(INBOUND_RPS=LIMIT)
+    clients = [stack.start_web(), stack.start_web()]
+    barrier = threading.Barrier(24)
+
+    def post(n: int):
+        barrier.wait()
+        return clients[n % 2].post("/api/v1/conversations", json=conversation(f"burst {n}"))
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        responses = list(pool.map(post, range(24)))
+
+    accepted = [r for r in responses if r.status_code == 202]
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(accepted) + len(refused) == 24, [r.status_code for r in responses]
+    assert len(accepted) >= LIMIT, "the limit should be reached, not undershot"
+    for response in refused:
+        assert response.json()["error"]["code"] == "rate_limited"
+        assert int(response.headers["retry-after"]) >= 1
+        assert response.json()["error"]["retry_after_seconds"] == int(response.headers["retry-after"])
+
+    # Whatever the timing, no one-second span of acceptance times (as committed) holds more than LIMIT.
+    with SqliteDatabase(stack.env["DB_PATH"]) as db:
+        times = sorted(datetime.fromisoformat(row[0]) for row in db.execute_sql("SELECT received_at FROM conversations"))
+    assert len(times) == len(accepted)
+    for i, first in enumerate(times):
+        in_window = [t for t in times[i:] if (t - first).total_seconds() < 1.0]
+        assert len(in_window) <= LIMIT, times

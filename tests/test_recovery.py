@@ -1,0 +1,47 @@
+"""Redis is transport, the database the record: losing Redis's contents or a cutter loses no conversation."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from conftest import IN_PROCESS_REDIS_DB, conversation, redis_url, wait_until
+
+
+def test_a_redis_wipe_loses_no_accepted_conversation(make_stack):
+    stack = make_stack(LEASE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
+    client = stack.start_web()
+    ids = [client.post("/api/v1/conversations", json=conversation(f"lost message {n}")).json()["conversation_id"] for n in range(7)]
+    assert stack.redis.hlen("dramatiq:collect.msgs") == 7
+    stack.redis.flushdb()  # every message gone before any worker saw it
+
+    stack.start_worker()
+
+    def statuses():
+        found = [client.get(f"/api/v1/conversations/{i}").json()["status"] for i in ids]
+        return found if set(found) == {"completed"} else None
+
+    wait_until(statuses, timeout=30, message="the reconciler to re-enqueue and the worker to complete")
+
+
+def test_entries_of_a_dead_cutter_are_claimed_back(monkeypatch):
+    from actors import batching
+
+    client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
+    client.flushdb()
+    batching._ensure_group(client)
+    for n in range(3):
+        client.xadd(batching.STREAM, {"id": f"orphan-{n}"})
+    # A cutter reads the entries, then dies before dispatching and acknowledging them.
+    client.xreadgroup(batching.GROUP, "dead-consumer", {batching.STREAM: ">"}, count=10)
+    assert client.xpending(batching.STREAM, batching.GROUP)["pending"] == 3
+
+    monkeypatch.setattr(batching, "CLAIM_IDLE_MS", 0)  # instead of waiting 30 s for them to look abandoned
+    batching.cut_ready_batches(client)
+
+    assert client.xpending(batching.STREAM, batching.GROUP)["pending"] == 0
+    assert client.xlen(batching.STREAM) == 0
+    messages = [json.loads(raw) for raw in client.hvals("dramatiq:analyze.msgs")]
+    assert [m["args"] for m in messages] == [[["orphan-0", "orphan-1", "orphan-2"]]]
+    assert messages[0]["options"]["pipe_target"]["actor_name"] == "store_results"

@@ -1,0 +1,52 @@
+"""Configuration: config.toml defaults, environment overrides, one-line errors that stop start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from settings import ConfigError, load_settings
+
+
+def test_defaults_come_from_config_toml():
+    settings = load_settings({})
+    assert (settings.inbound_rps, settings.outbound_rps, settings.batch_size) == (100, 10, 20)
+    assert (settings.batch_flush_seconds, settings.max_retries, settings.backoff_seconds) == (2.0, 5, 1.0)
+    assert settings.db_path == "data/conversations.db" and settings.grok_base_url == "https://api.x.ai/v1"
+    assert settings.offline
+
+
+def test_environment_overrides():
+    settings = load_settings({"BATCH_SIZE": "7", "BATCH_FLUSH_SECONDS": "0.25", "GROK_API_KEY": "secret"})
+    assert settings.batch_size == 7 and settings.batch_flush_seconds == 0.25
+    assert not settings.offline
+    assert "secret" not in repr(settings)
+
+
+def test_redis_url_spelled_for_limits():
+    assert load_settings({"REDIS_URL": "unix:///tmp/r.sock?db=3"}).limits_storage_url == "async+redis+unix:///tmp/r.sock?db=3"
+    assert load_settings({"REDIS_URL": "redis://h:1/2"}).limits_storage_url == "async+redis://h:1/2"
+
+
+@pytest.mark.parametrize("name, value", [("INBOUND_RPS", "abc"), ("BATCH_SIZE", "0"), ("BACKOFF_SECONDS", "-1"), ("PORT", "70000")])
+def test_bad_values_name_the_variable(name, value):
+    with pytest.raises(ConfigError) as error:
+        load_settings({name: value})
+    assert str(error.value).startswith(f"{name}: ") and repr(value) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "uvicorn", "ingress:app", "--port", "0"],
+        [sys.executable, "-m", "dramatiq", "actors", "--processes", "1"],
+    ],
+)
+def test_a_bad_value_stops_start_up_with_one_line(command):
+    env = {"PATH": "/usr/bin:/bin", "MAX_RETRIES": "zero", "PYTHONPATH": str(ROOT)}
+    finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert finished.returncode != 0
+    assert "configuration error: MAX_RETRIES: Input should be a valid integer" in finished.stderr

@@ -1,0 +1,90 @@
+"""The store on SQLite and PostgreSQL: migrations, idempotent inserts, forward-only status moves."""
+
+from __future__ import annotations
+
+import pytest
+
+from insights.schemas import AnalysisResult, InsightRow
+from settings import load_settings
+from store import queries
+from store.db import open_database
+from store.migrations import migrate
+from store.models import Conversation, Insight
+
+
+@pytest.fixture
+def db(database_env):
+    database = open_database(load_settings({**database_env, "REDIS_URL": "redis://127.0.0.1:6379/8"}))
+    migrate(database)
+    yield database
+    database.close()
+
+
+def add(conversation_id: str) -> None:
+    outcome = queries.insert_conversation(conversation_id, '{"messages": []}', "hash-" + conversation_id, queries.utcnow())
+    assert outcome is queries.InsertOutcome.CREATED
+
+
+def result(ids: list[str], rows: list[str], rejected: dict[str, str] | None = None) -> AnalysisResult:
+    return AnalysisResult(
+        conversation_ids=ids,
+        rows=[InsightRow(conversation_id=i, sentiment_score=0.5, clusters=["Billing Issue"], confidence=0.8, reasoning=" ok ") for i in rows],
+        rejected=rejected or {},
+        model="test-model",
+        prompt_version="p1",
+        raw_response='{"raw": true}',
+    )
+
+
+def test_migrations_run_once_and_keep_data(db):
+    add("kept")
+    assert migrate(db) == []
+    assert Conversation.get_by_id("kept").status == "queued"
+
+
+def test_insert_is_idempotent_and_detects_conflicts(db):
+    add("c1")
+    assert queries.insert_conversation("c1", "{}", "hash-c1", queries.utcnow()) is queries.InsertOutcome.DUPLICATE
+    assert queries.insert_conversation("c1", "{}", "other", queries.utcnow()) is queries.InsertOutcome.CONFLICT
+    assert Conversation.select().count() == 1
+
+
+def test_results_complete_conversations_once(db):
+    for conversation_id in ("a", "b"):
+        add(conversation_id)
+    assert [c.id for c in queries.claim_for_processing(["a", "b", "unknown"])] == ["a", "b"]
+    outcome = queries.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
+    assert sorted(outcome.completed) == ["a", "b"]
+    insight = Insight.get_by_id("a")
+    assert insight.clusters == '["billing-issue"]' and insight.reasoning == "ok" and insight.raw_response == '{"raw": true}'
+
+    # The same result again (a redelivered message) changes nothing and adds no insight.
+    again = queries.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
+    assert again.completed == [] and Insight.select().count() == 2
+    # Completed conversations cannot be claimed again: status only moves forward.
+    assert queries.claim_for_processing(["a"]) == []
+    assert Conversation.get_by_id("a").status == "completed"
+
+
+def test_missing_rows_are_retried_then_failed_with_the_reason(db):
+    add("m")
+    for attempt in (1, 2):
+        queries.claim_for_processing(["m"])
+        outcome = queries.record_results(result(["m"], [], {"m": "no row"}), max_retries=2)
+        row = Conversation.get_by_id("m")
+        assert row.attempts == attempt
+        if attempt == 1:
+            assert outcome.retry == ["m"] and row.status == "queued" and row.last_error == "no row"
+        else:
+            assert outcome.failed == ["m"] and row.status == "failed" and row.last_error == "no row"
+    assert Insight.select().count() == 0
+
+
+def test_stale_open_conversations_are_reclaimed_once(db):
+    add("old")
+    add("done")
+    queries.claim_for_processing(["done"])
+    queries.record_results(result(["done"], ["done"]), max_retries=3)
+    later = queries.utcnow()
+    assert queries.reclaim_stale(later) == ["old"]
+    assert queries.reclaim_stale(later) == [], "a reclaimed conversation is touched, so nobody else takes it"
