@@ -50,3 +50,17 @@ def migrate(db: Database) -> list[str]:
                 db.execute_sql(f"INSERT INTO schema_migrations (name) VALUES ({db.param})", (name,))
                 applied_now.append(name)
     return applied_now
+
+
+def main() -> None:
+    """``python -m store.migrations``: migrate the configured database (the Procfile's ``release``)."""
+    from settings import settings_or_exit
+    from store.db import describe, open_database
+
+    settings = settings_or_exit()
+    applied = migrate(open_database(settings))
+    print(f"{describe(settings)}: applied {', '.join(applied) if applied else 'nothing, schema is current'}")
+
+
+if __name__ == "__main__":
+    main()
