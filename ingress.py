@@ -21,6 +21,7 @@ from typing import Any
 
 import falcon
 import falcon.asgi
+import peewee
 import redis.asyncio
 from limits import RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -33,6 +34,7 @@ from insights.schemas import ConversationBase, as_utc, request_models, sentiment
 from settings import Settings, settings_or_exit
 from store import queries
 from store.db import describe, open_database
+from store.group_commit import GroupCommitter
 from store.migrations import migrate
 from store.models import Conversation, Insight
 
@@ -78,6 +80,13 @@ async def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: E
     logger.exception("unhandled error on %s %s", req.method, req.path)
     resp.status = falcon.HTTP_500
     serialize_error(req, resp, ApiError(falcon.HTTP_500, "internal_error", "The server failed to handle this request."))
+
+
+async def handle_database_down(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict) -> None:
+    logger.error("database unavailable on %s %s: %s", req.method, req.path, error)
+    resp.status = falcon.HTTP_503
+    resp.retry_after = 1
+    serialize_error(req, resp, ApiError(falcon.HTTP_503, "database_unavailable", "The database is not answering; retry shortly."))
 
 
 def isoformat(moment: datetime | None) -> str | None:
@@ -134,6 +143,22 @@ def field_errors(error: ValidationError) -> list[dict[str, str]]:
     ]
 
 
+def admit(conversations: list[queries.NewConversation]) -> list[queries.InsertOutcome]:
+    """Commit a round of conversations, then hand the new ones to the workers (in the writer thread).
+
+    The commit is what a ``202`` promises; if Redis is away the send fails and the reconciler re-sends.
+    """
+    outcomes = queries.insert_conversations(conversations)
+    created = [new.id for new, outcome in zip(conversations, outcomes) if outcome is queries.InsertOutcome.CREATED]
+    for position, conversation_id in enumerate(created):
+        try:
+            collect.send(conversation_id)
+        except Exception as error:
+            logger.warning("could not enqueue %d conversation(s), the reconciler will: %s", len(created) - position, error)
+            break
+    return outcomes
+
+
 class ConversationsResource:
     """``POST /api/v1/conversations``: validate, limit, commit as ``queued``, enqueue, ``202``."""
 
@@ -141,6 +166,7 @@ class ConversationsResource:
         self.settings = settings
         self.model = request_models(settings)
         self.limiter = limiter
+        self.committer = GroupCommitter(admit)
 
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         if not req.content_type or falcon.MEDIA_JSON not in req.content_type.split(";")[0].strip().lower():
@@ -155,15 +181,14 @@ class ConversationsResource:
         conversation_id = conversation.conversation_id or f"conv_{ULID()}"
         payload = conversation.canonical_payload()
         digest = hashlib.sha256(payload.encode()).hexdigest()
-        outcome = await asyncio.to_thread(queries.insert_conversation, conversation_id, payload, digest, queries.utcnow())
+        new = queries.NewConversation(conversation_id, payload, digest, queries.utcnow())
+        outcome = await self.committer.submit(new)
         if outcome is queries.InsertOutcome.CONFLICT:
             raise ApiError(
                 falcon.HTTP_409, "conflict",
                 f"Conversation {conversation_id} was already accepted with a different payload.",
                 conversation_id=conversation_id,
             )
-        if outcome is queries.InsertOutcome.CREATED:
-            await self.enqueue(conversation_id)
         resp.status = falcon.HTTP_202
         resp.location = f"/api/v1/conversations/{conversation_id}"
         resp.media = {"status": "accepted", "conversation_id": conversation_id, "message": "Conversation queued for analysis"}
@@ -179,13 +204,6 @@ class ConversationsResource:
                 fields=field_errors(error),
             )
 
-    @staticmethod
-    async def enqueue(conversation_id: str) -> None:
-        """Hand the committed conversation to the workers; if Redis is away the reconciler will."""
-        try:
-            await asyncio.to_thread(collect.send, conversation_id)
-        except Exception as error:
-            logger.warning("could not enqueue %s, the reconciler will: %s", conversation_id, error)
 
 
 def insight_document(insight: Insight, settings: Settings) -> dict[str, Any]:
@@ -352,6 +370,7 @@ def create_app(settings: Settings) -> falcon.asgi.App:
     app = falcon.asgi.App(middleware=[Lifespan(settings)])
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler((peewee.OperationalError, peewee.InterfaceError), handle_database_down)
     limiter = InboundLimiter(settings)
     app.add_route("/api/v1/conversations", ConversationsResource(settings, limiter))
     app.add_route("/api/v1/conversations/{conversation_id}", ConversationResource(settings))

@@ -40,26 +40,42 @@ class InsertOutcome(enum.Enum):
     CONFLICT = "conflict"  # same id, another payload
 
 
-def insert_conversation(conversation_id: str, payload: str, payload_hash: str, received_at: datetime) -> InsertOutcome:
-    """Commit a new ``queued`` conversation, or say how it relates to the one already under that id."""
-    with database.atomic():
-        inserted = (
-            Conversation.insert(
-                id=conversation_id,
-                status=QUEUED,
-                payload=payload,
-                payload_hash=payload_hash,
-                received_at=received_at,
-                updated_at=received_at,
+@dataclass(frozen=True)
+class NewConversation:
+    id: str
+    payload: str  # canonical JSON of messages and metadata
+    payload_hash: str
+    received_at: datetime
+
+
+def insert_conversations(conversations: list[NewConversation]) -> list[InsertOutcome]:
+    """Commit new ``queued`` conversations in one transaction; say for each how it went, in order.
+
+    An id already taken is a ``DUPLICATE`` when the payload is the same, else a ``CONFLICT``.
+    """
+    outcomes: list[InsertOutcome | None] = []
+    with _write_transaction(database.obj):
+        for new in conversations:
+            inserted = (
+                Conversation.insert(
+                    id=new.id,
+                    status=QUEUED,
+                    payload=new.payload,
+                    payload_hash=new.payload_hash,
+                    received_at=new.received_at,
+                    updated_at=new.received_at,
+                )
+                .on_conflict_ignore()
+                .as_rowcount()
+                .execute()
             )
-            .on_conflict_ignore()
-            .as_rowcount()
-            .execute()
-        )
-        if inserted:
-            return InsertOutcome.CREATED
-        existing = Conversation.select(Conversation.payload_hash).where(Conversation.id == conversation_id).scalar()
-    return InsertOutcome.DUPLICATE if existing == payload_hash else InsertOutcome.CONFLICT
+            outcomes.append(InsertOutcome.CREATED if inserted else None)
+        taken = [new.id for new, outcome in zip(conversations, outcomes) if outcome is None]
+        hashes = dict(Conversation.select(Conversation.id, Conversation.payload_hash).where(Conversation.id.in_(taken)).tuples()) if taken else {}
+    return [
+        outcome or (InsertOutcome.DUPLICATE if hashes.get(new.id) == new.payload_hash else InsertOutcome.CONFLICT)
+        for new, outcome in zip(conversations, outcomes)
+    ]
 
 
 def get_conversation(conversation_id: str) -> tuple[Conversation, Insight | None] | None:

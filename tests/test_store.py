@@ -20,9 +20,12 @@ def db(database_env):
     database.close()
 
 
+def new(conversation_id: str, payload_hash: str | None = None) -> queries.NewConversation:
+    return queries.NewConversation(conversation_id, "{}", payload_hash or f"hash-{conversation_id}", queries.utcnow())
+
+
 def add(conversation_id: str) -> None:
-    outcome = queries.insert_conversation(conversation_id, '{"messages": []}', "hash-" + conversation_id, queries.utcnow())
-    assert outcome is queries.InsertOutcome.CREATED
+    assert queries.insert_conversations([new(conversation_id)]) == [queries.InsertOutcome.CREATED]
 
 
 def result(ids: list[str], rows: list[str], rejected: dict[str, str] | None = None) -> AnalysisResult:
@@ -44,9 +47,10 @@ def test_migrations_run_once_and_keep_data(db):
 
 def test_insert_is_idempotent_and_detects_conflicts(db):
     add("c1")
-    assert queries.insert_conversation("c1", "{}", "hash-c1", queries.utcnow()) is queries.InsertOutcome.DUPLICATE
-    assert queries.insert_conversation("c1", "{}", "other", queries.utcnow()) is queries.InsertOutcome.CONFLICT
-    assert Conversation.select().count() == 1
+    outcomes = queries.insert_conversations([new("c2"), new("c1"), new("c1", "other"), new("c2"), new("c3")])
+    Outcome = queries.InsertOutcome
+    assert outcomes == [Outcome.CREATED, Outcome.DUPLICATE, Outcome.CONFLICT, Outcome.DUPLICATE, Outcome.CREATED]
+    assert Conversation.select().count() == 3
 
 
 def test_results_complete_conversations_once(db):
