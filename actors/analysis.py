@@ -36,24 +36,24 @@ def run_batch(conversation_ids: list[str]) -> None:
 
 
 @dramatiq.actor(queue_name="analyze", max_retries=settings.max_retries, min_backoff=RETRY_BACKOFF_MS)
-def analyze_batch(conversation_ids: list[str]) -> dict:
-    """Analyze the still-open conversations of the batch; return an ``AnalysisResult`` as JSON."""
+def analyze_batch(conversation_ids: list[str]) -> dict | None:
+    """Analyze the still-open conversations of the batch; return an ``AnalysisResult`` as JSON.
+
+    ``None`` when none is open any more (a redelivered batch whose work is already done).
+    """
     claimed = queries.claim_for_processing(conversation_ids)
+    if not claimed:
+        return None
     conversations = [ConversationToAnalyze(c.id, json.loads(c.payload)["messages"]) for c in claimed]
-    if not conversations:
-        active = analyzer()
-        return AnalysisResult(
-            conversation_ids=[], rows=[], model=active.model, prompt_version=active.prompt_version, raw_response=""
-        ).model_dump(mode="json")
     return analyzer().analyze(conversations).model_dump(mode="json")
 
 
 @dramatiq.actor(queue_name="store", max_retries=settings.max_retries, min_backoff=RETRY_BACKOFF_MS)
-def store_results(analysis: dict) -> None:
+def store_results(analysis: dict | None) -> None:
     """Store the validated rows, settle the batch and send retries back to the stream."""
-    result = AnalysisResult.model_validate(analysis)
-    if not result.conversation_ids:
+    if analysis is None:
         return
+    result = AnalysisResult.model_validate(analysis)
     outcome = queries.record_results(result, settings.max_retries)
     for conversation_id in outcome.retry:
         collect.send(conversation_id)
