@@ -11,7 +11,7 @@ import functools
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -37,9 +37,15 @@ class Settings(BaseModel):
     grok_api_key: str = Field(repr=False)
     grok_model: str
     grok_base_url: str
+    grok_connect_timeout_seconds: PositiveFloat
+    grok_read_timeout_seconds: PositiveFloat
+    grok_response_format: Literal["json_schema", "json_object"]
+    grok_output_tokens_per_conversation: PositiveInt
+    grok_auth_pause_seconds: PositiveFloat
     inbound_rps: PositiveInt
     outbound_rps: PositiveInt
     batch_size: PositiveInt
+    max_batch_tokens: PositiveInt
     batch_flush_seconds: PositiveFloat
     max_retries: PositiveInt
     backoff_seconds: PositiveFloat

@@ -8,6 +8,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
+from insights.outbound import OutboundGate
 from settings import settings_or_exit
 
 settings = settings_or_exit()
@@ -17,5 +18,8 @@ dramatiq.set_broker(broker)
 
 @functools.cache
 def redis_client() -> redis.Redis:
-    """This process's client for the batching stream and locks (thread-safe, pooled)."""
+    """This process's client for the batching stream, locks and the outbound gate (thread-safe, pooled)."""
     return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+
+
+gate = OutboundGate(redis_client(), settings.outbound_rps)

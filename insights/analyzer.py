@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from insights.schemas import AnalysisResult
 from settings import Settings
+
+if TYPE_CHECKING:
+    from insights.outbound import OutboundGate
 
 
 class ConversationToAnalyze(NamedTuple):
@@ -21,16 +24,12 @@ class Analyzer(Protocol):
         """Score every conversation; rows are validated, missing or invalid ones are in ``rejected``."""
 
 
-class AnalyzerUnavailable(RuntimeError):
-    """The configured analyzer cannot run in this build or configuration."""
+def build_analyzer(settings: Settings, gate: "OutboundGate") -> Analyzer:
+    """Grok when ``GROK_API_KEY`` is set, else the deterministic offline analyzer."""
+    if settings.offline:
+        from insights.offline import OfflineAnalyzer
 
+        return OfflineAnalyzer(settings.taxonomy)
+    from insights.grok import GrokClient
 
-def build_analyzer(settings: Settings) -> Analyzer:
-    """The offline analyzer without ``GROK_API_KEY``; the Grok client is not built yet."""
-    if not settings.offline:
-        raise AnalyzerUnavailable(
-            "GROK_API_KEY is set but the Grok client is not implemented yet; unset it to use the offline analyzer"
-        )
-    from insights.offline import OfflineAnalyzer
-
-    return OfflineAnalyzer(settings.taxonomy)
+    return GrokClient(settings, gate)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from peewee import JOIN, Database, PostgresqlDatabase, Tuple
+from peewee import JOIN, Database, PostgresqlDatabase, Tuple, fn
 
 from insights.schemas import AnalysisResult
 from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, Conversation, Insight, database
@@ -101,12 +101,26 @@ def _write_transaction(db: Database):
     return db.atomic() if isinstance(db, PostgresqlDatabase) else db.atomic("IMMEDIATE")
 
 
-def claim_for_processing(conversation_ids: Iterable[str]) -> list[Conversation]:
-    """Move the open conversations among ``conversation_ids`` to ``processing``, counting an attempt."""
+def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int) -> list[Conversation]:
+    """Move the open conversations among ``conversation_ids`` to ``processing``, counting an attempt.
+
+    One that has already used ``max_attempts`` is ``failed`` instead, keeping its last error.
+    """
     ids = list(conversation_ids)
     now = utcnow()
     with _write_transaction(database.obj):
-        claimed = list(_locked(Conversation.select().where(Conversation.id.in_(ids), Conversation.status.in_(OPEN_STATUSES))))
+        open_rows = list(_locked(Conversation.select().where(Conversation.id.in_(ids), Conversation.status.in_(OPEN_STATUSES))))
+        spent = [c.id for c in open_rows if c.attempts >= max_attempts]
+        claimed = [c for c in open_rows if c.attempts < max_attempts]
+        if spent:
+            (
+                Conversation.update(
+                    status=FAILED, updated_at=now,
+                    last_error=fn.COALESCE(Conversation.last_error, "") + f" (gave up after {max_attempts} attempts)",
+                )
+                .where(Conversation.id.in_(spent))
+                .execute()
+            )
         if claimed:
             (
                 Conversation.update(status=PROCESSING, attempts=Conversation.attempts + 1, updated_at=now)
@@ -114,6 +128,33 @@ def claim_for_processing(conversation_ids: Iterable[str]) -> list[Conversation]:
                 .execute()
             )
     return claimed
+
+
+def _update_open(conversation_ids: Iterable[str], **changes: Any) -> int:
+    """Apply ``changes`` to the conversations among ``conversation_ids`` that are still open."""
+    return (
+        Conversation.update(updated_at=utcnow(), **changes)
+        .where(Conversation.id.in_(list(conversation_ids)), Conversation.status.in_(OPEN_STATUSES))
+        .execute()
+    )
+
+
+def refund_attempt(conversation_ids: Iterable[str], requeue: bool = False) -> int:
+    """Take back the attempt a claim counted (the failure was not theirs), optionally back to ``queued``."""
+    changes: dict[str, Any] = {"attempts": Conversation.attempts - 1}
+    if requeue:
+        changes["status"] = QUEUED
+    return _update_open(conversation_ids, **changes)
+
+
+def note_error(conversation_ids: Iterable[str], reason: str) -> int:
+    """Record why the open conversations are waiting (and renew their lease)."""
+    return _update_open(conversation_ids, last_error=reason)
+
+
+def fail_open(conversation_ids: Iterable[str], reason: str) -> int:
+    """Mark the still-open conversations ``failed`` with ``reason``."""
+    return _update_open(conversation_ids, status=FAILED, last_error=reason)
 
 
 @dataclass

@@ -56,7 +56,7 @@ def test_insert_is_idempotent_and_detects_conflicts(db):
 def test_results_complete_conversations_once(db):
     for conversation_id in ("a", "b"):
         add(conversation_id)
-    assert [c.id for c in queries.claim_for_processing(["a", "b", "unknown"])] == ["a", "b"]
+    assert [c.id for c in queries.claim_for_processing(["a", "b", "unknown"], max_attempts=3)] == ["a", "b"]
     outcome = queries.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
     assert sorted(outcome.completed) == ["a", "b"]
     insight = Insight.get_by_id("a")
@@ -66,14 +66,14 @@ def test_results_complete_conversations_once(db):
     again = queries.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
     assert again.completed == [] and Insight.select().count() == 2
     # Completed conversations cannot be claimed again: status only moves forward.
-    assert queries.claim_for_processing(["a"]) == []
+    assert queries.claim_for_processing(["a"], max_attempts=3) == []
     assert Conversation.get_by_id("a").status == "completed"
 
 
 def test_missing_rows_are_retried_then_failed_with_the_reason(db):
     add("m")
     for attempt in (1, 2):
-        queries.claim_for_processing(["m"])
+        queries.claim_for_processing(["m"], max_attempts=2)
         outcome = queries.record_results(result(["m"], [], {"m": "no row"}), max_retries=2)
         row = Conversation.get_by_id("m")
         assert row.attempts == attempt
@@ -87,7 +87,7 @@ def test_missing_rows_are_retried_then_failed_with_the_reason(db):
 def test_stale_open_conversations_are_reclaimed_once(db):
     add("old")
     add("done")
-    queries.claim_for_processing(["done"])
+    queries.claim_for_processing(["done"], max_attempts=3)
     queries.record_results(result(["done"], ["done"]), max_retries=3)
     later = queries.utcnow()
     assert queries.reclaim_stale(later) == ["old"]
