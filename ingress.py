@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from ulid import ULID
 
 from actors.batching import collect
+from insights.outbound import MISCONFIGURED_KEY
 from insights.schemas import ConversationBase, as_utc, request_models, sentiment_label
 from settings import Settings, settings_or_exit
 from store import queries
@@ -336,22 +337,27 @@ class HealthResource:
 
 
 class ReadinessResource:
-    """``GET /readyz``: ``200`` when Redis and the database both answer, else ``503`` naming which not."""
+    """``GET /readyz``: ``200`` when Redis and the database answer and Grok accepts our key.
+
+    Else ``503`` naming what fails (``redis``, ``database``, ``grok``).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.redis = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=READY_TIMEOUT_SECONDS)
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        checks = {"redis": self.redis.ping(), "database": asyncio.to_thread(queries.ping)}
+        checks = {"redis": self.redis.get(MISCONFIGURED_KEY), "database": asyncio.to_thread(queries.ping)}
         results = await asyncio.gather(
             *(asyncio.wait_for(check, READY_TIMEOUT_SECONDS) for check in checks.values()), return_exceptions=True
         )
         failing = {name: f"{type(r).__name__}: {r}" for name, r in zip(checks, results) if isinstance(r, BaseException)}
+        if isinstance(results[0], bytes):  # a worker found Grok refusing our requests (bad key...)
+            failing["grok"] = results[0].decode()
         if failing:
             raise ApiError(
                 falcon.HTTP_503, "not_ready", f"Not answering: {', '.join(failing)}.", failing=failing
             )
-        resp.media = {"status": "ready", "checks": {name: "ok" for name in checks}}
+        resp.media = {"status": "ready", "checks": {name: "ok" for name in (*checks, "grok")}}
 
 
 class Lifespan:

@@ -198,7 +198,7 @@ def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"redis": "ok", "database": "ok"}
+    assert ready.json()["checks"] == {"redis": "ok", "database": "ok", "grok": "ok"}
 
 
 INSIGHTS = "/api/v1/insights"
