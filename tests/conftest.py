@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -151,9 +152,36 @@ class Stack:
     def _spawn(self, command: list[str], name: str) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "wb")
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)
         return process
+
+    def kill(self, process: subprocess.Popen) -> None:
+        """SIGKILL a process and everything it started (a Dramatiq worker's forked processes too)."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def conversations(self, client: httpx.Client, ids: list[str]) -> list[dict]:
+        return [client.get(f"/api/v1/conversations/{i}").json() for i in ids]
+
+    def settled(self, client: httpx.Client, ids: list[str], timeout: float = 60) -> list[dict]:
+        """Wait until every conversation is ``completed`` or ``failed``; return their documents."""
+
+        def done() -> list[dict] | None:
+            documents = self.conversations(client, ids)
+            return documents if all(d["status"] in ("completed", "failed") for d in documents) else None
+
+        return wait_until(done, timeout=timeout, message=f"conversations to settle; logs:\n{self.log_text()}")
+
+    def sql(self, query: str, *params: object) -> list[tuple]:
+        """Read the stack's database directly (SQLite or PostgreSQL)."""
+        from peewee import SqliteDatabase
+        from playhouse.db_url import connect
+
+        url = self.env.get("DATABASE_URL")
+        db = connect(url) if url else SqliteDatabase(self.env["DB_PATH"])
+        with db:
+            return list(db.execute_sql(query.replace("?", db.param), params).fetchall())
 
     def log_text(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.logs.glob("*.log")))

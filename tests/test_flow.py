@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import conversation, wait_until
+from conftest import conversation
 
 POST = "/api/v1/conversations"
 TEXTS = {
@@ -19,11 +19,6 @@ TEXTS = {
     "negative": "This is terrible. I was charged twice and nobody helps me. Awful, I am furious.",
     "neutral": "What is the tracking number of my package?",
 }
-
-
-def all_settled(client, ids: list[str]) -> list[dict] | None:
-    documents = [client.get(f"{POST}/{conversation_id}").json() for conversation_id in ids]
-    return documents if all(d["status"] in ("completed", "failed") for d in documents) else None
 
 
 @pytest.fixture
@@ -41,7 +36,7 @@ def test_conversations_are_analyzed_in_batches_and_queryable(flow):
     ids = [client.post(POST, json=conversation(TEXTS[label])).json()["conversation_id"] for label in labels]
     end = datetime.now(timezone.utc) + timedelta(seconds=1)
 
-    documents = wait_until(lambda: all_settled(client, ids), timeout=60, message="all conversations to settle")
+    documents = stack.settled(client, ids)
     assert [d["status"] for d in documents] == ["completed"] * 12, stack.log_text()
     for label, document in zip(labels, documents):
         insight = document["insight"]
@@ -72,29 +67,18 @@ def test_conversations_are_analyzed_in_batches_and_queryable(flow):
     assert before["metadata"]["total_count"] == 0
 
     # Batches: every stored raw response is the analyzer's answer for one batch of at most BATCH_SIZE.
-    batch_sizes = {len(json.loads(raw)["results"]) for raw in raw_responses(stack, ids)}
+    placeholders = ", ".join("?" * len(ids))
+    raws = stack.sql(f"SELECT raw_response FROM insights WHERE conversation_id IN ({placeholders})", *ids)
+    batch_sizes = {len(json.loads(raw)["results"]) for (raw,) in raws}
     assert max(batch_sizes) <= 4
     assert max(batch_sizes) > 1, "conversations posted together should share batches"
-
-
-def raw_responses(stack, ids: list[str]) -> list[str]:
-    """The raw responses stored beside the insights, read straight from the database."""
-    from peewee import SqliteDatabase
-    from playhouse.db_url import connect
-
-    url = stack.env.get("DATABASE_URL")
-    db = connect(url) if url else SqliteDatabase(stack.env["DB_PATH"])
-    with db:
-        placeholders = ", ".join([db.param] * len(ids))
-        cursor = db.execute_sql(f"SELECT raw_response FROM insights WHERE conversation_id IN ({placeholders})", ids)
-        return [row[0] for row in cursor.fetchall()]
 
 
 def test_pages_cover_every_match_once(flow):
     stack, client = flow
     start = datetime.now(timezone.utc) - timedelta(seconds=1)
     ids = [client.post(POST, json=conversation(f"Order {n} arrived, thanks!")).json()["conversation_id"] for n in range(9)]
-    wait_until(lambda: all_settled(client, ids), timeout=60, message="all conversations to settle")
+    stack.settled(client, ids)
     params = {"start_time": start.isoformat(), "end_time": (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat(), "limit": 4}
     seen, pages = [], 0
     while True:
@@ -113,5 +97,5 @@ def test_pages_cover_every_match_once(flow):
 def test_a_lone_conversation_is_flushed_after_the_flush_interval(flow):
     stack, client = flow
     conversation_id = client.post(POST, json=conversation("Just one question.")).json()["conversation_id"]
-    document = wait_until(lambda: all_settled(client, [conversation_id]), timeout=30, message="the flush")[0]
+    document = stack.settled(client, [conversation_id], timeout=30)[0]
     assert document["status"] == "completed"

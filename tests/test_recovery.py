@@ -6,7 +6,7 @@ import json
 
 import redis
 
-from conftest import IN_PROCESS_REDIS_DB, conversation, redis_url, wait_until
+from conftest import IN_PROCESS_REDIS_DB, conversation, redis_url
 from ops.embedded_redis import EmbeddedRedis
 
 
@@ -18,12 +18,7 @@ def test_a_redis_wipe_loses_no_accepted_conversation(make_stack):
     stack.redis.flushdb()  # every message gone before any worker saw it
 
     stack.start_worker()
-
-    def statuses():
-        found = [client.get(f"/api/v1/conversations/{i}").json()["status"] for i in ids]
-        return found if set(found) == {"completed"} else None
-
-    wait_until(statuses, timeout=30, message="the reconciler to re-enqueue and the worker to complete")
+    assert {d["status"] for d in stack.settled(client, ids, timeout=30)} == {"completed"}
 
 
 def test_entries_of_a_dead_cutter_are_claimed_back(monkeypatch):
@@ -63,11 +58,6 @@ def test_ingress_accepts_while_redis_is_down_and_the_work_flows_once_it_is_back(
         assert client.get("/readyz").json()["error"]["failing"].keys() == {"redis"}
 
         server = EmbeddedRedis(socket_path=socket_path)  # back, and empty
-
-        def completed():
-            found = [client.get(f"/api/v1/conversations/{i}").json()["status"] for i in ids]
-            return set(found) == {"completed"}
-
-        wait_until(completed, timeout=60, message="the work accepted while Redis was down to complete")
+        assert {d["status"] for d in stack.settled(client, ids)} == {"completed"}
     finally:
         server.stop()
