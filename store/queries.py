@@ -289,3 +289,15 @@ def query_insights(query: InsightQuery) -> InsightPage:
 def ping() -> None:
     """Raise if the database does not answer."""
     database.execute_sql("SELECT 1").fetchone()
+
+
+def requeue(conversation_ids: Iterable[str]) -> list[str]:
+    """An operator's explicit retry: conversations not completed go back to ``queued`` with attempts reset."""
+    ids = list(conversation_ids)
+    with _write_transaction(database.obj):
+        chosen = [
+            c.id for c in _locked(Conversation.select(Conversation.id).where(Conversation.id.in_(ids), Conversation.status != COMPLETED))
+        ]
+        if chosen:
+            Conversation.update(status=QUEUED, attempts=0, last_error=None, updated_at=utcnow()).where(Conversation.id.in_(chosen)).execute()
+    return chosen

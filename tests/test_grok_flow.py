@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import conversation, max_calls_in_any_window, wait_until
+from conftest import GROK_KEY, ROOT, conversation, max_calls_in_any_window, wait_until
 
 POST = "/api/v1/conversations"
 FAST_RETRIES = {"BACKOFF_SECONDS": 0.1, "BATCH_FLUSH_SECONDS": 0.3, "INBOUND_RPS": 1000}
@@ -61,13 +64,43 @@ def test_a_batch_out_of_retries_is_dead_lettered_and_failed(make_stack, grok):
     stack = make_stack(MAX_RETRIES=2, **FAST_RETRIES, **grok.env)
     client = stack.start_web()
     stack.start_worker()
-    grok.inject(*[{"status": 503}] * 5)
+    grok.inject(*[{"status": 503}] * 2)  # exactly the two tries MAX_RETRIES allows
     ids = post_all(client, ["one", "two"])
     documents = stack.settled(client, ids)
     assert {d["status"] for d in documents} == {"failed"}
     assert all("503" in d["last_error"] and d["attempts"] == 2 for d in documents)
-    dead = [json.loads(m) for m in stack.redis.hvals("dramatiq:analyze.XQ.msgs")]
-    assert [m["args"][0] for m in dead] == [ids]
+    [(letter_id, raw)] = stack.redis.hgetall("dramatiq:analyze.XQ.msgs").items()
+    letter_id = letter_id.decode()
+    assert sorted(json.loads(raw)["args"][0]) == sorted(ids)
+
+    # The operator's tool: list, a dry run that changes nothing, then requeue (Grok is healthy again).
+    listed = dlq(stack, "list")
+    assert listed.returncode == 0 and letter_id in listed.stdout and "503" in listed.stdout
+    assert dlq(stack, "show", letter_id).returncode == 0
+    assert dlq(stack, "show", "no-such-id").returncode == 1
+    dry = dlq(stack, "requeue", "--all", "--dry-run")
+    assert dry.returncode == 0 and "would requeue" in dry.stdout
+    assert {d["status"] for d in stack.conversations(client, ids)} == {"failed"}
+    assert dlq(stack, "requeue", letter_id).returncode == 0
+    documents = stack.settled(client, ids)
+    assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}
+    assert dlq(stack, "list").stdout.strip() == "no dead letters"
+
+    # Purge drops a dead letter for good; its conversation stays failed.
+    grok.inject(*[{"status": 503}] * 2)
+    [lost] = post_all(client, ["three"])
+    assert stack.settled(client, [lost])[0]["status"] == "failed"
+    [letter] = [key.decode() for key in stack.redis.hkeys("dramatiq:analyze.XQ.msgs")]
+    assert dlq(stack, "purge", letter, "--dry-run").returncode == 0 and stack.redis.hlen("dramatiq:analyze.XQ.msgs") == 1
+    purged = dlq(stack, "purge", letter)
+    assert purged.returncode == 0 and f"purged {letter}" in purged.stdout
+    assert stack.redis.hlen("dramatiq:analyze.XQ.msgs") == 0
+    assert dlq(stack, "purge", letter).returncode == 1
+
+
+def dlq(stack, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "ops.dlq", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_a_bad_key_pauses_work_without_burning_it(make_stack, grok):
@@ -82,8 +115,6 @@ def test_a_bad_key_pauses_work_without_burning_it(make_stack, grok):
     assert "xai-test" not in json.dumps(not_ready)
     time.sleep(1)
     assert {(d["status"], d["attempts"]) for d in stack.conversations(client, ids)} <= {("queued", 0), ("processing", 1)}
-
-    from conftest import GROK_KEY
 
     grok.configure(api_key=GROK_KEY)
     documents = stack.settled(client, ids, timeout=30)

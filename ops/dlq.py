@@ -1,0 +1,144 @@
+"""``scripts/dlq``: the operator's view of Dramatiq's dead letters (messages out of retries).
+
+    scripts/dlq list                      every dead letter: queue, id, actor, when, conversations, reason
+    scripts/dlq show MESSAGE_ID           one dead letter in full, with its traceback
+    scripts/dlq requeue (ID... | --all)   send it through again (see below) and drop the dead letter
+    scripts/dlq purge (ID... | --all)     drop dead letters for good
+
+``requeue`` and ``purge`` take ``--dry-run`` (say what would happen, change nothing). Requeueing an ``analyze_batch``
+dead letter puts its conversations that are not completed back to ``queued`` with attempts reset, and
+sends them to the batching stream; any other dead letter is enqueued again as it was, retries reset.
+Exit status: 0 done, 1 an id was not found, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import dramatiq
+
+from actors import broker, collect
+from actors.broker import redis_client, settings
+from store import queries
+from store.db import open_database
+
+NAMESPACE = "dramatiq"
+
+
+@dataclass
+class DeadLetter:
+    queue: str
+    id: str  # Dramatiq's Redis id of the message (it changes on every retry), the key of the dead letter
+    message: dict
+    dead_at: datetime
+
+    @property
+    def conversation_ids(self) -> list[str]:
+        args = self.message.get("args") or []
+        if self.message["actor_name"] == "analyze_batch" and args:
+            return list(args[0])
+        if self.message["actor_name"] == "collect" and args:
+            return [args[0]]
+        return []
+
+    @property
+    def reason(self) -> str:
+        lines = (self.message.get("options", {}).get("traceback") or "").strip().splitlines()
+        return lines[-1] if lines else "(no traceback)"
+
+
+def dead_letters() -> list[DeadLetter]:
+    client = redis_client()
+    letters = []
+    for queue in sorted(broker.get_declared_queues()):
+        key = f"{NAMESPACE}:{queue}.XQ"
+        for message_id, score in client.zrange(key, 0, -1, withscores=True):
+            raw = client.hget(f"{key}.msgs", message_id)
+            if raw is not None:
+                dead_at = datetime.fromtimestamp(score / 1000, timezone.utc)
+                letters.append(DeadLetter(queue, message_id.decode(), json.loads(raw), dead_at))
+    return letters
+
+
+def remove(letter: DeadLetter) -> None:
+    key = f"{NAMESPACE}:{letter.queue}.XQ"
+    client = redis_client()
+    client.zrem(key, letter.id)
+    client.hdel(f"{key}.msgs", letter.id)
+
+
+def requeue(letter: DeadLetter) -> str:
+    if letter.message["actor_name"] == "analyze_batch":
+        open_database(settings)
+        ids = queries.requeue(letter.conversation_ids)
+        for conversation_id in ids:
+            collect.send(conversation_id)
+        remove(letter)
+        return f"{len(ids)} conversation(s) back to queued"
+    options = {k: v for k, v in letter.message.get("options", {}).items() if k not in ("retries", "redis_message_id")}
+    message = dramatiq.Message(**{**letter.message, "options": options})
+    broker.enqueue(message)
+    remove(letter)
+    return f"message re-enqueued on {letter.queue}"
+
+
+def select(letters: list[DeadLetter], ids: list[str], everything: bool) -> tuple[list[DeadLetter], list[str]]:
+    if everything:
+        return letters, []
+    by_id = {letter.id: letter for letter in letters}
+    return [by_id[i] for i in ids if i in by_id], [i for i in ids if i not in by_id]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/dlq", description="Dead letters of the analysis pipeline.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="every dead letter")
+    show = commands.add_parser("show", help="one dead letter in full")
+    show.add_argument("message_id")
+    for name in ("requeue", "purge"):
+        command = commands.add_parser(name, help=f"{name} dead letters")
+        command.add_argument("message_ids", nargs="*")
+        command.add_argument("--all", action="store_true", help="every dead letter")
+        command.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    args = parser.parse_args(argv)
+    letters = dead_letters()
+
+    if args.command == "list":
+        if not letters:
+            print("no dead letters")
+        for letter in letters:
+            print(f"{letter.queue}\t{letter.id}\t{letter.message['actor_name']}\t{letter.dead_at:%Y-%m-%dT%H:%M:%SZ}\t"
+                  f"{len(letter.conversation_ids)} conversation(s)\t{letter.reason}")
+        return 0
+    if args.command == "show":
+        chosen, missing = select(letters, [args.message_id], False)
+        if missing:
+            print(f"no dead letter {args.message_id}", file=sys.stderr)
+            return 1
+        print(json.dumps({"queue": chosen[0].queue, "dead_at": chosen[0].dead_at.isoformat(), **chosen[0].message}, indent=2))
+        return 0
+
+    if not args.message_ids and not args.all:
+        parser.error(f"{args.command}: give message ids or --all")
+    chosen, missing = select(letters, args.message_ids, args.all)
+    for message_id in missing:
+        print(f"no dead letter {message_id}", file=sys.stderr)
+    for letter in chosen:
+        if args.dry_run:
+            print(f"would {args.command} {letter.id} ({letter.message['actor_name']}, {len(letter.conversation_ids)} conversation(s))")
+        elif args.command == "purge":
+            remove(letter)
+            print(f"purged {letter.id}")
+        else:
+            print(f"requeued {letter.id}: {requeue(letter)}")
+    if not chosen and not missing:
+        print("no dead letters")
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
