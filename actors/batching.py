@@ -18,6 +18,7 @@ import dramatiq
 import redis
 
 from actors.broker import redis_client, settings
+from store import queries
 
 STREAM = "insights:pending"
 GROUP = "batchers"
@@ -33,8 +34,12 @@ logger = logging.getLogger(__name__)
 @dramatiq.actor(queue_name="collect", max_retries=settings.max_retries)
 def collect(conversation_id: str) -> None:
     """Add one accepted conversation to the batching stream and cut any batch that is ready."""
+    chars = queries.payload_chars(conversation_id)
+    if chars is None:
+        logger.warning("collect: no conversation %s in the database, dropped", conversation_id)
+        return
     client = redis_client()
-    client.xadd(STREAM, {"id": conversation_id})
+    client.xadd(STREAM, {"id": conversation_id, "tokens": estimate_tokens(chars)})
     cut_ready_batches(client)
     schedule_flush(client)
 
@@ -55,8 +60,28 @@ def schedule_flush(client: redis.Redis) -> None:
         flush_batches.send_with_options(delay=delay_ms)
 
 
+def estimate_tokens(chars: int) -> int:
+    """About four characters a token for English text, plus the JSON around each message."""
+    return chars // 4 + 16
+
+
+def batch_length(waiting: list[tuple[bytes, dict]]) -> int:
+    """How many of the waiting entries (oldest first) one batch takes: up to ``BATCH_SIZE``, and no more
+    than fit in ``MAX_BATCH_TOKENS`` (but always at least one, however long)."""
+    total = 0
+    for count, (_entry_id, fields) in enumerate(waiting[: settings.batch_size]):
+        total += int(fields.get(b"tokens", 0))
+        if total > settings.max_batch_tokens:
+            return max(1, count)
+    return min(len(waiting), settings.batch_size)
+
+
 def cut_ready_batches(client: redis.Redis) -> int:
-    """Dispatch every ready batch; return how many ids are left waiting."""
+    """Dispatch every ready batch; return how many ids are left waiting.
+
+    A batch is ready when it is full (by count or by tokens) or its oldest entry has waited
+    ``BATCH_FLUSH_SECONDS``.
+    """
     with client.lock(CUTTER_LOCK, timeout=60, blocking_timeout=30):
         _ensure_group(client)
         _dispatch_abandoned(client)
@@ -64,9 +89,11 @@ def cut_ready_batches(client: redis.Redis) -> int:
             waiting = _undelivered(client)
             if not waiting:
                 return 0
-            if len(waiting) < settings.batch_size and _age_ms(client, waiting[0][0]) < settings.batch_flush_seconds * 1000:
+            length = batch_length(waiting)
+            full = length == settings.batch_size or length < len(waiting)
+            if not full and _age_ms(client, waiting[0][0]) < settings.batch_flush_seconds * 1000:
                 return len(waiting)
-            entries = client.xreadgroup(GROUP, CONSUMER, {STREAM: ">"}, count=settings.batch_size)
+            entries = client.xreadgroup(GROUP, CONSUMER, {STREAM: ">"}, count=length)
             for _stream, batch in entries:
                 _dispatch(client, batch)
 
@@ -81,10 +108,10 @@ def _ensure_group(client: redis.Redis) -> None:
 
 
 def _undelivered(client: redis.Redis) -> list[tuple[bytes, dict]]:
-    """Up to a batch of the entries the group has not delivered yet, oldest first."""
+    """Up to a batch and one more of the entries the group has not delivered yet, oldest first."""
     groups = {g["name"].decode(): g for g in client.xinfo_groups(STREAM)}
     last = groups[GROUP]["last-delivered-id"].decode()
-    return client.xrange(STREAM, min=f"({last}", count=settings.batch_size)
+    return client.xrange(STREAM, min=f"({last}", count=settings.batch_size + 1)
 
 
 def _age_ms(client: redis.Redis, entry_id: bytes) -> float:

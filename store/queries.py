@@ -91,6 +91,12 @@ def get_conversation(conversation_id: str) -> tuple[Conversation, Insight | None
     return row, insight
 
 
+def payload_chars(conversation_id: str) -> int | None:
+    """Size of a conversation's payload in characters (``None`` when there is no such conversation)."""
+    length = fn.LENGTH(Conversation.payload).coerce(False)  # an integer, not converted like the text field
+    return Conversation.select(length).where(Conversation.id == conversation_id).scalar()
+
+
 def _locked(query):
     """``SELECT ... FOR UPDATE`` where the database has it (SQLite locks the whole file on write)."""
     return query.for_update() if isinstance(database.obj, PostgresqlDatabase) else query

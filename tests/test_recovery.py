@@ -61,3 +61,22 @@ def test_ingress_accepts_while_redis_is_down_and_the_work_flows_once_it_is_back(
         assert {d["status"] for d in stack.settled(client, ids)} == {"completed"}
     finally:
         server.stop()
+
+
+def test_batches_are_cut_by_estimated_tokens_as_well_as_by_count():
+    from actors import batching
+    from settings import get_settings
+
+    budget = get_settings().max_batch_tokens
+    client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
+    client.flushdb()
+    batching._ensure_group(client)
+    sizes = [budget // 3] * 5 + [budget * 2] + [10] * 3  # 3 fit per batch; one alone is over budget
+    for n, tokens in enumerate(sizes):
+        client.xadd(batching.STREAM, {"id": f"c{n}", "tokens": tokens})
+
+    left = batching.cut_ready_batches(client)
+
+    batches = sorted((json.loads(raw)["args"][0] for raw in client.hvals("dramatiq:analyze.msgs")), key=lambda b: b[0])
+    assert batches == [["c0", "c1", "c2"], ["c3", "c4"], ["c5"]]
+    assert left == 3, "the three small ones wait for more company or the flush"
