@@ -54,7 +54,7 @@ return until_ms
 class OutboundGate:
     """Shared rate limit and pauses for Grok calls, held in Redis for every process."""
 
-    def __init__(self, client: redis.Redis, calls_per_second: int, margin_ms: int = 50) -> None:
+    def __init__(self, client: redis.Redis, calls_per_second: int, margin_ms: int = 30) -> None:
         self.client = client
         self.calls_per_second = calls_per_second
         self.window_ms = 1000 + margin_ms
