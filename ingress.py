@@ -31,13 +31,13 @@ from ulid import ULID
 
 from actors.batching import collect
 from insights.outbound import MISCONFIGURED_KEY
-from insights.schemas import ConversationBase, as_utc, request_models, sentiment_label
+from insights.schemas import ConversationBase, as_utc, request_models
 from settings import Settings, settings_or_exit
 from store import queries
 from store.db import describe, open_database
+from store.documents import insight_document, isoformat, status_document
 from store.group_commit import GroupCommitter
 from store.migrations import migrate
-from store.models import Conversation, Insight
 
 logger = logging.getLogger("ingress")
 SENTIMENTS = ("positive", "neutral", "negative")
@@ -88,11 +88,6 @@ async def handle_database_down(req: falcon.Request, resp: falcon.Response, error
     resp.status = falcon.HTTP_503
     resp.retry_after = 1
     serialize_error(req, resp, ApiError(falcon.HTTP_503, "database_unavailable", "The database is not answering; retry shortly."))
-
-
-def isoformat(moment: datetime | None) -> str | None:
-    """Stored naive-UTC time as ISO-8601 with ``Z``."""
-    return queries.from_db_time(moment).isoformat().replace("+00:00", "Z") if moment else None
 
 
 class InboundLimiter:
@@ -205,32 +200,6 @@ class ConversationsResource:
                 fields=field_errors(error),
             )
 
-
-
-def insight_document(insight: Insight, settings: Settings) -> dict[str, Any]:
-    return {
-        "conversation_id": insight.conversation_id,
-        "sentiment_score": insight.sentiment_score,
-        "sentiment": sentiment_label(insight.sentiment_score, settings.negative_threshold, settings.positive_threshold),
-        "clusters": json.loads(insight.clusters),
-        "confidence": insight.confidence,
-        "reasoning": insight.reasoning,
-        "model": insight.model,
-        "received_at": isoformat(insight.received_at),
-        "analyzed_at": isoformat(insight.analyzed_at),
-    }
-
-
-def status_document(conversation: Conversation, insight: Insight | None, settings: Settings) -> dict[str, Any]:
-    return {
-        "conversation_id": conversation.id,
-        "status": conversation.status,
-        "attempts": conversation.attempts,
-        "last_error": conversation.last_error,
-        "received_at": isoformat(conversation.received_at),
-        "updated_at": isoformat(conversation.updated_at),
-        "insight": insight_document(insight, settings) if insight else None,
-    }
 
 
 class ConversationResource:

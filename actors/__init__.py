@@ -12,7 +12,7 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 from actors.broker import broker, settings
-from actors.batching import collect, flush_batches
+from actors.batching import collect, collect_many, flush_batches
 from actors.analysis import analyze_batch, analyzer, batch_exhausted, store_results
 from actors.reconciler import Reconciler
 from store.db import describe, open_database
@@ -41,4 +41,4 @@ class WorkerLifecycle(Middleware):
 
 broker.add_middleware(WorkerLifecycle())
 
-__all__ = ["broker", "collect", "flush_batches", "analyze_batch", "store_results", "batch_exhausted"]
+__all__ = ["broker", "collect", "collect_many", "flush_batches", "analyze_batch", "store_results", "batch_exhausted"]

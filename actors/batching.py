@@ -34,12 +34,25 @@ logger = logging.getLogger(__name__)
 @dramatiq.actor(queue_name="collect", max_retries=settings.max_retries)
 def collect(conversation_id: str) -> None:
     """Add one accepted conversation to the batching stream and cut any batch that is ready."""
-    chars = queries.payload_chars(conversation_id)
-    if chars is None:
-        logger.warning("collect: no conversation %s in the database, dropped", conversation_id)
-        return
+    add_to_stream([conversation_id])
+
+
+@dramatiq.actor(queue_name="collect", max_retries=settings.max_retries)
+def collect_many(conversation_ids: list[str]) -> None:
+    """``collect`` for many at once (bulk imports, reprocessing): one message, one Redis round trip."""
+    add_to_stream(conversation_ids)
+
+
+def add_to_stream(conversation_ids: list[str]) -> None:
+    sizes = queries.payload_chars(conversation_ids)
+    if missing := [i for i in conversation_ids if i not in sizes]:
+        logger.warning("collect: %d conversation(s) not in the database, dropped: %s", len(missing), missing[:5])
     client = redis_client()
-    client.xadd(STREAM, {"id": conversation_id, "tokens": estimate_tokens(chars)})
+    pipe = client.pipeline(transaction=False)
+    for conversation_id in conversation_ids:
+        if conversation_id in sizes:
+            pipe.xadd(STREAM, {"id": conversation_id, "tokens": estimate_tokens(sizes[conversation_id])})
+    pipe.execute()
     cut_ready_batches(client)
     schedule_flush(client)
 

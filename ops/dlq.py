@@ -1,9 +1,9 @@
-"""``scripts/dlq``: the operator's view of Dramatiq's dead letters (messages out of retries).
+"""``insights dlq`` (or ``scripts/dlq``): the operator's view of Dramatiq's dead letters.
 
-    scripts/dlq list                      every dead letter: queue, id, actor, when, conversations, reason
-    scripts/dlq show MESSAGE_ID           one dead letter in full, with its traceback
-    scripts/dlq requeue (ID... | --all)   send it through again (see below) and drop the dead letter
-    scripts/dlq purge (ID... | --all)     drop dead letters for good
+    insights dlq list                      every dead letter: queue, id, actor, when, conversations, reason
+    insights dlq show MESSAGE_ID           one dead letter in full, with its traceback
+    insights dlq requeue (ID... | --all)   send it through again (see below) and drop the dead letter
+    insights dlq purge (ID... | --all)     drop dead letters for good
 
 ``requeue`` and ``purge`` take ``--dry-run`` (say what would happen, change nothing). Requeueing an ``analyze_batch``
 dead letter puts its conversations that are not completed back to ``queued`` with attempts reset, and
@@ -94,7 +94,7 @@ def select(letters: list[DeadLetter], ids: list[str], everything: bool) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/dlq", description="Dead letters of the analysis pipeline.")
+    parser = argparse.ArgumentParser(prog="insights dlq", description="Dead letters of the analysis pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every dead letter")
     show = commands.add_parser("show", help="one dead letter in full")

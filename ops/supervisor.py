@@ -29,7 +29,8 @@ def worker_command(processes: int = 1, threads: int = 4) -> list[str]:
 
 
 def stop_all(children: list[subprocess.Popen]) -> None:
-    """SIGTERM every child still running, wait for them, SIGKILL the ones that will not go."""
+    """SIGTERM every child still running, wait for them, then SIGKILL whatever is left of each one's
+    process group (a Dramatiq worker's forked processes too), so nothing is orphaned."""
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -40,6 +41,15 @@ def stop_all(children: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+        _kill_group(child.pid)
+
+
+def _kill_group(leader: int) -> None:
+    """SIGKILL what remains of the process group led by ``leader`` (children start their own session)."""
+    try:
+        os.killpg(leader, signal.SIGKILL)
+    except ProcessLookupError:  # no such group: it ended whole, or the child never led one
+        pass
 
 
 def main() -> int:

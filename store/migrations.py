@@ -12,17 +12,22 @@ from typing import Callable, Iterator
 
 from peewee import Database, PostgresqlDatabase
 
-from store.models import MODELS
+from store.models import Conversation, Insight, InsightHistory
 
 MIGRATION_LOCK_ID = 0x1D5_1A7  # arbitrary constant naming this application's advisory lock
 
 
 def _initial_schema(db: Database) -> None:
-    db.create_tables(MODELS, safe=True)
+    db.create_tables([Conversation, Insight], safe=True)
+
+
+def _insight_history(db: Database) -> None:
+    db.create_tables([InsightHistory], safe=True)
 
 
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
+    ("0002_insight_history", _insight_history),
 ]
 
 

@@ -44,10 +44,9 @@ class Conversation(BaseModel):
         )
 
 
-class Insight(BaseModel):
-    """The analysis of one conversation. ``received_at`` is copied from it for the window query."""
+class InsightFields(BaseModel):
+    """What an analysis says about a conversation, and where it came from."""
 
-    conversation = ForeignKeyField(Conversation, primary_key=True, column_name="conversation_id", on_delete="CASCADE")
     received_at = DateTimeField()
     sentiment_score = FloatField()
     clusters = TextField()  # JSON list of slugs
@@ -59,9 +58,26 @@ class Insight(BaseModel):
     usage = TextField(null=True)  # JSON object of token counts, when the analyzer reports them
     analyzed_at = DateTimeField()
 
+
+class Insight(InsightFields):
+    """The latest analysis of one conversation. ``received_at`` is copied from it for the window query."""
+
+    conversation = ForeignKeyField(Conversation, primary_key=True, column_name="conversation_id", on_delete="CASCADE")
+
     class Meta:
         table_name = "insights"
         indexes = ((("received_at", "conversation"), False),)
 
 
-MODELS = (Conversation, Insight)
+class InsightHistory(InsightFields):
+    """Earlier analyses of a conversation, kept when it is reprocessed (by prompt version and model)."""
+
+    conversation = ForeignKeyField(Conversation, column_name="conversation_id", on_delete="CASCADE")
+    superseded_at = DateTimeField()
+
+    class Meta:
+        table_name = "insight_history"
+        indexes = ((("conversation", "analyzed_at"), False),)
+
+
+MODELS = (Conversation, Insight, InsightHistory)

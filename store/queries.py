@@ -10,12 +10,12 @@ import enum
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from peewee import JOIN, Database, PostgresqlDatabase, Tuple, fn
+from peewee import JOIN, Database, PostgresqlDatabase, Tuple, Value, fn
 
 from insights.schemas import AnalysisResult
-from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, Conversation, Insight, database
+from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, STATUSES, Conversation, Insight, InsightHistory, database
 
 OPEN_STATUSES = (QUEUED, PROCESSING)
 
@@ -28,10 +28,6 @@ def utcnow() -> datetime:
 def to_db_time(moment: datetime) -> datetime:
     """An aware or naive-UTC datetime as stored: naive UTC."""
     return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
-
-
-def from_db_time(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=timezone.utc)
 
 
 class InsertOutcome(enum.Enum):
@@ -51,31 +47,28 @@ class NewConversation:
 def insert_conversations(conversations: list[NewConversation]) -> list[InsertOutcome]:
     """Commit new ``queued`` conversations in one transaction; say for each how it went, in order.
 
-    An id already taken is a ``DUPLICATE`` when the payload is the same, else a ``CONFLICT``.
+    An id already taken (before, or earlier in the same list) is a ``DUPLICATE`` when the payload is the
+    same, else a ``CONFLICT``. One multi-row statement, so bulk loads are fast.
     """
-    outcomes: list[InsertOutcome | None] = []
-    with _write_transaction(database.obj):
-        for new in conversations:
-            inserted = (
-                Conversation.insert(
-                    id=new.id,
-                    status=QUEUED,
-                    payload=new.payload,
-                    payload_hash=new.payload_hash,
-                    received_at=new.received_at,
-                    updated_at=new.received_at,
-                )
-                .on_conflict_ignore()
-                .as_rowcount()
-                .execute()
-            )
-            outcomes.append(InsertOutcome.CREATED if inserted else None)
-        taken = [new.id for new, outcome in zip(conversations, outcomes) if outcome is None]
-        hashes = dict(Conversation.select(Conversation.id, Conversation.payload_hash).where(Conversation.id.in_(taken)).tuples()) if taken else {}
-    return [
-        outcome or (InsertOutcome.DUPLICATE if hashes.get(new.id) == new.payload_hash else InsertOutcome.CONFLICT)
-        for new, outcome in zip(conversations, outcomes)
+    first_of_id = {new.id: new for new in reversed(conversations)}
+    rows = [
+        {"id": new.id, "status": QUEUED, "payload": new.payload, "payload_hash": new.payload_hash,
+         "received_at": new.received_at, "updated_at": new.received_at}
+        for new in first_of_id.values()
     ]
+    with _write_transaction(database.obj):
+        query = Conversation.insert_many(rows).on_conflict_ignore().returning(Conversation.id).tuples()
+        created = {row[0] for row in query.execute()} if rows else set()
+        taken = [i for i in first_of_id if i not in created]
+        hashes = dict(Conversation.select(Conversation.id, Conversation.payload_hash).where(Conversation.id.in_(taken)).tuples()) if taken else {}
+    outcomes = []
+    for new in conversations:
+        if new.id in created and first_of_id[new.id] is new:
+            outcomes.append(InsertOutcome.CREATED)
+        else:
+            same = hashes.get(new.id, first_of_id[new.id].payload_hash) == new.payload_hash
+            outcomes.append(InsertOutcome.DUPLICATE if same else InsertOutcome.CONFLICT)
+    return outcomes
 
 
 def get_conversation(conversation_id: str) -> tuple[Conversation, Insight | None] | None:
@@ -91,10 +84,10 @@ def get_conversation(conversation_id: str) -> tuple[Conversation, Insight | None
     return row, insight
 
 
-def payload_chars(conversation_id: str) -> int | None:
-    """Size of a conversation's payload in characters (``None`` when there is no such conversation)."""
+def payload_chars(conversation_ids: list[str]) -> dict[str, int]:
+    """Size in characters of each conversation's payload (absent ids are left out)."""
     length = fn.LENGTH(Conversation.payload).coerce(False)  # an integer, not converted like the text field
-    return Conversation.select(length).where(Conversation.id == conversation_id).scalar()
+    return dict(Conversation.select(Conversation.id, length).where(Conversation.id.in_(conversation_ids)).tuples())
 
 
 def _locked(query):
@@ -221,11 +214,22 @@ def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult,
         usage=json.dumps(result.usage) if result.usage is not None else None,
         analyzed_at=now,
     )
+    _keep_as_history(conversation.id, now)
     (
         Insight.insert(conversation=conversation.id, **fields)
         .on_conflict(conflict_target=[Insight.conversation], update=fields)
         .execute()
     )
+
+
+HISTORY_FIELDS = [f for f in InsightHistory._meta.sorted_fields if f.name not in ("id", "superseded_at")]
+
+
+def _keep_as_history(conversation_id: str, now: datetime) -> None:
+    """Copy a conversation's current insight, if any, to ``insight_history`` before it is replaced."""
+    source = [getattr(Insight, f.name) for f in HISTORY_FIELDS]
+    previous = Insight.select(*source, Value(now)).where(Insight.conversation == conversation_id)
+    InsightHistory.insert_from(previous, [*HISTORY_FIELDS, InsightHistory.superseded_at]).execute()
 
 
 def reclaim_stale(older_than: datetime, limit: int = 1000) -> list[str]:
@@ -273,17 +277,23 @@ def _sentiment_condition(label: str, negative: float, positive: float):
     }[label]
 
 
+def _window(start: datetime, end: datetime, after: tuple[datetime, str] | None = None, *conditions: Any):
+    """Insights received in ``[start, end)`` matching ``conditions``, after the keyset cursor ``after``."""
+    query = Insight.select().where(Insight.received_at >= start, Insight.received_at < end, *conditions)
+    if after is not None:
+        query = query.where(Tuple(Insight.received_at, Insight.conversation) > Tuple(*after))
+    return query
+
+
 def query_insights(query: InsightQuery) -> InsightPage:
     """One page of the insights received in ``[start, end)``, oldest first, and the count of all matches."""
-    conditions = [Insight.received_at >= query.start, Insight.received_at < query.end]
+    conditions = []
     if query.min_confidence is not None:
         conditions.append(Insight.confidence >= query.min_confidence)
     if query.sentiment is not None:
         conditions.append(_sentiment_condition(query.sentiment, *query.thresholds))
-    matching = Insight.select().where(*conditions)
-    total = matching.count()
-    if query.after is not None:
-        matching = matching.where(Tuple(Insight.received_at, Insight.conversation) > Tuple(*query.after))
+    total = _window(query.start, query.end, None, *conditions).count()
+    matching = _window(query.start, query.end, query.after, *conditions)
     page = list(matching.order_by(Insight.received_at, Insight.conversation).limit(query.limit + 1))
     next_after = None
     if len(page) > query.limit:
@@ -307,3 +317,53 @@ def requeue(conversation_ids: Iterable[str]) -> list[str]:
         if chosen:
             Conversation.update(status=QUEUED, attempts=0, last_error=None, updated_at=utcnow()).where(Conversation.id.in_(chosen)).execute()
     return chosen
+
+
+def iter_insights(start: datetime, end: datetime, page_size: int = 1000) -> Iterator[Insight]:
+    """Every insight received in ``[start, end)``, oldest first, read a page at a time (any size)."""
+    after = None
+    while True:
+        page = list(_window(start, end, after).order_by(Insight.received_at, Insight.conversation).limit(page_size))
+        yield from page
+        if len(page) < page_size:
+            return
+        after = (page[-1].received_at, page[-1].conversation_id)
+
+
+def reprocess_candidates(failed: bool, start: datetime | None = None, end: datetime | None = None) -> list[str]:
+    """Ids to analyze again: every ``failed`` one, or every settled one received in ``[start, end)``."""
+    query = Conversation.select(Conversation.id).order_by(Conversation.received_at)
+    if failed:
+        query = query.where(Conversation.status == FAILED)
+    else:
+        query = query.where(
+            Conversation.status.in_((COMPLETED, FAILED)), Conversation.received_at >= start, Conversation.received_at < end
+        )
+    return [row[0] for row in query.tuples()]
+
+
+def reopen(conversation_ids: list[str]) -> int:
+    """An explicit reprocessing: settled conversations go back to ``queued`` with attempts reset.
+
+    Their current insight stays (and the API shows it) until the new analysis replaces it; the old one
+    is then kept in ``insight_history``.
+    """
+    return (
+        Conversation.update(status=QUEUED, attempts=0, last_error=None, updated_at=utcnow())
+        .where(Conversation.id.in_(conversation_ids), Conversation.status.in_((COMPLETED, FAILED)))
+        .execute()
+    )
+
+
+@dataclass
+class Stats:
+    by_status: dict[str, int]
+    oldest_waiting: datetime | None  # received_at of the oldest queued or processing conversation
+
+
+def stats() -> Stats:
+    by_status = dict(Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).group_by(Conversation.status).tuples())
+    oldest = Conversation.select(fn.MIN(Conversation.received_at)).where(Conversation.status.in_(OPEN_STATUSES)).scalar()
+    if isinstance(oldest, str):  # SQLite hands aggregates back as text
+        oldest = datetime.fromisoformat(oldest)
+    return Stats({status: by_status.get(status, 0) for status in STATUSES}, oldest)

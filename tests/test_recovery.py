@@ -59,6 +59,7 @@ def test_ingress_accepts_while_redis_is_down_and_the_work_flows_once_it_is_back(
 
         server = EmbeddedRedis(socket_path=socket_path)  # back, and empty
         assert {d["status"] for d in stack.settled(client, ids)} == {"completed"}
+        stack.stop()
     finally:
         server.stop()
 

@@ -1,0 +1,198 @@
+"""``insights``: the operator's command line.
+
+    insights dlq list|show|requeue|purge ...        dead letters (see ``insights dlq --help``)
+    insights import FILE.jsonl                      bulk load, one conversation (a POST body) per line
+    insights export --start T --end T [--format jsonl|csv] [--output FILE]
+    insights reprocess (--failed | --start T --end T) [--dry-run]
+    insights stats                                  counts by status, queue depths, dead letters
+
+Configured like every other process, by ``config.toml`` and the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import sys
+from collections import Counter
+from datetime import datetime
+from itertools import islice
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from actors import collect_many
+from actors.batching import GROUP, STREAM
+from actors.broker import broker, redis_client, settings
+from insights.schemas import as_utc, request_models
+from ops import dlq
+from store import queries
+from store.db import open_database
+from store.migrations import migrate
+from store.documents import insight_document, isoformat
+
+CHUNK = 1000
+CSV_COLUMNS = ["conversation_id", "received_at", "analyzed_at", "sentiment_score", "sentiment", "confidence",
+               "clusters", "model", "reasoning"]
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601, no offset meaning UTC, as stored (naive UTC)."""
+    try:
+        return queries.to_db_time(as_utc(datetime.fromisoformat(text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 date-time: {text!r}") from None
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def import_lines(path: Path, progress: bool = True) -> Counter:
+    """Validate, commit and enqueue every line; report bad lines on stderr and go on. Idempotent:
+    a line without ``conversation_id`` gets one derived from its content."""
+    model = request_models(settings)
+    tally: Counter = Counter()
+    with open(path, "rb") as handle, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, disable=not progress,
+                                          desc=path.name, file=sys.stderr) as bar:
+        numbered = enumerate(handle, start=1)
+        for chunk in chunks(numbered, CHUNK):
+            bar.update(sum(len(line) for _n, line in chunk))
+            tally.update(import_chunk(model, chunk))
+    return tally
+
+
+def import_chunk(model, chunk: list[tuple[int, bytes]]) -> Counter:
+    tally: Counter = Counter()
+    batch: list[queries.NewConversation] = []
+    now = queries.utcnow()
+    for number, line in chunk:
+        if not line.strip():
+            tally["blank"] += 1
+            continue
+        try:
+            conversation = model.model_validate_json(line)
+        except ValidationError as error:
+            details = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(line)'}: {e['msg']}" for e in error.errors()[:5])
+            print(f"line {number}: {details}", file=sys.stderr)
+            tally["invalid"] += 1
+            continue
+        payload = conversation.canonical_payload()
+        digest = hashlib.sha256(payload.encode()).hexdigest()
+        batch.append(queries.NewConversation(conversation.conversation_id or f"imp_{digest[:32]}", payload, digest, now))
+    if batch:
+        outcomes = queries.insert_conversations(batch)
+        created = [new.id for new, outcome in zip(batch, outcomes) if outcome is queries.InsertOutcome.CREATED]
+        if created:
+            collect_many.send(created)
+        tally.update(outcome.value for outcome in outcomes)
+        for new, outcome in zip(batch, outcomes):
+            if outcome is queries.InsertOutcome.CONFLICT:
+                print(f"conversation {new.id}: already accepted with a different payload, skipped", file=sys.stderr)
+    return tally
+
+
+def export(start: datetime, end: datetime, output_format: str, out: IO[str]) -> int:
+    """Stream every insight of the window to ``out``; return how many."""
+    writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore") if output_format == "csv" else None
+    if writer:
+        writer.writeheader()
+    count = 0
+    for insight in queries.iter_insights(start, end):
+        document = insight_document(insight, settings)
+        if writer:
+            writer.writerow({**document, "clusters": ";".join(document["clusters"])})
+        else:
+            out.write(json.dumps(document) + "\n")
+        count += 1
+    return count
+
+
+def reprocess(ids: list[str], dry_run: bool) -> None:
+    verb = "would send" if dry_run else "sent"
+    if not dry_run:
+        for chunk in chunks(ids, CHUNK):
+            queries.reopen(chunk)
+            collect_many.send(chunk)
+    print(f"{verb} {len(ids)} conversation(s) through analysis again" + (f", e.g. {', '.join(ids[:3])}" if ids else ""))
+
+
+def print_stats() -> None:
+    summary = queries.stats()
+    client = redis_client()
+    print("conversations:")
+    for status, count in summary.by_status.items():
+        print(f"  {status:<11} {count}")
+    if summary.oldest_waiting:
+        age = (queries.utcnow() - summary.oldest_waiting).total_seconds()
+        print(f"  oldest waiting: received {isoformat(summary.oldest_waiting)} ({age:.0f} s ago)")
+    print("queues (messages waiting, delayed, dead):")
+    for queue in sorted(broker.get_declared_queues()):
+        waiting = client.hlen(f"dramatiq:{queue}.msgs")
+        delayed = client.hlen(f"dramatiq:{queue}.DQ.msgs")
+        dead = client.zcard(f"dramatiq:{queue}.XQ")
+        print(f"  {queue:<11} {waiting} {delayed} {dead}")
+    pending = client.xpending(STREAM, GROUP)["pending"] if client.exists(STREAM) else 0
+    print(f"batching stream: {client.xlen(STREAM)} entries, {pending} read but not yet dispatched")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="insights", description="Operate Conversation Insights.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dlq", help="dead letters: list, show, requeue, purge", add_help=False)
+    load = commands.add_parser("import", help="bulk load conversations from JSON lines")
+    load.add_argument("file", type=Path)
+    load.add_argument("--no-progress", action="store_true")
+    out = commands.add_parser("export", help="insights of a time window, streamed")
+    out.add_argument("--start", type=parse_time, required=True)
+    out.add_argument("--end", type=parse_time, required=True)
+    out.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    out.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    again = commands.add_parser("reprocess", help="send conversations through analysis again")
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument("--failed", action="store_true", help="every failed conversation")
+    which.add_argument("--start", type=parse_time, help="settled conversations received from this time...")
+    again.add_argument("--end", type=parse_time, help="...to this time")
+    again.add_argument("--dry-run", action="store_true")
+    commands.add_parser("stats", help="counts by status, queue depths, dead letters")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dlq"]:
+        return dlq.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    migrate(open_database(settings))
+    if args.command == "import":
+        if not args.file.is_file():
+            parser.error(f"no such file: {args.file}")
+        tally = import_lines(args.file, progress=not args.no_progress)
+        print(f"{args.file}: {tally['created']} accepted, {tally['duplicate']} already there, "
+              f"{tally['conflict']} conflicting, {tally['invalid']} invalid, {tally['blank']} blank line(s)")
+        return 1 if tally["invalid"] or tally["conflict"] else 0
+    if args.command == "export":
+        if args.end <= args.start:
+            parser.error("--end must be later than --start")
+        with (open(args.output, "w", newline="") if args.output else sys.stdout) as out:
+            count = export(args.start, args.end, args.format, out)
+        print(f"exported {count} insight(s)", file=sys.stderr)
+        return 0
+    if args.command == "reprocess":
+        if not args.failed and (args.end is None or args.end <= args.start):
+            parser.error("reprocess --start needs a later --end")
+        reprocess(queries.reprocess_candidates(args.failed, args.start, args.end), args.dry_run)
+        return 0
+    print_stats()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The ``insights`` console script against a real stack: import, stats, export, reprocess, history."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+from datetime import datetime, timedelta, timezone
+
+from conftest import ROOT, wait_until
+
+ROOT_BIN = ROOT / ".venv" / "bin" / "insights"
+
+
+def insights(stack, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([str(ROOT_BIN), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def write_lines(path, lines: list) -> None:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+
+
+def test_import_export_reprocess_and_stats(make_stack, tmp_path, database_env):
+    stack = make_stack(BATCH_SIZE=10, BATCH_FLUSH_SECONDS=0.3, **database_env)
+    client = stack.start_web()
+    window = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat(), (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    source = tmp_path / "conversations.jsonl"
+    good = [{"messages": [{"role": "customer", "content": f"Order {n} arrived broken, I want a refund."}]} for n in range(25)]
+    write_lines(source, [*good[:10], "{not json", {"messages": []}, "", {"conversation_id": "named", **good[0]}, *good[10:]])
+
+    first = insights(stack, "import", str(source))
+    assert first.returncode == 1, "bad lines make the exit status say so"
+    assert "line 11:" in first.stderr and "line 12: messages" in first.stderr
+    assert "26 accepted, 0 already there, 0 conflicting, 2 invalid, 1 blank" in first.stdout
+    again = insights(stack, "import", str(source), "--no-progress")
+    assert "0 accepted, 26 already there" in again.stdout, "safe to run twice"
+
+    stats = insights(stack, "stats")
+    assert stats.returncode == 0 and "queued      26" in stats.stdout and "oldest waiting" in stats.stdout
+
+    stack.start_worker()
+    ids = [row[0] for row in stack.sql("SELECT id FROM conversations")]
+    assert {d["status"] for d in stack.settled(client, ids)} == {"completed"}
+
+    exported = insights(stack, "export", "--start", window[0], "--end", window[1])
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert len(rows) == 26 and {r["conversation_id"] for r in rows} == set(ids)
+    assert all(r["sentiment"] == "negative" and "billing" in r["clusters"] for r in rows)
+    as_csv = list(csv.DictReader(io.StringIO(insights(stack, "export", "--start", window[0], "--end", window[1], "--format", "csv").stdout)))
+    assert len(as_csv) == 26 and as_csv[0]["clusters"].split(";")[0]
+
+    dry = insights(stack, "reprocess", "--start", window[0], "--end", window[1], "--dry-run")
+    assert "would send 26 conversation(s)" in dry.stdout
+    assert stack.sql("SELECT COUNT(*) FROM insight_history")[0][0] == 0
+    done = insights(stack, "reprocess", "--start", window[0], "--end", window[1])
+    assert "sent 26 conversation(s)" in done.stdout
+
+    def reanalyzed():
+        return stack.sql("SELECT COUNT(*) FROM insight_history")[0][0] == 26 and stack.settled(client, ids)
+
+    wait_until(reanalyzed, timeout=60, message="every conversation analyzed a second time")
+    assert stack.sql("SELECT COUNT(*) FROM insights")[0][0] == 26, "the API shows the latest, one per conversation"
+    assert stack.sql("SELECT COUNT(DISTINCT conversation_id) FROM insight_history")[0][0] == 26
+
+
+def test_reprocess_failed_and_bad_usage(make_stack, tmp_path):
+    stack = make_stack()
+    assert insights(stack, "reprocess", "--failed", "--dry-run").stdout.startswith("would send 0")
+    assert insights(stack, "reprocess", "--start", "2026-01-02", "--end", "2026-01-01").returncode == 2
+    assert insights(stack, "export", "--start", "yesterday", "--end", "2026-01-01").returncode == 2
+    assert insights(stack, "import", str(tmp_path / "missing.jsonl")).returncode == 2
+    assert "no dead letters" in insights(stack, "dlq", "list").stdout
