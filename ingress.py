@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import math
 import time
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -26,12 +26,12 @@ import redis.asyncio
 from limits import RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ulid import ULID
 
 from actors.batching import collect
 from insights.outbound import MISCONFIGURED_KEY
-from insights.schemas import ConversationBase, as_utc, request_models
+from insights.schemas import ConversationBase, as_utc, batch_envelope, request_models
 from settings import Settings, settings_or_exit
 from store import queries
 from store.db import describe, open_database
@@ -104,16 +104,22 @@ class InboundLimiter:
         self.item = RateLimitItemPerSecond(settings.inbound_rps)
         self.limiter = MovingWindowRateLimiter(storage_from_string(settings.limits_storage_url, implementation="redispy"))
 
-    async def retry_after(self) -> int | None:
-        """Take one slot; return ``None`` when granted, else the whole seconds to wait (at least 1)."""
+    async def take(self, wanted: int = 1) -> tuple[int, int]:
+        """Take up to ``wanted`` slots; return how many were granted and, when fewer, the whole seconds
+        to wait for more (at least 1; 0 when all were granted)."""
         try:
-            if await self.limiter.hit(self.item, self.KEY):
-                return None
-            stats = await self.limiter.get_window_stats(self.item, self.KEY)
+            granted = wanted if await self._hit(wanted) else 0
+            if granted < wanted:
+                stats = await self.limiter.get_window_stats(self.item, self.KEY)
+                if wanted > 1 and 0 < stats.remaining < wanted and await self._hit(stats.remaining):
+                    granted = stats.remaining
+                return granted, max(1, math.ceil(stats.reset_time - time.time()))
         except Exception as error:  # Redis away: keep accepting into the database
             logger.warning("inbound limiter unavailable, accepting without it: %s", error)
-            return None
-        return max(1, math.ceil(stats.reset_time - time.time()))
+        return wanted, 0
+
+    async def _hit(self, cost: int) -> bool:
+        return await self.limiter.hit(self.item, self.KEY, cost=cost)
 
 
 async def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -155,30 +161,46 @@ def admit(conversations: list[queries.NewConversation]) -> list[queries.InsertOu
     return outcomes
 
 
+class Admission:
+    """What every accepted conversation goes through: the inbound limit, then the group commit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.limiter = InboundLimiter(settings)
+        self.committer = GroupCommitter(admit)
+
+    def rate_limited(self, retry_after: int) -> ApiError:
+        return ApiError(
+            falcon.HTTP_429, "rate_limited", f"Over {self.settings.inbound_rps} conversations a second; retry later.",
+            headers={"Retry-After": str(retry_after)}, retry_after_seconds=retry_after,
+        )
+
+    async def commit(self, conversation: ConversationBase) -> tuple[str, queries.InsertOutcome]:
+        """Commit one validated conversation (its slot already taken); return its id and the outcome."""
+        new = queries.NewConversation.of(conversation.conversation_id or f"conv_{ULID()}", conversation.canonical_payload(), queries.utcnow())
+        return new.id, await self.committer.submit(new)
+
+
+def require_json(req: falcon.Request) -> None:
+    if not req.content_type or falcon.MEDIA_JSON not in req.content_type.split(";")[0].strip().lower():
+        raise ApiError(falcon.HTTP_415, "unsupported_media_type", "Send the body as application/json.")
+
+
 class ConversationsResource:
     """``POST /api/v1/conversations``: validate, limit, commit as ``queued``, enqueue, ``202``."""
 
-    def __init__(self, settings: Settings, limiter: InboundLimiter) -> None:
+    def __init__(self, settings: Settings, admission: Admission) -> None:
         self.settings = settings
         self.model = request_models(settings)
-        self.limiter = limiter
-        self.committer = GroupCommitter(admit)
+        self.admission = admission
 
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not req.content_type or falcon.MEDIA_JSON not in req.content_type.split(";")[0].strip().lower():
-            raise ApiError(falcon.HTTP_415, "unsupported_media_type", "Send the conversation as application/json.")
+        require_json(req)
         conversation = self.parse(await read_body(req, self.settings.max_body_bytes))
-        retry_after = await self.limiter.retry_after()
-        if retry_after is not None:
-            raise ApiError(
-                falcon.HTTP_429, "rate_limited", f"Over {self.settings.inbound_rps} conversations a second; retry later.",
-                headers={"Retry-After": str(retry_after)}, retry_after_seconds=retry_after,
-            )
-        conversation_id = conversation.conversation_id or f"conv_{ULID()}"
-        payload = conversation.canonical_payload()
-        digest = hashlib.sha256(payload.encode()).hexdigest()
-        new = queries.NewConversation(conversation_id, payload, digest, queries.utcnow())
-        outcome = await self.committer.submit(new)
+        granted, retry_after = await self.admission.limiter.take()
+        if not granted:
+            raise self.admission.rate_limited(retry_after)
+        conversation_id, outcome = await self.admission.commit(conversation)
         if outcome is queries.InsertOutcome.CONFLICT:
             raise ApiError(
                 falcon.HTTP_409, "conflict",
@@ -190,15 +212,63 @@ class ConversationsResource:
         resp.media = {"status": "accepted", "conversation_id": conversation_id, "message": "Conversation queued for analysis"}
 
     def parse(self, body: bytes) -> ConversationBase:
-        try:
-            return self.model.model_validate_json(body)
-        except ValidationError as error:
-            if any(detail["type"] == "json_invalid" for detail in error.errors()):
-                raise ApiError(falcon.HTTP_400, "invalid_json", f"The body is not valid JSON: {error.errors()[0]['msg']}.")
-            raise ApiError(
-                falcon.HTTP_422, "validation_failed", "The conversation does not match the schema.",
-                fields=field_errors(error),
-            )
+        return parse_json(self.model, body, "The conversation does not match the schema.")
+
+
+def parse_json(model: type[BaseModel], body: bytes, mismatch: str) -> Any:
+    """``body`` validated by ``model``; ``400`` when it is not JSON, ``422`` listing every bad field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        if any(detail["type"] == "json_invalid" for detail in error.errors()):
+            raise ApiError(falcon.HTTP_400, "invalid_json", f"The body is not valid JSON: {error.errors()[0]['msg']}.")
+        raise ApiError(falcon.HTTP_422, "validation_failed", mismatch, fields=field_errors(error))
+
+
+OUTCOME_STATUS = {
+    queries.InsertOutcome.CREATED: "accepted",
+    queries.InsertOutcome.DUPLICATE: "duplicate",
+    queries.InsertOutcome.CONFLICT: "conflict",
+}
+
+
+class BatchResource:
+    """``POST /api/v1/conversations/batch``: up to ``MAX_BATCH_ITEMS`` conversations, each on its own.
+
+    Every item is validated, limited and committed independently and gets its own result: ``accepted``,
+    ``duplicate``, ``conflict``, ``invalid`` (with its ``errors``) or ``rate_limited`` (with a
+    ``Retry-After`` header on the answer). Each counts against the inbound limit; when the limit leaves
+    room for none, the answer is ``429``.
+    """
+
+    def __init__(self, settings: Settings, admission: Admission) -> None:
+        self.settings = settings
+        self.model = request_models(settings)
+        self.envelope = batch_envelope(settings)
+        self.admission = admission
+
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        require_json(req)
+        body = await read_body(req, self.settings.max_batch_body_bytes)
+        items = parse_json(self.envelope, body, "The body must be {\"conversations\": [...]}.").conversations
+        results: list[dict[str, Any]] = [{"index": index} for index in range(len(items))]
+        valid = []
+        for index, item in enumerate(items):
+            try:
+                valid.append((index, self.model.model_validate(item)))
+            except ValidationError as error:
+                results[index].update(status="invalid", errors=field_errors(error))
+        granted, retry_after = await self.admission.limiter.take(len(valid)) if valid else (0, 0)
+        if valid and not granted:
+            raise self.admission.rate_limited(retry_after)
+        committed = await asyncio.gather(*(self.admission.commit(c) for _index, c in valid[:granted]))
+        for (index, _c), (conversation_id, outcome) in zip(valid, committed):
+            results[index].update(status=OUTCOME_STATUS[outcome], conversation_id=conversation_id)
+        for index, _c in valid[granted:]:
+            results[index]["status"] = "rate_limited"
+        if granted < len(valid):
+            resp.set_header("Retry-After", str(retry_after))
+        resp.media = {"results": results, "summary": dict(Counter(r["status"] for r in results))}
 
 
 
@@ -242,6 +312,20 @@ def parse_number(req: falcon.Request, name: str, kind: type, low: float, high: f
     return value
 
 
+def parse_window(req: falcon.Request, allowed: set[str]) -> tuple[datetime, datetime]:
+    """Refuse unknown and repeated parameters; return the required ``[start_time, end_time)``."""
+    unknown = sorted(set(req.params) - allowed)
+    if unknown:
+        raise bad_parameter(unknown[0], f"unknown parameter; expected some of {sorted(allowed)}")
+    for name, value in req.params.items():
+        if isinstance(value, list):
+            raise bad_parameter(name, "given more than once")
+    start, end = parse_time(req, "start_time"), parse_time(req, "end_time")
+    if end <= start:
+        raise bad_parameter("end_time", "must be later than start_time")
+    return start, end
+
+
 def encode_cursor(after: tuple[datetime, str]) -> str:
     return base64.urlsafe_b64encode(json.dumps([after[0].isoformat(), after[1]]).encode()).decode()
 
@@ -274,15 +358,7 @@ class InsightsResource:
         }
 
     def parse_query(self, req: falcon.Request) -> queries.InsightQuery:
-        unknown = sorted(set(req.params) - INSIGHT_PARAMETERS)
-        if unknown:
-            raise bad_parameter(unknown[0], f"unknown parameter; expected some of {sorted(INSIGHT_PARAMETERS)}")
-        for name, value in req.params.items():
-            if isinstance(value, list):
-                raise bad_parameter(name, "given more than once")
-        start, end = parse_time(req, "start_time"), parse_time(req, "end_time")
-        if end <= start:
-            raise bad_parameter("end_time", "must be later than start_time")
+        start, end = parse_window(req, INSIGHT_PARAMETERS)
         sentiment = req.get_param("sentiment")
         if sentiment is not None and sentiment not in SENTIMENTS:
             raise bad_parameter("sentiment", f"one of {', '.join(SENTIMENTS)}, got {sentiment!r}")
@@ -296,6 +372,25 @@ class InsightsResource:
             thresholds=(self.settings.negative_threshold, self.settings.positive_threshold),
             after=decode_cursor(cursor) if cursor is not None else None,
         )
+
+
+class SummaryResource:
+    """``GET /api/v1/insights/summary``: aggregates of the conversations received in the window."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        start, end = parse_window(req, {"start_time", "end_time"})
+        thresholds = (self.settings.negative_threshold, self.settings.positive_threshold)
+        summary = await asyncio.to_thread(queries.summarize, start, end, thresholds, self.settings.summary_top)
+        resp.media = {
+            "time_window": {"start_time": isoformat(start), "end_time": isoformat(end)},
+            "sentiment": {"counts": summary.by_sentiment, "mean_score": summary.mean_sentiment},
+            "top_clusters": [{"cluster": name, "count": n} for name, n in summary.top_clusters],
+            "conversations_by_status": summary.by_status,
+            "top_failure_reasons": [{"reason": reason, "count": n} for reason, n in summary.top_failures],
+        }
 
 
 class HealthResource:
@@ -346,10 +441,12 @@ def create_app(settings: Settings) -> falcon.asgi.App:
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler((peewee.OperationalError, peewee.InterfaceError), handle_database_down)
-    limiter = InboundLimiter(settings)
-    app.add_route("/api/v1/conversations", ConversationsResource(settings, limiter))
+    admission = Admission(settings)
+    app.add_route("/api/v1/conversations", ConversationsResource(settings, admission))
+    app.add_route("/api/v1/conversations/batch", BatchResource(settings, admission))
     app.add_route("/api/v1/conversations/{conversation_id}", ConversationResource(settings))
     app.add_route("/api/v1/insights", InsightsResource(settings))
+    app.add_route("/api/v1/insights/summary", SummaryResource(settings))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(settings))
     return app

@@ -52,12 +52,15 @@ class Settings(BaseModel):
     lease_seconds: PositiveFloat
     reconcile_interval_seconds: PositiveFloat
     max_body_bytes: PositiveInt
+    max_batch_items: PositiveInt
+    max_batch_body_bytes: PositiveInt
     max_messages: PositiveInt
     max_content_chars: PositiveInt
     max_role_chars: PositiveInt
     max_metadata_bytes: PositiveInt
     max_page_size: PositiveInt
     default_page_size: PositiveInt
+    summary_top: PositiveInt
     negative_threshold: Annotated[float, Field(ge=-1, le=1)]
     positive_threshold: Annotated[float, Field(ge=-1, le=1)]
     taxonomy: dict[str, list[str]]

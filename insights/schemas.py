@@ -91,6 +91,17 @@ def request_models(settings: Settings) -> type[ConversationBase]:
     return Conversation
 
 
+def batch_envelope(settings: Settings) -> type[BaseModel]:
+    """The ``POST /api/v1/conversations/batch`` body; each item is validated on its own afterwards."""
+
+    class ConversationBatch(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        conversations: Annotated[list[Any], Field(min_length=1, max_length=settings.max_batch_items)]
+
+    return ConversationBatch
+
+
 def _slug(value: str) -> str:
     return _NON_SLUG.sub("-", value.lower()).strip("-")[:MAX_CLUSTER_CHARS].strip("-")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import sys
 from collections import Counter
@@ -84,8 +83,8 @@ def import_chunk(model, chunk: list[tuple[int, bytes]]) -> Counter:
             tally["invalid"] += 1
             continue
         payload = conversation.canonical_payload()
-        digest = hashlib.sha256(payload.encode()).hexdigest()
-        batch.append(queries.NewConversation(conversation.conversation_id or f"imp_{digest[:32]}", payload, digest, now))
+        conversation_id = conversation.conversation_id or f"imp_{queries.payload_digest(payload)[:32]}"
+        batch.append(queries.NewConversation.of(conversation_id, payload, now))
     if batch:
         outcomes = queries.insert_conversations(batch)
         created = [new.id for new, outcome in zip(batch, outcomes) if outcome is queries.InsertOutcome.CREATED]

@@ -7,7 +7,9 @@ Status moves only forward: ``queued -> processing -> completed | failed``; a con
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
@@ -42,6 +44,15 @@ class NewConversation:
     payload: str  # canonical JSON of messages and metadata
     payload_hash: str
     received_at: datetime
+
+    @classmethod
+    def of(cls, conversation_id: str, payload: str, received_at: datetime) -> "NewConversation":
+        return cls(conversation_id, payload, payload_digest(payload), received_at)
+
+
+def payload_digest(payload: str) -> str:
+    """What tells two payloads under one id apart (SHA-256 of the canonical JSON)."""
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def insert_conversations(conversations: list[NewConversation]) -> list[InsertOutcome]:
@@ -367,3 +378,43 @@ def stats() -> Stats:
     if isinstance(oldest, str):  # SQLite hands aggregates back as text
         oldest = datetime.fromisoformat(oldest)
     return Stats({status: by_status.get(status, 0) for status in STATUSES}, oldest)
+
+
+@dataclass
+class Summary:
+    by_sentiment: dict[str, int]
+    mean_sentiment: float | None
+    top_clusters: list[tuple[str, int]]
+    by_status: dict[str, int]
+    top_failures: list[tuple[str, int]]
+
+
+def summarize(start: datetime, end: datetime, thresholds: tuple[float, float], top: int) -> Summary:
+    """What happened to the conversations received in ``[start, end)``, in aggregate."""
+    window = (Insight.received_at >= start, Insight.received_at < end)
+    by_sentiment = {
+        label: Insight.select().where(*window, _sentiment_condition(label, *thresholds)).count()
+        for label in ("positive", "neutral", "negative")
+    }
+    mean = Insight.select(fn.AVG(Insight.sentiment_score)).where(*window).scalar()
+    clusters: Counter[str] = Counter()
+    for (encoded,) in Insight.select(Insight.clusters).where(*window).tuples().iterator():
+        clusters.update(json.loads(encoded))
+    received = (Conversation.received_at >= start, Conversation.received_at < end)
+    by_status = dict(Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).where(*received).group_by(Conversation.status).tuples())
+    count = fn.COUNT(Conversation.id)
+    failures = (
+        Conversation.select(Conversation.last_error, count)
+        .where(*received, Conversation.status == FAILED)
+        .group_by(Conversation.last_error)
+        .order_by(count.desc(), Conversation.last_error)
+        .limit(top)
+        .tuples()
+    )
+    return Summary(
+        by_sentiment=by_sentiment,
+        mean_sentiment=float(mean) if mean is not None else None,
+        top_clusters=sorted(clusters.items(), key=lambda item: (-item[1], item[0]))[:top],
+        by_status={status: by_status.get(status, 0) for status in STATUSES},
+        top_failures=[(reason or "(no reason recorded)", n) for reason, n in failures],
+    )

@@ -1,0 +1,93 @@
+"""POST /api/v1/conversations/batch and GET /api/v1/insights/summary against real processes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import conversation
+
+BATCH = "/api/v1/conversations/batch"
+
+
+@pytest.fixture(scope="module")
+def web(make_module_stack):
+    return make_module_stack(INBOUND_RPS=100_000).start_web()
+
+
+def test_each_item_of_a_batch_gets_its_own_result(make_stack):
+    stack = make_stack(INBOUND_RPS=100_000)
+    client = stack.start_web()
+    assert client.post("/api/v1/conversations", json=conversation("seen", conversation_id="known")).status_code == 202
+    items = [
+        conversation("fresh one"),
+        conversation("seen", conversation_id="known"),
+        conversation("changed", conversation_id="known"),
+        {"messages": []},
+        "not even an object",
+        conversation("fresh two", conversation_id="batch-2"),
+        conversation("fresh two", conversation_id="batch-2"),
+    ]
+    response = client.post(BATCH, json={"conversations": items})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["accepted", "duplicate", "conflict", "invalid", "invalid", "accepted", "duplicate"]
+    assert [r["index"] for r in results] == list(range(7))
+    assert results[0]["conversation_id"].startswith("conv_")
+    assert results[3]["errors"][0]["path"] == "messages"
+    assert response.json()["summary"] == {"accepted": 2, "duplicate": 2, "conflict": 1, "invalid": 2}
+    assert client.get(f"/api/v1/conversations/{results[0]['conversation_id']}").json()["status"] == "queued"
+    assert stack.redis.hlen("dramatiq:collect.msgs") == 3, "one message per new conversation"
+
+
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"conversations": []}, 422, "validation_failed"),
+        ({"conversations": [conversation()] * 1001}, 422, "validation_failed"),
+        ({"items": [conversation()]}, 422, "validation_failed"),
+        (b"[", 400, "invalid_json"),
+    ],
+)
+def test_bad_batches_are_refused_whole(web, body, status, code):
+    kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+    response = web.post(BATCH, **kwargs)
+    assert response.status_code == status and response.json()["error"]["code"] == code
+
+
+def test_batch_items_count_against_the_inbound_limit(make_stack):
+    stack = make_stack(INBOUND_RPS=5)
+    client = stack.start_web()
+    response = client.post(BATCH, json={"conversations": [conversation(f"n{n}") for n in range(8)]})
+    statuses = [r["status"] for r in response.json()["results"]]
+    assert statuses == ["accepted"] * 5 + ["rate_limited"] * 3
+    assert int(response.headers["retry-after"]) >= 1
+    refused = client.post(BATCH, json={"conversations": [conversation("one more")]})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert client.post("/api/v1/conversations", json=conversation("single")).status_code == 429
+
+
+def test_summary_of_a_window(make_stack, database_env):
+    stack = make_stack(BATCH_SIZE=10, BATCH_FLUSH_SECONDS=0.3, INBOUND_RPS=1000, **database_env)
+    client = stack.start_web()
+    start = datetime.now(timezone.utc) - timedelta(seconds=1)
+    texts = ["I love it, thank you!"] * 3 + ["Charged twice, awful, I want a refund."] * 2 + ["Where is my package tracking?"]
+    results = client.post(BATCH, json={"conversations": [conversation(t) for t in texts]}).json()["results"]
+    ids = [r["conversation_id"] for r in results]
+    stack.start_worker()
+    stack.settled(client, ids)
+    window = {"start_time": start.isoformat(), "end_time": (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()}
+
+    summary = client.get("/api/v1/insights/summary", params=window).json()
+    assert summary["sentiment"]["counts"] == {"positive": 3, "neutral": 1, "negative": 2}
+    insights = client.get("/api/v1/insights", params=window).json()["insights"]
+    assert summary["sentiment"]["mean_score"] == pytest.approx(sum(i["sentiment_score"] for i in insights) / 6)
+    assert summary["top_clusters"][0] == {"cluster": "billing", "count": 2}
+    assert summary["conversations_by_status"] == {"queued": 0, "processing": 0, "completed": 6, "failed": 0}
+    assert summary["top_failure_reasons"] == []
+
+    empty = client.get("/api/v1/insights/summary", params={"start_time": "2020-01-01", "end_time": "2020-01-02"}).json()
+    assert empty["sentiment"] == {"counts": {"positive": 0, "neutral": 0, "negative": 0}, "mean_score": None}
+    bad = client.get("/api/v1/insights/summary", params={"start_time": "2020-01-02", "end_time": "2020-01-01"})
+    assert bad.status_code == 400 and bad.json()["error"]["parameter"] == "end_time"
