@@ -25,7 +25,7 @@ def open_database(settings: Settings) -> Database:
         db = connect(url)
     else:
         Path(settings.db_path).parent.mkdir(parents=True, exist_ok=True)
-        db = SqliteDatabase(settings.db_path, pragmas=SQLITE_PRAGMAS, timeout=10, returning_clause=True)
+        db = SqliteDatabase(settings.db_path, pragmas=SQLITE_PRAGMAS, timeout=10)
     database.initialize(db)
     return db
 

@@ -62,14 +62,8 @@ def insert_conversations(conversations: list[NewConversation]) -> list[InsertOut
     same, else a ``CONFLICT``. One multi-row statement, so bulk loads are fast.
     """
     first_of_id = {new.id: new for new in reversed(conversations)}
-    rows = [
-        {"id": new.id, "status": QUEUED, "payload": new.payload, "payload_hash": new.payload_hash,
-         "received_at": new.received_at, "updated_at": new.received_at}
-        for new in first_of_id.values()
-    ]
     with _write_transaction(database.obj):
-        query = Conversation.insert_many(rows).on_conflict_ignore().returning(Conversation.id).tuples()
-        created = {row[0] for row in query.execute()} if rows else set()
+        created = _insert_new(list(first_of_id.values()))
         taken = [i for i in first_of_id if i not in created]
         hashes = dict(Conversation.select(Conversation.id, Conversation.payload_hash).where(Conversation.id.in_(taken)).tuples()) if taken else {}
     outcomes = []
@@ -80,6 +74,32 @@ def insert_conversations(conversations: list[NewConversation]) -> list[InsertOut
             same = hashes.get(new.id, first_of_id[new.id].payload_hash) == new.payload_hash
             outcomes.append(InsertOutcome.DUPLICATE if same else InsertOutcome.CONFLICT)
     return outcomes
+
+
+INSERT_COLUMNS = ("id", "status", "payload", "payload_hash", "received_at", "updated_at", "attempts")
+
+
+def _insert_new(conversations: list[NewConversation]) -> set[str]:
+    """Insert the conversations whose id is free, in one statement; return the ids inserted.
+
+    Written as SQL: building a 1,000-row insert with Peewee's query builder costs more than the rest of
+    a bulk import together (about 65 us a row).
+    """
+    if not conversations:
+        return set()
+    db = database.obj
+    as_time = Conversation.received_at.db_value
+    placeholders = "(" + ", ".join([db.param] * len(INSERT_COLUMNS)) + ")"
+    values = [
+        value
+        for new in conversations
+        for value in (new.id, QUEUED, new.payload, new.payload_hash, as_time(new.received_at), as_time(new.received_at), 0)
+    ]
+    sql = (
+        f"INSERT INTO conversations ({', '.join(INSERT_COLUMNS)}) VALUES {', '.join([placeholders] * len(conversations))} "
+        "ON CONFLICT (id) DO NOTHING RETURNING id"
+    )
+    return {row[0] for row in db.execute_sql(sql, values).fetchall()}
 
 
 def get_conversation(conversation_id: str) -> tuple[Conversation, Insight | None] | None:
