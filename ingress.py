@@ -30,8 +30,10 @@ from pydantic import BaseModel, ValidationError
 from ulid import ULID
 
 from actors.batching import collect
+from insights import api_models as api
 from insights.outbound import MISCONFIGURED_KEY
 from insights.schemas import ConversationBase, as_utc, batch_envelope, request_models
+from openapi import openapi_document
 from settings import Settings, settings_or_exit
 from store import queries
 from store.db import describe, open_database
@@ -209,7 +211,7 @@ class ConversationsResource:
             )
         resp.status = falcon.HTTP_202
         resp.location = f"/api/v1/conversations/{conversation_id}"
-        resp.media = {"status": "accepted", "conversation_id": conversation_id, "message": "Conversation queued for analysis"}
+        resp.media = api.dump(api.Accepted(conversation_id=conversation_id))
 
     def parse(self, body: bytes) -> ConversationBase:
         return parse_json(self.model, body, "The conversation does not match the schema.")
@@ -251,24 +253,25 @@ class BatchResource:
         require_json(req)
         body = await read_body(req, self.settings.max_batch_body_bytes)
         items = parse_json(self.envelope, body, "The body must be {\"conversations\": [...]}.").conversations
-        results: list[dict[str, Any]] = [{"index": index} for index in range(len(items))]
+        results: list[api.BatchItemResult | None] = [None] * len(items)
         valid = []
         for index, item in enumerate(items):
             try:
                 valid.append((index, self.model.model_validate(item)))
             except ValidationError as error:
-                results[index].update(status="invalid", errors=field_errors(error))
+                results[index] = api.BatchItemResult(index=index, status="invalid", errors=field_errors(error))
         granted, retry_after = await self.admission.limiter.take(len(valid)) if valid else (0, 0)
         if valid and not granted:
             raise self.admission.rate_limited(retry_after)
         committed = await asyncio.gather(*(self.admission.commit(c) for _index, c in valid[:granted]))
         for (index, _c), (conversation_id, outcome) in zip(valid, committed):
-            results[index].update(status=OUTCOME_STATUS[outcome], conversation_id=conversation_id)
+            results[index] = api.BatchItemResult(index=index, status=OUTCOME_STATUS[outcome], conversation_id=conversation_id)
         for index, _c in valid[granted:]:
-            results[index]["status"] = "rate_limited"
+            results[index] = api.BatchItemResult(index=index, status="rate_limited")
         if granted < len(valid):
             resp.set_header("Retry-After", str(retry_after))
-        resp.media = {"results": results, "summary": dict(Counter(r["status"] for r in results))}
+        summary = Counter(result.status for result in results)
+        resp.media = api.BatchResults(results=results, summary=summary).model_dump(mode="json", exclude_none=True)
 
 
 
@@ -282,7 +285,7 @@ class ConversationResource:
         found = await asyncio.to_thread(queries.get_conversation, conversation_id)
         if found is None:
             raise ApiError(falcon.HTTP_404, "not_found", f"No conversation {conversation_id}.")
-        resp.media = status_document(*found, self.settings)
+        resp.media = api.dump(status_document(*found, self.settings))
 
 
 def bad_parameter(name: str, message: str) -> ApiError:
@@ -347,15 +350,15 @@ class InsightsResource:
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = self.parse_query(req)
         page = await asyncio.to_thread(queries.query_insights, query)
-        resp.media = {
-            "insights": [insight_document(insight, self.settings) for insight in page.insights],
-            "metadata": {
-                "total_count": page.total_count,
-                "returned_count": len(page.insights),
-                "time_window": {"start_time": isoformat(query.start), "end_time": isoformat(query.end)},
-                "next_cursor": encode_cursor(page.next_after) if page.next_after else None,
-            },
-        }
+        resp.media = api.dump(api.InsightsPage(
+            insights=[insight_document(insight, self.settings) for insight in page.insights],
+            metadata=api.PageMetadata(
+                total_count=page.total_count,
+                returned_count=len(page.insights),
+                time_window=api.TimeWindow(start_time=isoformat(query.start), end_time=isoformat(query.end)),
+                next_cursor=encode_cursor(page.next_after) if page.next_after else None,
+            ),
+        ))
 
     def parse_query(self, req: falcon.Request) -> queries.InsightQuery:
         start, end = parse_window(req, INSIGHT_PARAMETERS)
@@ -384,20 +387,20 @@ class SummaryResource:
         start, end = parse_window(req, {"start_time", "end_time"})
         thresholds = (self.settings.negative_threshold, self.settings.positive_threshold)
         summary = await asyncio.to_thread(queries.summarize, start, end, thresholds, self.settings.summary_top)
-        resp.media = {
-            "time_window": {"start_time": isoformat(start), "end_time": isoformat(end)},
-            "sentiment": {"counts": summary.by_sentiment, "mean_score": summary.mean_sentiment},
-            "top_clusters": [{"cluster": name, "count": n} for name, n in summary.top_clusters],
-            "conversations_by_status": summary.by_status,
-            "top_failure_reasons": [{"reason": reason, "count": n} for reason, n in summary.top_failures],
-        }
+        resp.media = api.dump(api.Summary(
+            time_window=api.TimeWindow(start_time=isoformat(start), end_time=isoformat(end)),
+            sentiment=api.SentimentSummary(counts=summary.by_sentiment, mean_score=summary.mean_sentiment),
+            top_clusters=[api.ClusterCount(cluster=name, count=n) for name, n in summary.top_clusters],
+            conversations_by_status=summary.by_status,
+            top_failure_reasons=[api.FailureCount(reason=reason, count=n) for reason, n in summary.top_failures],
+        ))
 
 
 class HealthResource:
     """``GET /healthz``: the process answers; touches neither Redis nor the database."""
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"status": "ok"}
+        resp.media = api.dump(api.Health(status="ok"))
 
 
 class ReadinessResource:
@@ -421,7 +424,17 @@ class ReadinessResource:
             raise ApiError(
                 falcon.HTTP_503, "not_ready", f"Not answering: {', '.join(failing)}.", failing=failing
             )
-        resp.media = {"status": "ready", "checks": {name: "ok" for name in (*checks, "grok")}}
+        resp.media = api.dump(api.Ready(status="ready", checks={name: "ok" for name in (*checks, "grok")}))
+
+
+class OpenApiResource:
+    """``GET /openapi.json``: the OpenAPI 3.1 document, generated from the validating models."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.document = openapi_document(settings)
+
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self.document
 
 
 class Lifespan:
@@ -449,6 +462,7 @@ def create_app(settings: Settings) -> falcon.asgi.App:
     app.add_route("/api/v1/insights/summary", SummaryResource(settings))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(settings))
+    app.add_route("/openapi.json", OpenApiResource(settings))
     return app
 
 

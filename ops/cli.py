@@ -104,7 +104,7 @@ def export(start: datetime, end: datetime, output_format: str, out: IO[str]) -> 
         writer.writeheader()
     count = 0
     for insight in queries.iter_insights(start, end):
-        document = insight_document(insight, settings)
+        document = insight_document(insight, settings).model_dump(mode="json")
         if writer:
             writer.writerow({**document, "clusters": ";".join(document["clusters"])})
         else:

@@ -1,11 +1,11 @@
-"""JSON-ready documents of stored rows, shared by the HTTP API and the ``insights`` CLI."""
+"""Stored rows as the API's answer models, shared by the HTTP API and the ``insights`` CLI."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
 
+from insights.api_models import ConversationStatus, InsightOut
 from insights.schemas import sentiment_label
 from settings import Settings
 from store.models import Conversation, Insight
@@ -16,27 +16,27 @@ def isoformat(moment: datetime | None) -> str | None:
     return moment.replace(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z") if moment else None
 
 
-def insight_document(insight: Insight, settings: Settings) -> dict[str, Any]:
-    return {
-        "conversation_id": insight.conversation_id,
-        "sentiment_score": insight.sentiment_score,
-        "sentiment": sentiment_label(insight.sentiment_score, settings.negative_threshold, settings.positive_threshold),
-        "clusters": json.loads(insight.clusters),
-        "confidence": insight.confidence,
-        "reasoning": insight.reasoning,
-        "model": insight.model,
-        "received_at": isoformat(insight.received_at),
-        "analyzed_at": isoformat(insight.analyzed_at),
-    }
+def insight_document(insight: Insight, settings: Settings) -> InsightOut:
+    return InsightOut(
+        conversation_id=insight.conversation_id,
+        sentiment_score=insight.sentiment_score,
+        sentiment=sentiment_label(insight.sentiment_score, settings.negative_threshold, settings.positive_threshold),
+        clusters=json.loads(insight.clusters),
+        confidence=insight.confidence,
+        reasoning=insight.reasoning,
+        model=insight.model,
+        received_at=isoformat(insight.received_at),
+        analyzed_at=isoformat(insight.analyzed_at),
+    )
 
 
-def status_document(conversation: Conversation, insight: Insight | None, settings: Settings) -> dict[str, Any]:
-    return {
-        "conversation_id": conversation.id,
-        "status": conversation.status,
-        "attempts": conversation.attempts,
-        "last_error": conversation.last_error,
-        "received_at": isoformat(conversation.received_at),
-        "updated_at": isoformat(conversation.updated_at),
-        "insight": insight_document(insight, settings) if insight else None,
-    }
+def status_document(conversation: Conversation, insight: Insight | None, settings: Settings) -> ConversationStatus:
+    return ConversationStatus(
+        conversation_id=conversation.id,
+        status=conversation.status,
+        attempts=conversation.attempts,
+        last_error=conversation.last_error,
+        received_at=isoformat(conversation.received_at),
+        updated_at=isoformat(conversation.updated_at),
+        insight=insight_document(insight, settings) if insight else None,
+    )

@@ -1,0 +1,119 @@
+"""Pydantic models of the API's answers: handlers build their JSON through them, and the OpenAPI
+document is generated from them (and from the request models), so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Sentiment = Literal["positive", "neutral", "negative"]
+Status = Literal["queued", "processing", "completed", "failed"]
+
+
+class Accepted(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    conversation_id: str
+    message: Literal["Conversation queued for analysis"] = "Conversation queued for analysis"
+
+
+class FieldError(BaseModel):
+    path: str = Field(description="dotted path of the offending field, e.g. messages.0.content")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="machine-readable, e.g. validation_failed, rate_limited, not_found")
+    message: str
+    model_config = {"extra": "allow"}  # details such as fields, parameter, retry_after_seconds
+
+
+class Error(BaseModel):
+    error: ErrorBody
+
+
+class InsightOut(BaseModel):
+    conversation_id: str
+    sentiment_score: float = Field(ge=-1, le=1)
+    sentiment: Sentiment
+    clusters: list[str]
+    confidence: float = Field(ge=0, le=1)
+    reasoning: str
+    model: str
+    received_at: str | None
+    analyzed_at: str | None
+
+
+class ConversationStatus(BaseModel):
+    conversation_id: str
+    status: Status
+    attempts: int
+    last_error: str | None
+    received_at: str | None
+    updated_at: str | None
+    insight: InsightOut | None
+
+
+class TimeWindow(BaseModel):
+    start_time: str | None
+    end_time: str | None
+
+
+class PageMetadata(BaseModel):
+    total_count: int
+    returned_count: int
+    time_window: TimeWindow
+    next_cursor: str | None
+
+
+class InsightsPage(BaseModel):
+    insights: list[InsightOut]
+    metadata: PageMetadata
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: Literal["accepted", "duplicate", "conflict", "invalid", "rate_limited"]
+    conversation_id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class BatchResults(BaseModel):
+    results: list[BatchItemResult]
+    summary: dict[str, int]
+
+
+class SentimentSummary(BaseModel):
+    counts: dict[Sentiment, int]
+    mean_score: float | None
+
+
+class ClusterCount(BaseModel):
+    cluster: str
+    count: int
+
+
+class FailureCount(BaseModel):
+    reason: str
+    count: int
+
+
+class Summary(BaseModel):
+    time_window: TimeWindow
+    sentiment: SentimentSummary
+    top_clusters: list[ClusterCount]
+    conversations_by_status: dict[Status, int]
+    top_failure_reasons: list[FailureCount]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, Literal["ok"]]
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=False)

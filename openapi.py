@@ -1,0 +1,124 @@
+"""The OpenAPI 3.1 document of the HTTP API (``GET /openapi.json``).
+
+Schemas come from the same pydantic models that validate requests (built with the configured limits) and
+that shape the answers (``insights.api_models``), so the document cannot drift from what is enforced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from insights import api_models as api
+from insights.schemas import batch_envelope, request_models
+from settings import Settings
+
+REF = "#/components/schemas/{model}"
+ERRORS = {
+    "400": "Unparseable JSON, or a bad query parameter (named in `parameter`)",
+    "404": "No such conversation or route",
+    "409": "The conversation id was accepted with another payload",
+    "413": "Body over the size limit",
+    "415": "Content-Type is not application/json",
+    "422": "Schema violations, each in `fields`",
+    "429": "Over the inbound limit; see Retry-After",
+    "503": "Not ready, or the database is not answering",
+}
+
+
+def ref(model: type[BaseModel] | str) -> dict[str, str]:
+    return {"$ref": REF.format(model=model if isinstance(model, str) else model.__name__)}
+
+
+def answer(model: type[BaseModel], description: str, headers: dict | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": ref(model)}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": ref(model)}}}
+
+
+def errors(*statuses: str) -> dict[str, Any]:
+    retry_after = {"Retry-After": {"description": "whole seconds to wait", "schema": {"type": "integer", "minimum": 1}}}
+    return {s: answer(api.Error, ERRORS[s], retry_after if s == "429" else None) for s in statuses}
+
+
+def query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+def window_parameters() -> list[dict[str, Any]]:
+    moment = {"type": "string", "format": "date-time"}
+    return [
+        query("start_time", moment, "window start, inclusive, on the time received (no offset means UTC)", True),
+        query("end_time", moment, "window end, exclusive; must be later than start_time", True),
+    ]
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    conversation = request_models(settings)
+    envelope = batch_envelope(settings)
+    responses = [api.Accepted, api.Error, api.ConversationStatus, api.InsightsPage, api.BatchResults, api.Summary,
+                 api.Health, api.Ready]
+    _, definitions = models_json_schema(
+        [(conversation, "validation"), (envelope, "validation"), *((model, "serialization") for model in responses)],
+        ref_template=REF,
+    )
+    schemas = definitions["$defs"]
+    schemas[envelope.__name__]["properties"]["conversations"]["items"] = ref(conversation)  # each validated alone
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Conversation Insights",
+            "version": "1",
+            "description": "Push customer conversations, read the insights analyzed from them.",
+        },
+        "paths": {
+            "/api/v1/conversations": {"post": {
+                "summary": "Accept one conversation for analysis",
+                "requestBody": json_body(conversation),
+                "responses": {"202": answer(api.Accepted, "Committed as queued"),
+                              **errors("400", "409", "413", "415", "422", "429", "503")},
+            }},
+            "/api/v1/conversations/batch": {"post": {
+                "summary": f"Accept up to {settings.max_batch_items} conversations, each on its own",
+                "requestBody": json_body(envelope),
+                "responses": {"200": answer(api.BatchResults, "A result per item, in order"),
+                              **errors("400", "413", "415", "422", "429", "503")},
+            }},
+            "/api/v1/conversations/{conversation_id}": {"get": {
+                "summary": "Status of a conversation, with its insight once completed",
+                "parameters": [{"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": answer(api.ConversationStatus, "Found"), **errors("404", "503")},
+            }},
+            "/api/v1/insights": {"get": {
+                "summary": "Insights of the conversations received in a window, oldest first",
+                "parameters": [
+                    *window_parameters(),
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": settings.max_page_size,
+                                    "default": settings.default_page_size}, "page size"),
+                    query("min_confidence", {"type": "number", "minimum": 0, "maximum": 1}, "lowest confidence"),
+                    query("sentiment", {"type": "string", "enum": ["positive", "neutral", "negative"]}, "label"),
+                    query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                ],
+                "responses": {"200": answer(api.InsightsPage, "A page"), **errors("400", "503")},
+            }},
+            "/api/v1/insights/summary": {"get": {
+                "summary": "Aggregates of the conversations received in a window",
+                "parameters": window_parameters(),
+                "responses": {"200": answer(api.Summary, "The summary"), **errors("400", "503")},
+            }},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": answer(api.Health, "Alive")}}},
+            "/readyz": {"get": {"summary": "Readiness: Redis, database, Grok key",
+                                "responses": {"200": answer(api.Ready, "Ready"), **errors("503")}}},
+            "/openapi.json": {"get": {"summary": "This document",
+                                      "responses": {"200": {"description": "OpenAPI 3.1",
+                                                            "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        },
+        "components": {"schemas": schemas},
+    }

@@ -1,0 +1,67 @@
+"""GET /openapi.json: generated from the validating models, and the real answers match it."""
+
+from __future__ import annotations
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from conftest import conversation, wait_until
+
+
+@pytest.fixture(scope="module")
+def web(make_module_stack):
+    stack = make_module_stack(INBOUND_RPS=100_000, MAX_MESSAGES=7, MAX_PAGE_SIZE=50)
+    stack.start_worker()
+    return stack.start_web()
+
+
+@pytest.fixture(scope="module")
+def document(web) -> dict:
+    response = web.get("/openapi.json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def assert_matches(document: dict, schema_name: str, body: object) -> None:
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
+    errors = sorted(Draft202012Validator(schema).iter_errors(body), key=str)
+    assert not errors, [error.message for error in errors]
+
+
+def test_it_is_openapi_3_1_with_every_route(document):
+    assert document["openapi"] == "3.1.0"
+    assert set(document["paths"]) == {
+        "/api/v1/conversations", "/api/v1/conversations/batch", "/api/v1/conversations/{conversation_id}",
+        "/api/v1/insights", "/api/v1/insights/summary", "/healthz", "/readyz", "/openapi.json",
+    }
+    Draft202012Validator.check_schema({"components": document["components"]})
+
+
+def test_the_limits_it_documents_are_the_configured_ones(web, document):
+    messages = document["components"]["schemas"]["Conversation"]["properties"]["messages"]
+    assert messages["maxItems"] == 7
+    limit = next(p for p in document["paths"]["/api/v1/insights"]["get"]["parameters"] if p["name"] == "limit")
+    assert limit["schema"]["maximum"] == 50
+    too_many = {"messages": [{"role": "user", "content": "hi"}] * 8}
+    assert web.post("/api/v1/conversations", json=too_many).status_code == 422
+
+
+def test_real_answers_match_the_document(web, document):
+    accepted = web.post("/api/v1/conversations", json=conversation("Thanks, lovely service!"))
+    assert_matches(document, "Accepted", accepted.json())
+    conversation_id = accepted.json()["conversation_id"]
+    invalid = web.post("/api/v1/conversations", json={"messages": []})
+    assert_matches(document, "Error", invalid.json())
+
+    def completed():
+        return (body := web.get(f"/api/v1/conversations/{conversation_id}").json())["status"] == "completed" and body
+
+    status = wait_until(completed, timeout=30, message="the conversation to complete")
+    assert_matches(document, "ConversationStatus", status)
+    window = {"start_time": "2020-01-01", "end_time": "2100-01-01"}
+    assert_matches(document, "InsightsPage", web.get("/api/v1/insights", params=window).json())
+    assert_matches(document, "Summary", web.get("/api/v1/insights/summary", params=window).json())
+    batch = web.post("/api/v1/conversations/batch", json={"conversations": [conversation("a"), {"messages": 1}]})
+    assert_matches(document, "BatchResults", batch.json())
+    assert_matches(document, "Health", web.get("/healthz").json())
+    assert_matches(document, "Ready", web.get("/readyz").json())
