@@ -29,7 +29,10 @@ from limits.storage import storage_from_string
 from pydantic import BaseModel, ValidationError
 from ulid import ULID
 
+import metrics
+from logs import configure_logging
 from actors.batching import collect
+from actors.state import read_state
 from insights import api_models as api
 from insights.outbound import MISCONFIGURED_KEY
 from insights.schemas import ConversationBase, as_utc, batch_envelope, request_models
@@ -172,6 +175,7 @@ class Admission:
         self.committer = GroupCommitter(admit)
 
     def rate_limited(self, retry_after: int) -> ApiError:
+        metrics.web().rate_limited.inc()
         return ApiError(
             falcon.HTTP_429, "rate_limited", f"Over {self.settings.inbound_rps} conversations a second; retry later.",
             headers={"Retry-After": str(retry_after)}, retry_after_seconds=retry_after,
@@ -180,7 +184,10 @@ class Admission:
     async def commit(self, conversation: ConversationBase) -> tuple[str, queries.InsertOutcome]:
         """Commit one validated conversation (its slot already taken); return its id and the outcome."""
         new = queries.NewConversation.of(conversation.conversation_id or f"conv_{ULID()}", conversation.canonical_payload(), queries.utcnow())
-        return new.id, await self.committer.submit(new)
+        outcome = await self.committer.submit(new)
+        if outcome is queries.InsertOutcome.CREATED:
+            metrics.web().accepted.inc()
+        return new.id, outcome
 
 
 def require_json(req: falcon.Request) -> None:
@@ -268,6 +275,7 @@ class BatchResource:
             results[index] = api.BatchItemResult(index=index, status=OUTCOME_STATUS[outcome], conversation_id=conversation_id)
         for index, _c in valid[granted:]:
             results[index] = api.BatchItemResult(index=index, status="rate_limited")
+        metrics.web().rate_limited.inc(len(valid) - granted)
         if granted < len(valid):
             resp.set_header("Retry-After", str(retry_after))
         summary = Counter(result.status for result in results)
@@ -437,6 +445,26 @@ class OpenApiResource:
         resp.media = self.document
 
 
+class MetricsResource:
+    """``GET /metrics``: Prometheus exposition of the web processes (see ``metrics``)."""
+
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data, resp.content_type = await asyncio.to_thread(metrics.exposition, read_state)
+
+
+class RequestMetrics:
+    """Counts every answer by route template, method and status, and times it."""
+
+    async def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+
+    async def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool) -> None:
+        route = req.uri_template or "(unmatched)"
+        recorded = metrics.web()
+        recorded.requests.labels(route, req.method, str(resp.status_code)).inc()
+        recorded.latency.labels(route).observe(time.perf_counter() - req.context.started)
+
+
 class Lifespan:
     """Opens and migrates the database when the server starts."""
 
@@ -444,13 +472,14 @@ class Lifespan:
         self.settings = settings
 
     async def process_startup(self, scope: dict, event: dict) -> None:
+        configure_logging(self.settings)
         db = open_database(self.settings)
         applied = await asyncio.to_thread(migrate, db)
         logger.info("ingress ready: %s, migrations applied now: %s", describe(self.settings), applied or "none")
 
 
 def create_app(settings: Settings) -> falcon.asgi.App:
-    app = falcon.asgi.App(middleware=[Lifespan(settings)])
+    app = falcon.asgi.App(middleware=[Lifespan(settings), RequestMetrics()])
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler((peewee.OperationalError, peewee.InterfaceError), handle_database_down)
@@ -463,6 +492,7 @@ def create_app(settings: Settings) -> falcon.asgi.App:
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(settings))
     app.add_route("/openapi.json", OpenApiResource(settings))
+    app.add_route("/metrics", MetricsResource())
     return app
 
 

@@ -31,6 +31,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     port: Annotated[int, Field(gt=0, lt=65536)]
+    log_format: Literal["text", "json"]
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
     redis_url: str
     db_path: str
     database_url: str

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 
 import dramatiq
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import CurrentMessage, Middleware
+from dramatiq.middleware.prometheus import Prometheus
 
 from actors.broker import broker, settings
 from actors.batching import collect, collect_many, flush_batches
 from actors.analysis import analyze_batch, analyzer, batch_exhausted, store_results
 from actors.reconciler import Reconciler
+from logs import configure_logging
 from store.db import describe, open_database
 from store.migrations import migrate
 
@@ -28,6 +30,7 @@ class WorkerLifecycle(Middleware):
         self.reconciler: Reconciler | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        configure_logging(settings)
         migrate(open_database(settings))
         active = analyzer()
         logger.info("worker ready: %s, analyzer %s, batches of %d", describe(settings), active.model, settings.batch_size)
@@ -40,5 +43,7 @@ class WorkerLifecycle(Middleware):
 
 
 broker.add_middleware(WorkerLifecycle())
+broker.add_middleware(CurrentMessage())  # lets log records name their batch
+broker.add_middleware(Prometheus())  # serves every worker process's metrics, ours included
 
 __all__ = ["broker", "collect", "collect_many", "flush_batches", "analyze_batch", "store_results", "batch_exhausted"]

@@ -24,11 +24,14 @@ import logging
 
 import dramatiq
 from dramatiq import group, pipeline
+from dramatiq.middleware import CurrentMessage
+
+import metrics
 
 from actors.batching import collect
 from actors.broker import gate, settings
 from insights.analyzer import Analyzer, ConversationToAnalyze, build_analyzer
-from insights.grok import MisconfiguredError, TransientError, UnusableAnswer
+from insights.grok import GrokError, MisconfiguredError, TransientError, UnusableAnswer
 from insights.schemas import AnalysisResult
 from store import queries
 
@@ -72,22 +75,38 @@ def analyze_batch(conversation_ids: list[str]) -> dict | None:
         return None
     conversations = [ConversationToAnalyze(c.id, json.loads(c.payload)["messages"]) for c in claimed]
     ids = [c.conversation_id for c in conversations]
+    recorded = metrics.worker()
+    recorded.batch_size.observe(len(ids))
     try:
-        return analyzer().analyze(conversations).model_dump(mode="json")
-    except TransientError as error:
+        with recorded.grok_latency.time():
+            result = analyzer().analyze(conversations)
+    except GrokError as error:
+        recorded.grok_calls.labels(type(error).__name__).inc()
+        return handle_failure(ids, error)
+    recorded.grok_calls.labels("ok").inc()
+    for kind in ("prompt_tokens", "completion_tokens"):
+        recorded.tokens.labels(kind.removesuffix("_tokens")).inc((result.usage or {}).get(kind) or 0)
+    return result.model_dump(mode="json")
+
+
+def handle_failure(ids: list[str], error: GrokError) -> dict | None:
+    """See the module's docstring: retry (transient), split (unusable answer) or postpone (misconfigured)."""
+    if isinstance(error, TransientError):
         queries.note_error(ids, f"{error} (will retry)")
+        logger.warning("transient Grok failure, the batch will be retried: %s", error,
+                       extra={"batch_id": batch_id(), "conversation_ids": ids})
         delay = int(error.retry_after * 1000) if error.retry_after is not None else None
-        raise dramatiq.Retry(str(error), delay=delay) from None
-    except UnusableAnswer as error:
+        raise dramatiq.Retry(str(error), delay=delay)
+    if isinstance(error, UnusableAnswer):
         if len(ids) == 1:
             return unusable_result(ids, str(error))
         split(ids, str(error))
         return None
-    except MisconfiguredError as error:
-        gate.report_misconfiguration(str(error), settings.grok_auth_pause_seconds)
-        queries.refund_attempt(ids, requeue=True)
-        postpone(ids, str(error))
-        return None
+    assert isinstance(error, MisconfiguredError)
+    gate.report_misconfiguration(str(error), settings.grok_auth_pause_seconds)
+    queries.refund_attempt(ids, requeue=True)
+    postpone(ids, str(error))
+    return None
 
 
 def unusable_result(ids: list[str], reason: str) -> dict:
@@ -102,13 +121,13 @@ def split(ids: list[str], reason: str) -> None:
     """Run the halves of a batch whose answer was unusable, as a group; its attempt is not counted."""
     queries.refund_attempt(ids)
     half = len(ids) // 2
-    logger.warning("splitting a batch of %d (%s)", len(ids), reason)
+    logger.warning("splitting a batch of %d (%s)", len(ids), reason, extra={"batch_id": batch_id(), "conversation_ids": ids})
     group([batch_pipeline(ids[:half]), batch_pipeline(ids[half:])]).run()
 
 
 def postpone(ids: list[str], reason: str) -> None:
     """Send the batch again once the Grok pause for a misconfiguration is over."""
-    logger.error("Grok is misconfigured, %d conversation(s) wait: %s", len(ids), reason)
+    logger.error("Grok is misconfigured, %d conversation(s) wait: %s", len(ids), reason, extra={"conversation_ids": ids})
     run_batch(ids, delay_ms=int(settings.grok_auth_pause_seconds * 1000))
 
 
@@ -121,10 +140,21 @@ def store_results(analysis: dict | None) -> None:
     outcome = queries.record_results(result, settings.max_retries)
     for conversation_id in outcome.retry:
         collect.send(conversation_id)
+    settled = metrics.worker().settled
+    for name in ("completed", "retry", "failed"):
+        settled.labels(name).inc(len(getattr(outcome, name)))
     logger.info(
         "batch stored: %d completed, %d retried, %d failed",
         len(outcome.completed), len(outcome.retry), len(outcome.failed),
+        extra={"batch_id": batch_id(), "conversation_ids": result.conversation_ids, "model": result.model,
+               "completed": outcome.completed, "retried": outcome.retry, "failed": outcome.failed},
     )
+
+
+def batch_id() -> str | None:
+    """The id of the Dramatiq message being processed: it names the batch in logs."""
+    message = CurrentMessage.get_current_message()
+    return message.message_id if message else None
 
 
 @dramatiq.actor(queue_name="store", max_retries=settings.max_retries, min_backoff=RETRY_BACKOFF_MS)

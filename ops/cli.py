@@ -25,8 +25,8 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from actors import collect_many
-from actors.batching import GROUP, STREAM
-from actors.broker import broker, redis_client, settings
+from actors.broker import settings
+from actors.state import read_state
 from insights.schemas import as_utc, request_models
 from ops import dlq
 from store import queries
@@ -123,22 +123,17 @@ def reprocess(ids: list[str], dry_run: bool) -> None:
 
 
 def print_stats() -> None:
-    summary = queries.stats()
-    client = redis_client()
+    state = read_state()
     print("conversations:")
-    for status, count in summary.by_status.items():
+    for status, count in state.by_status.items():
         print(f"  {status:<11} {count}")
-    if summary.oldest_waiting:
-        age = (queries.utcnow() - summary.oldest_waiting).total_seconds()
-        print(f"  oldest waiting: received {isoformat(summary.oldest_waiting)} ({age:.0f} s ago)")
+    if state.oldest_waiting:
+        print(f"  oldest waiting: received {isoformat(state.oldest_waiting)} ({state.oldest_waiting_seconds:.0f} s ago)")
     print("queues (messages waiting, delayed, dead):")
-    for queue in sorted(broker.get_declared_queues()):
-        waiting = client.hlen(f"dramatiq:{queue}.msgs")
-        delayed = client.hlen(f"dramatiq:{queue}.DQ.msgs")
-        dead = client.zcard(f"dramatiq:{queue}.XQ")
-        print(f"  {queue:<11} {waiting} {delayed} {dead}")
-    pending = client.xpending(STREAM, GROUP)["pending"] if client.exists(STREAM) else 0
-    print(f"batching stream: {client.xlen(STREAM)} entries, {pending} read but not yet dispatched")
+    for queue in sorted({queue for queue, _kind in state.queues}):
+        counts = [state.queues[(queue, kind)] for kind in ("waiting", "delayed", "dead")]
+        print(f"  {queue:<11} {' '.join(map(str, counts))}")
+    print(f"batching stream: {state.stream} entries, {state.stream_pending} read but not yet dispatched")
 
 
 def build_parser() -> argparse.ArgumentParser:

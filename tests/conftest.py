@@ -147,6 +147,11 @@ class Stack:
         return httpx.Client(base_url=base_url, timeout=10)
 
     def start_worker(self, processes: int = 1, threads: int = 4) -> subprocess.Popen:
+        """Dramatiq workers; their Prometheus exposition listens on ``self.worker_metrics_port``."""
+        self.worker_metrics_port = free_port()
+        metrics_dir = self.logs / f"worker-metrics-{self.worker_metrics_port}"
+        metrics_dir.mkdir()
+        self.env.update(dramatiq_prom_port=str(self.worker_metrics_port), dramatiq_prom_db=str(metrics_dir))
         return self._spawn(worker_command(processes, threads), f"worker-{len(self.processes)}")
 
     def _spawn(self, command: list[str], name: str) -> subprocess.Popen:

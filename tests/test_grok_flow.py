@@ -158,3 +158,21 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(make_stack, grok
     documents = stack.settled(client, ids)
     assert {d["status"] for d in documents} == {"completed"}
     assert stack.sql("SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM insights")[0] == (8, 8)
+
+
+def test_json_logs_carry_conversation_and_batch_ids_and_never_the_key(make_stack, grok):
+    stack = make_stack(LOG_FORMAT="json", **FAST_RETRIES, **grok.env)
+    client = stack.start_web()
+    stack.start_worker()
+    grok.inject({"status": 503})
+    ids = post_all(client, ["Hello, my invoice is wrong."])
+    stack.settled(client, ids)
+
+    text = (stack.logs / "worker-1.log").read_text()
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert records and {"time", "level", "logger", "message"} <= set(records[0])
+    retried = [r for r in records if r["message"].startswith("transient Grok failure")]
+    stored = [r for r in records if r["message"].startswith("batch stored")]
+    assert retried and retried[0]["conversation_ids"] == ids and retried[0]["batch_id"]
+    assert stored and stored[0]["conversation_ids"] == ids and stored[0]["completed"] == ids and stored[0]["batch_id"]
+    assert GROK_KEY not in stack.log_text()

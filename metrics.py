@@ -1,0 +1,96 @@
+"""Prometheus metrics.
+
+- **Web** (``GET /metrics``): requests by route, method and status, their latency, accepted and
+  rate-limited conversations, and, read at scrape time from Redis and the database, queue, stream and
+  dead-letter depths, conversations by status and the age of the oldest waiting one. With several
+  uvicorn workers (``WEB_CONCURRENCY``) they share counters through ``PROMETHEUS_MULTIPROC_DIR``
+  (``scripts/web`` sets and empties it), so any one of them answers for all.
+- **Workers**: Dramatiq's own Prometheus middleware serves every worker process's metrics on one port per
+  ``dramatiq`` command (``dramatiq_prom_port``, default 9191), its message, retry and error counters beside
+  ours: batch sizes, Grok call latency and outcomes, tokens used, settled conversations.
+
+``prometheus_client`` is imported lazily: a worker process must not import it before Dramatiq's
+middleware has switched it to multiprocess mode, or its metrics would stay private to the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+GROK_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
+
+
+@functools.cache
+def web() -> SimpleNamespace:
+    from prometheus_client import Counter, Histogram
+
+    return SimpleNamespace(
+        requests=Counter("insights_http_requests_total", "HTTP requests answered", ["route", "method", "status"]),
+        latency=Histogram("insights_http_request_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS),
+        accepted=Counter("insights_conversations_accepted_total", "Conversations accepted (committed as queued)"),
+        rate_limited=Counter("insights_conversations_rate_limited_total", "Conversations refused by the inbound limit"),
+    )
+
+
+@functools.cache
+def worker() -> SimpleNamespace:
+    from prometheus_client import Counter, Histogram
+
+    return SimpleNamespace(
+        batch_size=Histogram("insights_batch_conversations", "Conversations per analysis call",
+                             buckets=(1, 2, 5, 10, 15, 20, 30, 50, 100)),
+        grok_latency=Histogram("insights_grok_call_seconds", "Grok call latency", buckets=GROK_BUCKETS),
+        grok_calls=Counter("insights_grok_calls_total", "Grok calls by outcome", ["outcome"]),
+        tokens=Counter("insights_grok_tokens_total", "Tokens reported by Grok", ["kind"]),
+        settled=Counter("insights_conversations_settled_total", "Analysis outcomes per conversation", ["outcome"]),
+    )
+
+
+class StateCollector:
+    """Gauges read at scrape time (``actors.state.read_state``): what waits where, conversations by status."""
+
+    def __init__(self, read_state: Callable[[], Any]) -> None:
+        self.read_state = read_state
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        state = self.read_state()
+        queues = GaugeMetricFamily("insights_queue_messages", "Dramatiq messages by queue and state", labels=["queue", "state"])
+        for (queue, kind), count in state.queues.items():
+            queues.add_metric([queue, kind], count)
+        yield queues
+        yield GaugeMetricFamily("insights_stream_entries", "Conversation ids waiting in the batching stream", value=state.stream)
+        statuses = GaugeMetricFamily("insights_conversations", "Conversations by status", labels=["status"])
+        for status, count in state.by_status.items():
+            statuses.add_metric([status], count)
+        yield statuses
+        yield GaugeMetricFamily("insights_oldest_waiting_seconds", "Age of the oldest queued or processing conversation",
+                                value=state.oldest_waiting_seconds)
+
+
+class _Everything:
+    """Yields what a registry holds, so a per-scrape registry can include the process-wide one."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.registry.collect()
+
+
+def exposition(read_state: Callable[[], Any]) -> tuple[bytes, str]:
+    """The web process's metrics (every uvicorn worker's, in multiprocess mode) and their content type."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_Everything(REGISTRY))
+    registry.register(StateCollector(read_state))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

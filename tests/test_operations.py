@@ -1,0 +1,119 @@
+"""Operators' view: Prometheus metrics of web and workers, and the Procfile run by honcho."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+
+import httpx
+import psutil
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import ROOT, conversation, free_port, fresh_redis_url, wait_until
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of a Prometheus exposition as ``{(name, labels): value}``."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(found: dict, name: str, **labels: str) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_web_and_worker_metrics(make_stack):
+    stack = make_stack(BATCH_FLUSH_SECONDS=0.3)
+    client = stack.start_web()
+    stack.start_worker()
+    ids = [client.post("/api/v1/conversations", json=conversation(f"Thanks {n}!")).json()["conversation_id"] for n in range(3)]
+    assert client.post("/api/v1/conversations", json={"messages": []}).status_code == 422
+    stack.settled(client, ids)
+
+    web = samples(client.get("/metrics").text)
+    assert value(web, "insights_http_requests_total", route="/api/v1/conversations", method="POST", status="202") == 3
+    assert value(web, "insights_http_requests_total", route="/api/v1/conversations", method="POST", status="422") == 1
+    assert value(web, "insights_conversations_accepted_total") == 3
+    assert value(web, "insights_conversations", status="completed") == 3
+    assert value(web, "insights_queue_messages", queue="analyze", state="dead") == 0
+    assert ("insights_stream_entries", frozenset()) in web
+
+    worker = samples(httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/", timeout=10).text)
+    assert value(worker, "insights_conversations_settled_total", outcome="completed") == 3
+    assert value(worker, "insights_grok_calls_total", outcome="ok") >= 1
+    assert value(worker, "insights_batch_conversations_sum") == 3
+    assert value(worker, "dramatiq_messages_total", queue_name="collect", actor_name="collect") == 3
+
+
+def test_the_procfile_runs_under_honcho_with_several_web_workers(tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "REDIS_URL": fresh_redis_url(),
+        "DB_PATH": str(tmp_path / "procfile.db"),
+        "BATCH_FLUSH_SECONDS": "0.3",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "web-metrics"),
+        "dramatiq_prom_port": str(free_port()),
+        "dramatiq_prom_db": str(tmp_path / "worker-metrics"),
+    }
+    (tmp_path / "worker-metrics").mkdir()
+    release = subprocess.run(["honcho", "start", "release"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert release.returncode == 0 and "applied 0001_initial" in release.stdout
+
+    honcho = subprocess.Popen(["honcho", "start", "web", "worker"], cwd=ROOT, env=env, start_new_session=True,
+                              stdout=open(tmp_path / "honcho.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+        def ready() -> bool:
+            try:
+                return client.get("/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, timeout=60, message=f"honcho's web; log: {(tmp_path / 'honcho.log').read_text()}")
+        ids = [client.post("/api/v1/conversations", json=conversation(f"Order {n} is fine")).json()["conversation_id"] for n in range(6)]
+        wait_until(lambda: all(client.get(f"/api/v1/conversations/{i}").json()["status"] == "completed" for i in ids),
+                   timeout=60, message="the Procfile's worker to complete them")
+        # Two uvicorn workers answer scrapes in turn; multiprocess mode makes each answer whole.
+        for _ in range(4):
+            assert value(samples(client.get("/metrics").text), "insights_conversations_accepted_total") == 6
+        family = psutil.Process(honcho.pid).children(recursive=True)
+        [uvicorn] = [p for p in family if "uvicorn" in " ".join(p.cmdline())]
+        workers = [p for p in uvicorn.children() if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2, "WEB_CONCURRENCY uvicorn workers"
+    finally:
+        os.killpg(honcho.pid, signal.SIGTERM)
+        honcho.wait(timeout=30)
+    gone, alive = psutil.wait_procs(family, timeout=15)
+    assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+
+
+def test_compose_runs_the_procfile_processes_on_postgres():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line)
+    services = compose["services"]
+    assert set(services) == {"redis", "postgres", "release", "web", "worker"}
+    assert services["release"]["command"] == procfile["release"]
+    assert services["web"]["command"] == procfile["web"]
+    assert services["worker"]["command"].startswith("dramatiq actors")
+    assert all(services[name]["environment"]["DATABASE_URL"].startswith("postgresql://") for name in ("release", "web", "worker"))
+    assert services["web"]["depends_on"] == {"release": {"condition": "service_completed_successfully"}}
+
+
+def test_docker_compose_accepts_the_file():
+    docker = shutil.which("docker")
+    if not docker or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("docker compose is not installed here")
+    checked = subprocess.run([docker, "compose", "config", "--quiet"], cwd=ROOT, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
