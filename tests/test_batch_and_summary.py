@@ -16,8 +16,8 @@ def web(make_module_stack):
     return make_module_stack(INBOUND_RPS=100_000).start_web()
 
 
-def test_each_item_of_a_batch_gets_its_own_result(make_stack):
-    stack = make_stack(INBOUND_RPS=100_000)
+def test_each_item_of_a_batch_gets_its_own_result(make_stack, database_env):
+    stack = make_stack(INBOUND_RPS=100_000, **database_env)
     client = stack.start_web()
     assert client.post("/api/v1/conversations", json=conversation("seen", conversation_id="known")).status_code == 202
     items = [
