@@ -29,6 +29,7 @@ from limits.storage import storage_from_string
 from pydantic import BaseModel, ValidationError
 from ulid import ULID
 
+import access
 import metrics
 from logs import configure_logging
 from actors.batching import collect
@@ -452,6 +453,35 @@ class MetricsResource:
         resp.data, resp.content_type = await asyncio.to_thread(metrics.exposition, read_state)
 
 
+class ApiKeyAuth:
+    """Requires an API key with the right scope on the conversation and insight routes, when keys are
+    configured: ``ingest`` to POST, ``read`` to GET. Health, readiness, metrics and the OpenAPI document
+    stay open. The key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+
+    OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+
+    def __init__(self, settings: Settings) -> None:
+        self.keys = settings.api_key_scopes
+
+    async def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not self.keys or not req.path.startswith("/api/"):
+            return
+        scope = "ingest" if req.method == "POST" else "read"
+        verdict = access.authorize(presented_key(req), scope, self.keys)
+        if verdict is access.Verdict.UNAUTHORIZED:
+            raise ApiError(falcon.HTTP_401, "unauthorized", "A valid API key is required (Authorization: Bearer <key>).",
+                           headers={"WWW-Authenticate": "Bearer"})
+        if verdict is access.Verdict.FORBIDDEN:
+            raise ApiError(falcon.HTTP_403, "forbidden", f"This API key lacks the {scope!r} scope.", scope=scope)
+
+
+def presented_key(req: falcon.Request) -> str | None:
+    authorization = req.get_header("Authorization") or ""
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return req.get_header("X-API-Key")
+
+
 class RequestMetrics:
     """Counts every answer by route template, method and status, and times it."""
 
@@ -476,10 +506,12 @@ class Lifespan:
         db = open_database(self.settings)
         applied = await asyncio.to_thread(migrate, db)
         logger.info("ingress ready: %s, migrations applied now: %s", describe(self.settings), applied or "none")
+        if not self.settings.api_key_scopes:
+            logger.warning("NO API KEYS CONFIGURED: the API is open to anyone who can reach it (set API_KEYS)")
 
 
 def create_app(settings: Settings) -> falcon.asgi.App:
-    app = falcon.asgi.App(middleware=[Lifespan(settings), RequestMetrics()])
+    app = falcon.asgi.App(middleware=[Lifespan(settings), RequestMetrics(), ApiKeyAuth(settings)])
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler((peewee.OperationalError, peewee.InterfaceError), handle_database_down)

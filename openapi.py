@@ -23,6 +23,8 @@ ERRORS = {
     "413": "Body over the size limit",
     "415": "Content-Type is not application/json",
     "422": "Schema violations, each in `fields`",
+    "401": "No API key, or not a valid one",
+    "403": "The API key lacks the scope (ingest to POST, read to GET)",
     "429": "Over the inbound limit; see Retry-After",
     "503": "Not ready, or the database is not answering",
 }
@@ -71,7 +73,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     )
     schemas = definitions["$defs"]
     schemas[envelope.__name__]["properties"]["conversations"]["items"] = ref(conversation)  # each validated alone
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "Conversation Insights",
@@ -122,3 +124,19 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         },
         "components": {"schemas": schemas},
     }
+    if settings.api_key_scopes:
+        protect(document)
+    return document
+
+
+def protect(document: dict[str, Any]) -> None:
+    """Declare the API keys the service requires on its ``/api/`` operations (see ``access``)."""
+    document["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "an API key"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    for path, operations in document["paths"].items():
+        if path.startswith("/api/"):
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
+                operation["responses"].update(errors("401", "403"))

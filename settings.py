@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
@@ -33,6 +34,7 @@ class Settings(BaseModel):
     port: Annotated[int, Field(gt=0, lt=65536)]
     log_format: Literal["text", "json"]
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+    api_keys: str = Field(repr=False)
     redis_url: str
     db_path: str
     database_url: str
@@ -74,6 +76,17 @@ class Settings(BaseModel):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: str) -> str:
+        parse_api_keys(value)
+        return value
+
+    @property
+    def api_key_scopes(self) -> dict[str, frozenset[str]]:
+        """Configured key hashes (hex SHA-256) and the scopes each grants."""
+        return parse_api_keys(self.api_keys)
+
     @field_validator("database_url")
     @classmethod
     def _database_scheme(cls, value: str) -> str:
@@ -92,6 +105,22 @@ class Settings(BaseModel):
     def offline(self) -> bool:
         """True when no Grok key is configured and the deterministic analyzer runs instead."""
         return not self.grok_api_key
+
+
+API_SCOPES = frozenset({"ingest", "read"})
+_KEY_ENTRY = re.compile(r"^sha256:([0-9a-f]{64}):([a-z,]+)$")
+
+
+def parse_api_keys(value: str) -> dict[str, frozenset[str]]:
+    """``sha256:<hex>:scope,scope;...`` as ``{hex: scopes}``; raise ``ValueError`` naming a bad entry."""
+    keys = {}
+    for number, entry in enumerate(filter(None, (e.strip() for e in value.split(";"))), start=1):
+        match = _KEY_ENTRY.match(entry)
+        scopes = frozenset(match.group(2).split(",")) if match else frozenset()
+        if not match or not scopes or not scopes <= API_SCOPES:
+            raise ValueError(f"expected entries like sha256:<64 hex>:ingest,read separated by ';' (entry {number} is not)")
+        keys[match.group(1)] = scopes
+    return keys
 
 
 def _flatten(table: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,7 +149,8 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: Path = 
         name = str(first["loc"][0])
         source = name.upper() if name.upper() in environ else f"{name} in {config_file.name}"
         expected = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {expected} (got {first.get('input')!r})") from None
+        shown = "(hidden)" if name == "api_keys" else repr(first.get("input"))
+        raise ConfigError(f"{source}: {expected} (got {shown})") from None
 
 
 @functools.cache

@@ -5,6 +5,7 @@
     insights export --start T --end T [--format jsonl|csv] [--output FILE]
     insights reprocess (--failed | --start T --end T) [--dry-run]
     insights stats                                  counts by status, queue depths, dead letters
+    insights apikey [--scopes ingest,read]          a new API key and its API_KEYS entry
 
 Configured like every other process, by ``config.toml`` and the environment.
 """
@@ -25,10 +26,12 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from actors import collect_many
+from access import new_key
 from actors.broker import settings
 from actors.state import read_state
 from insights.schemas import as_utc, request_models
 from ops import dlq
+from settings import API_SCOPES
 from store import queries
 from store.db import open_database
 from store.migrations import migrate
@@ -155,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--end", type=parse_time, help="...to this time")
     again.add_argument("--dry-run", action="store_true")
     commands.add_parser("stats", help="counts by status, queue depths, dead letters")
+    key = commands.add_parser("apikey", help="make an API key and print its API_KEYS entry")
+    key.add_argument("--scopes", default="ingest,read", help="comma-separated: ingest, read (default both)")
     return parser
 
 
@@ -164,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         return dlq.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "apikey":
+        scopes = [scope.strip() for scope in args.scopes.split(",") if scope.strip()]
+        if not scopes or not set(scopes) <= API_SCOPES:
+            parser.error(f"--scopes: choose among {', '.join(sorted(API_SCOPES))}")
+        key, entry = new_key(scopes)
+        print(f"key (give it to the client; it is not stored anywhere): {key}")
+        print(f"entry (add it to API_KEYS, entries separated by ';'): {entry}")
+        return 0
     migrate(open_database(settings))
     if args.command == "import":
         if not args.file.is_file():

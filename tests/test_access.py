@@ -1,0 +1,93 @@
+"""API keys: hashed in configuration, scoped, checked on every protected route of a real web process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from access import Verdict, authorize, hash_key, new_key
+from conftest import ROOT, conversation
+
+INGEST_KEY, INGEST_ENTRY = new_key(["ingest"])
+READ_KEY, READ_ENTRY = new_key(["read"])
+BOTH_KEY, BOTH_ENTRY = new_key(["ingest", "read"])
+
+
+@pytest.fixture(scope="module")
+def stack(make_module_stack):
+    stack = make_module_stack(API_KEYS=";".join([INGEST_ENTRY, READ_ENTRY, BOTH_ENTRY]), INBOUND_RPS=10_000)
+    stack.client = stack.start_web()
+    return stack
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_configuration_holds_hashes_not_keys():
+    assert INGEST_ENTRY == f"sha256:{hash_key(INGEST_KEY)}:ingest"
+    assert INGEST_KEY not in INGEST_ENTRY
+    configured = {hash_key(BOTH_KEY): frozenset({"ingest", "read"})}
+    assert authorize(BOTH_KEY, "read", configured) is Verdict.ALLOWED
+    assert authorize(BOTH_KEY + "x", "read", configured) is Verdict.UNAUTHORIZED
+    assert authorize(None, "read", configured) is Verdict.UNAUTHORIZED
+
+
+def test_posting_needs_the_ingest_scope(stack):
+    client = stack.client
+    missing = client.post("/api/v1/conversations", json=conversation())
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert client.post("/api/v1/conversations", json=conversation(), headers=bearer("ci_wrong")).status_code == 401
+    forbidden = client.post("/api/v1/conversations", json=conversation(), headers=bearer(READ_KEY))
+    assert forbidden.status_code == 403 and forbidden.json()["error"] == {
+        "code": "forbidden", "message": "This API key lacks the 'ingest' scope.", "scope": "ingest"}
+    assert client.post("/api/v1/conversations", json=conversation(), headers=bearer(INGEST_KEY)).status_code == 202
+    assert client.post("/api/v1/conversations", json=conversation("x"), headers={"X-API-Key": BOTH_KEY}).status_code == 202
+    batch = client.post("/api/v1/conversations/batch", json={"conversations": [conversation()]}, headers=bearer(READ_KEY))
+    assert batch.status_code == 403
+
+
+def test_reading_needs_the_read_scope(stack):
+    client = stack.client
+    window = {"start_time": "2020-01-01", "end_time": "2100-01-01"}
+    for path in ("/api/v1/insights", "/api/v1/insights/summary", "/api/v1/conversations/whatever"):
+        assert client.get(path, params=window).status_code == 401
+        assert client.get(path, params=window, headers=bearer(INGEST_KEY)).status_code == 403
+    assert client.get("/api/v1/insights", params=window, headers=bearer(READ_KEY)).status_code == 200
+    assert client.get("/api/v1/conversations/whatever", headers=bearer(READ_KEY)).status_code == 404
+
+
+def test_health_readiness_metrics_and_the_document_stay_open(stack):
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        assert stack.client.get(path).status_code == 200, path
+    document = stack.client.get("/openapi.json").json()
+    assert set(document["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    post = document["paths"]["/api/v1/conversations"]["post"]
+    assert post["security"] == [{"bearer": []}, {"apiKey": []}] and {"401", "403"} <= set(post["responses"])
+    assert "security" not in document["paths"]["/healthz"]["get"]
+
+
+def test_keys_are_never_logged(stack):
+    stack.client.post("/api/v1/conversations", json=conversation(), headers=bearer(INGEST_KEY))
+    assert INGEST_KEY not in stack.log_text() and READ_KEY not in stack.log_text()
+
+
+def test_without_keys_the_service_says_it_is_open(make_stack):
+    stack = make_stack()
+    client = stack.start_web()
+    assert client.post("/api/v1/conversations", json=conversation()).status_code == 202
+    assert "NO API KEYS CONFIGURED" in stack.log_text()
+
+
+def test_the_cli_makes_keys():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    made = subprocess.run([str(ROOT / ".venv" / "bin" / "insights"), "apikey", "--scopes", "read"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    key = made.stdout.split("key (give it to the client; it is not stored anywhere): ")[1].split()[0]
+    assert f"sha256:{hash_key(key)}:read" in made.stdout
+    bad = subprocess.run([str(ROOT / ".venv" / "bin" / "insights"), "apikey", "--scopes", "admin"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
