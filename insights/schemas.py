@@ -66,6 +66,8 @@ def request_models(settings: Settings) -> type[ConversationBase]:
         timestamp: Annotated[datetime, AfterValidator(as_utc)] | None = None
 
     class Conversation(ConversationBase):
+        """A conversation: its messages in order (timestamps, where given, must not go backwards)."""
+
         messages: Annotated[list[Message], Field(min_length=1, max_length=settings.max_messages)]
         metadata: dict[str, Any] = Field(default_factory=dict)
 
