@@ -11,7 +11,9 @@ Control endpoints, for tests and benchmarks:
   ``{"status": 500}`` (any status), ``{"delay": 5}`` (answer late), ``{"malformed": true}``,
   ``{"truncate": true}`` (``finish_reason: length``), ``{"drop_rows": 1}``,
   ``{"extra_row": "some-id"}``, ``{"out_of_range": true}``.
-- ``POST /_emulator/config`` with ``{"latency": s, "api_key": k}``.
+- ``POST /_emulator/config`` with ``{"latency": s, "api_key": k, "fault_rate": p}``: with ``fault_rate``
+  each call without a queued fault meets a random one (429 with ``Retry-After: 1``, 500, 503 or a
+  malformed answer) with probability ``p`` (for soak runs).
 - ``GET /_emulator/log``: every call, ``{"t": arrival (epoch s), "status", "ids", "fault"}``.
 - ``POST /_emulator/reset``: forget faults and the log.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import threading
 import time
 from collections import deque
@@ -38,10 +41,15 @@ POISON = "POISON"
 INJECT = "INJECT"
 
 
+RANDOM_FAULTS = ({"status": 429, "retry_after": "1"}, {"status": 500}, {"status": 503}, {"malformed": True})
+
+
 class EmulatorState:
     def __init__(self, api_key: str, latency: float) -> None:
         self.api_key = api_key
         self.latency = latency
+        self.fault_rate = 0.0
+        self.random = random.Random(42)
         self.faults: deque[dict[str, Any]] = deque()
         self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -49,7 +57,11 @@ class EmulatorState:
 
     def next_fault(self) -> dict[str, Any]:
         with self.lock:
-            return self.faults.popleft() if self.faults else {}
+            if self.faults:
+                return self.faults.popleft()
+            if self.random.random() < self.fault_rate:
+                return dict(self.random.choice(RANDOM_FAULTS))
+            return {}
 
     def record(self, entry: dict[str, Any]) -> None:
         with self.lock:
@@ -127,6 +139,7 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/_emulator/config":
             self.state.latency = float(body.get("latency", self.state.latency))
             self.state.api_key = body.get("api_key", self.state.api_key)
+            self.state.fault_rate = float(body.get("fault_rate", self.state.fault_rate))
             self.send_json(200, {"latency": self.state.latency})
         elif self.path == "/_emulator/reset":
             with self.state.lock:

@@ -25,9 +25,14 @@ def _insight_history(db: Database) -> None:
     db.create_tables([InsightHistory], safe=True)
 
 
+def _insight_filter_index(db: Database) -> None:
+    Insight._schema.create_indexes(safe=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
+    ("0003_insight_filter_index", _insight_filter_index),
 ]
 
 

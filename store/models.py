@@ -66,7 +66,10 @@ class Insight(InsightFields):
 
     class Meta:
         table_name = "insights"
-        indexes = ((("received_at", "conversation"), False),)
+        indexes = (
+            (("received_at", "conversation"), False),  # window pages, in keyset order
+            (("received_at", "sentiment_score", "confidence"), False),  # counts with filters, from the index alone
+        )
 
 
 class InsightHistory(InsightFields):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
-from peewee import JOIN, Database, PostgresqlDatabase, Tuple, Value, fn
+from peewee import JOIN, SQL, Database, PostgresqlDatabase, Tuple, Value, fn
 
 from insights.schemas import AnalysisResult
 from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, STATUSES, Conversation, Insight, InsightHistory, database
@@ -316,16 +316,29 @@ def _window(start: datetime, end: datetime, after: tuple[datetime, str] | None =
     return query
 
 
-def query_insights(query: InsightQuery) -> InsightPage:
-    """One page of the insights received in ``[start, end)``, oldest first, and the count of all matches."""
+def _statements(query: InsightQuery):
+    """The two statements of a page: the count of every match, and the page itself (one extra row)."""
     conditions = []
     if query.min_confidence is not None:
         conditions.append(Insight.confidence >= query.min_confidence)
     if query.sentiment is not None:
         conditions.append(_sentiment_condition(query.sentiment, *query.thresholds))
-    total = _window(query.start, query.end, None, *conditions).count()
-    matching = _window(query.start, query.end, query.after, *conditions)
-    page = list(matching.order_by(Insight.received_at, Insight.conversation).limit(query.limit + 1))
+    count = _window(query.start, query.end, None, *conditions).select(fn.COUNT(SQL("*")))
+    page = _window(query.start, query.end, query.after, *conditions)
+    return count, page.order_by(Insight.received_at, Insight.conversation).limit(query.limit + 1)
+
+
+def explainable(query: InsightQuery) -> dict[str, tuple[str, list]]:
+    """SQL and parameters of a page's statements, for ``EXPLAIN`` (see ``ops/bench_query.py``)."""
+    count, page = _statements(query)
+    return {"count": count.sql(), "page": page.sql()}
+
+
+def query_insights(query: InsightQuery) -> InsightPage:
+    """One page of the insights received in ``[start, end)``, oldest first, and the count of all matches."""
+    count, page_query = _statements(query)
+    total = count.scalar()
+    page = list(page_query)
     next_after = None
     if len(page) > query.limit:
         page = page[: query.limit]

@@ -1,0 +1,165 @@
+"""Insights query benchmark: ``GET /api/v1/insights`` over 1,000,000 stored insights.
+
+Loads ``--rows`` conversations and insights received over 30 days into a fresh SQLite file or PostgreSQL
+database (``--database``), starts the real web process on it, and times sequential requests (limit 100,
+``total_count`` included) for windows of one day and of all 30 days, with and without ``sentiment`` and
+``min_confidence``, beside ``GET /healthz`` on the same server as the baseline. Prints medians, p99s and
+the query plans (``EXPLAIN``) of the count and page queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+
+import httpx
+
+from ops.bench_ingress import HOST, start_server
+from ops.embedded_redis import EmbeddedRedis
+from ops.supervisor import stop_all
+from settings import load_settings
+from store import queries
+from store.db import open_database
+from store.migrations import migrate
+
+EPOCH = datetime(2026, 1, 1)
+DAYS = 30
+CHUNK = 50_000
+VARIANTS = {
+    "no filter": {},
+    "sentiment=negative": {"sentiment": "negative"},
+    "min_confidence=0.7": {"min_confidence": "0.7"},
+    "both": {"sentiment": "negative", "min_confidence": "0.7"},
+}
+
+
+def rows(count: int):
+    """Conversations and insights, received evenly over ``DAYS`` days, with varied scores."""
+    rng = random.Random(7)
+    step = DAYS * 86_400 / count
+    for n in range(count):
+        received = (EPOCH + timedelta(seconds=n * step)).isoformat(sep=" ")
+        conversation_id = f"c{n:08d}"
+        score, confidence = round(rng.uniform(-1, 1), 3), round(rng.uniform(0, 1), 3)
+        yield ((conversation_id, "completed", '{"messages":[]}', "h", received, received, 1),
+               (conversation_id, received, score, '["billing"]', confidence, "reasoning", "model", "v1", "{}", received))
+
+
+def load(db, count: int) -> None:
+    """Bulk load with the driver directly (the benchmark measures reads, not this)."""
+    conversation_sql = "INSERT INTO conversations (id, status, payload, payload_hash, received_at, updated_at, attempts) VALUES ({})"
+    insight_sql = ("INSERT INTO insights (conversation_id, received_at, sentiment_score, clusters, confidence, reasoning, "
+                   "model, prompt_version, raw_response, analyzed_at) VALUES ({})")
+    generated = rows(count)
+    connection = db.connection()
+    while chunk := [next(generated, None) for _ in range(CHUNK)]:
+        chunk = [row for row in chunk if row]
+        if not chunk:
+            break
+        with db.atomic():
+            cursor = connection.cursor()
+            cursor.executemany(conversation_sql.format(", ".join([db.param] * 7)), [c for c, _i in chunk])
+            cursor.executemany(insight_sql.format(", ".join([db.param] * 10)), [i for _c, i in chunk])
+        print(f"loaded {chunk[-1][0][0]}", end="\r", file=sys.stderr)
+    db.execute_sql("ANALYZE")
+
+
+def explain(db, postgres: bool) -> list[str]:
+    """Plans of the count and of the page query, for the filtered one-day window."""
+    query = queries.InsightQuery(EPOCH, EPOCH + timedelta(days=1), 100, 0.7, "negative")
+    statements = queries.explainable(query)
+    prefix = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
+    lines = []
+    for name, (sql, params) in statements.items():
+        plan = db.execute_sql(prefix + sql, params).fetchall()
+        lines.append(f"{name}: " + " | ".join(str(row[-1]) for row in plan))
+    return lines
+
+
+def timed(client: httpx.Client, path: str, params_for, requests: int) -> list[float]:
+    latencies = []
+    for n in range(requests):
+        started = time.perf_counter()
+        response = client.get(path, params=params_for(n))
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.text
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="server for --database postgres; a scratch database is made on it")
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+
+    scratch = tempfile.mkdtemp(prefix="bench-query-")
+    env = {**os.environ, "INBOUND_RPS": "1000000"}
+    if args.database == "sqlite":
+        env.update(DB_PATH=f"{scratch}/query.db", DATABASE_URL="")
+    else:
+        import psycopg2
+
+        admin = psycopg2.connect(args.postgres_url)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute("DROP DATABASE IF EXISTS insights_bench_query WITH (FORCE)")
+            cursor.execute("CREATE DATABASE insights_bench_query")
+        env["DATABASE_URL"] = args.postgres_url.rsplit("/", 1)[0] + "/insights_bench_query"
+    embedded = None if env.get("REDIS_URL") else EmbeddedRedis()
+    if embedded:
+        env["REDIS_URL"] = embedded.url
+    settings = load_settings(env)
+    db = open_database(settings)
+    migrate(db)
+    started = time.perf_counter()
+    load(db, args.rows)
+    print(f"loaded {args.rows} rows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    plans = explain(db, args.database == "postgres")
+    db.close()
+
+    server = start_server("ingress:app", 8331, env, 1)
+    results = {}
+    try:
+        client = httpx.Client(base_url=f"http://{HOST}:8331", timeout=60)
+        rng = random.Random(1)
+
+        def window(days: int):
+            def params(n: int) -> dict:
+                first = EPOCH + timedelta(days=rng.randrange(0, DAYS - days + 1))
+                return {"start_time": first.isoformat(), "end_time": (first + timedelta(days=days)).isoformat(), "limit": 100}
+            return params
+
+        results["GET /healthz (baseline)"] = timed(client, "/healthz", lambda n: {}, args.requests)
+        for days in (1, DAYS):
+            for name, extra in VARIANTS.items():
+                params = window(days)
+                results[f"{days} day(s), {name}"] = timed(client, "/api/v1/insights", lambda n: {**params(n), **extra}, args.requests)
+    finally:
+        stop_all([server])
+        if embedded:
+            embedded.stop()
+
+    baseline = statistics.median(results["GET /healthz (baseline)"])
+    print(f"database={args.database} rows={args.rows} requests={args.requests} per line, sequential")
+    print()
+    print("| request | p50 ms | p99 ms | p50 / healthz |")
+    print("|---|---|---|---|")
+    for name, latencies in results.items():
+        p99 = statistics.quantiles(latencies, n=100)[98]
+        print(f"| {name} | {statistics.median(latencies):.1f} | {p99:.1f} | {statistics.median(latencies) / baseline:.1f} |")
+    print()
+    for line in plans:
+        print(f"- {line}")
+
+
+if __name__ == "__main__":
+    main()
