@@ -458,8 +458,6 @@ class ApiKeyAuth:
     configured: ``ingest`` to POST, ``read`` to GET. Health, readiness, metrics and the OpenAPI document
     stay open. The key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
 
-    OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json")
-
     def __init__(self, settings: Settings) -> None:
         self.keys = settings.api_key_scopes
 

@@ -86,6 +86,7 @@ def analyze_batch(conversation_ids: list[str]) -> dict | None:
     recorded.grok_calls.labels("ok").inc()
     for kind in ("prompt_tokens", "completion_tokens"):
         recorded.tokens.labels(kind.removesuffix("_tokens")).inc((result.usage or {}).get(kind) or 0)
+    result.batch_id = batch_id()
     return result.model_dump(mode="json")
 
 
@@ -146,7 +147,7 @@ def store_results(analysis: dict | None) -> None:
     logger.info(
         "batch stored: %d completed, %d retried, %d failed",
         len(outcome.completed), len(outcome.retry), len(outcome.failed),
-        extra={"batch_id": batch_id(), "conversation_ids": result.conversation_ids, "model": result.model,
+        extra={"batch_id": result.batch_id, "conversation_ids": result.conversation_ids, "model": result.model,
                "completed": outcome.completed, "retried": outcome.retry, "failed": outcome.failed},
     )
 

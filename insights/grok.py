@@ -30,7 +30,7 @@ import requests
 
 from insights.analyzer import ConversationToAnalyze
 from insights.outbound import OutboundGate
-from insights.schemas import MAX_CLUSTERS, MAX_REASONING_CHARS, AnalysisResult, validate_rows
+from insights.schemas import MAX_CLUSTERS, MAX_REASONING_CHARS, AnalysisResult
 from settings import Settings
 
 PROMPT_VERSION = "grok-2026-11-24"
@@ -193,17 +193,10 @@ class GrokClient:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise UnusableAnswer("Grok's answer is not the JSON asked for") from None
-        ids = [c.conversation_id for c in conversations]
-        valid, rejected = validate_rows(ids, rows)
         usage = response.json().get("usage")
-        return AnalysisResult(
-            conversation_ids=ids,
-            rows=valid,
-            rejected=rejected,
-            model=self.model,
-            prompt_version=self.prompt_version,
-            raw_response=raw,
-            usage=usage if isinstance(usage, dict) else None,
+        return AnalysisResult.validated(
+            [c.conversation_id for c in conversations], rows, model=self.model, prompt_version=self.prompt_version,
+            raw_response=raw, usage=usage if isinstance(usage, dict) else None,
         )
 
 

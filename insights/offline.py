@@ -13,7 +13,7 @@ from typing import Iterable, Mapping
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from insights.analyzer import ConversationToAnalyze
-from insights.schemas import AnalysisResult, validate_rows
+from insights.schemas import AnalysisResult
 
 MODEL_NAME = "offline-vader-taxonomy"
 PROMPT_VERSION = "offline-1"
@@ -38,15 +38,9 @@ class OfflineAnalyzer:
 
     def analyze(self, conversations: list[ConversationToAnalyze]) -> AnalysisResult:
         rows = [self.analyze_one(conversation) for conversation in conversations]
-        ids = [conversation.conversation_id for conversation in conversations]
-        valid, rejected = validate_rows(ids, rows)
-        return AnalysisResult(
-            conversation_ids=ids,
-            rows=valid,
-            rejected=rejected,
-            model=self.model,
-            prompt_version=self.prompt_version,
-            raw_response=json.dumps({"results": rows}, separators=(",", ":")),
+        return AnalysisResult.validated(
+            [conversation.conversation_id for conversation in conversations], rows, model=self.model,
+            prompt_version=self.prompt_version, raw_response=json.dumps({"results": rows}, separators=(",", ":")),
         )
 
     def analyze_one(self, conversation: ConversationToAnalyze) -> dict:

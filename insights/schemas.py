@@ -135,6 +135,14 @@ class AnalysisResult(BaseModel):
     prompt_version: str
     raw_response: str
     usage: dict[str, Any] | None = None
+    batch_id: str | None = None  # the analyze step's message id, so both steps log the same batch
+
+    @classmethod
+    def validated(cls, conversation_ids: list[str], raw_rows: list[Any], **provenance: Any) -> "AnalysisResult":
+        """Validate an analyzer's untrusted ``raw_rows`` for the batch (:func:`validate_rows`) and keep
+        ``provenance`` (``model``, ``prompt_version``, ``raw_response``, ``usage``) beside them."""
+        valid, rejected = validate_rows(conversation_ids, raw_rows)
+        return cls(conversation_ids=conversation_ids, rows=valid, rejected=rejected, **provenance)
 
 
 def validate_rows(batch_ids: list[str], raw_rows: list[Any]) -> tuple[list[InsightRow], dict[str, str]]:

@@ -10,7 +10,6 @@ pydantic validation, canonical payload, one multi-row insert per 1,000, one ``co
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import statistics

@@ -180,6 +180,8 @@ class Handler(BaseHTTPRequestHandler):
         except (KeyError, TypeError, ValueError, IndexError) as error:
             entry["status"] = 400
             self.send_json(400, {"error": f"bad request: {type(error).__name__}: {error}"})
+        except (BrokenPipeError, ConnectionResetError):
+            entry["client_gone"] = True  # the caller hung up (a worker killed mid-call, a timeout)
         finally:
             self.state.record(entry)
 
