@@ -105,10 +105,12 @@ class InboundLimiter:
     """
 
     KEY = "inbound-conversations"
+    WARN_EVERY_SECONDS = 10.0  # while Redis is away, say so now and then, not on every request
 
     def __init__(self, settings: Settings) -> None:
         self.item = RateLimitItemPerSecond(settings.inbound_rps)
         self.limiter = MovingWindowRateLimiter(storage_from_string(settings.limits_storage_url, implementation="redispy"))
+        self.warned_at = -self.WARN_EVERY_SECONDS
 
     async def take(self, wanted: int = 1) -> tuple[int, int]:
         """Take up to ``wanted`` slots; return how many were granted and, when fewer, the whole seconds
@@ -121,7 +123,9 @@ class InboundLimiter:
                     granted = stats.remaining
                 return granted, max(1, math.ceil(stats.reset_time - time.time()))
         except Exception as error:  # Redis away: keep accepting into the database
-            logger.warning("inbound limiter unavailable, accepting without it: %s", error)
+            if time.monotonic() - self.warned_at >= self.WARN_EVERY_SECONDS:
+                self.warned_at = time.monotonic()
+                logger.warning("inbound limiter unavailable, accepting without it: %s", error)
         return wanted, 0
 
     async def _hit(self, cost: int) -> bool:
