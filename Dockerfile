@@ -2,7 +2,7 @@ FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY setup.cfg pyproject.toml README.md config.toml Procfile ./
-COPY access.py ingress.py logs.py metrics.py openapi.py settings.py ./
+COPY access.py http_errors.py ingress.py logs.py metrics.py middleware.py openapi.py settings.py ./
 COPY actors ./actors
 COPY insights ./insights
 COPY ops ./ops

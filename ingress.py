@@ -2,8 +2,8 @@
 
 It validates conversations, applies the inbound limit shared through Redis, commits each accepted
 conversation as ``queued`` before answering ``202``, and hands it to the workers with a Dramatiq message.
-It never calls the LLM. It also answers status, insights queries and health checks. Every error is JSON:
-``{"error": {"code": ..., "message": ..., ...details}}``.
+It never calls the LLM. It also answers status, insights queries and health checks. Every error is JSON
+(``http_errors``); start-up, metrics and API keys are middleware (``middleware``).
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ from limits.storage import storage_from_string
 from pydantic import BaseModel, ValidationError
 from ulid import ULID
 
-import access
 import metrics
-from logs import configure_logging
 from actors.batching import collect
 from actors.state import read_state
 from insights import api_models as api
@@ -40,60 +38,15 @@ from insights.schemas import ConversationBase, as_utc, batch_envelope, request_m
 from openapi import openapi_document
 from settings import Settings, settings_or_exit
 from store import queries
-from store.db import describe, open_database
+from http_errors import ApiError, bad_parameter, field_errors, handle_database_down, handle_unexpected, serialize_error
+from middleware import ApiKeyAuth, Lifespan, RequestMetrics
 from store.documents import insight_document, isoformat, status_document
 from store.group_commit import GroupCommitter
-from store.migrations import migrate
 
 logger = logging.getLogger("ingress")
 SENTIMENTS = ("positive", "neutral", "negative")
 INSIGHT_PARAMETERS = {"start_time", "end_time", "limit", "min_confidence", "sentiment", "cursor"}
 READY_TIMEOUT_SECONDS = 2.0
-
-
-class ApiError(falcon.HTTPError):
-    """An HTTP error with a machine-readable ``code`` and optional extra fields in its JSON body."""
-
-    def __init__(self, status: str, code: str, message: str, headers: dict[str, str] | None = None, **details: Any):
-        super().__init__(status, title=message, code=code, headers=headers)
-        self.details = details
-
-
-DEFAULT_CODES = {
-    404: "not_found",
-    405: "method_not_allowed",
-    400: "bad_request",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
-
-
-def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
-    """Every error body has the same JSON shape, whatever raised it."""
-    fallback_messages = {
-        404: f"No resource at {req.path}.",
-        405: f"{req.method} is not allowed on {req.path}.",
-    }
-    body: dict[str, Any] = {
-        "code": error.code or DEFAULT_CODES.get(error.status_code, "error"),
-        "message": error.description or fallback_messages.get(error.status_code, error.title),
-    }
-    body.update(getattr(error, "details", {}))
-    resp.content_type = falcon.MEDIA_JSON
-    resp.text = json.dumps({"error": body})
-
-
-async def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict) -> None:
-    logger.exception("unhandled error on %s %s", req.method, req.path)
-    resp.status = falcon.HTTP_500
-    serialize_error(req, resp, ApiError(falcon.HTTP_500, "internal_error", "The server failed to handle this request."))
-
-
-async def handle_database_down(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict) -> None:
-    logger.error("database unavailable on %s %s: %s", req.method, req.path, error)
-    resp.status = falcon.HTTP_503
-    resp.retry_after = 1
-    serialize_error(req, resp, ApiError(falcon.HTTP_503, "database_unavailable", "The database is not answering; retry shortly."))
 
 
 class InboundLimiter:
@@ -146,13 +99,6 @@ async def read_body(req: falcon.Request, limit: int) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def field_errors(error: ValidationError) -> list[dict[str, str]]:
-    return [
-        {"path": ".".join(str(part) for part in detail["loc"]) or "(body)", "message": detail["msg"]}
-        for detail in error.errors()
-    ]
 
 
 def admit(conversations: list[queries.NewConversation]) -> list[queries.InsertOutcome]:
@@ -299,10 +245,6 @@ class ConversationResource:
         if found is None:
             raise ApiError(falcon.HTTP_404, "not_found", f"No conversation {conversation_id}.")
         resp.media = api.dump(status_document(*found, self.settings))
-
-
-def bad_parameter(name: str, message: str) -> ApiError:
-    return ApiError(falcon.HTTP_400, "invalid_parameter", f"{name}: {message}", parameter=name)
 
 
 def parse_time(req: falcon.Request, name: str) -> datetime:
@@ -455,61 +397,6 @@ class MetricsResource:
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.data, resp.content_type = await asyncio.to_thread(metrics.exposition, read_state)
-
-
-class ApiKeyAuth:
-    """Requires an API key with the right scope on the conversation and insight routes, when keys are
-    configured: ``ingest`` to POST, ``read`` to GET. Health, readiness, metrics and the OpenAPI document
-    stay open. The key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.keys = settings.api_key_scopes
-
-    async def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not self.keys or not req.path.startswith("/api/"):
-            return
-        scope = "ingest" if req.method == "POST" else "read"
-        verdict = access.authorize(presented_key(req), scope, self.keys)
-        if verdict is access.Verdict.UNAUTHORIZED:
-            raise ApiError(falcon.HTTP_401, "unauthorized", "A valid API key is required (Authorization: Bearer <key>).",
-                           headers={"WWW-Authenticate": "Bearer"})
-        if verdict is access.Verdict.FORBIDDEN:
-            raise ApiError(falcon.HTTP_403, "forbidden", f"This API key lacks the {scope!r} scope.", scope=scope)
-
-
-def presented_key(req: falcon.Request) -> str | None:
-    authorization = req.get_header("Authorization") or ""
-    if authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip()
-    return req.get_header("X-API-Key")
-
-
-class RequestMetrics:
-    """Counts every answer by route template, method and status, and times it."""
-
-    async def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        req.context.started = time.perf_counter()
-
-    async def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool) -> None:
-        route = req.uri_template or "(unmatched)"
-        recorded = metrics.web()
-        recorded.requests.labels(route, req.method, str(resp.status_code)).inc()
-        recorded.latency.labels(route).observe(time.perf_counter() - req.context.started)
-
-
-class Lifespan:
-    """Opens and migrates the database when the server starts."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    async def process_startup(self, scope: dict, event: dict) -> None:
-        configure_logging(self.settings)
-        db = open_database(self.settings)
-        applied = await asyncio.to_thread(migrate, db)
-        logger.info("ingress ready: %s, migrations applied now: %s", describe(self.settings), applied or "none")
-        if not self.settings.api_key_scopes:
-            logger.warning("NO API KEYS CONFIGURED: the API is open to anyone who can reach it (set API_KEYS)")
 
 
 def create_app(settings: Settings) -> falcon.asgi.App:

@@ -1,0 +1,74 @@
+"""Falcon middleware of the web process: start-up, request metrics, API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import falcon
+
+import access
+import metrics
+from http_errors import ApiError
+from logs import configure_logging
+from settings import Settings
+from store.db import describe, open_database
+from store.migrations import migrate
+
+logger = logging.getLogger("ingress")
+
+
+class ApiKeyAuth:
+    """Requires an API key with the right scope on the conversation and insight routes, when keys are
+    configured: ``ingest`` to POST, ``read`` to GET. Health, readiness, metrics and the OpenAPI document
+    stay open. The key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.keys = settings.api_key_scopes
+
+    async def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not self.keys or not req.path.startswith("/api/"):
+            return
+        scope = "ingest" if req.method == "POST" else "read"
+        verdict = access.authorize(presented_key(req), scope, self.keys)
+        if verdict is access.Verdict.UNAUTHORIZED:
+            raise ApiError(falcon.HTTP_401, "unauthorized", "A valid API key is required (Authorization: Bearer <key>).",
+                           headers={"WWW-Authenticate": "Bearer"})
+        if verdict is access.Verdict.FORBIDDEN:
+            raise ApiError(falcon.HTTP_403, "forbidden", f"This API key lacks the {scope!r} scope.", scope=scope)
+
+
+def presented_key(req: falcon.Request) -> str | None:
+    authorization = req.get_header("Authorization") or ""
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return req.get_header("X-API-Key")
+
+
+class RequestMetrics:
+    """Counts every answer by route template, method and status, and times it."""
+
+    async def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+
+    async def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool) -> None:
+        route = req.uri_template or "(unmatched)"
+        recorded = metrics.web()
+        recorded.requests.labels(route, req.method, str(resp.status_code)).inc()
+        recorded.latency.labels(route).observe(time.perf_counter() - req.context.started)
+
+
+class Lifespan:
+    """Opens and migrates the database when the server starts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def process_startup(self, scope: dict, event: dict) -> None:
+        configure_logging(self.settings)
+        db = open_database(self.settings)
+        applied = await asyncio.to_thread(migrate, db)
+        logger.info("ingress ready: %s, migrations applied now: %s", describe(self.settings), applied or "none")
+        if not self.settings.api_key_scopes:
+            logger.warning("NO API KEYS CONFIGURED: the API is open to anyone who can reach it (set API_KEYS)")
