@@ -38,13 +38,13 @@ from insights.schemas import ConversationBase, as_utc, batch_envelope, request_m
 from openapi import openapi_document
 from settings import Settings, settings_or_exit
 from store import queries
+from store.counts import SENTIMENTS, Filters
 from http_errors import ApiError, bad_parameter, field_errors, handle_database_down, handle_unexpected, serialize_error
 from middleware import ApiKeyAuth, Lifespan, RequestMetrics
 from store.documents import insight_document, isoformat, status_document
 from store.group_commit import GroupCommitter
 
 logger = logging.getLogger("ingress")
-SENTIMENTS = ("positive", "neutral", "negative")
 INSIGHT_PARAMETERS = {"start_time", "end_time", "limit", "min_confidence", "sentiment", "cursor"}
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -325,9 +325,11 @@ class InsightsResource:
             start=start,
             end=end,
             limit=parse_number(req, "limit", int, 1, self.settings.max_page_size, self.settings.default_page_size),
-            min_confidence=parse_number(req, "min_confidence", float, 0.0, 1.0, None),
-            sentiment=sentiment,
-            thresholds=(self.settings.negative_threshold, self.settings.positive_threshold),
+            filters=Filters(
+                sentiment=sentiment,
+                thresholds=(self.settings.negative_threshold, self.settings.positive_threshold),
+                min_confidence=parse_number(req, "min_confidence", float, 0.0, 1.0, None),
+            ),
             after=decode_cursor(cursor) if cursor is not None else None,
         )
 

@@ -5,6 +5,7 @@
     insights export --start T --end T [--format jsonl|csv] [--output FILE]
     insights reprocess (--failed | --start T --end T) [--dry-run]
     insights stats                                  counts by status, queue depths, dead letters
+    insights counts [--rebuild]                     check (or recompute) the daily counts behind total_count
     insights apikey [--scopes ingest,read]          a new API key and its API_KEYS entry
 
 Configured like every other process, by ``config.toml`` and the environment.
@@ -32,7 +33,7 @@ from actors.state import read_state
 from insights.schemas import as_utc, request_models
 from ops import dlq
 from settings import API_SCOPES
-from store import queries
+from store import counts, queries
 from store.db import open_database
 from store.migrations import migrate
 from store.documents import insight_document, isoformat
@@ -134,9 +135,21 @@ def print_stats() -> None:
         print(f"  oldest waiting: received {isoformat(state.oldest_waiting)} ({state.oldest_waiting_seconds:.0f} s ago)")
     print("queues (messages waiting, delayed, dead):")
     for queue in sorted({queue for queue, _kind in state.queues}):
-        counts = [state.queues[(queue, kind)] for kind in ("waiting", "delayed", "dead")]
-        print(f"  {queue:<11} {' '.join(map(str, counts))}")
+        depths = [state.queues[(queue, kind)] for kind in ("waiting", "delayed", "dead")]
+        print(f"  {queue:<11} {' '.join(map(str, depths))}")
     print(f"batching stream: {state.stream} entries, {state.stream_pending} read but not yet dispatched")
+
+
+def check_counts(rebuild: bool) -> int:
+    """Compare ``insight_counts`` with the insights (exit 1 on a difference), or recompute it."""
+    if rebuild:
+        print(f"insight_counts rebuilt: {counts.rebuild()} cell(s)")
+        return 0
+    drift = counts.drift()
+    for (day, score_band, confidence_band), (stored, counted) in sorted(drift.items())[:20]:
+        print(f"  {day} score band {score_band} confidence band {confidence_band}: stored {stored}, insights {counted}")
+    print(f"insight_counts: {len(drift)} cell(s) differ from the insights" + ("; run 'insights counts --rebuild'" if drift else ""))
+    return 1 if drift else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--end", type=parse_time, help="...to this time")
     again.add_argument("--dry-run", action="store_true")
     commands.add_parser("stats", help="counts by status, queue depths, dead letters")
+    rollup = commands.add_parser("counts", help="check the daily insight counts against the insights")
+    rollup.add_argument("--rebuild", action="store_true", help="recompute them from the insights instead")
     key = commands.add_parser("apikey", help="make an API key and print its API_KEYS entry")
     key.add_argument("--scopes", default="ingest,read", help="comma-separated: ingest, read (default both)")
     return parser
@@ -197,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("reprocess --start needs a later --end")
         reprocess(queries.reprocess_candidates(args.failed, args.start, args.end), args.dry_run)
         return 0
+    if args.command == "counts":
+        return check_counts(args.rebuild)
     print_stats()
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peewee import Database, SqliteDatabase
+from peewee import Database, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import connect
 
 from settings import Settings
@@ -38,3 +38,8 @@ def describe(settings: Settings) -> str:
         parts = urlsplit(settings.database_url)
         return f"PostgreSQL at {parts.hostname}:{parts.port or 5432}{parts.path}"
     return f"SQLite at {Path(settings.db_path).resolve()}"
+
+
+def write_transaction(db: Database):
+    """A transaction that takes the write lock at once, so a read-then-write cannot interleave."""
+    return db.atomic() if isinstance(db, PostgresqlDatabase) else db.atomic("IMMEDIATE")

@@ -12,7 +12,8 @@ from typing import Callable, Iterator
 
 from peewee import Database, PostgresqlDatabase
 
-from store.models import Conversation, Insight, InsightHistory
+from store import counts
+from store.models import Conversation, Insight, InsightCount, InsightHistory
 
 MIGRATION_LOCK_ID = 0x1D5_1A7  # arbitrary constant naming this application's advisory lock
 
@@ -29,10 +30,28 @@ def _insight_filter_index(db: Database) -> None:
     Insight._schema.create_indexes(safe=True)
 
 
+def _insight_counts(db: Database) -> None:
+    """The daily rollup behind fast counts (``store.counts``), filled from the insights already stored.
+
+    First, scores and confidences become double precision on PostgreSQL (they were 4-byte reals, so a
+    stored 0.7 no longer compared equal to the 0.7 of a query) to match the 8-byte REAL of SQLite.
+    """
+    if isinstance(db, PostgresqlDatabase):
+        for table in ("insights", "insight_history"):
+            db.execute_sql(
+                f"ALTER TABLE {table} ALTER COLUMN sentiment_score TYPE double precision, "
+                "ALTER COLUMN confidence TYPE double precision"
+            )
+    db.create_tables([InsightCount], safe=True)
+    Insight._schema.create_indexes(safe=True)  # the index leading with confidence
+    counts.rebuild()
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
     ("0003_insight_filter_index", _insight_filter_index),
+    ("0004_insight_counts", _insight_counts),
 ]
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from peewee import (
     CharField,
+    CompositeKey,
     DatabaseProxy,
+    DateField,
     DateTimeField,
-    FloatField,
+    DoubleField,
     ForeignKeyField,
     IntegerField,
     Model,
@@ -48,9 +50,9 @@ class InsightFields(BaseModel):
     """What an analysis says about a conversation, and where it came from."""
 
     received_at = DateTimeField()
-    sentiment_score = FloatField()
+    sentiment_score = DoubleField()  # double precision on PostgreSQL too, where FloatField is a 4-byte real
     clusters = TextField()  # JSON list of slugs
-    confidence = FloatField()
+    confidence = DoubleField()
     reasoning = TextField()
     model = CharField(max_length=128)
     prompt_version = CharField(max_length=64)
@@ -69,6 +71,7 @@ class Insight(InsightFields):
         indexes = (
             (("received_at", "conversation"), False),  # window pages, in keyset order
             (("received_at", "sentiment_score", "confidence"), False),  # counts with filters, from the index alone
+            (("confidence", "received_at", "sentiment_score"), False),  # a min_confidence between two bands
         )
 
 
@@ -83,4 +86,18 @@ class InsightHistory(InsightFields):
         indexes = ((("conversation", "analyzed_at"), False),)
 
 
-MODELS = (Conversation, Insight, InsightHistory)
+class InsightCount(BaseModel):
+    """How many insights one cell holds: a UTC day of ``received_at``, a sentiment-score band and a
+    confidence band (see ``store.counts``). Kept in the transaction that writes the insights it counts."""
+
+    day = DateField()
+    score_band = IntegerField()
+    confidence_band = IntegerField()
+    total = IntegerField()
+
+    class Meta:
+        table_name = "insight_counts"
+        primary_key = CompositeKey("day", "score_band", "confidence_band")
+
+
+MODELS = (Conversation, Insight, InsightHistory, InsightCount)

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
-from peewee import JOIN, SQL, Database, PostgresqlDatabase, Tuple, Value, fn
+from peewee import JOIN, PostgresqlDatabase, Tuple, Value, fn
 
 from insights.schemas import AnalysisResult
+from store import counts
+from store.db import write_transaction
 from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, STATUSES, Conversation, Insight, InsightHistory, database
 
 OPEN_STATUSES = (QUEUED, PROCESSING)
@@ -62,7 +64,7 @@ def insert_conversations(conversations: list[NewConversation]) -> list[InsertOut
     same, else a ``CONFLICT``. One multi-row statement, so bulk loads are fast.
     """
     first_of_id = {new.id: new for new in reversed(conversations)}
-    with _write_transaction(database.obj):
+    with write_transaction(database.obj):
         created = _insert_new(list(first_of_id.values()))
         taken = [i for i in first_of_id if i not in created]
         hashes = dict(Conversation.select(Conversation.id, Conversation.payload_hash).where(Conversation.id.in_(taken)).tuples()) if taken else {}
@@ -126,11 +128,6 @@ def _locked(query):
     return query.for_update() if isinstance(database.obj, PostgresqlDatabase) else query
 
 
-def _write_transaction(db: Database):
-    """A transaction that takes the write lock at once, so a read-then-write cannot interleave."""
-    return db.atomic() if isinstance(db, PostgresqlDatabase) else db.atomic("IMMEDIATE")
-
-
 def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int) -> list[Conversation]:
     """Move the open conversations among ``conversation_ids`` to ``processing``, counting an attempt.
 
@@ -138,7 +135,7 @@ def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int) -> 
     """
     ids = list(conversation_ids)
     now = utcnow()
-    with _write_transaction(database.obj):
+    with write_transaction(database.obj):
         open_rows = list(_locked(Conversation.select().where(Conversation.id.in_(ids), Conversation.status.in_(OPEN_STATUSES))))
         spent = [c.id for c in open_rows if c.attempts >= max_attempts]
         claimed = [c for c in open_rows if c.attempts < max_attempts]
@@ -203,7 +200,8 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     rows = {row.conversation_id: row for row in result.rows}
     now = utcnow()
     outcome = StoreOutcome([], [], [])
-    with _write_transaction(database.obj):
+    cell_changes = counts.CellChanges()
+    with write_transaction(database.obj):
         open_rows = _locked(
             Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at).where(
                 Conversation.id.in_(result.conversation_ids), Conversation.status.in_(OPEN_STATUSES)
@@ -212,7 +210,7 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
         for conversation in open_rows:
             row = rows.get(conversation.id)
             if row is not None:
-                _store_insight(conversation, row, result, now)
+                _store_insight(conversation, row, result, now, cell_changes)
                 outcome.completed.append(conversation.id)
             else:
                 reason = result.rejected.get(conversation.id, "the analyzer returned no row for this conversation")
@@ -229,10 +227,11 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
                 .where(Conversation.id.in_(outcome.completed))
                 .execute()
             )
+        cell_changes.apply()
     return outcome
 
 
-def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult, now: datetime) -> None:
+def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult, now: datetime, cell_changes: counts.CellChanges) -> None:
     fields = dict(
         received_at=conversation.received_at,
         sentiment_score=row.sentiment_score,
@@ -245,7 +244,11 @@ def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult,
         usage=json.dumps(result.usage) if result.usage is not None else None,
         analyzed_at=now,
     )
-    _keep_as_history(conversation.id, now)
+    previous = Insight.select(Insight.received_at, Insight.sentiment_score, Insight.confidence).where(Insight.conversation == conversation.id)
+    for received_at, sentiment_score, confidence in previous.tuples():
+        cell_changes.add(received_at, sentiment_score, confidence, -1)
+        _keep_as_history(conversation.id, now)
+    cell_changes.add(conversation.received_at, row.sentiment_score, row.confidence)
     (
         Insight.insert(conversation=conversation.id, **fields)
         .on_conflict(conflict_target=[Insight.conversation], update=fields)
@@ -266,7 +269,7 @@ def _keep_as_history(conversation_id: str, now: datetime) -> None:
 def reclaim_stale(older_than: datetime, limit: int = 1000) -> list[str]:
     """Ids of open conversations untouched since ``older_than``; touching them hands each to one caller."""
     now = utcnow()
-    with _write_transaction(database.obj):
+    with write_transaction(database.obj):
         stale = [
             c.id
             for c in _locked(
@@ -286,9 +289,7 @@ class InsightQuery:
     start: datetime
     end: datetime
     limit: int
-    min_confidence: float | None = None
-    sentiment: str | None = None  # positive | neutral | negative
-    thresholds: tuple[float, float] = (-0.1, 0.1)  # (negative, positive), see sentiment_label
+    filters: counts.Filters = counts.Filters()
     after: tuple[datetime, str] | None = None  # keyset cursor: (received_at, conversation_id)
 
 
@@ -299,15 +300,6 @@ class InsightPage:
     next_after: tuple[datetime, str] | None
 
 
-def _sentiment_condition(label: str, negative: float, positive: float):
-    score = Insight.sentiment_score
-    return {
-        "positive": score >= positive,
-        "negative": score <= negative,
-        "neutral": (score > negative) & (score < positive),
-    }[label]
-
-
 def _window(start: datetime, end: datetime, after: tuple[datetime, str] | None = None, *conditions: Any):
     """Insights received in ``[start, end)`` matching ``conditions``, after the keyset cursor ``after``."""
     query = Insight.select().where(Insight.received_at >= start, Insight.received_at < end, *conditions)
@@ -316,29 +308,22 @@ def _window(start: datetime, end: datetime, after: tuple[datetime, str] | None =
     return query
 
 
-def _statements(query: InsightQuery):
-    """The two statements of a page: the count of every match, and the page itself (one extra row)."""
-    conditions = []
-    if query.min_confidence is not None:
-        conditions.append(Insight.confidence >= query.min_confidence)
-    if query.sentiment is not None:
-        conditions.append(_sentiment_condition(query.sentiment, *query.thresholds))
-    count = _window(query.start, query.end, None, *conditions).select(fn.COUNT(SQL("*")))
-    page = _window(query.start, query.end, query.after, *conditions)
-    return count, page.order_by(Insight.received_at, Insight.conversation).limit(query.limit + 1)
+def _page_statement(query: InsightQuery):
+    """The page, with one extra row that tells whether another page follows."""
+    page = _window(query.start, query.end, query.after, *query.filters.conditions())
+    return page.order_by(Insight.received_at, Insight.conversation).limit(query.limit + 1)
 
 
 def explainable(query: InsightQuery) -> dict[str, tuple[str, list]]:
     """SQL and parameters of a page's statements, for ``EXPLAIN`` (see ``ops/bench_query.py``)."""
-    count, page = _statements(query)
-    return {"count": count.sql(), "page": page.sql()}
+    statements = {f"count {n}": statement.sql() for n, statement in enumerate(counts.count_statements(query.start, query.end, query.filters), 1)}
+    return {**statements, "page": _page_statement(query).sql()}
 
 
 def query_insights(query: InsightQuery) -> InsightPage:
     """One page of the insights received in ``[start, end)``, oldest first, and the count of all matches."""
-    count, page_query = _statements(query)
-    total = count.scalar()
-    page = list(page_query)
+    total = counts.count(query.start, query.end, query.filters)
+    page = list(_page_statement(query))
     next_after = None
     if len(page) > query.limit:
         page = page[: query.limit]
@@ -354,7 +339,7 @@ def ping() -> None:
 def requeue(conversation_ids: Iterable[str]) -> list[str]:
     """An operator's explicit retry: conversations not completed go back to ``queued`` with attempts reset."""
     ids = list(conversation_ids)
-    with _write_transaction(database.obj):
+    with write_transaction(database.obj):
         chosen = [
             c.id for c in _locked(Conversation.select(Conversation.id).where(Conversation.id.in_(ids), Conversation.status != COMPLETED))
         ]
@@ -425,10 +410,7 @@ class Summary:
 def summarize(start: datetime, end: datetime, thresholds: tuple[float, float], top: int) -> Summary:
     """What happened to the conversations received in ``[start, end)``, in aggregate."""
     window = (Insight.received_at >= start, Insight.received_at < end)
-    by_sentiment = {
-        label: Insight.select().where(*window, _sentiment_condition(label, *thresholds)).count()
-        for label in ("positive", "neutral", "negative")
-    }
+    by_sentiment = {label: counts.count(start, end, counts.Filters(label, thresholds)) for label in counts.SENTIMENTS}
     mean = Insight.select(fn.AVG(Insight.sentiment_score)).where(*window).scalar()
     clusters: Counter[str] = Counter()
     for (encoded,) in Insight.select(Insight.clusters).where(*window).tuples().iterator():

@@ -65,6 +65,14 @@ def test_import_export_reprocess_and_stats(make_stack, tmp_path, database_env):
     assert stack.sql("SELECT COUNT(*) FROM insights")[0][0] == 26, "the API shows the latest, one per conversation"
     assert stack.sql("SELECT COUNT(DISTINCT conversation_id) FROM insight_history")[0][0] == 26
 
+    checked = insights(stack, "counts")
+    assert checked.returncode == 0 and "0 cell(s) differ" in checked.stdout, "reprocessing moved the daily counts along"
+    stack.sql("UPDATE insights SET confidence = 0.0 RETURNING conversation_id")  # behind the store's back
+    drifted = insights(stack, "counts")
+    assert drifted.returncode == 1 and "insights counts --rebuild" in drifted.stdout
+    assert insights(stack, "counts", "--rebuild").returncode == 0
+    assert insights(stack, "counts").returncode == 0
+
 
 def test_reprocess_failed_and_bad_usage(make_stack, tmp_path):
     stack = make_stack()

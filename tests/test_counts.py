@@ -1,0 +1,173 @@
+"""The daily insight counts behind ``total_count``, on SQLite and PostgreSQL: every count the rollup
+gives equals a plain count of the insights table, through writes, replacements, rebuilds and migration."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from insights.schemas import AnalysisResult, InsightRow
+from settings import load_settings
+from store import counts, queries
+from store.db import open_database
+from store.migrations import migrate
+from store.models import Insight, InsightCount
+
+EPOCH = datetime(2026, 3, 1)
+GRID_VALUES = [k / counts.GRID for k in range(-counts.GRID, counts.GRID + 1)]
+THRESHOLDS = [(-0.1, 0.1), (-0.05, 0.25), (-0.12, 0.1)]  # the last is off the grid: the slow path
+MIN_CONFIDENCES = [None, 0.0, 0.05, 0.051, 0.7, 0.73, 1.0]
+
+
+@pytest.fixture
+def db(database_env):
+    database = open_database(load_settings({**database_env, "REDIS_URL": "redis://127.0.0.1:6379/8"}))
+    migrate(database)
+    yield database
+    database.close()
+
+
+def plain_count(start: datetime, end: datetime, filters: counts.Filters) -> int:
+    return Insight.select().where(Insight.received_at >= start, Insight.received_at < end, *filters.conditions()).count()
+
+
+def value(rng: random.Random, low: float) -> float:
+    """Often exactly on the grid or one step of a double beside it, where a band boundary could slip."""
+    on_grid = rng.choice([v for v in GRID_VALUES if v >= low])
+    return rng.choice([
+        on_grid, min(1.0, math.nextafter(on_grid, 2)), max(low, math.nextafter(on_grid, -2)), round(rng.uniform(low, 1), 3),
+    ])
+
+
+def store_round(rng: random.Random, ids: list[str]) -> None:
+    """Analyze ``ids`` through the store, in batches, as the workers do."""
+    for offset in range(0, len(ids), 50):
+        chunk = ids[offset:offset + 50]
+        queries.claim_for_processing(chunk, max_attempts=10)
+        rows = [InsightRow(conversation_id=i, sentiment_score=value(rng, -1), clusters=[], confidence=value(rng, 0), reasoning="r")
+                for i in chunk]
+        result = AnalysisResult(conversation_ids=chunk, rows=rows, rejected={}, model="m", prompt_version="p", raw_response="{}")
+        queries.record_results(result, max_retries=10)
+
+
+def add_conversations(rng: random.Random, count: int, days: int) -> list[str]:
+    ids = [f"c{n}" for n in range(count)]
+    received = [EPOCH + timedelta(seconds=rng.uniform(0, days * 86_400)) for _ in ids]
+    received[:3] = [EPOCH, EPOCH + timedelta(days=1), EPOCH + timedelta(days=2, microseconds=-1)]  # on and beside midnights
+    queries.insert_conversations([queries.NewConversation.of(i, "{}", moment) for i, moment in zip(ids, received)])
+    return ids
+
+
+def assert_counts_exact(rng: random.Random, windows: int, days: int) -> None:
+    for _ in range(windows):
+        start = EPOCH + timedelta(seconds=rng.uniform(-86_400, days * 86_400))
+        if rng.random() < 0.3:
+            start = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = start + timedelta(seconds=rng.choice([rng.uniform(0, (days + 1) * 86_400), 86_400 * rng.randrange(1, days + 1)]))
+        filters = counts.Filters(rng.choice([None, *counts.SENTIMENTS]), rng.choice(THRESHOLDS), rng.choice(MIN_CONFIDENCES))
+        assert counts.count(start, end, filters) == plain_count(start, end, filters), (start, end, filters)
+
+
+@given(st.floats(min_value=-1, max_value=1, allow_nan=False), st.integers(min_value=-counts.GRID, max_value=counts.GRID))
+def test_bands_agree_with_every_comparison_against_the_grid(value: float, step: int):
+    threshold, cut = step / counts.GRID, 2 * step
+    band = counts.band(value)
+    assert (value >= threshold) == (band >= cut)
+    assert (value <= threshold) == (band <= cut)
+    assert (value > threshold) == (band > cut)
+    assert (value < threshold) == (band < cut)
+
+
+def test_bands_beside_grid_values():
+    for step in range(-counts.GRID, counts.GRID + 1):
+        on = step / counts.GRID
+        assert counts.band(on) == 2 * step
+        assert counts.band(math.nextafter(on, 2)) == 2 * step + 1
+        assert counts.band(math.nextafter(on, -2)) == 2 * step - 1
+    assert counts.grid_step(-0.1) == -2 and counts.grid_step(0.7) == 14 and counts.grid_step(0.73) is None
+
+
+def test_counts_equal_a_plain_count_through_writes_and_replacements(db):
+    rng = random.Random(11)
+    ids = add_conversations(rng, 1500, days=6)
+    store_round(rng, ids)
+    assert_counts_exact(rng, windows=150, days=6)
+    queries.reopen(ids[::2])  # reprocessing replaces insights: each moves to another cell
+    store_round(rng, ids[::2])
+    assert counts.drift() == {}
+    assert_counts_exact(rng, windows=150, days=6)
+    assert InsightCount.select().count() > 0, "the whole days were counted from the rollup"
+
+
+def test_rebuild_repairs_writes_that_bypassed_the_store(db):
+    rng = random.Random(5)
+    ids = add_conversations(rng, 300, days=3)
+    store_round(rng, ids)
+    Insight.update(sentiment_score=-1.0).where(Insight.conversation.in_(ids[:40])).execute()  # behind the rollup's back
+    drift = counts.drift()
+    assert drift and all(stored != counted for stored, counted in drift.values())
+    everything = (EPOCH - timedelta(days=1), EPOCH + timedelta(days=5))
+    negative = counts.Filters("negative")
+    assert counts.count(*everything, negative) != plain_count(*everything, negative)
+    assert counts.rebuild() == len(counts.stored_totals())
+    assert counts.drift() == {}
+    assert counts.count(*everything, negative) == plain_count(*everything, negative)
+
+
+def test_migration_fills_the_counts_from_insights_already_stored(db):
+    rng = random.Random(9)
+    store_round(rng, add_conversations(rng, 200, days=3))
+    db.drop_tables([InsightCount])
+    db.execute_sql("DELETE FROM schema_migrations WHERE name = '0004_insight_counts'")
+    assert migrate(db) == ["0004_insight_counts"]
+    assert counts.drift() == {}
+    assert sum(counts.stored_totals().values()) == 200
+
+
+def test_concurrent_writers_keep_the_counts_exact(db):
+    """Writers storing into the same cells at once (row locks on PostgreSQL) neither deadlock nor lose a
+    change: each thread replaces insights again and again, in its own order."""
+    rng = random.Random(3)
+    ids = add_conversations(rng, 400, days=2)
+    groups = [ids[n::4] for n in range(4)]
+    errors: list[BaseException] = []
+
+    def writer(group: list[str], seed: int) -> None:
+        try:
+            local = random.Random(seed)
+            for _ in range(3):
+                local.shuffle(group)
+                store_round(local, group)
+                queries.reopen(group)
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=writer, args=(group, seed)) for seed, group in enumerate(groups)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert counts.drift() == {}
+    assert sum(counts.stored_totals().values()) == 400
+
+
+def test_scores_are_stored_exactly_so_filters_on_grid_values_include_them(db):
+    """0.7 stays 0.7 (PostgreSQL once kept 4-byte reals, which made ``min_confidence=0.7`` skip it)."""
+    queries.insert_conversations([queries.NewConversation.of("exact", "{}", EPOCH)])
+    queries.claim_for_processing(["exact"], max_attempts=1)
+    row = InsightRow(conversation_id="exact", sentiment_score=-0.1, clusters=[], confidence=0.7, reasoning="r")
+    queries.record_results(AnalysisResult(conversation_ids=["exact"], rows=[row], rejected={}, model="m", prompt_version="p",
+                                          raw_response="{}"), max_retries=1)
+    stored = Insight.get_by_id("exact")
+    assert (stored.sentiment_score, stored.confidence) == (-0.1, 0.7)
+    filters = counts.Filters("negative", (-0.1, 0.1), 0.7)
+    assert counts.count(EPOCH - timedelta(days=2), EPOCH + timedelta(days=2), filters) == 1
