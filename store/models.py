@@ -98,6 +98,7 @@ class InsightCount(BaseModel):
     class Meta:
         table_name = "insight_counts"
         primary_key = CompositeKey("day", "score_band", "confidence_band")
+        indexes = ((("day", "score_band", "confidence_band", "total"), False),)  # sums from the index alone
 
 
 MODELS = (Conversation, Insight, InsightHistory, InsightCount)

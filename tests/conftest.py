@@ -105,6 +105,19 @@ def database_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, st
     return {"DATABASE_URL": url}
 
 
+@pytest.fixture
+def db(database_env: dict[str, str]) -> Iterator:
+    """The store in this process, migrated, on each database (``database_env``)."""
+    from settings import load_settings
+    from store.db import open_database
+    from store.migrations import migrate
+
+    database = open_database(load_settings({**database_env, "REDIS_URL": redis_url(IN_PROCESS_REDIS_DB)}))
+    migrate(database)
+    yield database
+    database.close()
+
+
 def _empty_postgres(url: str) -> None:
     import psycopg2
 

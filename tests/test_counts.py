@@ -8,14 +8,11 @@ import random
 import threading
 from datetime import datetime, timedelta
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from insights.schemas import AnalysisResult, InsightRow
-from settings import load_settings
 from store import counts, queries
-from store.db import open_database
 from store.migrations import migrate
 from store.models import Insight, InsightCount
 
@@ -23,14 +20,6 @@ EPOCH = datetime(2026, 3, 1)
 GRID_VALUES = [k / counts.GRID for k in range(-counts.GRID, counts.GRID + 1)]
 THRESHOLDS = [(-0.1, 0.1), (-0.05, 0.25), (-0.12, 0.1)]  # the last is off the grid: the slow path
 MIN_CONFIDENCES = [None, 0.0, 0.05, 0.051, 0.7, 0.73, 1.0]
-
-
-@pytest.fixture
-def db(database_env):
-    database = open_database(load_settings({**database_env, "REDIS_URL": "redis://127.0.0.1:6379/8"}))
-    migrate(database)
-    yield database
-    database.close()
 
 
 def plain_count(start: datetime, end: datetime, filters: counts.Filters) -> int:

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 
 from insights.schemas import AnalysisResult, InsightRow
-from settings import load_settings
 from store import queries
-from store.db import open_database
 from store.migrations import migrate
 from store.models import Conversation, Insight
-
-
-@pytest.fixture
-def db(database_env):
-    database = open_database(load_settings({**database_env, "REDIS_URL": "redis://127.0.0.1:6379/8"}))
-    migrate(database)
-    yield database
-    database.close()
 
 
 def new(conversation_id: str, payload_hash: str | None = None) -> queries.NewConversation:
