@@ -32,6 +32,7 @@ from settings import load_settings
 from store import counts, queries
 from store.db import open_database
 from store.migrations import migrate
+from store.models import Insight
 
 EPOCH = datetime(2026, 1, 1)
 DAYS = 30
@@ -103,6 +104,30 @@ def explain(db, postgres: bool) -> list[str]:
     return lines
 
 
+def compare_counts(repeats: int) -> list[str]:
+    """In this process, the count of a 30-day window at a random second: one exact count over the
+    window from the index (what ``total_count`` cost before the rollup) against ``store.counts``; both
+    must agree. Rows of a Markdown table: filters, medians in ms, ratio."""
+    rng = random.Random(2)
+    lines = []
+    for name, extra in VARIANTS.items():
+        filters = counts.Filters(extra.get("sentiment"), min_confidence=float(extra["min_confidence"]) if "min_confidence" in extra else None)
+        start = EPOCH + timedelta(seconds=rng.randrange(-86_400, 0))
+        end = start + timedelta(days=DAYS)
+        plain = Insight.select().where(Insight.received_at >= start, Insight.received_at < end, *filters.conditions())
+        assert plain.count() == counts.count(start, end, filters)
+        one_count = statistics.median(elapsed_ms(plain.count) for _ in range(repeats))
+        rollup = statistics.median(elapsed_ms(lambda: counts.count(start, end, filters)) for _ in range(repeats))
+        lines.append(f"| {name} | {one_count:.1f} | {rollup:.1f} | {one_count / rollup:.1f} |")
+    return lines
+
+
+def elapsed_ms(call) -> float:
+    started = time.perf_counter()
+    call()
+    return (time.perf_counter() - started) * 1000
+
+
 def timed(client: httpx.Client, path: str, params_for, requests: int) -> list[float]:
     latencies = []
     for n in range(requests):
@@ -145,6 +170,7 @@ def main() -> None:
     load(db, args.rows)
     print(f"loaded {args.rows} rows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     plans = explain(db, args.database == "postgres")
+    count_lines = compare_counts(25)
     db.close()
 
     server = start_server("ingress:app", 8331, env, 1)
@@ -178,6 +204,12 @@ def main() -> None:
     for name, latencies in results.items():
         p99 = statistics.quantiles(latencies, n=100)[98]
         print(f"| {name} | {statistics.median(latencies):.1f} | {p99:.1f} | {statistics.median(latencies) / baseline:.1f} |")
+    print()
+    print("count of a 30-day window, in process (median of 25):")
+    print()
+    print("| filters | one exact count, ms | rollup, ms | ratio |")
+    print("|---|---|---|---|")
+    print("\n".join(count_lines))
     print()
     for line in plans:
         print(f"- {line}")
