@@ -26,7 +26,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from peewee import EXCLUDED, SQL, PostgresqlDatabase, Select, fn
 
@@ -185,10 +185,26 @@ def count(start: datetime, end: datetime, filters: Filters) -> int:
     return sum(int(statement.scalar()) for statement in count_statements(start, end, filters))
 
 
+def _days_with_insights() -> Iterator[datetime]:
+    """Midnight of each UTC day from the oldest insight's to the newest's."""
+    oldest = Insight.select(Insight.received_at).order_by(Insight.received_at).first()
+    newest = Insight.select(Insight.received_at).order_by(Insight.received_at.desc()).first()
+    if oldest is None:
+        return
+    day = datetime.combine(oldest.received_at.date(), time())
+    while day <= newest.received_at:
+        yield day
+        day += timedelta(days=1)
+
+
 def tally_insights() -> Counter:
-    """Each cell's total, counted from the insights table."""
+    """Each cell's total, counted from the insights table a day at a time (memory stays bounded)."""
     columns = (Insight.received_at, Insight.sentiment_score, Insight.confidence)
-    return Counter(cell(*row) for row in Insight.select(*columns).tuples().iterator())
+    tally: Counter = Counter()
+    for day in _days_with_insights():
+        rows = Insight.select(*columns).where(Insight.received_at >= day, Insight.received_at < day + timedelta(days=1))
+        tally.update(cell(*row) for row in rows.tuples())
+    return tally
 
 
 def stored_totals() -> Counter:
