@@ -253,7 +253,7 @@ def parse_time(req: falcon.Request, name: str) -> datetime:
         raise bad_parameter(name, "required (ISO-8601, e.g. 2026-01-31T00:00:00Z)")
     try:
         return queries.to_db_time(as_utc(datetime.fromisoformat(raw)))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an offset that moves it past year 1 or 9999
         raise bad_parameter(name, f"not an ISO-8601 date-time: {raw!r}") from None
 
 

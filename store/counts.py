@@ -161,11 +161,19 @@ def _cells_total(first_day: date, end_day: date, scores: BandRange, confidences:
     )
 
 
+def _whole_days(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """``start`` rounded up to midnight and ``end`` rounded down: the whole days of ``[start, end)``
+    lie between them (none when the first is not earlier than the second)."""
+    first = datetime.combine(start.date(), time())
+    if first < start:
+        first = first + timedelta(days=1) if start.date() < date.max else datetime.max
+    return first, datetime.combine(end.date(), time())
+
+
 def count_statements(start: datetime, end: datetime, filters: Filters) -> list[Select]:
     """Statements whose results add up to the number of insights received in ``[start, end)`` that
     match ``filters``."""
-    first_day = datetime.combine((start - timedelta(microseconds=1)).date() + timedelta(days=1), time())  # start, rounded up
-    end_day = datetime.combine(end.date(), time())  # end, rounded down
+    first_day, end_day = _whole_days(start, end)
     scores = score_bands(filters)
     if first_day >= end_day or scores is None:
         return [_exact_count(start, end, filters.conditions())]

@@ -212,6 +212,7 @@ WINDOW = {"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-02-01T00:00:00
         ({"start_time": "2026-01-01T00:00:00Z"}, "end_time"),
         ({**WINDOW, "start_time": "last tuesday"}, "start_time"),
         ({**WINDOW, "end_time": "2026-13-01"}, "end_time"),
+        ({**WINDOW, "start_time": "0001-01-01T00:00:00+05:00"}, "start_time"),
         ({**WINDOW, "end_time": WINDOW["start_time"]}, "end_time"),
         ({"start_time": "2026-02-01T00:00:00Z", "end_time": "2026-01-01T00:00:00Z"}, "end_time"),
         ({**WINDOW, "limit": "0"}, "limit"),
@@ -251,6 +252,18 @@ def test_an_empty_window_answers_an_empty_page(client):
             "next_cursor": None,
         },
     }
+
+
+@pytest.mark.parametrize("start, end", [
+    ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"),  # whole days from the first to the last
+    ("9999-12-31T00:00:01Z", "9999-12-31T23:59:59Z"),  # no midnight after the start
+    ("0001-01-01T00:00:01Z", "0001-01-02T00:00:01Z"),
+])
+def test_windows_at_the_ends_of_the_calendar_are_counted(client, start, end):
+    for extra in ({}, {"sentiment": "neutral", "min_confidence": "0.33"}):
+        response = client.get(INSIGHTS, params={"start_time": start, "end_time": end, **extra})
+        assert response.status_code == 200, response.text
+        assert response.json()["metadata"]["total_count"] == 0
 
 
 def test_times_without_offset_are_utc(client):

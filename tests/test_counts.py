@@ -93,6 +93,9 @@ def test_counts_equal_a_plain_count_through_writes_and_replacements(db):
     assert counts.drift() == {}
     assert_counts_exact(rng, windows=150, days=6)
     assert InsightCount.select().count() > 0, "the whole days were counted from the rollup"
+    for start, end in ((datetime.min, datetime.max), (datetime.max - timedelta(hours=20), datetime.max)):  # calendar's ends
+        for filters in (counts.Filters(), counts.Filters("neutral", min_confidence=0.33)):
+            assert counts.count(start, end, filters) == plain_count(start, end, filters)
 
 
 def test_rebuild_repairs_writes_that_bypassed_the_store(db):
