@@ -5,8 +5,9 @@ Real processes: one web, two worker commands (one process each) and the xAI emul
 takes ``--rps`` conversations a second on an open-loop schedule. Every ``--kill-every`` seconds one
 worker is killed with SIGKILL and started again. At the end the load stops and the run waits until every
 conversation is settled. It reports: accepted (202) against rows stored, conversations lost or stored
-twice, the final statuses (failed ones all with a reason), and the resident memory of the worker
-processes sampled along the way.
+twice, the final statuses (failed ones all with a reason), whether the daily counts behind
+``total_count`` still equal the insights, and the resident memory of the worker processes sampled along
+the way.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from ops.bench_ingress import HOST, body, start_server
 from ops.embedded_redis import EmbeddedRedis
 from ops.loadgen import open_loop, post_json
 from ops.supervisor import ROOT, stop_all, worker_command
+from settings import load_settings
+from store import counts
+from store.db import open_database
 
 KEY = "soak-key"
 EMULATOR_PORT, WEB_PORT = 8341, 8342
@@ -108,6 +112,8 @@ def main() -> None:
         insights, distinct = database.execute("SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM insights").fetchone()
         orphans = database.execute("SELECT COUNT(*) FROM conversations c WHERE status = 'completed' AND NOT EXISTS (SELECT 1 FROM insights i WHERE i.conversation_id = c.id)").fetchone()[0]
         reasons = database.execute("SELECT last_error, COUNT(*) FROM conversations WHERE status = 'failed' GROUP BY last_error ORDER BY 2 DESC LIMIT 3").fetchall()
+        open_database(load_settings(env))
+        drift = counts.drift()
     finally:
         stop_all([*workers, *processes[::-1]])
         if embedded:
@@ -127,6 +133,7 @@ def main() -> None:
     print(f"| final statuses | {statuses} |")
     print(f"| failed without a reason | {unexplained} |")
     print(f"| insights / distinct conversations / completed without insight | {insights} / {distinct} / {orphans} |")
+    print(f"| daily counts (insight_counts) that differ from the insights | {len(drift)} cell(s) |")
     print(f"| backlog drained after the load stopped | {drained:.0f} s |")
     print(f"| worker RSS, largest process: first 2 min / last 2 min / max | {max(early or [0]):.0f} / {max(late or [0]):.0f} / {max(mb for _t, mb in memory):.0f} MB |")
     print(f"| most common failure reasons | {reasons} |")
