@@ -192,7 +192,8 @@ class StoreOutcome:
 
 
 def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
-    """Store valid rows as insights and settle every conversation of the batch, in one transaction.
+    """Store valid rows as insights (moving them in the daily counts, ``store.counts``) and settle every
+    conversation of the batch, in one transaction.
 
     Idempotent: a conversation that is no longer open (already completed or failed) is left untouched,
     so running the same result twice creates no second insight.
@@ -244,9 +245,14 @@ def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult,
         usage=json.dumps(result.usage) if result.usage is not None else None,
         analyzed_at=now,
     )
-    previous = Insight.select(Insight.received_at, Insight.sentiment_score, Insight.confidence).where(Insight.conversation == conversation.id)
-    for received_at, sentiment_score, confidence in previous.tuples():
-        cell_changes.add(received_at, sentiment_score, confidence, -1)
+    previous = (
+        Insight.select(Insight.received_at, Insight.sentiment_score, Insight.confidence)
+        .where(Insight.conversation == conversation.id)
+        .tuples()
+        .first()
+    )
+    if previous is not None:  # a reprocessed conversation: its insight leaves its cell for history
+        cell_changes.add(*previous, delta=-1)
         _keep_as_history(conversation.id, now)
     cell_changes.add(conversation.received_at, row.sentiment_score, row.confidence)
     (
@@ -260,7 +266,7 @@ HISTORY_FIELDS = [f for f in InsightHistory._meta.sorted_fields if f.name not in
 
 
 def _keep_as_history(conversation_id: str, now: datetime) -> None:
-    """Copy a conversation's current insight, if any, to ``insight_history`` before it is replaced."""
+    """Copy a conversation's current insight to ``insight_history`` before it is replaced."""
     source = [getattr(Insight, f.name) for f in HISTORY_FIELDS]
     previous = Insight.select(*source, Value(now)).where(Insight.conversation == conversation_id)
     InsightHistory.insert_from(previous, [*HISTORY_FIELDS, InsightHistory.superseded_at]).execute()
