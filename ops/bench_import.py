@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -80,6 +81,7 @@ def main() -> None:
     finally:
         if embedded:
             embedded.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     import_rate = args.conversations / statistics.median(ours)
     baseline_rate = args.conversations / statistics.median(bare)
     print(f"conversations={args.conversations} rounds={args.rounds} cpus={os.cpu_count()}")

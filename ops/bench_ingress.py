@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def main() -> None:
         stop_all(processes)
         if embedded:
             embedded.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"rounds={args.rounds} seconds={args.seconds} concurrency={args.concurrency} rate={args.rate} "
           f"web-concurrency={args.web_concurrency} cpus={os.cpu_count()}")

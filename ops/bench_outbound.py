@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -88,6 +89,7 @@ def main() -> None:
         stop_all(processes[::-1])
         if embedded:
             embedded.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
     arrivals = sorted(entry["t"] for entry in log)
     first, last = arrivals[0] + args.edge, arrivals[-1] - args.edge

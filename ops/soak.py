@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -118,6 +119,7 @@ def main() -> None:
         stop_all([*workers, *processes[::-1]])
         if embedded:
             embedded.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
     accepted = result.count(202)
     early = [mb for t, mb in memory if t < 120 and mb]
