@@ -34,7 +34,7 @@ from actors.batching import collect
 from actors.state import read_state
 from insights import api_models as api
 from insights.outbound import MISCONFIGURED_KEY
-from insights.schemas import ConversationBase, as_utc, batch_envelope, request_models
+from insights.schemas import ConversationBase, batch_envelope, request_models
 from openapi import openapi_document
 from settings import Settings, settings_or_exit
 from store import queries
@@ -252,9 +252,9 @@ def parse_time(req: falcon.Request, name: str) -> datetime:
     if raw is None:
         raise bad_parameter(name, "required (ISO-8601, e.g. 2026-01-31T00:00:00Z)")
     try:
-        return queries.to_db_time(as_utc(datetime.fromisoformat(raw)))
-    except (ValueError, OverflowError):  # OverflowError: an offset that moves it past year 1 or 9999
-        raise bad_parameter(name, f"not an ISO-8601 date-time: {raw!r}") from None
+        return queries.parse_db_time(raw)
+    except ValueError as error:
+        raise bad_parameter(name, str(error)) from None
 
 
 def parse_number(req: falcon.Request, name: str, kind: type, low: float, high: float, default: Any) -> Any:

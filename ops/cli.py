@@ -30,7 +30,7 @@ from actors import collect_many
 from access import new_key
 from actors.broker import settings
 from actors.state import read_state
-from insights.schemas import as_utc, request_models
+from insights.schemas import request_models
 from ops import dlq
 from settings import API_SCOPES
 from store import counts, queries
@@ -46,9 +46,9 @@ CSV_COLUMNS = ["conversation_id", "received_at", "analyzed_at", "sentiment_score
 def parse_time(text: str) -> datetime:
     """ISO-8601, no offset meaning UTC, as stored (naive UTC)."""
     try:
-        return queries.to_db_time(as_utc(datetime.fromisoformat(text)))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 date-time: {text!r}") from None
+        return queries.parse_db_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def chunks(items: Iterable, size: int) -> Iterator[list]:

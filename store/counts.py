@@ -22,6 +22,7 @@ one order and cannot deadlock. ``rebuild`` recomputes the table from the insight
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -170,7 +171,7 @@ def _whole_days(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     return first, datetime.combine(end.date(), time())
 
 
-def count_statements(start: datetime, end: datetime, filters: Filters) -> list[Select]:
+def _count_parts(start: datetime, end: datetime, filters: Filters) -> list[Select]:
     """Statements whose results add up to the number of insights received in ``[start, end)`` that
     match ``filters``."""
     first_day, end_day = _whole_days(start, end)
@@ -188,9 +189,17 @@ def count_statements(start: datetime, end: datetime, filters: Filters) -> list[S
     return statements
 
 
+def count_statement(start: datetime, end: datetime, filters: Filters) -> tuple[str, list]:
+    """SQL and parameters of one statement that adds up the parts: one statement reads one snapshot, so
+    an insight moved between cells by a commit meanwhile is counted once (separate statements could see
+    it in both places, or in neither)."""
+    parts = [part.sql() for part in _count_parts(start, end, filters)]
+    return "SELECT " + " + ".join(f"({sql})" for sql, _params in parts), [p for _sql, params in parts for p in params]
+
+
 def count(start: datetime, end: datetime, filters: Filters) -> int:
-    """How many insights received in ``[start, end)`` match ``filters``: exact, whatever the path."""
-    return sum(int(statement.scalar()) for statement in count_statements(start, end, filters))
+    """How many insights received in ``[start, end)`` (naive UTC) match ``filters``: exact, whatever the path."""
+    return int(database.execute_sql(*count_statement(start, end, filters)).fetchone()[0])
 
 
 def _days_with_insights() -> Iterator[datetime]:
@@ -221,9 +230,21 @@ def stored_totals() -> Counter:
     return Counter({(day, score, confidence): total for day, score, confidence, total in rows.iterator() if total})
 
 
+@contextlib.contextmanager
+def _snapshot() -> Iterator[None]:
+    """A read-only transaction in which every statement sees the same snapshot."""
+    db = database.obj
+    with db.atomic():
+        if isinstance(db, PostgresqlDatabase):  # SQLite in WAL mode keeps one snapshot per transaction already
+            db.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
 def drift() -> dict[Cell, tuple[int, int]]:
-    """Cells whose stored total differs from the insights: ``{cell: (stored, counted)}``; empty when exact."""
-    stored, counted = stored_totals(), tally_insights()
+    """Cells whose stored total differs from the insights: ``{cell: (stored, counted)}``; empty when exact.
+    Both are read in one snapshot, so writers committing meanwhile cannot make a difference appear."""
+    with _snapshot():
+        stored, counted = stored_totals(), tally_insights()
     return {key: (stored[key], counted[key]) for key in stored.keys() | counted.keys() if stored[key] != counted[key]}
 
 

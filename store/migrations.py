@@ -38,9 +38,10 @@ def _insight_counts(db: Database) -> None:
     """
     if isinstance(db, PostgresqlDatabase):
         for table in ("insights", "insight_history"):
-            db.execute_sql(
-                f"ALTER TABLE {table} ALTER COLUMN sentiment_score TYPE double precision, "
-                "ALTER COLUMN confidence TYPE double precision"
+            db.execute_sql(  # through text: a stored 0.7 comes back as 0.7, not 0.699999988079071
+                f"ALTER TABLE {table} "
+                "ALTER COLUMN sentiment_score TYPE double precision USING sentiment_score::text::double precision, "
+                "ALTER COLUMN confidence TYPE double precision USING confidence::text::double precision"
             )
     db.create_tables([InsightCount], safe=True)
     Insight._schema.create_indexes(safe=True)  # the index leading with confidence

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 
 from peewee import JOIN, PostgresqlDatabase, Tuple, Value, fn
 
-from insights.schemas import AnalysisResult
+from insights.schemas import AnalysisResult, as_utc
 from store import counts
 from store.db import write_transaction
 from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, STATUSES, Conversation, Insight, InsightHistory, database
@@ -32,6 +32,19 @@ def utcnow() -> datetime:
 def to_db_time(moment: datetime) -> datetime:
     """An aware or naive-UTC datetime as stored: naive UTC."""
     return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def parse_db_time(text: str) -> datetime:
+    """ISO-8601 text (no offset means UTC) as stored: naive UTC. ``ValueError`` when it is not one, or
+    when its offset moves it outside years 1 to 9999."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 date-time: {text!r}") from None
+    try:
+        return to_db_time(as_utc(moment))
+    except OverflowError:
+        raise ValueError(f"{text!r} falls outside years 1 to 9999 in UTC") from None
 
 
 class InsertOutcome(enum.Enum):
@@ -322,8 +335,7 @@ def _page_statement(query: InsightQuery):
 
 def explainable(query: InsightQuery) -> dict[str, tuple[str, list]]:
     """SQL and parameters of a page's statements, for ``EXPLAIN`` (see ``ops/bench_query.py``)."""
-    statements = {f"count {n}": statement.sql() for n, statement in enumerate(counts.count_statements(query.start, query.end, query.filters), 1)}
-    return {**statements, "page": _page_statement(query).sql()}
+    return {"count": counts.count_statement(query.start, query.end, query.filters), "page": _page_statement(query).sql()}
 
 
 def query_insights(query: InsightQuery) -> InsightPage:

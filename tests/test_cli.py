@@ -79,5 +79,7 @@ def test_reprocess_failed_and_bad_usage(make_stack, tmp_path):
     assert insights(stack, "reprocess", "--failed", "--dry-run").stdout.startswith("would send 0")
     assert insights(stack, "reprocess", "--start", "2026-01-02", "--end", "2026-01-01").returncode == 2
     assert insights(stack, "export", "--start", "yesterday", "--end", "2026-01-01").returncode == 2
+    beyond = insights(stack, "export", "--start", "0001-01-01T00:00:00+05:00", "--end", "2026-01-01")
+    assert beyond.returncode == 2 and "outside years 1 to 9999" in beyond.stderr
     assert insights(stack, "import", str(tmp_path / "missing.jsonl")).returncode == 2
     assert "no dead letters" in insights(stack, "dlq", "list").stdout

@@ -3,11 +3,13 @@ gives equals a plain count of the insights table, through writes, replacements, 
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import threading
 from datetime import datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -164,3 +166,61 @@ def test_scores_are_stored_exactly_so_filters_on_grid_values_include_them(db):
     assert (stored.sentiment_score, stored.confidence) == (-0.1, 0.7)
     filters = counts.Filters("negative", (-0.1, 0.1), 0.7)
     assert counts.count(EPOCH - timedelta(days=2), EPOCH + timedelta(days=2), filters) == 1
+
+
+def test_counts_and_checks_read_one_snapshot_while_an_insight_moves(db):
+    """A writer moves one insight between confidence bands again and again (reprocessing it) while
+    readers count and check: each read sees the insight exactly once, never in both cells or neither."""
+    queries.insert_conversations([queries.NewConversation.of("moving", "{}", EPOCH + timedelta(days=2, hours=3))])
+
+    def store(confidence: float) -> None:
+        queries.claim_for_processing(["moving"], max_attempts=1000)
+        row = InsightRow(conversation_id="moving", sentiment_score=0.0, clusters=[], confidence=confidence, reasoning="r")
+        queries.record_results(AnalysisResult(conversation_ids=["moving"], rows=[row], rejected={}, model="m",
+                                              prompt_version="p", raw_response="{}"), max_retries=1000)
+        queries.reopen(["moving"])
+
+    store(0.9)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def move() -> None:
+        try:
+            for confidence in itertools.islice(itertools.cycle([0.72, 0.9]), 400):
+                if stop.is_set():
+                    return
+                store(confidence)
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+        finally:
+            db.close()
+
+    writer = threading.Thread(target=move)
+    writer.start()
+    window, filters = (EPOCH + timedelta(hours=6), EPOCH + timedelta(days=4, hours=6)), counts.Filters(min_confidence=0.71)
+    try:
+        seen = [counts.count(*window, filters) for _ in range(150)]
+        drifts = [counts.drift() for _ in range(20)]
+    finally:
+        stop.set()
+        writer.join(timeout=60)
+    assert not errors, errors
+    assert set(seen) == {1}, f"counted {sorted(set(seen))}"
+    assert drifts == [{}] * len(drifts)
+
+
+@pytest.mark.parametrize("database_env", ["postgres"], indirect=True)
+def test_migration_restores_values_postgres_stored_as_4_byte_reals(db):
+    store_round(random.Random(1), add_conversations(random.Random(1), 3, days=1))
+    Insight.update(confidence=0.7, sentiment_score=-0.1).execute()
+    for table in ("insights", "insight_history"):  # the schema before 0004: FloatField as real
+        db.execute_sql(f"ALTER TABLE {table} ALTER COLUMN confidence TYPE real, ALTER COLUMN sentiment_score TYPE real")
+    at_least = "SELECT COUNT(*) FROM insights WHERE confidence >= %s"
+    assert db.execute_sql(at_least, (0.7,)).fetchone()[0] == 0, "a real 0.7 is below the double 0.7"
+    db.drop_tables([InsightCount])
+    db.execute_sql("DELETE FROM schema_migrations WHERE name = '0004_insight_counts'")
+    assert migrate(db) == ["0004_insight_counts"]
+    assert {(i.sentiment_score, i.confidence) for i in Insight.select()} == {(-0.1, 0.7)}
+    assert db.execute_sql(at_least, (0.7,)).fetchone()[0] == 3
+    filters = counts.Filters("negative", min_confidence=0.7)
+    assert counts.count(EPOCH - timedelta(days=1), EPOCH + timedelta(days=3), filters) == 3
