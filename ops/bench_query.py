@@ -86,7 +86,7 @@ def load(db, count: int) -> None:
         print(f"loaded {chunk[-1][0][0]}", end="\r", file=sys.stderr)
     started = time.perf_counter()
     cells = counts.rebuild()
-    print(f"rebuilt insight_counts: {cells} cells in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(f"rebuilt the daily counts: {cells} rows in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     db.execute_sql("VACUUM ANALYZE" if isinstance(db, PostgresqlDatabase) else "ANALYZE")
 
 

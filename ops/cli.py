@@ -141,14 +141,15 @@ def print_stats() -> None:
 
 
 def check_counts(rebuild: bool) -> int:
-    """Compare ``insight_counts`` with the insights (exit 1 on a difference), or recompute it."""
+    """Compare the daily counts with the insights (exit 1 on a difference), or recompute them."""
     if rebuild:
-        print(f"insight_counts rebuilt: {counts.rebuild()} cell(s)")
+        print(f"daily counts rebuilt: {counts.rebuild()} row(s)")
         return 0
     drift = counts.drift()
-    for (day, score_band, confidence_band), (stored, counted) in sorted(drift.items())[:20]:
-        print(f"  {day} score band {score_band} confidence band {confidence_band}: stored {stored}, insights {counted}")
-    print(f"insight_counts: {len(drift)} cell(s) differ from the insights" + ("; run 'insights counts --rebuild'" if drift else ""))
+    for key, (stored, counted) in sorted(drift.items(), key=str)[:20]:
+        what = f"score band {key[1]}, confidence band {key[2]}" if len(key) == 3 else f"cluster {key[1]!r}"
+        print(f"  {key[0]} {what}: stored {stored}, insights {counted}")
+    print(f"daily counts: {len(drift)} row(s) differ from the insights" + ("; run 'insights counts --rebuild'" if drift else ""))
     return 1 if drift else 0
 
 

@@ -14,15 +14,19 @@ takes all of the bands above it and part of one: that part is counted exactly th
 leads with ``confidence``. A sentiment threshold off the grid makes every window count from the index
 (correct, but as slow as before the rollup): keep the configured thresholds on the grid.
 
-Every write of an insight records its move between cells (``CellChanges``) and applies it in the same
-transaction, in one statement whose rows are sorted, so concurrent writers on PostgreSQL lock cells in
-one order and cannot deadlock. ``rebuild`` recomputes the table from the insights (migration 0004, and
+Beside it, ``insight_cluster_counts`` keeps how many insights of each day name each cluster, for the
+summary's top clusters.
+
+Every write of an insight records its moves (``RollupChanges``) and applies them in the same
+transaction, in statements whose rows are sorted, so concurrent writers on PostgreSQL lock rows in one
+order and cannot deadlock. ``rebuild`` recomputes both tables from the insights (migration 0004, and
 ``insights counts --rebuild`` after writes that bypassed the store, such as a raw bulk load).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -32,7 +36,7 @@ from typing import Any, Iterable, Iterator
 from peewee import EXCLUDED, SQL, PostgresqlDatabase, Select, fn
 
 from store.db import write_transaction
-from store.models import Insight, InsightCount, database
+from store.models import Insight, InsightClusterCount, InsightCount, database
 
 GRID = 20  # bands are cut every 0.05
 SENTIMENTS = ("positive", "neutral", "negative")
@@ -60,24 +64,33 @@ def cell(received_at: datetime, sentiment_score: float, confidence: float) -> Ce
     return received_at.date(), band(sentiment_score), band(confidence)
 
 
-class CellChanges(Counter):
-    """How the cells' totals move in one transaction: +1 for an insight stored, -1 for one replaced."""
+class RollupChanges:
+    """How the daily counts move in one transaction: +1 for an insight stored, -1 for one replaced."""
 
-    def add(self, received_at: datetime, sentiment_score: float, confidence: float, delta: int = 1) -> None:
-        self[cell(received_at, sentiment_score, confidence)] += delta
+    def __init__(self) -> None:
+        self.cells: Counter = Counter()  # Cell -> change
+        self.clusters: Counter = Counter()  # (day, cluster) -> change
+
+    def add(self, received_at: datetime, sentiment_score: float, confidence: float, clusters: Iterable[str], delta: int = 1) -> None:
+        self.cells[cell(received_at, sentiment_score, confidence)] += delta
+        for cluster in clusters:
+            self.clusters[(received_at.date(), cluster)] += delta
 
     def apply(self) -> None:
-        """Add the changes to ``insight_counts`` (inside the caller's transaction)."""
-        rows = [(day, score, confidence, delta) for (day, score, confidence), delta in sorted(self.items()) if delta]
-        if rows:
-            (
-                InsightCount.insert_many(rows, fields=[InsightCount.day, InsightCount.score_band, InsightCount.confidence_band, InsightCount.total])
-                .on_conflict(
-                    conflict_target=[InsightCount.day, InsightCount.score_band, InsightCount.confidence_band],
-                    update={InsightCount.total: InsightCount.total + EXCLUDED.total},
-                )
-                .execute()
-            )
+        """Add the changes to the rollup tables (inside the caller's transaction)."""
+        _add_totals(InsightCount, [InsightCount.day, InsightCount.score_band, InsightCount.confidence_band], self.cells)
+        _add_totals(InsightClusterCount, [InsightClusterCount.day, InsightClusterCount.cluster], self.clusters)
+
+
+def _add_totals(model, keys: list, changes: Counter) -> None:
+    """Upsert ``changes`` into ``model``'s totals, rows sorted (one lock order for every writer)."""
+    rows = [(*key, delta) for key, delta in sorted(changes.items()) if delta]
+    for offset in range(0, len(rows), 5000):  # within SQLite's limit of bound parameters
+        (
+            model.insert_many(rows[offset:offset + 5000], fields=[*keys, model.total])
+            .on_conflict(conflict_target=keys, update={model.total: model.total + EXCLUDED.total})
+            .execute()
+        )
 
 
 def sentiment_condition(label: str, negative: float, positive: float):
@@ -214,24 +227,52 @@ def _days_with_insights() -> Iterator[datetime]:
         day += timedelta(days=1)
 
 
-def tally_insights() -> Counter:
-    """Each cell's total, counted from the insights table a day at a time (memory stays bounded)."""
-    columns = (Insight.received_at, Insight.sentiment_score, Insight.confidence)
-    tally: Counter = Counter()
+def tally_insights() -> RollupChanges:
+    """Every day's cells and clusters, counted from the insights table a day at a time (memory stays
+    bounded)."""
+    columns = (Insight.received_at, Insight.sentiment_score, Insight.confidence, Insight.clusters)
+    tally = RollupChanges()
     for day in _days_with_insights():
         rows = Insight.select(*columns).where(Insight.received_at >= day, Insight.received_at < day + timedelta(days=1))
-        tally.update(cell(*row) for row in rows.tuples())
+        for received_at, sentiment_score, confidence, clusters in rows.tuples():
+            tally.add(received_at, sentiment_score, confidence, json.loads(clusters))
     return tally
 
 
-def stored_totals() -> Counter:
-    """Each cell's total as ``insight_counts`` holds it (cells at zero left out)."""
-    rows = InsightCount.select(InsightCount.day, InsightCount.score_band, InsightCount.confidence_band, InsightCount.total).tuples()
-    return Counter({(day, score, confidence): total for day, score, confidence, total in rows.iterator() if total})
+def stored_totals() -> RollupChanges:
+    """The totals the rollup tables hold (those at zero left out)."""
+    stored = RollupChanges()
+    cells = InsightCount.select(InsightCount.day, InsightCount.score_band, InsightCount.confidence_band, InsightCount.total)
+    stored.cells.update({(day, score, confidence): total for day, score, confidence, total in cells.tuples().iterator() if total})
+    clusters = InsightClusterCount.select(InsightClusterCount.day, InsightClusterCount.cluster, InsightClusterCount.total)
+    stored.clusters.update({(day, cluster): total for day, cluster, total in clusters.tuples().iterator() if total})
+    return stored
+
+
+def _clusters_of_rows(start: datetime, end: datetime) -> Counter:
+    """How many insights received in ``[start, end)`` name each cluster, read from the insights."""
+    tally: Counter = Counter()
+    for (encoded,) in Insight.select(Insight.clusters).where(Insight.received_at >= start, Insight.received_at < end).tuples().iterator():
+        tally.update(json.loads(encoded))
+    return tally
+
+
+def cluster_totals(start: datetime, end: datetime) -> Counter:
+    """How many insights received in ``[start, end)`` name each cluster: whole days from the rollup, the
+    partial days at the edges from the insights. Call it inside ``snapshot()`` to read one state."""
+    first_day, end_day = _whole_days(start, end)
+    if first_day >= end_day:
+        return _clusters_of_rows(start, end)
+    total = fn.SUM(InsightClusterCount.total)
+    days = (InsightClusterCount.day >= first_day.date(), InsightClusterCount.day < end_day.date())
+    totals = Counter(dict(InsightClusterCount.select(InsightClusterCount.cluster, total).where(*days).group_by(InsightClusterCount.cluster).tuples()))
+    totals.update(_clusters_of_rows(start, first_day))
+    totals.update(_clusters_of_rows(end_day, end))
+    return +totals  # clusters whose insights were all replaced sum to zero: left out
 
 
 @contextlib.contextmanager
-def _snapshot() -> Iterator[None]:
+def snapshot() -> Iterator[None]:
     """A read-only transaction in which every statement sees the same snapshot."""
     db = database.obj
     with db.atomic():
@@ -240,24 +281,29 @@ def _snapshot() -> Iterator[None]:
         yield
 
 
-def drift() -> dict[Cell, tuple[int, int]]:
-    """Cells whose stored total differs from the insights: ``{cell: (stored, counted)}``; empty when exact.
-    Both are read in one snapshot, so writers committing meanwhile cannot make a difference appear."""
-    with _snapshot():
+def drift() -> dict[tuple, tuple[int, int]]:
+    """Rollup rows whose total differs from the insights: ``{key: (stored, counted)}``, keys being cells
+    ``(day, score band, confidence band)`` and ``(day, cluster)``; empty when exact. Both sides are read
+    in one snapshot, so writers committing meanwhile cannot make a difference appear."""
+    with snapshot():
         stored, counted = stored_totals(), tally_insights()
-    return {key: (stored[key], counted[key]) for key in stored.keys() | counted.keys() if stored[key] != counted[key]}
+    return {
+        key: (kept[key], found[key])
+        for kept, found in ((stored.cells, counted.cells), (stored.clusters, counted.clusters))
+        for key in kept.keys() | found.keys()
+        if kept[key] != found[key]
+    }
 
 
 def rebuild() -> int:
-    """Recompute ``insight_counts`` from the insights, holding off writers of insights meanwhile; return
-    how many cells it holds."""
+    """Recompute the rollup tables from the insights, holding off writers of insights meanwhile; return
+    how many rows they hold."""
     db = database.obj
     with write_transaction(db):
         if isinstance(db, PostgresqlDatabase):
             db.execute_sql("LOCK TABLE insights IN SHARE MODE")
         InsightCount.delete().execute()
-        changes = CellChanges(tally_insights())
-        rows = sorted(changes.items())
-        for offset in range(0, len(rows), 5000):
-            CellChanges(dict(rows[offset:offset + 5000])).apply()
-    return len(rows)
+        InsightClusterCount.delete().execute()
+        tally = tally_insights()
+        tally.apply()
+    return len(+tally.cells) + len(+tally.clusters)

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 from peewee import Database, PostgresqlDatabase
 
 from store import counts
-from store.models import Conversation, Insight, InsightCount, InsightHistory
+from store.models import Conversation, Insight, InsightClusterCount, InsightCount, InsightHistory
 
 MIGRATION_LOCK_ID = 0x1D5_1A7  # arbitrary constant naming this application's advisory lock
 
@@ -31,7 +31,8 @@ def _insight_filter_index(db: Database) -> None:
 
 
 def _insight_counts(db: Database) -> None:
-    """The daily rollup behind fast counts (``store.counts``), filled from the insights already stored.
+    """The daily rollups behind fast counts and summaries (``store.counts``), filled from the insights
+    already stored.
 
     First, scores and confidences become double precision on PostgreSQL (they were 4-byte reals, so a
     stored 0.7 no longer compared equal to the 0.7 of a query) to match the 8-byte REAL of SQLite.
@@ -43,7 +44,7 @@ def _insight_counts(db: Database) -> None:
                 "ALTER COLUMN sentiment_score TYPE double precision USING sentiment_score::text::double precision, "
                 "ALTER COLUMN confidence TYPE double precision USING confidence::text::double precision"
             )
-    db.create_tables([InsightCount], safe=True)
+    db.create_tables([InsightCount, InsightClusterCount], safe=True)
     Insight._schema.create_indexes(safe=True)  # the index leading with confidence
     counts.rebuild()
 

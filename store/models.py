@@ -101,4 +101,17 @@ class InsightCount(BaseModel):
         indexes = ((("day", "score_band", "confidence_band", "total"), False),)  # sums from the index alone
 
 
-MODELS = (Conversation, Insight, InsightHistory, InsightCount)
+class InsightClusterCount(BaseModel):
+    """How many insights of a UTC day of ``received_at`` name a cluster (see ``store.counts``)."""
+
+    day = DateField()
+    cluster = CharField(max_length=200)
+    total = IntegerField()
+
+    class Meta:
+        table_name = "insight_cluster_counts"
+        primary_key = CompositeKey("day", "cluster")
+        indexes = ((("day", "cluster", "total"), False),)  # sums from the index alone
+
+
+MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightClusterCount)

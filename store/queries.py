@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
@@ -214,7 +213,7 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     rows = {row.conversation_id: row for row in result.rows}
     now = utcnow()
     outcome = StoreOutcome([], [], [])
-    cell_changes = counts.CellChanges()
+    rollup_changes = counts.RollupChanges()
     with write_transaction(database.obj):
         open_rows = _locked(
             Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at).where(
@@ -224,7 +223,7 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
         for conversation in open_rows:
             row = rows.get(conversation.id)
             if row is not None:
-                _store_insight(conversation, row, result, now, cell_changes)
+                _store_insight(conversation, row, result, now, rollup_changes)
                 outcome.completed.append(conversation.id)
             else:
                 reason = result.rejected.get(conversation.id, "the analyzer returned no row for this conversation")
@@ -241,11 +240,11 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
                 .where(Conversation.id.in_(outcome.completed))
                 .execute()
             )
-        cell_changes.apply()
+        rollup_changes.apply()
     return outcome
 
 
-def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult, now: datetime, cell_changes: counts.CellChanges) -> None:
+def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult, now: datetime, rollup_changes: counts.RollupChanges) -> None:
     fields = dict(
         received_at=conversation.received_at,
         sentiment_score=row.sentiment_score,
@@ -259,15 +258,16 @@ def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult,
         analyzed_at=now,
     )
     previous = (
-        Insight.select(Insight.received_at, Insight.sentiment_score, Insight.confidence)
+        Insight.select(Insight.received_at, Insight.sentiment_score, Insight.confidence, Insight.clusters)
         .where(Insight.conversation == conversation.id)
         .tuples()
         .first()
     )
-    if previous is not None:  # a reprocessed conversation: its insight leaves its cell for history
-        cell_changes.add(*previous, delta=-1)
+    if previous is not None:  # a reprocessed conversation: its insight leaves the daily counts for history
+        received_at, sentiment_score, confidence, clusters = previous
+        rollup_changes.add(received_at, sentiment_score, confidence, json.loads(clusters), delta=-1)
         _keep_as_history(conversation.id, now)
-    cell_changes.add(conversation.received_at, row.sentiment_score, row.confidence)
+    rollup_changes.add(conversation.received_at, row.sentiment_score, row.confidence, row.clusters)
     (
         Insight.insert(conversation=conversation.id, **fields)
         .on_conflict(conflict_target=[Insight.conversation], update=fields)
@@ -426,24 +426,23 @@ class Summary:
 
 
 def summarize(start: datetime, end: datetime, thresholds: tuple[float, float], top: int) -> Summary:
-    """What happened to the conversations received in ``[start, end)``, in aggregate."""
-    window = (Insight.received_at >= start, Insight.received_at < end)
-    by_sentiment = {label: counts.count(start, end, counts.Filters(label, thresholds)) for label in counts.SENTIMENTS}
-    mean = Insight.select(fn.AVG(Insight.sentiment_score)).where(*window).scalar()
-    clusters: Counter[str] = Counter()
-    for (encoded,) in Insight.select(Insight.clusters).where(*window).tuples().iterator():
-        clusters.update(json.loads(encoded))
-    received = (Conversation.received_at >= start, Conversation.received_at < end)
-    by_status = dict(Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).where(*received).group_by(Conversation.status).tuples())
-    count = fn.COUNT(Conversation.id)
-    failures = (
-        Conversation.select(Conversation.last_error, count)
-        .where(*received, Conversation.status == FAILED)
-        .group_by(Conversation.last_error)
-        .order_by(count.desc(), Conversation.last_error)
-        .limit(top)
-        .tuples()
-    )
+    """What happened to the conversations received in ``[start, end)``, in aggregate (read in one snapshot;
+    sentiment counts and clusters of whole days come from the daily counts)."""
+    with counts.snapshot():
+        by_sentiment = {label: counts.count(start, end, counts.Filters(label, thresholds)) for label in counts.SENTIMENTS}
+        mean = Insight.select(fn.AVG(Insight.sentiment_score)).where(Insight.received_at >= start, Insight.received_at < end).scalar()
+        clusters = counts.cluster_totals(start, end)
+        received = (Conversation.received_at >= start, Conversation.received_at < end)
+        by_status = dict(Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).where(*received).group_by(Conversation.status).tuples())
+        count = fn.COUNT(Conversation.id)
+        failures = list(
+            Conversation.select(Conversation.last_error, count)
+            .where(*received, Conversation.status == FAILED)
+            .group_by(Conversation.last_error)
+            .order_by(count.desc(), Conversation.last_error)
+            .limit(top)
+            .tuples()
+        )
     return Summary(
         by_sentiment=by_sentiment,
         mean_sentiment=float(mean) if mean is not None else None,

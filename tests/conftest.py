@@ -122,7 +122,7 @@ def _empty_postgres(url: str) -> None:
     import psycopg2
 
     with psycopg2.connect(url) as connection, connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS insight_counts, insight_history, insights, conversations, schema_migrations CASCADE")
+        cursor.execute("DROP TABLE IF EXISTS insight_cluster_counts, insight_counts, insight_history, insights, conversations, schema_migrations CASCADE")
 
 
 def free_port() -> int:

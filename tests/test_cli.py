@@ -66,7 +66,7 @@ def test_import_export_reprocess_and_stats(make_stack, tmp_path, database_env):
     assert stack.sql("SELECT COUNT(DISTINCT conversation_id) FROM insight_history")[0][0] == 26
 
     checked = insights(stack, "counts")
-    assert checked.returncode == 0 and "0 cell(s) differ" in checked.stdout, "reprocessing moved the daily counts along"
+    assert checked.returncode == 0 and "0 row(s) differ" in checked.stdout, "reprocessing moved the daily counts along"
     stack.sql("UPDATE insights SET confidence = 0.0 RETURNING conversation_id")  # behind the store's back
     drifted = insights(stack, "counts")
     assert drifted.returncode == 1 and "insights counts --rebuild" in drifted.stdout

@@ -4,9 +4,11 @@ gives equals a plain count of the insights table, through writes, replacements, 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 import threading
+from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
@@ -22,6 +24,7 @@ EPOCH = datetime(2026, 3, 1)
 GRID_VALUES = [k / counts.GRID for k in range(-counts.GRID, counts.GRID + 1)]
 THRESHOLDS = [(-0.1, 0.1), (-0.05, 0.25), (-0.12, 0.1)]  # the last is off the grid: the slow path
 MIN_CONFIDENCES = [None, 0.0, 0.05, 0.051, 0.7, 0.73, 1.0]
+CLUSTERS = ["billing", "shipping", "returns", "account-access"]
 
 
 def plain_count(start: datetime, end: datetime, filters: counts.Filters) -> int:
@@ -41,7 +44,8 @@ def store_round(rng: random.Random, ids: list[str]) -> None:
     for offset in range(0, len(ids), 50):
         chunk = ids[offset:offset + 50]
         queries.claim_for_processing(chunk, max_attempts=10)
-        rows = [InsightRow(conversation_id=i, sentiment_score=value(rng, -1), clusters=[], confidence=value(rng, 0), reasoning="r")
+        rows = [InsightRow(conversation_id=i, sentiment_score=value(rng, -1), clusters=rng.sample(CLUSTERS, rng.randrange(3)),
+                           confidence=value(rng, 0), reasoning="r")
                 for i in chunk]
         result = AnalysisResult(conversation_ids=chunk, rows=rows, rejected={}, model="m", prompt_version="p", raw_response="{}")
         queries.record_results(result, max_retries=10)
@@ -63,6 +67,9 @@ def assert_counts_exact(rng: random.Random, windows: int, days: int) -> None:
         end = start + timedelta(seconds=rng.choice([rng.uniform(0, (days + 1) * 86_400), 86_400 * rng.randrange(1, days + 1)]))
         filters = counts.Filters(rng.choice([None, *counts.SENTIMENTS]), rng.choice(THRESHOLDS), rng.choice(MIN_CONFIDENCES))
         assert counts.count(start, end, filters) == plain_count(start, end, filters), (start, end, filters)
+        named = Counter(c for (encoded,) in Insight.select(Insight.clusters).where(Insight.received_at >= start, Insight.received_at < end).tuples()
+                        for c in json.loads(encoded))
+        assert counts.cluster_totals(start, end) == named, (start, end)
 
 
 @settings(max_examples=500, derandomize=True, database=None)
@@ -105,14 +112,19 @@ def test_rebuild_repairs_writes_that_bypassed_the_store(db):
     ids = add_conversations(rng, 300, days=3)
     store_round(rng, ids)
     Insight.update(sentiment_score=-1.0).where(Insight.conversation.in_(ids[:40])).execute()  # behind the rollup's back
+    Insight.update(clusters='["refunds"]').where(Insight.conversation.in_(ids[40:60])).execute()
     drift = counts.drift()
-    assert drift and all(stored != counted for stored, counted in drift.values())
+    assert all(stored != counted for stored, counted in drift.values())
+    assert {len(key) for key in drift} == {2, 3}, "cells and clusters both found off"
+    assert counts.cluster_totals(EPOCH, EPOCH + timedelta(days=3))["refunds"] == 0
     everything = (EPOCH - timedelta(days=1), EPOCH + timedelta(days=5))
     negative = counts.Filters("negative")
     assert counts.count(*everything, negative) != plain_count(*everything, negative)
-    assert counts.rebuild() == len(counts.stored_totals())
+    rebuilt, stored = counts.rebuild(), counts.stored_totals()
+    assert rebuilt == len(stored.cells) + len(stored.clusters)
     assert counts.drift() == {}
     assert counts.count(*everything, negative) == plain_count(*everything, negative)
+    assert counts.cluster_totals(EPOCH, EPOCH + timedelta(days=3))["refunds"] == 20
 
 
 def test_migration_fills_the_counts_from_insights_already_stored(db):
@@ -122,7 +134,7 @@ def test_migration_fills_the_counts_from_insights_already_stored(db):
     db.execute_sql("DELETE FROM schema_migrations WHERE name = '0004_insight_counts'")
     assert migrate(db) == ["0004_insight_counts"]
     assert counts.drift() == {}
-    assert sum(counts.stored_totals().values()) == 200
+    assert sum(counts.stored_totals().cells.values()) == 200
 
 
 def test_concurrent_writers_keep_the_counts_exact(db):
@@ -152,7 +164,7 @@ def test_concurrent_writers_keep_the_counts_exact(db):
         thread.join(timeout=120)
     assert not errors, errors
     assert counts.drift() == {}
-    assert sum(counts.stored_totals().values()) == 400
+    assert sum(counts.stored_totals().cells.values()) == 400
 
 
 def test_scores_are_stored_exactly_so_filters_on_grid_values_include_them(db):
