@@ -135,7 +135,7 @@ def main() -> None:
     print(f"| final statuses | {statuses} |")
     print(f"| failed without a reason | {unexplained} |")
     print(f"| insights / distinct conversations / completed without insight | {insights} / {distinct} / {orphans} |")
-    print(f"| daily counts (insight_counts) that differ from the insights | {len(drift)} cell(s) |")
+    print(f"| daily counts (cells and clusters) that differ from the insights | {len(drift)} row(s) |")
     print(f"| backlog drained after the load stopped | {drained:.0f} s |")
     print(f"| worker RSS, largest process: first 2 min / last 2 min / max | {max(early or [0]):.0f} / {max(late or [0]):.0f} / {max(mb for _t, mb in memory):.0f} MB |")
     print(f"| most common failure reasons | {reasons} |")
