@@ -10,7 +10,7 @@ import falcon
 
 import access
 import metrics
-from http_errors import ApiError
+from api.errors import ApiError
 from logs import configure_logging
 from settings import Settings
 from store.db import describe, open_database

@@ -1,0 +1,100 @@
+"""What every accepted conversation goes through: the inbound limit shared through Redis, then the group
+commit (the ``202`` promises a committed row), then a Dramatiq message to the workers."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import falcon
+from limits import RateLimitItemPerSecond
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+from ulid import ULID
+
+import metrics
+from actors.batching import collect
+from api.errors import ApiError
+from insights.schemas import ConversationBase
+from settings import Settings
+from store import queries
+from store.group_commit import GroupCommitter
+
+logger = logging.getLogger("ingress")
+
+
+class InboundLimiter:
+    """``INBOUND_RPS`` conversations per second, shared by every web process through Redis.
+
+    A moving window: at most ``INBOUND_RPS`` acceptances in any one-second span, which is the guarantee a
+    token bucket of that rate and capacity approximates, held exactly. When Redis is unreachable the
+    limiter lets requests through (the database, not Redis, is what must accept them) and logs it.
+    """
+
+    KEY = "inbound-conversations"
+    WARN_EVERY_SECONDS = 10.0  # while Redis is away, say so now and then, not on every request
+
+    def __init__(self, settings: Settings) -> None:
+        self.item = RateLimitItemPerSecond(settings.inbound_rps)
+        self.limiter = MovingWindowRateLimiter(storage_from_string(settings.limits_storage_url, implementation="redispy"))
+        self.warned_at = -self.WARN_EVERY_SECONDS
+
+    async def take(self, wanted: int = 1) -> tuple[int, int]:
+        """Take up to ``wanted`` slots; return how many were granted and, when fewer, the whole seconds
+        to wait for more (at least 1; 0 when all were granted)."""
+        try:
+            granted = wanted if await self._hit(wanted) else 0
+            if granted < wanted:
+                stats = await self.limiter.get_window_stats(self.item, self.KEY)
+                if wanted > 1 and 0 < stats.remaining < wanted and await self._hit(stats.remaining):
+                    granted = stats.remaining
+                return granted, max(1, math.ceil(stats.reset_time - time.time()))
+        except Exception as error:  # Redis away: keep accepting into the database
+            if time.monotonic() - self.warned_at >= self.WARN_EVERY_SECONDS:
+                self.warned_at = time.monotonic()
+                logger.warning("inbound limiter unavailable, accepting without it: %s", error)
+        return wanted, 0
+
+    async def _hit(self, cost: int) -> bool:
+        return await self.limiter.hit(self.item, self.KEY, cost=cost)
+
+
+def admit(conversations: list[queries.NewConversation]) -> list[queries.InsertOutcome]:
+    """Commit a round of conversations, then hand the new ones to the workers (in the writer thread).
+
+    The commit is what a ``202`` promises; if Redis is away the send fails and the reconciler re-sends.
+    """
+    outcomes = queries.insert_conversations(conversations)
+    created = [new.id for new, outcome in zip(conversations, outcomes) if outcome is queries.InsertOutcome.CREATED]
+    for position, conversation_id in enumerate(created):
+        try:
+            collect.send(conversation_id)
+        except Exception as error:
+            logger.warning("could not enqueue %d conversation(s), the reconciler will: %s", len(created) - position, error)
+            break
+    return outcomes
+
+
+class Admission:
+    """What every accepted conversation goes through: the inbound limit, then the group commit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.limiter = InboundLimiter(settings)
+        self.committer = GroupCommitter(admit)
+
+    def rate_limited(self, retry_after: int) -> ApiError:
+        metrics.web().rate_limited.inc()
+        return ApiError(
+            falcon.HTTP_429, "rate_limited", f"Over {self.settings.inbound_rps} conversations a second; retry later.",
+            headers={"Retry-After": str(retry_after)}, retry_after_seconds=retry_after,
+        )
+
+    async def commit(self, conversation: ConversationBase) -> tuple[str, queries.InsertOutcome]:
+        """Commit one validated conversation (its slot already taken); return its id and the outcome."""
+        new = queries.NewConversation.of(conversation.conversation_id or f"conv_{ULID()}", conversation.canonical_payload(), queries.utcnow())
+        outcome = await self.committer.submit(new)
+        if outcome is queries.InsertOutcome.CREATED:
+            metrics.web().accepted.inc()
+        return new.id, outcome

@@ -1,0 +1,58 @@
+"""``POST /api/v1/conversations`` and ``GET /api/v1/conversations/{id}``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import falcon
+
+from api.admission import Admission
+from api.body import parse_json, read_body, require_json
+from api.errors import ApiError
+from insights import api_models as api
+from insights.schemas import ConversationBase, request_models
+from settings import Settings
+from store import queries
+from store.documents import status_document
+
+
+class ConversationsResource:
+    """``POST /api/v1/conversations``: validate, limit, commit as ``queued``, enqueue, ``202``."""
+
+    def __init__(self, settings: Settings, admission: Admission) -> None:
+        self.settings = settings
+        self.model = request_models(settings)
+        self.admission = admission
+
+    async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        require_json(req)
+        conversation = self.parse(await read_body(req, self.settings.max_body_bytes))
+        granted, retry_after = await self.admission.limiter.take()
+        if not granted:
+            raise self.admission.rate_limited(retry_after)
+        conversation_id, outcome = await self.admission.commit(conversation)
+        if outcome is queries.InsertOutcome.CONFLICT:
+            raise ApiError(
+                falcon.HTTP_409, "conflict",
+                f"Conversation {conversation_id} was already accepted with a different payload.",
+                conversation_id=conversation_id,
+            )
+        resp.status = falcon.HTTP_202
+        resp.location = f"/api/v1/conversations/{conversation_id}"
+        resp.media = api.dump(api.Accepted(conversation_id=conversation_id))
+
+    def parse(self, body: bytes) -> ConversationBase:
+        return parse_json(self.model, body, "The conversation does not match the schema.")
+
+
+class ConversationResource:
+    """``GET /api/v1/conversations/{id}``: status, attempts, last error and, once done, the insight."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def on_get(self, req: falcon.Request, resp: falcon.Response, conversation_id: str) -> None:
+        found = await asyncio.to_thread(queries.get_conversation, conversation_id)
+        if found is None:
+            raise ApiError(falcon.HTTP_404, "not_found", f"No conversation {conversation_id}.")
+        resp.media = api.dump(status_document(*found, self.settings))

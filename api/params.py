@@ -1,0 +1,63 @@
+"""Query parameters: time windows, bounded numbers, keyset cursors; each bad one a ``400`` naming it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Any
+
+import falcon
+
+from api.errors import bad_parameter
+from store import queries
+
+
+def parse_time(req: falcon.Request, name: str) -> datetime:
+    raw = req.get_param(name)
+    if raw is None:
+        raise bad_parameter(name, "required (ISO-8601, e.g. 2026-01-31T00:00:00Z)")
+    try:
+        return queries.parse_db_time(raw)
+    except ValueError as error:
+        raise bad_parameter(name, str(error)) from None
+
+
+def parse_number(req: falcon.Request, name: str, kind: type, low: float, high: float, default: Any) -> Any:
+    raw = req.get_param(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise bad_parameter(name, f"not a {'whole ' if kind is int else ''}number: {raw!r}") from None
+    if not (low <= value <= high):  # also refuses NaN
+        raise bad_parameter(name, f"must be between {low} and {high}, got {raw}")
+    return value
+
+
+def parse_window(req: falcon.Request, allowed: set[str]) -> tuple[datetime, datetime]:
+    """Refuse unknown and repeated parameters; return the required ``[start_time, end_time)``."""
+    unknown = sorted(set(req.params) - allowed)
+    if unknown:
+        raise bad_parameter(unknown[0], f"unknown parameter; expected some of {sorted(allowed)}")
+    for name, value in req.params.items():
+        if isinstance(value, list):
+            raise bad_parameter(name, "given more than once")
+    start, end = parse_time(req, "start_time"), parse_time(req, "end_time")
+    if end <= start:
+        raise bad_parameter("end_time", "must be later than start_time")
+    return start, end
+
+
+def encode_cursor(after: tuple[datetime, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps([after[0].isoformat(), after[1]]).encode()).decode()
+
+
+def decode_cursor(raw: str) -> tuple[datetime, str]:
+    try:
+        moment, conversation_id = json.loads(base64.urlsafe_b64decode(raw.encode()))
+        return datetime.fromisoformat(moment), str(conversation_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeError):
+        raise bad_parameter("cursor", "not a cursor this API returned") from None
