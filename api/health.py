@@ -22,6 +22,8 @@ READY_TIMEOUT_SECONDS = 2.0
 class HealthResource:
     """``GET /healthz``: the process answers; touches neither Redis nor the database."""
 
+    public = True  # no API key needed (see api.middleware.ApiKeyAuth)
+
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = api.dump(api.Health(status="ok"))
 
@@ -31,6 +33,8 @@ class ReadinessResource:
 
     Else ``503`` naming what fails (``redis``, ``database``, ``grok``).
     """
+
+    public = True  # no API key needed (see api.middleware.ApiKeyAuth)
 
     def __init__(self, settings: Settings) -> None:
         self.redis = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=READY_TIMEOUT_SECONDS)
@@ -53,6 +57,8 @@ class ReadinessResource:
 class OpenApiResource:
     """``GET /openapi.json``: the OpenAPI 3.1 document, generated from the validating models."""
 
+    public = True  # no API key needed (see api.middleware.ApiKeyAuth)
+
     def __init__(self, settings: Settings) -> None:
         self.document = openapi_document(settings)
 
@@ -62,6 +68,8 @@ class OpenApiResource:
 
 class MetricsResource:
     """``GET /metrics``: Prometheus exposition of the web processes (see ``metrics``)."""
+
+    public = True  # no API key needed (see api.middleware.ApiKeyAuth)
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.data, resp.content_type = await asyncio.to_thread(metrics.exposition, read_state)

@@ -20,15 +20,20 @@ logger = logging.getLogger("ingress")
 
 
 class ApiKeyAuth:
-    """Requires an API key with the right scope on the conversation and insight routes, when keys are
-    configured: ``ingest`` to POST, ``read`` to GET. Health, readiness, metrics and the OpenAPI document
-    stay open. The key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+    """Requires an API key with the right scope, when keys are configured: ``ingest`` to POST, ``read``
+    for anything else. Health, readiness, metrics and the OpenAPI document are resources marked
+    ``public = True``; every other resource is protected. The key comes as ``Authorization: Bearer <key>``
+    or ``X-API-Key: <key>``.
+
+    The check runs after routing, on the resource that will serve the request (``process_resource``),
+    never on the spelling of the path: ``//api/v1/insights`` reaches the same resource, and the same check.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.keys = settings.api_key_scopes
 
-    async def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not self.keys or not req.path.startswith("/api/"):
+    async def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
+        if not self.keys or getattr(resource, "public", False):
             return
         scope = "ingest" if req.method == "POST" else "read"
         verdict = access.authorize(presented_key(req), scope, self.keys)

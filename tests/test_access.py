@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import subprocess
 
@@ -58,6 +60,35 @@ def test_reading_needs_the_read_scope(stack):
         assert client.get(path, params=window, headers=bearer(INGEST_KEY)).status_code == 403
     assert client.get("/api/v1/insights", params=window, headers=bearer(READ_KEY)).status_code == 200
     assert client.get("/api/v1/conversations/whatever", headers=bearer(READ_KEY)).status_code == 404
+
+
+PATH_SPELLINGS = ("//api/v1/{}", "/api//v1/{}", "/api/v1//{}", "/./api/v1/{}", "/api/v1/./{}", "/api/v1/{}/",
+                  "/%61pi/v1/{}", "/api/v1/x/../{}", "///api/v1/{}")
+
+
+def raw_request(port: int, method: str, target: str, body: bytes | None = None) -> int:
+    """Send ``target`` exactly as written (an HTTP client would normalise it) and return the status."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, target, body=body, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_no_spelling_of_a_path_skips_the_key(stack):
+    """The key is checked on the resource that serves the request, whatever the path looks like."""
+    port = stack.ports[0]
+    window = "?start_time=2020-01-01&end_time=2100-01-01"
+    before = stack.sql("SELECT COUNT(*) FROM conversations")[0][0]
+    for spelling in PATH_SPELLINGS:
+        for target in (spelling.format("insights") + window, spelling.format("insights/summary") + window):
+            assert raw_request(port, "GET", target) in (401, 404), target
+        body = json.dumps(conversation("sneaking in")).encode()
+        assert raw_request(port, "POST", spelling.format("conversations"), body) in (401, 404), spelling
+    assert stack.sql("SELECT COUNT(*) FROM conversations")[0][0] == before
+    assert raw_request(port, "GET", "//healthz") in (200, 404)
 
 
 def test_health_readiness_metrics_and_the_document_stay_open(stack):
