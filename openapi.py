@@ -20,6 +20,7 @@ ERRORS = {
     "400": "Unparseable JSON, or a bad query parameter (named in `parameter`)",
     "404": "No such conversation or route",
     "409": "The conversation id was accepted with another payload",
+    "408": "The body did not arrive within BODY_TIMEOUT_SECONDS",
     "413": "Body over the size limit",
     "415": "Content-Type is not application/json",
     "422": "Schema violations, each in `fields`",
@@ -87,13 +88,13 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "summary": "Accept one conversation for analysis",
                 "requestBody": json_body(conversation),
                 "responses": {"202": answer(api.Accepted, "Committed as queued"),
-                              **errors("400", "409", "413", "415", "422", "429", "503")},
+                              **errors("400", "408", "409", "413", "415", "422", "429", "503")},
             }},
             "/api/v1/conversations/batch": {"post": {
                 "summary": f"Accept up to {settings.max_batch_items} conversations, each on its own",
                 "requestBody": json_body(envelope),
                 "responses": {"200": answer(api.BatchResults, "A result per item, in order"),
-                              **errors("400", "413", "415", "422", "429", "503")},
+                              **errors("400", "408", "413", "415", "422", "429", "503")},
             }},
             "/api/v1/conversations/{conversation_id}": {"get": {
                 "summary": "Status of a conversation, with its insight once completed",

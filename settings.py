@@ -34,6 +34,8 @@ class Settings(BaseModel):
     port: Annotated[int, Field(gt=0, lt=65536)]
     log_format: Literal["text", "json"]
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+    web_limit_concurrency: PositiveInt
+    body_timeout_seconds: PositiveFloat
     api_keys: str = Field(repr=False)
     redis_url: str
     db_path: str

@@ -41,7 +41,7 @@ class BatchResource:
 
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json(req)
-        body = await read_body(req, self.settings.max_batch_body_bytes)
+        body = await read_body(req, self.settings.max_batch_body_bytes, self.settings.body_timeout_seconds)
         items = parse_json(self.envelope, body, "The body must be {\"conversations\": [...]}.").conversations
         results: list[api.BatchItemResult | None] = [None] * len(items)
         valid = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import falcon
@@ -10,19 +11,27 @@ from pydantic import BaseModel, ValidationError
 from api.errors import ApiError, field_errors
 
 
-async def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The request body, refused with ``413`` beyond ``limit`` bytes, never buffering more than that."""
+async def read_body(req: falcon.Request, limit: int, timeout: float) -> bytes:
+    """The request body, refused with ``413`` beyond ``limit`` bytes (never buffering more than that) and
+    with ``408`` when it has not all arrived within ``timeout`` seconds (a slow sender holds no slot)."""
     too_large = ApiError(
         falcon.HTTP_413, "payload_too_large", f"The request body exceeds {limit} bytes.", max_body_bytes=limit
     )
     if req.content_length is not None and req.content_length > limit:
         raise too_large
     chunks, size = [], 0
-    async for chunk in req.stream:
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in req.stream:
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            falcon.HTTP_408, "request_timeout", f"The request body did not arrive within {timeout:g} s.",
+            headers={"Connection": "close"}, body_timeout_seconds=timeout,
+        ) from None
     return b"".join(chunks)
 
 

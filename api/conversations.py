@@ -26,7 +26,7 @@ class ConversationsResource:
 
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json(req)
-        conversation = self.parse(await read_body(req, self.settings.max_body_bytes))
+        conversation = self.parse(await read_body(req, self.settings.max_body_bytes, self.settings.body_timeout_seconds))
         granted, retry_after = await self.admission.limiter.take()
         if not granted:
             raise self.admission.rate_limited(retry_after)

@@ -21,7 +21,7 @@ STOP_TIMEOUT_SECONDS = 15
 
 
 def web_command(port: int, host: str = "127.0.0.1") -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "ingress:app", "--host", host, "--port", str(port), "--no-access-log"]
+    return [sys.executable, "-m", "ops.web", "--host", host, "--port", str(port), "--workers", "1"]
 
 
 def worker_command(processes: int = 1, threads: int = 4) -> list[str]:
