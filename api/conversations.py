@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import falcon
 
@@ -10,10 +11,12 @@ from api.admission import Admission
 from api.body import parse_json, read_body, require_json
 from api.errors import ApiError
 from insights import api_models as api
-from insights.schemas import ConversationBase, request_models
+from insights.schemas import CONVERSATION_ID_PATTERN, ConversationBase, request_models
 from settings import Settings
 from store import queries
 from store.documents import status_document
+
+CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 
 
 class ConversationsResource:
@@ -52,7 +55,9 @@ class ConversationResource:
         self.settings = settings
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response, conversation_id: str) -> None:
-        found = await asyncio.to_thread(queries.get_conversation, conversation_id)
+        found = None
+        if CONVERSATION_ID.fullmatch(conversation_id):  # no other id was ever accepted (nor a NUL sent to SQL)
+            found = await asyncio.to_thread(queries.get_conversation, conversation_id)
         if found is None:
             raise ApiError(falcon.HTTP_404, "not_found", f"No conversation {conversation_id}.")
         resp.media = api.dump(status_document(*found, self.settings))

@@ -9,9 +9,13 @@ from datetime import datetime
 from typing import Any
 
 import falcon
+from pydantic import TypeAdapter
 
 from api.errors import bad_parameter
+from insights.schemas import ConversationId
 from store import queries
+
+CURSOR = TypeAdapter(tuple[str, ConversationId])
 
 
 def parse_time(req: falcon.Request, name: str) -> datetime:
@@ -56,8 +60,10 @@ def encode_cursor(after: tuple[datetime, str]) -> str:
 
 
 def decode_cursor(raw: str) -> tuple[datetime, str]:
+    """A cursor that :func:`encode_cursor` made, checked as strictly as any input: a JSON pair of an
+    ISO-8601 time and a well-formed conversation id (nothing nested, no NUL reaching the database)."""
     try:
-        moment, conversation_id = json.loads(base64.urlsafe_b64decode(raw.encode()))
-        return datetime.fromisoformat(moment), str(conversation_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeError):
+        moment, conversation_id = CURSOR.validate_json(base64.urlsafe_b64decode(raw.encode()))
+        return queries.parse_db_time(moment), conversation_id
+    except (ValueError, binascii.Error):  # pydantic's ValidationError is a ValueError
         raise bad_parameter("cursor", "not a cursor this API returned") from None

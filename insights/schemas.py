@@ -33,10 +33,14 @@ _NON_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 def as_utc(moment: datetime) -> datetime:
-    """An aware datetime in UTC; a naive one is taken to be UTC already."""
+    """An aware datetime in UTC; a naive one is taken to be UTC already. ``ValueError`` when its offset
+    moves it outside years 1 to 9999 (``9999-12-31T23:59:59-01:00``)."""
     if moment.tzinfo is None:
         return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{moment.isoformat()} falls outside years 1 to 9999 in UTC") from None
 
 
 ConversationId = Annotated[str, StringConstraints(pattern=CONVERSATION_ID_PATTERN)]

@@ -42,7 +42,7 @@ def parse_db_time(text: str) -> datetime:
         raise ValueError(f"not an ISO-8601 date-time: {text!r}") from None
     try:
         return to_db_time(as_utc(moment))
-    except OverflowError:
+    except ValueError:
         raise ValueError(f"{text!r} falls outside years 1 to 9999 in UTC") from None
 
 

@@ -1,0 +1,71 @@
+"""Input that once reached a 5xx or a traceback: each is a 4xx with the usual JSON body (or a reported bad
+line), on SQLite and PostgreSQL, against a real web process and the real ``insights`` command."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from conftest import conversation
+from test_cli import insights, write_lines
+
+OVERFLOWING_TIMES = ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+05:00")
+
+
+def with_timestamp(moment: str) -> dict:
+    return {"messages": [{"role": "customer", "content": "hello", "timestamp": moment}]}
+
+
+def cursor_of(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode() if not isinstance(value, bytes) else value).decode()
+
+
+@pytest.fixture
+def stack(make_stack, database_env):
+    stack = make_stack(INBOUND_RPS=10_000, **database_env)
+    stack.client = stack.start_web()
+    return stack
+
+
+def error_of(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    return error
+
+
+def test_a_timestamp_whose_offset_leaves_the_calendar_is_a_field_error(stack):
+    for moment in OVERFLOWING_TIMES:
+        error = error_of(stack.client.post("/api/v1/conversations", json=with_timestamp(moment)), 422, "validation_failed")
+        assert error["fields"][0]["path"] == "messages.0.timestamp" and "years 1 to 9999" in error["fields"][0]["message"]
+        batch = stack.client.post("/api/v1/conversations/batch", json={"conversations": [with_timestamp(moment), conversation()]})
+        assert batch.status_code == 200, batch.text
+        assert [r["status"] for r in batch.json()["results"]] == ["invalid", "accepted"]
+
+
+def test_ids_and_cursors_that_no_answer_contained_are_refused_before_the_database(stack):
+    assert error_of(stack.client.get("/api/v1/conversations/abc%00def"), 404, "not_found")
+    assert error_of(stack.client.get("/api/v1/conversations/" + "x" * 300), 404, "not_found")
+    window = {"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z"}
+    nested = b"[" * 5_000 + b"]" * 5_000  # deeper than json.loads can recurse
+    for cursor in (cursor_of(nested), cursor_of(["2026-01-01T00:00:00", "abc\x00def"]), cursor_of(["2026-01-01", 7]),
+                   cursor_of(["0001-01-01T00:00:00+05:00", "abc"]), cursor_of({"a": 1}), "%%%", cursor_of("x\x00")):
+        error = error_of(stack.client.get("/api/v1/insights", params={**window, "cursor": cursor}), 400, "invalid_parameter")
+        assert error["parameter"] == "cursor"
+    good = cursor_of(["2026-01-01T00:00:00", "conv_1"])
+    assert stack.client.get("/api/v1/insights", params={**window, "cursor": good}).status_code == 200
+    for name in ("start_time", "end_time"):
+        error = error_of(stack.client.get("/api/v1/insights", params={**window, name: "2026-01-01\x00"}), 400, "invalid_parameter")
+        assert error["parameter"] == name
+
+
+def test_import_reports_an_overflowing_timestamp_and_keeps_the_other_lines(stack, tmp_path):
+    source = tmp_path / "lines.jsonl"
+    write_lines(source, [conversation("first line"), with_timestamp(OVERFLOWING_TIMES[0]), conversation("third line")])
+    result = insights(stack, "import", str(source), "--no-progress")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "line 2: messages.0.timestamp" in result.stderr
+    assert "2 accepted" in result.stdout
+    assert stack.sql("SELECT COUNT(*) FROM conversations")[0][0] == 2
