@@ -3,6 +3,7 @@ commit (the ``202`` promises a committed row), then a Dramatiq message to the wo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -91,10 +92,19 @@ class Admission:
             headers={"Retry-After": str(retry_after)}, retry_after_seconds=retry_after,
         )
 
-    async def commit(self, conversation: ConversationBase) -> tuple[str, queries.InsertOutcome]:
-        """Commit one validated conversation (its slot already taken); return its id and the outcome."""
-        new = queries.NewConversation.of(conversation.conversation_id or f"conv_{ULID()}", conversation.canonical_payload(), queries.utcnow())
+    async def prepare(self, conversations: list[ConversationBase]) -> list[tuple[queries.NewConversation, queries.InsertOutcome | None]]:
+        """Each validated conversation as a row to insert, with its outcome when its id was accepted before
+        (``DUPLICATE`` or ``CONFLICT``): those are answered at once and take no inbound slot, so a client
+        that resends what was partly accepted makes progress."""
+        now = queries.utcnow()
+        news = [queries.NewConversation.of(c.conversation_id or f"conv_{ULID()}", c.canonical_payload(), now) for c in conversations]
+        named = [new.id for new, c in zip(news, conversations) if c.conversation_id]
+        hashes = await asyncio.to_thread(queries.accepted_hashes, named) if named else {}
+        return [(new, queries.known_outcome(new, hashes)) for new in news]
+
+    async def commit(self, new: queries.NewConversation) -> queries.InsertOutcome:
+        """Commit one conversation (its slot already taken) through the group commit; say how it went."""
         outcome = await self.committer.submit(new)
         if outcome is queries.InsertOutcome.CREATED:
             metrics.web().accepted.inc()
-        return new.id, outcome
+        return outcome

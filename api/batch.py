@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
+from typing import Any
 
 import falcon
 from pydantic import ValidationError
@@ -13,7 +15,7 @@ from api.admission import Admission
 from api.body import parse_json, read_body, require_json
 from api.errors import field_errors
 from insights import api_models as api
-from insights.schemas import batch_envelope, request_models
+from insights.schemas import ConversationBase, batch_envelope, request_models
 from settings import Settings
 from store import queries
 
@@ -27,10 +29,13 @@ OUTCOME_STATUS = {
 class BatchResource:
     """``POST /api/v1/conversations/batch``: up to ``MAX_BATCH_ITEMS`` conversations, each on its own.
 
-    Every item is validated, limited and committed independently and gets its own result: ``accepted``,
-    ``duplicate``, ``conflict``, ``invalid`` (with its ``errors``) or ``rate_limited`` (with a
-    ``Retry-After`` header on the answer). Each counts against the inbound limit; when the limit leaves
-    room for none, the answer is ``429``.
+    Every item is validated (with the single POST's limits, ``MAX_BODY_BYTES`` included), limited and
+    committed independently and gets its own result: ``accepted``, ``duplicate``, ``conflict``, ``invalid``
+    (with its ``errors``) or ``rate_limited`` (with a ``Retry-After`` header on the answer). Only new
+    conversations take inbound slots: resending a batch after ``Retry-After`` answers the accepted ones as
+    ``duplicate`` and spends the slots on the rest. When the limit has room for none of the new ones and
+    none was accepted before, the answer is ``429``. Parsing runs off the event loop (a 16 MiB body
+    takes a while and must not stall other requests).
     """
 
     def __init__(self, settings: Settings, admission: Admission) -> None:
@@ -42,24 +47,50 @@ class BatchResource:
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json(req)
         body = await read_body(req, self.settings.max_batch_body_bytes, self.settings.body_timeout_seconds)
+        results, valid = await asyncio.to_thread(self.validate, body)
+        prepared = await self.admission.prepare([conversation for _index, conversation in valid])
+        fresh = []
+        for (index, _c), (new, known) in zip(valid, prepared):
+            if known is None:
+                fresh.append((index, new))
+            else:
+                results[index] = api.BatchItemResult(index=index, status=OUTCOME_STATUS[known], conversation_id=new.id)
+        granted, retry_after = await self.admission.limiter.take(len(fresh)) if fresh else (0, 0)
+        if fresh and not granted and len(fresh) == len(valid):
+            raise self.admission.rate_limited(retry_after)
+        outcomes = await asyncio.gather(*(self.admission.commit(new) for _index, new in fresh[:granted]))
+        for (index, new), outcome in zip(fresh, outcomes):
+            results[index] = api.BatchItemResult(index=index, status=OUTCOME_STATUS[outcome], conversation_id=new.id)
+        for index, _new in fresh[granted:]:
+            results[index] = api.BatchItemResult(index=index, status="rate_limited")
+        metrics.web().rate_limited.inc(len(fresh) - granted)
+        if granted < len(fresh):
+            resp.set_header("Retry-After", str(retry_after))
+        summary = Counter(result.status for result in results)
+        resp.media = api.BatchResults(results=results, summary=summary).model_dump(mode="json", exclude_none=True)
+
+    def validate(self, body: bytes) -> tuple[list[api.BatchItemResult | None], list[tuple[int, ConversationBase]]]:
+        """Parse the envelope and validate each item on its own: a result for each invalid item (the rest
+        ``None``), and the valid ones with their index."""
         items = parse_json(self.envelope, body, "The body must be {\"conversations\": [...]}.").conversations
         results: list[api.BatchItemResult | None] = [None] * len(items)
         valid = []
         for index, item in enumerate(items):
             try:
+                self.check_size(item)
                 valid.append((index, self.model.model_validate(item)))
             except ValidationError as error:
                 results[index] = api.BatchItemResult(index=index, status="invalid", errors=field_errors(error))
-        granted, retry_after = await self.admission.limiter.take(len(valid)) if valid else (0, 0)
-        if valid and not granted:
-            raise self.admission.rate_limited(retry_after)
-        committed = await asyncio.gather(*(self.admission.commit(c) for _index, c in valid[:granted]))
-        for (index, _c), (conversation_id, outcome) in zip(valid, committed):
-            results[index] = api.BatchItemResult(index=index, status=OUTCOME_STATUS[outcome], conversation_id=conversation_id)
-        for index, _c in valid[granted:]:
-            results[index] = api.BatchItemResult(index=index, status="rate_limited")
-        metrics.web().rate_limited.inc(len(valid) - granted)
-        if granted < len(valid):
-            resp.set_header("Retry-After", str(retry_after))
-        summary = Counter(result.status for result in results)
-        resp.media = api.BatchResults(results=results, summary=summary).model_dump(mode="json", exclude_none=True)
+            except ItemTooLarge as error:
+                results[index] = api.BatchItemResult(index=index, status="invalid", errors=[{"path": "(item)", "message": str(error)}])
+        return results, valid
+
+    def check_size(self, item: Any) -> None:
+        """An item gets the single POST's body limit, measured as its compact JSON."""
+        size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > self.settings.max_body_bytes:
+            raise ItemTooLarge(f"the conversation is {size} bytes as JSON, over the {self.settings.max_body_bytes} allowed for one conversation")
+
+
+class ItemTooLarge(ValueError):
+    """One item of a batch is larger than a single POST may be."""

@@ -30,10 +30,13 @@ class ConversationsResource:
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json(req)
         conversation = self.parse(await read_body(req, self.settings.max_body_bytes, self.settings.body_timeout_seconds))
-        granted, retry_after = await self.admission.limiter.take()
-        if not granted:
-            raise self.admission.rate_limited(retry_after)
-        conversation_id, outcome = await self.admission.commit(conversation)
+        [(new, outcome)] = await self.admission.prepare([conversation])
+        if outcome is None:
+            granted, retry_after = await self.admission.limiter.take()
+            if not granted:
+                raise self.admission.rate_limited(retry_after)
+            outcome = await self.admission.commit(new)
+        conversation_id = new.id
         if outcome is queries.InsertOutcome.CONFLICT:
             raise ApiError(
                 falcon.HTTP_409, "conflict",

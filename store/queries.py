@@ -78,16 +78,29 @@ def insert_conversations(conversations: list[NewConversation]) -> list[InsertOut
     first_of_id = {new.id: new for new in reversed(conversations)}
     with write_transaction(database.obj):
         created = _insert_new(list(first_of_id.values()))
-        taken = [i for i in first_of_id if i not in created]
-        hashes = dict(Conversation.select(Conversation.id, Conversation.payload_hash).where(Conversation.id.in_(taken)).tuples()) if taken else {}
+        hashes = accepted_hashes([i for i in first_of_id if i not in created])
     outcomes = []
     for new in conversations:
         if new.id in created and first_of_id[new.id] is new:
             outcomes.append(InsertOutcome.CREATED)
         else:
-            same = hashes.get(new.id, first_of_id[new.id].payload_hash) == new.payload_hash
-            outcomes.append(InsertOutcome.DUPLICATE if same else InsertOutcome.CONFLICT)
+            outcomes.append(known_outcome(new, {new.id: first_of_id[new.id].payload_hash, **hashes}))
     return outcomes
+
+
+def accepted_hashes(conversation_ids: list[str]) -> dict[str, str]:
+    """The payload hash of each of ``conversation_ids`` already accepted (absent ids are left out)."""
+    if not conversation_ids:
+        return {}
+    query = Conversation.select(Conversation.id, Conversation.payload_hash).where(Conversation.id.in_(conversation_ids))
+    return dict(query.tuples())
+
+
+def known_outcome(new: NewConversation, hashes: dict[str, str]) -> InsertOutcome | None:
+    """``DUPLICATE`` or ``CONFLICT`` when ``new``'s id is among the accepted ``hashes``, else ``None``."""
+    if new.id not in hashes:
+        return None
+    return InsertOutcome.DUPLICATE if hashes[new.id] == new.payload_hash else InsertOutcome.CONFLICT
 
 
 INSERT_COLUMNS = ("id", "status", "payload", "payload_hash", "received_at", "updated_at", "attempts")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -91,3 +92,37 @@ def test_summary_of_a_window(make_stack, database_env):
     assert empty["sentiment"] == {"counts": {"positive": 0, "neutral": 0, "negative": 0}, "mean_score": None}
     bad = client.get("/api/v1/insights/summary", params={"start_time": "2020-01-02", "end_time": "2020-01-01"})
     assert bad.status_code == 400 and bad.json()["error"]["parameter"] == "end_time"
+
+
+def test_resending_a_partly_accepted_batch_makes_progress(make_stack, database_env):
+    """Items already accepted take no inbound slot: each resend after Retry-After accepts more."""
+    stack = make_stack(INBOUND_RPS=5, **database_env)
+    client = stack.start_web()
+    body = {"conversations": [conversation(f"backfill {n}", conversation_id=f"bf-{n}") for n in range(12)]}
+    rounds = []
+    while not rounds or rounds[-1].get("rate_limited"):
+        assert len(rounds) < 4, f"no progress: {rounds}"
+        response = client.post(BATCH, json=body)
+        assert response.status_code == 200, response.text
+        rounds.append(response.json()["summary"])
+        if "retry-after" in response.headers:
+            time.sleep(int(response.headers["retry-after"]))  # what a client is told to do
+    assert rounds == [{"accepted": 5, "rate_limited": 7}, {"duplicate": 5, "accepted": 5, "rate_limited": 2},
+                      {"duplicate": 10, "accepted": 2}]
+    fillers = client.post(BATCH, json={"conversations": [conversation(f"filler {n}") for n in range(5)]}).json()
+    assert fillers["summary"]["rate_limited"] >= 1, "the limit is used up"
+    again = client.post("/api/v1/conversations", json=conversation("backfill 0", conversation_id="bf-0"))
+    assert again.status_code == 202, "a resent single POST of an accepted conversation is answered, not limited"
+    changed = client.post("/api/v1/conversations", json=conversation("other text", conversation_id="bf-0"))
+    assert changed.status_code == 409
+    assert stack.sql("SELECT COUNT(*) FROM conversations")[0][0] == 12 + fillers["summary"]["accepted"]
+
+
+def test_each_batch_item_gets_the_single_post_body_limit(make_stack):
+    stack = make_stack(INBOUND_RPS=100_000, MAX_BODY_BYTES=2_000, MAX_CONTENT_CHARS=100_000)
+    client = stack.start_web()
+    items = [conversation("small"), conversation("x" * 5_000), conversation("small too")]
+    assert client.post("/api/v1/conversations", json=items[1]).status_code == 413
+    results = client.post(BATCH, json={"conversations": items}).json()["results"]
+    assert [r["status"] for r in results] == ["accepted", "invalid", "accepted"]
+    assert results[1]["errors"][0]["path"] == "(item)" and "2000 allowed" in results[1]["errors"][0]["message"]
