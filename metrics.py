@@ -60,17 +60,22 @@ class StateCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         state = self.read_state()
-        queues = GaugeMetricFamily("insights_queue_messages", "Dramatiq messages by queue and state", labels=["queue", "state"])
-        for (queue, kind), count in state.queues.items():
-            queues.add_metric([queue, kind], count)
-        yield queues
-        yield GaugeMetricFamily("insights_stream_entries", "Conversation ids waiting in the batching stream", value=state.stream)
-        statuses = GaugeMetricFamily("insights_conversations", "Conversations by status", labels=["status"])
-        for status, count in state.by_status.items():
-            statuses.add_metric([status], count)
-        yield statuses
-        yield GaugeMetricFamily("insights_oldest_waiting_seconds", "Age of the oldest queued or processing conversation",
-                                value=state.oldest_waiting_seconds)
+        for source in ("redis", "database"):
+            yield GaugeMetricFamily(f"insights_{source}_up", f"1 when {source} answered this scrape, else 0 (its gauges are left out)",
+                                    value=0 if source in state.errors else 1)
+        if state.redis is not None:
+            queues = GaugeMetricFamily("insights_queue_messages", "Dramatiq messages by queue and state", labels=["queue", "state"])
+            for (queue, kind), count in state.redis.queues.items():
+                queues.add_metric([queue, kind], count)
+            yield queues
+            yield GaugeMetricFamily("insights_stream_entries", "Conversation ids waiting in the batching stream", value=state.redis.stream)
+        if state.stats is not None:
+            statuses = GaugeMetricFamily("insights_conversations", "Conversations by status", labels=["status"])
+            for status, count in state.stats.by_status.items():
+                statuses.add_metric([status], count)
+            yield statuses
+            yield GaugeMetricFamily("insights_oldest_waiting_seconds", "Age of the oldest queued or processing conversation",
+                                    value=state.oldest_waiting_seconds)
 
 
 class _Everything:

@@ -19,7 +19,7 @@ dramatiq.set_broker(broker)
 @functools.cache
 def redis_client() -> redis.Redis:
     """This process's client for the batching stream, locks and the outbound gate (thread-safe, pooled)."""
-    return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    return redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=30)
 
 
 gate = OutboundGate(redis_client(), settings.outbound_rps)

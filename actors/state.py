@@ -15,16 +15,29 @@ NAMESPACE = "dramatiq"
 
 
 @dataclass
-class PipelineState:
+class RedisState:
     queues: dict[tuple[str, str], int]  # (queue, "waiting" | "delayed" | "dead") -> messages
     stream: int  # entries in the batching stream
     stream_pending: int  # entries read by a cutter but not yet dispatched
-    by_status: dict[str, int]
-    oldest_waiting_seconds: float  # 0 when nothing waits
-    oldest_waiting: object  # naive-UTC datetime of the oldest open conversation, or None
 
 
-def read_state() -> PipelineState:
+@dataclass
+class PipelineState:
+    """What waits where; a part whose source is not answering is ``None`` (and says why in ``errors``)."""
+
+    redis: RedisState | None
+    stats: queries.Stats | None
+    errors: dict[str, str]  # "redis" | "database" -> what went wrong
+
+    @property
+    def oldest_waiting_seconds(self) -> float:
+        """Age of the oldest open conversation (0 when nothing waits or the database is not answering)."""
+        if self.stats is None or self.stats.oldest_waiting is None:
+            return 0.0
+        return max(0.0, (queries.utcnow() - self.stats.oldest_waiting).total_seconds())
+
+
+def read_redis_state() -> RedisState:
     client = redis_client()
     queues = {}
     for queue in sorted(broker.get_declared_queues()):
@@ -32,13 +45,24 @@ def read_state() -> PipelineState:
         queues[(queue, "delayed")] = client.hlen(f"{NAMESPACE}:{queue}.DQ.msgs")
         queues[(queue, "dead")] = client.zcard(f"{NAMESPACE}:{queue}.XQ")
     exists = client.exists(STREAM)
-    stats = queries.stats()
-    age = (queries.utcnow() - stats.oldest_waiting).total_seconds() if stats.oldest_waiting else 0.0
-    return PipelineState(
+    return RedisState(
         queues=queues,
         stream=client.xlen(STREAM) if exists else 0,
         stream_pending=client.xpending(STREAM, GROUP)["pending"] if exists else 0,
-        by_status=stats.by_status,
-        oldest_waiting_seconds=max(0.0, age),
-        oldest_waiting=stats.oldest_waiting,
     )
+
+
+def read_state() -> PipelineState:
+    """Read Redis and the database independently: monitoring must not go blind on the one when the other
+    is down (which is exactly when it is needed)."""
+    errors = {}
+    redis_state = stats = None
+    try:
+        redis_state = read_redis_state()
+    except Exception as error:  # noqa: BLE001 - any failure means "not answering"; report it, keep going
+        errors["redis"] = f"{type(error).__name__}: {error}"
+    try:
+        stats = queries.stats()
+    except Exception as error:  # noqa: BLE001
+        errors["database"] = f"{type(error).__name__}: {error}"
+    return PipelineState(redis=redis_state, stats=stats, errors=errors)

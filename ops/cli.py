@@ -127,17 +127,22 @@ def reprocess(ids: list[str], dry_run: bool) -> None:
 
 
 def print_stats() -> None:
+    """What waits where; a source that does not answer is named, and the other still reported."""
     state = read_state()
-    print("conversations:")
-    for status, count in state.by_status.items():
-        print(f"  {status:<11} {count}")
-    if state.oldest_waiting:
-        print(f"  oldest waiting: received {isoformat(state.oldest_waiting)} ({state.oldest_waiting_seconds:.0f} s ago)")
-    print("queues (messages waiting, delayed, dead):")
-    for queue in sorted({queue for queue, _kind in state.queues}):
-        depths = [state.queues[(queue, kind)] for kind in ("waiting", "delayed", "dead")]
-        print(f"  {queue:<11} {' '.join(map(str, depths))}")
-    print(f"batching stream: {state.stream} entries, {state.stream_pending} read but not yet dispatched")
+    for source, error in state.errors.items():
+        print(f"{source}: NOT ANSWERING ({error})")
+    if state.stats is not None:
+        print("conversations:")
+        for status, count in state.stats.by_status.items():
+            print(f"  {status:<11} {count}")
+        if state.stats.oldest_waiting:
+            print(f"  oldest waiting: received {isoformat(state.stats.oldest_waiting)} ({state.oldest_waiting_seconds:.0f} s ago)")
+    if state.redis is not None:
+        print("queues (messages waiting, delayed, dead):")
+        for queue in sorted({queue for queue, _kind in state.redis.queues}):
+            depths = [state.redis.queues[(queue, kind)] for kind in ("waiting", "delayed", "dead")]
+            print(f"  {queue:<11} {' '.join(map(str, depths))}")
+        print(f"batching stream: {state.redis.stream} entries, {state.redis.stream_pending} read but not yet dispatched")
 
 
 def check_counts(rebuild: bool) -> int:

@@ -6,6 +6,7 @@ import json
 
 import redis
 
+from test_cli import insights
 from conftest import IN_PROCESS_REDIS_DB, conversation, redis_url
 from ops.embedded_redis import EmbeddedRedis
 
@@ -56,6 +57,12 @@ def test_ingress_accepts_while_redis_is_down_and_the_work_flows_once_it_is_back(
         assert [r.status_code for r in responses] == [202] * 5
         ids = [r.json()["conversation_id"] for r in responses]
         assert client.get("/readyz").json()["error"]["failing"].keys() == {"redis"}
+        scrape = client.get("/metrics")
+        assert scrape.status_code == 200, "monitoring does not go blind when Redis does"
+        assert "insights_redis_up 0.0" in scrape.text and "insights_database_up 1.0" in scrape.text
+        assert 'insights_conversations{status="queued"} 5.0' in scrape.text
+        stats = insights(stack, "stats")
+        assert stats.returncode == 0 and "redis: NOT ANSWERING" in stats.stdout and "queued      5" in stats.stdout
 
         server = EmbeddedRedis(socket_path=socket_path)  # back, and empty
         assert {d["status"] for d in stack.settled(client, ids)} == {"completed"}
