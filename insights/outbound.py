@@ -1,42 +1,80 @@
 """The outbound gate: every Grok call of every worker process passes through it, via Redis.
 
-- A sliding log of call times (a sorted set, stamped with Redis's own clock) allows at most
-  ``OUTBOUND_RPS`` calls in any window of one second plus a small margin, so the server, which sees
-  the calls a moment after they were counted, never sees more than ``OUTBOUND_RPS`` in one second.
-  (The ``limits`` library's moving window counts in whole seconds and cannot add that margin.)
-- A ``429`` pauses **all** processes: the pause ends at a time stored in Redis, and no slot is handed
-  out before it.
-- A ``401``/``403`` marks Grok as misconfigured for a while, with the reason, for ``/readyz`` and logs.
+xAI limits each model on two axes, requests per second and tokens per minute, so the gate budgets both:
+
+- **Requests**: calls start at least ``(1 s + margin) / OUTBOUND_RPS`` apart, across every process, so no
+  one-second window at the server ever holds more than ``OUTBOUND_RPS`` (the margin covers the moment
+  between a call's start here and its arrival there).
+- **Tokens** (``OUTBOUND_TPM``, optional): every call reserves its estimated tokens in a sliding log of
+  the last minute; it starts only when the reservations of the minute before its start leave room for
+  it. Once the answer's ``usage`` is known, :meth:`OutboundGate.settle` corrects the reservation.
+- **Pauses**: a ``429`` pauses **all** processes until its ``Retry-After``; nothing starts before then.
+
+A call is given a start time by one Lua script (a reservation, first come first served) and sleeps until
+then, so hundreds of waiting callers cost no polling: the gate alone decides the rate, whatever the
+number of threads. A wait longer than ``max_wait`` is not taken: :class:`ProviderBusy` says how long to
+come back after, so the caller can set its work aside instead of holding it. A call estimated above the
+whole token budget raises :class:`OverBudget` (split the batch).
+
+A ``401``/``403``/``404`` marks Grok as misconfigured for a while, with the reason, for health reports.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
+from dataclasses import dataclass
 
 import redis
 
-SLOTS_KEY = "grok:call-times"
+NEXT_START_KEY = "grok:next-start-ms"
+TOKENS_LOG_KEY = "grok:token-log"  # sorted set: reservation id -> start (ms)
+TOKENS_AMOUNT_KEY = "grok:token-amounts"  # hash: reservation id -> tokens
 PAUSE_KEY = "grok:paused-until-ms"
 MISCONFIGURED_KEY = "grok:misconfigured"
+TOKEN_WINDOW_MS = 60_000
 
-# KEYS: slots, pause.  ARGV: limit, window_ms, unique member.
-# Returns 0 with a slot taken, or the milliseconds to wait before asking again.
-_ACQUIRE = """
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local paused_until = tonumber(redis.call('GET', KEYS[2]) or '0')
-if paused_until > now then
-  return paused_until - now
+# KEYS: next start, token log, token amounts, pause.
+# ARGV: interval ms, token budget (0: none), tokens, window ms, max wait ms, reservation id.
+# Returns {wait ms, status}: status 0 reserved (start in wait ms), 1 busy (come back in wait ms, nothing
+# reserved), 2 over budget (the call alone exceeds the token budget).
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval, budget, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local window, max_wait = tonumber(ARGV[4]), tonumber(ARGV[5])
+local start = math.max(now, tonumber(redis.call('GET', KEYS[4]) or '0'), tonumber(redis.call('GET', KEYS[1]) or '0'))
+if budget > 0 then
+  if tokens > budget then return {0, 2} end
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - window)
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+    redis.call('HDEL', KEYS[3], unpack(expired))
+  end
+  local ids = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  local amounts = {}
+  local used = 0
+  for i = 1, #ids, 2 do
+    local amount = tonumber(redis.call('HGET', KEYS[3], ids[i]) or '0')
+    amounts[#amounts + 1] = {tonumber(ids[i + 1]), amount}
+    used = used + amount
+  end
+  local oldest = 1
+  while used + tokens > budget do
+    start = math.max(start, amounts[oldest][1] + window + 1)
+    used = used - amounts[oldest][2]
+    oldest = oldest + 1
+  end
 end
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window * 2)
-  return 0
+if start - now > max_wait then return {math.ceil(start - now), 1} end
+if budget > 0 then
+  redis.call('ZADD', KEYS[2], start, ARGV[6])
+  redis.call('HSET', KEYS[3], ARGV[6], tokens)
+  redis.call('PEXPIRE', KEYS[2], math.ceil(start - now + window * 2))
+  redis.call('PEXPIRE', KEYS[3], math.ceil(start - now + window * 2))
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now + 1)
+redis.call('SET', KEYS[1], start + interval, 'PX', math.ceil(start - now + interval + 60000))
+return {math.ceil(start - now), 0}
 """
 
 # KEYS: pause.  ARGV: milliseconds.  Extends the pause, never shortens it.
@@ -51,29 +89,65 @@ return until_ms
 """
 
 
-class OutboundGate:
-    """Shared rate limit and pauses for Grok calls, held in Redis for every process."""
+class ProviderBusy(Exception):
+    """No call may start within the gate's ``max_wait`` (a long pause, a long queue): come back later.
+    Waiting for the provider is not an attempt of the conversations."""
 
-    def __init__(self, client: redis.Redis, calls_per_second: int, margin_ms: int = 30) -> None:
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"Grok is busy for {retry_after:.0f} s (rate limits or a pause)")
+        self.retry_after = retry_after
+
+
+class OverBudget(Exception):
+    """The call alone is estimated above the whole ``OUTBOUND_TPM``: only a smaller batch can go."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A call's place in the gate: its id in the token log and the tokens reserved."""
+
+    id: str
+    tokens: int
+
+
+class OutboundGate:
+    """Shared rate limits and pauses for Grok calls, held in Redis for every process."""
+
+    def __init__(self, client: redis.Redis, calls_per_second: int, tokens_per_minute: int | None = None,
+                 max_wait: float = 60.0, margin_ms: int = 30, window_ms: int = TOKEN_WINDOW_MS) -> None:
         self.client = client
         self.calls_per_second = calls_per_second
-        self.window_ms = 1000 + margin_ms
-        self._acquire = client.register_script(_ACQUIRE)
+        self.tokens_per_minute = tokens_per_minute or 0
+        self.interval_ms = (1000 + margin_ms) / calls_per_second
+        self.max_wait_ms = int(max_wait * 1000)
+        self.window_ms = window_ms
+        self._reserve = client.register_script(_RESERVE)
         self._pause = client.register_script(_PAUSE)
-        self._counter = 0
 
-    def acquire(self, timeout: float = 300.0) -> None:
-        """Block until this process may make one call; raise ``TimeoutError`` after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
+    def acquire(self, tokens: int = 0) -> Reservation:
+        """Block until this process may start one call of ``tokens`` estimated tokens.
+
+        Raises :class:`ProviderBusy` when that is more than ``max_wait`` away, :class:`OverBudget` when
+        ``tokens`` alone exceed the token budget."""
+        reservation = Reservation(uuid.uuid4().hex, max(0, int(tokens)))
         while True:
-            self._counter += 1
-            member = f"{id(self)}-{time.time_ns()}-{self._counter}"
-            wait_ms = int(self._acquire(keys=[SLOTS_KEY, PAUSE_KEY], args=[self.calls_per_second, self.window_ms, member]))
-            if wait_ms == 0:
-                return
-            if time.monotonic() + wait_ms / 1000 > deadline:
-                raise TimeoutError(f"no outbound slot within {timeout:.0f} s")
+            wait_ms, status = self._reserve(
+                keys=[NEXT_START_KEY, TOKENS_LOG_KEY, TOKENS_AMOUNT_KEY, PAUSE_KEY],
+                args=[self.interval_ms, self.tokens_per_minute, reservation.tokens, self.window_ms,
+                      self.max_wait_ms, reservation.id],
+            )
+            if status == 2:
+                raise OverBudget(f"an estimated {reservation.tokens} tokens exceed OUTBOUND_TPM={self.tokens_per_minute}")
+            if status == 1:
+                raise ProviderBusy(wait_ms / 1000)
             time.sleep(wait_ms / 1000)
+            if self.paused_for() == 0:  # a 429 seen while we slept moves everyone behind its pause
+                return reservation
+
+    def settle(self, reservation: Reservation, tokens: int) -> None:
+        """Replace a reservation's estimate by the tokens the call really used (0 for a refused call)."""
+        if self.tokens_per_minute and tokens != reservation.tokens:
+            self.client.hset(TOKENS_AMOUNT_KEY, reservation.id, max(0, int(tokens)))
 
     def pause(self, seconds: float) -> None:
         """Stop every process's calls for ``seconds`` from now (a longer pause already set stands)."""
@@ -89,6 +163,6 @@ class OutboundGate:
         self.client.set(MISCONFIGURED_KEY, reason, px=int(seconds * 1000))
 
     def misconfiguration(self) -> str | None:
-        """Why Grok cannot be used right now (bad key...), or ``None``."""
+        """Why Grok cannot be used right now (bad key, unknown model...), or ``None``."""
         reason = self.client.get(MISCONFIGURED_KEY)
         return reason.decode() if reason else None
