@@ -40,6 +40,8 @@ class Settings(BaseModel):
     redis_url: str
     db_path: str
     database_url: str
+    db_pool_size: PositiveInt
+    db_pool_timeout_seconds: PositiveFloat
     grok_api_key: str = Field(repr=False)
     grok_model: str
     grok_base_url: str
@@ -50,6 +52,8 @@ class Settings(BaseModel):
     grok_auth_pause_seconds: PositiveFloat
     inbound_rps: PositiveInt
     outbound_rps: PositiveInt
+    worker_processes: PositiveInt
+    worker_threads: Annotated[int, Field(ge=0)]
     batch_size: PositiveInt
     max_batch_tokens: PositiveInt
     batch_flush_seconds: PositiveFloat

@@ -17,7 +17,7 @@ from actors.batching import collect, collect_many, flush_batches
 from actors.analysis import analyze_batch, analyzer, batch_exhausted, store_results
 from actors.reconciler import Reconciler
 from logs import configure_logging
-from store.db import describe, open_database
+from store.db import describe, open_database, release
 from store.migrations import migrate
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,12 @@ class WorkerLifecycle(Middleware):
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if self.reconciler is not None:
             self.reconciler.stop()
+
+    def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *, result=None, exception=None) -> None:
+        release()  # a thread waiting for its next message holds no database connection
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+        release()
 
 
 broker.add_middleware(WorkerLifecycle())

@@ -36,7 +36,7 @@ def create_app(settings: Settings) -> falcon.asgi.App:
     app.add_route("/api/v1/insights", InsightsResource(settings))
     app.add_route("/api/v1/insights/summary", SummaryResource(settings))
     app.add_route("/healthz", HealthResource())
-    app.add_route("/readyz", ReadinessResource(settings))
+    app.add_route("/readyz", ReadinessResource())
     app.add_route("/openapi.json", OpenApiResource(settings))
     app.add_route("/metrics", MetricsResource())
     return app

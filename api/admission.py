@@ -20,6 +20,7 @@ from api.errors import ApiError
 from insights.schemas import ConversationBase
 from settings import Settings
 from store import queries
+from store.db import call_and_release
 from store.group_commit import GroupCommitter
 
 logger = logging.getLogger("ingress")
@@ -99,7 +100,7 @@ class Admission:
         now = queries.utcnow()
         news = [queries.NewConversation.of(c.conversation_id or f"conv_{ULID()}", c.canonical_payload(), now) for c in conversations]
         named = [new.id for new, c in zip(news, conversations) if c.conversation_id]
-        hashes = await asyncio.to_thread(queries.accepted_hashes, named) if named else {}
+        hashes = await asyncio.to_thread(call_and_release, queries.accepted_hashes, named) if named else {}
         return [(new, queries.known_outcome(new, hashes)) for new in news]
 
     async def commit(self, new: queries.NewConversation) -> queries.InsertOutcome:

@@ -14,6 +14,7 @@ from insights import api_models as api
 from insights.schemas import CONVERSATION_ID_PATTERN, ConversationBase, request_models
 from settings import Settings
 from store import queries
+from store.db import call_and_release
 from store.documents import status_document
 
 CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
@@ -60,7 +61,7 @@ class ConversationResource:
     async def on_get(self, req: falcon.Request, resp: falcon.Response, conversation_id: str) -> None:
         found = None
         if CONVERSATION_ID.fullmatch(conversation_id):  # no other id was ever accepted (nor a NUL sent to SQL)
-            found = await asyncio.to_thread(queries.get_conversation, conversation_id)
+            found = await asyncio.to_thread(call_and_release, queries.get_conversation, conversation_id)
         if found is None:
             raise ApiError(falcon.HTTP_404, "not_found", f"No conversation {conversation_id}.")
         resp.media = api.dump(status_document(*found, self.settings))

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import falcon
-import redis.asyncio
 
 import metrics
+from actors.broker import gate
 from actors.state import read_state
 from api.errors import ApiError
 from insights import api_models as api
-from insights.outbound import MISCONFIGURED_KEY
 from openapi import openapi_document
 from settings import Settings
 from store import queries
+from store.db import call_and_release
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -29,29 +30,36 @@ class HealthResource:
 
 
 class ReadinessResource:
-    """``GET /readyz``: ``200`` when Redis and the database answer and Grok accepts our key.
+    """``GET /readyz``: can this web process do its job, which is to accept conversations durably?
 
-    Else ``503`` naming what fails (``redis``, ``database``, ``grok``).
+    ``200`` while the database answers; Redis down makes it ``degraded`` (ingress keeps accepting into the
+    database, the reconciler hands the work on once Redis is back), never ``503``. Grok's state
+    (available, paused or misconfigured, why, for how long) is reported in the body: it is the workers'
+    concern, and a load balancer must not stop sending conversations to a healthy ingress because of it.
+    ``503`` only when the database does not answer.
     """
 
     public = True  # no API key needed (see api.middleware.ApiKeyAuth)
 
-    def __init__(self, settings: Settings) -> None:
-        self.redis = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=READY_TIMEOUT_SECONDS)
-
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        checks = {"redis": self.redis.get(MISCONFIGURED_KEY), "database": asyncio.to_thread(queries.ping)}
-        results = await asyncio.gather(
-            *(asyncio.wait_for(check, READY_TIMEOUT_SECONDS) for check in checks.values()), return_exceptions=True
+        database, grok = await asyncio.gather(
+            asyncio.wait_for(asyncio.to_thread(call_and_release, queries.ping), READY_TIMEOUT_SECONDS),
+            asyncio.wait_for(asyncio.to_thread(gate.state), READY_TIMEOUT_SECONDS),
+            return_exceptions=True,
         )
-        failing = {name: f"{type(r).__name__}: {r}" for name, r in zip(checks, results) if isinstance(r, BaseException)}
-        if isinstance(results[0], bytes):  # a worker found Grok refusing our requests (bad key...)
-            failing["grok"] = results[0].decode()
-        if failing:
-            raise ApiError(
-                falcon.HTTP_503, "not_ready", f"Not answering: {', '.join(failing)}.", failing=failing
-            )
-        resp.media = api.dump(api.Ready(status="ready", checks={name: "ok" for name in (*checks, "grok")}))
+        checks = {"database": outcome(database), "redis": outcome(grok)}
+        if isinstance(database, BaseException):
+            raise ApiError(falcon.HTTP_503, "not_ready", "The database is not answering.", checks=checks)
+        resp.media = api.dump(api.Ready(
+            status="degraded" if isinstance(grok, BaseException) else "ready",
+            checks=checks,
+            grok=None if isinstance(grok, BaseException) else api.GrokStatus(**dataclasses.asdict(grok)),
+        ))
+
+
+def outcome(result: object) -> str:
+    """``ok``, or what went wrong."""
+    return f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else "ok"
 
 
 class OpenApiResource:
@@ -72,4 +80,4 @@ class MetricsResource:
     public = True  # no API key needed (see api.middleware.ApiKeyAuth)
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.data, resp.content_type = await asyncio.to_thread(metrics.exposition, read_state)
+        resp.data, resp.content_type = await asyncio.to_thread(call_and_release, metrics.exposition, read_state)

@@ -12,6 +12,7 @@ from insights import api_models as api
 from settings import Settings
 from store import queries
 from store.counts import SENTIMENTS, Filters
+from store.db import call_and_release
 from store.documents import insight_document, isoformat
 
 INSIGHT_PARAMETERS = {"start_time", "end_time", "limit", "min_confidence", "sentiment", "cursor"}
@@ -25,7 +26,7 @@ class InsightsResource:
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = self.parse_query(req)
-        page = await asyncio.to_thread(queries.query_insights, query)
+        page = await asyncio.to_thread(call_and_release, queries.query_insights, query)
         resp.media = api.dump(api.InsightsPage(
             insights=[insight_document(insight, self.settings) for insight in page.insights],
             metadata=api.PageMetadata(
@@ -64,7 +65,7 @@ class SummaryResource:
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         start, end = parse_window(req, {"start_time", "end_time"})
         thresholds = (self.settings.negative_threshold, self.settings.positive_threshold)
-        summary = await asyncio.to_thread(queries.summarize, start, end, thresholds, self.settings.summary_top)
+        summary = await asyncio.to_thread(call_and_release, queries.summarize, start, end, thresholds, self.settings.summary_top)
         resp.media = api.dump(api.Summary(
             time_window=api.TimeWindow(start_time=isoformat(start), end_time=isoformat(end)),
             sentiment=api.SentimentSummary(counts=summary.by_sentiment, mean_score=summary.mean_sentiment),

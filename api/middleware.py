@@ -13,7 +13,7 @@ import metrics
 from api.errors import ApiError
 from logs import configure_logging
 from settings import Settings
-from store.db import describe, open_database
+from store.db import call_and_release, describe, open_database
 from store.migrations import migrate
 
 logger = logging.getLogger("ingress")
@@ -73,7 +73,7 @@ class Lifespan:
     async def process_startup(self, scope: dict, event: dict) -> None:
         configure_logging(self.settings)
         db = open_database(self.settings)
-        applied = await asyncio.to_thread(migrate, db)
+        applied = await asyncio.to_thread(call_and_release, migrate, db)
         logger.info("ingress ready: %s, migrations applied now: %s", describe(self.settings), applied or "none")
         if not self.settings.api_key_scopes:
             logger.warning("NO API KEYS CONFIGURED: the API is open to anyone who can reach it (set API_KEYS)")

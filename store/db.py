@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from peewee import Database, PostgresqlDatabase, SqliteDatabase
-from playhouse.db_url import connect
+from playhouse.db_url import parse
+from playhouse.pool import PooledPostgresqlDatabase
 
 from settings import Settings
 from store.models import database
+
+T = TypeVar("T")
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",  # readers never block the writer; several processes share the file
@@ -19,15 +23,44 @@ SQLITE_PRAGMAS = {
 
 
 def open_database(settings: Settings) -> Database:
-    """Bind the models to the configured database and return it (connections open lazily per thread)."""
+    """Bind the models to the configured database and return it.
+
+    Connections open lazily, one per thread while in use. On PostgreSQL they come from a pool of at most
+    ``DB_POOL_SIZE`` per process (a thread waits up to ``DB_POOL_TIMEOUT_SECONDS`` for one): a worker runs
+    hundreds of threads that mostly wait on Grok, and each hands its connection back (``release``) before
+    it waits, so the pool, not the thread count, bounds the connections a process holds.
+    """
     if settings.database_url:
-        url = settings.database_url.replace("postgres://", "postgresql://", 1)
-        db = connect(url)
+        url = make_url(settings.database_url)
+        db = PooledPostgresqlDatabase(
+            url.pop("database"), max_connections=settings.db_pool_size, timeout=settings.db_pool_timeout_seconds,
+            stale_timeout=300, **url,
+        )
     else:
         Path(settings.db_path).parent.mkdir(parents=True, exist_ok=True)
         db = SqliteDatabase(settings.db_path, pragmas=SQLITE_PRAGMAS, timeout=10)
     database.initialize(db)
     return db
+
+
+def make_url(database_url: str) -> dict:
+    """``DATABASE_URL`` as connection parameters (``postgres://``, ``postgresql://`` and ``+pool`` alike)."""
+    return parse("postgresql://" + database_url.split("://", 1)[1])
+
+
+def release() -> None:
+    """Hand this thread's connection back (to the pool, on PostgreSQL) if it holds one: a thread about to
+    wait (on Grok, for its next message) must not sit on a connection others need."""
+    if database.obj is not None and not database.is_closed():
+        database.close()
+
+
+def call_and_release(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)``, then :func:`release` (for calls made from a pool of threads)."""
+    try:
+        return function(*args)
+    finally:
+        release()
 
 
 def describe(settings: Settings) -> str:
