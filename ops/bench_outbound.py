@@ -74,7 +74,8 @@ def main() -> None:
             posted += closed_loop(HOST, 8312, build, 1.0, 16).count(202)
         print(f"posted {posted} conversations", file=sys.stderr)
         started = time.time()
-        processes.append(subprocess.Popen(worker_command(args.workers, args.threads), cwd=ROOT, env=env,
+        sizing = {"WORKER_PROCESSES": str(args.workers), "WORKER_THREADS": str(args.threads)}
+        processes.append(subprocess.Popen(worker_command(), cwd=ROOT, env={**env, **sizing},
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         database = sqlite3.connect(env["DB_PATH"])
         while database.execute("SELECT COUNT(*) FROM conversations WHERE status IN ('queued','processing')").fetchone()[0]:

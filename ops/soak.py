@@ -39,8 +39,8 @@ EMULATOR_PORT, WEB_PORT = 8341, 8342
 
 
 def start_worker(env: dict[str, str], index: int) -> subprocess.Popen:
-    worker_env = {**env, "dramatiq_prom_port": str(9300 + index)}
-    return subprocess.Popen(worker_command(1, 8), cwd=ROOT, env=worker_env, start_new_session=True,
+    worker_env = {**env, "dramatiq_prom_port": str(9300 + index), "WORKER_PROCESSES": "1", "WORKER_THREADS": "8"}
+    return subprocess.Popen(worker_command(), cwd=ROOT, env=worker_env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -24,8 +24,9 @@ def web_command(port: int, host: str = "127.0.0.1") -> list[str]:
     return [sys.executable, "-m", "ops.web", "--host", host, "--port", str(port), "--workers", "1"]
 
 
-def worker_command(processes: int = 1, threads: int = 4) -> list[str]:
-    return [sys.executable, "-m", "dramatiq", "actors", "--processes", str(processes), "--threads", str(threads)]
+def worker_command() -> list[str]:
+    """The worker launcher (``ops.worker``): processes and threads from the configuration."""
+    return [sys.executable, "-m", "ops.worker"]
 
 
 def stop_all(children: list[subprocess.Popen]) -> None:

@@ -159,17 +159,19 @@ class Stack:
         self.ports.append(port)
         return httpx.Client(base_url=base_url, timeout=10)
 
-    def start_worker(self, processes: int = 1, threads: int = 4) -> subprocess.Popen:
-        """Dramatiq workers; their Prometheus exposition listens on ``self.worker_metrics_port``."""
+    def start_worker(self, processes: int = 1, threads: int | None = 4) -> subprocess.Popen:
+        """The worker launcher (``ops.worker``) with ``processes`` and ``threads`` (``None``: its default,
+        derived from the outbound limit); its Prometheus exposition listens on ``self.worker_metrics_port``."""
         self.worker_metrics_port = free_port()
         metrics_dir = self.logs / f"worker-metrics-{self.worker_metrics_port}"
         metrics_dir.mkdir()
         self.env.update(dramatiq_prom_port=str(self.worker_metrics_port), dramatiq_prom_db=str(metrics_dir))
-        return self._spawn(worker_command(processes, threads), f"worker-{len(self.processes)}")
+        sizing = {"WORKER_PROCESSES": str(processes), "WORKER_THREADS": str(threads or 0)}
+        return self._spawn(worker_command(), f"worker-{len(self.processes)}", sizing)
 
-    def _spawn(self, command: list[str], name: str) -> subprocess.Popen:
+    def _spawn(self, command: list[str], name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "wb")
-        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **self.env, **(extra_env or {}), "PYTHONPATH": str(ROOT)}
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)
         return process

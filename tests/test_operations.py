@@ -106,7 +106,7 @@ def test_compose_runs_the_procfile_processes_on_postgres():
     assert set(services) == {"redis", "postgres", "release", "web", "worker"}
     assert services["release"]["command"] == procfile["release"]
     assert services["web"]["command"] == procfile["web"]
-    assert services["worker"]["command"].startswith("dramatiq actors")
+    assert services["worker"]["command"] == procfile["worker"]
     assert all(services[name]["environment"]["DATABASE_URL"].startswith("postgresql://") for name in ("release", "web", "worker"))
     assert services["web"]["depends_on"] == {"release": {"condition": "service_completed_successfully"}}
 
