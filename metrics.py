@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+GROK_STATES = ("available", "paused", "misconfigured")
 GROK_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 
 
@@ -69,6 +70,12 @@ class StateCollector:
                 queues.add_metric([queue, kind], count)
             yield queues
             yield GaugeMetricFamily("insights_stream_entries", "Conversation ids waiting in the batching stream", value=state.redis.stream)
+            grok = GaugeMetricFamily("insights_grok_state", "1 for Grok's current state as the workers see it", labels=["state"])
+            for name in GROK_STATES:
+                grok.add_metric([name], 1 if state.redis.grok.state == name else 0)
+            yield grok
+            yield GaugeMetricFamily("insights_grok_pause_seconds", "Seconds until Grok's pause or misconfiguration ends",
+                                    value=state.redis.grok.seconds_left)
         if state.stats is not None:
             statuses = GaugeMetricFamily("insights_conversations", "Conversations by status", labels=["status"])
             for status, count in state.stats.by_status.items():

@@ -1,7 +1,7 @@
 """The reconciler: the database is the system of record, Redis only transport.
 
-A conversation still ``queued`` or ``processing`` ``LEASE_SECONDS`` after its last update has lost its
-message (Redis restarted or wiped, a worker killed mid-batch): it is sent to ``collect`` again. Each
+A conversation still ``queued`` or ``processing`` ``LEASE_SECONDS`` after its last update (longer while
+the analysis queue has a backlog, see :func:`effective_lease`) has lost its message (Redis restarted or wiped, a worker killed mid-batch): it is sent to ``collect`` again. Each
 worker process runs this at start-up and every ``RECONCILE_INTERVAL_SECONDS``; touching the rows it
 re-sends hands each one to a single process.
 """
@@ -13,16 +13,26 @@ import threading
 from datetime import timedelta
 
 from actors.batching import collect
-from actors.broker import settings
+from actors.broker import redis_client, settings
+from actors.state import NAMESPACE
 from store import queries
 
 logger = logging.getLogger(__name__)
 
 
+def effective_lease() -> float:
+    """``LEASE_SECONDS``, stretched by the time the analysis queue needs to drain at ``OUTBOUND_RPS``
+    batches a second: behind a backlog (a large import), a conversation waiting for its batch's turn has
+    not lost its message, and re-sending it would only add a duplicate batch to the end of the queue."""
+    client = redis_client()
+    backlog = client.hlen(f"{NAMESPACE}:analyze.msgs") + client.hlen(f"{NAMESPACE}:analyze.DQ.msgs")
+    return settings.lease_seconds + backlog / settings.outbound_rps
+
+
 def reconcile_once() -> int:
     """Re-send every stale open conversation; return how many."""
     total = 0
-    cutoff = queries.utcnow() - timedelta(seconds=settings.lease_seconds)
+    cutoff = queries.utcnow() - timedelta(seconds=effective_lease())
     while stale := queries.reclaim_stale(cutoff):
         for conversation_id in stale:
             collect.send(conversation_id)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from actors.batching import GROUP, STREAM
-from actors.broker import broker, redis_client
+from actors.broker import broker, gate, redis_client
+from insights.outbound import GrokState
 from store import queries
 
 NAMESPACE = "dramatiq"
@@ -19,6 +20,7 @@ class RedisState:
     queues: dict[tuple[str, str], int]  # (queue, "waiting" | "delayed" | "dead") -> messages
     stream: int  # entries in the batching stream
     stream_pending: int  # entries read by a cutter but not yet dispatched
+    grok: GrokState  # whether workers may call Grok now, and if not why
 
 
 @dataclass
@@ -49,6 +51,7 @@ def read_redis_state() -> RedisState:
         queues=queues,
         stream=client.xlen(STREAM) if exists else 0,
         stream_pending=client.xpending(STREAM, GROUP)["pending"] if exists else 0,
+        grok=gate.state(),
     )
 
 

@@ -110,9 +110,16 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class GrokStatus(BaseModel):
+    state: Literal["available", "paused", "misconfigured"]
+    reason: str | None = Field(description="Why Grok is paused or misconfigured")
+    seconds_left: float = Field(description="Until the pause ends or the workers try again")
+
+
 class Ready(BaseModel):
-    status: Literal["ready"]
-    checks: dict[str, Literal["ok"]]
+    status: Literal["ready", "degraded"] = Field(description="degraded: Redis is not answering (ingress still accepts)")
+    checks: dict[str, str] = Field(description='"ok", or what went wrong, for "database" and "redis"')
+    grok: GrokStatus | None = Field(description="The workers' view of Grok (null when Redis is not answering)")
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -31,6 +31,7 @@ NEXT_START_KEY = "grok:next-start-ms"
 TOKENS_LOG_KEY = "grok:token-log"  # sorted set: reservation id -> start (ms)
 TOKENS_AMOUNT_KEY = "grok:token-amounts"  # hash: reservation id -> tokens
 PAUSE_KEY = "grok:paused-until-ms"
+PAUSE_REASON_KEY = "grok:pause-reason"
 MISCONFIGURED_KEY = "grok:misconfigured"
 TOKEN_WINDOW_MS = 60_000
 
@@ -110,6 +111,15 @@ class Reservation:
     tokens: int
 
 
+@dataclass(frozen=True)
+class GrokState:
+    """``available``, ``paused`` (a 429's Retry-After) or ``misconfigured`` (bad key, unknown model)."""
+
+    state: str
+    reason: str | None
+    seconds_left: float
+
+
 class OutboundGate:
     """Shared rate limits and pauses for Grok calls, held in Redis for every process."""
 
@@ -149,9 +159,10 @@ class OutboundGate:
         if self.tokens_per_minute and tokens != reservation.tokens:
             self.client.hset(TOKENS_AMOUNT_KEY, reservation.id, max(0, int(tokens)))
 
-    def pause(self, seconds: float) -> None:
+    def pause(self, seconds: float, reason: str = "rate limited by Grok (429)") -> None:
         """Stop every process's calls for ``seconds`` from now (a longer pause already set stands)."""
         self._pause(keys=[PAUSE_KEY], args=[max(1, int(seconds * 1000))])
+        self.client.set(PAUSE_REASON_KEY, reason, px=max(1, int(seconds * 1000)))
 
     def paused_for(self) -> float:
         """Seconds left of the current pause (0 when none)."""
@@ -161,6 +172,17 @@ class OutboundGate:
 
     def report_misconfiguration(self, reason: str, seconds: float) -> None:
         self.client.set(MISCONFIGURED_KEY, reason, px=int(seconds * 1000))
+
+    def state(self) -> GrokState:
+        """Whether calls may go now, and if not why and for how long (for readiness, stats and metrics)."""
+        reason, ttl_ms = self.client.get(MISCONFIGURED_KEY), self.client.pttl(MISCONFIGURED_KEY)
+        if reason:
+            return GrokState("misconfigured", reason.decode(), max(0.0, ttl_ms / 1000))
+        paused = self.paused_for()
+        if paused > 0:
+            why = self.client.get(PAUSE_REASON_KEY)
+            return GrokState("paused", why.decode() if why else "paused", paused)
+        return GrokState("available", None, 0.0)
 
     def misconfiguration(self) -> str | None:
         """Why Grok cannot be used right now (bad key, unknown model...), or ``None``."""

@@ -8,6 +8,7 @@ belong to the batch, once each.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import datetime, timezone
 from typing import Annotated, Any
@@ -22,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from settings import Settings
 
@@ -78,6 +80,11 @@ def request_models(settings: Settings) -> type[ConversationBase]:
         @field_validator("metadata")
         @classmethod
         def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+            if (where := non_finite_number(value, "metadata")) is not None:
+                raise PydanticCustomError(
+                    "json_invalid", "{where} is {value}: NaN, Infinity and numbers beyond double range are not JSON",
+                    {"where": where[0], "value": str(where[1])},
+                )
             size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
             if size > settings.max_metadata_bytes:
                 raise ValueError(f"metadata is {size} bytes as JSON, at most {settings.max_metadata_bytes} allowed")
@@ -95,6 +102,18 @@ def request_models(settings: Settings) -> type[ConversationBase]:
             return self
 
     return Conversation
+
+
+def non_finite_number(value: Any, path: str) -> tuple[str, float] | None:
+    """The path and value of the first NaN or infinite number in a parsed JSON value (the parser accepts
+    ``NaN``, ``Infinity`` and ``1e999``; stored as JSON they would silently become ``null``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        if (found := non_finite_number(child, f"{path}.{key}")) is not None:
+            return found
+    return None
 
 
 def batch_envelope(settings: Settings) -> type[BaseModel]:

@@ -143,6 +143,8 @@ def print_stats() -> None:
             depths = [state.redis.queues[(queue, kind)] for kind in ("waiting", "delayed", "dead")]
             print(f"  {queue:<11} {' '.join(map(str, depths))}")
         print(f"batching stream: {state.redis.stream} entries, {state.redis.stream_pending} read but not yet dispatched")
+        grok = state.redis.grok
+        print(f"grok: {grok.state}" + (f" for {grok.seconds_left:.0f} s more: {grok.reason}" if grok.reason else ""))
 
 
 def check_counts(rebuild: bool) -> int:

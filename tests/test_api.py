@@ -198,7 +198,8 @@ def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"redis": "ok", "database": "ok", "grok": "ok"}
+    assert ready.json() == {"status": "ready", "checks": {"redis": "ok", "database": "ok"},
+                            "grok": {"state": "available", "reason": None, "seconds_left": 0.0}}
 
 
 INSIGHTS = "/api/v1/insights"

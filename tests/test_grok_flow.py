@@ -9,6 +9,7 @@ import sys
 import time
 
 
+from test_cli import insights
 from conftest import GROK_KEY, ROOT, conversation, max_calls_in_any_window, wait_until
 
 POST = "/api/v1/conversations"
@@ -115,9 +116,14 @@ def test_a_bad_key_pauses_work_without_burning_it(make_stack, grok):
     stack.start_worker()
     ids = post_all(client, ["Where is my order?", "Thanks!"])
 
-    not_ready = wait_until(lambda: (r := client.get("/readyz")).status_code == 503 and r.json(), timeout=20, message="/readyz to name Grok")
-    assert "401" in not_ready["error"]["failing"]["grok"]
-    assert "xai-test" not in json.dumps(not_ready)
+    ready = wait_until(lambda: (r := client.get("/readyz")).json()["grok"]["state"] == "misconfigured" and r, timeout=20,
+                       message="/readyz to name Grok")
+    assert ready.status_code == 200, "Grok's trouble is reported, and ingress stays in the load balancer"
+    assert "401" in ready.json()["grok"]["reason"] and ready.json()["grok"]["seconds_left"] > 0
+    assert "xai-test" not in ready.text
+    assert 'insights_grok_state{state="misconfigured"} 1.0' in client.get("/metrics").text
+    stats = insights(stack, "stats").stdout
+    assert "grok: misconfigured for" in stats and "401" in stats
     time.sleep(1)
     assert {(d["status"], d["attempts"]) for d in stack.conversations(client, ids)} <= {("queued", 0), ("processing", 1)}
 

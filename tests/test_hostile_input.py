@@ -69,3 +69,15 @@ def test_import_reports_an_overflowing_timestamp_and_keeps_the_other_lines(stack
     assert "line 2: messages.0.timestamp" in result.stderr
     assert "2 accepted" in result.stdout
     assert stack.sql("SELECT COUNT(*) FROM conversations")[0][0] == 2
+
+
+@pytest.mark.parametrize("number, shown", [("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf"), ("1e999", "inf")])
+def test_numbers_json_cannot_hold_are_refused_not_stored_as_null(stack, number, shown):
+    body = '{"messages": [{"role": "customer", "content": "hi"}], "metadata": {"scores": [1, {"x": %s}]}}' % number
+    error = error_of(stack.client.post("/api/v1/conversations", content=body, headers={"content-type": "application/json"}),
+                     400, "invalid_json")
+    assert f"metadata.scores.1.x is {shown}" in error["message"]
+    batch = stack.client.post("/api/v1/conversations/batch", content='{"conversations": [%s]}' % body,
+                              headers={"content-type": "application/json"})
+    assert batch.json()["results"][0]["status"] == "invalid"
+    assert stack.sql("SELECT COUNT(*) FROM conversations")[0][0] == 0
