@@ -8,6 +8,7 @@ variable and what it expects (:class:`ConfigError`).
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import tomllib
@@ -52,6 +53,7 @@ class Settings(BaseModel):
     grok_auth_pause_seconds: PositiveFloat
     inbound_rps: PositiveInt
     outbound_rps: PositiveInt
+    outbound_tpm: PositiveInt | None
     worker_processes: PositiveInt
     worker_threads: Annotated[int, Field(ge=0)]
     batch_size: PositiveInt
@@ -82,6 +84,11 @@ class Settings(BaseModel):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("outbound_tpm", mode="before")
+    @classmethod
+    def _no_token_limit(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @field_validator("api_keys")
     @classmethod
     def _api_keys(cls, value: str) -> str:
@@ -106,6 +113,13 @@ class Settings(BaseModel):
         if self.redis_url.startswith("unix://"):
             return "async+redis+unix://" + self.redis_url.removeprefix("unix://")
         return "async+" + self.redis_url
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Little's law: Grok calls under way at once when ``OUTBOUND_RPS`` calls a second each take the
+        longest a call may take (``GROK_READ_TIMEOUT_SECONDS``). Threads and connection pools are sized
+        by it, so that the outbound gate, and nothing else, limits the calls."""
+        return math.ceil(self.outbound_rps * self.grok_read_timeout_seconds)
 
     @property
     def offline(self) -> bool:

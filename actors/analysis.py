@@ -5,15 +5,22 @@ validated rows with the raw response; ``store_results`` stores them. A failed st
 its own, without paying for the analysis again. Conversations without a valid row go back to the batching
 stream until they run out of attempts.
 
-How Grok's failures are handled:
+How Grok's failures are handled (the classes of :mod:`insights.errors`):
 
-- transient (429, 5xx, timeouts): the message is retried by Dramatiq with exponential backoff and jitter
-  from ``BACKOFF_SECONDS``, or after ``Retry-After``; once its retries are spent it is dead-lettered and
-  ``batch_exhausted`` marks its conversations ``failed`` with the reason;
-- unusable answer (truncated, not JSON): the batch is split in halves, run again as a Dramatiq group; a
-  single conversation whose answer stays unusable counts a failed attempt;
-- misconfigured (401/403): nothing is burned: the conversations go back to ``queued``, every worker
-  pauses Grok for ``GROK_AUTH_PAUSE_SECONDS`` and the batch is sent again after it.
+- transient (5xx, 408, timeouts): the message is retried by Dramatiq with exponential backoff and jitter
+  from ``BACKOFF_SECONDS``; once its retries are spent it is dead-lettered and ``batch_exhausted`` marks
+  its conversations ``failed`` with the reason;
+- the provider's weather (a 429, or no slot in the shared gate soon): not an attempt; the batch is set
+  aside until Grok can take it (:func:`set_aside`);
+- unusable answer (truncated, not JSON), a request refused for its content (400, 413, 422) or larger than
+  the whole token budget: the batch is split in halves, run again as a Dramatiq group; a single
+  conversation whose answer stays unusable counts a failed attempt, one that is refused fails at once
+  with the provider's reason, and its neighbours complete;
+- misconfigured (401, 403, 404): nothing is burned: every worker leaves Grok alone for
+  ``GROK_AUTH_PAUSE_SECONDS`` (health reports say why) and the batch is set aside until then.
+
+While Grok is misconfigured or paused for longer than the gate would wait, batches are set aside before
+their conversations are claimed. A thread waiting on the gate or on Grok holds no database connection.
 """
 
 from __future__ import annotations
@@ -31,13 +38,16 @@ import metrics
 from actors.batching import collect
 from actors.broker import gate, settings
 from insights.analyzer import Analyzer, ConversationToAnalyze, build_analyzer
-from insights.grok import GrokError, MisconfiguredError, TransientError, UnusableAnswer
+from insights.errors import SPLITTABLE, GrokError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
 from insights.schemas import AnalysisResult
 from store import queries
+from store.db import release
 
 logger = logging.getLogger(__name__)
 RETRY_BACKOFF_MS = int(settings.backoff_seconds * 1000)
-MAX_BACKOFF_MS = 5 * 60 * 1000
+# A retried batch keeps its conversations ``processing``; it must come back well within their lease.
+MAX_BACKOFF_MS = int(min(5 * 60, settings.lease_seconds / 2) * 1000)
+ANALYZE_PRIORITY = 10  # lower than collect and store (0): a free thread stores finished work first
 
 
 @functools.cache
@@ -56,6 +66,7 @@ def run_batch(conversation_ids: list[str], delay_ms: int | None = None) -> None:
 
 @dramatiq.actor(
     queue_name="analyze",
+    priority=ANALYZE_PRIORITY,
     max_retries=settings.max_retries - 1,  # with the first try, MAX_RETRIES attempts in all
     min_backoff=RETRY_BACKOFF_MS,
     max_backoff=MAX_BACKOFF_MS,
@@ -67,14 +78,15 @@ def analyze_batch(conversation_ids: list[str]) -> dict | None:
     ``None`` when there is nothing for ``store_results`` to do: nothing open any more (a redelivered
     batch), or the batch was split or postponed.
     """
-    if reason := gate.misconfiguration():
-        postpone(conversation_ids, reason)
+    if hold := grok_hold():
+        set_aside(conversation_ids, *hold)
         return None
     claimed = queries.claim_for_processing(conversation_ids, settings.max_retries)
     if not claimed:
         return None
     conversations = [ConversationToAnalyze(c.id, json.loads(c.payload)["messages"]) for c in claimed]
     ids = [c.conversation_id for c in conversations]
+    release()  # the wait on the gate and on Grok holds no database connection
     recorded = metrics.worker()
     recorded.batch_size.observe(len(ids))
     try:
@@ -85,28 +97,48 @@ def analyze_batch(conversation_ids: list[str]) -> dict | None:
         return handle_failure(ids, error)
     recorded.grok_calls.labels("ok").inc()
     for kind in ("prompt_tokens", "completion_tokens"):
-        recorded.tokens.labels(kind.removesuffix("_tokens")).inc((result.usage or {}).get(kind) or 0)
+        used = (result.usage or {}).get(kind)  # untrusted like the rest of the answer
+        if isinstance(used, int) and used >= 0:
+            recorded.tokens.labels(kind.removesuffix("_tokens")).inc(used)
     result.batch_id = batch_id()
     return result.model_dump(mode="json")
 
 
+def grok_hold() -> tuple[str, float] | None:
+    """Why and for how long Grok cannot take a call now (misconfigured, or paused longer than the gate
+    would wait), or ``None``. Offline, never."""
+    if settings.offline:
+        return None
+    state = gate.state()
+    if state.state == "misconfigured" or (state.state == "paused" and state.seconds_left * 1000 > gate.max_wait_ms):
+        return state.reason or state.state, state.seconds_left
+    return None
+
+
 def handle_failure(ids: list[str], error: GrokError) -> dict | None:
-    """See the module's docstring: retry (transient), split (unusable answer) or postpone (misconfigured)."""
+    """See the module's docstring: retry, set aside, split, or fail the one refused conversation."""
     if isinstance(error, TransientError):
         queries.note_error(ids, f"{error} (will retry)")
         logger.warning("transient Grok failure, the batch will be retried: %s", error,
                        extra={"batch_id": batch_id(), "conversation_ids": ids})
         delay = int(error.retry_after * 1000) if error.retry_after is not None else None
         raise dramatiq.Retry(str(error), delay=delay)
-    if isinstance(error, UnusableAnswer):
-        if len(ids) == 1:
-            return unusable_result(ids, str(error))
-        split(ids, str(error))
+    if isinstance(error, (RateLimited, ProviderBusy)):
+        queries.refund_attempt(ids, requeue=True)
+        set_aside(ids, str(error), error.retry_after)
         return None
-    assert isinstance(error, MisconfiguredError)
+    if isinstance(error, SPLITTABLE):
+        if len(ids) > 1:
+            split(ids, str(error))
+        elif isinstance(error, UnusableAnswer):
+            return unusable_result(ids, str(error))
+        else:
+            queries.fail_open(ids, str(error))
+            logger.error("Grok refused a conversation: %s", error, extra={"conversation_ids": ids})
+        return None
     gate.report_misconfiguration(str(error), settings.grok_auth_pause_seconds)
     queries.refund_attempt(ids, requeue=True)
-    postpone(ids, str(error))
+    set_aside(ids, str(error), settings.grok_auth_pause_seconds)
     return None
 
 
@@ -119,17 +151,25 @@ def unusable_result(ids: list[str], reason: str) -> dict:
 
 
 def split(ids: list[str], reason: str) -> None:
-    """Run the halves of a batch whose answer was unusable, as a group; its attempt is not counted."""
+    """Run the halves of a batch that Grok could not take whole, as a group; its attempt is not counted."""
     queries.refund_attempt(ids)
     half = len(ids) // 2
     logger.warning("splitting a batch of %d (%s)", len(ids), reason, extra={"batch_id": batch_id(), "conversation_ids": ids})
     group([batch_pipeline(ids[:half]), batch_pipeline(ids[half:])]).run()
 
 
-def postpone(ids: list[str], reason: str) -> None:
-    """Send the batch again once the Grok pause for a misconfiguration is over."""
-    logger.error("Grok is misconfigured, %d conversation(s) wait: %s", len(ids), reason, extra={"conversation_ids": ids})
-    run_batch(ids, delay_ms=int(settings.grok_auth_pause_seconds * 1000))
+def set_aside(ids: list[str], reason: str, seconds: float) -> None:
+    """Send the batch again once Grok can take it, spending no attempt.
+
+    Its conversations are touched (lease renewed, reason noted) so that the reconciler leaves them
+    alone, and a long wait is taken in steps of at most half a lease, each touching them again: however
+    long the pause, each conversation is in one pending batch, not one more per reconciler round.
+    """
+    delay = max(0.1, min(seconds, settings.lease_seconds / 2))
+    queries.note_error(ids, f"waiting: {reason}")
+    logger.warning("Grok cannot take a batch now, %d conversation(s) wait %.0f s: %s", len(ids), delay, reason,
+                   extra={"conversation_ids": ids})
+    run_batch(ids, delay_ms=int(delay * 1000))
 
 
 @dramatiq.actor(queue_name="store", max_retries=settings.max_retries, min_backoff=RETRY_BACKOFF_MS)

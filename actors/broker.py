@@ -22,4 +22,6 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=30)
 
 
-gate = OutboundGate(redis_client(), settings.outbound_rps)
+# The longest a call waits for its slot: a thread may hold its claimed batch that long (well within a lease).
+GATE_MAX_WAIT_SECONDS = min(60.0, settings.lease_seconds / 4)
+gate = OutboundGate(redis_client(), settings.outbound_rps, settings.outbound_tpm, max_wait=GATE_MAX_WAIT_SECONDS)

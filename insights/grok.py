@@ -7,13 +7,13 @@ untrusted: parsed, and every row re-validated by :func:`insights.schemas.validat
 Conversation texts are data, never instructions: they travel JSON-encoded inside the user message, and
 the system prompt says that nothing inside them can change the task.
 
-Failures are classified for the caller (the ``analyze_batch`` actor):
+Failures are classified for the caller (the ``analyze_batch`` actor) by the classes of
+:mod:`insights.errors`, one per reaction: transient (408, 5xx, timeouts), rate limited (429), refused for
+its content (400, 413, 422), misconfigured (401, 403, 404), unusable answer.
 
-- :class:`TransientError` (429, 408, 5xx, timeouts, connection errors): retry later, honouring
-  ``retry_after`` when the server gave one;
-- :class:`UnusableAnswer` (truncated with ``finish_reason: length``, or not the JSON asked for): split
-  the batch and try the halves;
-- :class:`MisconfiguredError` (401, 403, and other 4xx): do not burn conversations; pause.
+Every call first takes its place in the shared :class:`OutboundGate` with its estimated tokens (prompt
+from its characters, completion from the recent usage per conversation, :class:`UsageEstimate`), and
+settles the reservation with the answer's ``usage``.
 
 The API key never appears in an error, a log line or a stored row.
 """
@@ -22,18 +22,28 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import time
 from datetime import datetime, timezone
 from typing import Any
 
 import requests
+import requests.adapters
 
 from insights.analyzer import ConversationToAnalyze
+from insights.errors import (
+    MisconfiguredError,
+    RateLimited,
+    RequestRefused,
+    TransientError,
+    UnusableAnswer,
+)
 from insights.outbound import OutboundGate
 from insights.schemas import MAX_CLUSTERS, MAX_REASONING_CHARS, AnalysisResult
 from settings import Settings
 
 PROMPT_VERSION = "grok-2026-11-24"
+RATE_LIMIT_DEFAULT_WAIT = 1.0  # seconds to pause after a 429 without Retry-After
 
 SYSTEM_PROMPT = f"""You are the internal insights engine of a customer-support platform.
 You receive a JSON document {{"conversations": [...]}}; each conversation has a conversation_id and its
@@ -74,24 +84,6 @@ RESULT_SCHEMA: dict[str, Any] = {
 }
 
 
-class GrokError(Exception):
-    """Base of the client's errors; messages never contain the API key."""
-
-
-class TransientError(GrokError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class UnusableAnswer(GrokError):
-    """The answer is truncated or not the JSON asked for; a smaller batch may succeed."""
-
-
-class MisconfiguredError(GrokError):
-    """The request itself is refused (bad key, no access to the model...): retrying will not help."""
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """``Retry-After`` as seconds from now: either delay-seconds or an HTTP date."""
     if not value:
@@ -121,6 +113,42 @@ def user_message(conversations: list[ConversationToAnalyze]) -> str:
     )
 
 
+class UsageEstimate:
+    """How many tokens a call will use, learned from the ``usage`` of recent answers (in this process).
+
+    Prompt tokens follow the request's characters, completion tokens the number of conversations; both
+    rates are moving averages, starting from four characters a token and from the most a conversation
+    may use (``GROK_OUTPUT_TOKENS_PER_CONVERSATION``), so the first calls err on the safe side.
+    """
+
+    WEIGHT = 0.2  # of the newest observation in the moving averages
+    SAFETY = 1.1  # reserve a little more than expected: an under-estimate costs a 429
+
+    def __init__(self, completion_per_conversation: int) -> None:
+        self.prompt_tokens_per_char = 0.25
+        self.completion_per_conversation = float(completion_per_conversation)
+
+    def estimate(self, prompt_chars: int, conversations: int) -> int:
+        expected = prompt_chars * self.prompt_tokens_per_char + conversations * self.completion_per_conversation
+        return math.ceil(expected * self.SAFETY)
+
+    def learn(self, prompt_chars: int, conversations: int, usage: dict[str, Any]) -> None:
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and prompt_chars:
+            self.prompt_tokens_per_char += self.WEIGHT * (prompt / prompt_chars - self.prompt_tokens_per_char)
+        if isinstance(completion, int) and conversations:
+            self.completion_per_conversation += self.WEIGHT * (completion / conversations - self.completion_per_conversation)
+
+
+def pooled_session(connections: int) -> requests.Session:
+    """A session that keeps up to ``connections`` connections to Grok alive: as many as calls in flight."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 class GrokClient:
     """Analyzes batches with Grok; every call waits for the shared :class:`OutboundGate` first."""
 
@@ -133,7 +161,8 @@ class GrokClient:
         self.response_format = settings.grok_response_format
         self.output_tokens_per_conversation = settings.grok_output_tokens_per_conversation
         self.gate = gate
-        self.session = session or requests.Session()
+        self.usage = UsageEstimate(settings.grok_output_tokens_per_conversation)
+        self.session = session or pooled_session(settings.calls_in_flight + 8)
         self.session.headers["Authorization"] = f"Bearer {settings.grok_api_key}"
         self._key = settings.grok_api_key
 
@@ -151,34 +180,52 @@ class GrokClient:
         }
 
     def analyze(self, conversations: list[ConversationToAnalyze]) -> AnalysisResult:
-        """One call for the batch; raises :class:`GrokError` subclasses as described in the module."""
+        """One call for the batch; raises :mod:`insights.errors` classes as described there."""
         body = self.request_body(conversations)
-        self.gate.acquire()
+        prompt_chars = len(json.dumps(body, ensure_ascii=False))
+        reservation = self.gate.acquire(self.usage.estimate(prompt_chars, len(conversations)))
+        response = self._post(body)
+        try:
+            self._raise_for_status(response)
+        except (RateLimited, RequestRefused, MisconfiguredError):
+            self.gate.settle(reservation, 0)  # a refused request uses no tokens
+            raise
+        usage = _usage(response)
+        if usage:
+            total = usage.get("total_tokens")
+            self.gate.settle(reservation, total if isinstance(total, int) else reservation.tokens)
+            self.usage.learn(prompt_chars, len(conversations), usage)
+        return self._result(conversations, response, usage)
+
+    def _post(self, body: dict[str, Any]) -> requests.Response:
         started = time.monotonic()
         try:
-            response = self.session.post(self.url, json=body, timeout=self.timeout)
+            return self.session.post(self.url, json=body, timeout=self.timeout)
         except requests.Timeout as error:
             raise TransientError(f"Grok timed out after {time.monotonic() - started:.1f} s ({type(error).__name__})") from None
         except requests.ConnectionError as error:
             raise TransientError(f"cannot reach Grok: {type(error).__name__}") from None
-        self._raise_for_status(response)
-        return self._result(conversations, response)
 
     def _raise_for_status(self, response: requests.Response) -> None:
         status = response.status_code
         if status < 300:
             return
         detail = _error_detail(response, self._key)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if status == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if retry_after is not None:
-                self.gate.pause(retry_after)
-            raise TransientError(f"Grok rate limit (429){detail}", retry_after)
+            wait = retry_after if retry_after is not None else RATE_LIMIT_DEFAULT_WAIT
+            self.gate.pause(wait, f"rate limited by Grok (429){detail}")
+            raise RateLimited(f"Grok rate limit (429){detail}", wait)
         if status == 408 or status >= 500:
-            raise TransientError(f"Grok error {status}{detail}", parse_retry_after(response.headers.get("Retry-After")))
+            raise TransientError(f"Grok error {status}{detail}", retry_after)
+        if status == 404:
+            raise MisconfiguredError(f"Grok does not know the model GROK_MODEL={self.model!r} (404){detail}")
+        if refused_for_content(status, detail):
+            raise RequestRefused(f"Grok refused the request ({status}){detail}")
         raise MisconfiguredError(f"Grok refused the request ({status}){detail}")
 
-    def _result(self, conversations: list[ConversationToAnalyze], response: requests.Response) -> AnalysisResult:
+    def _result(self, conversations: list[ConversationToAnalyze], response: requests.Response,
+                usage: dict[str, Any] | None) -> AnalysisResult:
         raw = response.text
         try:
             choice = response.json()["choices"][0]
@@ -193,11 +240,37 @@ class GrokClient:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise UnusableAnswer("Grok's answer is not the JSON asked for") from None
-        usage = response.json().get("usage")
         return AnalysisResult.validated(
             [c.conversation_id for c in conversations], rows, model=self.model, prompt_version=self.prompt_version,
-            raw_response=raw, usage=usage if isinstance(usage, dict) else None,
+            raw_response=raw, usage=usage,
         )
+
+
+CONTENT_REFUSALS = ("violates", "usage guidelines", "safety", "content polic", "prompt length", "context length", "too long", "too large")
+
+
+def refused_for_content(status: int, detail: str) -> bool:
+    """Is this refusal about what the request contains (one conversation's fault), not about us?
+
+    xAI answers an over-long prompt with ``400`` ("maximum prompt length is ... but the request contains
+    ... tokens"), content it will not process with ``403`` ("Content violates usage guidelines"); but it
+    also answers an incorrect API key with ``400`` and a key without permission with ``403``
+    (https://docs.x.ai/developers/debugging). ``413`` and ``422`` are always about the request."""
+    text = detail.lower()
+    if status in (413, 422):
+        return True
+    if status == 400:
+        return "api key" not in text
+    return status == 403 and any(marker in text for marker in CONTENT_REFUSALS)
+
+
+def _usage(response: requests.Response) -> dict[str, Any] | None:
+    """The answer's ``usage`` object, if it has one."""
+    try:
+        usage = response.json().get("usage")
+    except (ValueError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None
 
 
 def _error_detail(response: requests.Response, key: str) -> str:

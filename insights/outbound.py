@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import redis
 
+from insights.errors import OverBudget, ProviderBusy
+
 NEXT_START_KEY = "grok:next-start-ms"
 TOKENS_LOG_KEY = "grok:token-log"  # sorted set: reservation id -> start (ms)
 TOKENS_AMOUNT_KEY = "grok:token-amounts"  # hash: reservation id -> tokens
@@ -88,19 +90,6 @@ if until_ms > tonumber(redis.call('GET', KEYS[1]) or '0') then
 end
 return until_ms
 """
-
-
-class ProviderBusy(Exception):
-    """No call may start within the gate's ``max_wait`` (a long pause, a long queue): come back later.
-    Waiting for the provider is not an attempt of the conversations."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"Grok is busy for {retry_after:.0f} s (rate limits or a pause)")
-        self.retry_after = retry_after
-
-
-class OverBudget(Exception):
-    """The call alone is estimated above the whole ``OUTBOUND_TPM``: only a smaller batch can go."""
 
 
 @dataclass(frozen=True)

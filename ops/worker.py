@@ -11,7 +11,6 @@ The Procfile's ``worker`` and ``scripts/run`` start it; ``WORKER_PROCESSES`` set
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
@@ -27,7 +26,7 @@ def thread_count(settings: Settings) -> int:
         return settings.worker_threads
     if settings.offline:
         return HOUSEKEEPING_THREADS
-    return math.ceil(settings.outbound_rps * settings.grok_read_timeout_seconds) + HOUSEKEEPING_THREADS
+    return settings.calls_in_flight + HOUSEKEEPING_THREADS
 
 
 def command(settings: Settings) -> list[str]:

@@ -12,7 +12,8 @@ import redis
 
 from conftest import GROK_KEY, IN_PROCESS_REDIS_DB, max_calls_in_any_window, redis_url
 from insights.analyzer import ConversationToAnalyze
-from insights.grok import GrokClient, MisconfiguredError, TransientError, UnusableAnswer, parse_retry_after
+from insights.errors import MisconfiguredError, RateLimited, TransientError, UnusableAnswer
+from insights.grok import GrokClient, parse_retry_after
 from insights.outbound import OutboundGate
 from settings import load_settings
 
@@ -65,7 +66,7 @@ def test_conversation_text_is_data_that_cannot_break_out(grok, gate):
 
 def test_429_with_retry_after_pauses_every_caller(grok, gate):
     grok.inject({"status": 429, "retry_after": "2"})
-    with pytest.raises(TransientError) as error:
+    with pytest.raises(RateLimited) as error:
         make_client(grok, gate).analyze(batch("hi"))
     assert error.value.retry_after == 2
     assert 1.0 < gate.paused_for() <= 2.0
@@ -81,7 +82,15 @@ def test_retry_after_as_an_http_date():
     assert parse_retry_after("7") == 7 and parse_retry_after(None) is None and parse_retry_after("soon") is None
 
 
-@pytest.mark.parametrize("fault", [{"status": 500}, {"status": 503}, {"status": 408}, {"status": 429}])
+def test_429_without_retry_after_pauses_a_moment(grok, gate):
+    grok.inject({"status": 429})
+    with pytest.raises(RateLimited) as error:
+        make_client(grok, gate).analyze(batch("hi"))
+    assert error.value.retry_after == 1.0 and 0 < gate.paused_for() <= 1.0
+    assert gate.state().state == "paused" and "429" in gate.state().reason
+
+
+@pytest.mark.parametrize("fault", [{"status": 500}, {"status": 503}, {"status": 408}])
 def test_server_errors_are_transient(grok, gate, fault):
     grok.inject(fault)
     with pytest.raises(TransientError) as error:

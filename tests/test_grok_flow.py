@@ -56,7 +56,7 @@ def test_transient_errors_are_retried_with_backoff(make_stack, grok):
     stack = make_stack(MAX_RETRIES=5, **{**FAST_RETRIES, "BACKOFF_SECONDS": 0.5}, **grok.env)
     client = stack.start_web()
     stack.start_worker()
-    grok.inject({"status": 503}, {"status": 500}, {"status": 429})
+    grok.inject({"status": 503}, {"status": 500}, {"status": 502})
     [document] = stack.settled(client, post_all(client, ["Hello there"]))
     assert document["status"] == "completed" and document["attempts"] == 4
     calls = [entry["t"] for entry in grok.log()]
@@ -64,6 +64,17 @@ def test_transient_errors_are_retried_with_backoff(make_stack, grok):
     gaps = [b - a for a, b in zip(calls, calls[1:])]
     # Dramatiq's backoff with jitter: the n-th retry waits 0.5 s * 2**n times 1 to 2.
     assert min(gaps) >= 0.5 and gaps[2] > gaps[0] + 0.5, f"backoff grows: {gaps}"
+
+
+def test_a_429_waits_for_its_retry_after_without_spending_an_attempt(make_stack, grok):
+    stack = make_stack(MAX_RETRIES=1, **FAST_RETRIES, **grok.env)
+    client = stack.start_web()
+    stack.start_worker()
+    grok.inject({"status": 429, "retry_after": "2"}, {"status": 429, "retry_after": "1"})
+    [document] = stack.settled(client, post_all(client, ["Hello there"]))
+    assert (document["status"], document["attempts"]) == ("completed", 1), "waiting is not an attempt"
+    calls = [entry["t"] for entry in grok.log()]
+    assert len(calls) == 3 and calls[1] - calls[0] >= 1.9 and calls[2] - calls[1] >= 0.9, calls
 
 
 def test_a_batch_out_of_retries_is_dead_lettered_and_failed(make_stack, grok):

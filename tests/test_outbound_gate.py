@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from conftest import IN_PROCESS_REDIS_DB, max_calls_in_any_window, redis_url
-from insights.outbound import OutboundGate, OverBudget, ProviderBusy
+from insights.errors import OverBudget, ProviderBusy
+from insights.outbound import OutboundGate
 
 
 def gates(count: int, **options) -> list[OutboundGate]:
