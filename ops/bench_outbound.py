@@ -1,6 +1,8 @@
 """Outbound benchmark: Grok calls per second as the server counts them, and conversations completed.
 
-Runs the real service against the xAI emulator answering after ``--latency`` seconds: one web process,
+Runs the real service against the xAI emulator answering after ``--latency`` seconds (plus a lognormal
+draw with ``--latency-median`` and ``--latency-sigma``, capped at ``--latency-max``; limited by ``--tpm``
+and ``--rps`` as xAI would, see ``ops/grok_emulator.py``): one web process,
 ``--workers`` worker processes, ``OUTBOUND_RPS`` and ``BATCH_SIZE`` as given. Conversations are posted
 through ingress first (for ``--seconds`` of load), then the workers start and drain them. Figures come
 from the emulator's own log of arrivals (what the server saw) and from ``analyzed_at`` in the database,
@@ -28,6 +30,7 @@ from ops.loadgen import closed_loop, post_json
 from ops.supervisor import ROOT, stop_all, worker_command
 
 KEY = "bench-key"
+EMULATOR_OPTIONS = ("latency", "latency_median", "latency_sigma", "latency_max", "tpm", "rps")
 
 
 def max_in_any_window(times: list[float], window: float = 1.0) -> int:
@@ -46,11 +49,24 @@ def windows_above(times: list[float], limit: int, window: float = 1.0) -> int:
     return sum(1 for i in range(limit, len(times)) if times[i] - times[i - limit] < window)
 
 
+def emulator_command(args: argparse.Namespace) -> list[str]:
+    """The emulator on port 8311, with the benchmark's latency and limit options passed on."""
+    command = [sys.executable, "-m", "ops.grok_emulator", "--port", "8311", "--api-key", KEY]
+    for name in EMULATOR_OPTIONS:
+        command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return command
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outbound-rps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=20)
-    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--latency", type=float, default=1.0, help="the emulator's fixed latency, seconds")
+    parser.add_argument("--latency-median", type=float, default=0.0, help="median of a lognormal latency added (0: none)")
+    parser.add_argument("--latency-sigma", type=float, default=0.0, help="shape of that lognormal (0.5: a long tail)")
+    parser.add_argument("--latency-max", type=float, default=0.0, help="cap on the emulator's latency (0: none)")
+    parser.add_argument("--tpm", type=int, default=0, help="the emulator's tokens-per-minute limit, as xAI's (0: none)")
+    parser.add_argument("--rps", type=int, default=0, help="the emulator's requests-per-second limit, as xAI's (0: none)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--threads", type=int, default=12, help="threads per worker process")
     parser.add_argument("--conversations", type=int, default=8000)
@@ -64,8 +80,7 @@ def main() -> None:
            "GROK_BASE_URL": "http://127.0.0.1:8311/v1", "BATCH_FLUSH_SECONDS": "1"}
     if embedded:
         env["REDIS_URL"] = embedded.url
-    processes = [subprocess.Popen([sys.executable, "-m", "ops.grok_emulator", "--port", "8311", "--api-key", KEY,
-                                   "--latency", str(args.latency)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)]
+    processes = [subprocess.Popen(emulator_command(args), cwd=ROOT, env=env, stdout=subprocess.DEVNULL)]
     try:
         processes.append(start_server("ingress:app", 8312, env, 1))
         build = post_json("/api/v1/conversations", f"{HOST}:8312", body)
@@ -101,7 +116,8 @@ def main() -> None:
     steady_done = [t for t in done if done_first <= t <= done_last]
     per_call = statistics.mean(len(entry["ids"]) for entry in log)
     full = sum(1 for entry in log if len(entry["ids"]) == args.batch_size) / len(log)
-    print(f"outbound_rps={args.outbound_rps} batch_size={args.batch_size} latency={args.latency}s "
+    emulator = " ".join(f"{name}={getattr(args, name)}" for name in EMULATOR_OPTIONS)
+    print(f"outbound_rps={args.outbound_rps} batch_size={args.batch_size} {emulator} "
           f"workers={args.workers}x{args.threads} conversations={posted}")
     print()
     print("| measure | value | target |")
@@ -112,6 +128,8 @@ def main() -> None:
     print(f"| conversations completed/s, steady ({done_last - done_first:.0f} s) | {len(steady_done) / (done_last - done_first):.1f} | >= {0.95 * args.outbound_rps * args.batch_size:.0f} |")
     print(f"| conversations per call (mean; full batches) | {per_call:.2f}; {full:.1%} | {args.batch_size} |")
     print(f"| calls in all / non-200 | {len(log)} / {sum(1 for e in log if e['status'] != 200)} | |")
+    refused = [entry.get("refused") for entry in log]
+    print(f"| calls the emulator refused over tpm / rps | {refused.count('tpm')} / {refused.count('rps')} | 0 / 0 |")
     print(f"| final statuses | {statuses} | all completed |")
 
 

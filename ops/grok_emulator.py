@@ -1,104 +1,200 @@
-"""A local stand-in for xAI's chat-completions API that injects faults on demand.
+"""A local stand-in for xAI's chat-completions API: Grok's answers, latency, limits and refusals, faults on demand.
 
-``python -m ops.grok_emulator --port 8500 --api-key KEY [--latency 1.0]`` serves
-``POST /v1/chat/completions``. It answers like Grok with structured output: it reads the batch (the JSON
-document in the user message) and analyzes each conversation with the offline analyzer.
+``python -m ops.grok_emulator --port 8500 --api-key KEY [options]`` serves ``POST /v1/chat/completions``. It
+answers like Grok with structured output: it reads the batch (the JSON document in the user message) and
+analyzes each conversation with the offline analyzer.
+
+Options, each also a key of ``POST /_emulator/config`` (``latency_median`` for ``--latency-median``...):
+
+- ``--latency S`` (default 0) waits S seconds before each answer; ``--latency-median M --latency-sigma X``
+  add a lognormal draw of median M and shape X (15 and 0.5: half the calls over 15 s, one in twenty over
+  34 s), from a generator seeded with ``--seed`` (default 42) so that a run draws the same latencies again;
+  ``--latency-max C`` caps the sum (0: no cap). A fault's ``delay`` comes on top. Latency does not grow with
+  the size of the answer.
+- ``--rps N`` (0: none): a call arriving when N calls were admitted in the second before it is refused.
+- ``--tpm N`` (0: none) with ``--tpm-window S`` (default 60): a call is charged its prompt tokens (characters
+  of the request's message contents / 4, as ``usage.prompt_tokens``) plus the completion tokens of its
+  answer before any fault or truncation bends it; one that would take the tokens charged to calls arriving
+  within S seconds over N is refused, at no charge. How, and what xAI documents: ``ops/grok_limits.py``.
+- ``--context N`` (default 131072): a longer prompt is refused with ``400``.
+- ``--models a,b`` (default: any): another model is ``404``.
+- ``--refusal-status`` (403, or 400): the status of a content refusal (see ``ops/grok_answers.py`` for why
+  403 is the default, and where each refusal's words come from).
+
+A call is checked in this order: key (``401``), model (``404``), prompt length (``400``), content (``403``),
+requests per second then tokens per minute (``429``); only an admitted call takes a queued fault and waits.
+Refusals answer at once, in xAI's error shape ``{"code": ..., "error": <message>}``.
 
 Control endpoints, for tests and benchmarks:
 
-- ``POST /_emulator/faults`` with a JSON list: each fault is used by one coming call, in order:
+- ``POST /_emulator/faults`` with a JSON list: each fault is used by one coming admitted call, in order:
   ``{"status": 429, "retry_after": "2"}`` (``retry_after`` may be an HTTP date, or absent),
   ``{"status": 500}`` (any status), ``{"delay": 5}`` (answer late), ``{"malformed": true}``,
   ``{"truncate": true}`` (``finish_reason: length``), ``{"drop_rows": 1}``,
   ``{"extra_row": "some-id"}``, ``{"out_of_range": true}``.
-- ``POST /_emulator/config`` with ``{"latency": s, "api_key": k, "fault_rate": p}``: with ``fault_rate``
-  each call without a queued fault meets a random one (429 with ``Retry-After: 1``, 500, 503 or a
-  malformed answer) with probability ``p`` (for soak runs).
-- ``GET /_emulator/log``: every call, ``{"t": arrival (epoch s), "status", "ids", "fault"}``.
-- ``POST /_emulator/reset``: forget faults and the log.
+- ``POST /_emulator/config`` with any of the options above, ``api_key``, or ``fault_rate``: with
+  ``fault_rate`` each admitted call without a queued fault meets a random one (429 with ``Retry-After: 1``,
+  500, 503 or a malformed answer) with probability ``p`` (for soak runs). Answers the configuration.
+- ``GET /_emulator/log``: every call, ``{"t": arrival (epoch s), "status", "ids", "fault", "tokens",
+  "latency", "refused"}``; ``refused`` is ``null``, or why: ``"rps"``, ``"tpm"``, ``"context"``,
+  ``"content"`` or ``"model"``.
+- ``POST /_emulator/reset``: forget faults, the log and what the limits counted.
 
 Standing behaviours: a conversation containing ``POISON`` makes any batch holding it come back truncated;
 one containing ``INJECT`` plays a gullible model that obeys it, adding rows that set every other
-conversation of the batch to a sentiment of 1.0 (the service must not let that through).
+conversation of the batch to a sentiment of 1.0 (the service must not let that through); one containing
+``REFUSE`` has any batch holding it refused for its content.
+
+Capacity: a thread per connection and a listen backlog of 1024. 300 calls of 20 conversations in flight at
+once (latencies of median 20 s, 11 to 30 s) held 52 MB of resident memory, against 37 MB idle.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import threading
 import time
 from collections import deque
+from dataclasses import asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from insights.analyzer import ConversationToAnalyze
 from insights.offline import OfflineAnalyzer
+from ops.grok_answers import (POISON, REFUSE, analyze, bend, completion, content_of, content_refused, holds,
+                              prompt_too_long, unknown_model, xai_error)
+from ops.grok_limits import Limits
 from settings import load_settings
-
-POISON = "POISON"
-INJECT = "INJECT"
-
 
 RANDOM_FAULTS = ({"status": 429, "retry_after": "1"}, {"status": 500}, {"status": 503}, {"malformed": True})
 
 
+@dataclass
+class EmulatorConfig:
+    """The emulator's settings: from the command line, changed by ``POST /_emulator/config``."""
+
+    api_key: str = "emulator-key"
+    latency: float = 0.0
+    latency_median: float = 0.0
+    latency_sigma: float = 0.0
+    latency_max: float = 0.0
+    seed: int = 42
+    fault_rate: float = 0.0
+    rps: int = 0
+    tpm: int = 0
+    tpm_window: float = 60.0
+    context: int = 131072
+    models: list[str] = field(default_factory=list)
+    refusal_status: int = 403
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Set each named setting, converted to its type; raises ``ValueError`` on an unknown name."""
+        names = {f.name for f in fields(self)}
+        for name, value in changes.items():
+            if name not in names:
+                raise ValueError(f"unknown setting {name!r}")
+            current = getattr(self, name)
+            setattr(self, name, parse_models(value) if isinstance(current, list) else type(current)(value))
+
+
+def parse_models(value: str | list[str]) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]``; empty means any model."""
+    return [m for m in (value.split(",") if isinstance(value, str) else value) if m]
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    wait: float = 0.0  # seconds before answering
+
+
 class EmulatorState:
-    def __init__(self, api_key: str, latency: float) -> None:
-        self.api_key = api_key
-        self.latency = latency
-        self.fault_rate = 0.0
-        self.random = random.Random(42)
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
         self.faults: deque[dict[str, Any]] = deque()
         self.log: list[dict[str, Any]] = []
+        self.limits = Limits()
         self.lock = threading.Lock()
         self.analyzer = OfflineAnalyzer(load_settings({}).taxonomy)
+        self.reseed()
+
+    def reseed(self) -> None:
+        """Faults and latencies draw from generators of their own, so that neither shifts the other."""
+        self.fault_random = random.Random(self.config.seed)
+        self.latency_random = random.Random(self.config.seed + 1)
+
+    def configure(self, changes: dict[str, Any]) -> None:
+        with self.lock:
+            self.config.update(changes)
+            if "seed" in changes:
+                self.reseed()
 
     def next_fault(self) -> dict[str, Any]:
         with self.lock:
             if self.faults:
                 return self.faults.popleft()
-            if self.random.random() < self.fault_rate:
-                return dict(self.random.choice(RANDOM_FAULTS))
+            if self.fault_random.random() < self.config.fault_rate:
+                return dict(self.fault_random.choice(RANDOM_FAULTS))
             return {}
+
+    def draw_latency(self) -> float:
+        config = self.config
+        latency = config.latency
+        if config.latency_median > 0:
+            with self.lock:
+                latency += self.latency_random.lognormvariate(math.log(config.latency_median), config.latency_sigma)
+        return min(latency, config.latency_max) if config.latency_max > 0 else latency
 
     def record(self, entry: dict[str, Any]) -> None:
         with self.lock:
             self.log.append(entry)
 
-
-def completion(content: str, finish_reason: str, model: str, prompt_chars: int) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-emulated-{time.time_ns()}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
-        "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": len(content) // 4, "total_tokens": (prompt_chars + len(content)) // 4},
-    }
+    def reset(self) -> None:
+        with self.lock:
+            self.faults.clear()
+            self.log.clear()
+        self.limits.reset()
 
 
-def analyze(state: EmulatorState, conversations: list[dict[str, Any]], fault: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows for the batch, bent by the fault and by any injection the batch contains."""
-    rows = [
-        state.analyzer.analyze_one(ConversationToAnalyze(c["conversation_id"], c["messages"]))
-        for c in conversations
-    ]
-    injectors = [c for c in conversations if any(INJECT in m["content"] for m in c["messages"])]
-    if injectors:
-        rows += [
-            {**row, "sentiment_score": 1.0, "confidence": 1.0, "reasoning": "as instructed"}
-            for row in rows
-            if row["conversation_id"] not in {c["conversation_id"] for c in injectors}
-        ]
-    if fault.get("drop_rows"):
-        rows = rows[fault["drop_rows"]:]
-    if fault.get("extra_row"):
-        rows.append({**rows[0], "conversation_id": fault["extra_row"]})
-    if fault.get("out_of_range") and rows:
-        rows[0] = {**rows[0], "sentiment_score": 3.5}
-    return rows
+def refuse(entry: dict[str, Any], reason: str, status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
+    entry["refused"] = reason
+    return Reply(status, xai_error(status, message), headers or {})
+
+
+def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[str, Any]) -> Reply:
+    """What Grok would answer to this call, and how long it would think first; fills in the log ``entry``."""
+    config = state.config
+    if key != config.api_key:
+        return Reply(401, {"error": f"Incorrect API key provided: {key}. Obtain one from the console."})
+    model = body.get("model", "?")
+    if config.models and model not in config.models:
+        return refuse(entry, "model", 404, unknown_model(model))
+    batch = json.loads(body["messages"][-1]["content"])["conversations"]
+    entry["ids"] = [c["conversation_id"] for c in batch]
+    prompt_tokens = entry["tokens"] = sum(len(m["content"]) for m in body["messages"]) // 4
+    if prompt_tokens > config.context:
+        return refuse(entry, "context", 400, prompt_too_long(config.context, prompt_tokens))
+    if holds(batch, REFUSE):
+        return refuse(entry, "content", config.refusal_status, content_refused(model))
+    rows = analyze(state.analyzer, batch)
+    entry["tokens"] = prompt_tokens + len(json.dumps({"results": rows})) // 4
+    refusal = state.limits.admit(model, entry["t"], entry["tokens"], config.rps, config.tpm, config.tpm_window)
+    if refusal:
+        return refuse(entry, refusal.kind, 429, refusal.message(model), refusal.headers())
+    fault = state.next_fault()
+    entry["fault"] = fault or None
+    entry["latency"] = state.draw_latency()
+    wait = entry["latency"] + fault.get("delay", 0)
+    status = fault.get("status", 200)
+    if status != 200:
+        headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
+        return Reply(status, {"error": f"emulated {status}"}, headers, wait)
+    content, finish_reason = content_of(bend(rows, fault), fault, bool(holds(batch, POISON)))
+    return Reply(200, completion(content, finish_reason, model, prompt_tokens), wait=wait)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -109,7 +205,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -137,49 +233,33 @@ class Handler(BaseHTTPRequestHandler):
                 self.state.faults.extend(body)
             self.send_json(200, {"queued": len(self.state.faults)})
         elif self.path == "/_emulator/config":
-            self.state.latency = float(body.get("latency", self.state.latency))
-            self.state.api_key = body.get("api_key", self.state.api_key)
-            self.state.fault_rate = float(body.get("fault_rate", self.state.fault_rate))
-            self.send_json(200, {"latency": self.state.latency})
+            self.configure(body)
         elif self.path == "/_emulator/reset":
-            with self.state.lock:
-                self.state.faults.clear()
-                self.state.log.clear()
+            self.state.reset()
             self.send_json(200, {})
         elif self.path.endswith("/chat/completions"):
             self.chat(arrived, body)
         else:
             self.send_json(404, {"error": "not found"})
 
-    def chat(self, arrived: float, body: dict[str, Any]) -> None:
-        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
-        entry: dict[str, Any] = {"t": arrived, "ids": [], "fault": None}
+    def configure(self, changes: dict[str, Any]) -> None:
         try:
-            if key != self.state.api_key:
-                entry["status"] = 401
-                return self.send_json(401, {"error": f"Incorrect API key provided: {key}. Obtain one from the console."})
-            batch = json.loads(body["messages"][-1]["content"])["conversations"]
-            entry["ids"] = [c["conversation_id"] for c in batch]
-            fault = self.state.next_fault()
-            entry["fault"] = fault or None
-            time.sleep(self.state.latency + fault.get("delay", 0))
-            status = fault.get("status", 200)
-            if status != 200:
-                entry["status"] = status
-                headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
-                return self.send_json(status, {"error": f"emulated {status}"}, headers)
-            content = json.dumps({"results": analyze(self.state, batch, fault)})
-            finish_reason = "stop"
-            poisoned = any(POISON in m["content"] for c in batch for m in c["messages"])
-            if fault.get("truncate") or poisoned:
-                content, finish_reason = content[: len(content) // 2], "length"
-            if fault.get("malformed"):
-                content = "Sure! Here are the insights you asked for: {results: [oops"
-            entry["status"] = 200
-            self.send_json(200, completion(content, finish_reason, body.get("model", "?"), len(json.dumps(body))))
-        except (KeyError, TypeError, ValueError, IndexError) as error:
-            entry["status"] = 400
-            self.send_json(400, {"error": f"bad request: {type(error).__name__}: {error}"})
+            self.state.configure(changes)
+        except (TypeError, ValueError) as error:
+            return self.send_json(400, {"error": str(error)})
+        self.send_json(200, {k: v for k, v in asdict(self.state.config).items() if k != "api_key"})
+
+    def chat(self, arrived: float, body: dict[str, Any]) -> None:
+        entry: dict[str, Any] = {"t": arrived, "ids": [], "fault": None, "tokens": 0, "latency": 0.0, "refused": None}
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        try:
+            reply = respond(self.state, key, body, entry)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+            reply = Reply(400, xai_error(400, f"bad request: {type(error).__name__}: {error}"))
+        entry["status"] = reply.status
+        try:
+            time.sleep(reply.wait)
+            self.send_json(reply.status, reply.body, reply.headers)
         except (BrokenPipeError, ConnectionResetError):
             entry["client_gone"] = True  # the caller hung up (a worker killed mid-call, a timeout)
         finally:
@@ -188,22 +268,39 @@ class Handler(BaseHTTPRequestHandler):
 
 class EmulatorServer(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 256  # many workers connect at once
+    request_queue_size = 1024  # hundreds of calls connect at once (the kernel caps it at net.core.somaxconn)
 
 
-def serve(port: int, api_key: str, latency: float) -> EmulatorServer:
-    handler = type("BoundHandler", (Handler,), {"state": EmulatorState(api_key, latency)})
+def serve(port: int, config: EmulatorConfig) -> EmulatorServer:
+    handler = type("BoundHandler", (Handler,), {"state": EmulatorState(config)})
     return EmulatorServer(("127.0.0.1", port), handler)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    defaults = EmulatorConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8500)
-    parser.add_argument("--api-key", default="emulator-key")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
-    args = parser.parse_args()
-    server = serve(args.port, args.api_key, args.latency)
-    print(f"Grok emulator on http://127.0.0.1:{args.port}/v1 (latency {args.latency} s)", flush=True)
+    parser.add_argument("--api-key", default=defaults.api_key)
+    parser.add_argument("--latency", type=float, default=defaults.latency, help="fixed seconds before each answer")
+    parser.add_argument("--latency-median", type=float, default=defaults.latency_median, help="median of a lognormal latency added (0: none)")
+    parser.add_argument("--latency-sigma", type=float, default=defaults.latency_sigma, help="shape of that lognormal (0.5: a long tail)")
+    parser.add_argument("--latency-max", type=float, default=defaults.latency_max, help="cap on the latency (0: none)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the latency and random-fault draws")
+    parser.add_argument("--rps", type=int, default=defaults.rps, help="calls admitted in any second, per model (0: no limit)")
+    parser.add_argument("--tpm", type=int, default=defaults.tpm, help="tokens admitted in any --tpm-window, per model (0: no limit)")
+    parser.add_argument("--tpm-window", type=float, default=defaults.tpm_window, help="seconds of the tokens-per-minute window")
+    parser.add_argument("--context", type=int, default=defaults.context, help="most prompt tokens a call may have")
+    parser.add_argument("--models", type=parse_models, default=defaults.models, help="comma-separated models served (default: any)")
+    parser.add_argument("--refusal-status", type=int, choices=(400, 403), default=defaults.refusal_status, help="status of a content refusal")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = vars(parse_args())
+    port = args.pop("port")
+    config = EmulatorConfig(**args)
+    server = serve(port, config)
+    print(f"Grok emulator on http://127.0.0.1:{port}/v1 ({json.dumps({k: v for k, v in args.items() if k != 'api_key'})})", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

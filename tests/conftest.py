@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -271,11 +271,12 @@ GROK_KEY = "xai-test-key-0123456789abcdef"
 class GrokEmulator:
     """The local xAI stand-in (``ops/grok_emulator.py``) in a process of its own, with its control API."""
 
-    def __init__(self, logs: Path, latency: float = 0.0) -> None:
+    def __init__(self, logs: Path, latency: float = 0.0, args: Sequence[str] = ()) -> None:
+        """``args``: more of the emulator's command-line options, e.g. ``["--tpm", "1000"]``."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.control = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/_emulator", timeout=10)
-        command = [sys.executable, "-m", "ops.grok_emulator", "--port", str(self.port), "--api-key", GROK_KEY, "--latency", str(latency)]
+        command = [sys.executable, "-m", "ops.grok_emulator", "--port", str(self.port), "--api-key", GROK_KEY, "--latency", str(latency), *args]
         self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                         stdout=open(logs / "grok-emulator.log", "wb"), stderr=subprocess.STDOUT)
         wait_until(self._answers, timeout=30, interval=0.1, message="the Grok emulator to start")

@@ -1,0 +1,110 @@
+"""What the xAI emulator answers: Grok's completions, bent by faults and standing behaviours, and xAI's refusals.
+
+xAI's errors are ``{"code": <the text of a gRPC status>, "error": <message>}``; status codes in general:
+https://docs.x.ai/developers/debugging (400 an invalid argument, 403 no permission, 404 a model not found,
+429 a rate limit). The refusals played here, and where their words come from:
+
+- prompt too long: ``400`` "This model's maximum prompt length is 131072 but the request contains 136973
+  tokens." (https://github.com/cline/cline/issues/3120);
+- unknown model: ``404`` ``{"code": "Some requested entity was not found", "error": "The model grok-beta does
+  not exist or your team <id> does not have access to it. ..."}``
+  (https://github.com/yihong0618/bilingual_book_maker/issues/464);
+- content: ``403`` ``{"code": "The caller does not have permission to execute the specified operation",
+  "error": "Content violates usage guidelines. Team: ..., API key ID: ..., Model: grok-4-0709, Failed check:
+  SAFETY_CHECK_TYPE_BIO"}`` (https://github.com/UKGovernmentBEIS/inspect_ai/pull/2267,
+  https://github.com/theopenco/llmgateway/pull/1785). Hence 403 by default, though a 403 usually means a
+  bad key or a blocked team: a client must tell the two apart by the message. The emulator can answer 400
+  instead (OpenAI's habit for a refused prompt).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from insights.analyzer import ConversationToAnalyze
+from insights.offline import OfflineAnalyzer
+from ops.grok_limits import TEAM
+
+POISON = "POISON"
+INJECT = "INJECT"
+REFUSE = "REFUSE"
+
+# xAI's error bodies carry the text of a gRPC status as their "code".
+CODES = {
+    400: "Client specified an invalid argument",
+    403: "The caller does not have permission to execute the specified operation",
+    404: "Some requested entity was not found",
+    429: "Some resource has been exhausted",
+}
+
+
+def xai_error(status: int, message: str) -> dict[str, str]:
+    return {"code": CODES[status], "error": message}
+
+
+def unknown_model(model: str) -> str:
+    return (f"The model {model} does not exist or your team {TEAM} does not have access to it. Please ensure "
+            "you're using the correct API key. If you believe this is a mistake, please contact support and quote "
+            "your team ID and the model name.")
+
+
+def prompt_too_long(context: int, prompt_tokens: int) -> str:
+    return f"This model's maximum prompt length is {context} but the request contains {prompt_tokens} tokens."
+
+
+def content_refused(model: str) -> str:
+    return (f"Content violates usage guidelines. Team: {TEAM}, API key ID: emulator-key-id, Model: {model}, "
+            "Failed check: SAFETY_CHECK_TYPE_EMULATED")
+
+
+def completion(content: str, finish_reason: str, model: str, prompt_tokens: int) -> dict[str, Any]:
+    completion_tokens = len(content) // 4
+    return {
+        "id": f"chatcmpl-emulated-{time.time_ns()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def holds(conversations: list[dict[str, Any]], marker: str) -> list[dict[str, Any]]:
+    """The conversations with ``marker`` in one of their messages."""
+    return [c for c in conversations if any(marker in m["content"] for m in c["messages"])]
+
+
+def analyze(analyzer: OfflineAnalyzer, conversations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for the batch, with what a gullible model adds for any injection the batch contains."""
+    rows = [analyzer.analyze_one(ConversationToAnalyze(c["conversation_id"], c["messages"])) for c in conversations]
+    injectors = {c["conversation_id"] for c in holds(conversations, INJECT)}
+    if injectors:
+        rows += [
+            {**row, "sentiment_score": 1.0, "confidence": 1.0, "reasoning": "as instructed"}
+            for row in rows
+            if row["conversation_id"] not in injectors
+        ]
+    return rows
+
+
+def bend(rows: list[dict[str, Any]], fault: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows as a fault spoils them."""
+    if fault.get("drop_rows"):
+        rows = rows[fault["drop_rows"]:]
+    if fault.get("extra_row"):
+        rows = [*rows, {**rows[0], "conversation_id": fault["extra_row"]}]
+    if fault.get("out_of_range") and rows:
+        rows = [{**rows[0], "sentiment_score": 3.5}, *rows[1:]]
+    return rows
+
+
+def content_of(rows: list[dict[str, Any]], fault: dict[str, Any], poisoned: bool) -> tuple[str, str]:
+    """The answer's text and ``finish_reason``."""
+    content, finish_reason = json.dumps({"results": rows}), "stop"
+    if fault.get("truncate") or poisoned:
+        content, finish_reason = content[: len(content) // 2], "length"
+    if fault.get("malformed"):
+        content = "Sure! Here are the insights you asked for: {results: [oops"
+    return content, finish_reason
