@@ -1,9 +1,9 @@
 """A batch's pipeline: ``analyze_batch | store_results``.
 
-``analyze_batch`` claims the conversations (``processing``, one attempt each), analyzes them and returns
-validated rows with the raw response; ``store_results`` stores them. A failed store step is retried on
-its own, without paying for the analysis again. Conversations without a valid row go back to the batching
-stream until they run out of attempts.
+``analyze_batch`` claims the conversations (``processing``, one attempt each), analyzes them and stores
+the validated rows with the raw response at once; if storing fails, it hands the result to
+``store_results``, which Dramatiq retries on its own, without paying for the analysis again.
+Conversations without a valid row go back to the batching stream until they run out of attempts.
 
 How Grok's failures are handled (the classes of :mod:`insights.errors`):
 
@@ -101,7 +101,7 @@ def analyze_batch(conversation_ids: list[str]) -> dict | None:
         if isinstance(used, int) and used >= 0:
             recorded.tokens.labels(kind.removesuffix("_tokens")).inc(used)
     result.batch_id = batch_id()
-    return result.model_dump(mode="json")
+    return store_or_hand_on(result)
 
 
 def grok_hold() -> tuple[str, float] | None:
@@ -142,12 +142,12 @@ def handle_failure(ids: list[str], error: GrokError) -> dict | None:
     return None
 
 
-def unusable_result(ids: list[str], reason: str) -> dict:
+def unusable_result(ids: list[str], reason: str) -> dict | None:
     active = analyzer()
-    return AnalysisResult(
+    return store_or_hand_on(AnalysisResult(
         conversation_ids=ids, rows=[], rejected={i: reason for i in ids},
         model=active.model, prompt_version=active.prompt_version, raw_response="",
-    ).model_dump(mode="json")
+    ))
 
 
 def split(ids: list[str], reason: str) -> None:
@@ -174,10 +174,29 @@ def set_aside(ids: list[str], reason: str, seconds: float) -> None:
 
 @dramatiq.actor(queue_name="store", max_retries=settings.max_retries, min_backoff=RETRY_BACKOFF_MS)
 def store_results(analysis: dict | None) -> None:
+    """The pipeline's second step: store a result that ``analyze_batch`` could not store itself."""
+    if analysis is not None:
+        settle(AnalysisResult.model_validate(analysis))
+
+
+def store_or_hand_on(result: AnalysisResult) -> dict | None:
+    """Store the result at once, in the thread that made the call; if the database refuses, hand it to
+    the ``store_results`` step, which Dramatiq retries without paying for the analysis again.
+
+    Storing in place spares a queue hop and a wait for a free thread: with hundreds of threads waiting
+    on Grok, a separate store message waits its turn among the analysis messages.
+    """
+    try:
+        settle(result)
+    except Exception as error:  # noqa: BLE001 - any failure to store is retried by the store step
+        logger.warning("storing the batch failed, the store step will retry it: %s", error,
+                       extra={"batch_id": result.batch_id, "conversation_ids": result.conversation_ids})
+        return result.model_dump(mode="json")
+    return None
+
+
+def settle(result: AnalysisResult) -> None:
     """Store the validated rows, settle the batch and send retries back to the stream."""
-    if analysis is None:
-        return
-    result = AnalysisResult.model_validate(analysis)
     outcome = queries.record_results(result, settings.max_retries)
     for conversation_id in outcome.retry:
         collect.send(conversation_id)

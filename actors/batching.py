@@ -90,12 +90,17 @@ def batch_length(waiting: list[tuple[bytes, dict]]) -> int:
 
 
 def cut_ready_batches(client: redis.Redis) -> int:
-    """Dispatch every ready batch; return how many ids are left waiting.
+    """Dispatch every ready batch; return how many ids are left waiting (-1: unknown, another cutter is
+    at work and will see them, or the scheduled flush will).
 
     A batch is ready when it is full (by count or by tokens) or its oldest entry has waited
-    ``BATCH_FLUSH_SECONDS``.
+    ``BATCH_FLUSH_SECONDS``. Nobody waits for the lock: with hundreds of worker threads collecting at
+    once, waiting would only keep them (and Redis) busy.
     """
-    with client.lock(CUTTER_LOCK, timeout=60, blocking_timeout=30):
+    lock = client.lock(CUTTER_LOCK, timeout=60)
+    if not lock.acquire(blocking=False):
+        return -1
+    try:
         _ensure_group(client)
         _dispatch_abandoned(client)
         while True:
@@ -109,6 +114,8 @@ def cut_ready_batches(client: redis.Redis) -> int:
             entries = client.xreadgroup(GROUP, CONSUMER, {STREAM: ">"}, count=length)
             for _stream, batch in entries:
                 _dispatch(client, batch)
+    finally:
+        lock.release()
 
 
 def _ensure_group(client: redis.Redis) -> None:

@@ -11,15 +11,28 @@ from dramatiq.brokers.redis import RedisBroker
 from insights.outbound import OutboundGate
 from settings import settings_or_exit
 
+REDIS_CONNECTIONS = 50  # per pool and process; a thread needing one waits for a free one (hundreds of threads)
+REDIS_WAIT_SECONDS = 30
+
+
+def redis_pool() -> redis.BlockingConnectionPool:
+    """Connections to ``REDIS_URL`` for one process: bounded, and a thread waits for a free one rather than
+    failing (redis-py's default pool refuses the 101st at once, and a worker runs hundreds of threads)."""
+    return redis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_SECONDS,
+        health_check_interval=30, socket_connect_timeout=5, socket_timeout=30,
+    )
+
+
 settings = settings_or_exit()
-broker = RedisBroker(url=settings.redis_url)
+broker = RedisBroker(connection_pool=redis_pool())
 dramatiq.set_broker(broker)
 
 
 @functools.cache
 def redis_client() -> redis.Redis:
     """This process's client for the batching stream, locks and the outbound gate (thread-safe, pooled)."""
-    return redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=30)
+    return redis.Redis(connection_pool=redis_pool())
 
 
 # The longest a call waits for its slot: a thread may hold its claimed batch that long (well within a lease).

@@ -2,9 +2,11 @@
 
 xAI limits each model on two axes, requests per second and tokens per minute, so the gate budgets both:
 
-- **Requests**: calls start at least ``(1 s + margin) / OUTBOUND_RPS`` apart, across every process, so no
-  one-second window at the server ever holds more than ``OUTBOUND_RPS`` (the margin covers the moment
-  between a call's start here and its arrival there).
+- **Requests**: calls are scheduled ``(1 s + margin) / OUTBOUND_RPS`` apart, across every process, and a
+  sliding log of the calls actually started (Redis's clock) has the last word: at most ``OUTBOUND_RPS``
+  in any ``1 s + margin``, so a thread that woke late cannot bunch with the next, and no one-second
+  window at the server holds more than ``OUTBOUND_RPS`` (the margin covers the moment between a call's
+  start here and its arrival there).
 - **Tokens** (``OUTBOUND_TPM``, optional): every call reserves its estimated tokens in a sliding log of
   the last minute; it starts only when the reservations of the minute before its start leave room for
   it. Once the answer's ``usage`` is known, :meth:`OutboundGate.settle` corrects the reservation.
@@ -30,6 +32,7 @@ import redis
 from insights.errors import OverBudget, ProviderBusy
 
 NEXT_START_KEY = "grok:next-start-ms"
+STARTS_KEY = "grok:call-starts"  # sorted set of the calls started in the last second and margin
 TOKENS_LOG_KEY = "grok:token-log"  # sorted set: reservation id -> start (ms)
 TOKENS_AMOUNT_KEY = "grok:token-amounts"  # hash: reservation id -> tokens
 PAUSE_KEY = "grok:paused-until-ms"
@@ -80,6 +83,23 @@ redis.call('SET', KEYS[1], start + interval, 'PX', math.ceil(start - now + inter
 return {math.ceil(start - now), 0}
 """
 
+# KEYS: start log.  ARGV: limit, window ms, member.  The last word before a call starts: at most ``limit``
+# calls in any window (a sliding log of actual starts), so a thread that woke late cannot bunch with the
+# next one.  Returns 0 with the start logged, or the milliseconds to wait before asking again.
+_CONFIRM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window * 2)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now + 1)
+"""
+
 # KEYS: pause.  ARGV: milliseconds.  Extends the pause, never shortens it.
 _PAUSE = """
 local now_parts = redis.call('TIME')
@@ -117,11 +137,13 @@ class OutboundGate:
         self.client = client
         self.calls_per_second = calls_per_second
         self.tokens_per_minute = tokens_per_minute or 0
-        self.interval_ms = (1000 + margin_ms) / calls_per_second
+        self.window_ms_rps = 1000 + margin_ms
+        self.interval_ms = self.window_ms_rps / calls_per_second
         self.max_wait_ms = int(max_wait * 1000)
         self.window_ms = window_ms
         self._reserve = client.register_script(_RESERVE)
         self._pause = client.register_script(_PAUSE)
+        self._confirm = client.register_script(_CONFIRM)
 
     def acquire(self, tokens: int = 0) -> Reservation:
         """Block until this process may start one call of ``tokens`` estimated tokens.
@@ -141,7 +163,13 @@ class OutboundGate:
                 raise ProviderBusy(wait_ms / 1000)
             time.sleep(wait_ms / 1000)
             if self.paused_for() == 0:  # a 429 seen while we slept moves everyone behind its pause
+                self._start(reservation)
                 return reservation
+
+    def _start(self, reservation: Reservation) -> None:
+        """Log this call's start, waiting a moment more if a late wake-up would bunch it with others."""
+        while wait_ms := int(self._confirm(keys=[STARTS_KEY], args=[self.calls_per_second, self.window_ms_rps, reservation.id])):
+            time.sleep(wait_ms / 1000)
 
     def settle(self, reservation: Reservation, tokens: int) -> None:
         """Replace a reservation's estimate by the tokens the call really used (0 for a refused call)."""

@@ -2,11 +2,14 @@
 
 Runs the real service against the xAI emulator answering after ``--latency`` seconds (plus a lognormal
 draw with ``--latency-median`` and ``--latency-sigma``, capped at ``--latency-max``; limited by ``--tpm``
-and ``--rps`` as xAI would, see ``ops/grok_emulator.py``): one web process,
-``--workers`` worker processes, ``OUTBOUND_RPS`` and ``BATCH_SIZE`` as given. Conversations are posted
-through ingress first (for ``--seconds`` of load), then the workers start and drain them. Figures come
-from the emulator's own log of arrivals (what the server saw) and from ``analyzed_at`` in the database,
-over the steady middle of the run (the first and last ``--edge`` seconds left out).
+and ``--rps`` as xAI would, see ``ops/grok_emulator.py``; ``--tpm`` is also the service's ``OUTBOUND_TPM``):
+one web process and one worker command as the Procfile starts it (``--workers`` processes, threads derived
+from the outbound limit unless ``--threads``), on SQLite or, with ``--database-url``, a scratch database on
+that PostgreSQL server. A backlog of ``--conversations`` is posted through ingress first, then the worker
+runs for ``--seconds`` (or until the backlog is done). Figures come from the emulator's own log of arrivals
+(what the server saw) and from ``analyzed_at`` in the database, over the steady middle of the run (the
+first and last ``--edge`` seconds left out); the worker side's RSS and the database connections are
+sampled every second.
 """
 
 from __future__ import annotations
@@ -14,22 +17,26 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import datetime, timezone
 
 import httpx
+import psutil
+from peewee import PostgresqlDatabase, SqliteDatabase
 
 from ops.bench_ingress import HOST, body, start_server
 from ops.embedded_redis import EmbeddedRedis
 from ops.loadgen import closed_loop, post_json
 from ops.supervisor import ROOT, stop_all, worker_command
+from store.db import make_url
 
 KEY = "bench-key"
+WORKER_LOG = open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab")  # the worker's output, to look into a run
 EMULATOR_OPTIONS = ("latency", "latency_median", "latency_sigma", "latency_max", "tpm", "rps")
 
 
@@ -58,6 +65,40 @@ def emulator_command(args: argparse.Namespace) -> list[str]:
 
 
 def main() -> None:
+    args = parse_args()
+    embedded = None if os.environ.get("REDIS_URL") else EmbeddedRedis()
+    scratch = tempfile.mkdtemp(prefix="bench-outbound-")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DB_PATH": f"{scratch}/bench.db", "INBOUND_RPS": "1000000",
+           "OUTBOUND_RPS": str(args.outbound_rps), "BATCH_SIZE": str(args.batch_size), "GROK_API_KEY": KEY,
+           "GROK_BASE_URL": "http://127.0.0.1:8311/v1", "BATCH_FLUSH_SECONDS": "1",
+           "WORKER_PROCESSES": str(args.workers), "WORKER_THREADS": str(args.threads),
+           **({"OUTBOUND_TPM": str(args.tpm)} if args.tpm else {})}
+    if embedded:
+        env["REDIS_URL"] = embedded.url
+    env["DATABASE_URL"] = scratch_postgres(args.database_url) if args.database_url else ""
+    database = PostgresqlDatabase(**make_url(env["DATABASE_URL"])) if args.database_url else SqliteDatabase(env["DB_PATH"])
+    processes = [subprocess.Popen(emulator_command(args), cwd=ROOT, env=env, stdout=subprocess.DEVNULL)]
+    try:
+        processes.append(start_server("ingress:app", 8312, env, 1))
+        posted = post_backlog(args.conversations)
+        worker = subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=WORKER_LOG, stderr=subprocess.STDOUT)
+        processes.append(worker)
+        samples = watch(worker, database, args.seconds)
+        log = httpx.get("http://127.0.0.1:8311/_emulator/log", timeout=30).json()
+        analyzed = [row[0] for row in database.execute_sql("SELECT analyzed_at FROM insights").fetchall()]
+        statuses = dict(database.execute_sql("SELECT status, COUNT(*) FROM conversations GROUP BY status").fetchall())
+    finally:
+        stop_all(processes[::-1])
+        database.close()
+        if args.database_url:
+            scratch_postgres(args.database_url, drop=env["DATABASE_URL"].rsplit("/", 1)[1])
+        if embedded:
+            embedded.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    report(args, posted, log, analyzed, statuses, samples)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outbound-rps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=20)
@@ -65,72 +106,105 @@ def main() -> None:
     parser.add_argument("--latency-median", type=float, default=0.0, help="median of a lognormal latency added (0: none)")
     parser.add_argument("--latency-sigma", type=float, default=0.0, help="shape of that lognormal (0.5: a long tail)")
     parser.add_argument("--latency-max", type=float, default=0.0, help="cap on the emulator's latency (0: none)")
-    parser.add_argument("--tpm", type=int, default=0, help="the emulator's tokens-per-minute limit, as xAI's (0: none)")
+    parser.add_argument("--tpm", type=int, default=0, help="tokens per minute, enforced by the emulator as xAI would "
+                        "and given to the service as OUTBOUND_TPM (0: none)")
     parser.add_argument("--rps", type=int, default=0, help="the emulator's requests-per-second limit, as xAI's (0: none)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes")
-    parser.add_argument("--threads", type=int, default=12, help="threads per worker process")
-    parser.add_argument("--conversations", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (WORKER_PROCESSES)")
+    parser.add_argument("--threads", type=int, default=0, help="threads per worker process (0: derived, as out of the box)")
+    parser.add_argument("--database-url", default="", help="PostgreSQL server URL; a scratch database is made on it")
+    parser.add_argument("--conversations", type=int, default=8000, help="the backlog posted before the worker starts")
+    parser.add_argument("--seconds", type=float, default=90, help="how long the worker runs (or until the backlog is done)")
     parser.add_argument("--edge", type=float, default=5.0)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    embedded = None if os.environ.get("REDIS_URL") else EmbeddedRedis()
-    scratch = tempfile.mkdtemp(prefix="bench-outbound-")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DB_PATH": f"{scratch}/bench.db", "INBOUND_RPS": "1000000",
-           "OUTBOUND_RPS": str(args.outbound_rps), "BATCH_SIZE": str(args.batch_size), "GROK_API_KEY": KEY,
-           "GROK_BASE_URL": "http://127.0.0.1:8311/v1", "BATCH_FLUSH_SECONDS": "1"}
-    if embedded:
-        env["REDIS_URL"] = embedded.url
-    processes = [subprocess.Popen(emulator_command(args), cwd=ROOT, env=env, stdout=subprocess.DEVNULL)]
-    try:
-        processes.append(start_server("ingress:app", 8312, env, 1))
-        build = post_json("/api/v1/conversations", f"{HOST}:8312", body)
-        posted = 0
-        while posted < args.conversations:
-            posted += closed_loop(HOST, 8312, build, 1.0, 16).count(202)
-        print(f"posted {posted} conversations", file=sys.stderr)
-        started = time.time()
-        sizing = {"WORKER_PROCESSES": str(args.workers), "WORKER_THREADS": str(args.threads)}
-        processes.append(subprocess.Popen(worker_command(), cwd=ROOT, env={**env, **sizing},
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        database = sqlite3.connect(env["DB_PATH"])
-        while database.execute("SELECT COUNT(*) FROM conversations WHERE status IN ('queued','processing')").fetchone()[0]:
-            time.sleep(1)
-            if time.time() - started > 30 + 3 * posted / (args.outbound_rps * args.batch_size):
-                print("timed out before every conversation settled", file=sys.stderr)
-                break
-        log = httpx.get("http://127.0.0.1:8311/_emulator/log", timeout=30).json()
-        analyzed = [row[0] for row in database.execute("SELECT analyzed_at FROM insights")]
-        statuses = dict(database.execute("SELECT status, COUNT(*) FROM conversations GROUP BY status").fetchall())
-    finally:
-        stop_all(processes[::-1])
-        if embedded:
-            embedded.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
+def post_backlog(count: int) -> int:
+    build = post_json("/api/v1/conversations", f"{HOST}:8312", body)
+    posted = 0
+    while posted < count:
+        posted += closed_loop(HOST, 8312, build, 1.0, 16).count(202)
+    print(f"posted {posted} conversations", file=sys.stderr)
+    return posted
+
+
+def watch(worker: subprocess.Popen, database, seconds: float) -> list[tuple[float, int]]:
+    """Every second until the backlog is done or ``seconds`` pass: the worker side's RSS (MB, every process
+    of the worker command) and the connections to the database (PostgreSQL; 0 for SQLite)."""
+    samples, started = [], time.time()
+    open_sql = "SELECT COUNT(*) FROM conversations WHERE status IN ('queued', 'processing')"
+    while time.time() - started < seconds and database.execute_sql(open_sql).fetchone()[0]:
+        time.sleep(1)
+        parent = psutil.Process(worker.pid)
+        rss = sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
+        samples.append((rss / 2**20, connection_count(database)))
+    return samples
+
+
+def connection_count(database) -> int:
+    if not isinstance(database, PostgresqlDatabase):
+        return 0
+    sql = "SELECT COUNT(*) - 1 FROM pg_stat_activity WHERE datname = current_database()"
+    return database.execute_sql(sql).fetchone()[0]
+
+
+def scratch_postgres(server_url: str, drop: str | None = None) -> str:
+    """Make a scratch database on the PostgreSQL server of ``server_url`` and return its URL (or, with
+    ``drop``, drop that one)."""
+    import psycopg2
+
+    admin = psycopg2.connect(**{**make_url(server_url), "database": "postgres"})
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        if drop:
+            cursor.execute(f"DROP DATABASE IF EXISTS {drop} WITH (FORCE)")
+            return drop
+        name = f"bench_outbound_{uuid.uuid4().hex[:8]}"
+        cursor.execute(f"CREATE DATABASE {name}")
+    admin.close()
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def report(args, posted: int, log: list[dict], analyzed: list, statuses: dict, samples: list[tuple[float, int]]) -> None:
     arrivals = sorted(entry["t"] for entry in log)
     first, last = arrivals[0] + args.edge, arrivals[-1] - args.edge
     steady = [t for t in arrivals if first <= t <= last]
     call_rate = len(steady) / (last - first)
-    done = sorted(datetime.fromisoformat(a).replace(tzinfo=timezone.utc).timestamp() for a in analyzed)
+    done = sorted(as_epoch(a) for a in analyzed)
     done_first, done_last = done[0] + args.edge, done[-1] - args.edge  # completions lag calls by a latency
     steady_done = [t for t in done if done_first <= t <= done_last]
     per_call = statistics.mean(len(entry["ids"]) for entry in log)
     full = sum(1 for entry in log if len(entry["ids"]) == args.batch_size) / len(log)
+    latencies = sorted(entry.get("latency") or 0 for entry in log)
     emulator = " ".join(f"{name}={getattr(args, name)}" for name in EMULATOR_OPTIONS)
-    print(f"outbound_rps={args.outbound_rps} batch_size={args.batch_size} {emulator} "
-          f"workers={args.workers}x{args.threads} conversations={posted}")
+    database = "PostgreSQL" if args.database_url else "SQLite"
+    print(f"outbound_rps={args.outbound_rps} batch_size={args.batch_size} {emulator} workers={args.workers}x"
+          f"{args.threads or 'derived'} {database} conversations={posted}")
     print()
     print("| measure | value | target |")
     print("|---|---|---|")
     print(f"| Grok calls/s, steady ({last - first:.0f} s) | {call_rate:.2f} ({call_rate / args.outbound_rps:.1%} of OUTBOUND_RPS) | >= 95 % |")
+    print(f"| call latency at the emulator, p50 / p99 | {latencies[len(latencies) // 2]:.1f} s / {latencies[int(len(latencies) * 0.99)]:.1f} s | |")
     print(f"| most calls in any 1 s window (server's clock) | {max_in_any_window(arrivals)} | <= {args.outbound_rps} |")
-    print(f"| calls that made a 1 s window exceed the limit | {windows_above(arrivals, args.outbound_rps)} | 0 |")
-    print(f"| conversations completed/s, steady ({done_last - done_first:.0f} s) | {len(steady_done) / (done_last - done_first):.1f} | >= {0.95 * args.outbound_rps * args.batch_size:.0f} |")
+    print(f"| conversations completed/s, steady ({done_last - done_first:.0f} s) | {len(steady_done) / max(1e-9, done_last - done_first):.1f} | >= {0.95 * args.outbound_rps * args.batch_size:.0f} |")
     print(f"| conversations per call (mean; full batches) | {per_call:.2f}; {full:.1%} | {args.batch_size} |")
     print(f"| calls in all / non-200 | {len(log)} / {sum(1 for e in log if e['status'] != 200)} | |")
     refused = [entry.get("refused") for entry in log]
     print(f"| calls the emulator refused over tpm / rps | {refused.count('tpm')} / {refused.count('rps')} | 0 / 0 |")
-    print(f"| final statuses | {statuses} | all completed |")
+    if args.tpm:
+        print(f"| tokens per minute used, steady | {tokens_per_minute(log, first, last):.0f} ({tokens_per_minute(log, first, last) / args.tpm:.0%} of {args.tpm}) | >= 80 % |")
+    print(f"| worker side RSS, max | {max(m for m, _c in samples):.0f} MB | <= 300 MB |")
+    print(f"| database connections, max | {max(c for _m, c in samples) if args.database_url else 'n/a (SQLite)'} | bounded |")
+    print(f"| final statuses | {statuses} | |")
+
+
+def tokens_per_minute(log: list[dict], first: float, last: float) -> float:
+    admitted = sum(e.get("tokens") or 0 for e in log if e.get("refused") is None and first <= e["t"] <= last)
+    return admitted * 60 / (last - first)
+
+
+def as_epoch(value) -> float:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return moment.replace(tzinfo=timezone.utc).timestamp()
 
 
 if __name__ == "__main__":

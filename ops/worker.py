@@ -37,6 +37,9 @@ def command(settings: Settings) -> list[str]:
 def main() -> None:
     settings = settings_or_exit()
     os.environ.setdefault("dramatiq_worker_timeout", IDLE_POLL_MS)  # read by dramatiq.worker at import
+    # glibc gives each thread that allocates an arena of its own (up to 8 per core): hundreds of threads
+    # would hold hundreds of MB of fragmented heap. Two arenas serve them as well; read at process start.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     argv = command(settings)
     os.execv(argv[0], argv)
 
