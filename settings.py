@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from insights.secrets import mask_url
+
 CONFIG_FILE = Path(os.environ.get("CONFIG_FILE", Path(__file__).with_name("config.toml")))
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -108,6 +110,7 @@ class Settings(BaseModel):
 
 
 API_SCOPES = frozenset({"ingest", "read"})
+HIDDEN_SETTINGS = frozenset({"api_keys"})  # a bad value of these is never shown
 _KEY_ENTRY = re.compile(r"^sha256:([0-9a-f]{64}):([a-z,]+)$")
 
 
@@ -149,8 +152,14 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: Path = 
         name = str(first["loc"][0])
         source = name.upper() if name.upper() in environ else f"{name} in {config_file.name}"
         expected = first["msg"].removeprefix("Value error, ")
-        shown = "(hidden)" if name == "api_keys" else repr(first.get("input"))
-        raise ConfigError(f"{source}: {expected} (got {shown})") from None
+        raise ConfigError(f"{source}: {expected} (got {_shown(name, first.get('input'))})") from None
+
+
+def _shown(name: str, value: object) -> str:
+    """A bad value as a ConfigError shows it: never a key, never a URL's password."""
+    if name in HIDDEN_SETTINGS:
+        return "(hidden)"
+    return repr(mask_url(value) if isinstance(value, str) else value)
 
 
 @functools.cache

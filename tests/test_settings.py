@@ -38,6 +38,20 @@ def test_bad_values_name_the_variable(name, value):
     assert str(error.value).startswith(f"{name}: ") and repr(value) in str(error.value)
 
 
+SECRET = "s3cret-Pa55"
+
+
+@pytest.mark.parametrize("name, url", [("REDIS_URL", f"http://:{SECRET}@cache.internal:6379/0"),
+                                       ("DATABASE_URL", f"mysql://insights:{SECRET}@db.internal/insights"),
+                                       ("DATABASE_URL", f"mysql://db.internal/insights?user=insights&password={SECRET}")])
+def test_a_bad_url_is_shown_without_its_password(name, url):
+    with pytest.raises(ConfigError) as error:
+        load_settings({name: url})
+    message = str(error.value)
+    assert message.startswith(f"{name}: ") and SECRET not in message
+    assert "***" in message and "internal" in message, "still recognisable"
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -45,8 +59,17 @@ def test_bad_values_name_the_variable(name, value):
         [sys.executable, "-m", "dramatiq", "actors", "--processes", "1"],
     ],
 )
-def test_a_bad_value_stops_start_up_with_one_line(command):
-    env = {"PATH": "/usr/bin:/bin", "MAX_RETRIES": "zero", "PYTHONPATH": str(ROOT)}
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("MAX_RETRIES", "zero", "Input should be a valid integer"),
+        ("REDIS_URL", f"http://:{SECRET}@cache.internal:6379/0", "expected a redis://"),
+    ],
+)
+def test_a_bad_value_stops_start_up_with_one_line(command, name, value, expected):
+    env = {"PATH": "/usr/bin:/bin", name: value, "PYTHONPATH": str(ROOT)}
     finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert finished.returncode != 0
-    assert "configuration error: MAX_RETRIES: Input should be a valid integer" in finished.stderr
+    [line] = [line for line in finished.stderr.splitlines() if "configuration error" in line]
+    assert line.startswith(f"configuration error: {name}: {expected}")
+    assert SECRET not in finished.stderr + finished.stdout

@@ -1,0 +1,23 @@
+"""Keeping credentials out of what people read: passwords out of the URLs that messages show.
+
+Pure functions of their arguments (no settings imported here), so ``settings`` itself can use them.
+"""
+
+from __future__ import annotations
+
+import re
+
+MASK = "***"
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:]*):.*@")
+_PASSWORD_PARAMETER = re.compile(r"(?P<head>[?&]password=)[^&\s]*", re.IGNORECASE)
+
+
+def mask_url(text: str) -> str:
+    """``text`` (a URL, or a line showing one) with the URL's password masked: ``redis://:***@host``,
+    ``postgres://user:***@host/db``, ``...?password=***``. The user name stays: it says which account.
+
+    Everything up to the line's last ``@`` counts as the password, since a bad value may hold an ``@``,
+    a ``/`` or a space unescaped: masking too much is harmless, too little is not."""
+    text = _URL_PASSWORD.sub(lambda match: f"{match['head']}:{MASK}@", text)
+    return _PASSWORD_PARAMETER.sub(lambda match: f"{match['head']}{MASK}", text)
