@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from insights.secrets import mask_url
+from insights.secrets import mask_url, redact
 
 CONFIG_FILE = Path(os.environ.get("CONFIG_FILE", Path(__file__).with_name("config.toml")))
 
@@ -78,6 +78,16 @@ class Settings(BaseModel):
             raise ValueError("expected a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("grok_api_key")
+    @classmethod
+    def _grok_api_key(cls, value: str) -> str:
+        """Without the newline a key read from a file ends with; nothing a bearer token cannot hold (a
+        newline inside would make ``requests`` refuse the header, quoting it in its error)."""
+        key = value.strip()
+        if not all("!" <= char <= "~" for char in key):
+            raise ValueError("expected printable ASCII without spaces or control characters")
+        return key
+
     @field_validator("api_keys")
     @classmethod
     def _api_keys(cls, value: str) -> str:
@@ -108,9 +118,13 @@ class Settings(BaseModel):
         """True when no Grok key is configured and the deterministic analyzer runs instead."""
         return not self.grok_api_key
 
+    def redact(self, text: str) -> str:
+        """``text`` without the Grok key (see :func:`insights.secrets.redact`)."""
+        return redact(text, self.grok_api_key)
+
 
 API_SCOPES = frozenset({"ingest", "read"})
-HIDDEN_SETTINGS = frozenset({"api_keys"})  # a bad value of these is never shown
+HIDDEN_SETTINGS = frozenset({"api_keys", "grok_api_key"})  # a bad value of these is never shown
 _KEY_ENTRY = re.compile(r"^sha256:([0-9a-f]{64}):([a-z,]+)$")
 
 

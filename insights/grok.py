@@ -9,13 +9,16 @@ the system prompt says that nothing inside them can change the task.
 
 Failures are classified for the caller (the ``analyze_batch`` actor):
 
-- :class:`TransientError` (429, 408, 5xx, timeouts, connection errors): retry later, honouring
-  ``retry_after`` when the server gave one;
+- :class:`TransientError` (429, 408, 5xx, timeouts, connection errors, and whatever else a call
+  raises): retry later, honouring ``retry_after`` when the server gave one;
 - :class:`UnusableAnswer` (truncated with ``finish_reason: length``, or not the JSON asked for): split
   the batch and try the halves;
-- :class:`MisconfiguredError` (401, 403, and other 4xx): do not burn conversations; pause.
+- :class:`MisconfiguredError` (401, 403, and other 4xx; a request that cannot be sent, such as a bad
+  ``GROK_BASE_URL``): do not burn conversations; pause.
 
-The API key never appears in an error, a log line or a stored row.
+The API key never appears in an error, a log line or a stored row: an exception raised by the call is
+named by its class only (``requests`` quotes URLs and headers, the key among them, in its messages),
+and an error body is redacted of the key.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import requests
 from insights.analyzer import ConversationToAnalyze
 from insights.outbound import OutboundGate
 from insights.schemas import MAX_CLUSTERS, MAX_REASONING_CHARS, AnalysisResult
+from insights.secrets import redact
 from settings import Settings
 
 PROMPT_VERSION = "grok-2026-11-24"
@@ -90,6 +94,25 @@ class UnusableAnswer(GrokError):
 
 class MisconfiguredError(GrokError):
     """The request itself is refused (bad key, no access to the model...): retrying will not help."""
+
+
+# Raised before anything is sent: the operator's to fix (GROK_BASE_URL, GROK_API_KEY), not Grok's.
+UNSENDABLE = (
+    requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema, requests.exceptions.URLRequired,
+)
+
+
+def classify(error: Exception, elapsed: float) -> GrokError:
+    """The exception a call raised, as a :class:`GrokError` that names its class and never quotes it."""
+    name = type(error).__name__
+    if isinstance(error, UNSENDABLE):
+        return MisconfiguredError(f"cannot send a request to Grok ({name}): check GROK_BASE_URL and GROK_API_KEY")
+    if isinstance(error, requests.Timeout):
+        return TransientError(f"Grok timed out after {elapsed:.1f} s ({name})")
+    if isinstance(error, requests.ConnectionError):
+        return TransientError(f"cannot reach Grok ({name})")
+    return TransientError(f"Grok call failed ({name})")
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -157,10 +180,8 @@ class GrokClient:
         started = time.monotonic()
         try:
             response = self.session.post(self.url, json=body, timeout=self.timeout)
-        except requests.Timeout as error:
-            raise TransientError(f"Grok timed out after {time.monotonic() - started:.1f} s ({type(error).__name__})") from None
-        except requests.ConnectionError as error:
-            raise TransientError(f"cannot reach Grok: {type(error).__name__}") from None
+        except Exception as error:  # every failure of the call is classified; none escapes with its text
+            raise classify(error, time.monotonic() - started) from None
         self._raise_for_status(response)
         return self._result(conversations, response)
 
@@ -202,7 +223,5 @@ class GrokClient:
 
 def _error_detail(response: requests.Response, key: str) -> str:
     """A short excerpt of an error body for ``last_error`` and logs, with the key (or a prefix) masked."""
-    text = response.text.strip().replace("\n", " ")
-    for secret in {key, key[:8]} - {""}:
-        text = text.replace(secret, "***")
+    text = redact(response.text.strip().replace("\n", " "), key)
     return f": {text[:200]}" if text else ""

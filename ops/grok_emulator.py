@@ -10,7 +10,8 @@ Control endpoints, for tests and benchmarks:
   ``{"status": 429, "retry_after": "2"}`` (``retry_after`` may be an HTTP date, or absent),
   ``{"status": 500}`` (any status), ``{"delay": 5}`` (answer late), ``{"malformed": true}``,
   ``{"truncate": true}`` (``finish_reason: length``), ``{"drop_rows": 1}``,
-  ``{"extra_row": "some-id"}``, ``{"out_of_range": true}``.
+  ``{"extra_row": "some-id"}``, ``{"out_of_range": true}``, ``{"hangup": true}`` (hang up halfway
+  through the answer's body).
 - ``POST /_emulator/config`` with ``{"latency": s, "api_key": k, "fault_rate": p}``: with ``fault_rate``
   each call without a queued fault meets a random one (429 with ``Retry-After: 1``, 500, 503 or a
   malformed answer) with probability ``p`` (for soak runs).
@@ -118,6 +119,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def hang_up(self, data: bytes) -> None:
+        """Promise ``data`` in full, send half of it and close the connection."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.close_connection = True
+
     def read_json(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"null")
@@ -176,7 +186,10 @@ class Handler(BaseHTTPRequestHandler):
             if fault.get("malformed"):
                 content = "Sure! Here are the insights you asked for: {results: [oops"
             entry["status"] = 200
-            self.send_json(200, completion(content, finish_reason, body.get("model", "?"), len(json.dumps(body))))
+            answer = completion(content, finish_reason, body.get("model", "?"), len(json.dumps(body)))
+            if fault.get("hangup"):
+                return self.hang_up(json.dumps(answer).encode())
+            self.send_json(200, answer)
         except (KeyError, TypeError, ValueError, IndexError) as error:
             entry["status"] = 400
             self.send_json(400, {"error": f"bad request: {type(error).__name__}: {error}"})

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-
+from datetime import datetime, timedelta, timezone
 
 from conftest import GROK_KEY, ROOT, conversation, max_calls_in_any_window, wait_until
 
@@ -125,6 +125,51 @@ def test_a_bad_key_pauses_work_without_burning_it(make_stack, grok):
     documents = stack.settled(client, ids, timeout=30)
     assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}
     assert "xai-test" not in stack.log_text()
+
+
+def assert_the_key_is_nowhere(stack, client, ids: list[str], start: datetime) -> None:
+    """Neither the API (conversations, summary, readiness) nor a log shows the key or its first characters."""
+    window = {"start_time": start.isoformat(), "end_time": (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()}
+    shown = {
+        "conversations": json.dumps(stack.conversations(client, ids)),
+        "summary": client.get("/api/v1/insights/summary", params=window).text,
+        "readyz": client.get("/readyz").text,
+        "logs": stack.log_text(),
+    }
+    leaks = [where for where, text in shown.items() if GROK_KEY[:8] in text]
+    assert not leaks, f"the key shows in {leaks}: {shown}"
+
+
+def test_a_key_read_from_a_file_works_and_never_shows(make_stack, grok):
+    start = datetime.now(timezone.utc)
+    stack = make_stack(MAX_RETRIES=2, **FAST_RETRIES, **{**grok.env, "GROK_API_KEY": GROK_KEY + "\n"})
+    client = stack.start_web()
+    stack.start_worker()
+    ids = post_all(client, ["Thanks, all sorted!", "Still waiting for my refund."])
+    documents = stack.settled(client, ids)
+    assert_the_key_is_nowhere(stack, client, ids, start)
+    assert {d["status"] for d in documents} == {"completed"}
+
+
+def test_a_request_that_cannot_be_sent_waits_for_the_operator_and_never_shows_the_key(make_stack, grok):
+    start = datetime.now(timezone.utc)
+    # The key pasted into GROK_BASE_URL too: requests refuses the URL, quoting it (the key) in its error.
+    stack = make_stack(MAX_RETRIES=2, GROK_AUTH_PAUSE_SECONDS=30, **FAST_RETRIES, **{**grok.env, "GROK_BASE_URL": GROK_KEY})
+    client = stack.start_web()
+    stack.start_worker()
+    ids = post_all(client, ["Where is my order?"])
+
+    def refused_or_settled():
+        ready = client.get("/readyz")
+        return ready.status_code == 503 or all(d["status"] == "failed" for d in stack.conversations(client, ids))
+
+    wait_until(refused_or_settled, timeout=20, message="the worker to meet the bad GROK_BASE_URL")
+    time.sleep(0.5)  # the worker's log lines about it
+    assert_the_key_is_nowhere(stack, client, ids, start)
+    grok_check = client.get("/readyz").json()["error"]["failing"]["grok"]
+    assert "MissingSchema" in grok_check and "GROK_BASE_URL" in grok_check
+    assert {(d["status"], d["attempts"]) for d in stack.conversations(client, ids)} <= {("queued", 0), ("processing", 1)}
+    assert grok.log() == []
 
 
 def test_two_worker_processes_share_the_outbound_limit_and_the_429_pause(make_stack, grok):
