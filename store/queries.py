@@ -197,6 +197,18 @@ def fail_open(conversation_ids: Iterable[str], reason: str) -> int:
     return _update_open(conversation_ids, status=FAILED, last_error=get_settings().redact(reason))
 
 
+def last_errors(conversation_ids: Iterable[str], open_only: bool = False) -> list[str]:
+    """The ``last_error`` recorded on the conversations among ``conversation_ids`` (open ones only, if
+    asked), most frequent first."""
+    count = fn.COUNT(Conversation.id)
+    query = Conversation.select(Conversation.last_error, count).where(
+        Conversation.id.in_(list(conversation_ids)), Conversation.last_error.is_null(False)
+    )
+    if open_only:
+        query = query.where(Conversation.status.in_(OPEN_STATUSES))
+    return [error for error, _n in query.group_by(Conversation.last_error).order_by(count.desc(), Conversation.last_error).tuples()]
+
+
 @dataclass
 class StoreOutcome:
     completed: list[str]

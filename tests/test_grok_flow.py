@@ -103,6 +103,28 @@ def test_a_batch_out_of_retries_is_dead_lettered_and_failed(make_stack, grok):
     assert dlq(stack, "purge", letter).returncode == 1
 
 
+def test_dead_letters_and_failures_give_the_last_reason_in_plain_words(make_stack, grok):
+    stack = make_stack(MAX_RETRIES=2, **FAST_RETRIES, **grok.env)
+    client = stack.start_web()
+    stack.start_worker()
+    grok.inject({"status": 500}, {"status": 429})  # the last of the two tries meets the rate limit
+    ids = post_all(client, ["one", "two"])
+    documents = stack.settled(client, ids)
+    assert {d["status"] for d in documents} == {"failed"}
+    for document in documents:
+        assert document["last_error"].startswith("gave up after 2 tries: Grok rate limit (429)"), document
+        assert "dramatiq." not in document["last_error"] and "Error:" not in document["last_error"]
+
+    [letter_id] = [key.decode() for key in stack.redis.hkeys("dramatiq:analyze.XQ.msgs")]
+    [line] = dlq(stack, "list").stdout.splitlines()
+    assert letter_id in line and "2 conversation(s)" in line
+    assert line.endswith("gave up after 2 tries: Grok rate limit (429): {\"error\": \"emulated 429\"}"), line
+    assert "dramatiq." not in line and "Error:" not in line
+    shown = json.loads(dlq(stack, "show", letter_id).stdout)
+    assert shown["reason"] == documents[0]["last_error"]
+    assert "Traceback" in shown["options"]["traceback"], "the whole traceback stays for those who want it"
+
+
 def dlq(stack, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "ops.dlq", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
