@@ -2,7 +2,8 @@
 
 In JSON every record carries its ``extra`` fields (``conversation_ids``, ``batch_id``...) as keys. Nothing
 logs the Grok key: it lives only in the Grok client's session headers and in ``Settings`` (hidden from
-``repr``), and error bodies that echo it are masked before they are logged or stored.
+``repr``), and error bodies that echo it are masked before they are logged or stored. As a last line of
+defence every formatted record, traceback included (Dramatiq logs those itself), is redacted of the key.
 """
 
 from __future__ import annotations
@@ -17,14 +18,32 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d %(name)s] %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(threadName)s %(message)s"
 
 
+class RedactingFormatter(logging.Formatter):
+    """Formats with ``inner``, then takes the Grok key out of the whole text."""
+
+    def __init__(self, inner: logging.Formatter, settings: Settings) -> None:
+        super().__init__()
+        self.inner = inner
+        self.settings = settings
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self.settings.redact(self.inner.format(record))
+        if record.exc_text:  # the traceback cached on the record, for any other handler formatting it
+            record.exc_text = self.settings.redact(record.exc_text)
+        return text
+
+
 def formatter(settings: Settings) -> logging.Formatter:
     if settings.log_format == "json":
-        return JsonFormatter(JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
-    return logging.Formatter(TEXT_FORMAT)
+        inner: logging.Formatter = JsonFormatter(JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+    else:
+        inner = logging.Formatter(TEXT_FORMAT)
+    return RedactingFormatter(inner, settings)
 
 
 def configure_logging(settings: Settings) -> None:
-    """Give the root logger (and whatever handlers the server set up, uvicorn's or Dramatiq's) our format."""
+    """Give the root logger (and whatever handlers the server set up, uvicorn's or Dramatiq's) our format,
+    which redacts the Grok key."""
     root = logging.getLogger()
     root.setLevel(settings.log_level)
     if not root.handlers:

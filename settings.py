@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from insights.secrets import mask_url, redact
+
 CONFIG_FILE = Path(os.environ.get("CONFIG_FILE", Path(__file__).with_name("config.toml")))
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -89,6 +91,16 @@ class Settings(BaseModel):
     def _no_token_limit(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("grok_api_key")
+    @classmethod
+    def _grok_api_key(cls, value: str) -> str:
+        """Without the newline a key read from a file ends with; nothing a bearer token cannot hold (a
+        newline inside would make ``requests`` refuse the header, quoting it in its error)."""
+        key = value.strip()
+        if not all("!" <= char <= "~" for char in key):
+            raise ValueError("expected printable ASCII without spaces or control characters")
+        return key
+
     @field_validator("api_keys")
     @classmethod
     def _api_keys(cls, value: str) -> str:
@@ -126,8 +138,13 @@ class Settings(BaseModel):
         """True when no Grok key is configured and the deterministic analyzer runs instead."""
         return not self.grok_api_key
 
+    def redact(self, text: str) -> str:
+        """``text`` without the Grok key (see :func:`insights.secrets.redact`)."""
+        return redact(text, self.grok_api_key)
+
 
 API_SCOPES = frozenset({"ingest", "read"})
+HIDDEN_SETTINGS = frozenset({"api_keys", "grok_api_key"})  # a bad value of these is never shown
 _KEY_ENTRY = re.compile(r"^sha256:([0-9a-f]{64}):([a-z,]+)$")
 
 
@@ -169,8 +186,14 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: Path = 
         name = str(first["loc"][0])
         source = name.upper() if name.upper() in environ else f"{name} in {config_file.name}"
         expected = first["msg"].removeprefix("Value error, ")
-        shown = "(hidden)" if name == "api_keys" else repr(first.get("input"))
-        raise ConfigError(f"{source}: {expected} (got {shown})") from None
+        raise ConfigError(f"{source}: {expected} (got {_shown(name, first.get('input'))})") from None
+
+
+def _shown(name: str, value: object) -> str:
+    """A bad value as a ConfigError shows it: never a key, never a URL's password."""
+    if name in HIDDEN_SETTINGS:
+        return "(hidden)"
+    return repr(mask_url(value) if isinstance(value, str) else value)
 
 
 @functools.cache

@@ -35,6 +35,7 @@ from dramatiq.middleware import CurrentMessage
 
 import metrics
 
+from actors import reasons
 from actors.batching import collect
 from actors.broker import gate, settings
 from insights.analyzer import Analyzer, ConversationToAnalyze, build_analyzer
@@ -118,7 +119,7 @@ def grok_hold() -> tuple[str, float] | None:
 def handle_failure(ids: list[str], error: GrokError) -> dict | None:
     """See the module's docstring: retry, set aside, split, or fail the one refused conversation."""
     if isinstance(error, TransientError):
-        queries.note_error(ids, f"{error} (will retry)")
+        queries.note_error(ids, f"{error}{reasons.WILL_RETRY}")
         logger.warning("transient Grok failure, the batch will be retried: %s", error,
                        extra={"batch_id": batch_id(), "conversation_ids": ids})
         delay = int(error.retry_after * 1000) if error.retry_after is not None else None
@@ -219,9 +220,9 @@ def batch_id() -> str | None:
 
 @dramatiq.actor(queue_name="store", max_retries=settings.max_retries, min_backoff=RETRY_BACKOFF_MS)
 def batch_exhausted(message: dict, retry_info: dict) -> None:
-    """A batch's message spent its retries and is dead-lettered: its open conversations are ``failed``."""
+    """A batch's message spent its retries and is dead-lettered: its open conversations are ``failed``,
+    with the reason they recorded for the last try (see ``actors.reasons``)."""
     conversation_ids = message["args"][0]
-    traceback = (message.get("options", {}).get("traceback") or "").strip().splitlines()
-    reason = traceback[-1] if traceback else "analysis failed"
+    reason = reasons.current(conversation_ids, message.get("options", {}).get("traceback"), open_only=True)
     failed = queries.fail_open(conversation_ids, f"gave up after {retry_info.get('retries', 0) + 1} tries: {reason}")
     logger.error("batch dead-lettered after retries, %d conversation(s) failed: %s", failed, reason)

@@ -15,7 +15,9 @@ Every call first takes its place in the shared :class:`OutboundGate` with its es
 from its characters, completion from the recent usage per conversation, :class:`UsageEstimate`), and
 settles the reservation with the answer's ``usage``.
 
-The API key never appears in an error, a log line or a stored row.
+The API key never appears in an error, a log line or a stored row: an exception raised by the call is
+named by its class only (``requests`` quotes URLs and headers, the key among them, in its messages),
+and an error body is redacted of the key.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import requests.adapters
 
 from insights.analyzer import ConversationToAnalyze
 from insights.errors import (
+    GrokError,
     MisconfiguredError,
     RateLimited,
     RequestRefused,
@@ -40,6 +43,7 @@ from insights.errors import (
 )
 from insights.outbound import OutboundGate
 from insights.schemas import MAX_CLUSTERS, MAX_REASONING_CHARS, AnalysisResult
+from insights.secrets import redact
 from settings import Settings
 
 PROMPT_VERSION = "grok-2026-11-24"
@@ -82,6 +86,25 @@ RESULT_SCHEMA: dict[str, Any] = {
     "required": ["results"],
     "additionalProperties": False,
 }
+
+
+# Raised before anything is sent: the operator's to fix (GROK_BASE_URL, GROK_API_KEY), not Grok's.
+UNSENDABLE = (
+    requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema, requests.exceptions.URLRequired,
+)
+
+
+def classify(error: Exception, elapsed: float) -> GrokError:
+    """The exception a call raised, as a :class:`GrokError` that names its class and never quotes it."""
+    name = type(error).__name__
+    if isinstance(error, UNSENDABLE):
+        return MisconfiguredError(f"cannot send a request to Grok ({name}): check GROK_BASE_URL and GROK_API_KEY")
+    if isinstance(error, requests.Timeout):
+        return TransientError(f"Grok timed out after {elapsed:.1f} s ({name})")
+    if isinstance(error, requests.ConnectionError):
+        return TransientError(f"cannot reach Grok ({name})")
+    return TransientError(f"Grok call failed ({name})")
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -201,10 +224,8 @@ class GrokClient:
         started = time.monotonic()
         try:
             return self.session.post(self.url, json=body, timeout=self.timeout)
-        except requests.Timeout as error:
-            raise TransientError(f"Grok timed out after {time.monotonic() - started:.1f} s ({type(error).__name__})") from None
-        except requests.ConnectionError as error:
-            raise TransientError(f"cannot reach Grok: {type(error).__name__}") from None
+        except Exception as error:  # every failure of the call is classified; none escapes with its text
+            raise classify(error, time.monotonic() - started) from None
 
     def _raise_for_status(self, response: requests.Response) -> None:
         status = response.status_code
@@ -275,7 +296,5 @@ def _usage(response: requests.Response) -> dict[str, Any] | None:
 
 def _error_detail(response: requests.Response, key: str) -> str:
     """A short excerpt of an error body for ``last_error`` and logs, with the key (or a prefix) masked."""
-    text = response.text.strip().replace("\n", " ")
-    for secret in {key, key[:8]} - {""}:
-        text = text.replace(secret, "***")
+    text = redact(response.text.strip().replace("\n", " "), key)
     return f": {text[:200]}" if text else ""

@@ -8,20 +8,24 @@
     insights counts [--rebuild]                     check (or recompute) the daily counts behind total_count
     insights apikey [--scopes ingest,read]          a new API key and its API_KEYS entry
 
-Configured like every other process, by ``config.toml`` and the environment.
+Configured like every other process, by ``config.toml`` and the environment. An output file that cannot
+be opened is a one-line error (exit status 2); a reader that stops early (``insights stats | head``)
+ends the command quietly (exit status 1, as Python's own recipe for a closed pipe has it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
+import os
 import sys
 from collections import Counter
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, ContextManager, Iterable, Iterator
 
 from pydantic import ValidationError
 from tqdm import tqdm
@@ -117,6 +121,24 @@ def export(start: datetime, end: datetime, output_format: str, out: IO[str]) -> 
     return count
 
 
+def export_command(args: argparse.Namespace) -> int:
+    """``insights export``: to ``--output`` (exit status 2, in one line, when it cannot be opened) or stdout."""
+    try:
+        out = output_file(args.output)
+    except OSError as error:
+        print(f"insights export: cannot write {args.output}: {error.strerror}", file=sys.stderr)
+        return 2
+    with out as stream:
+        count = export(args.start, args.end, args.format, stream)
+    print(f"exported {count} insight(s)", file=sys.stderr)
+    return 0
+
+
+def output_file(path: Path | None) -> ContextManager[IO[str]]:
+    """``path`` opened for writing, or standard output (left open when done)."""
+    return open(path, "w", newline="") if path else contextlib.nullcontext(sys.stdout)
+
+
 def reprocess(ids: list[str], dry_run: bool) -> None:
     verb = "would send" if dry_run else "sent"
     if not dry_run:
@@ -187,7 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The console script: :func:`run`, ending quietly when the reader of standard output has gone."""
+    try:
+        status = run(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
+        return 1
+
+
+def run(argv: list[str]) -> int:
+    """Do the command ``argv`` names; its exit status."""
     if argv[:1] == ["dlq"]:
         return dlq.main(argv[1:])
     parser = build_parser()
@@ -211,10 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         if args.end <= args.start:
             parser.error("--end must be later than --start")
-        with (open(args.output, "w", newline="") if args.output else sys.stdout) as out:
-            count = export(args.start, args.end, args.format, out)
-        print(f"exported {count} insight(s)", file=sys.stderr)
-        return 0
+        return export_command(args)
     if args.command == "reprocess":
         if not args.failed and (args.end is None or args.end <= args.start):
             parser.error("reprocess --start needs a later --end")

@@ -1,7 +1,7 @@
 """``insights dlq`` (or ``scripts/dlq``): the operator's view of Dramatiq's dead letters.
 
     insights dlq list                      every dead letter: queue, id, actor, when, conversations, reason
-    insights dlq show MESSAGE_ID           one dead letter in full, with its traceback
+    insights dlq show MESSAGE_ID           one dead letter in full: its reason, the message, its traceback
     insights dlq requeue (ID... | --all)   send it through again (see below) and drop the dead letter
     insights dlq purge (ID... | --all)     drop dead letters for good
 
@@ -9,6 +9,9 @@
 dead letter puts its conversations that are not completed back to ``queued`` with attempts reset, and
 sends them to the batching stream; any other dead letter is enqueued again as it was, retries reset.
 Exit status: 0 done, 1 an id was not found, 2 bad usage.
+
+The reason shown is the current one its conversations record in the database (``actors.reasons``), not
+the message's traceback, which may tell an older try. Nothing shown carries the Grok key.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import datetime, timezone
 
 import dramatiq
 
-from actors import broker, collect
+from actors import broker, collect, reasons
 from actors.broker import redis_client, settings
 from store import queries
 from store.db import open_database
@@ -46,9 +49,12 @@ class DeadLetter:
         return []
 
     @property
+    def traceback(self) -> str | None:
+        return self.message.get("options", {}).get("traceback")
+
+    @property
     def reason(self) -> str:
-        lines = (self.message.get("options", {}).get("traceback") or "").strip().splitlines()
-        return lines[-1] if lines else "(no traceback)"
+        return settings.redact(reasons.current(self.conversation_ids, self.traceback))
 
 
 def dead_letters() -> list[DeadLetter]:
@@ -73,7 +79,6 @@ def remove(letter: DeadLetter) -> None:
 
 def requeue(letter: DeadLetter) -> str:
     if letter.message["actor_name"] == "analyze_batch":
-        open_database(settings)
         ids = queries.requeue(letter.conversation_ids)
         for conversation_id in ids:
             collect.send(conversation_id)
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--all", action="store_true", help="every dead letter")
         command.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
     args = parser.parse_args(argv)
+    open_database(settings)
     letters = dead_letters()
 
     if args.command == "list":
@@ -119,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"no dead letter {args.message_id}", file=sys.stderr)
             return 1
-        print(json.dumps({"queue": chosen[0].queue, "dead_at": chosen[0].dead_at.isoformat(), **chosen[0].message}, indent=2))
+        letter = chosen[0]
+        shown = {"queue": letter.queue, "dead_at": letter.dead_at.isoformat(), "reason": letter.reason, **letter.message}
+        print(settings.redact(json.dumps(shown, indent=2)))
         return 0
 
     if not args.message_ids and not args.all:

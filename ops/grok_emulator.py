@@ -31,7 +31,8 @@ Control endpoints, for tests and benchmarks:
   ``{"status": 429, "retry_after": "2"}`` (``retry_after`` may be an HTTP date, or absent),
   ``{"status": 500}`` (any status), ``{"delay": 5}`` (answer late), ``{"malformed": true}``,
   ``{"truncate": true}`` (``finish_reason: length``), ``{"drop_rows": 1}``,
-  ``{"extra_row": "some-id"}``, ``{"out_of_range": true}``.
+  ``{"extra_row": "some-id"}``, ``{"out_of_range": true}``, ``{"hangup": true}`` (hang up halfway
+  through the answer's body).
 - ``POST /_emulator/config`` with any of the options above, ``api_key``, or ``fault_rate``: with
   ``fault_rate`` each admitted call without a queued fault meets a random one (429 with ``Retry-After: 1``,
   500, 503 or a malformed answer) with probability ``p`` (for soak runs). Answers the configuration.
@@ -110,6 +111,7 @@ class Reply:
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
     wait: float = 0.0  # seconds before answering
+    hang_up: bool = False  # promise the whole body, send half, close
 
 
 class EmulatorState:
@@ -194,7 +196,7 @@ def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[st
         headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
         return Reply(status, {"error": f"emulated {status}"}, headers, wait)
     content, finish_reason = content_of(bend(rows, fault), fault, bool(holds(batch, POISON)))
-    return Reply(200, completion(content, finish_reason, model, prompt_tokens), wait=wait)
+    return Reply(200, completion(content, finish_reason, model, prompt_tokens), wait=wait, hang_up=bool(fault.get("hangup")))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -213,6 +215,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def hang_up(self, data: bytes) -> None:
+        """Promise ``data`` in full, send half of it and close the connection."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.close_connection = True
 
     def read_json(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
@@ -259,6 +270,8 @@ class Handler(BaseHTTPRequestHandler):
         entry["status"] = reply.status
         try:
             time.sleep(reply.wait)
+            if reply.hang_up:
+                return self.hang_up(json.dumps(reply.body).encode())
             self.send_json(reply.status, reply.body, reply.headers)
         except (BrokenPipeError, ConnectionResetError):
             entry["client_gone"] = True  # the caller hung up (a worker killed mid-call, a timeout)

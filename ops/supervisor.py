@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from insights.secrets import mask_url
 from ops.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +75,7 @@ def main() -> int:
 
     migrate(open_database(settings))
     print(f"Conversation Insights on http://127.0.0.1:{settings.port}", flush=True)
-    print(f"  Redis:    {'embedded, ' if embedded else ''}{settings.redis_url}", flush=True)
+    print(f"  Redis:    {'embedded, ' if embedded else ''}{mask_url(settings.redis_url)}", flush=True)
     print(f"  Database: {describe(settings)}", flush=True)
     print(f"  Analyzer: {'offline (no GROK_API_KEY)' if settings.offline else settings.grok_model}", flush=True)
     print("Press Ctrl-C to stop.", flush=True)

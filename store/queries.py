@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator
 from peewee import JOIN, PostgresqlDatabase, Tuple, Value, fn
 
 from insights.schemas import AnalysisResult, as_utc
+from settings import get_settings
 from store import counts
 from store.db import write_transaction
 from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, STATUSES, Conversation, Insight, InsightHistory, database
@@ -201,12 +202,24 @@ def refund_attempt(conversation_ids: Iterable[str], requeue: bool = False) -> in
 
 def note_error(conversation_ids: Iterable[str], reason: str) -> int:
     """Record why the open conversations are waiting (and renew their lease)."""
-    return _update_open(conversation_ids, last_error=reason)
+    return _update_open(conversation_ids, last_error=get_settings().redact(reason))
 
 
 def fail_open(conversation_ids: Iterable[str], reason: str) -> int:
     """Mark the still-open conversations ``failed`` with ``reason``."""
-    return _update_open(conversation_ids, status=FAILED, last_error=reason)
+    return _update_open(conversation_ids, status=FAILED, last_error=get_settings().redact(reason))
+
+
+def last_errors(conversation_ids: Iterable[str], open_only: bool = False) -> list[str]:
+    """The ``last_error`` recorded on the conversations among ``conversation_ids`` (open ones only, if
+    asked), most frequent first."""
+    count = fn.COUNT(Conversation.id)
+    query = Conversation.select(Conversation.last_error, count).where(
+        Conversation.id.in_(list(conversation_ids)), Conversation.last_error.is_null(False)
+    )
+    if open_only:
+        query = query.where(Conversation.status.in_(OPEN_STATUSES))
+    return [error for error, _n in query.group_by(Conversation.last_error).order_by(count.desc(), Conversation.last_error).tuples()]
 
 
 @dataclass
@@ -239,7 +252,7 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
                 _store_insight(conversation, row, result, now, rollup_changes)
                 outcome.completed.append(conversation.id)
             else:
-                reason = result.rejected.get(conversation.id, "the analyzer returned no row for this conversation")
+                reason = get_settings().redact(result.rejected.get(conversation.id, "the analyzer returned no row for this conversation"))
                 exhausted = conversation.attempts >= max_retries
                 (
                     Conversation.update(status=FAILED if exhausted else QUEUED, last_error=reason, updated_at=now)

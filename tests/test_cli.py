@@ -9,6 +9,8 @@ import os
 import subprocess
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from conftest import ROOT, wait_until
 
 ROOT_BIN = ROOT / ".venv" / "bin" / "insights"
@@ -83,3 +85,22 @@ def test_reprocess_failed_and_bad_usage(make_stack, tmp_path):
     assert beyond.returncode == 2 and "outside years 1 to 9999" in beyond.stderr
     assert insights(stack, "import", str(tmp_path / "missing.jsonl")).returncode == 2
     assert "no dead letters" in insights(stack, "dlq", "list").stdout
+
+
+def test_an_output_file_that_cannot_be_opened_is_one_line(make_stack, tmp_path):
+    stack = make_stack()
+    target = tmp_path / "missing" / "dir" / "x.csv"
+    finished = insights(stack, "export", "--start", "2026-01-01", "--end", "2026-01-02", "--output", str(target))
+    assert finished.returncode == 2
+    assert finished.stderr.splitlines() == [f"insights export: cannot write {target}: No such file or directory"]
+
+
+@pytest.mark.parametrize("command", [["stats"], ["export", "--start", "2026-01-01", "--end", "2027-01-01", "--format", "csv"], ["dlq", "list"]])
+def test_a_reader_that_stops_early_ends_the_command_quietly(make_stack, command):
+    stack = make_stack()
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([str(ROOT_BIN), *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the command writes anything (`insights stats | head -c 0`)
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert stderr == "", "no traceback, no complaint"

@@ -6,13 +6,15 @@ import concurrent.futures
 import email.utils
 import json
 import time
+import traceback
 
 import pytest
 import redis
+import requests
 
 from conftest import GROK_KEY, IN_PROCESS_REDIS_DB, max_calls_in_any_window, redis_url
 from insights.analyzer import ConversationToAnalyze
-from insights.errors import MisconfiguredError, RateLimited, TransientError, UnusableAnswer
+from insights.errors import GrokError, MisconfiguredError, RateLimited, TransientError, UnusableAnswer
 from insights.grok import GrokClient, parse_retry_after
 from insights.outbound import OutboundGate
 from settings import load_settings
@@ -108,6 +110,52 @@ def test_an_unreachable_server_is_transient(gate):
     settings = load_settings({"GROK_API_KEY": GROK_KEY, "GROK_BASE_URL": "http://127.0.0.1:9/v1"})
     with pytest.raises(TransientError, match="cannot reach"):
         GrokClient(settings, gate).analyze(batch("hi"))
+
+
+def test_a_key_read_from_a_file_works(grok, gate):
+    result = make_client(grok, gate, GROK_API_KEY=GROK_KEY + "\n").analyze(batch("Thanks!"))
+    assert [row.conversation_id for row in result.rows] == ["c0"]
+
+
+def assert_never_quotes_the_key(error: GrokError) -> None:
+    """Neither the message nor the traceback Dramatiq would store and log holds the key or its prefix."""
+    shown = "".join(traceback.format_exception(error))
+    assert GROK_KEY not in shown and GROK_KEY[:8] not in shown
+
+
+@pytest.mark.parametrize("base_url, raised", [
+    (GROK_KEY, "MissingSchema"),  # the key pasted where the URL belongs
+    (f"http://127.0.0.1:{GROK_KEY}/v1", "InvalidURL"),
+    (f"ftp://{GROK_KEY}/v1", "InvalidSchema"),
+])
+def test_a_request_that_cannot_be_sent_is_the_operators_to_fix(gate, base_url, raised):
+    settings = load_settings({"GROK_API_KEY": GROK_KEY, "GROK_BASE_URL": base_url})
+    with pytest.raises(MisconfiguredError) as error:
+        GrokClient(settings, gate).analyze(batch("hi"))
+    assert raised in str(error.value) and "GROK_BASE_URL" in str(error.value)
+    assert_never_quotes_the_key(error.value)
+
+
+def test_an_answer_cut_off_mid_body_is_transient(grok, gate):
+    grok.inject({"hangup": True})
+    with pytest.raises(TransientError, match="ChunkedEncodingError"):
+        make_client(grok, gate).analyze(batch("hi"))
+
+
+class EchoingAdapter(requests.adapters.HTTPAdapter):
+    """A transport whose failure quotes the request's headers, as error messages of libraries may."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs) -> requests.Response:
+        raise ValueError(f"cannot send {request.method} {request.url} with headers {dict(request.headers)}")
+
+
+def test_whatever_a_call_raises_is_classified_and_never_quotes_the_key(grok, gate):
+    session = requests.Session()
+    session.mount("http://", EchoingAdapter())
+    client = GrokClient(load_settings({**grok.env, "GROK_READ_TIMEOUT_SECONDS": "2"}), gate, session)
+    with pytest.raises(TransientError, match=r"\(ValueError\)") as error:
+        client.analyze(batch("hi"))
+    assert_never_quotes_the_key(error.value)
 
 
 @pytest.mark.parametrize("fault", [{"malformed": True}, {"truncate": True}])

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-
+from datetime import datetime, timedelta, timezone
 
 from test_cli import insights
 from conftest import GROK_KEY, ROOT, conversation, max_calls_in_any_window, wait_until
@@ -115,6 +115,28 @@ def test_a_batch_out_of_retries_is_dead_lettered_and_failed(make_stack, grok):
     assert dlq(stack, "purge", letter).returncode == 1
 
 
+def test_dead_letters_and_failures_give_the_last_reason_in_plain_words(make_stack, grok):
+    stack = make_stack(MAX_RETRIES=2, **FAST_RETRIES, **grok.env)
+    client = stack.start_web()
+    stack.start_worker()
+    grok.inject({"status": 500}, {"status": 503})  # the dead letter's traceback is of the first try
+    ids = post_all(client, ["one", "two"])
+    documents = stack.settled(client, ids)
+    assert {d["status"] for d in documents} == {"failed"}
+    for document in documents:
+        assert document["last_error"].startswith("gave up after 2 tries: Grok error 503"), document
+        assert "dramatiq." not in document["last_error"] and "Error:" not in document["last_error"]
+
+    [letter_id] = [key.decode() for key in stack.redis.hkeys("dramatiq:analyze.XQ.msgs")]
+    [line] = dlq(stack, "list").stdout.splitlines()
+    assert letter_id in line and "2 conversation(s)" in line
+    assert line.endswith("gave up after 2 tries: Grok error 503: {\"error\": \"emulated 503\"}"), line
+    assert "dramatiq." not in line and "Error:" not in line
+    shown = json.loads(dlq(stack, "show", letter_id).stdout)
+    assert shown["reason"] == documents[0]["last_error"]
+    assert "Traceback" in shown["options"]["traceback"], "the whole traceback stays for those who want it"
+
+
 def dlq(stack, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "ops.dlq", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
@@ -142,6 +164,51 @@ def test_a_bad_key_pauses_work_without_burning_it(make_stack, grok):
     documents = stack.settled(client, ids, timeout=30)
     assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}
     assert "xai-test" not in stack.log_text()
+
+
+def assert_the_key_is_nowhere(stack, client, ids: list[str], start: datetime) -> None:
+    """Neither the API (conversations, summary, readiness) nor a log shows the key or its first characters."""
+    window = {"start_time": start.isoformat(), "end_time": (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()}
+    shown = {
+        "conversations": json.dumps(stack.conversations(client, ids)),
+        "summary": client.get("/api/v1/insights/summary", params=window).text,
+        "readyz": client.get("/readyz").text,
+        "logs": stack.log_text(),
+    }
+    leaks = [where for where, text in shown.items() if GROK_KEY[:8] in text]
+    assert not leaks, f"the key shows in {leaks}: {shown}"
+
+
+def test_a_key_read_from_a_file_works_and_never_shows(make_stack, grok):
+    start = datetime.now(timezone.utc)
+    stack = make_stack(MAX_RETRIES=2, **FAST_RETRIES, **{**grok.env, "GROK_API_KEY": GROK_KEY + "\n"})
+    client = stack.start_web()
+    stack.start_worker()
+    ids = post_all(client, ["Thanks, all sorted!", "Still waiting for my refund."])
+    documents = stack.settled(client, ids)
+    assert_the_key_is_nowhere(stack, client, ids, start)
+    assert {d["status"] for d in documents} == {"completed"}
+
+
+def test_a_request_that_cannot_be_sent_waits_for_the_operator_and_never_shows_the_key(make_stack, grok):
+    start = datetime.now(timezone.utc)
+    # The key pasted into GROK_BASE_URL too: requests refuses the URL, quoting it (the key) in its error.
+    stack = make_stack(MAX_RETRIES=2, GROK_AUTH_PAUSE_SECONDS=30, **FAST_RETRIES, **{**grok.env, "GROK_BASE_URL": GROK_KEY})
+    client = stack.start_web()
+    stack.start_worker()
+    ids = post_all(client, ["Where is my order?"])
+
+    def refused_or_settled():
+        ready = client.get("/readyz")
+        return ready.status_code == 503 or all(d["status"] == "failed" for d in stack.conversations(client, ids))
+
+    wait_until(refused_or_settled, timeout=20, message="the worker to meet the bad GROK_BASE_URL")
+    time.sleep(0.5)  # the worker's log lines about it
+    assert_the_key_is_nowhere(stack, client, ids, start)
+    grok_check = client.get("/readyz").json()["error"]["failing"]["grok"]
+    assert "MissingSchema" in grok_check and "GROK_BASE_URL" in grok_check
+    assert {(d["status"], d["attempts"]) for d in stack.conversations(client, ids)} <= {("queued", 0), ("processing", 1)}
+    assert grok.log() == []
 
 
 def test_two_worker_processes_share_the_outbound_limit_and_the_429_pause(make_stack, grok):

@@ -38,6 +38,36 @@ def test_bad_values_name_the_variable(name, value):
     assert str(error.value).startswith(f"{name}: ") and repr(value) in str(error.value)
 
 
+SECRET = "s3cret-Pa55"
+KEY_WITH_A_NEWLINE = "xai-0123456789\nabcdefghijklmnop"
+
+
+def test_a_key_read_from_a_file_loses_its_newline():
+    assert load_settings({"GROK_API_KEY": " xai-0123456789abcdef\n"}).grok_api_key == "xai-0123456789abcdef"
+    assert load_settings({"GROK_API_KEY": "\n"}).offline
+
+
+@pytest.mark.parametrize("key", [KEY_WITH_A_NEWLINE, "xai-0123456789 abcdef", "xai-0123456789\tabcdef",
+                                 "xai-0123456789\x00abcdef", "xai-0123456789\u00e9abcdef", "xai-0123456789\u200babcdef"])
+def test_a_key_that_cannot_be_a_bearer_token_is_refused_without_being_shown(key):
+    with pytest.raises(ConfigError) as error:
+        load_settings({"GROK_API_KEY": key})
+    message = str(error.value)
+    assert message.startswith("GROK_API_KEY: ") and "\n" not in message
+    assert "0123456789" not in message and "abcdef" not in message
+
+
+@pytest.mark.parametrize("name, url", [("REDIS_URL", f"http://:{SECRET}@cache.internal:6379/0"),
+                                       ("DATABASE_URL", f"mysql://insights:{SECRET}@db.internal/insights"),
+                                       ("DATABASE_URL", f"mysql://db.internal/insights?user=insights&password={SECRET}")])
+def test_a_bad_url_is_shown_without_its_password(name, url):
+    with pytest.raises(ConfigError) as error:
+        load_settings({name: url})
+    message = str(error.value)
+    assert message.startswith(f"{name}: ") and SECRET not in message
+    assert "***" in message and "internal" in message, "still recognisable"
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -45,8 +75,19 @@ def test_bad_values_name_the_variable(name, value):
         [sys.executable, "-m", "dramatiq", "actors", "--processes", "1"],
     ],
 )
-def test_a_bad_value_stops_start_up_with_one_line(command):
-    env = {"PATH": "/usr/bin:/bin", "MAX_RETRIES": "zero", "PYTHONPATH": str(ROOT)}
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("MAX_RETRIES", "zero", "Input should be a valid integer"),
+        ("GROK_API_KEY", KEY_WITH_A_NEWLINE, "expected printable ASCII"),
+        ("REDIS_URL", f"http://:{SECRET}@cache.internal:6379/0", "expected a redis://"),
+    ],
+)
+def test_a_bad_value_stops_start_up_with_one_line(command, name, value, expected):
+    env = {"PATH": "/usr/bin:/bin", name: value, "PYTHONPATH": str(ROOT)}
     finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert finished.returncode != 0
-    assert "configuration error: MAX_RETRIES: Input should be a valid integer" in finished.stderr
+    [line] = [line for line in finished.stderr.splitlines() if "configuration error" in line]
+    assert line.startswith(f"configuration error: {name}: {expected}")
+    for secret in (SECRET, "0123456789", "abcdefghijklmnop"):
+        assert secret not in finished.stderr + finished.stdout
