@@ -199,13 +199,13 @@ def test_a_request_that_cannot_be_sent_waits_for_the_operator_and_never_shows_th
     ids = post_all(client, ["Where is my order?"])
 
     def refused_or_settled():
-        ready = client.get("/readyz")
-        return ready.status_code == 503 or all(d["status"] == "failed" for d in stack.conversations(client, ids))
+        misconfigured = client.get("/readyz").json()["grok"]["state"] == "misconfigured"
+        return misconfigured or all(d["status"] == "failed" for d in stack.conversations(client, ids))
 
     wait_until(refused_or_settled, timeout=20, message="the worker to meet the bad GROK_BASE_URL")
     time.sleep(0.5)  # the worker's log lines about it
     assert_the_key_is_nowhere(stack, client, ids, start)
-    grok_check = client.get("/readyz").json()["error"]["failing"]["grok"]
+    grok_check = client.get("/readyz").json()["grok"]["reason"]
     assert "MissingSchema" in grok_check and "GROK_BASE_URL" in grok_check
     assert {(d["status"], d["attempts"]) for d in stack.conversations(client, ids)} <= {("queued", 0), ("processing", 1)}
     assert grok.log() == []
