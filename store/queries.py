@@ -143,7 +143,9 @@ def _locked(query):
 def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int) -> list[Conversation]:
     """Move the open conversations among ``conversation_ids`` to ``processing``, counting an attempt.
 
-    One that has already used ``max_attempts`` is ``failed`` instead, keeping its last error.
+    One that has already used ``max_attempts`` is ``failed`` instead, its last error followed by "(gave up
+    after N attempts)": concatenated with ``||`` (``+`` would add the texts as numbers on SQLite, and
+    PostgreSQL refuses it, failing the whole batch).
     """
     ids = list(conversation_ids)
     now = utcnow()
@@ -152,14 +154,9 @@ def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int) -> 
         spent = [c.id for c in open_rows if c.attempts >= max_attempts]
         claimed = [c for c in open_rows if c.attempts < max_attempts]
         if spent:
-            (
-                Conversation.update(
-                    status=FAILED, updated_at=now,
-                    last_error=fn.COALESCE(Conversation.last_error, "") + f" (gave up after {max_attempts} attempts)",
-                )
-                .where(Conversation.id.in_(spent))
-                .execute()
-            )
+            previous = fn.COALESCE(Conversation.last_error.concat(" "), "")  # NULL || ' ' is NULL: no stray space
+            gave_up = previous.concat(f"(gave up after {max_attempts} attempts)")
+            Conversation.update(status=FAILED, last_error=gave_up, updated_at=now).where(Conversation.id.in_(spent)).execute()
         if claimed:
             (
                 Conversation.update(status=PROCESSING, attempts=Conversation.attempts + 1, updated_at=now)

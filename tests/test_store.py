@@ -81,3 +81,19 @@ def test_stale_open_conversations_are_reclaimed_once(db):
     later = queries.utcnow()
     assert queries.reclaim_stale(later) == ["old"]
     assert queries.reclaim_stale(later) == [], "a reclaimed conversation is touched, so nobody else takes it"
+
+
+def test_a_spent_conversation_fails_alone_and_its_neighbours_are_claimed(db):
+    """The failed one keeps its last error, with the reason appended as text (not added as a number)."""
+    for conversation_id in ("first", "spent", "quiet", "last"):
+        add(conversation_id)
+    Conversation.update(attempts=3, last_error="Grok error 503").where(Conversation.id == "spent").execute()
+    Conversation.update(attempts=3).where(Conversation.id == "quiet").execute()
+
+    claimed = queries.claim_for_processing(["first", "spent", "quiet", "last"], max_attempts=3)
+
+    assert sorted(c.id for c in claimed) == ["first", "last"]
+    rows = {c.id: c for c in Conversation.select()}
+    assert (rows["spent"].status, rows["spent"].last_error) == ("failed", "Grok error 503 (gave up after 3 attempts)")
+    assert (rows["quiet"].status, rows["quiet"].last_error) == ("failed", "(gave up after 3 attempts)")
+    assert {(rows[i].status, rows[i].attempts) for i in ("first", "last")} == {("processing", 1)}
