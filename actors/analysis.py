@@ -33,7 +33,7 @@ from actors.broker import gate, settings
 from insights.analyzer import Analyzer, ConversationToAnalyze, build_analyzer
 from insights.grok import GrokError, MisconfiguredError, TransientError, UnusableAnswer
 from insights.schemas import AnalysisResult
-from store import queries
+from store import queries, results
 
 logger = logging.getLogger(__name__)
 RETRY_BACKOFF_MS = int(settings.backoff_seconds * 1000)
@@ -138,7 +138,7 @@ def store_results(analysis: dict | None) -> None:
     if analysis is None:
         return
     result = AnalysisResult.model_validate(analysis)
-    outcome = queries.record_results(result, settings.max_retries)
+    outcome = results.record_results(result, settings.max_retries)
     for conversation_id in outcome.retry:
         collect.send(conversation_id)
     settled = metrics.worker().settled

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import counts, queries
+from store import counts, queries, results
 from store.migrations import migrate
 from store.models import Insight, InsightCount
 
@@ -48,7 +48,7 @@ def store_round(rng: random.Random, ids: list[str]) -> None:
                            confidence=value(rng, 0), reasoning="r")
                 for i in chunk]
         result = AnalysisResult(conversation_ids=chunk, rows=rows, rejected={}, model="m", prompt_version="p", raw_response="{}")
-        queries.record_results(result, max_retries=10)
+        results.record_results(result, max_retries=10)
 
 
 def add_conversations(rng: random.Random, count: int, days: int) -> list[str]:
@@ -172,7 +172,7 @@ def test_scores_are_stored_exactly_so_filters_on_grid_values_include_them(db):
     queries.insert_conversations([queries.NewConversation.of("exact", "{}", EPOCH)])
     queries.claim_for_processing(["exact"], max_attempts=1)
     row = InsightRow(conversation_id="exact", sentiment_score=-0.1, clusters=[], confidence=0.7, reasoning="r")
-    queries.record_results(AnalysisResult(conversation_ids=["exact"], rows=[row], rejected={}, model="m", prompt_version="p",
+    results.record_results(AnalysisResult(conversation_ids=["exact"], rows=[row], rejected={}, model="m", prompt_version="p",
                                           raw_response="{}"), max_retries=1)
     stored = Insight.get_by_id("exact")
     assert (stored.sentiment_score, stored.confidence) == (-0.1, 0.7)
@@ -188,7 +188,7 @@ def test_counts_and_checks_read_one_snapshot_while_an_insight_moves(db):
     def store(confidence: float) -> None:
         queries.claim_for_processing(["moving"], max_attempts=1000)
         row = InsightRow(conversation_id="moving", sentiment_score=0.0, clusters=[], confidence=confidence, reasoning="r")
-        queries.record_results(AnalysisResult(conversation_ids=["moving"], rows=[row], rejected={}, model="m",
+        results.record_results(AnalysisResult(conversation_ids=["moving"], rows=[row], rejected={}, model="m",
                                               prompt_version="p", raw_response="{}"), max_retries=1000)
         queries.reopen(["moving"])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import queries
+from store import queries, results
 from store.migrations import migrate
 from store.models import Conversation, Insight
 
@@ -46,13 +46,13 @@ def test_results_complete_conversations_once(db):
     for conversation_id in ("a", "b"):
         add(conversation_id)
     assert [c.id for c in queries.claim_for_processing(["a", "b", "unknown"], max_attempts=3)] == ["a", "b"]
-    outcome = queries.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
+    outcome = results.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
     assert sorted(outcome.completed) == ["a", "b"]
     insight = Insight.get_by_id("a")
     assert insight.clusters == '["billing-issue"]' and insight.reasoning == "ok" and insight.raw_response == '{"raw": true}'
 
     # The same result again (a redelivered message) changes nothing and adds no insight.
-    again = queries.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
+    again = results.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
     assert again.completed == [] and Insight.select().count() == 2
     # Completed conversations cannot be claimed again: status only moves forward.
     assert queries.claim_for_processing(["a"], max_attempts=3) == []
@@ -63,7 +63,7 @@ def test_missing_rows_are_retried_then_failed_with_the_reason(db):
     add("m")
     for attempt in (1, 2):
         queries.claim_for_processing(["m"], max_attempts=2)
-        outcome = queries.record_results(result(["m"], [], {"m": "no row"}), max_retries=2)
+        outcome = results.record_results(result(["m"], [], {"m": "no row"}), max_retries=2)
         row = Conversation.get_by_id("m")
         assert row.attempts == attempt
         if attempt == 1:
@@ -77,7 +77,7 @@ def test_stale_open_conversations_are_reclaimed_once(db):
     add("old")
     add("done")
     queries.claim_for_processing(["done"], max_attempts=3)
-    queries.record_results(result(["done"], ["done"]), max_retries=3)
+    results.record_results(result(["done"], ["done"]), max_retries=3)
     later = queries.utcnow()
     assert queries.reclaim_stale(later) == ["old"]
     assert queries.reclaim_stale(later) == [], "a reclaimed conversation is touched, so nobody else takes it"
