@@ -10,7 +10,8 @@ import falcon.asgi
 import peewee
 
 from api.admission import Admission
-from api.conversations import BatchResource, ConversationResource, ConversationsResource
+from api.batch import BatchResource
+from api.conversations import ConversationResource, ConversationsResource
 from api.errors import handle_database_down, handle_unexpected, serialize_error
 from api.health import (
     HealthResource,
