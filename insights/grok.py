@@ -30,7 +30,7 @@ import requests
 
 from insights.analyzer import ConversationToAnalyze
 from insights.outbound import OutboundGate
-from insights.schemas import MAX_CLUSTERS, MAX_REASONING_CHARS, AnalysisResult
+from insights.schemas import MAX_CLUSTERS, MAX_REASONING_CHARS, AnalysisResult, storable
 from settings import Settings
 
 PROMPT_VERSION = "grok-2026-11-24"
@@ -201,8 +201,9 @@ class GrokClient:
 
 
 def _error_detail(response: requests.Response, key: str) -> str:
-    """A short excerpt of an error body for ``last_error`` and logs, with the key (or a prefix) masked."""
-    text = response.text.strip().replace("\n", " ")
+    """A short excerpt of an error body for ``last_error`` and logs, with the key (or a prefix) masked, and
+    :func:`storable` (a NUL in it would fail the store of ``last_error`` on PostgreSQL)."""
+    text = storable(response.text.strip().replace("\n", " "))
     for secret in {key, key[:8]} - {""}:
         text = text.replace(secret, "***")
     return f": {text[:200]}" if text else ""

@@ -10,7 +10,10 @@ Control endpoints, for tests and benchmarks:
   ``{"status": 429, "retry_after": "2"}`` (``retry_after`` may be an HTTP date, or absent),
   ``{"status": 500}`` (any status), ``{"delay": 5}`` (answer late), ``{"malformed": true}``,
   ``{"truncate": true}`` (``finish_reason: length``), ``{"drop_rows": 1}``,
-  ``{"extra_row": "some-id"}``, ``{"out_of_range": true}``.
+  ``{"extra_row": "some-id"}``, ``{"out_of_range": true}``, ``{"unstorable": true}`` (a NUL in the first
+  row's reasoning and clusters, a lone surrogate in the last row's: valid JSON escapes, ``\\u0000`` and
+  ``\\ud800``, that no database stores as they decode). An error status may carry ``"body"``: that text,
+  sent as is (UTF-8, lone surrogates included), instead of the JSON error.
 - ``POST /_emulator/config`` with ``{"latency": s, "api_key": k, "fault_rate": p}``: with ``fault_rate``
   each call without a queued fault meets a random one (429 with ``Retry-After: 1``, 500, 503 or a
   malformed answer) with probability ``p`` (for soak runs).
@@ -98,6 +101,9 @@ def analyze(state: EmulatorState, conversations: list[dict[str, Any]], fault: di
         rows.append({**rows[0], "conversation_id": fault["extra_row"]})
     if fault.get("out_of_range") and rows:
         rows[0] = {**rows[0], "sentiment_score": 3.5}
+    if fault.get("unstorable") and rows:
+        rows[0] = {**rows[0], "reasoning": f"NUL \x00 {rows[0]['reasoning']}", "clusters": [*rows[0]["clusters"], "nul\x00"]}
+        rows[-1] = {**rows[-1], "reasoning": f"surrogate \ud800 {rows[-1]['reasoning']}", "clusters": ["\ud800", *rows[-1]["clusters"]]}
     return rows
 
 
@@ -167,7 +173,8 @@ class Handler(BaseHTTPRequestHandler):
             if status != 200:
                 entry["status"] = status
                 headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
-                return self.send_json(status, {"error": f"emulated {status}"}, headers)
+                body = fault["body"].encode("utf-8", "surrogatepass") if "body" in fault else {"error": f"emulated {status}"}
+                return self.send_json(status, body, headers)
             content = json.dumps({"results": analyze(self.state, batch, fault)})
             finish_reason = "stop"
             poisoned = any(POISON in m["content"] for c in batch for m in c["messages"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 
 from insights.schemas import AnalysisResult, InsightRow
 from store import queries, results
@@ -97,3 +98,34 @@ def test_a_spent_conversation_fails_alone_and_its_neighbours_are_claimed(db):
     assert (rows["spent"].status, rows["spent"].last_error) == ("failed", "Grok error 503 (gave up after 3 attempts)")
     assert (rows["quiet"].status, rows["quiet"].last_error) == ("failed", "(gave up after 3 attempts)")
     assert {(rows[i].status, rows[i].attempts) for i in ("first", "last")} == {("processing", 1)}
+
+
+def through_the_pipeline(result: AnalysisResult) -> AnalysisResult:
+    """``result`` as ``store_results`` receives it from ``analyze_batch``: JSON in a Dramatiq message."""
+    return AnalysisResult.model_validate(json.loads(json.dumps(result.model_dump(mode="json"))))
+
+
+def test_text_no_database_stores_is_cleaned_and_every_row_stored(db):
+    """A NUL (PostgreSQL refuses it) and a lone surrogate (UTF-8 cannot encode it; ``json.loads`` accepts
+    ``"\\ud800"``) in Grok's rows and usage: cleaned, so the rows are stored, neighbours with them."""
+    ids = ["nul", "surrogate", "plain"]
+    for conversation_id in ids:
+        add(conversation_id)
+    queries.claim_for_processing(ids, max_attempts=3)
+    rows = [
+        {"conversation_id": "nul", "reasoning": "before \u0000 after", "clusters": ["bill\u0000ing", "refund"]},
+        {"conversation_id": "surrogate", "reasoning": "before \ud800 after\u0007", "clusters": ["\ud800", "shipping"]},
+        {"conversation_id": "plain", "reasoning": "fine", "clusters": ["billing"]},
+    ]
+    answer = json.dumps({"results": [{**row, "sentiment_score": 0.2, "confidence": 0.9} for row in rows]})
+    usage = json.loads('{"prompt_tokens": 7, "note\\ud800": "x\\u0000y"}')
+    analysis = AnalysisResult.validated(ids, json.loads(answer)["results"], model="m", prompt_version="p", raw_response=answer, usage=usage)
+
+    outcome = results.record_results(through_the_pipeline(analysis), max_retries=3)
+
+    assert sorted(outcome.completed) == sorted(ids)
+    stored = {i.conversation_id: i for i in Insight.select()}
+    assert (stored["nul"].reasoning, json.loads(stored["nul"].clusters)) == ("before  after", ["billing", "refund"])
+    assert (stored["surrogate"].reasoning, json.loads(stored["surrogate"].clusters)) == ("before \ufffd after", ["shipping"])
+    assert stored["plain"].raw_response == answer, "the raw response is kept verbatim: its escapes stay escapes"
+    assert json.loads(stored["plain"].usage) == {"prompt_tokens": 7, "note\ufffd": "xy"}
