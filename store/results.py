@@ -6,17 +6,19 @@ and every conversation of the batch is settled: ``completed``, back to ``queued`
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from peewee import Value
+from peewee import DataError, IntegrityError, Value
 
-from insights.schemas import AnalysisResult
+from insights.schemas import AnalysisResult, InsightRow, storable
 from store import counts
 from store.db import locked, write_transaction
 from store.models import COMPLETED, FAILED, QUEUED, Conversation, Insight, InsightHistory, database
 from store.queries import OPEN_STATUSES, utcnow
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,33 +32,30 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     """Store valid rows as insights (moving them in the daily counts, ``store.counts``) and settle every
     conversation of the batch, in one transaction.
 
-    Idempotent: a conversation that is no longer open (already completed or failed) is left untouched,
-    so running the same result twice creates no second insight.
+    Each insight is written in a savepoint of its own: one the database refuses is rolled back alone, its
+    changes to the daily counts dropped, and its conversation settled like one without a valid row, while
+    its neighbours complete. Idempotent: a conversation that is no longer open (already completed or
+    failed) is left untouched, so running the same result twice creates no second insight.
     """
     rows = {row.conversation_id: row for row in result.rows}
     now = utcnow()
     outcome = StoreOutcome([], [], [])
     rollup_changes = counts.RollupChanges()
     with write_transaction(database.obj):
-        open_rows = locked(
+        open_rows = list(locked(  # read to the end first: a savepoint rolled back would abort a pending read
             Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at).where(
                 Conversation.id.in_(result.conversation_ids), Conversation.status.in_(OPEN_STATUSES)
             )
-        )
+        ))
         for conversation in open_rows:
-            row = rows.get(conversation.id)
-            if row is not None:
-                _store_insight(conversation, row, result, now, rollup_changes)
-                outcome.completed.append(conversation.id)
+            if conversation.id in rows:
+                reason = _store_row(conversation, rows[conversation.id], result, now, rollup_changes)
             else:
                 reason = result.rejected.get(conversation.id, "the analyzer returned no row for this conversation")
-                exhausted = conversation.attempts >= max_retries
-                (
-                    Conversation.update(status=FAILED if exhausted else QUEUED, last_error=reason, updated_at=now)
-                    .where(Conversation.id == conversation.id)
-                    .execute()
-                )
-                (outcome.failed if exhausted else outcome.retry).append(conversation.id)
+            if reason is None:
+                outcome.completed.append(conversation.id)
+            else:
+                _send_back(conversation, reason, max_retries, now, outcome)
         if outcome.completed:
             (
                 Conversation.update(status=COMPLETED, last_error=None, updated_at=now)
@@ -67,7 +66,47 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     return outcome
 
 
-def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult, now: datetime, rollup_changes: counts.RollupChanges) -> None:
+# What a database (or its driver, before sending: psycopg2 refuses NUL, either fails to encode a lone
+# surrogate with ValueError) says of a value it will not store. Others, such as a lost connection or a
+# lock timeout, are not the row's fault: they fail the transaction, and the message is retried.
+REFUSED_VALUE = (IntegrityError, DataError, ValueError)
+
+
+def _store_row(conversation: Conversation, row: InsightRow, result: AnalysisResult, now: datetime,
+               rollup_changes: counts.RollupChanges) -> str | None:
+    """Store one insight in a savepoint, adding its moves to ``rollup_changes``; if the database refuses
+    it, roll back just this row and return why."""
+    try:
+        with database.obj.atomic():
+            row_changes = _store_insight(conversation, row, result, now)
+    except REFUSED_VALUE as error:
+        reason = _refusal(error)
+        logger.error("%s: %s", conversation.id, reason, extra={"conversation_ids": [conversation.id]})
+        return reason
+    rollup_changes.include(row_changes)
+    return None
+
+
+def _refusal(error: Exception) -> str:
+    """Why the database refused an insight, short and storable (PostgreSQL's second line, ``DETAIL``, may
+    quote the whole row, raw response included)."""
+    first_line = next(iter(str(error).strip().splitlines()), "")
+    return storable(f"the database refused this insight ({type(error).__name__}: {first_line})")[:300]
+
+
+def _send_back(conversation: Conversation, reason: str, max_retries: int, now: datetime, outcome: StoreOutcome) -> None:
+    """A conversation without a stored insight: back to ``queued`` for another attempt, or ``failed``."""
+    exhausted = conversation.attempts >= max_retries
+    (
+        Conversation.update(status=FAILED if exhausted else QUEUED, last_error=reason, updated_at=now)
+        .where(Conversation.id == conversation.id)
+        .execute()
+    )
+    (outcome.failed if exhausted else outcome.retry).append(conversation.id)
+
+
+def _store_insight(conversation: Conversation, row: InsightRow, result: AnalysisResult, now: datetime) -> counts.RollupChanges:
+    """Write the insight (keeping a replaced one in history); return how it moves the daily counts."""
     fields = dict(
         received_at=conversation.received_at,
         sentiment_score=row.sentiment_score,
@@ -80,6 +119,7 @@ def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult,
         usage=json.dumps(result.usage) if result.usage is not None else None,
         analyzed_at=now,
     )
+    rollup_changes = counts.RollupChanges()
     previous = (
         Insight.select(Insight.received_at, Insight.sentiment_score, Insight.confidence, Insight.clusters)
         .where(Insight.conversation == conversation.id)
@@ -96,6 +136,7 @@ def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult,
         .on_conflict(conflict_target=[Insight.conversation], update=fields)
         .execute()
     )
+    return rollup_changes
 
 
 HISTORY_FIELDS = [f for f in InsightHistory._meta.sorted_fields if f.name not in ("id", "superseded_at")]

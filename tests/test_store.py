@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import queries, results
+from store import counts, queries, results
 from store.migrations import migrate
-from store.models import Conversation, Insight
+from store.models import Conversation, Insight, InsightHistory
 
 
 def new(conversation_id: str, payload_hash: str | None = None) -> queries.NewConversation:
@@ -129,3 +129,33 @@ def test_text_no_database_stores_is_cleaned_and_every_row_stored(db):
     assert (stored["surrogate"].reasoning, json.loads(stored["surrogate"].clusters)) == ("before \ufffd after", ["shipping"])
     assert stored["plain"].raw_response == answer, "the raw response is kept verbatim: its escapes stay escapes"
     assert json.loads(stored["plain"].usage) == {"prompt_tokens": 7, "note\ufffd": "xy"}
+
+
+def test_an_insight_the_database_refuses_is_rolled_back_alone(db):
+    """One row breaks a NOT NULL constraint, another holds text UTF-8 cannot encode: each is rolled back to
+    its savepoint, daily counts included, and retried (or failed, on its last attempt); its neighbours
+    complete. Validation lets no such row through (``model_construct`` skips it): the savepoints are for
+    whatever it misses."""
+    ids = ["before", "redone", "broken", "after"]
+    for conversation_id in ids:
+        add(conversation_id)
+    queries.claim_for_processing(["redone"], max_attempts=3)
+    results.record_results(result(["redone"], ["redone"]), max_retries=3)
+    queries.reopen(["redone"])  # reprocessed: its insight must survive the refused replacement
+    queries.claim_for_processing(ids, max_attempts=3)
+    Conversation.update(attempts=3).where(Conversation.id == "broken").execute()  # its last attempt
+    refused = [
+        InsightRow.model_construct(conversation_id=i, sentiment_score=-0.9, clusters=["refunds"], confidence=0.1, reasoning=text)
+        for i, text in (("redone", None), ("broken", "lone \ud800"))
+    ]
+    good = result(ids, ["before", "after"])
+
+    outcome = results.record_results(good.model_copy(update={"rows": [*good.rows, *refused]}), max_retries=3)
+
+    assert (sorted(outcome.completed), outcome.retry, outcome.failed) == (["after", "before"], ["redone"], ["broken"])
+    rows = {c.id: c for c in Conversation.select()}
+    assert rows["redone"].status == "queued" and "refused this insight (IntegrityError" in rows["redone"].last_error
+    assert rows["broken"].status == "failed" and "refused this insight" in rows["broken"].last_error
+    assert {i.conversation_id: i.reasoning for i in Insight.select()} == {"before": "ok", "redone": "ok", "after": "ok"}
+    assert InsightHistory.select().count() == 0
+    assert counts.drift() == {} and sum(counts.stored_totals().cells.values()) == 3
