@@ -1,9 +1,10 @@
 """A batch's pipeline: ``analyze_batch | store_results``.
 
-``analyze_batch`` claims the conversations (``processing``, one attempt each), analyzes them and returns
-validated rows with the raw response; ``store_results`` stores them. A failed store step is retried on
-its own, without paying for the analysis again. Conversations without a valid row go back to the batching
-stream until they run out of attempts.
+``analyze_batch`` claims the conversations (``processing``, one attempt each, under a fresh claim token),
+analyzes them and returns validated rows with the raw response and the token; ``store_results`` stores
+them for the conversations still under that claim. A failed store step is retried on its own, without
+paying for the analysis again. Conversations without a valid row go back to the batching stream until they
+run out of attempts.
 
 How Grok's failures are handled:
 
@@ -70,10 +71,10 @@ def analyze_batch(conversation_ids: list[str]) -> dict | None:
     if reason := gate.misconfiguration():
         postpone(conversation_ids, reason)
         return None
-    claimed = queries.claim_for_processing(conversation_ids, settings.max_retries)
-    if not claimed:
+    claim = queries.claim_for_processing(conversation_ids, settings.max_retries)
+    if not claim.conversations:
         return None
-    conversations = [ConversationToAnalyze(c.id, json.loads(c.payload)["messages"]) for c in claimed]
+    conversations = [ConversationToAnalyze(c.id, json.loads(c.payload)["messages"]) for c in claim.conversations]
     ids = [c.conversation_id for c in conversations]
     recorded = metrics.worker()
     recorded.batch_size.observe(len(ids))
@@ -82,15 +83,15 @@ def analyze_batch(conversation_ids: list[str]) -> dict | None:
             result = analyzer().analyze(conversations)
     except GrokError as error:
         recorded.grok_calls.labels(type(error).__name__).inc()
-        return handle_failure(ids, error)
+        return handle_failure(ids, claim.token, error)
     recorded.grok_calls.labels("ok").inc()
     for kind in ("prompt_tokens", "completion_tokens"):
         recorded.tokens.labels(kind.removesuffix("_tokens")).inc((result.usage or {}).get(kind) or 0)
-    result.batch_id = batch_id()
+    result.batch_id, result.claim_token = batch_id(), claim.token
     return result.model_dump(mode="json")
 
 
-def handle_failure(ids: list[str], error: GrokError) -> dict | None:
+def handle_failure(ids: list[str], claim_token: str, error: GrokError) -> dict | None:
     """See the module's docstring: retry (transient), split (unusable answer) or postpone (misconfigured)."""
     if isinstance(error, TransientError):
         queries.note_error(ids, f"{error} (will retry)")
@@ -100,7 +101,7 @@ def handle_failure(ids: list[str], error: GrokError) -> dict | None:
         raise dramatiq.Retry(str(error), delay=delay)
     if isinstance(error, UnusableAnswer):
         if len(ids) == 1:
-            return unusable_result(ids, str(error))
+            return unusable_result(ids, claim_token, str(error))
         split(ids, str(error))
         return None
     assert isinstance(error, MisconfiguredError)
@@ -110,11 +111,11 @@ def handle_failure(ids: list[str], error: GrokError) -> dict | None:
     return None
 
 
-def unusable_result(ids: list[str], reason: str) -> dict:
+def unusable_result(ids: list[str], claim_token: str, reason: str) -> dict:
     active = analyzer()
     return AnalysisResult(
         conversation_ids=ids, rows=[], rejected={i: reason for i in ids},
-        model=active.model, prompt_version=active.prompt_version, raw_response="",
+        model=active.model, prompt_version=active.prompt_version, raw_response="", claim_token=claim_token,
     ).model_dump(mode="json")
 
 
@@ -145,10 +146,11 @@ def store_results(analysis: dict | None) -> None:
     for name in ("completed", "retry", "failed"):
         settled.labels(name).inc(len(getattr(outcome, name)))
     logger.info(
-        "batch stored: %d completed, %d retried, %d failed",
-        len(outcome.completed), len(outcome.retry), len(outcome.failed),
+        "batch stored: %d completed, %d retried, %d failed, %d ignored (not under this claim any more)",
+        len(outcome.completed), len(outcome.retry), len(outcome.failed), len(outcome.ignored),
         extra={"batch_id": result.batch_id, "conversation_ids": result.conversation_ids, "model": result.model,
-               "completed": outcome.completed, "retried": outcome.retry, "failed": outcome.failed},
+               "completed": outcome.completed, "retried": outcome.retry, "failed": outcome.failed,
+               "ignored": outcome.ignored},
     )
 
 

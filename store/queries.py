@@ -1,4 +1,5 @@
-"""Every read and write the service makes, each status move in one transaction.
+"""Every read and write the service makes, each status move in one transaction (storing an analysis's
+results is in ``store.results``).
 
 Status moves only forward: ``queued -> processing -> completed | failed``; a conversation goes back to
 ``queued`` only when a failed attempt is retried. Times are naive UTC.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
@@ -134,15 +136,25 @@ def payload_chars(conversation_ids: list[str]) -> dict[str, int]:
     return dict(Conversation.select(Conversation.id, length).where(Conversation.id.in_(conversation_ids)).tuples())
 
 
-def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int) -> list[Conversation]:
-    """Move the open conversations among ``conversation_ids`` to ``processing``, counting an attempt.
+@dataclass(frozen=True)
+class Claim:
+    """Conversations moved to ``processing`` together, and the token that their result must carry."""
+
+    token: str
+    conversations: list[Conversation]
+
+
+def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int) -> Claim:
+    """Move the open conversations among ``conversation_ids`` to ``processing``, counting an attempt, under
+    a fresh claim token: only a result carrying it is stored for them (``store.results``), so a result of
+    an earlier claim, delivered late or again, cannot overwrite a later one or cancel a reprocess.
 
     One that has already used ``max_attempts`` is ``failed`` instead, its last error followed by "(gave up
     after N attempts)": concatenated with ``||`` (``+`` would add the texts as numbers on SQLite, and
     PostgreSQL refuses it, failing the whole batch).
     """
     ids = list(conversation_ids)
-    now = utcnow()
+    now, token = utcnow(), uuid.uuid4().hex
     with write_transaction(database.obj):
         open_rows = list(locked(Conversation.select().where(Conversation.id.in_(ids), Conversation.status.in_(OPEN_STATUSES))))
         spent = [c.id for c in open_rows if c.attempts >= max_attempts]
@@ -153,11 +165,11 @@ def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int) -> 
             Conversation.update(status=FAILED, last_error=gave_up, updated_at=now).where(Conversation.id.in_(spent)).execute()
         if claimed:
             (
-                Conversation.update(status=PROCESSING, attempts=Conversation.attempts + 1, updated_at=now)
+                Conversation.update(status=PROCESSING, attempts=Conversation.attempts + 1, claim_token=token, updated_at=now)
                 .where(Conversation.id.in_([c.id for c in claimed]))
                 .execute()
             )
-    return claimed
+    return Claim(token, claimed)
 
 
 def _update_open(conversation_ids: Iterable[str], **changes: Any) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from peewee import DataError, IntegrityError, Value
@@ -15,39 +15,47 @@ from peewee import DataError, IntegrityError, Value
 from insights.schemas import AnalysisResult, InsightRow, storable
 from store import counts
 from store.db import locked, write_transaction
-from store.models import COMPLETED, FAILED, QUEUED, Conversation, Insight, InsightHistory, database
-from store.queries import OPEN_STATUSES, utcnow
+from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, Conversation, Insight, InsightHistory, database
+from store.queries import utcnow
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class StoreOutcome:
-    completed: list[str]
-    retry: list[str]  # back to queued for another attempt
-    failed: list[str]  # out of attempts
+    completed: list[str] = field(default_factory=list)
+    retry: list[str] = field(default_factory=list)  # back to queued for another attempt
+    failed: list[str] = field(default_factory=list)  # out of attempts
+    ignored: list[str] = field(default_factory=list)  # not processing under the result's claim: left untouched
 
 
 def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
-    """Store valid rows as insights (moving them in the daily counts, ``store.counts``) and settle every
-    conversation of the batch, in one transaction.
+    """Store valid rows as insights (moving them in the daily counts, ``store.counts``) and settle the
+    conversations of the batch, in one transaction.
+
+    Only conversations still ``processing`` under the result's claim (``result.claim_token``) are
+    settled; the others are left untouched (``ignored``): already settled by this very result, reopened
+    for reprocessing, or claimed again since, so a result delivered late or twice neither overwrites a
+    later analysis nor cancels a reprocess, and running the same result twice creates no second insight.
 
     Each insight is written in a savepoint of its own: one the database refuses is rolled back alone, its
     changes to the daily counts dropped, and its conversation settled like one without a valid row, while
-    its neighbours complete. Idempotent: a conversation that is no longer open (already completed or
-    failed) is left untouched, so running the same result twice creates no second insight.
+    its neighbours complete.
     """
     rows = {row.conversation_id: row for row in result.rows}
     now = utcnow()
-    outcome = StoreOutcome([], [], [])
+    outcome = StoreOutcome()
     rollup_changes = counts.RollupChanges()
     with write_transaction(database.obj):
-        open_rows = list(locked(  # read to the end first: a savepoint rolled back would abort a pending read
+        claimed = list(locked(  # read to the end first: a savepoint rolled back would abort a pending read
             Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at).where(
-                Conversation.id.in_(result.conversation_ids), Conversation.status.in_(OPEN_STATUSES)
+                Conversation.id.in_(result.conversation_ids),
+                Conversation.status == PROCESSING,
+                Conversation.claim_token == result.claim_token,  # IS NULL for a result of a release before tokens
             )
         ))
-        for conversation in open_rows:
+        outcome.ignored = sorted(set(result.conversation_ids) - {c.id for c in claimed})
+        for conversation in claimed:
             if conversation.id in rows:
                 reason = _store_row(conversation, rows[conversation.id], result, now, rollup_changes)
             else:

@@ -18,14 +18,16 @@ def add(conversation_id: str) -> None:
     assert queries.insert_conversations([new(conversation_id)]) == [queries.InsertOutcome.CREATED]
 
 
-def result(ids: list[str], rows: list[str], rejected: dict[str, str] | None = None) -> AnalysisResult:
+def result(claim: queries.Claim, rows: list[str], rejected: dict[str, str] | None = None) -> AnalysisResult:
+    """The analysis of ``claim``'s conversations: a row for each of ``rows``."""
     return AnalysisResult(
-        conversation_ids=ids,
+        conversation_ids=[c.id for c in claim.conversations],
         rows=[InsightRow(conversation_id=i, sentiment_score=0.5, clusters=["Billing Issue"], confidence=0.8, reasoning=" ok ") for i in rows],
         rejected=rejected or {},
         model="test-model",
         prompt_version="p1",
         raw_response='{"raw": true}',
+        claim_token=claim.token,
     )
 
 
@@ -46,25 +48,26 @@ def test_insert_is_idempotent_and_detects_conflicts(db):
 def test_results_complete_conversations_once(db):
     for conversation_id in ("a", "b"):
         add(conversation_id)
-    assert [c.id for c in queries.claim_for_processing(["a", "b", "unknown"], max_attempts=3)] == ["a", "b"]
-    outcome = results.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
+    claim = queries.claim_for_processing(["a", "b", "unknown"], max_attempts=3)
+    assert [c.id for c in claim.conversations] == ["a", "b"]
+    outcome = results.record_results(result(claim, ["a", "b"]), max_retries=3)
     assert sorted(outcome.completed) == ["a", "b"]
     insight = Insight.get_by_id("a")
     assert insight.clusters == '["billing-issue"]' and insight.reasoning == "ok" and insight.raw_response == '{"raw": true}'
 
     # The same result again (a redelivered message) changes nothing and adds no insight.
-    again = results.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
-    assert again.completed == [] and Insight.select().count() == 2
+    again = results.record_results(result(claim, ["a", "b"]), max_retries=3)
+    assert (again.completed, again.ignored) == ([], ["a", "b"]) and Insight.select().count() == 2
     # Completed conversations cannot be claimed again: status only moves forward.
-    assert queries.claim_for_processing(["a"], max_attempts=3) == []
+    assert queries.claim_for_processing(["a"], max_attempts=3).conversations == []
     assert Conversation.get_by_id("a").status == "completed"
 
 
 def test_missing_rows_are_retried_then_failed_with_the_reason(db):
     add("m")
     for attempt in (1, 2):
-        queries.claim_for_processing(["m"], max_attempts=2)
-        outcome = results.record_results(result(["m"], [], {"m": "no row"}), max_retries=2)
+        claim = queries.claim_for_processing(["m"], max_attempts=2)
+        outcome = results.record_results(result(claim, [], {"m": "no row"}), max_retries=2)
         row = Conversation.get_by_id("m")
         assert row.attempts == attempt
         if attempt == 1:
@@ -77,8 +80,8 @@ def test_missing_rows_are_retried_then_failed_with_the_reason(db):
 def test_stale_open_conversations_are_reclaimed_once(db):
     add("old")
     add("done")
-    queries.claim_for_processing(["done"], max_attempts=3)
-    results.record_results(result(["done"], ["done"]), max_retries=3)
+    claim = queries.claim_for_processing(["done"], max_attempts=3)
+    results.record_results(result(claim, ["done"]), max_retries=3)
     later = queries.utcnow()
     assert queries.reclaim_stale(later) == ["old"]
     assert queries.reclaim_stale(later) == [], "a reclaimed conversation is touched, so nobody else takes it"
@@ -91,9 +94,9 @@ def test_a_spent_conversation_fails_alone_and_its_neighbours_are_claimed(db):
     Conversation.update(attempts=3, last_error="Grok error 503").where(Conversation.id == "spent").execute()
     Conversation.update(attempts=3).where(Conversation.id == "quiet").execute()
 
-    claimed = queries.claim_for_processing(["first", "spent", "quiet", "last"], max_attempts=3)
+    claim = queries.claim_for_processing(["first", "spent", "quiet", "last"], max_attempts=3)
 
-    assert sorted(c.id for c in claimed) == ["first", "last"]
+    assert sorted(c.id for c in claim.conversations) == ["first", "last"]
     rows = {c.id: c for c in Conversation.select()}
     assert (rows["spent"].status, rows["spent"].last_error) == ("failed", "Grok error 503 (gave up after 3 attempts)")
     assert (rows["quiet"].status, rows["quiet"].last_error) == ("failed", "(gave up after 3 attempts)")
@@ -111,7 +114,7 @@ def test_text_no_database_stores_is_cleaned_and_every_row_stored(db):
     ids = ["nul", "surrogate", "plain"]
     for conversation_id in ids:
         add(conversation_id)
-    queries.claim_for_processing(ids, max_attempts=3)
+    claim = queries.claim_for_processing(ids, max_attempts=3)
     rows = [
         {"conversation_id": "nul", "reasoning": "before \u0000 after", "clusters": ["bill\u0000ing", "refund"]},
         {"conversation_id": "surrogate", "reasoning": "before \ud800 after\u0007", "clusters": ["\ud800", "shipping"]},
@@ -119,7 +122,8 @@ def test_text_no_database_stores_is_cleaned_and_every_row_stored(db):
     ]
     answer = json.dumps({"results": [{**row, "sentiment_score": 0.2, "confidence": 0.9} for row in rows]})
     usage = json.loads('{"prompt_tokens": 7, "note\\ud800": "x\\u0000y"}')
-    analysis = AnalysisResult.validated(ids, json.loads(answer)["results"], model="m", prompt_version="p", raw_response=answer, usage=usage)
+    analysis = AnalysisResult.validated(ids, json.loads(answer)["results"], model="m", prompt_version="p", raw_response=answer, usage=usage,
+                                        claim_token=claim.token)
 
     outcome = results.record_results(through_the_pipeline(analysis), max_retries=3)
 
@@ -139,16 +143,16 @@ def test_an_insight_the_database_refuses_is_rolled_back_alone(db):
     ids = ["before", "redone", "broken", "after"]
     for conversation_id in ids:
         add(conversation_id)
-    queries.claim_for_processing(["redone"], max_attempts=3)
-    results.record_results(result(["redone"], ["redone"]), max_retries=3)
+    first = queries.claim_for_processing(["redone"], max_attempts=3)
+    results.record_results(result(first, ["redone"]), max_retries=3)
     queries.reopen(["redone"])  # reprocessed: its insight must survive the refused replacement
-    queries.claim_for_processing(ids, max_attempts=3)
+    claim = queries.claim_for_processing(ids, max_attempts=3)
     Conversation.update(attempts=3).where(Conversation.id == "broken").execute()  # its last attempt
     refused = [
         InsightRow.model_construct(conversation_id=i, sentiment_score=-0.9, clusters=["refunds"], confidence=0.1, reasoning=text)
         for i, text in (("redone", None), ("broken", "lone \ud800"))
     ]
-    good = result(ids, ["before", "after"])
+    good = result(claim, ["before", "after"])
 
     outcome = results.record_results(good.model_copy(update={"rows": [*good.rows, *refused]}), max_retries=3)
 
@@ -159,3 +163,53 @@ def test_an_insight_the_database_refuses_is_rolled_back_alone(db):
     assert {i.conversation_id: i.reasoning for i in Insight.select()} == {"before": "ok", "redone": "ok", "after": "ok"}
     assert InsightHistory.select().count() == 0
     assert counts.drift() == {} and sum(counts.stored_totals().cells.values()) == 3
+
+
+def test_a_result_of_an_earlier_claim_cannot_undo_a_reprocess(db):
+    """An old ``store_results`` message redelivered after ``insights reprocess`` is ignored: the
+    conversation waits for its new analysis, which alone replaces the insight (one history row)."""
+    add("x")
+    first = queries.claim_for_processing(["x"], max_attempts=3)
+    results.record_results(result(first, ["x"]), max_retries=3)
+    analyzed_at = Insight.get_by_id("x").analyzed_at
+    queries.reopen(["x"])
+
+    stale = results.record_results(result(first, ["x"]), max_retries=3)
+
+    assert (stale.completed, stale.ignored) == ([], ["x"])
+    assert (Conversation.get_by_id("x").status, Insight.get_by_id("x").analyzed_at) == ("queued", analyzed_at)
+    assert InsightHistory.select().count() == 0
+    second = queries.claim_for_processing(["x"], max_attempts=3)
+    assert results.record_results(result(first, ["x"]), max_retries=3).ignored == ["x"]
+    assert results.record_results(result(second, ["x"]), max_retries=3).completed == ["x"]
+    assert Insight.get_by_id("x").analyzed_at > analyzed_at and InsightHistory.select().count() == 1
+
+
+def test_a_second_claim_makes_the_first_claims_result_ignored(db):
+    """A conversation claimed again (the reconciler re-sent it, its first batch was slow) is settled by
+    the latest claim's result only, whichever comes first; a missing row of a stale result retries nothing."""
+    for conversation_id in ("y", "z"):
+        add(conversation_id)
+    first = queries.claim_for_processing(["y", "z"], max_attempts=3)
+    second = queries.claim_for_processing(["y"], max_attempts=3)
+
+    stale = results.record_results(result(first, ["z"], {"y": "no row"}), max_retries=3)
+
+    assert (stale.completed, stale.retry, stale.ignored) == (["z"], [], ["y"])
+    y = Conversation.get_by_id("y")
+    assert (y.status, y.attempts, y.last_error) == ("processing", 2, None)
+    assert not Insight.select().where(Insight.conversation == "y").exists()
+    assert results.record_results(result(second, ["y"]), max_retries=3).completed == ["y"]
+    assert Conversation.get_by_id("y").status == "completed"
+
+
+def test_migration_0005_adds_the_claim_token_to_a_database_with_data(db):
+    add("before-0005")
+    db.execute_sql("ALTER TABLE conversations DROP COLUMN claim_token")  # the table as 0001 to 0004 left it
+    db.execute_sql("DELETE FROM schema_migrations WHERE name = '0005_claim_token'")
+
+    assert migrate(db) == ["0005_claim_token"]
+
+    claim = queries.claim_for_processing(["before-0005"], max_attempts=3)
+    assert Conversation.get_by_id("before-0005").claim_token == claim.token
+    assert results.record_results(result(claim, ["before-0005"]), max_retries=3).completed == ["before-0005"]
