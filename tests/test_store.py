@@ -204,12 +204,19 @@ def test_a_second_claim_makes_the_first_claims_result_ignored(db):
 
 
 def test_migration_0005_adds_the_claim_token_to_a_database_with_data(db):
-    add("before-0005")
+    """On a database of the release before: a conversation it had claimed is settled by its result, which
+    has no token (a message in flight across the upgrade); new claims get tokens."""
+    add("claimed-before")
+    add("queued-before")
     db.execute_sql("ALTER TABLE conversations DROP COLUMN claim_token")  # the table as 0001 to 0004 left it
     db.execute_sql("DELETE FROM schema_migrations WHERE name = '0005_claim_token'")
+    Conversation.update(status="processing", attempts=1).where(Conversation.id == "claimed-before").execute()
 
     assert migrate(db) == ["0005_claim_token"]
 
-    claim = queries.claim_for_processing(["before-0005"], max_attempts=3)
-    assert Conversation.get_by_id("before-0005").claim_token == claim.token
-    assert results.record_results(result(claim, ["before-0005"]), max_retries=3).completed == ["before-0005"]
+    row = InsightRow(conversation_id="claimed-before", sentiment_score=0.1, clusters=[], confidence=0.5, reasoning="r")
+    in_flight = AnalysisResult(conversation_ids=["claimed-before"], rows=[row], model="m", prompt_version="p", raw_response="{}")
+    assert results.record_results(in_flight, max_retries=3).completed == ["claimed-before"]
+    claim = queries.claim_for_processing(["queued-before"], max_attempts=3)
+    assert Conversation.get_by_id("queued-before").claim_token == claim.token
+    assert results.record_results(result(claim, ["queued-before"]), max_retries=3).completed == ["queued-before"]
