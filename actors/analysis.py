@@ -1,9 +1,10 @@
 """A batch's pipeline: ``analyze_batch | store_results``.
 
-``analyze_batch`` claims the conversations (``processing``, one attempt each), analyzes them and stores
-the validated rows with the raw response at once; if storing fails, it hands the result to
-``store_results``, which Dramatiq retries on its own, without paying for the analysis again.
-Conversations without a valid row go back to the batching stream until they run out of attempts.
+``analyze_batch`` claims the conversations (``processing``, one attempt each, under a fresh claim token),
+analyzes them and stores the validated rows with the raw response at once, for the conversations still
+under that claim; if storing fails, it hands the result to ``store_results``, which Dramatiq retries on
+its own, without paying for the analysis again. Conversations without a valid row go back to the batching
+stream until they run out of attempts.
 
 How Grok's failures are handled (the classes of :mod:`insights.errors`):
 
@@ -41,7 +42,7 @@ from actors.broker import gate, settings
 from insights.analyzer import Analyzer, ConversationToAnalyze, build_analyzer
 from insights.errors import SPLITTABLE, GrokError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
 from insights.schemas import AnalysisResult
-from store import queries
+from store import queries, results
 from store.db import release
 
 logger = logging.getLogger(__name__)
@@ -82,10 +83,10 @@ def analyze_batch(conversation_ids: list[str]) -> dict | None:
     if hold := grok_hold():
         set_aside(conversation_ids, *hold)
         return None
-    claimed = queries.claim_for_processing(conversation_ids, settings.max_retries)
-    if not claimed:
+    claim = queries.claim_for_processing(conversation_ids, settings.max_retries)
+    if not claim.conversations:
         return None
-    conversations = [ConversationToAnalyze(c.id, json.loads(c.payload)["messages"]) for c in claimed]
+    conversations = [ConversationToAnalyze(c.id, json.loads(c.payload)["messages"]) for c in claim.conversations]
     ids = [c.conversation_id for c in conversations]
     release()  # the wait on the gate and on Grok holds no database connection
     recorded = metrics.worker()
@@ -95,13 +96,13 @@ def analyze_batch(conversation_ids: list[str]) -> dict | None:
             result = analyzer().analyze(conversations)
     except GrokError as error:
         recorded.grok_calls.labels(type(error).__name__).inc()
-        return handle_failure(ids, error)
+        return handle_failure(ids, claim.token, error)
     recorded.grok_calls.labels("ok").inc()
     for kind in ("prompt_tokens", "completion_tokens"):
         used = (result.usage or {}).get(kind)  # untrusted like the rest of the answer
         if isinstance(used, int) and used >= 0:
             recorded.tokens.labels(kind.removesuffix("_tokens")).inc(used)
-    result.batch_id = batch_id()
+    result.batch_id, result.claim_token = batch_id(), claim.token
     return store_or_hand_on(result)
 
 
@@ -116,7 +117,7 @@ def grok_hold() -> tuple[str, float] | None:
     return None
 
 
-def handle_failure(ids: list[str], error: GrokError) -> dict | None:
+def handle_failure(ids: list[str], claim_token: str, error: GrokError) -> dict | None:
     """See the module's docstring: retry, set aside, split, or fail the one refused conversation."""
     if isinstance(error, TransientError):
         queries.note_error(ids, f"{error}{reasons.WILL_RETRY}")
@@ -132,7 +133,7 @@ def handle_failure(ids: list[str], error: GrokError) -> dict | None:
         if len(ids) > 1:
             split(ids, str(error))
         elif isinstance(error, UnusableAnswer):
-            return unusable_result(ids, str(error))
+            return unusable_result(ids, claim_token, str(error))
         else:
             queries.fail_open(ids, str(error))
             logger.error("Grok refused a conversation: %s", error, extra={"conversation_ids": ids})
@@ -143,11 +144,11 @@ def handle_failure(ids: list[str], error: GrokError) -> dict | None:
     return None
 
 
-def unusable_result(ids: list[str], reason: str) -> dict | None:
+def unusable_result(ids: list[str], claim_token: str, reason: str) -> dict | None:
     active = analyzer()
     return store_or_hand_on(AnalysisResult(
         conversation_ids=ids, rows=[], rejected={i: reason for i in ids},
-        model=active.model, prompt_version=active.prompt_version, raw_response="",
+        model=active.model, prompt_version=active.prompt_version, raw_response="", claim_token=claim_token,
     ))
 
 
@@ -198,17 +199,18 @@ def store_or_hand_on(result: AnalysisResult) -> dict | None:
 
 def settle(result: AnalysisResult) -> None:
     """Store the validated rows, settle the batch and send retries back to the stream."""
-    outcome = queries.record_results(result, settings.max_retries)
+    outcome = results.record_results(result, settings.max_retries)
     for conversation_id in outcome.retry:
         collect.send(conversation_id)
     settled = metrics.worker().settled
     for name in ("completed", "retry", "failed"):
         settled.labels(name).inc(len(getattr(outcome, name)))
     logger.info(
-        "batch stored: %d completed, %d retried, %d failed",
-        len(outcome.completed), len(outcome.retry), len(outcome.failed),
+        "batch stored: %d completed, %d retried, %d failed, %d ignored (not under this claim any more)",
+        len(outcome.completed), len(outcome.retry), len(outcome.failed), len(outcome.ignored),
         extra={"batch_id": result.batch_id, "conversation_ids": result.conversation_ids, "model": result.model,
-               "completed": outcome.completed, "retried": outcome.retry, "failed": outcome.failed},
+               "completed": outcome.completed, "retried": outcome.retry, "failed": outcome.failed,
+               "ignored": outcome.ignored},
     )
 
 

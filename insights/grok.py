@@ -42,7 +42,7 @@ from insights.errors import (
     UnusableAnswer,
 )
 from insights.outbound import OutboundGate
-from insights.schemas import MAX_CLUSTERS, MAX_REASONING_CHARS, AnalysisResult
+from insights.schemas import MAX_CLUSTERS, MAX_REASONING_CHARS, AnalysisResult, storable
 from insights.secrets import redact
 from settings import Settings
 
@@ -295,6 +295,7 @@ def _usage(response: requests.Response) -> dict[str, Any] | None:
 
 
 def _error_detail(response: requests.Response, key: str) -> str:
-    """A short excerpt of an error body for ``last_error`` and logs, with the key (or a prefix) masked."""
-    text = redact(response.text.strip().replace("\n", " "), key)
+    """A short excerpt of an error body for ``last_error`` and logs, with the key (or a prefix) masked, and
+    :func:`storable` (a NUL in it would fail the store of ``last_error`` on PostgreSQL)."""
+    text = redact(storable(response.text.strip().replace("\n", " ")), key)
     return f": {text[:200]}" if text else ""

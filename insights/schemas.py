@@ -2,7 +2,7 @@
 
 Request limits come from configuration, so the request models are built by :func:`request_models`.
 Analyzer output is untrusted (Grok's especially): :func:`validate_rows` keeps only well-formed rows that
-belong to the batch, once each.
+belong to the batch, once each, and every untrusted string is made :func:`storable` first.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -32,6 +33,8 @@ MAX_CLUSTERS = 8
 MAX_CLUSTER_CHARS = 48
 MAX_REASONING_CHARS = 1000
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # control characters, but for \t and \n
+_SURROGATES = re.compile(r"[\ud800-\udfff]")  # in a str, always unpaired (json.loads joins pairs)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -44,6 +47,29 @@ def as_utc(moment: datetime) -> datetime:
     except OverflowError:
         raise ValueError(f"{moment.isoformat()} falls outside years 1 to 9999 in UTC") from None
 
+
+def storable(text: str) -> str:
+    """``text`` as both databases store it: control characters other than ``\\n`` and ``\\t`` dropped
+    (PostgreSQL refuses NUL in text) and lone surrogates, which ``json.loads`` accepts from ``"\\ud800"``
+    but UTF-8 cannot encode, replaced by U+FFFD."""
+    return _SURROGATES.sub("\ufffd", _CONTROLS.sub("", text))
+
+
+def storable_json(value: Any) -> Any:
+    """``value`` with every string in it, keys included, made :func:`storable`; other values unchanged (so
+    the type check that follows still refuses them)."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable_json(key): storable_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable_json(item) for item in value]
+    return value
+
+
+Untrusted = BeforeValidator(storable_json)
+"""Cleans an untrusted field before it is validated: pydantic refuses a lone surrogate in a ``str``, and
+a database refuses a NUL, so either would lose the row (or, stored, fail its whole batch)."""
 
 ConversationId = Annotated[str, StringConstraints(pattern=CONVERSATION_ID_PATTERN)]
 
@@ -141,11 +167,11 @@ class InsightRow(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    conversation_id: str
+    conversation_id: str  # not cleaned: it must equal an id of the batch as it is
     sentiment_score: Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]
-    clusters: Annotated[list[Annotated[str, StringConstraints(max_length=200)]], AfterValidator(_normalise_clusters)]
+    clusters: Annotated[list[Annotated[str, StringConstraints(max_length=200)]], Untrusted, AfterValidator(_normalise_clusters)]
     confidence: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-    reasoning: Annotated[str, AfterValidator(lambda text: text.strip()[:MAX_REASONING_CHARS])]
+    reasoning: Annotated[str, Untrusted, AfterValidator(lambda text: text.strip()[:MAX_REASONING_CHARS])]
 
 
 class AnalysisResult(BaseModel):
@@ -153,12 +179,13 @@ class AnalysisResult(BaseModel):
 
     conversation_ids: list[str]
     rows: list[InsightRow]
-    rejected: dict[str, str] = Field(default_factory=dict)
+    rejected: Annotated[dict[str, str], Untrusted] = Field(default_factory=dict)
     model: str
     prompt_version: str
-    raw_response: str
-    usage: dict[str, Any] | None = None
+    raw_response: str  # verbatim: a decoded HTTP body that parsed as JSON holds no NUL and no lone surrogate
+    usage: Annotated[dict[str, Any] | None, Untrusted] = None
     batch_id: str | None = None  # the analyze step's message id, so both steps log the same batch
+    claim_token: str | None = None  # the claim analyzed (store.queries.Claim): only its conversations are settled
 
     @classmethod
     def validated(cls, conversation_ids: list[str], raw_rows: list[Any], **provenance: Any) -> "AnalysisResult":

@@ -97,6 +97,10 @@ def bend(rows: list[dict[str, Any]], fault: dict[str, Any]) -> list[dict[str, An
         rows = [*rows, {**rows[0], "conversation_id": fault["extra_row"]}]
     if fault.get("out_of_range") and rows:
         rows = [{**rows[0], "sentiment_score": 3.5}, *rows[1:]]
+    if fault.get("unstorable") and rows:
+        first = {**rows[0], "reasoning": f"NUL \x00 {rows[0]['reasoning']}", "clusters": [*rows[0]["clusters"], "nul\x00"]}
+        rows = [first, *rows[1:]]
+        rows[-1] = {**rows[-1], "reasoning": f"surrogate \ud800 {rows[-1]['reasoning']}", "clusters": ["\ud800", *rows[-1]["clusters"]]}
     return rows
 
 

@@ -32,7 +32,10 @@ Control endpoints, for tests and benchmarks:
   ``{"status": 500}`` (any status), ``{"delay": 5}`` (answer late), ``{"malformed": true}``,
   ``{"truncate": true}`` (``finish_reason: length``), ``{"drop_rows": 1}``,
   ``{"extra_row": "some-id"}``, ``{"out_of_range": true}``, ``{"hangup": true}`` (hang up halfway
-  through the answer's body).
+  through the answer's body), ``{"unstorable": true}`` (a NUL in the first row's reasoning and clusters, a
+  lone surrogate in the last row's: valid JSON escapes, ``\\u0000`` and ``\\ud800``, that no database
+  stores as they decode). An error status may carry ``"body"``: that text, sent as is (UTF-8, lone
+  surrogates included), instead of the JSON error.
 - ``POST /_emulator/config`` with any of the options above, ``api_key``, or ``fault_rate``: with
   ``fault_rate`` each admitted call without a queued fault meets a random one (429 with ``Retry-After: 1``,
   500, 503 or a malformed answer) with probability ``p`` (for soak runs). Answers the configuration.
@@ -194,7 +197,8 @@ def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[st
     status = fault.get("status", 200)
     if status != 200:
         headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
-        return Reply(status, {"error": f"emulated {status}"}, headers, wait)
+        body = fault["body"].encode("utf-8", "surrogatepass") if "body" in fault else {"error": f"emulated {status}"}
+        return Reply(status, body, headers, wait)
     content, finish_reason = content_of(bend(rows, fault), fault, bool(holds(batch, POISON)))
     return Reply(200, completion(content, finish_reason, model, prompt_tokens), wait=wait, hang_up=bool(fault.get("hangup")))
 
@@ -207,7 +211,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

@@ -76,6 +76,11 @@ class RollupChanges:
         for cluster in clusters:
             self.clusters[(received_at.date(), cluster)] += delta
 
+    def include(self, other: "RollupChanges") -> None:
+        """Add ``other``'s changes to these (a row's, once it is stored for good)."""
+        self.cells.update(other.cells)
+        self.clusters.update(other.clusters)
+
     def apply(self) -> None:
         """Add the changes to the rollup tables (inside the caller's transaction)."""
         _add_totals(InsightCount, [InsightCount.day, InsightCount.score_band, InsightCount.confidence_band], self.cells)

@@ -76,3 +76,8 @@ def describe(settings: Settings) -> str:
 def write_transaction(db: Database):
     """A transaction that takes the write lock at once, so a read-then-write cannot interleave."""
     return db.atomic() if isinstance(db, PostgresqlDatabase) else db.atomic("IMMEDIATE")
+
+
+def locked(query):
+    """``SELECT ... FOR UPDATE`` where the database has it (SQLite locks the whole file on write)."""
+    return query.for_update() if isinstance(database.obj, PostgresqlDatabase) else query

@@ -49,11 +49,20 @@ def _insight_counts(db: Database) -> None:
     counts.rebuild()
 
 
+def _claim_token(db: Database) -> None:
+    """Each claim's token on ``conversations``, so that a result is stored only for the claim that produced
+    it. Conversations claimed before it have none, and a result without one (from a worker of an older
+    release) settles exactly those. On a new database 0001 has made the column already."""
+    if "claim_token" not in {column.name for column in db.get_columns("conversations")}:
+        db.execute_sql("ALTER TABLE conversations ADD COLUMN claim_token VARCHAR(32)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
     ("0003_insight_filter_index", _insight_filter_index),
     ("0004_insight_counts", _insight_counts),
+    ("0005_claim_token", _claim_token),
 ]
 
 

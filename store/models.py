@@ -37,6 +37,7 @@ class Conversation(BaseModel):
     updated_at = DateTimeField()
     attempts = IntegerField(default=0)
     last_error = TextField(null=True)
+    claim_token = CharField(max_length=32, null=True)  # the latest claim's: only its result is stored (store.results)
 
     class Meta:
         table_name = "conversations"

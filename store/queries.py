@@ -1,4 +1,5 @@
-"""Every read and write the service makes, each status move in one transaction.
+"""Every read and write the service makes, each status move in one transaction (storing an analysis's
+results is in ``store.results``).
 
 Status moves only forward: ``queued -> processing -> completed | failed``; a conversation goes back to
 ``queued`` only when a failed attempt is retried. Times are naive UTC.
@@ -8,18 +9,18 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
-from peewee import JOIN, PostgresqlDatabase, Tuple, Value, fn
+from peewee import JOIN, Tuple, fn
 
-from insights.schemas import AnalysisResult, as_utc
+from insights.schemas import as_utc
 from settings import get_settings
 from store import counts
-from store.db import write_transaction
-from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, STATUSES, Conversation, Insight, InsightHistory, database
+from store.db import locked, write_transaction
+from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, STATUSES, Conversation, Insight, database
 
 OPEN_STATUSES = (QUEUED, PROCESSING)
 
@@ -149,38 +150,40 @@ def payload_chars(conversation_ids: list[str]) -> dict[str, int]:
     return dict(Conversation.select(Conversation.id, length).where(Conversation.id.in_(conversation_ids)).tuples())
 
 
-def _locked(query):
-    """``SELECT ... FOR UPDATE`` where the database has it (SQLite locks the whole file on write)."""
-    return query.for_update() if isinstance(database.obj, PostgresqlDatabase) else query
+@dataclass(frozen=True)
+class Claim:
+    """Conversations moved to ``processing`` together, and the token that their result must carry."""
+
+    token: str
+    conversations: list[Conversation]
 
 
-def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int) -> list[Conversation]:
-    """Move the open conversations among ``conversation_ids`` to ``processing``, counting an attempt.
+def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int) -> Claim:
+    """Move the open conversations among ``conversation_ids`` to ``processing``, counting an attempt, under
+    a fresh claim token: only a result carrying it is stored for them (``store.results``), so a result of
+    an earlier claim, delivered late or again, cannot overwrite a later one or cancel a reprocess.
 
-    One that has already used ``max_attempts`` is ``failed`` instead, keeping its last error.
+    One that has already used ``max_attempts`` is ``failed`` instead, its last error followed by "(gave up
+    after N attempts)": concatenated with ``||`` (``+`` would add the texts as numbers on SQLite, and
+    PostgreSQL refuses it, failing the whole batch).
     """
     ids = list(conversation_ids)
-    now = utcnow()
+    now, token = utcnow(), uuid.uuid4().hex
     with write_transaction(database.obj):
-        open_rows = list(_locked(Conversation.select().where(Conversation.id.in_(ids), Conversation.status.in_(OPEN_STATUSES))))
+        open_rows = list(locked(Conversation.select().where(Conversation.id.in_(ids), Conversation.status.in_(OPEN_STATUSES))))
         spent = [c.id for c in open_rows if c.attempts >= max_attempts]
         claimed = [c for c in open_rows if c.attempts < max_attempts]
         if spent:
-            (
-                Conversation.update(
-                    status=FAILED, updated_at=now,
-                    last_error=fn.COALESCE(Conversation.last_error, "") + f" (gave up after {max_attempts} attempts)",
-                )
-                .where(Conversation.id.in_(spent))
-                .execute()
-            )
+            previous = fn.COALESCE(Conversation.last_error.concat(" "), "")  # NULL || ' ' is NULL: no stray space
+            gave_up = previous.concat(f"(gave up after {max_attempts} attempts)")
+            Conversation.update(status=FAILED, last_error=gave_up, updated_at=now).where(Conversation.id.in_(spent)).execute()
         if claimed:
             (
-                Conversation.update(status=PROCESSING, attempts=Conversation.attempts + 1, updated_at=now)
+                Conversation.update(status=PROCESSING, attempts=Conversation.attempts + 1, claim_token=token, updated_at=now)
                 .where(Conversation.id.in_([c.id for c in claimed]))
                 .execute()
             )
-    return claimed
+    return Claim(token, claimed)
 
 
 def _update_open(conversation_ids: Iterable[str], **changes: Any) -> int:
@@ -222,102 +225,13 @@ def last_errors(conversation_ids: Iterable[str], open_only: bool = False) -> lis
     return [error for error, _n in query.group_by(Conversation.last_error).order_by(count.desc(), Conversation.last_error).tuples()]
 
 
-@dataclass
-class StoreOutcome:
-    completed: list[str]
-    retry: list[str]  # back to queued for another attempt
-    failed: list[str]  # out of attempts
-
-
-def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
-    """Store valid rows as insights (moving them in the daily counts, ``store.counts``) and settle every
-    conversation of the batch, in one transaction.
-
-    Idempotent: a conversation that is no longer open (already completed or failed) is left untouched,
-    so running the same result twice creates no second insight.
-    """
-    rows = {row.conversation_id: row for row in result.rows}
-    now = utcnow()
-    outcome = StoreOutcome([], [], [])
-    rollup_changes = counts.RollupChanges()
-    with write_transaction(database.obj):
-        open_rows = _locked(
-            Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at).where(
-                Conversation.id.in_(result.conversation_ids), Conversation.status.in_(OPEN_STATUSES)
-            )
-        )
-        for conversation in open_rows:
-            row = rows.get(conversation.id)
-            if row is not None:
-                _store_insight(conversation, row, result, now, rollup_changes)
-                outcome.completed.append(conversation.id)
-            else:
-                reason = get_settings().redact(result.rejected.get(conversation.id, "the analyzer returned no row for this conversation"))
-                exhausted = conversation.attempts >= max_retries
-                (
-                    Conversation.update(status=FAILED if exhausted else QUEUED, last_error=reason, updated_at=now)
-                    .where(Conversation.id == conversation.id)
-                    .execute()
-                )
-                (outcome.failed if exhausted else outcome.retry).append(conversation.id)
-        if outcome.completed:
-            (
-                Conversation.update(status=COMPLETED, last_error=None, updated_at=now)
-                .where(Conversation.id.in_(outcome.completed))
-                .execute()
-            )
-        rollup_changes.apply()
-    return outcome
-
-
-def _store_insight(conversation: Conversation, row: Any, result: AnalysisResult, now: datetime, rollup_changes: counts.RollupChanges) -> None:
-    fields = dict(
-        received_at=conversation.received_at,
-        sentiment_score=row.sentiment_score,
-        clusters=json.dumps(row.clusters),
-        confidence=row.confidence,
-        reasoning=row.reasoning,
-        model=result.model,
-        prompt_version=result.prompt_version,
-        raw_response=result.raw_response,
-        usage=json.dumps(result.usage) if result.usage is not None else None,
-        analyzed_at=now,
-    )
-    previous = (
-        Insight.select(Insight.received_at, Insight.sentiment_score, Insight.confidence, Insight.clusters)
-        .where(Insight.conversation == conversation.id)
-        .tuples()
-        .first()
-    )
-    if previous is not None:  # a reprocessed conversation: its insight leaves the daily counts for history
-        received_at, sentiment_score, confidence, clusters = previous
-        rollup_changes.add(received_at, sentiment_score, confidence, json.loads(clusters), delta=-1)
-        _keep_as_history(conversation.id, now)
-    rollup_changes.add(conversation.received_at, row.sentiment_score, row.confidence, row.clusters)
-    (
-        Insight.insert(conversation=conversation.id, **fields)
-        .on_conflict(conflict_target=[Insight.conversation], update=fields)
-        .execute()
-    )
-
-
-HISTORY_FIELDS = [f for f in InsightHistory._meta.sorted_fields if f.name not in ("id", "superseded_at")]
-
-
-def _keep_as_history(conversation_id: str, now: datetime) -> None:
-    """Copy a conversation's current insight to ``insight_history`` before it is replaced."""
-    source = [getattr(Insight, f.name) for f in HISTORY_FIELDS]
-    previous = Insight.select(*source, Value(now)).where(Insight.conversation == conversation_id)
-    InsightHistory.insert_from(previous, [*HISTORY_FIELDS, InsightHistory.superseded_at]).execute()
-
-
 def reclaim_stale(older_than: datetime, limit: int = 1000) -> list[str]:
     """Ids of open conversations untouched since ``older_than``; touching them hands each to one caller."""
     now = utcnow()
     with write_transaction(database.obj):
         stale = [
             c.id
-            for c in _locked(
+            for c in locked(
                 Conversation.select(Conversation.id)
                 .where(Conversation.status.in_(OPEN_STATUSES), Conversation.updated_at < older_than)
                 .order_by(Conversation.updated_at)
@@ -385,7 +299,7 @@ def requeue(conversation_ids: Iterable[str]) -> list[str]:
     ids = list(conversation_ids)
     with write_transaction(database.obj):
         chosen = [
-            c.id for c in _locked(Conversation.select(Conversation.id).where(Conversation.id.in_(ids), Conversation.status != COMPLETED))
+            c.id for c in locked(Conversation.select(Conversation.id).where(Conversation.id.in_(ids), Conversation.status != COMPLETED))
         ]
         if chosen:
             Conversation.update(status=QUEUED, attempts=0, last_error=None, updated_at=utcnow()).where(Conversation.id.in_(chosen)).execute()

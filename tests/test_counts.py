@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import counts, queries
+from store import counts, queries, results
 from store.migrations import migrate
 from store.models import Insight, InsightCount
 
@@ -43,12 +43,13 @@ def store_round(rng: random.Random, ids: list[str]) -> None:
     """Analyze ``ids`` through the store, in batches, as the workers do."""
     for offset in range(0, len(ids), 50):
         chunk = ids[offset:offset + 50]
-        queries.claim_for_processing(chunk, max_attempts=10)
+        claim = queries.claim_for_processing(chunk, max_attempts=10)
         rows = [InsightRow(conversation_id=i, sentiment_score=value(rng, -1), clusters=rng.sample(CLUSTERS, rng.randrange(3)),
                            confidence=value(rng, 0), reasoning="r")
                 for i in chunk]
-        result = AnalysisResult(conversation_ids=chunk, rows=rows, rejected={}, model="m", prompt_version="p", raw_response="{}")
-        queries.record_results(result, max_retries=10)
+        result = AnalysisResult(conversation_ids=chunk, rows=rows, rejected={}, model="m", prompt_version="p", raw_response="{}",
+                                claim_token=claim.token)
+        results.record_results(result, max_retries=10)
 
 
 def add_conversations(rng: random.Random, count: int, days: int) -> list[str]:
@@ -170,10 +171,10 @@ def test_concurrent_writers_keep_the_counts_exact(db):
 def test_scores_are_stored_exactly_so_filters_on_grid_values_include_them(db):
     """0.7 stays 0.7 (PostgreSQL once kept 4-byte reals, which made ``min_confidence=0.7`` skip it)."""
     queries.insert_conversations([queries.NewConversation.of("exact", "{}", EPOCH)])
-    queries.claim_for_processing(["exact"], max_attempts=1)
+    claim = queries.claim_for_processing(["exact"], max_attempts=1)
     row = InsightRow(conversation_id="exact", sentiment_score=-0.1, clusters=[], confidence=0.7, reasoning="r")
-    queries.record_results(AnalysisResult(conversation_ids=["exact"], rows=[row], rejected={}, model="m", prompt_version="p",
-                                          raw_response="{}"), max_retries=1)
+    results.record_results(AnalysisResult(conversation_ids=["exact"], rows=[row], rejected={}, model="m", prompt_version="p",
+                                          raw_response="{}", claim_token=claim.token), max_retries=1)
     stored = Insight.get_by_id("exact")
     assert (stored.sentiment_score, stored.confidence) == (-0.1, 0.7)
     filters = counts.Filters("negative", (-0.1, 0.1), 0.7)
@@ -186,10 +187,10 @@ def test_counts_and_checks_read_one_snapshot_while_an_insight_moves(db):
     queries.insert_conversations([queries.NewConversation.of("moving", "{}", EPOCH + timedelta(days=2, hours=3))])
 
     def store(confidence: float) -> None:
-        queries.claim_for_processing(["moving"], max_attempts=1000)
+        claim = queries.claim_for_processing(["moving"], max_attempts=1000)
         row = InsightRow(conversation_id="moving", sentiment_score=0.0, clusters=[], confidence=confidence, reasoning="r")
-        queries.record_results(AnalysisResult(conversation_ids=["moving"], rows=[row], rejected={}, model="m",
-                                              prompt_version="p", raw_response="{}"), max_retries=1000)
+        results.record_results(AnalysisResult(conversation_ids=["moving"], rows=[row], rejected={}, model="m",
+                                              prompt_version="p", raw_response="{}", claim_token=claim.token), max_retries=1000)
         queries.reopen(["moving"])
 
     store(0.9)

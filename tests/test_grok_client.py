@@ -100,6 +100,14 @@ def test_server_errors_are_transient(grok, gate, fault):
     assert str(fault["status"]) in str(error.value)
 
 
+def test_an_error_body_is_quoted_without_what_no_database_stores(grok, gate):
+    """The excerpt goes to ``last_error``, where a NUL would fail the write on PostgreSQL."""
+    grok.inject({"status": 503, "body": "overloaded \x00 try later"})
+    with pytest.raises(TransientError, match="overloaded  try later") as raised:
+        make_client(grok, gate).analyze(batch("hi"))
+    assert "\x00" not in str(raised.value)
+
+
 def test_a_slow_answer_times_out_as_transient(grok, gate):
     grok.inject({"delay": 3})
     with pytest.raises(TransientError, match="timed out"):

@@ -52,6 +52,24 @@ def test_bad_rows_poison_and_injection_stay_with_their_own_conversation(make_sta
     assert json.loads(raw)["object"] == "chat.completion" and json.loads(usage)["total_tokens"] > 0 and version
 
 
+def test_rows_with_text_no_database_stores_complete_with_their_batch(make_stack, grok, database_env):
+    """Grok's answer puts a NUL in one row and a lone surrogate in another (valid JSON escapes): both are
+    cleaned and stored at the first attempt, with their neighbours; the raw response stays verbatim."""
+    stack = make_stack(BATCH_SIZE=4, MAX_RETRIES=3, **FAST_RETRIES, **grok.env, **database_env)
+    client = stack.start_web()
+    grok.inject({"unstorable": True})
+    ids = post_all(client, ["Thanks, all good now!", "Still broken, awful.", "Where is my parcel?", "Fine."])
+    stack.start_worker()  # after the posts: one batch of four
+
+    documents = stack.settled(client, ids)
+    assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}, stack.log_text()
+    reasons = [d["insight"]["reasoning"] for d in documents]
+    assert sum(r.startswith("NUL  ") for r in reasons) == sum(r.startswith("surrogate \ufffd ") for r in reasons) == 1
+    [(raw,)] = stack.sql("SELECT DISTINCT raw_response FROM insights")
+    answered = json.loads(json.loads(raw)["choices"][0]["message"]["content"])["results"]
+    assert any("\x00" in row["reasoning"] for row in answered) and any("\ud800" in row["reasoning"] for row in answered)
+
+
 def test_transient_errors_are_retried_with_backoff(make_stack, grok):
     stack = make_stack(MAX_RETRIES=5, **{**FAST_RETRIES, "BACKOFF_SECONDS": 0.5}, **grok.env)
     client = stack.start_web()

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, free_port, fresh_redis_url
 from insights.secrets import mask_url, redact
-from store import queries
+from store import queries, results
 from store.models import Conversation
 from test_store import add, result
 
@@ -59,8 +59,8 @@ def test_no_stored_error_holds_the_key(db, configured_key):
     echo = f"upstream said: bad header 'Bearer {KEY}' (prefix {KEY[:8]})"
     queries.note_error(["noted"], echo)
     queries.fail_open(["failed"], echo)
-    queries.claim_for_processing(["rejected"], max_attempts=3)
-    queries.record_results(result(["rejected"], [], {"rejected": echo}), max_retries=3)
+    claim = queries.claim_for_processing(["rejected"], max_attempts=3)
+    results.record_results(result(["rejected"], [], {"rejected": echo}, claim.token), max_retries=3)
     stored = {c.id: c.last_error for c in Conversation.select()}
     assert all(text.startswith("upstream said: bad header 'Bearer ***'") for text in stored.values()), stored
     assert not [text for text in stored.values() if KEY[:8] in text]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import queries
+from store import counts, queries, results
 from store.migrations import migrate
-from store.models import Conversation, Insight
+from store.models import Conversation, Insight, InsightHistory
 
 
 def new(conversation_id: str, payload_hash: str | None = None) -> queries.NewConversation:
@@ -17,14 +18,16 @@ def add(conversation_id: str) -> None:
     assert queries.insert_conversations([new(conversation_id)]) == [queries.InsertOutcome.CREATED]
 
 
-def result(ids: list[str], rows: list[str], rejected: dict[str, str] | None = None) -> AnalysisResult:
+def result(claim: queries.Claim, rows: list[str], rejected: dict[str, str] | None = None) -> AnalysisResult:
+    """The analysis of ``claim``'s conversations: a row for each of ``rows``."""
     return AnalysisResult(
-        conversation_ids=ids,
+        conversation_ids=[c.id for c in claim.conversations],
         rows=[InsightRow(conversation_id=i, sentiment_score=0.5, clusters=["Billing Issue"], confidence=0.8, reasoning=" ok ") for i in rows],
         rejected=rejected or {},
         model="test-model",
         prompt_version="p1",
         raw_response='{"raw": true}',
+        claim_token=claim.token,
     )
 
 
@@ -45,25 +48,26 @@ def test_insert_is_idempotent_and_detects_conflicts(db):
 def test_results_complete_conversations_once(db):
     for conversation_id in ("a", "b"):
         add(conversation_id)
-    assert [c.id for c in queries.claim_for_processing(["a", "b", "unknown"], max_attempts=3)] == ["a", "b"]
-    outcome = queries.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
+    claim = queries.claim_for_processing(["a", "b", "unknown"], max_attempts=3)
+    assert [c.id for c in claim.conversations] == ["a", "b"]
+    outcome = results.record_results(result(claim, ["a", "b"]), max_retries=3)
     assert sorted(outcome.completed) == ["a", "b"]
     insight = Insight.get_by_id("a")
     assert insight.clusters == '["billing-issue"]' and insight.reasoning == "ok" and insight.raw_response == '{"raw": true}'
 
     # The same result again (a redelivered message) changes nothing and adds no insight.
-    again = queries.record_results(result(["a", "b"], ["a", "b"]), max_retries=3)
-    assert again.completed == [] and Insight.select().count() == 2
+    again = results.record_results(result(claim, ["a", "b"]), max_retries=3)
+    assert (again.completed, again.ignored) == ([], ["a", "b"]) and Insight.select().count() == 2
     # Completed conversations cannot be claimed again: status only moves forward.
-    assert queries.claim_for_processing(["a"], max_attempts=3) == []
+    assert queries.claim_for_processing(["a"], max_attempts=3).conversations == []
     assert Conversation.get_by_id("a").status == "completed"
 
 
 def test_missing_rows_are_retried_then_failed_with_the_reason(db):
     add("m")
     for attempt in (1, 2):
-        queries.claim_for_processing(["m"], max_attempts=2)
-        outcome = queries.record_results(result(["m"], [], {"m": "no row"}), max_retries=2)
+        claim = queries.claim_for_processing(["m"], max_attempts=2)
+        outcome = results.record_results(result(claim, [], {"m": "no row"}), max_retries=2)
         row = Conversation.get_by_id("m")
         assert row.attempts == attempt
         if attempt == 1:
@@ -76,8 +80,143 @@ def test_missing_rows_are_retried_then_failed_with_the_reason(db):
 def test_stale_open_conversations_are_reclaimed_once(db):
     add("old")
     add("done")
-    queries.claim_for_processing(["done"], max_attempts=3)
-    queries.record_results(result(["done"], ["done"]), max_retries=3)
+    claim = queries.claim_for_processing(["done"], max_attempts=3)
+    results.record_results(result(claim, ["done"]), max_retries=3)
     later = queries.utcnow()
     assert queries.reclaim_stale(later) == ["old"]
     assert queries.reclaim_stale(later) == [], "a reclaimed conversation is touched, so nobody else takes it"
+
+
+def test_a_spent_conversation_fails_alone_and_its_neighbours_are_claimed(db):
+    """The failed one keeps its last error, with the reason appended as text (not added as a number)."""
+    for conversation_id in ("first", "spent", "quiet", "last"):
+        add(conversation_id)
+    Conversation.update(attempts=3, last_error="Grok error 503").where(Conversation.id == "spent").execute()
+    Conversation.update(attempts=3).where(Conversation.id == "quiet").execute()
+
+    claim = queries.claim_for_processing(["first", "spent", "quiet", "last"], max_attempts=3)
+
+    assert sorted(c.id for c in claim.conversations) == ["first", "last"]
+    rows = {c.id: c for c in Conversation.select()}
+    assert (rows["spent"].status, rows["spent"].last_error) == ("failed", "Grok error 503 (gave up after 3 attempts)")
+    assert (rows["quiet"].status, rows["quiet"].last_error) == ("failed", "(gave up after 3 attempts)")
+    assert {(rows[i].status, rows[i].attempts) for i in ("first", "last")} == {("processing", 1)}
+
+
+def through_the_pipeline(result: AnalysisResult) -> AnalysisResult:
+    """``result`` as ``store_results`` receives it from ``analyze_batch``: JSON in a Dramatiq message."""
+    return AnalysisResult.model_validate(json.loads(json.dumps(result.model_dump(mode="json"))))
+
+
+def test_text_no_database_stores_is_cleaned_and_every_row_stored(db):
+    """A NUL (PostgreSQL refuses it) and a lone surrogate (UTF-8 cannot encode it; ``json.loads`` accepts
+    ``"\\ud800"``) in Grok's rows and usage: cleaned, so the rows are stored, neighbours with them."""
+    ids = ["nul", "surrogate", "plain"]
+    for conversation_id in ids:
+        add(conversation_id)
+    claim = queries.claim_for_processing(ids, max_attempts=3)
+    rows = [
+        {"conversation_id": "nul", "reasoning": "before \u0000 after", "clusters": ["bill\u0000ing", "refund"]},
+        {"conversation_id": "surrogate", "reasoning": "before \ud800 after\u0007", "clusters": ["\ud800", "shipping"]},
+        {"conversation_id": "plain", "reasoning": "fine", "clusters": ["billing"]},
+    ]
+    answer = json.dumps({"results": [{**row, "sentiment_score": 0.2, "confidence": 0.9} for row in rows]})
+    usage = json.loads('{"prompt_tokens": 7, "note\\ud800": "x\\u0000y"}')
+    analysis = AnalysisResult.validated(ids, json.loads(answer)["results"], model="m", prompt_version="p", raw_response=answer, usage=usage,
+                                        claim_token=claim.token)
+
+    outcome = results.record_results(through_the_pipeline(analysis), max_retries=3)
+
+    assert sorted(outcome.completed) == sorted(ids)
+    stored = {i.conversation_id: i for i in Insight.select()}
+    assert (stored["nul"].reasoning, json.loads(stored["nul"].clusters)) == ("before  after", ["billing", "refund"])
+    assert (stored["surrogate"].reasoning, json.loads(stored["surrogate"].clusters)) == ("before \ufffd after", ["shipping"])
+    assert stored["plain"].raw_response == answer, "the raw response is kept verbatim: its escapes stay escapes"
+    assert json.loads(stored["plain"].usage) == {"prompt_tokens": 7, "note\ufffd": "xy"}
+
+
+def test_an_insight_the_database_refuses_is_rolled_back_alone(db):
+    """One row breaks a NOT NULL constraint, another holds text UTF-8 cannot encode: each is rolled back to
+    its savepoint, daily counts included, and retried (or failed, on its last attempt); its neighbours
+    complete. Validation lets no such row through (``model_construct`` skips it): the savepoints are for
+    whatever it misses."""
+    ids = ["before", "redone", "broken", "after"]
+    for conversation_id in ids:
+        add(conversation_id)
+    first = queries.claim_for_processing(["redone"], max_attempts=3)
+    results.record_results(result(first, ["redone"]), max_retries=3)
+    queries.reopen(["redone"])  # reprocessed: its insight must survive the refused replacement
+    claim = queries.claim_for_processing(ids, max_attempts=3)
+    Conversation.update(attempts=3).where(Conversation.id == "broken").execute()  # its last attempt
+    refused = [
+        InsightRow.model_construct(conversation_id=i, sentiment_score=-0.9, clusters=["refunds"], confidence=0.1, reasoning=text)
+        for i, text in (("redone", None), ("broken", "lone \ud800"))
+    ]
+    good = result(claim, ["before", "after"])
+
+    outcome = results.record_results(good.model_copy(update={"rows": [*good.rows, *refused]}), max_retries=3)
+
+    assert (sorted(outcome.completed), outcome.retry, outcome.failed) == (["after", "before"], ["redone"], ["broken"])
+    rows = {c.id: c for c in Conversation.select()}
+    assert rows["redone"].status == "queued" and "refused this insight (IntegrityError" in rows["redone"].last_error
+    assert rows["broken"].status == "failed" and "refused this insight" in rows["broken"].last_error
+    assert {i.conversation_id: i.reasoning for i in Insight.select()} == {"before": "ok", "redone": "ok", "after": "ok"}
+    assert InsightHistory.select().count() == 0
+    assert counts.drift() == {} and sum(counts.stored_totals().cells.values()) == 3
+
+
+def test_a_result_of_an_earlier_claim_cannot_undo_a_reprocess(db):
+    """An old ``store_results`` message redelivered after ``insights reprocess`` is ignored: the
+    conversation waits for its new analysis, which alone replaces the insight (one history row)."""
+    add("x")
+    first = queries.claim_for_processing(["x"], max_attempts=3)
+    results.record_results(result(first, ["x"]), max_retries=3)
+    analyzed_at = Insight.get_by_id("x").analyzed_at
+    queries.reopen(["x"])
+
+    stale = results.record_results(result(first, ["x"]), max_retries=3)
+
+    assert (stale.completed, stale.ignored) == ([], ["x"])
+    assert (Conversation.get_by_id("x").status, Insight.get_by_id("x").analyzed_at) == ("queued", analyzed_at)
+    assert InsightHistory.select().count() == 0
+    second = queries.claim_for_processing(["x"], max_attempts=3)
+    assert results.record_results(result(first, ["x"]), max_retries=3).ignored == ["x"]
+    assert results.record_results(result(second, ["x"]), max_retries=3).completed == ["x"]
+    assert Insight.get_by_id("x").analyzed_at > analyzed_at and InsightHistory.select().count() == 1
+
+
+def test_a_second_claim_makes_the_first_claims_result_ignored(db):
+    """A conversation claimed again (the reconciler re-sent it, its first batch was slow) is settled by
+    the latest claim's result only, whichever comes first; a missing row of a stale result retries nothing."""
+    for conversation_id in ("y", "z"):
+        add(conversation_id)
+    first = queries.claim_for_processing(["y", "z"], max_attempts=3)
+    second = queries.claim_for_processing(["y"], max_attempts=3)
+
+    stale = results.record_results(result(first, ["z"], {"y": "no row"}), max_retries=3)
+
+    assert (stale.completed, stale.retry, stale.ignored) == (["z"], [], ["y"])
+    y = Conversation.get_by_id("y")
+    assert (y.status, y.attempts, y.last_error) == ("processing", 2, None)
+    assert not Insight.select().where(Insight.conversation == "y").exists()
+    assert results.record_results(result(second, ["y"]), max_retries=3).completed == ["y"]
+    assert Conversation.get_by_id("y").status == "completed"
+
+
+def test_migration_0005_adds_the_claim_token_to_a_database_with_data(db):
+    """On a database of the release before: a conversation it had claimed is settled by its result, which
+    has no token (a message in flight across the upgrade); new claims get tokens."""
+    add("claimed-before")
+    add("queued-before")
+    db.execute_sql("ALTER TABLE conversations DROP COLUMN claim_token")  # the table as 0001 to 0004 left it
+    db.execute_sql("DELETE FROM schema_migrations WHERE name = '0005_claim_token'")
+    Conversation.update(status="processing", attempts=1).where(Conversation.id == "claimed-before").execute()
+
+    assert migrate(db) == ["0005_claim_token"]
+
+    row = InsightRow(conversation_id="claimed-before", sentiment_score=0.1, clusters=[], confidence=0.5, reasoning="r")
+    in_flight = AnalysisResult(conversation_ids=["claimed-before"], rows=[row], model="m", prompt_version="p", raw_response="{}")
+    assert results.record_results(in_flight, max_retries=3).completed == ["claimed-before"]
+    claim = queries.claim_for_processing(["queued-before"], max_attempts=3)
+    assert Conversation.get_by_id("queued-before").claim_token == claim.token
+    assert results.record_results(result(claim, ["queued-before"]), max_retries=3).completed == ["queued-before"]

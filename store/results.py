@@ -1,0 +1,167 @@
+"""Storing an analysis: each valid row becomes an insight (moving it in the daily counts, ``store.counts``)
+and every conversation of the batch is settled: ``completed``, back to ``queued`` for another attempt, or
+``failed`` once out of attempts (the status rules of ``store.queries``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from peewee import DataError, IntegrityError, Value
+
+from insights.schemas import AnalysisResult, InsightRow, storable
+from settings import get_settings
+from store import counts
+from store.db import locked, write_transaction
+from store.models import (
+    COMPLETED,
+    FAILED,
+    PROCESSING,
+    QUEUED,
+    Conversation,
+    Insight,
+    InsightHistory,
+    database,
+)
+from store.queries import utcnow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StoreOutcome:
+    completed: list[str] = field(default_factory=list)
+    retry: list[str] = field(default_factory=list)  # back to queued for another attempt
+    failed: list[str] = field(default_factory=list)  # out of attempts
+    ignored: list[str] = field(default_factory=list)  # not processing under the result's claim: left untouched
+
+
+def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
+    """Store valid rows as insights (moving them in the daily counts, ``store.counts``) and settle the
+    conversations of the batch, in one transaction.
+
+    Only conversations still ``processing`` under the result's claim (``result.claim_token``) are
+    settled; the others are left untouched (``ignored``): already settled by this very result, reopened
+    for reprocessing, or claimed again since, so a result delivered late or twice neither overwrites a
+    later analysis nor cancels a reprocess, and running the same result twice creates no second insight.
+
+    Each insight is written in a savepoint of its own: one the database refuses is rolled back alone, its
+    changes to the daily counts dropped, and its conversation settled like one without a valid row, while
+    its neighbours complete.
+    """
+    rows = {row.conversation_id: row for row in result.rows}
+    now = utcnow()
+    outcome = StoreOutcome()
+    rollup_changes = counts.RollupChanges()
+    with write_transaction(database.obj):
+        claimed = list(locked(  # read to the end first: a savepoint rolled back would abort a pending read
+            Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at).where(
+                Conversation.id.in_(result.conversation_ids),
+                Conversation.status == PROCESSING,
+                Conversation.claim_token == result.claim_token,  # IS NULL for a result of a release before tokens
+            )
+        ))
+        outcome.ignored = sorted(set(result.conversation_ids) - {c.id for c in claimed})
+        for conversation in claimed:
+            if conversation.id in rows:
+                reason = _store_row(conversation, rows[conversation.id], result, now, rollup_changes)
+            else:
+                reason = get_settings().redact(result.rejected.get(conversation.id, "the analyzer returned no row for this conversation"))
+            if reason is None:
+                outcome.completed.append(conversation.id)
+            else:
+                _send_back(conversation, reason, max_retries, now, outcome)
+        if outcome.completed:
+            (
+                Conversation.update(status=COMPLETED, last_error=None, updated_at=now)
+                .where(Conversation.id.in_(outcome.completed))
+                .execute()
+            )
+        rollup_changes.apply()
+    return outcome
+
+
+# What a database (or its driver, before sending: psycopg2 refuses NUL, either fails to encode a lone
+# surrogate with ValueError) says of a value it will not store. Others, such as a lost connection or a
+# lock timeout, are not the row's fault: they fail the transaction, and the message is retried.
+REFUSED_VALUE = (IntegrityError, DataError, ValueError)
+
+
+def _store_row(conversation: Conversation, row: InsightRow, result: AnalysisResult, now: datetime,
+               rollup_changes: counts.RollupChanges) -> str | None:
+    """Store one insight in a savepoint, adding its moves to ``rollup_changes``; if the database refuses
+    it, roll back just this row and return why."""
+    try:
+        with database.obj.atomic():
+            row_changes = _store_insight(conversation, row, result, now)
+    except REFUSED_VALUE as error:
+        reason = _refusal(error)
+        logger.error("%s: %s", conversation.id, reason, extra={"conversation_ids": [conversation.id]})
+        return reason
+    rollup_changes.include(row_changes)
+    return None
+
+
+def _refusal(error: Exception) -> str:
+    """Why the database refused an insight, short and storable (PostgreSQL's second line, ``DETAIL``, may
+    quote the whole row, raw response included)."""
+    first_line = next(iter(str(error).strip().splitlines()), "")
+    return storable(f"the database refused this insight ({type(error).__name__}: {first_line})")[:300]
+
+
+def _send_back(conversation: Conversation, reason: str, max_retries: int, now: datetime, outcome: StoreOutcome) -> None:
+    """A conversation without a stored insight: back to ``queued`` for another attempt, or ``failed``."""
+    exhausted = conversation.attempts >= max_retries
+    (
+        Conversation.update(status=FAILED if exhausted else QUEUED, last_error=reason, updated_at=now)
+        .where(Conversation.id == conversation.id)
+        .execute()
+    )
+    (outcome.failed if exhausted else outcome.retry).append(conversation.id)
+
+
+def _store_insight(conversation: Conversation, row: InsightRow, result: AnalysisResult, now: datetime) -> counts.RollupChanges:
+    """Write the insight (keeping a replaced one in history); return how it moves the daily counts."""
+    fields = dict(
+        received_at=conversation.received_at,
+        sentiment_score=row.sentiment_score,
+        clusters=json.dumps(row.clusters),
+        confidence=row.confidence,
+        reasoning=row.reasoning,
+        model=result.model,
+        prompt_version=result.prompt_version,
+        raw_response=result.raw_response,
+        usage=json.dumps(result.usage) if result.usage is not None else None,
+        analyzed_at=now,
+    )
+    rollup_changes = counts.RollupChanges()
+    previous = (
+        Insight.select(Insight.received_at, Insight.sentiment_score, Insight.confidence, Insight.clusters)
+        .where(Insight.conversation == conversation.id)
+        .tuples()
+        .first()
+    )
+    if previous is not None:  # a reprocessed conversation: its insight leaves the daily counts for history
+        received_at, sentiment_score, confidence, clusters = previous
+        rollup_changes.add(received_at, sentiment_score, confidence, json.loads(clusters), delta=-1)
+        _keep_as_history(conversation.id, now)
+    rollup_changes.add(conversation.received_at, row.sentiment_score, row.confidence, row.clusters)
+    (
+        Insight.insert(conversation=conversation.id, **fields)
+        .on_conflict(conflict_target=[Insight.conversation], update=fields)
+        .execute()
+    )
+    return rollup_changes
+
+
+HISTORY_FIELDS = [f for f in InsightHistory._meta.sorted_fields if f.name not in ("id", "superseded_at")]
+
+
+def _keep_as_history(conversation_id: str, now: datetime) -> None:
+    """Copy a conversation's current insight to ``insight_history`` before it is replaced."""
+    source = [getattr(Insight, f.name) for f in HISTORY_FIELDS]
+    previous = Insight.select(*source, Value(now)).where(Insight.conversation == conversation_id)
+    InsightHistory.insert_from(previous, [*HISTORY_FIELDS, InsightHistory.superseded_at]).execute()
