@@ -44,7 +44,7 @@ def main() -> None:
     processes = [subprocess.Popen(emulator, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)]
     try:
         processes.append(start_server("ingress:app", 8322, env, 1))
-        processes.append(subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        processes.append(subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, start_new_session=True,
                                           stderr=subprocess.DEVNULL))
         time.sleep(5)  # the worker boots
         waits = [lone_wait(n) for n in range(args.conversations)]

@@ -81,7 +81,8 @@ def main() -> None:
     try:
         processes.append(start_server("ingress:app", 8312, env, 1))
         posted = post_backlog(args.conversations)
-        worker = subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=WORKER_LOG, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=WORKER_LOG, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # stop_all ends its whole process group
         processes.append(worker)
         samples = watch(worker, database, args.seconds)
         log = httpx.get("http://127.0.0.1:8311/_emulator/log", timeout=30).json()

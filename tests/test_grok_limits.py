@@ -3,6 +3,9 @@ flight follow the outbound limit, the token budget holds, and each refusal gets 
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from conftest import GrokEmulator, conversation, wait_until
@@ -112,3 +115,39 @@ def test_a_batch_over_the_whole_token_budget_is_split_not_stuck(make_stack, grok
     assert documents[huge]["status"] == "failed" and "OUTBOUND_TPM" in documents[huge]["last_error"]
     sent = [e["ids"] for e in grok.log()]
     assert max(map(len, sent)) < 8 and not any(huge in ids for ids in sent), "split before sending; the huge one never sent"
+
+
+def test_a_pause_longer_than_the_lease_spends_no_attempt_and_multiplies_no_message(make_stack, grok):
+    """A 429 whose Retry-After outlasts the lease: the batches wait (set aside in steps of half a lease,
+    renewing it), conversations posted meanwhile are not failed, no attempt is spent, and no conversation
+    is ever in more than one pending batch, however often the reconciler looks."""
+    stack = make_stack(BATCH_SIZE=2, MAX_RETRIES=1, LEASE_SECONDS=2, RECONCILE_INTERVAL_SECONDS=0.3,
+                       **FAST_RETRIES, **grok.env)
+    client = stack.start_web()
+    stack.start_worker()
+    grok.inject({"status": 429, "retry_after": "6"})
+    first = post_all(client, ["Where is my order?"])
+    wait_until(lambda: grok.log(), timeout=20, message="the 429")
+    during = post_all(client, [f"Posted during the pause {n}" for n in range(4)])
+    pending = []
+    for _ in range(20):  # across the pause: every analysis message waiting, by conversation
+        pending.append(analysis_messages_by_conversation(stack))
+        time.sleep(0.2)
+    # A batch set aside again sends its next message a moment before the current one is acknowledged:
+    # two may be seen at one instant, never at two samples running.
+    doubled = [c for before, after in zip(pending, pending[1:]) for c in before if before[c] > 1 and after.get(c, 0) > 1]
+    assert not doubled and max(max(p.values(), default=0) for p in pending) <= 2, pending
+    documents = stack.settled(client, first + during, timeout=60)
+    assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}
+    calls = grok.log()
+    assert calls[1]["t"] - calls[0]["t"] >= 5.5, "nobody called before the Retry-After"
+
+
+def analysis_messages_by_conversation(stack) -> dict[str, int]:
+    """How many analysis messages (waiting or delayed) hold each conversation."""
+    held: dict[str, int] = {}
+    for key in ("dramatiq:analyze.msgs", "dramatiq:analyze.DQ.msgs"):
+        for raw in stack.redis.hvals(key):
+            for conversation_id in json.loads(raw)["args"][0]:
+                held[conversation_id] = held.get(conversation_id, 0) + 1
+    return held

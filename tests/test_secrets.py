@@ -60,7 +60,7 @@ def test_no_stored_error_holds_the_key(db, configured_key):
     queries.note_error(["noted"], echo)
     queries.fail_open(["failed"], echo)
     claim = queries.claim_for_processing(["rejected"], max_attempts=3)
-    results.record_results(result(["rejected"], [], {"rejected": echo}, claim.token), max_retries=3)
+    results.record_results(result(claim, [], {"rejected": echo}), max_retries=3)
     stored = {c.id: c.last_error for c in Conversation.select()}
     assert all(text.startswith("upstream said: bad header 'Bearer ***'") for text in stored.values()), stored
     assert not [text for text in stored.values() if KEY[:8] in text]
