@@ -193,7 +193,7 @@ def report(args, posted: int, log: list[dict], analyzed: list, statuses: dict, s
     print(f"| calls the emulator refused over tpm / rps | {refused.count('tpm')} / {refused.count('rps')} | 0 / 0 |")
     if args.tpm:
         print(f"| tokens per minute used, steady | {tokens_per_minute(log, first, last):.0f} ({tokens_per_minute(log, first, last) / args.tpm:.0%} of {args.tpm}) | >= 80 % |")
-    print(f"| worker side RSS, max | {max(m for m, _c in samples):.0f} MB | <= 300 MB |")
+    print(f"| worker side RSS, max (at the end) | {max(m for m, _c in samples):.0f} MB ({samples[-1][0]:.0f} MB) | <= 300 MB |")
     print(f"| database connections, max | {max(c for _m, c in samples) if args.database_url else 'n/a (SQLite)'} | bounded |")
     print(f"| final statuses | {statuses} | |")
 

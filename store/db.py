@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from peewee import Database, PostgresqlDatabase, SqliteDatabase
+from peewee import Database, PostgresqlDatabase
 from playhouse.db_url import parse
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from settings import Settings
 from store.models import database
@@ -25,20 +25,20 @@ SQLITE_PRAGMAS = {
 def open_database(settings: Settings) -> Database:
     """Bind the models to the configured database and return it.
 
-    Connections open lazily, one per thread while in use. On PostgreSQL they come from a pool of at most
-    ``DB_POOL_SIZE`` per process (a thread waits up to ``DB_POOL_TIMEOUT_SECONDS`` for one): a worker runs
-    hundreds of threads that mostly wait on Grok, and each hands its connection back (``release``) before
-    it waits, so the pool, not the thread count, bounds the connections a process holds.
+    Connections come from a pool of at most ``DB_POOL_SIZE`` per process (a thread waits up to
+    ``DB_POOL_TIMEOUT_SECONDS`` for one), on SQLite as on PostgreSQL: a worker runs hundreds of threads
+    that mostly wait on Grok, and each hands its connection back (``release``) before it waits, so the
+    pool, not the thread count, bounds the connections a process holds (and on SQLite the memory: every
+    connection has its own page and statement caches).
     """
+    pool = {"max_connections": settings.db_pool_size, "timeout": settings.db_pool_timeout_seconds, "stale_timeout": 300}
     if settings.database_url:
         url = make_url(settings.database_url)
-        db = PooledPostgresqlDatabase(
-            url.pop("database"), max_connections=settings.db_pool_size, timeout=settings.db_pool_timeout_seconds,
-            stale_timeout=300, **url,
-        )
+        db = PooledPostgresqlDatabase(url.pop("database"), **pool, **url)
     else:
         Path(settings.db_path).parent.mkdir(parents=True, exist_ok=True)
-        db = SqliteDatabase(settings.db_path, pragmas=SQLITE_PRAGMAS, timeout=10)
+        # One thread at a time per connection (the pool sees to it), though not always the same thread.
+        db = PooledSqliteDatabase(settings.db_path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, **pool)
     database.initialize(db)
     return db
 
