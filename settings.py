@@ -40,9 +40,9 @@ class Settings(BaseModel):
     web_limit_concurrency: PositiveInt
     body_timeout_seconds: PositiveFloat
     api_keys: str = Field(repr=False)
-    redis_url: str
+    redis_url: str = Field(repr=False)  # may hold a password
     db_path: str
-    database_url: str
+    database_url: str = Field(repr=False)  # may hold a password
     db_pool_size: PositiveInt
     db_pool_timeout_seconds: PositiveFloat
     grok_api_key: str = Field(repr=False)

@@ -68,6 +68,13 @@ def test_a_bad_url_is_shown_without_its_password(name, url):
     assert "***" in message and "internal" in message, "still recognisable"
 
 
+def test_the_settings_repr_shows_no_secret():
+    settings = load_settings({"DATABASE_URL": "postgres://u:dbsecret@h/db", "REDIS_URL": "redis://:redissecret@h:1/0",
+                              "GROK_API_KEY": "xai-keysecret"})
+    assert not [word for word in ("dbsecret", "redissecret", "keysecret") if word in repr(settings)], repr(settings)
+
+
+
 @pytest.mark.parametrize(
     "command",
     [
