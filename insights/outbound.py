@@ -8,8 +8,10 @@ xAI limits each model on two axes, requests per second and tokens per minute, so
   window at the server holds more than ``OUTBOUND_RPS`` (the margin covers the moment between a call's
   start here and its arrival there).
 - **Tokens** (``OUTBOUND_TPM``, optional): every call reserves its estimated tokens in a sliding log of
-  the last minute; it starts only when the reservations of the minute before its start leave room for
-  it. Once the answer's ``usage`` is known, :meth:`OutboundGate.settle` corrects the reservation.
+  the last minute (and of the calls scheduled to start); it is granted only when the log leaves room for
+  it, else it asks again about every second (a call that settles for less than it reserved frees room
+  early). Once the answer's ``usage`` is known, :meth:`OutboundGate.settle` corrects the reservation. A
+  call waiting for tokens does not hold up the request spacing of the others.
 - **Pauses**: a ``429`` pauses **all** processes until its ``Retry-After``; nothing starts before then.
 
 A call is given a start time by one Lua script (a reservation, first come first served) and sleeps until
@@ -23,6 +25,7 @@ A ``401``/``403``/``404`` marks Grok as misconfigured for a while, with the reas
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,52 +38,62 @@ NEXT_START_KEY = "grok:next-start-ms"
 STARTS_KEY = "grok:call-starts"  # sorted set of the calls started in the last second and margin
 TOKENS_LOG_KEY = "grok:token-log"  # sorted set: reservation id -> start (ms)
 TOKENS_AMOUNT_KEY = "grok:token-amounts"  # hash: reservation id -> tokens
+TOKENS_TOTAL_KEY = "grok:token-total"  # the sum of that hash
+TOKEN_POLL_SECONDS = 1.0  # a call waiting for tokens asks again this often (settled calls free some early)
 PAUSE_KEY = "grok:paused-until-ms"
 PAUSE_REASON_KEY = "grok:pause-reason"
 MISCONFIGURED_KEY = "grok:misconfigured"
 TOKEN_WINDOW_MS = 60_000
 
-# KEYS: next start, token log, token amounts, pause.
+# KEYS: next start, token log, token amounts, token total, pause.
 # ARGV: interval ms, token budget (0: none), tokens, window ms, max wait ms, reservation id.
-# Returns {wait ms, status}: status 0 reserved (start in wait ms), 1 busy (come back in wait ms, nothing
-# reserved), 2 over budget (the call alone exceeds the token budget).
+# Returns {wait ms, status}: 0 reserved (start in wait ms); 1 busy (the start would be more than max wait
+# away; nothing reserved); 2 over budget (the call alone exceeds the token budget); 3 no room for its
+# tokens yet (nothing reserved; enough leaves the window in wait ms at the latest, sooner if calls settle
+# for less than they reserved). A call waiting for tokens does not hold up the calls behind it in the
+# request spacing: only a granted reservation moves the next start.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval, budget, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local window, max_wait = tonumber(ARGV[4]), tonumber(ARGV[5])
-local start = math.max(now, tonumber(redis.call('GET', KEYS[4]) or '0'), tonumber(redis.call('GET', KEYS[1]) or '0'))
+local start = math.max(now, tonumber(redis.call('GET', KEYS[5]) or '0'), tonumber(redis.call('GET', KEYS[1]) or '0'))
+if start - now > max_wait then return {math.ceil(start - now), 1} end
 if budget > 0 then
   if tokens > budget then return {0, 2} end
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - window)
-  if #expired > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-    redis.call('HDEL', KEYS[3], unpack(expired))
+  for _, id in ipairs(expired) do
+    redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[3], id) or '0'))
+    redis.call('HDEL', KEYS[3], id)
   end
-  local ids = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-  local amounts = {}
-  local used = 0
-  for i = 1, #ids, 2 do
-    local amount = tonumber(redis.call('HGET', KEYS[3], ids[i]) or '0')
-    amounts[#amounts + 1] = {tonumber(ids[i + 1]), amount}
-    used = used + amount
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+  local used = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if used + tokens > budget then
+    local need, free_at = used + tokens - budget, now + window
+    local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    for i = 1, #entries, 2 do
+      need = need - tonumber(redis.call('HGET', KEYS[3], entries[i]) or '0')
+      if need <= 0 then free_at = tonumber(entries[i + 1]) + window + 1 break end
+    end
+    return {math.ceil(math.max(free_at, start) - now), 3}
   end
-  local oldest = 1
-  while used + tokens > budget do
-    start = math.max(start, amounts[oldest][1] + window + 1)
-    used = used - amounts[oldest][2]
-    oldest = oldest + 1
-  end
-end
-if start - now > max_wait then return {math.ceil(start - now), 1} end
-if budget > 0 then
   redis.call('ZADD', KEYS[2], start, ARGV[6])
   redis.call('HSET', KEYS[3], ARGV[6], tokens)
-  redis.call('PEXPIRE', KEYS[2], math.ceil(start - now + window * 2))
-  redis.call('PEXPIRE', KEYS[3], math.ceil(start - now + window * 2))
+  redis.call('INCRBY', KEYS[4], tokens)
+  for k = 2, 4 do redis.call('PEXPIRE', KEYS[k], math.ceil(start - now + window * 2)) end
 end
 redis.call('SET', KEYS[1], start + interval, 'PX', math.ceil(start - now + interval + 60000))
 return {math.ceil(start - now), 0}
+"""
+
+# KEYS: token amounts, token total.  ARGV: reservation id, tokens.  A reservation's real amount.
+_SETTLE = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('INCRBY', KEYS[2], tonumber(ARGV[2]) - tonumber(old))
+end
+return 0
 """
 
 # KEYS: start log.  ARGV: limit, window ms, member.  The last word before a call starts: at most ``limit``
@@ -144,6 +157,7 @@ class OutboundGate:
         self._reserve = client.register_script(_RESERVE)
         self._pause = client.register_script(_PAUSE)
         self._confirm = client.register_script(_CONFIRM)
+        self._settle = client.register_script(_SETTLE)
 
     def acquire(self, tokens: int = 0) -> Reservation:
         """Block until this process may start one call of ``tokens`` estimated tokens.
@@ -153,14 +167,17 @@ class OutboundGate:
         reservation = Reservation(uuid.uuid4().hex, max(0, int(tokens)))
         while True:
             wait_ms, status = self._reserve(
-                keys=[NEXT_START_KEY, TOKENS_LOG_KEY, TOKENS_AMOUNT_KEY, PAUSE_KEY],
+                keys=[NEXT_START_KEY, TOKENS_LOG_KEY, TOKENS_AMOUNT_KEY, TOKENS_TOTAL_KEY, PAUSE_KEY],
                 args=[self.interval_ms, self.tokens_per_minute, reservation.tokens, self.window_ms,
                       self.max_wait_ms, reservation.id],
             )
             if status == 2:
                 raise OverBudget(f"an estimated {reservation.tokens} tokens exceed OUTBOUND_TPM={self.tokens_per_minute}")
-            if status == 1:
+            if status == 1 or (status == 3 and wait_ms > self.max_wait_ms):
                 raise ProviderBusy(wait_ms / 1000)
+            if status == 3:  # ask again soon, at a moment of our own (hundreds may be waiting)
+                time.sleep(min(wait_ms / 1000, TOKEN_POLL_SECONDS) * random.uniform(0.75, 1.0))
+                continue
             time.sleep(wait_ms / 1000)
             if self.paused_for() == 0:  # a 429 seen while we slept moves everyone behind its pause
                 self._start(reservation)
@@ -174,7 +191,7 @@ class OutboundGate:
     def settle(self, reservation: Reservation, tokens: int) -> None:
         """Replace a reservation's estimate by the tokens the call really used (0 for a refused call)."""
         if self.tokens_per_minute and tokens != reservation.tokens:
-            self.client.hset(TOKENS_AMOUNT_KEY, reservation.id, max(0, int(tokens)))
+            self._settle(keys=[TOKENS_AMOUNT_KEY, TOKENS_TOTAL_KEY], args=[reservation.id, max(0, int(tokens))])
 
     def pause(self, seconds: float, reason: str = "rate limited by Grok (429)") -> None:
         """Stop every process's calls for ``seconds`` from now (a longer pause already set stands)."""
