@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from actors.batching import GROUP, STREAM
 from actors.broker import broker, gate, redis_client
 from insights.outbound import GrokState
-from store import queries
+from store import queries, reports
 
 NAMESPACE = "dramatiq"
 
@@ -28,7 +28,7 @@ class PipelineState:
     """What waits where; a part whose source is not answering is ``None`` (and says why in ``errors``)."""
 
     redis: RedisState | None
-    stats: queries.Stats | None
+    stats: reports.Stats | None
     errors: dict[str, str]  # "redis" | "database" -> what went wrong
 
     @property
@@ -65,7 +65,7 @@ def read_state() -> PipelineState:
     except Exception as error:  # noqa: BLE001 - any failure means "not answering"; report it, keep going
         errors["redis"] = f"{type(error).__name__}: {error}"
     try:
-        stats = queries.stats()
+        stats = reports.stats()
     except Exception as error:  # noqa: BLE001
         errors["database"] = f"{type(error).__name__}: {error}"
     return PipelineState(redis=redis_state, stats=stats, errors=errors)

@@ -10,7 +10,7 @@ from api.errors import bad_parameter
 from api.params import decode_cursor, encode_cursor, parse_number, parse_window
 from insights import api_models as api
 from settings import Settings
-from store import queries
+from store import reports
 from store.counts import SENTIMENTS, Filters
 from store.db import call_and_release
 from store.documents import insight_document, isoformat
@@ -26,7 +26,7 @@ class InsightsResource:
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = self.parse_query(req)
-        page = await asyncio.to_thread(call_and_release, queries.query_insights, query)
+        page = await asyncio.to_thread(call_and_release, reports.query_insights, query)
         resp.media = api.dump(api.InsightsPage(
             insights=[insight_document(insight, self.settings) for insight in page.insights],
             metadata=api.PageMetadata(
@@ -37,13 +37,13 @@ class InsightsResource:
             ),
         ))
 
-    def parse_query(self, req: falcon.Request) -> queries.InsightQuery:
+    def parse_query(self, req: falcon.Request) -> reports.InsightQuery:
         start, end = parse_window(req, INSIGHT_PARAMETERS)
         sentiment = req.get_param("sentiment")
         if sentiment is not None and sentiment not in SENTIMENTS:
             raise bad_parameter("sentiment", f"one of {', '.join(SENTIMENTS)}, got {sentiment!r}")
         cursor = req.get_param("cursor")
-        return queries.InsightQuery(
+        return reports.InsightQuery(
             start=start,
             end=end,
             limit=parse_number(req, "limit", int, 1, self.settings.max_page_size, self.settings.default_page_size),
@@ -65,7 +65,7 @@ class SummaryResource:
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         start, end = parse_window(req, {"start_time", "end_time"})
         thresholds = (self.settings.negative_threshold, self.settings.positive_threshold)
-        summary = await asyncio.to_thread(call_and_release, queries.summarize, start, end, thresholds, self.settings.summary_top)
+        summary = await asyncio.to_thread(call_and_release, reports.summarize, start, end, thresholds, self.settings.summary_top)
         resp.media = api.dump(api.Summary(
             time_window=api.TimeWindow(start_time=isoformat(start), end_time=isoformat(end)),
             sentiment=api.SentimentSummary(counts=summary.by_sentiment, mean_score=summary.mean_sentiment),

@@ -29,7 +29,7 @@ from ops.bench_ingress import HOST, start_server
 from ops.embedded_redis import EmbeddedRedis
 from ops.supervisor import stop_all
 from settings import load_settings
-from store import counts, queries
+from store import counts, reports
 from store.db import open_database
 from store.migrations import migrate
 from store.models import Insight
@@ -94,8 +94,8 @@ def explain(db, postgres: bool) -> list[str]:
     """Plans of the count and page statements, for a filtered window of all days but the first, starting
     at noon (two partial-day edges, whole days from the rollup, a band split by min_confidence)."""
     filters = counts.Filters(sentiment="negative", min_confidence=0.73)
-    query = queries.InsightQuery(EPOCH + timedelta(hours=12), EPOCH + timedelta(days=DAYS, hours=12), 100, filters)
-    statements = queries.explainable(query)
+    query = reports.InsightQuery(EPOCH + timedelta(hours=12), EPOCH + timedelta(days=DAYS, hours=12), 100, filters)
+    statements = reports.explainable(query)
     prefix = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
     lines = []
     for name, (sql, params) in statements.items():

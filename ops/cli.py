@@ -30,17 +30,17 @@ from typing import IO, ContextManager, Iterable, Iterator
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from actors import collect_many
 from access import new_key
+from actors import collect_many
 from actors.broker import settings
 from actors.state import read_state
 from insights.schemas import request_models
 from ops import dlq
 from settings import API_SCOPES
-from store import counts, queries
+from store import counts, queries, reports
 from store.db import open_database
-from store.migrations import migrate
 from store.documents import insight_document, isoformat
+from store.migrations import migrate
 
 CHUNK = 1000
 CSV_COLUMNS = ["conversation_id", "received_at", "analyzed_at", "sentiment_score", "sentiment", "confidence",
@@ -111,7 +111,7 @@ def export(start: datetime, end: datetime, output_format: str, out: IO[str]) -> 
     if writer:
         writer.writeheader()
     count = 0
-    for insight in queries.iter_insights(start, end):
+    for insight in reports.iter_insights(start, end):
         document = insight_document(insight, settings).model_dump(mode="json")
         if writer:
             writer.writerow({**document, "clusters": ";".join(document["clusters"])})

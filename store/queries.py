@@ -1,5 +1,6 @@
-"""Every read and write the service makes, each status move in one transaction (storing an analysis's
-results is in ``store.results``).
+"""Conversations: accepting them, their status moves (each in one transaction) and the reads those need.
+Storing an analysis's results is in ``store.results``; pages of insights, exports and summaries in
+``store.reports``.
 
 Status moves only forward: ``queued -> processing -> completed | failed``; a conversation goes back to
 ``queued`` only when a failed attempt is retried. Times are naive UTC.
@@ -12,15 +13,14 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
-from peewee import JOIN, Tuple, fn
+from peewee import JOIN, fn
 
 from insights.schemas import as_utc
 from settings import get_settings
-from store import counts
 from store.db import locked, write_transaction
-from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, STATUSES, Conversation, Insight, database
+from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, Conversation, Insight, database
 
 OPEN_STATUSES = (QUEUED, PROCESSING)
 
@@ -243,52 +243,6 @@ def reclaim_stale(older_than: datetime, limit: int = 1000) -> list[str]:
     return stale
 
 
-@dataclass
-class InsightQuery:
-    start: datetime
-    end: datetime
-    limit: int
-    filters: counts.Filters = counts.Filters()
-    after: tuple[datetime, str] | None = None  # keyset cursor: (received_at, conversation_id)
-
-
-@dataclass
-class InsightPage:
-    insights: list[Insight]
-    total_count: int
-    next_after: tuple[datetime, str] | None
-
-
-def _window(start: datetime, end: datetime, after: tuple[datetime, str] | None = None, *conditions: Any):
-    """Insights received in ``[start, end)`` matching ``conditions``, after the keyset cursor ``after``."""
-    query = Insight.select().where(Insight.received_at >= start, Insight.received_at < end, *conditions)
-    if after is not None:
-        query = query.where(Tuple(Insight.received_at, Insight.conversation) > Tuple(*after))
-    return query
-
-
-def _page_statement(query: InsightQuery):
-    """The page, with one extra row that tells whether another page follows."""
-    page = _window(query.start, query.end, query.after, *query.filters.conditions())
-    return page.order_by(Insight.received_at, Insight.conversation).limit(query.limit + 1)
-
-
-def explainable(query: InsightQuery) -> dict[str, tuple[str, list]]:
-    """SQL and parameters of a page's statements, for ``EXPLAIN`` (see ``ops/bench_query.py``)."""
-    return {"count": counts.count_statement(query.start, query.end, query.filters), "page": _page_statement(query).sql()}
-
-
-def query_insights(query: InsightQuery) -> InsightPage:
-    """One page of the insights received in ``[start, end)``, oldest first, and the count of all matches."""
-    total = counts.count(query.start, query.end, query.filters)
-    page = list(_page_statement(query))
-    next_after = None
-    if len(page) > query.limit:
-        page = page[: query.limit]
-        next_after = (page[-1].received_at, page[-1].conversation_id)
-    return InsightPage(page, total, next_after)
-
-
 def ping() -> None:
     """Raise if the database does not answer."""
     database.execute_sql("SELECT 1").fetchone()
@@ -304,17 +258,6 @@ def requeue(conversation_ids: Iterable[str]) -> list[str]:
         if chosen:
             Conversation.update(status=QUEUED, attempts=0, last_error=None, updated_at=utcnow()).where(Conversation.id.in_(chosen)).execute()
     return chosen
-
-
-def iter_insights(start: datetime, end: datetime, page_size: int = 1000) -> Iterator[Insight]:
-    """Every insight received in ``[start, end)``, oldest first, read a page at a time (any size)."""
-    after = None
-    while True:
-        page = list(_window(start, end, after).order_by(Insight.received_at, Insight.conversation).limit(page_size))
-        yield from page
-        if len(page) < page_size:
-            return
-        after = (page[-1].received_at, page[-1].conversation_id)
 
 
 def reprocess_candidates(failed: bool, start: datetime | None = None, end: datetime | None = None) -> list[str]:
@@ -339,54 +282,4 @@ def reopen(conversation_ids: list[str]) -> int:
         Conversation.update(status=QUEUED, attempts=0, last_error=None, updated_at=utcnow())
         .where(Conversation.id.in_(conversation_ids), Conversation.status.in_((COMPLETED, FAILED)))
         .execute()
-    )
-
-
-@dataclass
-class Stats:
-    by_status: dict[str, int]
-    oldest_waiting: datetime | None  # received_at of the oldest queued or processing conversation
-
-
-def stats() -> Stats:
-    by_status = dict(Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).group_by(Conversation.status).tuples())
-    oldest = Conversation.select(fn.MIN(Conversation.received_at)).where(Conversation.status.in_(OPEN_STATUSES)).scalar()
-    if isinstance(oldest, str):  # SQLite hands aggregates back as text
-        oldest = datetime.fromisoformat(oldest)
-    return Stats({status: by_status.get(status, 0) for status in STATUSES}, oldest)
-
-
-@dataclass
-class Summary:
-    by_sentiment: dict[str, int]
-    mean_sentiment: float | None
-    top_clusters: list[tuple[str, int]]
-    by_status: dict[str, int]
-    top_failures: list[tuple[str, int]]
-
-
-def summarize(start: datetime, end: datetime, thresholds: tuple[float, float], top: int) -> Summary:
-    """What happened to the conversations received in ``[start, end)``, in aggregate (read in one snapshot;
-    sentiment counts and clusters of whole days come from the daily counts)."""
-    with counts.snapshot():
-        by_sentiment = {label: counts.count(start, end, counts.Filters(label, thresholds)) for label in counts.SENTIMENTS}
-        mean = Insight.select(fn.AVG(Insight.sentiment_score)).where(Insight.received_at >= start, Insight.received_at < end).scalar()
-        clusters = counts.cluster_totals(start, end)
-        received = (Conversation.received_at >= start, Conversation.received_at < end)
-        by_status = dict(Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).where(*received).group_by(Conversation.status).tuples())
-        count = fn.COUNT(Conversation.id)
-        failures = list(
-            Conversation.select(Conversation.last_error, count)
-            .where(*received, Conversation.status == FAILED)
-            .group_by(Conversation.last_error)
-            .order_by(count.desc(), Conversation.last_error)
-            .limit(top)
-            .tuples()
-        )
-    return Summary(
-        by_sentiment=by_sentiment,
-        mean_sentiment=float(mean) if mean is not None else None,
-        top_clusters=sorted(clusters.items(), key=lambda item: (-item[1], item[0]))[:top],
-        by_status={status: by_status.get(status, 0) for status in STATUSES},
-        top_failures=[(reason or "(no reason recorded)", n) for reason, n in failures],
     )
