@@ -50,6 +50,9 @@ def test_posting_needs_the_ingest_scope(stack):
     assert client.post("/api/v1/conversations", json=conversation("x"), headers={"X-API-Key": BOTH_KEY}).status_code == 202
     batch = client.post("/api/v1/conversations/batch", json={"conversations": [conversation()]}, headers=bearer(READ_KEY))
     assert batch.status_code == 403
+    keyless = client.post("/api/v1/conversations/batch", json={"conversations": [conversation("batch without key")]})
+    assert keyless.status_code == 401 and keyless.json()["error"]["code"] == "unauthorized"
+    assert not stack.sql("SELECT id FROM conversations WHERE payload LIKE '%batch without key%'")
 
 
 def test_reading_needs_the_read_scope(stack):

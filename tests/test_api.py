@@ -75,6 +75,31 @@ def test_same_id_same_payload_is_accepted_once(stack, client):
     assert queued_messages(stack) == queued, "a duplicate must not be enqueued again"
 
 
+def test_nested_key_order_and_timestamp_spellings_do_not_change_the_payload(stack, client):
+    """The canonical payload sorts keys at every depth and normalises timestamps: a client resending the
+    same conversation, serialised by another library, gets the same 202 and enqueues nothing."""
+    def body(metadata: dict, timestamps: tuple[str, str]) -> dict:
+        return {"conversation_id": "idem-nested", "metadata": metadata,
+                "messages": [{"role": "customer", "content": "hi", "timestamp": timestamps[0]},
+                             {"content": "hello", "timestamp": timestamps[1], "role": "agent"}]}
+
+    first = body({"ticket": {"priority": "high", "tags": ["a", "b"], "owner": {"team": "x", "id": 7}}, "channel": "chat"},
+                 ("2026-01-01T10:00:00Z", "2026-01-01T10:00:01.500000Z"))
+    assert client.post(POST, json=first).status_code == 202
+    queued = queued_messages(stack)
+    for spelling in [("2026-01-01T10:00:00+00:00", "2026-01-01T10:00:01.5Z"),
+                     ("2026-01-01T11:00:00+01:00", "2026-01-01T10:00:01.500+00:00"),
+                     ("2026-01-01T10:00:00.000000Z", "2026-01-01T05:00:01.5-05:00")]:
+        again = body({"channel": "chat", "ticket": {"owner": {"id": 7, "team": "x"}, "tags": ["a", "b"], "priority": "high"}},
+                     spelling)
+        response = client.post(POST, json=again)
+        assert response.status_code == 202, (spelling, response.text)
+    assert queued_messages(stack) == queued, "a duplicate must not be enqueued again"
+    reordered_list = body({"channel": "chat", "ticket": {"owner": {"id": 7, "team": "x"}, "tags": ["b", "a"], "priority": "high"}},
+                          ("2026-01-01T10:00:00Z", "2026-01-01T10:00:01.5Z"))
+    assert client.post(POST, json=reordered_list).status_code == 409, "list order is content"
+
+
 def test_same_id_different_payload_is_a_conflict(client):
     assert client.post(POST, json=conversation("one", conversation_id="idem-2")).status_code == 202
     error = assert_error(client.post(POST, json=conversation("two", conversation_id="idem-2")), 409, "conflict")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -55,6 +56,18 @@ def test_bad_batches_are_refused_whole(web, body, status, code):
     kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
     response = web.post(BATCH, **kwargs)
     assert response.status_code == status and response.json()["error"]["code"] == code
+
+
+def test_a_batch_body_over_its_limit_is_413_whether_announced_or_streamed(make_stack):
+    stack = make_stack(INBOUND_RPS=100_000, MAX_BATCH_BODY_BYTES=50_000)
+    client = stack.start_web()
+    body = json.dumps({"conversations": [conversation("x" * 10_000) for _ in range(6)]}).encode()
+    announced = client.post(BATCH, content=body, headers={"content-type": "application/json"})
+    streamed = client.post(BATCH, content=iter([body[:30_000], body[30_000:]]), headers={"content-type": "application/json"})
+    for response in (announced, streamed):
+        assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+        assert response.json()["error"]["max_body_bytes"] == 50_000
+    assert stack.sql("SELECT COUNT(*) FROM conversations")[0][0] == 0
 
 
 def test_batch_items_count_against_the_inbound_limit(make_stack):

@@ -278,3 +278,34 @@ def test_json_logs_carry_conversation_and_batch_ids_and_never_the_key(make_stack
     assert stored and stored[0]["conversation_ids"] == ids and stored[0]["completed"] == ids
     assert stored[0]["batch_id"] == retried[0]["batch_id"], "both steps of a batch log the same id"
     assert GROK_KEY not in stack.log_text()
+
+
+STORE_FAULT = [
+    "CREATE TABLE store_fault (reason TEXT)",
+    "INSERT INTO store_fault VALUES ('injected: the database refuses to complete conversations')",
+    "CREATE TRIGGER store_fault_trigger BEFORE UPDATE OF status ON conversations "
+    "WHEN NEW.status = 'completed' AND EXISTS (SELECT 1 FROM store_fault) "
+    "BEGIN SELECT RAISE(ABORT, 'injected store failure'); END",
+]
+
+
+def test_a_failing_store_is_retried_without_a_second_grok_call(make_stack, grok):
+    """The database refuses to settle the batch (a trigger fails the transaction that completes it): the
+    result goes to the store step, which Dramatiq retries until the database accepts it; Grok is called
+    once."""
+    stack = make_stack(MAX_RETRIES=5, **FAST_RETRIES, **grok.env)
+    client = stack.start_web()
+    for statement in STORE_FAULT:
+        stack.sql(statement)
+    stack.start_worker()
+    [conversation_id] = post_all(client, ["My refund never arrived."])
+    def worker_log() -> str:
+        return "".join(path.read_text() for path in stack.logs.glob("worker-*.log"))
+
+    wait_until(lambda: "the store step will retry it" in worker_log() and "Retrying message" in worker_log(),
+               timeout=30, message="the store to fail and be retried")
+    assert stack.conversations(client, [conversation_id])[0]["status"] == "processing"
+    stack.sql("DELETE FROM store_fault")
+    [document] = stack.settled(client, [conversation_id], timeout=60)
+    assert (document["status"], document["attempts"]) == ("completed", 1)
+    assert len(grok.log()) == 1, "the analysis is not paid for twice"
