@@ -247,16 +247,24 @@ def test_two_worker_processes_share_the_outbound_limit_and_the_429_pause(make_st
 
 
 def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(make_stack, grok, database_env):
-    grok.configure(latency=1.5)
-    stack = make_stack(BATCH_SIZE=4, LEASE_SECONDS=2, RECONCILE_INTERVAL_SECONDS=0.5, **FAST_RETRIES, **grok.env, **database_env)
+    """Killed while the database says ``processing`` and no call has been answered yet: only the reconciler
+    can bring those conversations back (Dramatiq would redeliver the dead worker's messages only after a
+    minute), within a lease and some slack."""
+    grok.configure(latency=2)  # a call must end within the lease, or the reconciler takes it for lost
+    stack = make_stack(BATCH_SIZE=4, LEASE_SECONDS=4, RECONCILE_INTERVAL_SECONDS=0.5, **FAST_RETRIES, **grok.env, **database_env)
     client = stack.start_web()
     ids = post_all(client, [f"Order {n} is late, please help" for n in range(8)])
     worker = stack.start_worker()
-    wait_until(lambda: grok.log(), timeout=30, message="a Grok call in flight")
+
+    def processing() -> int:
+        return stack.sql("SELECT COUNT(*) FROM conversations WHERE status = 'processing'")[0][0]
+
+    wait_until(processing, timeout=30, interval=0.05, message="a batch claimed and its call in flight")
+    assert not grok.log(), "no call answered yet: the batch is at risk"
     stack.kill(worker)
 
     stack.start_worker()
-    documents = stack.settled(client, ids)
+    documents = stack.settled(client, ids, timeout=30)
     assert {d["status"] for d in documents} == {"completed"}
     assert stack.sql("SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM insights")[0] == (8, 8)
 
