@@ -14,8 +14,7 @@ from store.models import database
 
 T = TypeVar("T")
 
-SQLITE_PRAGMAS = {
-    "journal_mode": "wal",  # readers never block the writer; several processes share the file
+SQLITE_PRAGMAS = {  # journal_mode=wal is set once per file, by store.migrations
     "synchronous": "full",  # a 202 promises the conversation survives a power cut, not only a crash
     "busy_timeout": 10_000,  # several web and worker processes take turns writing
     "foreign_keys": 1,

@@ -8,9 +8,10 @@ PostgreSQL, the write lock on SQLite).
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Callable, Iterator
 
-from peewee import Database, PostgresqlDatabase
+from peewee import Database, OperationalError, PostgresqlDatabase
 
 from store import counts
 from store.models import Conversation, Insight, InsightClusterCount, InsightCount, InsightHistory
@@ -79,10 +80,13 @@ def _exclusive_transaction(db: Database) -> Iterator[None]:
 
 
 def migrate(db: Database) -> list[str]:
-    """Apply the migrations not yet applied; return their names."""
-    db.execute_sql("CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR(128) PRIMARY KEY)")
+    """Apply the migrations not yet applied; return their names. Safe for processes starting together:
+    everything, the bookkeeping table included, happens under the lock."""
+    if not isinstance(db, PostgresqlDatabase):
+        _use_wal(db)
     applied_now = []
     with _exclusive_transaction(db):
+        db.execute_sql("CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR(128) PRIMARY KEY)")
         done = {row[0] for row in db.execute_sql("SELECT name FROM schema_migrations").fetchall()}
         for name, apply in MIGRATIONS:
             if name not in done:
@@ -90,6 +94,20 @@ def migrate(db: Database) -> list[str]:
                 db.execute_sql(f"INSERT INTO schema_migrations (name) VALUES ({db.param})", (name,))
                 applied_now.append(name)
     return applied_now
+
+
+def _use_wal(db: Database, patience: float = 30.0) -> None:
+    """Put the SQLite file in WAL mode (it stays so). Switching needs the file to itself and SQLite says
+    "locked" at once rather than wait, so processes starting together take turns here."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute_sql("PRAGMA journal_mode=wal")
+            return
+        except OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def main() -> None:

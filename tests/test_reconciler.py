@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from datetime import timedelta
 
 import redis
 
-from conftest import IN_PROCESS_REDIS_DB, redis_url
+from conftest import IN_PROCESS_REDIS_DB, ROOT, redis_url
 from store import queries
 from store.models import Conversation
 
@@ -34,3 +38,51 @@ def test_a_backlog_in_the_analysis_queue_stretches_the_lease(db):
     client.delete("dramatiq:analyze.msgs")
     assert reconcile_once() == 3, "no backlog: a conversation past its lease has lost its message"
     assert sorted(json.loads(raw)["args"][0] for raw in client.hvals("dramatiq:collect.msgs")) == ids
+
+
+
+# Run by two processes at once: wait for the agreed moment, then migrate or reclaim; print what it did.
+RACE_SCRIPT = """
+import json, sys, time
+from settings import load_settings
+from store import queries
+from store.db import open_database
+from store.migrations import migrate
+
+db = open_database(load_settings())
+cutoff = queries.utcnow()  # what a reconciler sends again is older than this; what it touched is newer
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+if sys.argv[1] == "migrate":
+    print(json.dumps(migrate(db)))
+else:
+    taken = []
+    while batch := queries.reclaim_stale(cutoff, limit=7):
+        taken += batch
+    print(json.dumps(taken))
+"""
+
+
+def race(what: str, env: dict[str, str]) -> list[list[str]]:
+    """``what`` (migrate or reclaim) in two processes released at the same moment; what each did."""
+    moment = time.time() + 2
+    processes = [subprocess.Popen([sys.executable, "-c", RACE_SCRIPT, what, str(moment)], env=env, cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err for _out, err in outputs]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _err in outputs]
+
+
+def test_two_processes_starting_together_migrate_once_and_reclaim_each_conversation_once(database_env, tmp_path):
+    env = {**os.environ, **database_env, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url(IN_PROCESS_REDIS_DB)}
+    first, second = race("migrate", env)
+    assert sorted([first, second], key=len)[0] == [] and len(max(first, second, key=len)) >= 5, (first, second)
+
+    from settings import load_settings
+    from store.db import open_database
+
+    database = open_database(load_settings(env))
+    ids = stale(60, seconds_ago=10)
+    database.close()
+    first, second = race("reclaim", env)
+    assert not set(first) & set(second), "no stale conversation is sent by both"
+    assert sorted(first + second) == sorted(ids)
