@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -74,6 +74,18 @@ def fresh_redis_url() -> str:
     url = redis_url(db)
     redis.Redis.from_url(url).flushdb()
     return url
+
+
+def redis_address() -> tuple[str, int] | str:
+    """Where the test Redis listens (host and port, or a unix socket's path), for a proxy in front of it."""
+    parts = urlsplit(REDIS_BASE)
+    return parts.path if parts.scheme == "unix" else (parts.hostname or "127.0.0.1", parts.port or 6379)
+
+
+def fresh_redis_url_through(port: int) -> str:
+    """:func:`fresh_redis_url`, reached through a proxy listening on ``port``."""
+    db = parse_qs(urlsplit(url := fresh_redis_url()).query).get("db", [urlsplit(url).path.lstrip("/")])[0]
+    return f"redis://127.0.0.1:{port}/{db}"
 
 
 @pytest.fixture(scope="session")

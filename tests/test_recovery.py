@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 
+import httpx
 import redis
 
 from test_cli import insights
-from conftest import IN_PROCESS_REDIS_DB, conversation, redis_url
+from conftest import IN_PROCESS_REDIS_DB, conversation, fresh_redis_url_through, redis_address, redis_url
 from ops.embedded_redis import EmbeddedRedis
+from tcp_proxy import TcpProxy
 
 
 def test_a_redis_wipe_loses_no_accepted_conversation(make_stack):
@@ -20,6 +23,49 @@ def test_a_redis_wipe_loses_no_accepted_conversation(make_stack):
 
     stack.start_worker()
     assert {d["status"] for d in stack.settled(client, ids, timeout=30)} == {"completed"}
+
+
+def test_a_web_killed_between_commit_and_send_loses_nothing(make_stack):
+    """The web commits a conversation and dies before its Dramatiq message reaches Redis (a proxy holds the
+    message's bytes until the process is killed). The client sees no answer and resends: a duplicate,
+    which enqueues nothing. The reconciler still hands it to the workers."""
+    proxy = TcpProxy(redis_address())
+    try:
+        stack = make_stack(REDIS_URL=fresh_redis_url_through(proxy.port), LEASE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
+        client = stack.start_web()
+        web = stack.processes[-1]
+        body = conversation("Killed in between, my order is late", conversation_id="killed-in-between")
+        proxy.hold(b'"actor_name":"collect"')
+        answers: list[object] = []
+        sender = threading.Thread(target=lambda: answers.append(send(client, body)))
+        sender.start()
+        assert proxy.held.wait(10), "the web sends the conversation's message"
+        assert stack.sql("SELECT status FROM conversations") == [("queued",)], "committed before the send"
+        stack.kill(web)
+        proxy.cut()  # the held bytes die with the process's connection
+        proxy.release()
+        proxy.restore()
+        sender.join(10)
+        assert isinstance(answers[0], httpx.TransportError), "the client got no answer"
+
+        client = stack.start_web()  # the client resends to another web process
+        retry = client.post("/api/v1/conversations", json=body)
+        assert retry.status_code == 202 and retry.json()["conversation_id"] == "killed-in-between"
+        assert stack.redis.hlen("dramatiq:collect.msgs") == 0, "a duplicate enqueues nothing"
+
+        stack.start_worker()
+        [document] = stack.settled(client, ["killed-in-between"])
+        assert document["status"] == "completed"
+        assert stack.sql("SELECT COUNT(*) FROM insights") == [(1,)]
+    finally:
+        proxy.close()
+
+
+def send(client: httpx.Client, body: dict) -> httpx.Response | httpx.TransportError:
+    try:
+        return client.post("/api/v1/conversations", json=body)
+    except httpx.TransportError as error:
+        return error
 
 
 def test_entries_of_a_dead_cutter_are_claimed_back(monkeypatch):
