@@ -16,6 +16,7 @@ from actors.batching import collect
 from actors.broker import redis_client, settings
 from actors.state import NAMESPACE
 from store import queries
+from store.db import call_and_release
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Reconciler(threading.Thread):
     def run(self) -> None:
         while not self.stopped.is_set():
             try:
-                reconcile_once()
+                call_and_release(reconcile_once)  # a connection the database dropped is not kept
             except Exception:  # Redis or the database away: try again next round
                 logger.exception("reconciler round failed")
             self.stopped.wait(settings.reconcile_interval_seconds)

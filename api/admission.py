@@ -4,6 +4,7 @@ commit (the ``202`` promises a committed row), then a Dramatiq message to the wo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -84,7 +85,9 @@ class Admission:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.limiter = InboundLimiter(settings)
-        self.committer = GroupCommitter(admit)
+        # Each round hands its connection back: one the database dropped (a restart, a failover) is then
+        # discarded by the pool instead of failing every later round of this long-lived writer thread.
+        self.committer = GroupCommitter(functools.partial(call_and_release, admit))
 
     def rate_limited(self, retry_after: int) -> ApiError:
         metrics.web().rate_limited.inc()
