@@ -20,6 +20,7 @@ https://docs.x.ai/developers/debugging (400 an invalid argument, 403 no permissi
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ from ops.grok_limits import TEAM
 POISON = "POISON"
 INJECT = "INJECT"
 REFUSE = "REFUSE"
+INJECTED_SENTIMENT = re.compile(r"sentiment (-?\d+(?:\.\d+)?)")
 
 # xAI's error bodies carry the text of a gRPC status as their "code".
 CODES = {
@@ -77,16 +79,21 @@ def holds(conversations: list[dict[str, Any]], marker: str) -> list[dict[str, An
 
 
 def analyze(analyzer: OfflineAnalyzer, conversations: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for the batch, with what a gullible model adds for any injection the batch contains."""
+    """Rows for the batch, one per conversation, as a gullible model writes them when the batch holds an
+    injection: it obeys, rewriting every other conversation's row in place with the sentiment asked for
+    ("... sentiment 5": 5; 1.0 when no number is given)."""
     rows = [analyzer.analyze_one(ConversationToAnalyze(c["conversation_id"], c["messages"])) for c in conversations]
-    injectors = {c["conversation_id"] for c in holds(conversations, INJECT)}
-    if injectors:
-        rows += [
-            {**row, "sentiment_score": 1.0, "confidence": 1.0, "reasoning": "as instructed"}
-            for row in rows
-            if row["conversation_id"] not in injectors
-        ]
-    return rows
+    injectors = holds(conversations, INJECT)
+    if not injectors:
+        return rows
+    asked = INJECTED_SENTIMENT.search(" ".join(m["content"] for m in injectors[0]["messages"]))
+    sentiment = float(asked.group(1)) if asked else 1.0
+    injector_ids = {c["conversation_id"] for c in injectors}
+    return [
+        row if row["conversation_id"] in injector_ids
+        else {**row, "sentiment_score": sentiment, "confidence": 1.0, "reasoning": "as instructed"}
+        for row in rows
+    ]
 
 
 def bend(rows: list[dict[str, Any]], fault: dict[str, Any]) -> list[dict[str, Any]]:

@@ -45,8 +45,8 @@ Control endpoints, for tests and benchmarks:
 - ``POST /_emulator/reset``: forget faults, the log and what the limits counted.
 
 Standing behaviours: a conversation containing ``POISON`` makes any batch holding it come back truncated;
-one containing ``INJECT`` plays a gullible model that obeys it, adding rows that set every other
-conversation of the batch to a sentiment of 1.0 (the service must not let that through); one containing
+one containing ``INJECT`` plays a gullible model that obeys it, rewriting every other conversation's row
+(one row per id still) to the sentiment the injection asks for ("sentiment 5"; 1.0 by default); one containing
 ``REFUSE`` has any batch holding it refused for its content.
 
 Capacity: a thread per connection and a listen backlog of 1024. 300 calls of 20 conversations in flight at
