@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 
 from test_cli import insights
@@ -14,6 +13,10 @@ from conftest import GROK_KEY, ROOT, conversation, max_calls_in_any_window, wait
 
 POST = "/api/v1/conversations"
 FAST_RETRIES = {"BACKOFF_SECONDS": 0.1, "BATCH_FLUSH_SECONDS": 0.3, "INBOUND_RPS": 1000}
+
+
+def worker_log(stack) -> str:
+    return "".join(path.read_text() for path in sorted(stack.logs.glob("worker-*.log")))
 
 
 def post_all(client, texts: list[str]) -> list[str]:
@@ -184,7 +187,8 @@ def test_a_bad_key_pauses_work_without_burning_it(make_stack, grok):
     assert 'insights_grok_state{state="misconfigured"} 1.0' in client.get("/metrics").text
     stats = insights(stack, "stats").stdout
     assert "grok: misconfigured for" in stats and "401" in stats
-    time.sleep(1)
+    wait_until(lambda: worker_log(stack).count("Grok cannot take a batch now") >= 2, timeout=20,
+               message="the batch to be set aside twice")
     assert {(d["status"], d["attempts"]) for d in stack.conversations(client, ids)} <= {("queued", 0), ("processing", 1)}
 
     grok.configure(api_key=GROK_KEY)
@@ -230,7 +234,7 @@ def test_a_request_that_cannot_be_sent_waits_for_the_operator_and_never_shows_th
         return misconfigured or all(d["status"] == "failed" for d in stack.conversations(client, ids))
 
     wait_until(refused_or_settled, timeout=20, message="the worker to meet the bad GROK_BASE_URL")
-    time.sleep(0.5)  # the worker's log lines about it
+    wait_until(lambda: "Grok cannot take a batch now" in worker_log(stack), timeout=10, message="the worker's log line about it")
     assert_the_key_is_nowhere(stack, client, ids, start)
     grok_check = client.get("/readyz").json()["grok"]["reason"]
     assert "MissingSchema" in grok_check and "GROK_BASE_URL" in grok_check
@@ -342,10 +346,7 @@ def test_a_failing_store_is_retried_without_a_second_grok_call(make_stack, grok)
         stack.sql(statement)
     stack.start_worker()
     [conversation_id] = post_all(client, ["My refund never arrived."])
-    def worker_log() -> str:
-        return "".join(path.read_text() for path in stack.logs.glob("worker-*.log"))
-
-    wait_until(lambda: "the store step will retry it" in worker_log() and "Retrying message" in worker_log(),
+    wait_until(lambda: "the store step will retry it" in worker_log(stack) and "Retrying message" in worker_log(stack),
                timeout=30, message="the store to fail and be retried")
     assert stack.conversations(client, [conversation_id])[0]["status"] == "processing"
     stack.sql("DELETE FROM store_fault")
