@@ -58,7 +58,7 @@ def query(name: str, schema: dict[str, Any], description: str, required: bool = 
 def window_parameters() -> list[dict[str, Any]]:
     moment = {"type": "string", "format": "date-time"}
     return [
-        query("start_time", moment, "window start, inclusive, on the time received (no offset means UTC)", True),
+        query("start_time", moment, "window start, inclusive, on the time the conversation occurred (no offset means UTC)", True),
         query("end_time", moment, "window end, exclusive; must be later than start_time", True),
     ]
 
@@ -102,7 +102,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "responses": {"200": answer(api.ConversationStatus, "Found"), **errors("404", "503")},
             }},
             "/api/v1/insights": {"get": {
-                "summary": "Insights of the conversations received in a window, oldest first",
+                "summary": "Insights of the conversations that occurred in a window, oldest first",
                 "parameters": [
                     *window_parameters(),
                     query("limit", {"type": "integer", "minimum": 1, "maximum": settings.max_page_size,
@@ -114,7 +114,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "responses": {"200": answer(api.InsightsPage, "A page"), **errors("400", "503")},
             }},
             "/api/v1/insights/summary": {"get": {
-                "summary": "Aggregates of the conversations received in a window",
+                "summary": "Aggregates of the conversations that occurred in a window",
                 "parameters": window_parameters(),
                 "responses": {"200": answer(api.Summary, "The summary"), **errors("400", "503")},
             }},

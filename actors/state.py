@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from actors.batching import GROUP, STREAM
 from actors.broker import broker, gate, redis_client
 from insights.outbound import GrokState
-from store import queries, reports
+from store import reports
 
 NAMESPACE = "dramatiq"
 
@@ -33,10 +33,8 @@ class PipelineState:
 
     @property
     def oldest_waiting_seconds(self) -> float:
-        """Age of the oldest open conversation (0 when nothing waits or the database is not answering)."""
-        if self.stats is None or self.stats.oldest_waiting is None:
-            return 0.0
-        return max(0.0, (queries.utcnow() - self.stats.oldest_waiting).total_seconds())
+        """How long the longest current wait has lasted (0 when nothing waits or the database is not answering)."""
+        return reports.seconds_since(self.stats.oldest_waiting if self.stats else None)
 
 
 def read_redis_state() -> RedisState:

@@ -101,7 +101,8 @@ class Admission:
         (``DUPLICATE`` or ``CONFLICT``): those are answered at once and take no inbound slot, so a client
         that resends what was partly accepted makes progress."""
         now = queries.utcnow()
-        news = [queries.NewConversation.of(c.conversation_id or f"conv_{ULID()}", c.canonical_payload(), now) for c in conversations]
+        news = [queries.NewConversation.of(c.conversation_id or f"conv_{ULID()}", c.canonical_payload(), now, c.occurred(now))
+                for c in conversations]
         named = [new.id for new, c in zip(news, conversations) if c.conversation_id]
         hashes = await asyncio.to_thread(call_and_release, queries.accepted_hashes, named) if named else {}
         return [(new, queries.known_outcome(new, hashes)) for new in news]

@@ -19,7 +19,7 @@ INSIGHT_PARAMETERS = {"start_time", "end_time", "limit", "min_confidence", "sent
 
 
 class InsightsResource:
-    """``GET /api/v1/insights``: insights of the conversations received in ``[start_time, end_time)``."""
+    """``GET /api/v1/insights``: insights of the conversations that occurred in ``[start_time, end_time)``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -57,7 +57,7 @@ class InsightsResource:
 
 
 class SummaryResource:
-    """``GET /api/v1/insights/summary``: aggregates of the conversations received in the window."""
+    """``GET /api/v1/insights/summary``: aggregates of the conversations that occurred in the window."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -72,4 +72,5 @@ class SummaryResource:
             top_clusters=[api.ClusterCount(cluster=name, count=n) for name, n in summary.top_clusters],
             conversations_by_status=summary.by_status,
             top_failure_reasons=[api.FailureCount(reason=reason, count=n) for reason, n in summary.top_failures],
+            oldest_waiting_seconds=round(reports.seconds_since(summary.oldest_waiting), 3),
         ))

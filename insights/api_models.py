@@ -40,7 +40,8 @@ class InsightOut(BaseModel):
     confidence: float = Field(ge=0, le=1)
     reasoning: str
     model: str
-    received_at: str | None
+    occurred_at: str | None = Field(description="when the conversation happened: windows are on this time")
+    received_at: str | None = Field(description="when the service accepted it")
     analyzed_at: str | None
 
 
@@ -49,7 +50,9 @@ class ConversationStatus(BaseModel):
     status: Status
     attempts: int
     last_error: str | None
-    received_at: str | None
+    occurred_at: str | None = Field(description="when the conversation happened (its occurred_at, else its first "
+                                                "message's timestamp, else received_at)")
+    received_at: str | None = Field(description="when the service accepted it")
     updated_at: str | None
     insight: InsightOut | None
 
@@ -104,6 +107,9 @@ class Summary(BaseModel):
     top_clusters: list[ClusterCount]
     conversations_by_status: dict[Status, int]
     top_failure_reasons: list[FailureCount]
+    oldest_waiting_seconds: float = Field(
+        description="how long the longest current wait among the window's open conversations has lasted, "
+                    "from its last enqueue (acceptance, reprocessing, requeue); 0 when none waits")
 
 
 class Health(BaseModel):

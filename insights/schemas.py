@@ -74,16 +74,45 @@ a database refuses a NUL, so either would lose the row (or, stored, fail its who
 ConversationId = Annotated[str, StringConstraints(pattern=CONVERSATION_ID_PATTERN)]
 
 
+def occurred_at_of(explicit: datetime | None, message_times: list[datetime], received_at: datetime) -> datetime:
+    """When a conversation happened: its own ``occurred_at`` if the client gave one, else the time of its
+    first timestamped message (when the customer reached out: a conversation belongs to the day it began,
+    not the day its last reply came), else ``received_at``; never later than ``received_at`` (a client's
+    clock running ahead cannot put a conversation in the future). All naive UTC, as stored."""
+    candidate = explicit or (min(message_times) if message_times else None)
+    if candidate is None:
+        return received_at
+    return min(as_utc(candidate).replace(tzinfo=None), received_at)
+
+
+def occurred_at_in_payload(payload: dict[str, Any], received_at: datetime) -> datetime:
+    """:func:`occurred_at_of` a stored canonical payload (for rows accepted before ``occurred_at`` was)."""
+    def parsed(text: str | None) -> datetime | None:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+    times = [t for m in payload.get("messages", []) if (t := parsed(m.get("timestamp"))) is not None]
+    return occurred_at_of(parsed(payload.get("occurred_at")), times, received_at)
+
+
 class ConversationBase(BaseModel):
     """Common base of the configured request models, so callers can type against it."""
 
     model_config = ConfigDict(extra="forbid")
 
     conversation_id: ConversationId | None = None
+    occurred_at: Annotated[datetime, AfterValidator(as_utc)] | None = None
+
+    def occurred(self, received_at: datetime) -> datetime:
+        """When this conversation happened (:func:`occurred_at_of`), as naive UTC."""
+        return occurred_at_of(self.occurred_at, self._message_times(), received_at)
+
+    def _message_times(self) -> list[datetime]:
+        return [m.timestamp for m in getattr(self, "messages", []) if m.timestamp is not None]
 
     def canonical_payload(self) -> str:
         """The conversation without its id, as canonical JSON: equal payloads give equal strings."""
-        body = self.model_dump(mode="json", exclude={"conversation_id"})
+        # Without an occurred_at of its own, the payload is the one accepted before the field existed.
+        body = self.model_dump(mode="json", exclude={"conversation_id"} | ({"occurred_at"} if self.occurred_at is None else set()))
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

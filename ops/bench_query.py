@@ -47,15 +47,15 @@ VARIANTS = {
 
 
 def rows(count: int):
-    """Conversations and insights, received evenly over ``DAYS`` days, with varied scores."""
+    """Conversations and insights, occurred (and received) evenly over ``DAYS`` days, with varied scores."""
     rng = random.Random(7)
     step = DAYS * 86_400 / count
     for n in range(count):
         received = (EPOCH + timedelta(seconds=n * step)).isoformat(sep=" ")
         conversation_id = f"c{n:08d}"
         score, confidence = round(rng.uniform(-1, 1), 3), round(rng.uniform(0, 1), 3)
-        yield ((conversation_id, "completed", '{"messages":[]}', "h", received, received, 1),
-               (conversation_id, received, score, '["billing"]', confidence, "reasoning", "model", "v1", "{}", received))
+        yield ((conversation_id, "completed", '{"messages":[]}', "h", received, received, received, received, 1),
+               (conversation_id, received, received, score, '["billing"]', confidence, "reasoning", "model", "v1", "{}", received))
 
 
 def insert_many(db, cursor, statement: str, rows: list[tuple]) -> None:
@@ -73,8 +73,9 @@ def load(db, count: int) -> None:
     daily counts, as an operator does after writing insights behind the store's back, and let the
     database take stock (on PostgreSQL ``VACUUM ANALYZE``: index-only scans need the visibility map,
     which autovacuum keeps up in a running system)."""
-    conversation_sql = "INSERT INTO conversations (id, status, payload, payload_hash, received_at, updated_at, attempts) VALUES"
-    insight_sql = ("INSERT INTO insights (conversation_id, received_at, sentiment_score, clusters, confidence, reasoning, "
+    conversation_sql = ("INSERT INTO conversations (id, status, payload, payload_hash, received_at, updated_at, enqueued_at, "
+                        "occurred_at, attempts) VALUES")
+    insight_sql = ("INSERT INTO insights (conversation_id, received_at, occurred_at, sentiment_score, clusters, confidence, reasoning, "
                    "model, prompt_version, raw_response, analyzed_at) VALUES")
     generated = rows(count)
     connection = db.connection()
@@ -114,7 +115,7 @@ def compare_counts(repeats: int) -> list[str]:
         filters = counts.Filters(extra.get("sentiment"), min_confidence=float(extra["min_confidence"]) if "min_confidence" in extra else None)
         start = EPOCH + timedelta(seconds=rng.randrange(-86_400, 0))
         end = start + timedelta(days=DAYS)
-        plain = Insight.select().where(Insight.received_at >= start, Insight.received_at < end, *filters.conditions())
+        plain = Insight.select().where(Insight.occurred_at >= start, Insight.occurred_at < end, *filters.conditions())
         assert plain.count() == counts.count(start, end, filters)
         one_count = statistics.median(elapsed_ms(plain.count) for _ in range(repeats))
         rollup = statistics.median(elapsed_ms(lambda: counts.count(start, end, filters)) for _ in range(repeats))

@@ -43,7 +43,7 @@ from store.documents import insight_document, isoformat
 from store.migrations import migrate
 
 CHUNK = 1000
-CSV_COLUMNS = ["conversation_id", "received_at", "analyzed_at", "sentiment_score", "sentiment", "confidence",
+CSV_COLUMNS = ["conversation_id", "occurred_at", "received_at", "analyzed_at", "sentiment_score", "sentiment", "confidence",
                "clusters", "model", "reasoning"]
 
 
@@ -92,7 +92,7 @@ def import_chunk(model, chunk: list[tuple[int, bytes]]) -> Counter:
             continue
         payload = conversation.canonical_payload()
         conversation_id = conversation.conversation_id or f"imp_{queries.payload_digest(payload)[:32]}"
-        batch.append(queries.NewConversation.of(conversation_id, payload, now))
+        batch.append(queries.NewConversation.of(conversation_id, payload, now, conversation.occurred(now)))
     if batch:
         outcomes = queries.insert_conversations(batch)
         created = [new.id for new, outcome in zip(batch, outcomes) if outcome is queries.InsertOutcome.CREATED]
@@ -158,7 +158,7 @@ def print_stats() -> None:
         for status, count in state.stats.by_status.items():
             print(f"  {status:<11} {count}")
         if state.stats.oldest_waiting:
-            print(f"  oldest waiting: received {isoformat(state.stats.oldest_waiting)} ({state.oldest_waiting_seconds:.0f} s ago)")
+            print(f"  oldest waiting: since {isoformat(state.stats.oldest_waiting)} ({state.oldest_waiting_seconds:.0f} s ago)")
     if state.redis is not None:
         print("queues (messages waiting, delayed, dead):")
         for queue in sorted({queue for queue, _kind in state.redis.queues}):
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     again = commands.add_parser("reprocess", help="send conversations through analysis again")
     which = again.add_mutually_exclusive_group(required=True)
     which.add_argument("--failed", action="store_true", help="every failed conversation")
-    which.add_argument("--start", type=parse_time, help="settled conversations received from this time...")
+    which.add_argument("--start", type=parse_time, help="settled conversations that occurred from this time...")
     again.add_argument("--end", type=parse_time, help="...to this time")
     again.add_argument("--dry-run", action="store_true")
     commands.add_parser("stats", help="counts by status, queue depths, dead letters")

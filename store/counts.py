@@ -2,7 +2,7 @@
 
 Counting matches from an index costs about 50 ns an entry, so a window over a million insights takes
 some 50 ms however good the index. The ``insight_counts`` table keeps, for each UTC day of
-``received_at``, how many insights fall in each (sentiment-score band, confidence band) cell. A window's
+``occurred_at``, how many insights fall in each (sentiment-score band, confidence band) cell. A window's
 count is the sum of the cells of its whole days plus an exact count from the insights table at its two
 partial-day edges.
 
@@ -60,8 +60,8 @@ def grid_step(threshold: float) -> int | None:
     return k if k / GRID == threshold else None
 
 
-def cell(received_at: datetime, sentiment_score: float, confidence: float) -> Cell:
-    return received_at.date(), band(sentiment_score), band(confidence)
+def cell(occurred_at: datetime, sentiment_score: float, confidence: float) -> Cell:
+    return occurred_at.date(), band(sentiment_score), band(confidence)
 
 
 class RollupChanges:
@@ -71,10 +71,10 @@ class RollupChanges:
         self.cells: Counter = Counter()  # Cell -> change
         self.clusters: Counter = Counter()  # (day, cluster) -> change
 
-    def add(self, received_at: datetime, sentiment_score: float, confidence: float, clusters: Iterable[str], delta: int = 1) -> None:
-        self.cells[cell(received_at, sentiment_score, confidence)] += delta
+    def add(self, occurred_at: datetime, sentiment_score: float, confidence: float, clusters: Iterable[str], delta: int = 1) -> None:
+        self.cells[cell(occurred_at, sentiment_score, confidence)] += delta
         for cluster in clusters:
-            self.clusters[(received_at.date(), cluster)] += delta
+            self.clusters[(occurred_at.date(), cluster)] += delta
 
     def include(self, other: "RollupChanges") -> None:
         """Add ``other``'s changes to these (a row's, once it is stored for good)."""
@@ -168,8 +168,8 @@ def confidence_bands(min_confidence: float | None) -> tuple[BandRange, float | N
 
 
 def _exact_count(start: datetime, end: datetime, conditions: Iterable[Any]) -> Select:
-    """Matches received in ``[start, end)``, counted from the insights' indexes."""
-    return Insight.select(fn.COUNT(SQL("*"))).where(Insight.received_at >= start, Insight.received_at < end, *conditions)
+    """Matches that occurred in ``[start, end)``, counted from the insights' indexes."""
+    return Insight.select(fn.COUNT(SQL("*"))).where(Insight.occurred_at >= start, Insight.occurred_at < end, *conditions)
 
 
 def _cells_total(first_day: date, end_day: date, scores: BandRange, confidences: BandRange) -> Select:
@@ -190,7 +190,7 @@ def _whole_days(start: datetime, end: datetime) -> tuple[datetime, datetime]:
 
 
 def _count_parts(start: datetime, end: datetime, filters: Filters) -> list[Select]:
-    """Statements whose results add up to the number of insights received in ``[start, end)`` that
+    """Statements whose results add up to the number of insights that occurred in ``[start, end)`` that
     match ``filters``."""
     first_day, end_day = _whole_days(start, end)
     scores = score_bands(filters)
@@ -216,18 +216,18 @@ def count_statement(start: datetime, end: datetime, filters: Filters) -> tuple[s
 
 
 def count(start: datetime, end: datetime, filters: Filters) -> int:
-    """How many insights received in ``[start, end)`` (naive UTC) match ``filters``: exact, whatever the path."""
+    """How many insights that occurred in ``[start, end)`` (naive UTC) match ``filters``: exact, whatever the path."""
     return int(database.execute_sql(*count_statement(start, end, filters)).fetchone()[0])
 
 
 def _days_with_insights() -> Iterator[datetime]:
     """Midnight of each UTC day from the oldest insight's to the newest's."""
-    oldest = Insight.select(Insight.received_at).order_by(Insight.received_at).first()
-    newest = Insight.select(Insight.received_at).order_by(Insight.received_at.desc()).first()
+    oldest = Insight.select(Insight.occurred_at).order_by(Insight.occurred_at).first()
+    newest = Insight.select(Insight.occurred_at).order_by(Insight.occurred_at.desc()).first()
     if oldest is None:
         return
-    day = datetime.combine(oldest.received_at.date(), time())
-    while day <= newest.received_at:
+    day = datetime.combine(oldest.occurred_at.date(), time())
+    while day <= newest.occurred_at:
         yield day
         day += timedelta(days=1)
 
@@ -235,12 +235,12 @@ def _days_with_insights() -> Iterator[datetime]:
 def tally_insights() -> RollupChanges:
     """Every day's cells and clusters, counted from the insights table a day at a time (memory stays
     bounded)."""
-    columns = (Insight.received_at, Insight.sentiment_score, Insight.confidence, Insight.clusters)
+    columns = (Insight.occurred_at, Insight.sentiment_score, Insight.confidence, Insight.clusters)
     tally = RollupChanges()
     for day in _days_with_insights():
-        rows = Insight.select(*columns).where(Insight.received_at >= day, Insight.received_at < day + timedelta(days=1))
-        for received_at, sentiment_score, confidence, clusters in rows.tuples():
-            tally.add(received_at, sentiment_score, confidence, json.loads(clusters))
+        rows = Insight.select(*columns).where(Insight.occurred_at >= day, Insight.occurred_at < day + timedelta(days=1))
+        for occurred_at, sentiment_score, confidence, clusters in rows.tuples():
+            tally.add(occurred_at, sentiment_score, confidence, json.loads(clusters))
     return tally
 
 
@@ -255,15 +255,15 @@ def stored_totals() -> RollupChanges:
 
 
 def _clusters_of_rows(start: datetime, end: datetime) -> Counter:
-    """How many insights received in ``[start, end)`` name each cluster, read from the insights."""
+    """How many insights that occurred in ``[start, end)`` name each cluster, read from the insights."""
     tally: Counter = Counter()
-    for (encoded,) in Insight.select(Insight.clusters).where(Insight.received_at >= start, Insight.received_at < end).tuples().iterator():
+    for (encoded,) in Insight.select(Insight.clusters).where(Insight.occurred_at >= start, Insight.occurred_at < end).tuples().iterator():
         tally.update(json.loads(encoded))
     return tally
 
 
 def cluster_totals(start: datetime, end: datetime) -> Counter:
-    """How many insights received in ``[start, end)`` name each cluster: whole days from the rollup, the
+    """How many insights that occurred in ``[start, end)`` name each cluster: whole days from the rollup, the
     partial days at the edges from the insights. Call it inside ``snapshot()`` to read one state."""
     first_day, end_day = _whole_days(start, end)
     if first_day >= end_day:

@@ -25,6 +25,7 @@ def insight_document(insight: Insight, settings: Settings) -> InsightOut:
         confidence=insight.confidence,
         reasoning=insight.reasoning,
         model=insight.model,
+        occurred_at=isoformat(insight.occurred_at),
         received_at=isoformat(insight.received_at),
         analyzed_at=isoformat(insight.analyzed_at),
     )
@@ -36,6 +37,7 @@ def status_document(conversation: Conversation, insight: Insight | None, setting
         status=conversation.status,
         attempts=conversation.attempts,
         last_error=conversation.last_error,
+        occurred_at=isoformat(conversation.occurred_at),
         received_at=isoformat(conversation.received_at),
         updated_at=isoformat(conversation.updated_at),
         insight=insight_document(insight, settings) if insight else None,

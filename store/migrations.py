@@ -8,11 +8,13 @@ PostgreSQL, the write lock on SQLite).
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from typing import Callable, Iterator
 
 from peewee import Database, OperationalError, PostgresqlDatabase
 
+from insights.schemas import occurred_at_in_payload
 from store import counts
 from store.models import Conversation, Insight, InsightClusterCount, InsightCount, InsightHistory
 
@@ -58,12 +60,59 @@ def _claim_token(db: Database) -> None:
         db.execute_sql("ALTER TABLE conversations ADD COLUMN claim_token VARCHAR(32)")
 
 
+def _occurred_at(db: Database) -> None:
+    """The conversation's own time (``occurred_at``) and when its current wait began (``enqueued_at``).
+
+    Existing conversations get ``occurred_at`` from their stored payloads by the rule new ones follow
+    (:func:`insights.schemas.occurred_at_in_payload`), and their insights a copy of it; ``enqueued_at``
+    is the last change of an open conversation, the arrival of a settled one. Windows and the daily counts
+    move from ``received_at`` to ``occurred_at``: their indexes are replaced and the counts rebuilt.
+    Reads every payload once: on a large database, expect it to take minutes.
+    """
+    for table, columns in (("conversations", ("occurred_at", "enqueued_at")), ("insights", ("occurred_at",)),
+                           ("insight_history", ("occurred_at",))):
+        present = {column.name for column in db.get_columns(table)}
+        for column in columns:
+            if column not in present:
+                db.execute_sql(f"ALTER TABLE {table} ADD COLUMN {column} TIMESTAMP")
+    _fill_occurred_at(db)
+    db.execute_sql("UPDATE conversations SET enqueued_at = CASE WHEN status IN ('queued', 'processing') "
+                   "THEN updated_at ELSE received_at END WHERE enqueued_at IS NULL")
+    for table in ("insights", "insight_history"):
+        db.execute_sql(f"UPDATE {table} SET occurred_at = (SELECT occurred_at FROM conversations "
+                       f"WHERE conversations.id = {table}.conversation_id) WHERE occurred_at IS NULL")
+    for index in RECEIVED_AT_INDEXES:
+        db.execute_sql(f"DROP INDEX IF EXISTS {index}")
+    Conversation._schema.create_indexes(safe=True)
+    Insight._schema.create_indexes(safe=True)
+    counts.rebuild()
+
+
+RECEIVED_AT_INDEXES = ("conversations_received_at_id", "insights_received_at_conversation_id",
+                       "insights_received_at_sentiment_score_confidence", "insights_confidence_received_at_sentiment_score")
+
+
+def _fill_occurred_at(db: Database, chunk: int = 1000) -> None:
+    """``occurred_at`` for every conversation without one, from its payload, a chunk at a time."""
+    after = ""
+    while True:
+        rows = (Conversation.select(Conversation.id, Conversation.payload, Conversation.received_at)
+                .where(Conversation.occurred_at.is_null(), Conversation.id > after).order_by(Conversation.id).limit(chunk))
+        pairs = [(Conversation.occurred_at.db_value(occurred_at_in_payload(json.loads(c.payload), c.received_at)), c.id)
+                 for c in rows]
+        if not pairs:
+            return
+        db.cursor().executemany(f"UPDATE conversations SET occurred_at = {db.param} WHERE id = {db.param}", pairs)
+        after = pairs[-1][1]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
     ("0003_insight_filter_index", _insight_filter_index),
     ("0004_insight_counts", _insight_counts),
     ("0005_claim_token", _claim_token),
+    ("0006_occurred_at", _occurred_at),
 ]
 
 

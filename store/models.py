@@ -38,12 +38,16 @@ class Conversation(BaseModel):
     attempts = IntegerField(default=0)
     last_error = TextField(null=True)
     claim_token = CharField(max_length=32, null=True)  # the latest claim's: only its result is stored (store.results)
+    # Always written; nullable only because migration 0006 adds them to tables that have rows.
+    occurred_at = DateTimeField(null=True)  # when it happened (insights.schemas.occurred_at_of): windows use it
+    enqueued_at = DateTimeField(null=True)  # when its current wait began: accepted, reprocessed or requeued
 
     class Meta:
         table_name = "conversations"
         indexes = (
             (("status", "updated_at"), False),  # the reconciler's scan for stuck work
-            (("received_at", "id"), False),
+            (("status", "enqueued_at"), False),  # the oldest waiting one
+            (("occurred_at", "id"), False),  # windows: summaries, reprocessing
         )
 
 
@@ -51,6 +55,7 @@ class InsightFields(BaseModel):
     """What an analysis says about a conversation, and where it came from."""
 
     received_at = DateTimeField()
+    occurred_at = DateTimeField(null=True)  # the conversation's, copied for the window query (see Conversation)
     sentiment_score = DoubleField()  # double precision on PostgreSQL too, where FloatField is a 4-byte real
     clusters = TextField()  # JSON list of slugs
     confidence = DoubleField()
@@ -63,16 +68,16 @@ class InsightFields(BaseModel):
 
 
 class Insight(InsightFields):
-    """The latest analysis of one conversation. ``received_at`` is copied from it for the window query."""
+    """The latest analysis of one conversation. Its times are copied from it, ``occurred_at`` for windows."""
 
     conversation = ForeignKeyField(Conversation, primary_key=True, column_name="conversation_id", on_delete="CASCADE")
 
     class Meta:
         table_name = "insights"
         indexes = (
-            (("received_at", "conversation"), False),  # window pages, in keyset order
-            (("received_at", "sentiment_score", "confidence"), False),  # counts with filters, from the index alone
-            (("confidence", "received_at", "sentiment_score"), False),  # a min_confidence between two bands
+            (("occurred_at", "conversation"), False),  # window pages, in keyset order
+            (("occurred_at", "sentiment_score", "confidence"), False),  # counts with filters, from the index alone
+            (("confidence", "occurred_at", "sentiment_score"), False),  # a min_confidence between two bands
         )
 
 
@@ -88,7 +93,7 @@ class InsightHistory(InsightFields):
 
 
 class InsightCount(BaseModel):
-    """How many insights one cell holds: a UTC day of ``received_at``, a sentiment-score band and a
+    """How many insights one cell holds: a UTC day of ``occurred_at``, a sentiment-score band and a
     confidence band (see ``store.counts``). Kept in the transaction that writes the insights it counts."""
 
     day = DateField()
@@ -103,7 +108,7 @@ class InsightCount(BaseModel):
 
 
 class InsightClusterCount(BaseModel):
-    """How many insights of a UTC day of ``received_at`` name a cluster (see ``store.counts``)."""
+    """How many insights of a UTC day of ``occurred_at`` name a cluster (see ``store.counts``)."""
 
     day = DateField()
     cluster = CharField(max_length=200)

@@ -60,10 +60,11 @@ class NewConversation:
     payload: str  # canonical JSON of messages and metadata
     payload_hash: str
     received_at: datetime
+    occurred_at: datetime  # insights.schemas.occurred_at_of
 
     @classmethod
-    def of(cls, conversation_id: str, payload: str, received_at: datetime) -> "NewConversation":
-        return cls(conversation_id, payload, payload_digest(payload), received_at)
+    def of(cls, conversation_id: str, payload: str, received_at: datetime, occurred_at: datetime | None = None) -> "NewConversation":
+        return cls(conversation_id, payload, payload_digest(payload), received_at, occurred_at or received_at)
 
 
 def payload_digest(payload: str) -> str:
@@ -105,7 +106,7 @@ def known_outcome(new: NewConversation, hashes: dict[str, str]) -> InsertOutcome
     return InsertOutcome.DUPLICATE if hashes[new.id] == new.payload_hash else InsertOutcome.CONFLICT
 
 
-INSERT_COLUMNS = ("id", "status", "payload", "payload_hash", "received_at", "updated_at", "attempts")
+INSERT_COLUMNS = ("id", "status", "payload", "payload_hash", "received_at", "updated_at", "enqueued_at", "occurred_at", "attempts")
 
 
 def _insert_new(conversations: list[NewConversation]) -> set[str]:
@@ -117,18 +118,19 @@ def _insert_new(conversations: list[NewConversation]) -> set[str]:
     if not conversations:
         return set()
     db = database.obj
-    as_time = Conversation.received_at.db_value
     placeholders = "(" + ", ".join([db.param] * len(INSERT_COLUMNS)) + ")"
-    values = [
-        value
-        for new in conversations
-        for value in (new.id, QUEUED, new.payload, new.payload_hash, as_time(new.received_at), as_time(new.received_at), 0)
-    ]
+    values = [value for new in conversations for value in _insert_row(new)]
     sql = (
         f"INSERT INTO conversations ({', '.join(INSERT_COLUMNS)}) VALUES {', '.join([placeholders] * len(conversations))} "
         "ON CONFLICT (id) DO NOTHING RETURNING id"
     )
     return {row[0] for row in db.execute_sql(sql, values).fetchall()}
+
+
+def _insert_row(new: NewConversation) -> tuple:
+    """The values of ``INSERT_COLUMNS`` for a new conversation: received, updated and enqueued now."""
+    received, occurred = Conversation.received_at.db_value(new.received_at), Conversation.occurred_at.db_value(new.occurred_at)
+    return (new.id, QUEUED, new.payload, new.payload_hash, received, received, received, occurred, 0)
 
 
 def get_conversation(conversation_id: str) -> tuple[Conversation, Insight | None] | None:
@@ -256,18 +258,23 @@ def requeue(conversation_ids: Iterable[str]) -> list[str]:
             c.id for c in locked(Conversation.select(Conversation.id).where(Conversation.id.in_(ids), Conversation.status != COMPLETED))
         ]
         if chosen:
-            Conversation.update(status=QUEUED, attempts=0, last_error=None, updated_at=utcnow()).where(Conversation.id.in_(chosen)).execute()
+            Conversation.update(**requeued(utcnow())).where(Conversation.id.in_(chosen)).execute()
     return chosen
 
 
+def requeued(now: datetime) -> dict[str, Any]:
+    """The changes that send a conversation back for a fresh analysis: a new wait begins ``now``."""
+    return {"status": QUEUED, "attempts": 0, "last_error": None, "updated_at": now, "enqueued_at": now}
+
+
 def reprocess_candidates(failed: bool, start: datetime | None = None, end: datetime | None = None) -> list[str]:
-    """Ids to analyze again: every ``failed`` one, or every settled one received in ``[start, end)``."""
-    query = Conversation.select(Conversation.id).order_by(Conversation.received_at)
+    """Ids to analyze again: every ``failed`` one, or every settled one that occurred in ``[start, end)``."""
+    query = Conversation.select(Conversation.id).order_by(Conversation.occurred_at, Conversation.id)
     if failed:
         query = query.where(Conversation.status == FAILED)
     else:
         query = query.where(
-            Conversation.status.in_((COMPLETED, FAILED)), Conversation.received_at >= start, Conversation.received_at < end
+            Conversation.status.in_((COMPLETED, FAILED)), Conversation.occurred_at >= start, Conversation.occurred_at < end
         )
     return [row[0] for row in query.tuples()]
 
@@ -279,7 +286,7 @@ def reopen(conversation_ids: list[str]) -> int:
     is then kept in ``insight_history``.
     """
     return (
-        Conversation.update(status=QUEUED, attempts=0, last_error=None, updated_at=utcnow())
+        Conversation.update(**requeued(utcnow()))
         .where(Conversation.id.in_(conversation_ids), Conversation.status.in_((COMPLETED, FAILED)))
         .execute()
     )

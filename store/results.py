@@ -58,7 +58,7 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     rollup_changes = counts.RollupChanges()
     with write_transaction(database.obj):
         claimed = list(locked(  # read to the end first: a savepoint rolled back would abort a pending read
-            Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at).where(
+            Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at, Conversation.occurred_at).where(
                 Conversation.id.in_(result.conversation_ids),
                 Conversation.status == PROCESSING,
                 Conversation.claim_token == result.claim_token,  # IS NULL for a result of a release before tokens
@@ -127,6 +127,7 @@ def _store_insight(conversation: Conversation, row: InsightRow, result: Analysis
     """Write the insight (keeping a replaced one in history); return how it moves the daily counts."""
     fields = dict(
         received_at=conversation.received_at,
+        occurred_at=conversation.occurred_at,
         sentiment_score=row.sentiment_score,
         clusters=json.dumps(row.clusters),
         confidence=row.confidence,
@@ -139,16 +140,16 @@ def _store_insight(conversation: Conversation, row: InsightRow, result: Analysis
     )
     rollup_changes = counts.RollupChanges()
     previous = (
-        Insight.select(Insight.received_at, Insight.sentiment_score, Insight.confidence, Insight.clusters)
+        Insight.select(Insight.occurred_at, Insight.sentiment_score, Insight.confidence, Insight.clusters)
         .where(Insight.conversation == conversation.id)
         .tuples()
         .first()
     )
     if previous is not None:  # a reprocessed conversation: its insight leaves the daily counts for history
-        received_at, sentiment_score, confidence, clusters = previous
-        rollup_changes.add(received_at, sentiment_score, confidence, json.loads(clusters), delta=-1)
+        occurred_at, sentiment_score, confidence, clusters = previous
+        rollup_changes.add(occurred_at, sentiment_score, confidence, json.loads(clusters), delta=-1)
         _keep_as_history(conversation.id, now)
-    rollup_changes.add(conversation.received_at, row.sentiment_score, row.confidence, row.clusters)
+    rollup_changes.add(conversation.occurred_at, row.sentiment_score, row.confidence, row.clusters)
     (
         Insight.insert(conversation=conversation.id, **fields)
         .on_conflict(conflict_target=[Insight.conversation], update=fields)

@@ -28,7 +28,7 @@ CLUSTERS = ["billing", "shipping", "returns", "account-access"]
 
 
 def plain_count(start: datetime, end: datetime, filters: counts.Filters) -> int:
-    return Insight.select().where(Insight.received_at >= start, Insight.received_at < end, *filters.conditions()).count()
+    return Insight.select().where(Insight.occurred_at >= start, Insight.occurred_at < end, *filters.conditions()).count()
 
 
 def value(rng: random.Random, low: float) -> float:
@@ -52,11 +52,16 @@ def store_round(rng: random.Random, ids: list[str]) -> None:
         results.record_results(result, max_retries=10)
 
 
+def backfilled(conversation_id: str, occurred_at: datetime) -> queries.NewConversation:
+    """A conversation that occurred at ``occurred_at`` and arrives now (history: windows must follow the former)."""
+    return queries.NewConversation.of(conversation_id, "{}", queries.utcnow(), occurred_at)
+
+
 def add_conversations(rng: random.Random, count: int, days: int) -> list[str]:
     ids = [f"c{n}" for n in range(count)]
-    received = [EPOCH + timedelta(seconds=rng.uniform(0, days * 86_400)) for _ in ids]
-    received[:3] = [EPOCH, EPOCH + timedelta(days=1), EPOCH + timedelta(days=2, microseconds=-1)]  # on and beside midnights
-    queries.insert_conversations([queries.NewConversation.of(i, "{}", moment) for i, moment in zip(ids, received)])
+    occurred = [EPOCH + timedelta(seconds=rng.uniform(0, days * 86_400)) for _ in ids]
+    occurred[:3] = [EPOCH, EPOCH + timedelta(days=1), EPOCH + timedelta(days=2, microseconds=-1)]  # on and beside midnights
+    queries.insert_conversations([backfilled(i, moment) for i, moment in zip(ids, occurred)])
     return ids
 
 
@@ -68,7 +73,7 @@ def assert_counts_exact(rng: random.Random, windows: int, days: int) -> None:
         end = start + timedelta(seconds=rng.choice([rng.uniform(0, (days + 1) * 86_400), 86_400 * rng.randrange(1, days + 1)]))
         filters = counts.Filters(rng.choice([None, *counts.SENTIMENTS]), rng.choice(THRESHOLDS), rng.choice(MIN_CONFIDENCES))
         assert counts.count(start, end, filters) == plain_count(start, end, filters), (start, end, filters)
-        named = Counter(c for (encoded,) in Insight.select(Insight.clusters).where(Insight.received_at >= start, Insight.received_at < end).tuples()
+        named = Counter(c for (encoded,) in Insight.select(Insight.clusters).where(Insight.occurred_at >= start, Insight.occurred_at < end).tuples()
                         for c in json.loads(encoded))
         assert counts.cluster_totals(start, end) == named, (start, end)
 
@@ -170,7 +175,7 @@ def test_concurrent_writers_keep_the_counts_exact(db):
 
 def test_scores_are_stored_exactly_so_filters_on_grid_values_include_them(db):
     """0.7 stays 0.7 (PostgreSQL once kept 4-byte reals, which made ``min_confidence=0.7`` skip it)."""
-    queries.insert_conversations([queries.NewConversation.of("exact", "{}", EPOCH)])
+    queries.insert_conversations([backfilled("exact", EPOCH)])
     claim = queries.claim_for_processing(["exact"], max_attempts=1)
     row = InsightRow(conversation_id="exact", sentiment_score=-0.1, clusters=[], confidence=0.7, reasoning="r")
     results.record_results(AnalysisResult(conversation_ids=["exact"], rows=[row], rejected={}, model="m", prompt_version="p",
@@ -184,7 +189,7 @@ def test_scores_are_stored_exactly_so_filters_on_grid_values_include_them(db):
 def test_counts_and_checks_read_one_snapshot_while_an_insight_moves(db):
     """A writer moves one insight between confidence bands again and again (reprocessing it) while
     readers count and check: each read sees the insight exactly once, never in both cells or neither."""
-    queries.insert_conversations([queries.NewConversation.of("moving", "{}", EPOCH + timedelta(days=2, hours=3))])
+    queries.insert_conversations([backfilled("moving", EPOCH + timedelta(days=2, hours=3))])
 
     def store(confidence: float) -> None:
         claim = queries.claim_for_processing(["moving"], max_attempts=1000)

@@ -13,9 +13,10 @@ MICRO = timedelta(microseconds=1)
 
 
 def store_insights(moments: list[datetime]) -> None:
-    """Insights received at ``moments`` (naive UTC), written by the store as the workers write them."""
+    """Insights of conversations that occurred at ``moments`` (naive UTC) and arrive now, written by the
+    store as the workers write them."""
     ids = [f"edge-{n}" for n in range(len(moments))]
-    queries.insert_conversations([queries.NewConversation.of(i, "{}", at) for i, at in zip(ids, moments)])
+    queries.insert_conversations([queries.NewConversation.of(i, "{}", queries.utcnow(), at) for i, at in zip(ids, moments)])
     claim = queries.claim_for_processing(ids, max_attempts=3)
     rows = [InsightRow(conversation_id=i, sentiment_score=(n % 5 - 2) / 2, clusters=["edge"], confidence=(n % 4) / 4,
                        reasoning="edge") for n, i in enumerate(ids)]
@@ -53,7 +54,7 @@ def test_total_count_at_day_boundaries_equals_a_plain_count(db, make_stack, data
 
 
 def plain_count(stack, start: datetime, end: datetime, params: dict) -> int:
-    sql = "SELECT COUNT(*) FROM insights WHERE received_at >= ? AND received_at < ?"
+    sql = "SELECT COUNT(*) FROM insights WHERE occurred_at >= ? AND occurred_at < ?"
     args: list = [start, end]
     if "min_confidence" in params:
         sql, args = sql + " AND confidence >= ?", [*args, float(params["min_confidence"])]

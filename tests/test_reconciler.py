@@ -19,7 +19,7 @@ from store.models import Conversation
 def stale(count: int, seconds_ago: float) -> list[str]:
     when = queries.utcnow() - timedelta(seconds=seconds_ago)
     ids = [f"stale-{n}" for n in range(count)]
-    queries.insert_conversations([queries.NewConversation(i, "{}", f"h-{i}", when) for i in ids])
+    queries.insert_conversations([queries.NewConversation(i, "{}", f"h-{i}", when, when) for i in ids])
     Conversation.update(updated_at=when).where(Conversation.id.in_(ids)).execute()
     return ids
 

@@ -11,7 +11,8 @@ from store.models import Conversation, Insight, InsightHistory
 
 
 def new(conversation_id: str, payload_hash: str | None = None) -> queries.NewConversation:
-    return queries.NewConversation(conversation_id, "{}", payload_hash or f"hash-{conversation_id}", queries.utcnow())
+    now = queries.utcnow()
+    return queries.NewConversation(conversation_id, "{}", payload_hash or f"hash-{conversation_id}", now, now)
 
 
 def add(conversation_id: str) -> None:
