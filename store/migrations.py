@@ -88,8 +88,8 @@ def _occurred_at(db: Database) -> None:
     counts.rebuild()
 
 
-RECEIVED_AT_INDEXES = ("conversations_received_at_id", "insights_received_at_conversation_id",
-                       "insights_received_at_sentiment_score_confidence", "insights_confidence_received_at_sentiment_score")
+RECEIVED_AT_INDEXES = ("conversation_received_at_id", "insight_received_at_conversation_id",  # Peewee names them by model
+                       "insight_received_at_sentiment_score_confidence", "insight_confidence_received_at_sentiment_score")
 
 
 def _fill_occurred_at(db: Database, chunk: int = 1000) -> None:

@@ -100,9 +100,16 @@ def test_the_migration_gives_rows_accepted_before_it_their_own_time(db):
     complete(["old-history", "old-live"])
     Conversation.update(occurred_at=None, enqueued_at=None).execute()  # as migration 0005 left them
     Insight.update(occurred_at=None).execute()
+    for index, table, columns in (("conversation_received_at_id", "conversations", "received_at, id"),
+                                  ("insight_received_at_conversation_id", "insights", "received_at, conversation_id"),
+                                  ("insight_confidence_received_at_sentiment_score", "insights", "confidence, received_at, sentiment_score")):
+        db.execute_sql(f"CREATE INDEX {index} ON {table} ({columns})")  # named as 0005's code named them
     db.execute_sql("DELETE FROM schema_migrations WHERE name = '0006_occurred_at'")
 
     assert migrate(db) == ["0006_occurred_at"]
+    indexes = [i.name for table in ("conversations", "insights") for i in db.get_indexes(table)]
+    assert not [name for name in indexes if "received_at" in name], "windows no longer pay for the old indexes"
+    assert "insight_occurred_at_conversation_id" in indexes
 
     times = {c.id: (c.occurred_at, c.enqueued_at) for c in Conversation.select()}
     assert times["old-history"][0] == NOVEMBER.replace(day=4, hour=9)
