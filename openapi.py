@@ -55,6 +55,14 @@ def query(name: str, schema: dict[str, Any], description: str, required: bool = 
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+    "description": "for a body without conversation ids: repeated with the same body within 24 h, the same "
+                   "answer and ids; with another body, 409 idempotency_key_reused",
+}
+
+
 def window_parameters() -> list[dict[str, Any]]:
     moment = {"type": "string", "format": "date-time"}
     return [
@@ -86,15 +94,17 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "paths": {
             "/api/v1/conversations": {"post": {
                 "summary": "Accept one conversation for analysis",
+                "parameters": [IDEMPOTENCY_KEY],
                 "requestBody": json_body(conversation),
                 "responses": {"202": answer(api.Accepted, "Committed as queued"),
                               **errors("400", "408", "409", "413", "415", "422", "429", "503")},
             }},
             "/api/v1/conversations/batch": {"post": {
                 "summary": f"Accept up to {settings.max_batch_items} conversations, each on its own",
+                "parameters": [IDEMPOTENCY_KEY],
                 "requestBody": json_body(envelope),
                 "responses": {"200": answer(api.BatchResults, "A result per item, in order"),
-                              **errors("400", "408", "413", "415", "422", "429", "503")},
+                              **errors("400", "408", "409", "413", "415", "422", "429", "503")},
             }},
             "/api/v1/conversations/{conversation_id}": {"get": {
                 "summary": "Status of a conversation, with its insight once completed",

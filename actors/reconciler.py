@@ -15,7 +15,7 @@ from datetime import timedelta
 from actors.batching import collect
 from actors.broker import redis_client, settings
 from actors.state import NAMESPACE
-from store import queries
+from store import idempotency, queries
 from store.db import call_and_release
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class Reconciler(threading.Thread):
         while not self.stopped.is_set():
             try:
                 call_and_release(reconcile_once)  # a connection the database dropped is not kept
+                call_and_release(idempotency.forget_expired, queries.utcnow())
             except Exception:  # Redis or the database away: try again next round
                 logger.exception("reconciler round failed")
             self.stopped.wait(settings.reconcile_interval_seconds)

@@ -8,6 +8,7 @@ import functools
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 import falcon
 from limits import RateLimitItemPerSecond
@@ -27,6 +28,29 @@ from store.group_commit import GroupCommitter
 logger = logging.getLogger("ingress")
 
 
+@dataclass(frozen=True)
+class Quota:
+    """What one look at the inbound limit found: slots granted, left, and seconds until one frees."""
+
+    limit: int
+    granted: int
+    remaining: int | None  # None: the limiter was not answering
+    reset_seconds: int
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds a client refused a slot should wait (at least 1)."""
+        return max(1, self.reset_seconds)
+
+    def headers(self) -> dict[str, str]:
+        """The IETF ``RateLimit-Policy`` and ``RateLimit`` fields (draft-ietf-httpapi-ratelimit-headers-10):
+        ``q`` conversations per ``w`` = 1 second; ``r`` left now, ``t`` seconds until one more is."""
+        if self.remaining is None:
+            return {}
+        return {"RateLimit-Policy": f'"inbound";q={self.limit};w=1',
+                "RateLimit": f'"inbound";r={self.remaining};t={self.reset_seconds}'}
+
+
 class InboundLimiter:
     """``INBOUND_RPS`` conversations per second, shared by every web process through Redis.
 
@@ -43,21 +67,20 @@ class InboundLimiter:
         self.limiter = MovingWindowRateLimiter(storage_from_string(settings.limits_storage_url, implementation="redispy"))
         self.warned_at = -self.WARN_EVERY_SECONDS
 
-    async def take(self, wanted: int = 1) -> tuple[int, int]:
-        """Take up to ``wanted`` slots; return how many were granted and, when fewer, the whole seconds
-        to wait for more (at least 1; 0 when all were granted)."""
+    async def take(self, wanted: int = 1) -> Quota:
+        """Take up to ``wanted`` slots (none: only look); say how many were granted and what is left."""
         try:
-            granted = wanted if await self._hit(wanted) else 0
-            if granted < wanted:
+            granted = wanted if wanted and await self._hit(wanted) else 0
+            stats = await self.limiter.get_window_stats(self.item, self.KEY)
+            if wanted > 1 and granted < wanted and 0 < stats.remaining < wanted and await self._hit(stats.remaining):
+                granted = stats.remaining
                 stats = await self.limiter.get_window_stats(self.item, self.KEY)
-                if wanted > 1 and 0 < stats.remaining < wanted and await self._hit(stats.remaining):
-                    granted = stats.remaining
-                return granted, max(1, math.ceil(stats.reset_time - time.time()))
+            return Quota(self.item.amount, granted, stats.remaining, max(0, math.ceil(stats.reset_time - time.time())))
         except Exception as error:  # Redis away: keep accepting into the database
             if time.monotonic() - self.warned_at >= self.WARN_EVERY_SECONDS:
                 self.warned_at = time.monotonic()
                 logger.warning("inbound limiter unavailable, accepting without it: %s", error)
-        return wanted, 0
+        return Quota(self.item.amount, wanted, None, 0)
 
     async def _hit(self, cost: int) -> bool:
         return await self.limiter.hit(self.item, self.KEY, cost=cost)
@@ -89,11 +112,11 @@ class Admission:
         # discarded by the pool instead of failing every later round of this long-lived writer thread.
         self.committer = GroupCommitter(functools.partial(call_and_release, admit))
 
-    def rate_limited(self, retry_after: int) -> ApiError:
+    def rate_limited(self, quota: Quota) -> ApiError:
         metrics.web().rate_limited.inc()
         return ApiError(
             falcon.HTTP_429, "rate_limited", f"Over {self.settings.inbound_rps} conversations a second; retry later.",
-            headers={"Retry-After": str(retry_after)}, retry_after_seconds=retry_after,
+            headers={"Retry-After": str(quota.retry_after), **quota.headers()}, retry_after_seconds=quota.retry_after,
         )
 
     async def prepare(self, conversations: list[ConversationBase]) -> list[tuple[queries.NewConversation, queries.InsertOutcome | None]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections import Counter
 from typing import Any
@@ -14,10 +15,12 @@ import metrics
 from api.admission import Admission
 from api.body import parse_json, read_body, require_json
 from api.errors import field_errors
+from api.idempotency import first_use
 from insights import api_models as api
 from insights.schemas import ConversationBase, batch_envelope, request_models
 from settings import Settings
 from store import queries
+from store.idempotency import derived_id
 
 OUTCOME_STATUS = {
     queries.InsertOutcome.CREATED: "accepted",
@@ -47,7 +50,10 @@ class BatchResource:
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json(req)
         body = await read_body(req, self.settings.max_batch_body_bytes, self.settings.body_timeout_seconds)
-        results, valid = await asyncio.to_thread(self.validate, body)
+        results, valid, request_hash = await asyncio.to_thread(self.validate, body)
+        if keyed := await first_use(req, "batch", request_hash):
+            valid = [(index, c if c.conversation_id else c.model_copy(update={"conversation_id": derived_id(*keyed, index)}))
+                     for index, c in valid]
         prepared = await self.admission.prepare([conversation for _index, conversation in valid])
         fresh = []
         for (index, _c), (new, known) in zip(valid, prepared):
@@ -55,9 +61,11 @@ class BatchResource:
                 fresh.append((index, new))
             else:
                 results[index] = api.BatchItemResult(index=index, status=OUTCOME_STATUS[known], conversation_id=new.id)
-        granted, retry_after = await self.admission.limiter.take(len(fresh)) if fresh else (0, 0)
+        quota = await self.admission.limiter.take(len(fresh))
+        resp.set_headers(quota.headers())
+        granted = quota.granted
         if fresh and not granted and len(fresh) == len(valid):
-            raise self.admission.rate_limited(retry_after)
+            raise self.admission.rate_limited(quota)
         outcomes = await asyncio.gather(*(self.admission.commit(new) for _index, new in fresh[:granted]))
         for (index, new), outcome in zip(fresh, outcomes):
             results[index] = api.BatchItemResult(index=index, status=OUTCOME_STATUS[outcome], conversation_id=new.id)
@@ -65,14 +73,15 @@ class BatchResource:
             results[index] = api.BatchItemResult(index=index, status="rate_limited")
         metrics.web().rate_limited.inc(len(fresh) - granted)
         if granted < len(fresh):
-            resp.set_header("Retry-After", str(retry_after))
+            resp.set_header("Retry-After", str(quota.retry_after))
         summary = Counter(result.status for result in results)
         resp.media = api.BatchResults(results=results, summary=summary).model_dump(mode="json", exclude_none=True)
 
-    def validate(self, body: bytes) -> tuple[list[api.BatchItemResult | None], list[tuple[int, ConversationBase]]]:
+    def validate(self, body: bytes) -> tuple[list[api.BatchItemResult | None], list[tuple[int, ConversationBase]], str]:
         """Parse the envelope and validate each item on its own: a result for each invalid item (the rest
-        ``None``), and the valid ones with their index."""
+        ``None``), the valid ones with their index, and a hash of the items (what an idempotency key asks)."""
         items = parse_json(self.envelope, body, "The body must be {\"conversations\": [...]}.").conversations
+        request_hash = hashlib.sha256(json.dumps(items, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         results: list[api.BatchItemResult | None] = [None] * len(items)
         valid = []
         for index, item in enumerate(items):
@@ -83,7 +92,7 @@ class BatchResource:
                 results[index] = api.BatchItemResult(index=index, status="invalid", errors=field_errors(error))
             except ItemTooLarge as error:
                 results[index] = api.BatchItemResult(index=index, status="invalid", errors=[{"path": "(item)", "message": str(error)}])
-        return results, valid
+        return results, valid, request_hash
 
     def check_size(self, item: Any) -> None:
         """An item gets the single POST's body limit, measured as its compact JSON."""

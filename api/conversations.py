@@ -10,10 +10,12 @@ import falcon
 from api.admission import Admission
 from api.body import parse_json, read_body, require_json
 from api.errors import ApiError
+from api.idempotency import first_use
 from insights import api_models as api
 from insights.schemas import CONVERSATION_ID_PATTERN, ConversationBase, request_models
 from settings import Settings
 from store import queries
+from store.idempotency import derived_id
 from store.db import call_and_release
 from store.documents import status_document
 
@@ -31,11 +33,14 @@ class ConversationsResource:
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json(req)
         conversation = self.parse(await read_body(req, self.settings.max_body_bytes, self.settings.body_timeout_seconds))
+        if conversation.conversation_id is None:
+            conversation = await self.name_by_idempotency_key(req, conversation)
         [(new, outcome)] = await self.admission.prepare([conversation])
+        quota = await self.admission.limiter.take(1 if outcome is None else 0)  # only a new one takes a slot
+        resp.set_headers(quota.headers())
         if outcome is None:
-            granted, retry_after = await self.admission.limiter.take()
-            if not granted:
-                raise self.admission.rate_limited(retry_after)
+            if not quota.granted:
+                raise self.admission.rate_limited(quota)
             outcome = await self.admission.commit(new)
         conversation_id = new.id
         if outcome is queries.InsertOutcome.CONFLICT:
@@ -50,6 +55,11 @@ class ConversationsResource:
 
     def parse(self, body: bytes) -> ConversationBase:
         return parse_json(self.model, body, "The conversation does not match the schema.")
+
+    async def name_by_idempotency_key(self, req: falcon.Request, conversation: ConversationBase) -> ConversationBase:
+        """The conversation with the id its ``Idempotency-Key`` names, if the request has one."""
+        keyed = await first_use(req, "conversations", queries.payload_digest(conversation.canonical_payload()))
+        return conversation if keyed is None else conversation.model_copy(update={"conversation_id": derived_id(*keyed)})
 
 
 class ConversationResource:

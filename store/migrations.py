@@ -16,7 +16,7 @@ from peewee import Database, OperationalError, PostgresqlDatabase
 
 from insights.schemas import occurred_at_in_payload
 from store import counts
-from store.models import Conversation, Insight, InsightClusterCount, InsightCount, InsightHistory
+from store.models import Conversation, IdempotencyKey, Insight, InsightClusterCount, InsightCount, InsightHistory
 
 MIGRATION_LOCK_ID = 0x1D5_1A7  # arbitrary constant naming this application's advisory lock
 
@@ -106,6 +106,10 @@ def _fill_occurred_at(db: Database, chunk: int = 1000) -> None:
         after = pairs[-1][1]
 
 
+def _idempotency_keys(db: Database) -> None:
+    db.create_tables([IdempotencyKey], safe=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
@@ -113,6 +117,7 @@ MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0004_insight_counts", _insight_counts),
     ("0005_claim_token", _claim_token),
     ("0006_occurred_at", _occurred_at),
+    ("0007_idempotency_keys", _idempotency_keys),
 ]
 
 

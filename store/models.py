@@ -120,4 +120,15 @@ class InsightClusterCount(BaseModel):
         indexes = ((("day", "cluster", "total"), False),)  # sums from the index alone
 
 
-MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightClusterCount)
+class IdempotencyKey(BaseModel):
+    """A client's ``Idempotency-Key``, scoped to its API key and endpoint and hashed (``store.idempotency``)."""
+
+    key = CharField(max_length=64, primary_key=True)
+    request_hash = CharField(max_length=64)  # what the first request with this key asked for
+    created_at = DateTimeField(index=True)
+
+    class Meta:
+        table_name = "idempotency_keys"
+
+
+MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightClusterCount, IdempotencyKey)

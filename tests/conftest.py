@@ -134,7 +134,7 @@ def _empty_postgres(url: str) -> None:
     import psycopg2
 
     with psycopg2.connect(url) as connection, connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS insight_cluster_counts, insight_counts, insight_history, insights, conversations, schema_migrations CASCADE")
+        cursor.execute("DROP TABLE IF EXISTS idempotency_keys, insight_cluster_counts, insight_counts, insight_history, insights, conversations, schema_migrations CASCADE")
 
 
 def free_port() -> int:
@@ -213,7 +213,8 @@ class Stack:
         url = self.env.get("DATABASE_URL")
         db = connect(url) if url else SqliteDatabase(self.env["DB_PATH"])
         with db:
-            return list(db.execute_sql(query.replace("?", db.param), params).fetchall())
+            cursor = db.execute_sql(query.replace("?", db.param), params)
+            return list(cursor.fetchall()) if cursor.description else []  # UPDATE and friends return no rows
 
     def log_text(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.logs.glob("*.log")))
