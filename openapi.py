@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 from insights import api_models as api
 from insights.schemas import batch_envelope, request_models
 from settings import Settings
+from store.models import STATUSES
 
 REF = "#/components/schemas/{model}"
 ERRORS = {
@@ -74,7 +75,7 @@ def window_parameters() -> list[dict[str, Any]]:
 def openapi_document(settings: Settings) -> dict[str, Any]:
     conversation = request_models(settings)
     envelope = batch_envelope(settings)
-    responses = [api.Accepted, api.Error, api.ConversationStatus, api.InsightsPage, api.BatchResults, api.Summary,
+    responses = [api.Accepted, api.Error, api.ConversationStatus, api.ConversationPage, api.InsightsPage, api.BatchResults, api.Summary,
                  api.Health, api.Ready]
     _, definitions = models_json_schema(
         [(conversation, "validation"), (envelope, "validation"), *((model, "serialization") for model in responses)],
@@ -98,6 +99,18 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "requestBody": json_body(conversation),
                 "responses": {"202": answer(api.Accepted, "Committed as queued"),
                               **errors("400", "408", "409", "413", "415", "422", "429", "503")},
+            }, "get": {
+                "summary": "The operations view: conversations by status and failure reason, oldest first",
+                "parameters": [
+                    query("status", {"type": "string", "enum": list(STATUSES)}, "only this status"),
+                    query("reason", {"type": "string", "minLength": 1, "maxLength": 200}, "a part of last_error, any case"),
+                    query("start_time", {"type": "string", "format": "date-time"}, "occurred at or after (default: any)"),
+                    query("end_time", {"type": "string", "format": "date-time"}, "occurred before (default: any)"),
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": settings.max_page_size,
+                                    "default": settings.default_page_size}, "page size"),
+                    query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                ],
+                "responses": {"200": answer(api.ConversationPage, "A page"), **errors("400", "503")},
             }},
             "/api/v1/conversations/batch": {"post": {
                 "summary": f"Accept up to {settings.max_batch_items} conversations, each on its own",
@@ -108,8 +121,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             }},
             "/api/v1/conversations/{conversation_id}": {"get": {
                 "summary": "Status of a conversation, with its insight once completed",
-                "parameters": [{"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": answer(api.ConversationStatus, "Found"), **errors("404", "503")},
+                "parameters": [{"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                               query("include", {"type": "string", "enum": ["payload"]}, "payload: the messages and metadata too")],
+                "responses": {"200": answer(api.ConversationStatus, "Found"), **errors("400", "404", "503")},
             }},
             "/api/v1/insights": {"get": {
                 "summary": "Insights of the conversations that occurred in a window, oldest first",

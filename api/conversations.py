@@ -1,4 +1,4 @@
-"""``POST /api/v1/conversations`` and ``GET /api/v1/conversations/{id}``."""
+"""``POST`` and ``GET /api/v1/conversations`` (accept; the operations view) and ``GET /api/v1/conversations/{id}``."""
 
 from __future__ import annotations
 
@@ -9,21 +9,26 @@ import falcon
 
 from api.admission import Admission
 from api.body import parse_json, read_body, require_json
-from api.errors import ApiError
+from api.errors import ApiError, bad_parameter
 from api.idempotency import first_use
+from api.params import check_parameters, decode_cursor, encode_cursor, parse_number, parse_window
 from insights import api_models as api
 from insights.schemas import CONVERSATION_ID_PATTERN, ConversationBase, request_models
 from settings import Settings
-from store import queries
+from store import queries, reports
 from store.idempotency import derived_id
 from store.db import call_and_release
-from store.documents import status_document
+from store.documents import listed_document, status_document
+from store.models import STATUSES
 
 CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
+LISTING_PARAMETERS = {"status", "reason", "start_time", "end_time", "limit", "cursor"}
+MAX_REASON_CHARS = 200
 
 
 class ConversationsResource:
-    """``POST /api/v1/conversations``: validate, limit, commit as ``queued``, enqueue, ``202``."""
+    """``POST /api/v1/conversations``: validate, limit, commit as ``queued``, enqueue, ``202``.
+    ``GET``: the operations view (:meth:`on_get`)."""
 
     def __init__(self, settings: Settings, admission: Admission) -> None:
         self.settings = settings
@@ -62,16 +67,45 @@ class ConversationsResource:
         return conversation if keyed is None else conversation.model_copy(update={"conversation_id": derived_id(*keyed)})
 
 
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The operations view: conversations by status and failure reason, a keyset page at a time."""
+        query = self.parse_listing(req)
+        page, next_after = await asyncio.to_thread(call_and_release, reports.list_conversations, query)
+        resp.media = api.dump(api.ConversationPage(
+            conversations=[listed_document(c) for c in page], returned_count=len(page),
+            next_cursor=encode_cursor(next_after) if next_after else None,
+        ))
+
+    def parse_listing(self, req: falcon.Request) -> reports.ConversationQuery:
+        start, end = parse_window(req, LISTING_PARAMETERS, required=False)
+        status, cursor = req.get_param("status"), req.get_param("cursor")
+        if status is not None and status not in STATUSES:
+            raise bad_parameter("status", f"one of {', '.join(STATUSES)}, got {status!r}")
+        reason = req.get_param("reason")
+        if reason is not None and not 1 <= len(reason) <= MAX_REASON_CHARS:
+            raise bad_parameter("reason", f"1 to {MAX_REASON_CHARS} characters")
+        return reports.ConversationQuery(
+            start=start, end=end, status=status, reason=reason,
+            limit=parse_number(req, "limit", int, 1, self.settings.max_page_size, self.settings.default_page_size),
+            after=decode_cursor(cursor) if cursor is not None else None,
+        )
+
+
 class ConversationResource:
-    """``GET /api/v1/conversations/{id}``: status, attempts, last error and, once done, the insight."""
+    """``GET /api/v1/conversations/{id}``: status, attempts, last error and, once done, the insight; with
+    ``include=payload``, the messages and metadata too."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response, conversation_id: str) -> None:
+        check_parameters(req, {"include"})
+        include = req.get_param("include")
+        if include not in (None, "payload"):
+            raise bad_parameter("include", f"only 'payload', got {include!r}")
         found = None
         if CONVERSATION_ID.fullmatch(conversation_id):  # no other id was ever accepted (nor a NUL sent to SQL)
             found = await asyncio.to_thread(call_and_release, queries.get_conversation, conversation_id)
         if found is None:
             raise ApiError(falcon.HTTP_404, "not_found", f"No conversation {conversation_id}.")
-        resp.media = api.dump(status_document(*found, self.settings))
+        resp.media = api.dump(status_document(*found, self.settings, with_payload=include == "payload"))

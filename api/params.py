@@ -41,15 +41,22 @@ def parse_number(req: falcon.Request, name: str, kind: type, low: float, high: f
     return value
 
 
-def parse_window(req: falcon.Request, allowed: set[str]) -> tuple[datetime, datetime]:
-    """Refuse unknown and repeated parameters; return the required ``[start_time, end_time)``."""
+def check_parameters(req: falcon.Request, allowed: set[str]) -> None:
+    """Refuse unknown and repeated parameters."""
     unknown = sorted(set(req.params) - allowed)
     if unknown:
         raise bad_parameter(unknown[0], f"unknown parameter; expected some of {sorted(allowed)}")
     for name, value in req.params.items():
         if isinstance(value, list):
             raise bad_parameter(name, "given more than once")
-    start, end = parse_time(req, "start_time"), parse_time(req, "end_time")
+
+
+def parse_window(req: falcon.Request, allowed: set[str], required: bool = True) -> tuple[datetime, datetime]:
+    """Refuse unknown and repeated parameters; return ``[start_time, end_time)`` (when not ``required``,
+    a missing end is the end of time, a missing start its beginning)."""
+    check_parameters(req, allowed)
+    start = parse_time(req, "start_time") if required or req.get_param("start_time") else datetime.min
+    end = parse_time(req, "end_time") if required or req.get_param("end_time") else datetime.max
     if end <= start:
         raise bad_parameter("end_time", "must be later than start_time")
     return start, end

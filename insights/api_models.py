@@ -55,6 +55,23 @@ class ConversationStatus(BaseModel):
     received_at: str | None = Field(description="when the service accepted it")
     updated_at: str | None
     insight: InsightOut | None
+    payload: dict[str, Any] | None = Field(default=None, description="messages and metadata, with include=payload")
+
+
+class ConversationListed(BaseModel):
+    conversation_id: str
+    status: Status
+    attempts: int
+    last_error: str | None
+    occurred_at: str | None
+    received_at: str | None
+    updated_at: str | None
+
+
+class ConversationPage(BaseModel):
+    conversations: list[ConversationListed]
+    returned_count: int
+    next_cursor: str | None
 
 
 class TimeWindow(BaseModel):

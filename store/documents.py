@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from insights.api_models import ConversationStatus, InsightOut
+from insights.api_models import ConversationListed, ConversationStatus, InsightOut
 from insights.schemas import sentiment_label
 from settings import Settings
 from store.models import Conversation, Insight
@@ -31,7 +31,19 @@ def insight_document(insight: Insight, settings: Settings) -> InsightOut:
     )
 
 
-def status_document(conversation: Conversation, insight: Insight | None, settings: Settings) -> ConversationStatus:
+def listed_document(conversation: Conversation) -> ConversationListed:
+    return ConversationListed(
+        conversation_id=conversation.id,
+        status=conversation.status,
+        attempts=conversation.attempts,
+        last_error=conversation.last_error,
+        occurred_at=isoformat(conversation.occurred_at),
+        received_at=isoformat(conversation.received_at),
+        updated_at=isoformat(conversation.updated_at),
+    )
+
+
+def status_document(conversation: Conversation, insight: Insight | None, settings: Settings, with_payload: bool = False) -> ConversationStatus:
     return ConversationStatus(
         conversation_id=conversation.id,
         status=conversation.status,
@@ -41,4 +53,5 @@ def status_document(conversation: Conversation, insight: Insight | None, setting
         received_at=isoformat(conversation.received_at),
         updated_at=isoformat(conversation.updated_at),
         insight=insight_document(insight, settings) if insight else None,
+        payload=json.loads(conversation.payload) if with_payload else None,
     )

@@ -75,6 +75,38 @@ def iter_insights(start: datetime, end: datetime, page_size: int = 1000) -> Iter
 
 
 @dataclass
+class ConversationQuery:
+    """The operations view: conversations that occurred in ``[start, end)``, by status and failure reason."""
+
+    start: datetime
+    end: datetime
+    limit: int
+    status: str | None = None
+    reason: str | None = None  # a part of last_error, any case
+    after: tuple[datetime, str] | None = None  # keyset cursor: (occurred_at, conversation_id)
+
+
+LISTED = (Conversation.id, Conversation.status, Conversation.attempts, Conversation.last_error, Conversation.occurred_at,
+          Conversation.received_at, Conversation.updated_at)  # everything but the payload
+
+
+def list_conversations(query: ConversationQuery) -> tuple[list[Conversation], tuple[datetime, str] | None]:
+    """One page of the matching conversations, oldest first, and the cursor of the next page (if any)."""
+    select = Conversation.select(*LISTED).where(Conversation.occurred_at >= query.start, Conversation.occurred_at < query.end)
+    if query.status is not None:
+        select = select.where(Conversation.status == query.status)
+    if query.reason is not None:
+        select = select.where(Conversation.last_error.contains(query.reason))  # ILIKE, wildcards escaped
+    if query.after is not None:
+        select = select.where(Tuple(Conversation.occurred_at, Conversation.id) > Tuple(*query.after))
+    page = list(select.order_by(Conversation.occurred_at, Conversation.id).limit(query.limit + 1))
+    if len(page) <= query.limit:
+        return page, None
+    page = page[: query.limit]
+    return page, (page[-1].occurred_at, page[-1].id)
+
+
+@dataclass
 class Stats:
     by_status: dict[str, int]
     oldest_waiting: datetime | None  # when the longest current wait began (enqueued_at), among open ones

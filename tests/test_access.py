@@ -58,11 +58,12 @@ def test_posting_needs_the_ingest_scope(stack):
 def test_reading_needs_the_read_scope(stack):
     client = stack.client
     window = {"start_time": "2020-01-01", "end_time": "2100-01-01"}
-    for path in ("/api/v1/insights", "/api/v1/insights/summary", "/api/v1/conversations/whatever"):
+    for path in ("/api/v1/insights", "/api/v1/insights/summary", "/api/v1/conversations/whatever", "/api/v1/conversations"):
         assert client.get(path, params=window).status_code == 401
         assert client.get(path, params=window, headers=bearer(INGEST_KEY)).status_code == 403
     assert client.get("/api/v1/insights", params=window, headers=bearer(READ_KEY)).status_code == 200
     assert client.get("/api/v1/conversations/whatever", headers=bearer(READ_KEY)).status_code == 404
+    assert client.get("/api/v1/conversations", params={"status": "failed"}, headers=bearer(READ_KEY)).status_code == 200
 
 
 PATH_SPELLINGS = ("//api/v1/{}", "/api//v1/{}", "/api/v1//{}", "/./api/v1/{}", "/api/v1/./{}", "/api/v1/{}/",
