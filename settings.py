@@ -41,6 +41,7 @@ class Settings(BaseModel):
     body_timeout_seconds: PositiveFloat
     api_keys: str = Field(repr=False)
     redis_url: str = Field(repr=False)  # may hold a password
+    redis_namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]  # prefixes every key and queue
     db_path: str
     database_url: str = Field(repr=False)  # may hold a password
     db_pool_size: PositiveInt

@@ -20,10 +20,10 @@ import redis
 from actors.broker import redis_client, settings
 from store import queries
 
-STREAM = "insights:pending"
+STREAM = f"{settings.redis_namespace}:pending"
 GROUP = "batchers"
-CUTTER_LOCK = "insights:cutter-lock"
-FLUSH_SCHEDULED = "insights:flush-scheduled"
+CUTTER_LOCK = f"{settings.redis_namespace}:cutter-lock"
+FLUSH_SCHEDULED = f"{settings.redis_namespace}:flush-scheduled"
 # Entries read but not acknowledged for this long belong to a cutter that died mid-cut.
 CLAIM_IDLE_MS = 30_000
 CONSUMER = f"{socket.gethostname()}-{os.getpid()}"

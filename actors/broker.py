@@ -25,8 +25,14 @@ def redis_pool() -> redis.BlockingConnectionPool:
 
 
 settings = settings_or_exit()
-broker = RedisBroker(connection_pool=redis_pool())
+broker = RedisBroker(connection_pool=redis_pool(), namespace=settings.redis_namespace)
 dramatiq.set_broker(broker)
+
+
+def queue_key(queue: str, suffix: str) -> str:
+    """The Redis key of a Dramatiq queue's ``suffix`` (``msgs``, ``DQ.msgs``, ``XQ``, ``XQ.msgs``) under this
+    deployment's ``REDIS_NAMESPACE``."""
+    return f"{broker.namespace}:{queue}.{suffix}"
 
 
 @functools.cache
@@ -37,4 +43,5 @@ def redis_client() -> redis.Redis:
 
 # The longest a call waits for its slot: a thread may hold its claimed batch that long (well within a lease).
 GATE_MAX_WAIT_SECONDS = min(60.0, settings.lease_seconds / 4)
-gate = OutboundGate(redis_client(), settings.outbound_rps, settings.outbound_tpm, max_wait=GATE_MAX_WAIT_SECONDS)
+gate = OutboundGate(redis_client(), settings.outbound_rps, settings.outbound_tpm, max_wait=GATE_MAX_WAIT_SECONDS,
+                    namespace=settings.redis_namespace)

@@ -13,8 +13,7 @@ import threading
 from datetime import timedelta
 
 from actors.batching import collect
-from actors.broker import redis_client, settings
-from actors.state import NAMESPACE
+from actors.broker import queue_key, redis_client, settings
 from store import idempotency, queries
 from store.db import call_and_release
 
@@ -26,7 +25,7 @@ def effective_lease() -> float:
     batches a second: behind a backlog (a large import), a conversation waiting for its batch's turn has
     not lost its message, and re-sending it would only add a duplicate batch to the end of the queue."""
     client = redis_client()
-    backlog = client.hlen(f"{NAMESPACE}:analyze.msgs") + client.hlen(f"{NAMESPACE}:analyze.DQ.msgs")
+    backlog = client.hlen(queue_key("analyze", "msgs")) + client.hlen(queue_key("analyze", "DQ.msgs"))
     return settings.lease_seconds + backlog / settings.outbound_rps
 
 

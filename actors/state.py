@@ -8,11 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from actors.batching import GROUP, STREAM
-from actors.broker import broker, gate, redis_client
+from actors.broker import broker, gate, queue_key, redis_client
 from insights.outbound import GrokState
 from store import reports
-
-NAMESPACE = "dramatiq"
 
 
 @dataclass
@@ -41,9 +39,9 @@ def read_redis_state() -> RedisState:
     client = redis_client()
     queues = {}
     for queue in sorted(broker.get_declared_queues()):
-        queues[(queue, "waiting")] = client.hlen(f"{NAMESPACE}:{queue}.msgs")
-        queues[(queue, "delayed")] = client.hlen(f"{NAMESPACE}:{queue}.DQ.msgs")
-        queues[(queue, "dead")] = client.zcard(f"{NAMESPACE}:{queue}.XQ")
+        queues[(queue, "waiting")] = client.hlen(queue_key(queue, "msgs"))
+        queues[(queue, "delayed")] = client.hlen(queue_key(queue, "DQ.msgs"))
+        queues[(queue, "dead")] = client.zcard(queue_key(queue, "XQ"))
     exists = client.exists(STREAM)
     return RedisState(
         queues=queues,

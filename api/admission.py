@@ -64,7 +64,8 @@ class InboundLimiter:
 
     def __init__(self, settings: Settings) -> None:
         self.item = RateLimitItemPerSecond(settings.inbound_rps)
-        self.limiter = MovingWindowRateLimiter(storage_from_string(settings.limits_storage_url, implementation="redispy"))
+        storage = storage_from_string(settings.limits_storage_url, implementation="redispy", key_prefix=f"{settings.redis_namespace}:limits")
+        self.limiter = MovingWindowRateLimiter(storage)
         self.warned_at = -self.WARN_EVERY_SECONDS
 
     async def take(self, wanted: int = 1) -> Quota:

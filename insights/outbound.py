@@ -34,16 +34,28 @@ import redis
 
 from insights.errors import OverBudget, ProviderBusy
 
-NEXT_START_KEY = "grok:next-start-ms"
-STARTS_KEY = "grok:call-starts"  # sorted set of the calls started in the last second and margin
-TOKENS_LOG_KEY = "grok:token-log"  # sorted set: reservation id -> start (ms)
-TOKENS_AMOUNT_KEY = "grok:token-amounts"  # hash: reservation id -> tokens
-TOKENS_TOTAL_KEY = "grok:token-total"  # the sum of that hash
 TOKEN_POLL_SECONDS = 1.0  # a call waiting for tokens asks again this often (settled calls free some early)
-PAUSE_KEY = "grok:paused-until-ms"
-PAUSE_REASON_KEY = "grok:pause-reason"
-MISCONFIGURED_KEY = "grok:misconfigured"
 TOKEN_WINDOW_MS = 60_000
+
+
+@dataclass(frozen=True)
+class GateKeys:
+    """The gate's Redis keys, under a deployment's namespace (``REDIS_NAMESPACE``)."""
+
+    next_start: str  # when the next call may start (ms)
+    starts: str  # sorted set of the calls started in the last second and margin
+    tokens_log: str  # sorted set: reservation id -> start (ms)
+    tokens_amount: str  # hash: reservation id -> tokens
+    tokens_total: str  # the sum of that hash
+    pause: str  # paused until (ms)
+    pause_reason: str
+    misconfigured: str
+
+    @classmethod
+    def under(cls, namespace: str) -> "GateKeys":
+        names = ("next-start-ms", "call-starts", "token-log", "token-amounts", "token-total", "paused-until-ms",
+                 "pause-reason", "misconfigured")
+        return cls(*(f"{namespace}:grok:{name}" for name in names))
 
 # KEYS: next start, token log, token amounts, token total, pause.
 # ARGV: interval ms, token budget (0: none), tokens, window ms, max wait ms, reservation id.
@@ -146,8 +158,10 @@ class OutboundGate:
     """Shared rate limits and pauses for Grok calls, held in Redis for every process."""
 
     def __init__(self, client: redis.Redis, calls_per_second: int, tokens_per_minute: int | None = None,
-                 max_wait: float = 60.0, margin_ms: int = 30, window_ms: int = TOKEN_WINDOW_MS) -> None:
+                 max_wait: float = 60.0, margin_ms: int = 30, window_ms: int = TOKEN_WINDOW_MS,
+                 namespace: str = "insights") -> None:
         self.client = client
+        self.keys = GateKeys.under(namespace)
         self.calls_per_second = calls_per_second
         self.tokens_per_minute = tokens_per_minute or 0
         self.window_ms_rps = 1000 + margin_ms
@@ -167,7 +181,7 @@ class OutboundGate:
         reservation = Reservation(uuid.uuid4().hex, max(0, int(tokens)))
         while True:
             wait_ms, status = self._reserve(
-                keys=[NEXT_START_KEY, TOKENS_LOG_KEY, TOKENS_AMOUNT_KEY, TOKENS_TOTAL_KEY, PAUSE_KEY],
+                keys=[self.keys.next_start, self.keys.tokens_log, self.keys.tokens_amount, self.keys.tokens_total, self.keys.pause],
                 args=[self.interval_ms, self.tokens_per_minute, reservation.tokens, self.window_ms,
                       self.max_wait_ms, reservation.id],
             )
@@ -185,40 +199,40 @@ class OutboundGate:
 
     def _start(self, reservation: Reservation) -> None:
         """Log this call's start, waiting a moment more if a late wake-up would bunch it with others."""
-        while wait_ms := int(self._confirm(keys=[STARTS_KEY], args=[self.calls_per_second, self.window_ms_rps, reservation.id])):
+        while wait_ms := int(self._confirm(keys=[self.keys.starts], args=[self.calls_per_second, self.window_ms_rps, reservation.id])):
             time.sleep(wait_ms / 1000)
 
     def settle(self, reservation: Reservation, tokens: int) -> None:
         """Replace a reservation's estimate by the tokens the call really used (0 for a refused call)."""
         if self.tokens_per_minute and tokens != reservation.tokens:
-            self._settle(keys=[TOKENS_AMOUNT_KEY, TOKENS_TOTAL_KEY], args=[reservation.id, max(0, int(tokens))])
+            self._settle(keys=[self.keys.tokens_amount, self.keys.tokens_total], args=[reservation.id, max(0, int(tokens))])
 
     def pause(self, seconds: float, reason: str = "rate limited by Grok (429)") -> None:
         """Stop every process's calls for ``seconds`` from now (a longer pause already set stands)."""
-        self._pause(keys=[PAUSE_KEY], args=[max(1, int(seconds * 1000))])
-        self.client.set(PAUSE_REASON_KEY, reason, px=max(1, int(seconds * 1000)))
+        self._pause(keys=[self.keys.pause], args=[max(1, int(seconds * 1000))])
+        self.client.set(self.keys.pause_reason, reason, px=max(1, int(seconds * 1000)))
 
     def paused_for(self) -> float:
         """Seconds left of the current pause (0 when none)."""
-        until_ms = int(self.client.get(PAUSE_KEY) or 0)
+        until_ms = int(self.client.get(self.keys.pause) or 0)
         seconds, micros = self.client.time()
         return max(0.0, (until_ms - (seconds * 1000 + micros // 1000)) / 1000)
 
     def report_misconfiguration(self, reason: str, seconds: float) -> None:
-        self.client.set(MISCONFIGURED_KEY, reason, px=int(seconds * 1000))
+        self.client.set(self.keys.misconfigured, reason, px=int(seconds * 1000))
 
     def state(self) -> GrokState:
         """Whether calls may go now, and if not why and for how long (for readiness, stats and metrics)."""
-        reason, ttl_ms = self.client.get(MISCONFIGURED_KEY), self.client.pttl(MISCONFIGURED_KEY)
+        reason, ttl_ms = self.client.get(self.keys.misconfigured), self.client.pttl(self.keys.misconfigured)
         if reason:
             return GrokState("misconfigured", reason.decode(), max(0.0, ttl_ms / 1000))
         paused = self.paused_for()
         if paused > 0:
-            why = self.client.get(PAUSE_REASON_KEY)
+            why = self.client.get(self.keys.pause_reason)
             return GrokState("paused", why.decode() if why else "paused", paused)
         return GrokState("available", None, 0.0)
 
     def misconfiguration(self) -> str | None:
         """Why Grok cannot be used right now (bad key, unknown model...), or ``None``."""
-        reason = self.client.get(MISCONFIGURED_KEY)
+        reason = self.client.get(self.keys.misconfigured)
         return reason.decode() if reason else None

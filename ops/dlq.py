@@ -25,11 +25,9 @@ from datetime import datetime, timezone
 import dramatiq
 
 from actors import broker, collect, reasons
-from actors.broker import redis_client, settings
+from actors.broker import queue_key, redis_client, settings
 from store import queries
 from store.db import open_database
-
-NAMESPACE = "dramatiq"
 
 
 @dataclass
@@ -61,7 +59,7 @@ def dead_letters() -> list[DeadLetter]:
     client = redis_client()
     letters = []
     for queue in sorted(broker.get_declared_queues()):
-        key = f"{NAMESPACE}:{queue}.XQ"
+        key = queue_key(queue, "XQ")
         for message_id, score in client.zrange(key, 0, -1, withscores=True):
             raw = client.hget(f"{key}.msgs", message_id)
             if raw is not None:
@@ -71,7 +69,7 @@ def dead_letters() -> list[DeadLetter]:
 
 
 def remove(letter: DeadLetter) -> None:
-    key = f"{NAMESPACE}:{letter.queue}.XQ"
+    key = queue_key(letter.queue, "XQ")
     client = redis_client()
     client.zrem(key, letter.id)
     client.hdel(f"{key}.msgs", letter.id)

@@ -27,7 +27,7 @@ def client(stack) -> httpx.Client:
 
 def queued_messages(stack, queue: str = "collect") -> int:
     """Messages waiting in a Dramatiq queue of this stack's Redis."""
-    return stack.redis.hlen(f"dramatiq:{queue}.msgs")
+    return stack.redis.hlen(f"insights:{queue}.msgs")
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict:

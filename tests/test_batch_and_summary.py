@@ -40,7 +40,7 @@ def test_each_item_of_a_batch_gets_its_own_result(make_stack, database_env):
     assert results[3]["errors"][0]["path"] == "messages"
     assert response.json()["summary"] == {"accepted": 2, "duplicate": 2, "conflict": 1, "invalid": 2}
     assert client.get(f"/api/v1/conversations/{results[0]['conversation_id']}").json()["status"] == "queued"
-    assert stack.redis.hlen("dramatiq:collect.msgs") == 3, "one message per new conversation"
+    assert stack.redis.hlen("insights:collect.msgs") == 3, "one message per new conversation"
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,7 @@ def test_a_batch_out_of_retries_is_dead_lettered_and_failed(make_stack, grok):
     documents = stack.settled(client, ids)
     assert {d["status"] for d in documents} == {"failed"}
     assert all("503" in d["last_error"] and d["attempts"] == 2 for d in documents)
-    [(letter_id, raw)] = stack.redis.hgetall("dramatiq:analyze.XQ.msgs").items()
+    [(letter_id, raw)] = stack.redis.hgetall("insights:analyze.XQ.msgs").items()
     letter_id = letter_id.decode()
     assert sorted(json.loads(raw)["args"][0]) == sorted(ids)
 
@@ -137,11 +137,11 @@ def test_a_batch_out_of_retries_is_dead_lettered_and_failed(make_stack, grok):
     grok.inject(*[{"status": 503}] * 2)
     [lost] = post_all(client, ["three"])
     assert stack.settled(client, [lost])[0]["status"] == "failed"
-    [letter] = [key.decode() for key in stack.redis.hkeys("dramatiq:analyze.XQ.msgs")]
-    assert dlq(stack, "purge", letter, "--dry-run").returncode == 0 and stack.redis.hlen("dramatiq:analyze.XQ.msgs") == 1
+    [letter] = [key.decode() for key in stack.redis.hkeys("insights:analyze.XQ.msgs")]
+    assert dlq(stack, "purge", letter, "--dry-run").returncode == 0 and stack.redis.hlen("insights:analyze.XQ.msgs") == 1
     purged = dlq(stack, "purge", letter)
     assert purged.returncode == 0 and f"purged {letter}" in purged.stdout
-    assert stack.redis.hlen("dramatiq:analyze.XQ.msgs") == 0
+    assert stack.redis.hlen("insights:analyze.XQ.msgs") == 0
     assert dlq(stack, "purge", letter).returncode == 1
 
 
@@ -157,7 +157,7 @@ def test_dead_letters_and_failures_give_the_last_reason_in_plain_words(make_stac
         assert document["last_error"].startswith("gave up after 2 tries: Grok error 503"), document
         assert "dramatiq." not in document["last_error"] and "Error:" not in document["last_error"]
 
-    [letter_id] = [key.decode() for key in stack.redis.hkeys("dramatiq:analyze.XQ.msgs")]
+    [letter_id] = [key.decode() for key in stack.redis.hkeys("insights:analyze.XQ.msgs")]
     [line] = dlq(stack, "list").stdout.splitlines()
     assert letter_id in line and "2 conversation(s)" in line
     assert line.endswith("gave up after 2 tries: Grok error 503: {\"error\": \"emulated 503\"}"), line

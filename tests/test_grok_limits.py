@@ -146,7 +146,7 @@ def test_a_pause_longer_than_the_lease_spends_no_attempt_and_multiplies_no_messa
 def analysis_messages_by_conversation(stack) -> dict[str, int]:
     """How many analysis messages (waiting or delayed) hold each conversation."""
     held: dict[str, int] = {}
-    for key in ("dramatiq:analyze.msgs", "dramatiq:analyze.DQ.msgs"):
+    for key in ("insights:analyze.msgs", "insights:analyze.DQ.msgs"):
         for raw in stack.redis.hvals(key):
             for conversation_id in json.loads(raw)["args"][0]:
                 held[conversation_id] = held.get(conversation_id, 0) + 1

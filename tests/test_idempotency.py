@@ -26,7 +26,7 @@ def test_a_retried_post_names_the_same_conversation_and_another_body_is_a_confli
     stack.redis.flushdb()  # the key lives with the conversation, not in Redis
     again = keyed(client, POST, conversation("My invoice is wrong"), "retry-4711")
     assert again.status_code == 202 and again.json() == first.json()
-    assert stack.redis.hlen("dramatiq:collect.msgs") == 0, "the repeat enqueues nothing"
+    assert stack.redis.hlen("insights:collect.msgs") == 0, "the repeat enqueues nothing"
     assert stack.sql("SELECT COUNT(*) FROM conversations") == [(1,)]
 
     other = keyed(client, POST, conversation("Something else entirely"), "retry-4711")

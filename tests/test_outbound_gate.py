@@ -69,7 +69,7 @@ def test_a_wait_beyond_max_wait_is_handed_back_without_a_reservation():
     with pytest.raises(ProviderBusy) as busy:
         second.acquire()
     assert 25 < busy.value.retry_after <= 30
-    first.client.delete("grok:paused-until-ms")
+    first.client.delete(first.keys.pause)
     began = time.monotonic()
     second.acquire()
     assert time.monotonic() - began < 1.0, "the refused call reserved nothing"

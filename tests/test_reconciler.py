@@ -32,12 +32,12 @@ def test_a_backlog_in_the_analysis_queue_stretches_the_lease(db):
     client.flushdb()
     ids = stale(3, seconds_ago=settings.lease_seconds + 100)
     backlog = int(200 * settings.outbound_rps)  # 200 s of batches still to analyze before theirs
-    client.hset("dramatiq:analyze.msgs", mapping={f"m{n}": json.dumps({"args": [[f"other-{n}"]]}) for n in range(backlog)})
+    client.hset("insights:analyze.msgs", mapping={f"m{n}": json.dumps({"args": [[f"other-{n}"]]}) for n in range(backlog)})
 
     assert reconcile_once() == 0, "they wait behind the backlog; their messages are not lost"
-    client.delete("dramatiq:analyze.msgs")
+    client.delete("insights:analyze.msgs")
     assert reconcile_once() == 3, "no backlog: a conversation past its lease has lost its message"
-    assert sorted(json.loads(raw)["args"][0] for raw in client.hvals("dramatiq:collect.msgs")) == ids
+    assert sorted(json.loads(raw)["args"][0] for raw in client.hvals("insights:collect.msgs")) == ids
 
 
 

@@ -18,7 +18,7 @@ def test_a_redis_wipe_loses_no_accepted_conversation(make_stack):
     stack = make_stack(LEASE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
     client = stack.start_web()
     ids = [client.post("/api/v1/conversations", json=conversation(f"lost message {n}")).json()["conversation_id"] for n in range(7)]
-    assert stack.redis.hlen("dramatiq:collect.msgs") == 7
+    assert stack.redis.hlen("insights:collect.msgs") == 7
     stack.redis.flushdb()  # every message gone before any worker saw it
 
     stack.start_worker()
@@ -51,7 +51,7 @@ def test_a_web_killed_between_commit_and_send_loses_nothing(make_stack):
         client = stack.start_web()  # the client resends to another web process
         retry = client.post("/api/v1/conversations", json=body)
         assert retry.status_code == 202 and retry.json()["conversation_id"] == "killed-in-between"
-        assert stack.redis.hlen("dramatiq:collect.msgs") == 0, "a duplicate enqueues nothing"
+        assert stack.redis.hlen("insights:collect.msgs") == 0, "a duplicate enqueues nothing"
 
         stack.start_worker()
         [document] = stack.settled(client, ["killed-in-between"])
@@ -85,7 +85,7 @@ def test_entries_of_a_dead_cutter_are_claimed_back(monkeypatch):
 
     assert client.xpending(batching.STREAM, batching.GROUP)["pending"] == 0
     assert client.xlen(batching.STREAM) == 0
-    messages = [json.loads(raw) for raw in client.hvals("dramatiq:analyze.msgs")]
+    messages = [json.loads(raw) for raw in client.hvals("insights:analyze.msgs")]
     assert [m["args"] for m in messages] == [[["orphan-0", "orphan-1", "orphan-2"]]]
     assert messages[0]["options"]["pipe_target"]["actor_name"] == "store_results"
 
@@ -133,6 +133,30 @@ def test_batches_are_cut_by_estimated_tokens_as_well_as_by_count():
 
     left = batching.cut_ready_batches(client)
 
-    batches = sorted((json.loads(raw)["args"][0] for raw in client.hvals("dramatiq:analyze.msgs")), key=lambda b: b[0])
+    batches = sorted((json.loads(raw)["args"][0] for raw in client.hvals("insights:analyze.msgs")), key=lambda b: b[0])
     assert batches == [["c0", "c1", "c2"], ["c3", "c4"], ["c5"]]
     assert left == 3, "the three small ones wait for more company or the flush"
+
+
+def test_two_deployments_share_one_redis_database(make_stack, tmp_path):
+    """``REDIS_NAMESPACE`` keeps them apart: each worker takes only its own deployment's work, and every
+    key in the shared database belongs to one of the two."""
+    team_a = make_stack(REDIS_NAMESPACE="team-a", DB_PATH=str(tmp_path / "a.db"), BATCH_FLUSH_SECONDS=0.3)
+    team_b = make_stack(REDIS_NAMESPACE="team-b", DB_PATH=str(tmp_path / "b.db"), BATCH_FLUSH_SECONDS=0.3,
+                        REDIS_URL=team_a.env["REDIS_URL"])
+    client_a, client_b = team_a.start_web(), team_b.start_web()
+    ids_a = [client_a.post("/api/v1/conversations", json=conversation(f"team a {n}")).json()["conversation_id"] for n in range(4)]
+    ids_b = [client_b.post("/api/v1/conversations", json=conversation(f"team b {n}")).json()["conversation_id"] for n in range(3)]
+    assert (team_a.redis.hlen("team-a:collect.msgs"), team_a.redis.hlen("team-b:collect.msgs")) == (4, 3)
+
+    team_a.start_worker()
+    assert {d["status"] for d in team_a.settled(client_a, ids_a)} == {"completed"}
+    assert {d["status"] for d in team_b.conversations(client_b, ids_b)} == {"queued"}, "team a's worker took none of b's"
+    assert team_b.redis.hlen("team-b:collect.msgs") == 3
+    assert f"{'collect':<11} 3 0 0" in insights(team_b, "stats").stdout and f"{'collect':<11} 0 0 0" in insights(team_a, "stats").stdout
+
+    team_b.start_worker()
+    assert {d["status"] for d in team_b.settled(client_b, ids_b)} == {"completed"}
+    keys = {key.decode() for key in team_a.redis.scan_iter("*")}
+    assert keys and not {key for key in keys if not key.startswith(("team-a:", "team-b:"))}, keys
+    assert {key for key in keys if key.startswith("team-a:")} and {key for key in keys if key.startswith("team-b:")}

@@ -16,7 +16,7 @@ def test_defaults_come_from_config_toml():
     assert (settings.inbound_rps, settings.outbound_rps, settings.batch_size) == (100, 10, 20)
     assert (settings.batch_flush_seconds, settings.max_retries, settings.backoff_seconds) == (2.0, 5, 1.0)
     assert settings.db_path == "data/conversations.db" and settings.grok_base_url == "https://api.x.ai/v1"
-    assert settings.offline
+    assert settings.offline and settings.redis_namespace == "insights"
 
 
 def test_environment_overrides():
@@ -31,7 +31,9 @@ def test_redis_url_spelled_for_limits():
     assert load_settings({"REDIS_URL": "redis://h:1/2"}).limits_storage_url == "async+redis://h:1/2"
 
 
-@pytest.mark.parametrize("name, value", [("INBOUND_RPS", "abc"), ("BATCH_SIZE", "0"), ("BACKOFF_SECONDS", "-1"), ("PORT", "70000")])
+@pytest.mark.parametrize("name, value", [("INBOUND_RPS", "abc"), ("BATCH_SIZE", "0"), ("BACKOFF_SECONDS", "-1"), ("PORT", "70000"),
+                                         ("REDIS_NAMESPACE", ""), ("REDIS_NAMESPACE", "team a"), ("REDIS_NAMESPACE", "a:b"),
+                                         ("REDIS_NAMESPACE", "x" * 65)])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError) as error:
         load_settings({name: value})
