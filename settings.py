@@ -180,6 +180,10 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: Path = 
     for key in Settings.model_fields:
         if key != "taxonomy" and key.upper() in environ:
             values[key] = environ[key.upper()]
+    if isinstance(values.get("db_path"), str) and values["db_path"]:
+        # Relative to config.toml's folder, not to where a process happens to run: every process (and the
+        # CLI run from any folder) finds the same file.
+        values["db_path"] = str(config_file.resolve().parent / values["db_path"])
     try:
         return Settings.model_validate(values)
     except ValidationError as error:

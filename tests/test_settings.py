@@ -15,7 +15,8 @@ def test_defaults_come_from_config_toml():
     settings = load_settings({})
     assert (settings.inbound_rps, settings.outbound_rps, settings.batch_size) == (100, 10, 20)
     assert (settings.batch_flush_seconds, settings.max_retries, settings.backoff_seconds) == (2.0, 5, 1.0)
-    assert settings.db_path == "data/conversations.db" and settings.grok_base_url == "https://api.x.ai/v1"
+    assert settings.db_path == str(ROOT / "data" / "conversations.db"), "relative to config.toml, wherever it runs"
+    assert settings.grok_base_url == "https://api.x.ai/v1"
     assert settings.offline and settings.redis_namespace == "insights"
 
 

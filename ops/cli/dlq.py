@@ -27,6 +27,7 @@ import dramatiq
 from actors import broker, collect, reasons
 from actors.broker import queue_key, redis_client, settings
 from store import queries
+from ops.cli.common import confirm
 from store.db import open_database
 
 
@@ -89,6 +90,23 @@ def requeue(letter: DeadLetter) -> str:
     return f"message re-enqueued on {letter.queue}"
 
 
+def print_letters(letters: list[DeadLetter], as_json: bool) -> None:
+    """``dlq list``: a header row and a line per letter, or one JSON document a line."""
+    if as_json:
+        for letter in letters:
+            print(json.dumps({"queue": letter.queue, "id": letter.id, "actor": letter.message["actor_name"],
+                              "dead_at": letter.dead_at.isoformat(), "conversation_ids": letter.conversation_ids,
+                              "reason": letter.reason}))
+        return
+    if not letters:
+        print("no dead letters")
+        return
+    print("queue\tid\tactor\tdead_at\tconversations\treason")
+    for letter in letters:
+        print(f"{letter.queue}\t{letter.id}\t{letter.message['actor_name']}\t{letter.dead_at:%Y-%m-%dT%H:%M:%SZ}\t"
+              f"{len(letter.conversation_ids)}\t{letter.reason}")
+
+
 def select(letters: list[DeadLetter], ids: list[str], everything: bool) -> tuple[list[DeadLetter], list[str]]:
     if everything:
         return letters, []
@@ -99,7 +117,8 @@ def select(letters: list[DeadLetter], ids: list[str], everything: bool) -> tuple
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="insights dlq", description="Dead letters of the analysis pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="every dead letter")
+    listing = commands.add_parser("list", help="every dead letter")
+    listing.add_argument("--json", action="store_true", help="one JSON document a line")
     show = commands.add_parser("show", help="one dead letter in full")
     show.add_argument("message_id")
     for name in ("requeue", "purge"):
@@ -107,16 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("message_ids", nargs="*")
         command.add_argument("--all", action="store_true", help="every dead letter")
         command.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+        command.add_argument("--yes", action="store_true", help="do not ask before acting on --all")
     args = parser.parse_args(argv)
     open_database(settings)
     letters = dead_letters()
 
     if args.command == "list":
-        if not letters:
-            print("no dead letters")
-        for letter in letters:
-            print(f"{letter.queue}\t{letter.id}\t{letter.message['actor_name']}\t{letter.dead_at:%Y-%m-%dT%H:%M:%SZ}\t"
-                  f"{len(letter.conversation_ids)} conversation(s)\t{letter.reason}")
+        print_letters(letters, args.json)
         return 0
     if args.command == "show":
         chosen, missing = select(letters, [args.message_id], False)
@@ -130,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.message_ids and not args.all:
         parser.error(f"{args.command}: give message ids or --all")
+    if args.command == "purge" and args.all and not args.dry_run and letters:
+        confirm(f"Purge all {len(letters)} dead letters, for good?", args.yes)
     chosen, missing = select(letters, args.message_ids, args.all)
     for message_id in missing:
         print(f"no dead letter {message_id}", file=sys.stderr)
@@ -146,5 +164,3 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if missing else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

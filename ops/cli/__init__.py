@@ -1,0 +1,38 @@
+"""``insights``: the operator's command line.
+
+    insights dlq list|show|requeue|purge ...        dead letters (see ``insights dlq --help``)
+    insights import FILE.jsonl | -                  bulk load, one conversation (a POST body) per line
+    insights export --start T --end T [--format jsonl|csv] [--output FILE]
+    insights reprocess (--failed | --start T --end T) [--dry-run] [--yes]
+    insights conversations list [--status S] [--reason R] [--start T] [--end T] [--limit N] [--json]
+    insights stats [--json]                         counts by status, queue depths, dead letters
+    insights counts [--rebuild]                     check (or recompute) the daily counts behind total_count
+    insights apikey [--scopes ingest,read]          a new API key and its API_KEYS entry
+
+Configured like every other process, by ``config.toml`` and the environment; every command but ``apikey``
+says on stderr which database and Redis it uses. Reading commands never create a database. Paths are
+relative to where the command runs. An output file that cannot be opened, a missing database or a
+change not confirmed is a one-line error (exit status 2); a reader that stops early (``insights stats |
+head``) ends the command quietly (exit status 1, as Python's own recipe for a closed pipe has it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ops.cli.commands import run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console script: :func:`run`, ending quietly when the reader of standard output has gone."""
+    try:
+        status = run(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
+        return 1
+
+
+__all__ = ["main"]

@@ -1,0 +1,149 @@
+"""The ``insights`` commands: arguments, and which of them may write (see the package's docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from access import new_key
+from actors.broker import settings
+from ops.cli import dlq
+from ops.cli import load, report
+from ops.cli.common import CONFIRM_ABOVE, Refused, announce, output_file, require_database
+from settings import API_SCOPES
+from store import queries, reports
+from store.db import open_database
+from store.migrations import migrate
+from store.models import STATUSES
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601, no offset meaning UTC, as stored (naive UTC)."""
+    try:
+        return queries.parse_db_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="insights", description="Operate Conversation Insights.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dlq", help="dead letters: list, show, requeue, purge", add_help=False)
+    loading = commands.add_parser("import", help="bulk load conversations from JSON lines")
+    loading.add_argument("file", help="a JSON-lines file, or - for standard input")
+    loading.add_argument("--no-progress", action="store_true")
+    out = commands.add_parser("export", help="insights of a time window, streamed")
+    out.add_argument("--start", type=parse_time, required=True)
+    out.add_argument("--end", type=parse_time, required=True)
+    out.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    out.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    again = commands.add_parser("reprocess", help="send conversations through analysis again")
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument("--failed", action="store_true", help="every failed conversation")
+    which.add_argument("--start", type=parse_time, help="settled conversations that occurred from this time...")
+    again.add_argument("--end", type=parse_time, help="...to this time")
+    again.add_argument("--dry-run", action="store_true")
+    again.add_argument("--yes", action="store_true", help=f"do not ask, even for over {CONFIRM_ABOVE} conversations")
+    listing = commands.add_parser("conversations", help="the operations view").add_subparsers(dest="action", required=True)
+    listed = listing.add_parser("list", help="conversations by status and failure reason, oldest first")
+    listed.add_argument("--status", choices=STATUSES)
+    listed.add_argument("--reason", help="a part of the failure reason, any case")
+    listed.add_argument("--start", type=parse_time, default=datetime.min, help="occurred at or after")
+    listed.add_argument("--end", type=parse_time, default=datetime.max, help="occurred before")
+    listed.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listed.add_argument("--json", action="store_true", help="one JSON document a line")
+    stats = commands.add_parser("stats", help="counts by status, queue depths, dead letters")
+    stats.add_argument("--json", action="store_true")
+    rollup = commands.add_parser("counts", help="check the daily insight counts against the insights")
+    rollup.add_argument("--rebuild", action="store_true", help="recompute them from the insights instead")
+    key = commands.add_parser("apikey", help="make an API key and print its API_KEYS entry")
+    key.add_argument("--scopes", default="ingest,read", help="comma-separated: ingest, read (default both)")
+    return parser
+
+
+def writes(args: argparse.Namespace) -> bool:
+    """Whether the command may create the database (the others read one that exists)."""
+    return args.command == "import" or (args.command == "reprocess" and not args.dry_run) or (args.command == "counts" and args.rebuild)
+
+
+def run(argv: list[str]) -> int:
+    """Do the command ``argv`` names; its exit status."""
+    try:
+        return dispatch(argv)
+    except Refused as refusal:
+        print(f"insights: {refusal}", file=sys.stderr)
+        return 2
+
+
+def dispatch(argv: list[str]) -> int:
+    if argv[:1] == ["dlq"]:
+        announce(settings)
+        require_database(settings)
+        return dlq.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "apikey":
+        return make_key(parser, args.scopes)
+    check_arguments(parser, args)
+    announce(settings)
+    if not writes(args):
+        require_database(settings)
+    migrate(open_database(settings))
+    if args.command == "import":
+        return import_command(args)
+    if args.command == "export":
+        return export_command(args)
+    if args.command == "reprocess":
+        load.reprocess(queries.reprocess_candidates(args.failed, args.start, args.end), args.dry_run, args.yes)
+        return 0
+    if args.command == "conversations":
+        query = reports.ConversationQuery(args.start, args.end, args.limit, args.status, args.reason)
+        return report.list_conversations(query, args.json)
+    if args.command == "counts":
+        return report.check_counts(args.rebuild)
+    report.print_stats(args.json)
+    return 0
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot check alone (exit status 2, before touching any data)."""
+    if args.command == "import" and args.file != "-" and not Path(args.file).is_file():
+        parser.error(f"no such file: {args.file} (paths are relative to {Path.cwd()})")
+    if args.command == "export" and args.end <= args.start:
+        parser.error("--end must be later than --start")
+    if args.command == "reprocess" and not args.failed and (args.end is None or args.end <= args.start):
+        parser.error("reprocess --start needs a later --end")
+    if args.command == "conversations" and (args.end <= args.start or args.limit < 1):
+        parser.error("conversations list needs --end later than --start and a --limit of at least 1")
+
+
+def make_key(parser: argparse.ArgumentParser, scopes_text: str) -> int:
+    scopes = [scope.strip() for scope in scopes_text.split(",") if scope.strip()]
+    if not scopes or not set(scopes) <= API_SCOPES:
+        parser.error(f"--scopes: choose among {', '.join(sorted(API_SCOPES))}")
+    key, entry = new_key(scopes)
+    print(f"key (give it to the client; it is not stored anywhere): {key}")
+    print(f"entry (add it to API_KEYS, entries separated by ';'): {entry}")
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    tally = load.import_source(args.file, progress=not args.no_progress)
+    print(f"{args.file}: {tally['created']} accepted, {tally['duplicate']} already there, "
+          f"{tally['conflict']} conflicting, {tally['invalid']} invalid, {tally['blank']} blank line(s)")
+    return 1 if tally["invalid"] or tally["conflict"] else 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """``insights export``: to ``--output`` (exit status 2, in one line, when it cannot be opened) or stdout."""
+    try:
+        out = output_file(args.output)
+    except OSError as error:
+        print(f"insights export: cannot write {args.output}: {error.strerror}", file=sys.stderr)
+        return 2
+    with out as stream:
+        count = report.export(args.start, args.end, args.format, stream)
+    print(f"exported {count} insight(s)", file=sys.stderr)
+    return 0

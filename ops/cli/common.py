@@ -1,0 +1,54 @@
+"""What every ``insights`` command shares: saying which data it works on, refusing to invent a database,
+asking before a large change, and where its output goes."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from itertools import islice
+from pathlib import Path
+from typing import IO, ContextManager, Iterable, Iterator
+
+from insights.secrets import mask_url
+from settings import Settings
+from store.db import describe
+
+CONFIRM_ABOVE = 1000  # conversations a command changes without asking
+
+
+class Refused(Exception):
+    """A command that must not go on: its message is printed in one line, and the exit status is 2."""
+
+
+def announce(settings: Settings) -> None:
+    """Say on stderr which database and which Redis the command works on (never their passwords)."""
+    print(f"insights: database {describe(settings)}; Redis {mask_url(settings.redis_url)}", file=sys.stderr)
+
+
+def require_database(settings: Settings) -> None:
+    """A read-only command never creates a database: a missing SQLite file is an error naming it."""
+    if not settings.database_url and not Path(settings.db_path).exists():
+        raise Refused(f"no database at {settings.db_path} (DB_PATH); nothing to read. Set DB_PATH or DATABASE_URL, "
+                      "or import conversations first")
+
+
+def confirm(question: str, assume_yes: bool) -> None:
+    """Ask ``question`` on the terminal; without one, only ``--yes`` lets the command go on."""
+    if assume_yes:
+        return
+    if not sys.stdin.isatty():
+        raise Refused(f"{question} Not asking without a terminal: add --yes to go ahead")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise Refused("not confirmed; nothing changed")
+
+
+def output_file(path: Path | None) -> ContextManager[IO[str]]:
+    """``path`` opened for writing, or standard output (left open when done)."""
+    return open(path, "w", newline="") if path else contextlib.nullcontext(sys.stdout)
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
