@@ -45,7 +45,7 @@ class InsightOut(BaseModel):
     analyzed_at: str | None
 
 
-class ConversationStatus(BaseModel):
+class ConversationListed(BaseModel):
     conversation_id: str
     status: Status
     attempts: int
@@ -54,18 +54,11 @@ class ConversationStatus(BaseModel):
                                                 "message's timestamp, else received_at)")
     received_at: str | None = Field(description="when the service accepted it")
     updated_at: str | None
+
+
+class ConversationStatus(ConversationListed):
     insight: InsightOut | None
     payload: dict[str, Any] | None = Field(default=None, description="messages and metadata, with include=payload")
-
-
-class ConversationListed(BaseModel):
-    conversation_id: str
-    status: Status
-    attempts: int
-    last_error: str | None
-    occurred_at: str | None
-    received_at: str | None
-    updated_at: str | None
 
 
 class ConversationPage(BaseModel):

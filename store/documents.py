@@ -45,13 +45,7 @@ def listed_document(conversation: Conversation) -> ConversationListed:
 
 def status_document(conversation: Conversation, insight: Insight | None, settings: Settings, with_payload: bool = False) -> ConversationStatus:
     return ConversationStatus(
-        conversation_id=conversation.id,
-        status=conversation.status,
-        attempts=conversation.attempts,
-        last_error=conversation.last_error,
-        occurred_at=isoformat(conversation.occurred_at),
-        received_at=isoformat(conversation.received_at),
-        updated_at=isoformat(conversation.updated_at),
+        **dict(listed_document(conversation)),
         insight=insight_document(insight, settings) if insight else None,
         payload=json.loads(conversation.payload) if with_payload else None,
     )
