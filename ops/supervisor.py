@@ -43,10 +43,10 @@ def stop_all(children: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-        _kill_group(child.pid)
+        kill_group(child.pid)
 
 
-def _kill_group(leader: int) -> None:
+def kill_group(leader: int) -> None:
     """SIGKILL what remains of the process group led by ``leader`` (children start their own session)."""
     try:
         os.killpg(leader, signal.SIGKILL)
