@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 from datetime import datetime
 
+import redis
 from peewee import SqliteDatabase
 
-from conftest import conversation
+from conftest import IN_PROCESS_REDIS_DB, conversation, redis_url
+from settings import load_settings
 
 LIMIT = 5
 
@@ -42,3 +45,21 @@ def test_two_web_processes_together_accept_at_most_inbound_rps(make_stack):
         # 0.95 s: received_at is stamped a moment after the limiter counted the request, in another process.
         in_window = [t for t in times[i:] if (t - first).total_seconds() < 0.95]
         assert len(in_window) <= LIMIT, times
+
+
+def test_deployments_of_different_namespaces_on_one_redis_database_have_limits_of_their_own():
+    """One deployment using its whole ``INBOUND_RPS`` leaves the other's untouched, and keeps its key under
+    its namespace (the ``limits`` library's own prefix would be ``LIMITS:``)."""
+    from api.admission import InboundLimiter
+
+    url = redis_url(IN_PROCESS_REDIS_DB)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    ours, theirs = (InboundLimiter(load_settings({"REDIS_URL": url, "REDIS_NAMESPACE": namespace, "INBOUND_RPS": "1"}))
+                    for namespace in ("ns-a", "ns-b"))
+
+    async def one_each() -> list[tuple[int, int | None]]:
+        return [((quota := await limiter.take()).granted, quota.remaining) for limiter in (ours, theirs)]
+
+    assert asyncio.run(one_each()) == [(1, 0), (1, 0)], "each granted its one slot"
+    assert {key.split(b":", 1)[0] for key in client.scan_iter()} <= {b"ns-a", b"ns-b"}

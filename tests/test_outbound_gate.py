@@ -82,3 +82,19 @@ def test_settling_with_the_real_usage_frees_the_rest_of_the_estimate():
         gate.acquire(200)
     gate.settle(reservation, 300)
     gate.acquire(600)
+
+
+def test_gates_of_different_namespaces_on_one_redis_database_share_nothing():
+    """Two deployments sharing a Redis database: a pause, a misconfiguration or a spent budget of the one
+    does not hold up the other."""
+    redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB)).flushdb()
+    ours, theirs = (OutboundGate(redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB)), calls_per_second=10,
+                                 tokens_per_minute=1000, namespace=name, max_wait=1.0) for name in ("ns-a", "ns-b"))
+    theirs.acquire(1000)  # its whole token budget for the minute
+    theirs.pause(30)
+    theirs.report_misconfiguration("401 from Grok", 30)
+    assert ours.state().state == "available" and ours.paused_for() == 0
+    ours.acquire(1000)  # shared keys would make this ProviderBusy: paused, and no tokens left
+    assert theirs.state().state == "misconfigured"
+    keys = {k.decode() for k in ours.client.scan_iter()}
+    assert keys and all(k.startswith(("ns-a:grok:", "ns-b:grok:")) for k in keys), keys

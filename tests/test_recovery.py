@@ -160,3 +160,17 @@ def test_two_deployments_share_one_redis_database(make_stack, tmp_path):
     keys = {key.decode() for key in team_a.redis.scan_iter("*")}
     assert keys and not {key for key in keys if not key.startswith(("team-a:", "team-b:"))}, keys
     assert {key for key in keys if key.startswith("team-a:")} and {key for key in keys if key.startswith("team-b:")}
+
+
+def test_messages_queued_under_the_old_namespace_are_sent_again_from_the_database(make_stack):
+    """An upgrade from Dramatiq's default namespace (``dramatiq``) to ``insights``: what waited under the old
+    names is never read again, and the reconciler re-sends those conversations once their lease is over."""
+    stack = make_stack(REDIS_NAMESPACE="dramatiq", LEASE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.3)
+    client = stack.start_web()  # the old release queued the messages; no worker took them before the upgrade
+    ids = [client.post("/api/v1/conversations", json=conversation(f"before the upgrade {n}")).json()["conversation_id"] for n in range(5)]
+    assert stack.redis.hlen("dramatiq:collect.msgs") == 5
+
+    del stack.env["REDIS_NAMESPACE"]  # the new release's workers, with the default namespace
+    stack.start_worker()
+    assert {d["status"] for d in stack.settled(client, ids)} == {"completed"}
+    assert stack.redis.hlen("dramatiq:collect.msgs") == 5, "nobody read the old queue: the database had them sent again"
