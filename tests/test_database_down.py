@@ -14,7 +14,8 @@ import pytest
 
 from conftest import _empty_postgres, conversation, wait_until
 from tcp_proxy import TcpProxy
-from test_grok_flow import IN_FLIGHT, post_all, wait_for_a_call_in_flight
+from test_grok_crashes import IN_FLIGHT, wait_for_a_call_in_flight
+from test_grok_flow import post_all
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -259,55 +259,6 @@ def test_two_worker_processes_share_the_outbound_limit_and_the_429_pause(make_st
     assert not [t for t in arrivals if pause_start < t < pause_end], "every process waited out the Retry-After"
 
 
-IN_FLIGHT = {"BATCH_SIZE": 4, "LEASE_SECONDS": 4, "RECONCILE_INTERVAL_SECONDS": 0.5, **FAST_RETRIES}
-"""A call must end within the lease (the emulator answers in 2 s), or the reconciler takes it for lost."""
-
-
-def wait_for_a_call_in_flight(stack, grok) -> None:
-    """Until the database says ``processing`` for a batch whose call has not been answered."""
-    def processing() -> int:
-        return stack.sql("SELECT COUNT(*) FROM conversations WHERE status = 'processing'")[0][0]
-
-    wait_until(processing, timeout=30, interval=0.05, message="a batch claimed and its call in flight")
-    assert not grok.log(), "no call answered yet: the batch is at risk"
-
-
-def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(make_stack, grok, database_env):
-    """Killed while the database says ``processing`` and no call has been answered yet: only the reconciler
-    can bring those conversations back (Dramatiq would redeliver the dead worker's messages only after a
-    minute), within a lease and some slack."""
-    grok.configure(latency=2)
-    stack = make_stack(**IN_FLIGHT, **grok.env, **database_env)
-    client = stack.start_web()
-    ids = post_all(client, [f"Order {n} is late, please help" for n in range(8)])
-    worker = stack.start_worker()
-    wait_for_a_call_in_flight(stack, grok)
-    stack.kill(worker)
-
-    stack.start_worker()
-    documents = stack.settled(client, ids, timeout=30)
-    assert {d["status"] for d in documents} == {"completed"}
-    assert stack.sql("SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM insights")[0] == (8, 8)
-
-
-def test_a_redis_wipe_mid_batch_loses_and_duplicates_nothing(make_stack, grok, database_env):
-    """Redis loses everything while calls are in flight and more work waits in the stream: the batching
-    stream, its consumer group, the queues and the outbound gate's state. The calls in flight still store
-    their results, the reconciler re-sends the rest, and new conversations flow through a recreated stream."""
-    grok.configure(latency=2)
-    stack = make_stack(**IN_FLIGHT, **grok.env, **database_env)
-    client = stack.start_web()
-    ids = post_all(client, [f"Order {n} is late, please help" for n in range(12)])
-    stack.start_worker(threads=2)  # two batches in flight, the third waits in Redis
-    wait_for_a_call_in_flight(stack, grok)
-    stack.redis.flushdb()
-
-    ids += post_all(client, [f"Posted after the wipe {n}" for n in range(3)])
-    documents = stack.settled(client, ids, timeout=30)
-    assert {d["status"] for d in documents} == {"completed"}, stack.log_text()
-    assert stack.sql("SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM insights")[0] == (15, 15)
-
-
 def test_json_logs_carry_conversation_and_batch_ids_and_never_the_key(make_stack, grok):
     stack = make_stack(LOG_FORMAT="json", **FAST_RETRIES, **grok.env)
     client = stack.start_web()
@@ -325,31 +276,3 @@ def test_json_logs_carry_conversation_and_batch_ids_and_never_the_key(make_stack
     assert stored and stored[0]["conversation_ids"] == ids and stored[0]["completed"] == ids
     assert stored[0]["batch_id"] == retried[0]["batch_id"], "both steps of a batch log the same id"
     assert GROK_KEY not in stack.log_text()
-
-
-STORE_FAULT = [
-    "CREATE TABLE store_fault (reason TEXT)",
-    "INSERT INTO store_fault VALUES ('injected: the database refuses to complete conversations')",
-    "CREATE TRIGGER store_fault_trigger BEFORE UPDATE OF status ON conversations "
-    "WHEN NEW.status = 'completed' AND EXISTS (SELECT 1 FROM store_fault) "
-    "BEGIN SELECT RAISE(ABORT, 'injected store failure'); END",
-]
-
-
-def test_a_failing_store_is_retried_without_a_second_grok_call(make_stack, grok):
-    """The database refuses to settle the batch (a trigger fails the transaction that completes it): the
-    result goes to the store step, which Dramatiq retries until the database accepts it; Grok is called
-    once."""
-    stack = make_stack(MAX_RETRIES=5, **FAST_RETRIES, **grok.env)
-    client = stack.start_web()
-    for statement in STORE_FAULT:
-        stack.sql(statement)
-    stack.start_worker()
-    [conversation_id] = post_all(client, ["My refund never arrived."])
-    wait_until(lambda: "the store step will retry it" in worker_log(stack) and "Retrying message" in worker_log(stack),
-               timeout=30, message="the store to fail and be retried")
-    assert stack.conversations(client, [conversation_id])[0]["status"] == "processing"
-    stack.sql("DELETE FROM store_fault")
-    [document] = stack.settled(client, [conversation_id], timeout=60)
-    assert (document["status"], document["attempts"]) == ("completed", 1)
-    assert len(grok.log()) == 1, "the analysis is not paid for twice"
