@@ -10,22 +10,19 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import redis
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from support import ROOT, free_port, wait_until  # noqa: F401 (ROOT and wait_until: for the test modules)
 
 from ops.embedded_redis import EmbeddedRedis  # noqa: E402
 from ops.supervisor import kill_group, stop_all, web_command, worker_command  # noqa: E402
@@ -135,12 +132,6 @@ def _empty_postgres(url: str) -> None:
 
     with psycopg2.connect(url) as connection, connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS idempotency_keys, insight_cluster_counts, insight_counts, insight_history, insights, conversations, schema_migrations CASCADE")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -267,71 +258,9 @@ def make_module_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stac
     factory.close()
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, message: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
-
-
 def conversation(text: str = "Hello, I need help with my invoice.", **extra) -> dict:
     """A minimal valid request body."""
     return {"messages": [{"role": "customer", "content": text}], **extra}
 
 
-GROK_KEY = "xai-test-key-0123456789abcdef"
-
-
-class GrokEmulator:
-    """The local xAI stand-in (``ops/grok_emulator.py``) in a process of its own, with its control API."""
-
-    def __init__(self, logs: Path, latency: float = 0.0, args: Sequence[str] = ()) -> None:
-        """``args``: more of the emulator's command-line options, e.g. ``["--tpm", "1000"]``."""
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.control = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/_emulator", timeout=10)
-        command = [sys.executable, "-m", "ops.grok_emulator", "--port", str(self.port), "--api-key", GROK_KEY, "--latency", str(latency), *args]
-        self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                        stdout=open(logs / "grok-emulator.log", "wb"), stderr=subprocess.STDOUT)
-        wait_until(self._answers, timeout=30, interval=0.1, message="the Grok emulator to start")
-
-    def _answers(self) -> bool:
-        try:
-            return self.control.get("/log").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Environment that points the service at this emulator."""
-        return {"GROK_API_KEY": GROK_KEY, "GROK_BASE_URL": self.base_url}
-
-    def inject(self, *faults: dict) -> None:
-        self.control.post("/faults", json=list(faults)).raise_for_status()
-
-    def configure(self, **settings: object) -> None:
-        self.control.post("/config", json=settings).raise_for_status()
-
-    def log(self) -> list[dict]:
-        return self.control.get("/log").json()
-
-    def stop(self) -> None:
-        stop_all([self.process])
-
-
-@pytest.fixture
-def grok(tmp_path: Path) -> Iterator[GrokEmulator]:
-    emulator = GrokEmulator(tmp_path)
-    yield emulator
-    emulator.stop()
-
-
-def max_calls_in_any_window(times: list[float], window: float = 1.0) -> int:
-    """The most call arrival times that fall within any span of ``window`` seconds."""
-    times = sorted(times)
-    return max((sum(1 for t in times[i:] if t - start < window) for i, start in enumerate(times)), default=0)
+from emulated_grok import GROK_KEY, GrokEmulator, grok, max_calls_in_any_window  # noqa: E402,F401 (the fixture, and for the test modules)
