@@ -119,3 +119,15 @@ def content_of(rows: list[dict[str, Any]], fault: dict[str, Any], poisoned: bool
     if fault.get("malformed"):
         content = "Sure! Here are the insights you asked for: {results: [oops"
     return content, finish_reason
+
+
+def batch_answer(analyzer: OfflineAnalyzer, body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """A Batch API request's outcome: the completion Grok would give (no faults, no limits: batch requests
+    do not count towards them), or, for a batch holding ``REFUSE``, the error message of a refusal."""
+    conversations = json.loads(body["messages"][-1]["content"])["conversations"]
+    model = body.get("model", "?")
+    if holds(conversations, REFUSE):
+        return None, content_refused(model)
+    prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
+    content, finish_reason = content_of(analyze(analyzer, conversations), {}, bool(holds(conversations, POISON)))
+    return completion(content, finish_reason, model, prompt_tokens), None

@@ -1,8 +1,9 @@
 """A local stand-in for xAI's chat-completions API: Grok's answers, latency, limits and refusals, faults on demand.
 
-``python -m ops.grok_emulator --port 8500 --api-key KEY [options]`` serves ``POST /v1/chat/completions``. It
-answers like Grok with structured output: it reads the batch (the JSON document in the user message) and
-analyzes each conversation with the offline analyzer.
+``python -m ops.grok_emulator --port 8500 --api-key KEY [options]`` serves ``POST /v1/chat/completions``
+and the Batch API (``/v1/batches``, see ``ops/grok_batches.py``). It answers like Grok with structured
+output: it reads the batch (the JSON document in the user message) and analyzes each conversation with
+the offline analyzer.
 
 Options, each also a key of ``POST /_emulator/config`` (``latency_median`` for ``--latency-median``...):
 
@@ -42,7 +43,7 @@ Control endpoints, for tests and benchmarks:
 - ``GET /_emulator/log``: every call, ``{"t": arrival (epoch s), "status", "ids", "fault", "tokens",
   "latency", "refused"}``; ``refused`` is ``null``, or why: ``"rps"``, ``"tpm"``, ``"context"``,
   ``"content"`` or ``"model"``.
-- ``POST /_emulator/reset``: forget faults, the log and what the limits counted.
+- ``POST /_emulator/reset``: forget faults, the log, what the limits counted and the batches.
 
 Standing behaviours: a conversation containing ``POISON`` makes any batch holding it come back truncated;
 one containing ``INJECT`` plays a gullible model that obeys it, rewriting every other conversation's row
@@ -69,6 +70,7 @@ from typing import Any
 from insights.offline import OfflineAnalyzer
 from ops.grok_answers import (POISON, REFUSE, analyze, bend, completion, content_of, content_refused, holds,
                               prompt_too_long, unknown_model, xai_error)
+from ops.grok_batches import BatchStore, route
 from ops.grok_limits import Limits
 from settings import load_settings
 
@@ -92,6 +94,8 @@ class EmulatorConfig:
     context: int = 131072
     models: list[str] = field(default_factory=list)
     refusal_status: int = 403
+    batch_delay: float = 0.0  # seconds a Batch API request takes (see ops/grok_batches.py)
+    batch_expiry: float = 0.0  # seconds after which a batch expires, its pending requests cancelled (0: never)
 
     def update(self, changes: dict[str, Any]) -> None:
         """Set each named setting, converted to its type; raises ``ValueError`` on an unknown name."""
@@ -125,6 +129,7 @@ class EmulatorState:
         self.limits = Limits()
         self.lock = threading.Lock()
         self.analyzer = OfflineAnalyzer(load_settings({}).taxonomy)
+        self.batches = BatchStore(self.analyzer, lambda: (self.config.batch_delay, self.config.batch_expiry))
         self.reseed()
 
     def reseed(self) -> None:
@@ -163,6 +168,7 @@ class EmulatorState:
             self.faults.clear()
             self.log.clear()
         self.limits.reset()
+        self.batches.clear()
 
 
 def refuse(entry: dict[str, Any], reason: str, status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
@@ -233,10 +239,24 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"null")
 
+    def batch_api(self, body: Any = None) -> bool:
+        """Answer a Batch API request (``ops/grok_batches.py``); ``False`` when it is not one."""
+        if not self.path.startswith("/v1/batches"):
+            return False
+        if self.headers.get("Authorization", "").removeprefix("Bearer ") != self.state.config.api_key:
+            self.send_json(401, {"error": "Incorrect API key provided."})
+        else:
+            self.send_json(*route(self.state.batches, self.command, self.path, body))
+        return True
+
     def do_GET(self) -> None:
+        if self.batch_api():
+            return
         if self.path == "/_emulator/log":
             with self.state.lock:
                 self.send_json(200, list(self.state.log))
+        elif self.path == "/_emulator/batches":
+            self.send_json(200, self.state.batches.overview())
         else:
             self.send_json(404, {"error": "not found"})
 
@@ -254,7 +274,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(200, {})
         elif self.path.endswith("/chat/completions"):
             self.chat(arrived, body)
-        else:
+        elif not self.batch_api(body):
             self.send_json(404, {"error": "not found"})
 
     def configure(self, changes: dict[str, Any]) -> None:

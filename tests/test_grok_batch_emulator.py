@@ -1,0 +1,75 @@
+"""The emulator's Batch API over plain HTTP: create, add, state, paged results, cancel, expiry, and the
+answers the chat endpoint would give, without its rate limits."""
+
+from __future__ import annotations
+
+import httpx
+
+from conftest import GROK_KEY, wait_until
+from test_grok_emulator import request_body
+
+AUTH = {"Authorization": f"Bearer {GROK_KEY}"}
+
+
+def api(grok, method: str, path: str, **kwargs) -> httpx.Response:
+    return httpx.request(method, f"{grok.base_url}/batches{path}", headers=AUTH, timeout=30, **kwargs)
+
+
+def add(grok, batch_id: str, requests: dict[str, dict]) -> httpx.Response:
+    items = [{"batch_request_id": rid, "batch_request": {"chat_get_completion": body}} for rid, body in requests.items()]
+    return api(grok, "POST", f"/{batch_id}/requests", json={"batch_requests": items})
+
+
+def state(grok, batch_id: str) -> dict:
+    return api(grok, "GET", f"/{batch_id}").json()["state"]
+
+
+def test_a_batch_answers_its_requests_later_and_pages_the_results(grok):
+    grok.configure(batch_delay=0.5, rps=1)  # batch requests do not count towards the rate limit
+    batch = api(grok, "POST", "", json={"name": "backfill-1"}).json()
+    assert batch["name"] == "backfill-1" and batch["state"]["num_requests"] == 0
+    requests = {f"r{n}": request_body(f"Parcel {n} arrived broken, awful.", "Thanks!") for n in range(150)}
+    requests["refused"] = request_body("REFUSE this one")
+    requests["poisoned"] = request_body("POISON overflows")
+    assert add(grok, batch["batch_id"], requests).status_code == 200
+    assert state(grok, batch["batch_id"])["num_pending"] == 152
+
+    wait_until(lambda: state(grok, batch["batch_id"])["num_pending"] == 0, timeout=10, message="the batch to finish")
+    assert state(grok, batch["batch_id"]) == {"num_requests": 152, "num_pending": 0, "num_success": 151, "num_error": 1, "num_cancelled": 0}
+    results, token = [], None
+    while True:
+        page = api(grok, "GET", f"/{batch['batch_id']}/results", params={"limit": 100, **({"pagination_token": token} if token else {})}).json()
+        results += page["results"]
+        if not (token := page["pagination_token"]):
+            break
+    by_id = {r["batch_request_id"]: r for r in results}
+    assert len(results) == 152 == len(by_id)
+    completion = by_id["r7"]["batch_result"]["response"]["chat_get_completion"]
+    assert completion["object"] == "chat.completion" and completion["choices"][0]["finish_reason"] == "stop"
+    assert by_id["poisoned"]["batch_result"]["response"]["chat_get_completion"]["choices"][0]["finish_reason"] == "length"
+    assert "Content violates usage guidelines" in by_id["refused"]["error_message"]
+    assert grok.log() == [], "no chat call was made"
+
+
+def test_a_repeated_request_id_is_refused_and_cancel_and_expiry_end_pending_requests(grok):
+    grok.configure(batch_delay=60)
+    batch_id = api(grok, "POST", "", json={"name": "slow"}).json()["batch_id"]
+    assert add(grok, batch_id, {"a": request_body("one"), "b": request_body("two")}).status_code == 200
+    again = add(grok, batch_id, {"b": request_body("two")})
+    assert again.status_code == 400 and "already in the batch" in again.json()["error"]
+    assert grok.control.get("/batches").json()["duplicates"] == 1, "tests can see a request sent twice"
+    cancelled = api(grok, "POST", f"/{batch_id}:cancel").json()["state"]
+    assert (cancelled["num_pending"], cancelled["num_cancelled"]) == (0, 2)
+
+    grok.configure(batch_expiry=0.3)
+    expiring = api(grok, "POST", "", json={"name": "expiring"}).json()["batch_id"]
+    add(grok, expiring, {"late": request_body("too late")})
+    wait_until(lambda: state(grok, expiring)["num_cancelled"] == 1, timeout=5, message="the batch to expire")
+    assert api(grok, "GET", f"/{expiring}/results").json() == {"results": [], "pagination_token": None}
+
+
+def test_the_batch_api_needs_the_key_and_names_unknown_batches(grok):
+    refused = httpx.post(f"{grok.base_url}/batches", json={"name": "x"}, headers={"Authorization": "Bearer wrong"})
+    assert refused.status_code == 401
+    assert api(grok, "GET", "/batch_nope").status_code == 404
+    assert api(grok, "GET", "/batch_nope/results").status_code == 404
