@@ -150,6 +150,15 @@ def migrate(db: Database) -> list[str]:
     return applied_now
 
 
+def pending(db: Database) -> list[str]:
+    """The migrations ``db`` still lacks, found without changing anything, for commands that only read:
+    they refuse a database whose schema is not current rather than migrate it."""
+    done: set[str] = set()
+    if db.table_exists("schema_migrations"):
+        done = {row[0] for row in db.execute_sql("SELECT name FROM schema_migrations").fetchall()}
+    return [name for name, _apply in MIGRATIONS if name not in done]
+
+
 def _use_wal(db: Database, patience: float = 30.0) -> None:
     """Put the SQLite file in WAL mode (it stays so). Switching needs the file to itself and SQLite says
     "locked" at once rather than wait, so processes starting together take turns here."""

@@ -38,6 +38,23 @@ def test_reading_commands_never_create_a_database(make_stack, tmp_path):
         assert not (tmp_path / "nothing-here.db").exists(), command
 
 
+def test_reading_commands_migrate_nothing(make_stack, tmp_path, database_env):
+    """An existing database without our schema (an empty file, an empty PostgreSQL database, another
+    application's) is refused by a reading command, which creates no table in it."""
+    on_sqlite = not database_env.get("DATABASE_URL")
+    if on_sqlite:
+        database_env = {**database_env, "DB_PATH": str(tmp_path / "empty.db")}
+        (tmp_path / "empty.db").touch()
+    stack = make_stack(**database_env)
+    for command in (["stats"], ["conversations", "list"], ["dlq", "list"], ["export", "--start", "2026-01-01", "--end", "2026-02-01"]):
+        refused = run(stack, *command)
+        assert refused.returncode == 2, (command, refused.stderr)
+        assert "holds no Conversation Insights tables; run 'python -m store.migrations' against it first" in refused.stderr
+    tables = ("SELECT name FROM sqlite_master WHERE type = 'table'" if on_sqlite
+              else "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    assert stack.sql(tables) == [], "no table created"
+
+
 def test_paths_are_the_callers_and_every_command_says_what_it_uses(make_stack, tmp_path):
     stack = make_stack()
     elsewhere = tmp_path / "elsewhere"

@@ -11,7 +11,7 @@ from access import new_key
 from actors.broker import settings
 from ops.cli import dlq
 from ops.cli import load, report
-from ops.cli.common import CONFIRM_ABOVE, Refused, announce, output_file, require_database
+from ops.cli.common import CONFIRM_ABOVE, Refused, announce, output_file, require_current_schema, require_database
 from settings import API_SCOPES
 from store import queries, reports
 from store.db import open_database
@@ -81,6 +81,7 @@ def dispatch(argv: list[str]) -> int:
     if argv[:1] == ["dlq"]:
         announce(settings)
         require_database(settings)
+        require_current_schema(settings, open_database(settings))
         return dlq.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -88,9 +89,11 @@ def dispatch(argv: list[str]) -> int:
         return make_key(parser, args.scopes)
     check_arguments(parser, args)
     announce(settings)
-    if not writes(args):
+    if writes(args):
+        migrate(open_database(settings))
+    else:
         require_database(settings)
-    migrate(open_database(settings))
+        require_current_schema(settings, open_database(settings), tolerate_down=args.command == "stats")
     if args.command == "import":
         return import_command(args)
     if args.command == "export":

@@ -9,9 +9,12 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, ContextManager, Iterable, Iterator
 
+from peewee import Database, PeeweeException
+
 from insights.secrets import mask_url
 from settings import Settings
 from store.db import describe
+from store.migrations import pending
 
 CONFIRM_ABOVE = 1000  # conversations a command changes without asking
 
@@ -30,6 +33,22 @@ def require_database(settings: Settings) -> None:
     if not settings.database_url and not Path(settings.db_path).exists():
         raise Refused(f"no database at {settings.db_path} (DB_PATH); nothing to read. Set DB_PATH or DATABASE_URL, "
                       "or import conversations first")
+
+
+def require_current_schema(settings: Settings, db: Database, tolerate_down: bool = False) -> None:
+    """A reading command migrates nothing: a database without the current schema (empty, another
+    application's, or an older release's) is refused. ``tolerate_down``: a database that does not answer
+    is for the command to report (``stats``)."""
+    try:
+        missing = pending(db)
+    except PeeweeException:
+        if tolerate_down:
+            return
+        raise
+    if missing:
+        what = (f"has an older schema (missing {', '.join(missing)})" if db.table_exists("conversations")
+                else "holds no Conversation Insights tables")
+        raise Refused(f"the database ({describe(settings)}) {what}; run 'python -m store.migrations' against it first")
 
 
 def confirm(question: str, assume_yes: bool) -> None:
