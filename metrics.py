@@ -83,6 +83,15 @@ class StateCollector:
             yield statuses
             yield GaugeMetricFamily("insights_oldest_waiting_seconds", "Age of the oldest queued or processing conversation",
                                     value=state.oldest_waiting_seconds)
+            bulk = GaugeMetricFamily("insights_bulk_conversations", "The bulk lane's conversations: queued for a "
+                                     "provider batch, processing in one", labels=["status"])
+            for status, count in state.stats.bulk.items():
+                bulk.add_metric([status], count)
+            yield bulk
+            batches = GaugeMetricFamily("insights_provider_batches", "The bulk lane's provider batches by state", labels=["state"])
+            for name, count in state.stats.provider_batches.items():
+                batches.add_metric([name], count)
+            yield batches
 
 
 class _Everything:

@@ -64,6 +64,10 @@ IDEMPOTENCY_KEY = {
 }
 
 
+LANE = query("lane", {"type": "string", "enum": ["realtime", "bulk"], "default": "realtime"},
+             "realtime: analyzed within seconds; bulk: through xAI's Batch API, at half price, within hours")
+
+
 def window_parameters() -> list[dict[str, Any]]:
     moment = {"type": "string", "format": "date-time"}
     return [
@@ -95,7 +99,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "paths": {
             "/api/v1/conversations": {"post": {
                 "summary": "Accept one conversation for analysis",
-                "parameters": [IDEMPOTENCY_KEY],
+                "parameters": [IDEMPOTENCY_KEY, LANE],
                 "requestBody": json_body(conversation),
                 "responses": {"202": answer(api.Accepted, "Committed as queued"),
                               **errors("400", "408", "409", "413", "415", "422", "429", "503")},
@@ -114,7 +118,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             }},
             "/api/v1/conversations/batch": {"post": {
                 "summary": f"Accept up to {settings.max_batch_items} conversations, each on its own",
-                "parameters": [IDEMPOTENCY_KEY],
+                "parameters": [IDEMPOTENCY_KEY, LANE],
                 "requestBody": json_body(envelope),
                 "responses": {"200": answer(api.BatchResults, "A result per item, in order"),
                               **errors("400", "408", "409", "413", "415", "422", "429", "503")},

@@ -29,6 +29,19 @@ class ConfigError(Exception):
     """A configuration value is missing or malformed; the message is one line for the operator."""
 
 
+class ModelPrice(BaseModel):
+    """US dollars per million tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: Annotated[float, Field(ge=0)]
+    cached_input: Annotated[float, Field(ge=0)]
+    output: Annotated[float, Field(ge=0)]
+
+
+TABLES = ("taxonomy", "model_prices")  # config.toml tables kept whole (not overridable by the environment)
+
+
 class Settings(BaseModel):
     """Every setting of the service, validated."""
 
@@ -66,6 +79,11 @@ class Settings(BaseModel):
     backoff_seconds: PositiveFloat
     lease_seconds: PositiveFloat
     reconcile_interval_seconds: PositiveFloat
+    bulk_batch_conversations: PositiveInt
+    bulk_flush_seconds: PositiveFloat
+    bulk_tick_seconds: PositiveFloat
+    bulk_poll_seconds: PositiveFloat
+    bulk_poll_max_seconds: PositiveFloat
     max_body_bytes: PositiveInt
     max_batch_items: PositiveInt
     max_batch_body_bytes: PositiveInt
@@ -78,7 +96,9 @@ class Settings(BaseModel):
     summary_top: PositiveInt
     negative_threshold: Annotated[float, Field(ge=-1, le=1)]
     positive_threshold: Annotated[float, Field(ge=-1, le=1)]
+    batch_discount: Annotated[float, Field(ge=0, lt=1)]
     taxonomy: dict[str, list[str]]
+    model_prices: dict[str, ModelPrice]
 
     @field_validator("redis_url")
     @classmethod
@@ -162,11 +182,11 @@ def parse_api_keys(value: str) -> dict[str, frozenset[str]]:
 
 
 def _flatten(table: Mapping[str, Any]) -> dict[str, Any]:
-    """Lift the keys of ``[section]`` tables to one level; ``[taxonomy]`` stays a table."""
+    """Lift the keys of ``[section]`` tables to one level; the ``TABLES`` stay tables."""
     flat: dict[str, Any] = {}
     for section, values in table.items():
-        if section == "taxonomy":
-            flat["taxonomy"] = dict(values)
+        if section in TABLES:
+            flat[section] = dict(values)
         else:
             flat.update(values)
     return flat
@@ -178,7 +198,7 @@ def load_settings(environ: Mapping[str, str] | None = None, config_file: Path = 
     with open(config_file, "rb") as handle:
         values = _flatten(tomllib.load(handle))
     for key in Settings.model_fields:
-        if key != "taxonomy" and key.upper() in environ:
+        if key not in TABLES and key.upper() in environ:
             values[key] = environ[key.upper()]
     if isinstance(values.get("db_path"), str) and values["db_path"]:
         # Relative to config.toml's folder, not to where a process happens to run: every process (and the

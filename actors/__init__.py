@@ -1,7 +1,8 @@
 """Dramatiq actors; ``dramatiq actors`` runs them (the Procfile's ``worker``).
 
 Importing this package sets up the Redis broker, declares every actor and adds the worker's start-up
-hook: open and migrate the database, check the analyzer, start the reconciler.
+hook: open and migrate the database, check the analyzer, start the reconciler and, with a Grok key, the
+bulk lane.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dramatiq.middleware.prometheus import Prometheus
 from actors.broker import broker, settings
 from actors.batching import collect, collect_many, flush_batches
 from actors.analysis import analyze_batch, analyzer, batch_exhausted, store_results
+from actors.bulk import BulkLane
 from actors.reconciler import Reconciler
 from logs import configure_logging
 from store.db import describe, open_database, release
@@ -24,22 +26,23 @@ logger = logging.getLogger(__name__)
 
 
 class WorkerLifecycle(Middleware):
-    """Prepares each worker process before it consumes, and stops its reconciler on shutdown."""
+    """Prepares each worker process before it consumes, and stops its background threads on shutdown."""
 
     def __init__(self) -> None:
-        self.reconciler: Reconciler | None = None
+        self.threads: list[Reconciler | BulkLane] = []
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         configure_logging(settings)
         migrate(open_database(settings))
         active = analyzer()
         logger.info("worker ready: %s, analyzer %s, batches of %d", describe(settings), active.model, settings.batch_size)
-        self.reconciler = Reconciler()
-        self.reconciler.start()
+        self.threads = [Reconciler()] if settings.offline else [Reconciler(), BulkLane()]
+        for thread in self.threads:
+            thread.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        if self.reconciler is not None:
-            self.reconciler.stop()
+        for thread in self.threads:
+            thread.stop()
 
     def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *, result=None, exception=None) -> None:
         release()  # a thread waiting for its next message holds no database connection

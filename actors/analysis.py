@@ -38,7 +38,7 @@ import metrics
 
 from actors import reasons
 from actors.batching import collect
-from actors.broker import gate, settings
+from actors.broker import STREAMED_LANES, gate, settings
 from insights.analyzer import Analyzer, ConversationToAnalyze, build_analyzer
 from insights.errors import SPLITTABLE, GrokError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
 from insights.schemas import AnalysisResult
@@ -83,7 +83,7 @@ def analyze_batch(conversation_ids: list[str]) -> dict | None:
     if hold := grok_hold():
         set_aside(conversation_ids, *hold)
         return None
-    claim = queries.claim_for_processing(conversation_ids, settings.max_retries)
+    claim = queries.claim_for_processing(conversation_ids, settings.max_retries, STREAMED_LANES)
     if not claim.conversations:
         return None
     conversations = [ConversationToAnalyze(c.id, json.loads(c.payload)["messages"]) for c in claim.conversations]

@@ -17,7 +17,7 @@ import socket
 import dramatiq
 import redis
 
-from actors.broker import redis_client, settings
+from actors.broker import STREAMED_LANES, redis_client, settings
 from store import queries
 
 STREAM = f"{settings.redis_namespace}:pending"
@@ -44,9 +44,11 @@ def collect_many(conversation_ids: list[str]) -> None:
 
 
 def add_to_stream(conversation_ids: list[str]) -> None:
-    sizes = queries.payload_chars(conversation_ids)
-    if missing := [i for i in conversation_ids if i not in sizes]:
+    found = queries.payload_chars(conversation_ids)
+    if missing := [i for i in conversation_ids if i not in found]:
         logger.warning("collect: %d conversation(s) not in the database, dropped: %s", len(missing), missing[:5])
+    # The bulk lane's are left to it: it finds them in the database (actors.bulk).
+    sizes = {i: chars for i, (chars, lane) in found.items() if lane in STREAMED_LANES}
     client = redis_client()
     pipe = client.pipeline(transaction=False)
     for conversation_id in conversation_ids:

@@ -10,6 +10,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from insights.outbound import OutboundGate
 from settings import settings_or_exit
+from store.models import LANES, REALTIME
 
 REDIS_CONNECTIONS = 50  # per pool and process; a thread needing one waits for a free one (hundreds of threads)
 REDIS_WAIT_SECONDS = 30
@@ -25,6 +26,9 @@ def redis_pool() -> redis.BlockingConnectionPool:
 
 
 settings = settings_or_exit()
+STREAMED_LANES = LANES if settings.offline else (REALTIME,)
+"""The lanes whose conversations travel through the batching stream and ``analyze_batch``. The bulk lane
+goes through xAI's Batch API (``actors.bulk``); without a Grok key there is none, so it takes the stream."""
 broker = RedisBroker(connection_pool=redis_pool(), namespace=settings.redis_namespace)
 dramatiq.set_broker(broker)
 

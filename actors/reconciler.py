@@ -13,7 +13,7 @@ import threading
 from datetime import timedelta
 
 from actors.batching import collect
-from actors.broker import queue_key, redis_client, settings
+from actors.broker import STREAMED_LANES, queue_key, redis_client, settings
 from store import idempotency, queries
 from store.db import call_and_release
 
@@ -33,7 +33,7 @@ def reconcile_once() -> int:
     """Re-send every stale open conversation; return how many."""
     total = 0
     cutoff = queries.utcnow() - timedelta(seconds=effective_lease())
-    while stale := queries.reclaim_stale(cutoff):
+    while stale := queries.reclaim_stale(cutoff, STREAMED_LANES):  # the bulk lane keeps its own (actors.bulk)
         for conversation_id in stale:
             collect.send(conversation_id)
         total += len(stale)

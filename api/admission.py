@@ -120,12 +120,12 @@ class Admission:
             headers={"Retry-After": str(quota.retry_after), **quota.headers()}, retry_after_seconds=quota.retry_after,
         )
 
-    async def prepare(self, conversations: list[ConversationBase]) -> list[tuple[queries.NewConversation, queries.InsertOutcome | None]]:
+    async def prepare(self, conversations: list[ConversationBase], lane: str) -> list[tuple[queries.NewConversation, queries.InsertOutcome | None]]:
         """Each validated conversation as a row to insert, with its outcome when its id was accepted before
         (``DUPLICATE`` or ``CONFLICT``): those are answered at once and take no inbound slot, so a client
         that resends what was partly accepted makes progress."""
         now = queries.utcnow()
-        news = [queries.NewConversation.of(c.conversation_id or f"conv_{ULID()}", c.canonical_payload(), now, c.occurred(now))
+        news = [queries.NewConversation.of(c.conversation_id or f"conv_{ULID()}", c.canonical_payload(), now, c.occurred(now), lane)
                 for c in conversations]
         named = [new.id for new, c in zip(news, conversations) if c.conversation_id]
         hashes = await asyncio.to_thread(call_and_release, queries.accepted_hashes, named) if named else {}

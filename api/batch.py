@@ -16,6 +16,7 @@ from api.admission import Admission
 from api.body import parse_json, read_body, require_json
 from api.errors import field_errors
 from api.idempotency import first_use
+from api.params import parse_lane
 from insights import api_models as api
 from insights.schemas import ConversationBase, batch_envelope, request_models
 from settings import Settings
@@ -49,12 +50,13 @@ class BatchResource:
 
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json(req)
+        lane = parse_lane(req)
         body = await read_body(req, self.settings.max_batch_body_bytes, self.settings.body_timeout_seconds)
         results, valid, request_hash = await asyncio.to_thread(self.validate, body)
         if keyed := await first_use(req, "batch", request_hash):
             valid = [(index, c if c.conversation_id else c.model_copy(update={"conversation_id": derived_id(*keyed, index)}))
                      for index, c in valid]
-        prepared = await self.admission.prepare([conversation for _index, conversation in valid])
+        prepared = await self.admission.prepare([conversation for _index, conversation in valid], lane)
         fresh = []
         for (index, _c), (new, known) in zip(valid, prepared):
             if known is None:

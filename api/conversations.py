@@ -11,7 +11,7 @@ from api.admission import Admission
 from api.body import parse_json, read_body, require_json
 from api.errors import ApiError, bad_parameter
 from api.idempotency import first_use
-from api.params import check_parameters, decode_cursor, encode_cursor, parse_number, parse_window
+from api.params import check_parameters, decode_cursor, encode_cursor, parse_lane, parse_number, parse_window
 from insights import api_models as api
 from insights.schemas import CONVERSATION_ID_PATTERN, ConversationBase, request_models
 from settings import Settings
@@ -37,10 +37,11 @@ class ConversationsResource:
 
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json(req)
+        lane = parse_lane(req)
         conversation = self.parse(await read_body(req, self.settings.max_body_bytes, self.settings.body_timeout_seconds))
         if conversation.conversation_id is None:
             conversation = await self.name_by_idempotency_key(req, conversation)
-        [(new, outcome)] = await self.admission.prepare([conversation])
+        [(new, outcome)] = await self.admission.prepare([conversation], lane)
         quota = await self.admission.limiter.take(1 if outcome is None else 0)  # only a new one takes a slot
         resp.set_headers(quota.headers())
         if outcome is None:

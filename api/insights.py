@@ -13,7 +13,7 @@ from settings import Settings
 from store import reports
 from store.counts import SENTIMENTS, Filters
 from store.db import call_and_release
-from store.documents import insight_document, isoformat
+from store.documents import insight_document, isoformat, usage_document
 
 INSIGHT_PARAMETERS = {"start_time", "end_time", "limit", "min_confidence", "sentiment", "cursor"}
 
@@ -73,4 +73,5 @@ class SummaryResource:
             conversations_by_status=summary.by_status,
             top_failure_reasons=[api.FailureCount(reason=reason, count=n) for reason, n in summary.top_failures],
             oldest_waiting_seconds=round(reports.seconds_since(summary.oldest_waiting), 3),
+            usage={lane: usage_document(used) for lane, used in summary.usage.items()},
         ))

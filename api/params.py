@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 from api.errors import bad_parameter
 from insights.schemas import ConversationId
 from store import queries
+from store.models import LANES, REALTIME
 
 CURSOR = TypeAdapter(tuple[str, ConversationId])
 
@@ -49,6 +50,15 @@ def check_parameters(req: falcon.Request, allowed: set[str]) -> None:
     for name, value in req.params.items():
         if isinstance(value, list):
             raise bad_parameter(name, "given more than once")
+
+
+def parse_lane(req: falcon.Request) -> str:
+    """The ``lane`` of a POST (``realtime`` unless asked), its only parameter."""
+    check_parameters(req, {"lane"})
+    lane = req.get_param("lane", default=REALTIME)
+    if lane not in LANES:
+        raise bad_parameter("lane", f"one of {', '.join(LANES)}, got {lane!r}")
+    return lane
 
 
 def parse_window(req: falcon.Request, allowed: set[str], required: bool = True) -> tuple[datetime, datetime]:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 Sentiment = Literal["positive", "neutral", "negative"]
 Status = Literal["queued", "processing", "completed", "failed"]
+Lane = Literal["realtime", "bulk"]
 
 
 class Accepted(BaseModel):
@@ -40,6 +41,7 @@ class InsightOut(BaseModel):
     confidence: float = Field(ge=0, le=1)
     reasoning: str
     model: str
+    lane: Lane = Field(description="the lane that analyzed it")
     occurred_at: str | None = Field(description="when the conversation happened: windows are on this time")
     received_at: str | None = Field(description="when the service accepted it")
     analyzed_at: str | None
@@ -50,6 +52,9 @@ class ConversationListed(BaseModel):
     status: Status
     attempts: int
     last_error: str | None
+    lane: Lane = Field(description="realtime (analyzed within seconds) or bulk (through xAI's Batch API)")
+    provider_batch: str | None = Field(default=None, description="the bulk lane's provider batch it went to last "
+                                                                 "(`insights bulk show`)")
     occurred_at: str | None = Field(description="when the conversation happened (its occurred_at, else its first "
                                                 "message's timestamp, else received_at)")
     received_at: str | None = Field(description="when the service accepted it")
@@ -111,6 +116,16 @@ class FailureCount(BaseModel):
     count: int
 
 
+class LaneUsage(BaseModel):
+    insights: int
+    prompt_tokens: float = Field(description="each insight's share of its call's tokens, added up (cached ones included)")
+    cached_tokens: float
+    completion_tokens: float
+    cost_usd: float = Field(description="of the insights whose cost is known, at the configured prices "
+                                        "(model_prices in config.toml; the bulk lane at the Batch API's discount)")
+    insights_without_cost: int = Field(description="insights whose model has no price, or stored before costs were kept")
+
+
 class Summary(BaseModel):
     time_window: TimeWindow
     sentiment: SentimentSummary
@@ -120,6 +135,7 @@ class Summary(BaseModel):
     oldest_waiting_seconds: float = Field(
         description="how long the longest current wait among the window's open conversations has lasted, "
                     "from its last enqueue (acceptance, reprocessing, requeue); 0 when none waits")
+    usage: dict[Lane, LaneUsage] = Field(description="tokens and cost of the window's insights, by lane")
 
 
 class Health(BaseModel):

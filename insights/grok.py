@@ -33,6 +33,7 @@ import requests
 import requests.adapters
 
 from insights.analyzer import ConversationToAnalyze
+from insights.completion import read_completion, usage_in
 from insights.errors import (
     GrokError,
     MisconfiguredError,
@@ -231,7 +232,7 @@ class GrokClient:
         status = response.status_code
         if status < 300:
             return
-        detail = _error_detail(response, self._key)
+        detail = error_detail(response, self._key)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if status == 429:
             wait = retry_after if retry_after is not None else RATE_LIMIT_DEFAULT_WAIT
@@ -247,24 +248,12 @@ class GrokClient:
 
     def _result(self, conversations: list[ConversationToAnalyze], response: requests.Response,
                 usage: dict[str, Any] | None) -> AnalysisResult:
-        raw = response.text
         try:
-            choice = response.json()["choices"][0]
-            content = choice["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
+            document = response.json()
+        except ValueError:
             raise UnusableAnswer("Grok's response is not a chat completion") from None
-        if choice.get("finish_reason") == "length":
-            raise UnusableAnswer("Grok's answer was truncated (finish_reason: length)")
-        try:
-            rows = json.loads(content)["results"]
-            if not isinstance(rows, list):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            raise UnusableAnswer("Grok's answer is not the JSON asked for") from None
-        return AnalysisResult.validated(
-            [c.conversation_id for c in conversations], rows, model=self.model, prompt_version=self.prompt_version,
-            raw_response=raw, usage=usage,
-        )
+        return read_completion([c.conversation_id for c in conversations], document, response.text,
+                               model=self.model, prompt_version=self.prompt_version, usage=usage)
 
 
 CONTENT_REFUSALS = ("violates", "usage guidelines", "safety", "content polic", "prompt length", "context length", "too long", "too large")
@@ -286,15 +275,13 @@ def refused_for_content(status: int, detail: str) -> bool:
 
 
 def _usage(response: requests.Response) -> dict[str, Any] | None:
-    """The answer's ``usage`` object, if it has one."""
     try:
-        usage = response.json().get("usage")
-    except (ValueError, AttributeError):
+        return usage_in(response.json())
+    except ValueError:
         return None
-    return usage if isinstance(usage, dict) else None
 
 
-def _error_detail(response: requests.Response, key: str) -> str:
+def error_detail(response: requests.Response, key: str) -> str:
     """A short excerpt of an error body for ``last_error`` and logs, with the key (or a prefix) masked, and
     :func:`storable` (a NUL in it would fail the store of ``last_error`` on PostgreSQL)."""
     text = redact(storable(response.text.strip().replace("\n", " ")), key)

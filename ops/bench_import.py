@@ -1,7 +1,7 @@
 """Bulk import benchmark: ``insights import`` into SQLite, beside a bare ``sqlite3`` baseline.
 
 Writes ``--conversations`` JSON lines (two messages and metadata each, like the ingress benchmark), then
-per round imports them into a fresh SQLite database through the real code path (``ops.cli.import_lines``:
+per round imports them into a fresh SQLite database through the real code path (``ops.cli.load.import_source``:
 pydantic validation, canonical payload, one multi-row insert per 1,000, one ``collect_many`` message per
 1,000 on an embedded Redis) and, as the baseline, inserts the same lines with ``sqlite3.executemany`` in
 1,000-row transactions and no validation. Prints the medians and their ratio.
@@ -61,7 +61,7 @@ def main() -> None:
     if embedded:
         os.environ["REDIS_URL"] = embedded.url
     os.environ["DB_PATH"] = str(scratch / "unused.db")
-    from ops import cli  # settings are read at import: after the environment is set
+    from ops.cli import load  # settings are read at import: after the environment is set
     from store.db import open_database
     from store.migrations import migrate
     from settings import load_settings
@@ -72,7 +72,7 @@ def main() -> None:
             database = scratch / f"import-{round_number}.db"
             migrate(open_database(load_settings({**os.environ, "DB_PATH": str(database)})))
             started = time.perf_counter()
-            tally = cli.import_lines(source, progress=False)
+            tally = load.import_source(str(source), "bulk", progress=False)
             ours.append(time.perf_counter() - started)
             assert tally["created"] == args.conversations, tally
             bare.append(baseline(source, scratch / f"baseline-{round_number}.db"))

@@ -10,11 +10,17 @@ runs for ``--seconds`` (or until the backlog is done). Figures come from the emu
 (what the server saw) and from ``analyzed_at`` in the database, over the steady middle of the run (the
 first and last ``--edge`` seconds left out); the worker side's RSS and the database connections are
 sampled every second.
+
+With ``--backfill N``, N more conversations are posted in the bulk lane (``?lane=bulk``) after the backlog:
+they go to the emulator's Batch API, each request answered ``--batch-delay`` seconds after it was added,
+while the real-time backlog runs; the table then says how many of them were stored during the run.
+Run it with and without to see what a backfill takes from the real-time lane.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -72,6 +78,7 @@ def main() -> None:
            "OUTBOUND_RPS": str(args.outbound_rps), "BATCH_SIZE": str(args.batch_size), "GROK_API_KEY": KEY,
            "GROK_BASE_URL": "http://127.0.0.1:8311/v1", "BATCH_FLUSH_SECONDS": "1",
            "WORKER_PROCESSES": str(args.workers), "WORKER_THREADS": str(args.threads),
+           "BULK_FLUSH_SECONDS": "1", "BULK_TICK_SECONDS": "1", "BULK_POLL_SECONDS": "2", "BULK_POLL_MAX_SECONDS": "5",
            **({"OUTBOUND_TPM": str(args.tpm)} if args.tpm else {})}
     if embedded:
         env["REDIS_URL"] = embedded.url
@@ -80,14 +87,17 @@ def main() -> None:
     processes = [subprocess.Popen(emulator_command(args), cwd=ROOT, env=env, stdout=subprocess.DEVNULL)]
     try:
         processes.append(start_server("ingress:app", 8312, env, 1))
+        httpx.post("http://127.0.0.1:8311/_emulator/config", json={"batch_delay": args.batch_delay}, timeout=10).raise_for_status()
         posted = post_backlog(args.conversations)
+        post_backfill(args.backfill)
         worker = subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=WORKER_LOG, stderr=subprocess.STDOUT,
                                   start_new_session=True)  # stop_all ends its whole process group
         processes.append(worker)
         samples = watch(worker, database, args.seconds)
         log = httpx.get("http://127.0.0.1:8311/_emulator/log", timeout=30).json()
-        analyzed = [row[0] for row in database.execute_sql("SELECT analyzed_at FROM insights").fetchall()]
-        statuses = dict(database.execute_sql("SELECT status, COUNT(*) FROM conversations GROUP BY status").fetchall())
+        analyzed = [row[0] for row in database.execute_sql("SELECT analyzed_at FROM insights WHERE lane = 'realtime'").fetchall()]
+        statuses = {f"{lane}/{status}": count for lane, status, count in database.execute_sql(
+            "SELECT lane, status, COUNT(*) FROM conversations GROUP BY lane, status ORDER BY lane, status").fetchall()}
     finally:
         stop_all(processes[::-1])
         database.close()
@@ -116,6 +126,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--conversations", type=int, default=8000, help="the backlog posted before the worker starts")
     parser.add_argument("--seconds", type=float, default=90, help="how long the worker runs (or until the backlog is done)")
     parser.add_argument("--edge", type=float, default=5.0)
+    parser.add_argument("--backfill", type=int, default=0, help="conversations posted in the bulk lane after the backlog")
+    parser.add_argument("--batch-delay", type=float, default=20.0, help="seconds the emulator's Batch API takes a request")
     return parser.parse_args()
 
 
@@ -128,11 +140,21 @@ def post_backlog(count: int) -> int:
     return posted
 
 
+def post_backfill(count: int) -> None:
+    """``count`` conversations in the bulk lane, 1,000 to a request."""
+    for start in range(0, count, 1000):
+        items = [json.loads(body(n)) for n in range(start, min(count, start + 1000))]
+        answer = httpx.post(f"http://{HOST}:8312/api/v1/conversations/batch?lane=bulk", json={"conversations": items}, timeout=60)
+        answer.raise_for_status()
+    if count:
+        print(f"posted {count} conversations in the bulk lane", file=sys.stderr)
+
+
 def watch(worker: subprocess.Popen, database, seconds: float) -> list[tuple[float, int]]:
     """Every second until the backlog is done or ``seconds`` pass: the worker side's RSS (MB, every process
     of the worker command) and the connections to the database (PostgreSQL; 0 for SQLite)."""
     samples, started = [], time.time()
-    open_sql = "SELECT COUNT(*) FROM conversations WHERE status IN ('queued', 'processing')"
+    open_sql = "SELECT COUNT(*) FROM conversations WHERE status IN ('queued', 'processing') AND lane = 'realtime'"
     while time.time() - started < seconds and database.execute_sql(open_sql).fetchone()[0]:
         time.sleep(1)
         parent = psutil.Process(worker.pid)
@@ -179,7 +201,7 @@ def report(args, posted: int, log: list[dict], analyzed: list, statuses: dict, s
     emulator = " ".join(f"{name}={getattr(args, name)}" for name in EMULATOR_OPTIONS)
     database = "PostgreSQL" if args.database_url else "SQLite"
     print(f"outbound_rps={args.outbound_rps} batch_size={args.batch_size} {emulator} workers={args.workers}x"
-          f"{args.threads or 'derived'} {database} conversations={posted}")
+          f"{args.threads or 'derived'} {database} conversations={posted} backfill={args.backfill} batch_delay={args.batch_delay}")
     print()
     print("| measure | value | target |")
     print("|---|---|---|")

@@ -35,8 +35,10 @@ from typing import Any, Iterable, Iterator
 
 from peewee import EXCLUDED, SQL, PostgresqlDatabase, Select, fn
 
+from store import usage
 from store.db import write_transaction
 from store.models import Insight, InsightClusterCount, InsightCount, database
+from store.windows import whole_days
 
 GRID = 20  # bands are cut every 0.05
 SENTIMENTS = ("positive", "neutral", "negative")
@@ -70,6 +72,7 @@ class RollupChanges:
     def __init__(self) -> None:
         self.cells: Counter = Counter()  # Cell -> change
         self.clusters: Counter = Counter()  # (day, cluster) -> change
+        self.usage = usage.UsageChanges()  # tokens and cost by (day, lane)
 
     def add(self, occurred_at: datetime, sentiment_score: float, confidence: float, clusters: Iterable[str], delta: int = 1) -> None:
         self.cells[cell(occurred_at, sentiment_score, confidence)] += delta
@@ -80,11 +83,13 @@ class RollupChanges:
         """Add ``other``'s changes to these (a row's, once it is stored for good)."""
         self.cells.update(other.cells)
         self.clusters.update(other.clusters)
+        self.usage.include(other.usage)
 
     def apply(self) -> None:
         """Add the changes to the rollup tables (inside the caller's transaction)."""
         _add_totals(InsightCount, [InsightCount.day, InsightCount.score_band, InsightCount.confidence_band], self.cells)
         _add_totals(InsightClusterCount, [InsightClusterCount.day, InsightClusterCount.cluster], self.clusters)
+        self.usage.apply()
 
 
 def _add_totals(model, keys: list, changes: Counter) -> None:
@@ -180,19 +185,10 @@ def _cells_total(first_day: date, end_day: date, scores: BandRange, confidences:
     )
 
 
-def _whole_days(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """``start`` rounded up to midnight and ``end`` rounded down: the whole days of ``[start, end)``
-    lie between them (none when the first is not earlier than the second)."""
-    first = datetime.combine(start.date(), time())
-    if first < start:
-        first = first + timedelta(days=1) if start.date() < date.max else datetime.max
-    return first, datetime.combine(end.date(), time())
-
-
 def _count_parts(start: datetime, end: datetime, filters: Filters) -> list[Select]:
     """Statements whose results add up to the number of insights that occurred in ``[start, end)`` that
     match ``filters``."""
-    first_day, end_day = _whole_days(start, end)
+    first_day, end_day = whole_days(start, end)
     scores = score_bands(filters)
     if first_day >= end_day or scores is None:
         return [_exact_count(start, end, filters.conditions())]
@@ -265,7 +261,7 @@ def _clusters_of_rows(start: datetime, end: datetime) -> Counter:
 def cluster_totals(start: datetime, end: datetime) -> Counter:
     """How many insights that occurred in ``[start, end)`` name each cluster: whole days from the rollup, the
     partial days at the edges from the insights. Call it inside ``snapshot()`` to read one state."""
-    first_day, end_day = _whole_days(start, end)
+    first_day, end_day = whole_days(start, end)
     if first_day >= end_day:
         return _clusters_of_rows(start, end)
     total = fn.SUM(InsightClusterCount.total)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from insights.api_models import ConversationListed, ConversationStatus, InsightOut
+from insights.api_models import ConversationListed, ConversationStatus, InsightOut, LaneUsage
 from insights.schemas import sentiment_label
 from settings import Settings
 from store.models import Conversation, Insight
+from store.usage import LaneUsage as LaneTotals
 
 
 def isoformat(moment: datetime | None) -> str | None:
@@ -25,6 +26,7 @@ def insight_document(insight: Insight, settings: Settings) -> InsightOut:
         confidence=insight.confidence,
         reasoning=insight.reasoning,
         model=insight.model,
+        lane=insight.lane,
         occurred_at=isoformat(insight.occurred_at),
         received_at=isoformat(insight.received_at),
         analyzed_at=isoformat(insight.analyzed_at),
@@ -37,6 +39,8 @@ def listed_document(conversation: Conversation) -> ConversationListed:
         status=conversation.status,
         attempts=conversation.attempts,
         last_error=conversation.last_error,
+        lane=conversation.lane,
+        provider_batch=conversation.provider_batch,
         occurred_at=isoformat(conversation.occurred_at),
         received_at=isoformat(conversation.received_at),
         updated_at=isoformat(conversation.updated_at),
@@ -48,4 +52,13 @@ def status_document(conversation: Conversation, insight: Insight | None, setting
         **dict(listed_document(conversation)),
         insight=insight_document(insight, settings) if insight else None,
         payload=json.loads(conversation.payload) if with_payload else None,
+    )
+
+
+def usage_document(used: LaneTotals) -> LaneUsage:
+    """A lane's tokens and cost, rounded as people read them (tokens to tenths, cost to 1e-6 dollars)."""
+    return LaneUsage(
+        insights=used.insights, prompt_tokens=round(used.prompt_tokens, 1), cached_tokens=round(used.cached_tokens, 1),
+        completion_tokens=round(used.completion_tokens, 1), cost_usd=round(used.cost_usd, 6),
+        insights_without_cost=used.insights - used.priced,
     )

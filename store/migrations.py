@@ -15,8 +15,18 @@ from typing import Callable, Iterator
 from peewee import Database, OperationalError, PostgresqlDatabase
 
 from insights.schemas import occurred_at_in_payload
-from store import counts
-from store.models import Conversation, IdempotencyKey, Insight, InsightClusterCount, InsightCount, InsightHistory
+from store import counts, usage
+from store.models import (
+    Conversation,
+    IdempotencyKey,
+    Insight,
+    InsightClusterCount,
+    InsightCount,
+    InsightHistory,
+    InsightUsage,
+    ProviderBatch,
+    ProviderBatchRequest,
+)
 
 MIGRATION_LOCK_ID = 0x1D5_1A7  # arbitrary constant naming this application's advisory lock
 
@@ -56,8 +66,15 @@ def _claim_token(db: Database) -> None:
     """Each claim's token on ``conversations``, so that a result is stored only for the claim that produced
     it. Conversations claimed before it have none, and a result without one (from a worker of an older
     release) settles exactly those. On a new database 0001 has made the column already."""
-    if "claim_token" not in {column.name for column in db.get_columns("conversations")}:
-        db.execute_sql("ALTER TABLE conversations ADD COLUMN claim_token VARCHAR(32)")
+    _add_columns(db, "conversations", {"claim_token": "VARCHAR(32)"})
+
+
+def _add_columns(db: Database, table: str, columns: dict[str, str]) -> None:
+    """Add each of ``columns`` (name: SQL type) that ``table`` lacks (a new database has them from 0001)."""
+    present = {column.name for column in db.get_columns(table)}
+    for name, sql_type in columns.items():
+        if name not in present:
+            db.execute_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
 
 
 def _occurred_at(db: Database) -> None:
@@ -71,10 +88,7 @@ def _occurred_at(db: Database) -> None:
     """
     for table, columns in (("conversations", ("occurred_at", "enqueued_at")), ("insights", ("occurred_at",)),
                            ("insight_history", ("occurred_at",))):
-        present = {column.name for column in db.get_columns(table)}
-        for column in columns:
-            if column not in present:
-                db.execute_sql(f"ALTER TABLE {table} ADD COLUMN {column} TIMESTAMP")
+        _add_columns(db, table, {column: "TIMESTAMP" for column in columns})
     _fill_occurred_at(db)
     db.execute_sql("UPDATE conversations SET enqueued_at = CASE WHEN status IN ('queued', 'processing') "
                    "THEN updated_at ELSE received_at END WHERE enqueued_at IS NULL")
@@ -110,6 +124,27 @@ def _idempotency_keys(db: Database) -> None:
     db.create_tables([IdempotencyKey], safe=True)
 
 
+def _bulk_lane(db: Database) -> None:
+    """Lanes (every conversation so far was real-time) and the bulk lane's provider batches."""
+    lane = "VARCHAR(16) NOT NULL DEFAULT 'realtime'"
+    _add_columns(db, "conversations", {"lane": lane, "provider_batch": "VARCHAR(64)"})
+    for table in ("insights", "insight_history"):
+        _add_columns(db, table, {"lane": lane})
+    db.create_tables([ProviderBatch, ProviderBatchRequest], safe=True)
+    Conversation._schema.create_indexes(safe=True)
+
+
+def _insight_usage(db: Database) -> None:
+    """Each insight's share of tokens and its cost, and their daily totals by lane (``store.usage``).
+    Insights stored before have none: their ``usage`` was the whole call's, and how many conversations
+    shared that call was not kept."""
+    for table in ("insights", "insight_history"):
+        _add_columns(db, table, {column: "DOUBLE PRECISION" if isinstance(db, PostgresqlDatabase) else "REAL"
+                                 for column in ("prompt_tokens", "cached_tokens", "completion_tokens", "cost_usd")})
+    db.create_tables([InsightUsage], safe=True)
+    usage.rebuild()
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
@@ -118,6 +153,8 @@ MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0005_claim_token", _claim_token),
     ("0006_occurred_at", _occurred_at),
     ("0007_idempotency_keys", _idempotency_keys),
+    ("0008_bulk_lane", _bulk_lane),
+    ("0009_insight_usage", _insight_usage),
 ]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from peewee import (
+    SQL,
+    BooleanField,
     CharField,
     CompositeKey,
     DatabaseProxy,
@@ -14,6 +16,8 @@ from peewee import (
     Model,
     TextField,
 )
+
+from insights.lanes import BULK, LANES, REALTIME  # noqa: F401 - re-exported beside the statuses
 
 database = DatabaseProxy()
 
@@ -41,6 +45,8 @@ class Conversation(BaseModel):
     # Always written; nullable only because migration 0006 adds them to tables that have rows.
     occurred_at = DateTimeField(null=True)  # when it happened (insights.schemas.occurred_at_of): windows use it
     enqueued_at = DateTimeField(null=True)  # when its current wait began: accepted, reprocessed or requeued
+    lane = CharField(max_length=16, default=REALTIME, constraints=[SQL("DEFAULT 'realtime'")])  # as migration 0008 adds it
+    provider_batch = CharField(max_length=64, null=True)  # the bulk lane's batch it was last sent in (ProviderBatch)
 
     class Meta:
         table_name = "conversations"
@@ -48,6 +54,7 @@ class Conversation(BaseModel):
             (("status", "updated_at"), False),  # the reconciler's scan for stuck work
             (("status", "enqueued_at"), False),  # the oldest waiting one
             (("occurred_at", "id"), False),  # windows: summaries, reprocessing
+            (("lane", "status", "enqueued_at"), False),  # the bulk lane's waiting conversations, oldest first
         )
 
 
@@ -64,6 +71,13 @@ class InsightFields(BaseModel):
     prompt_version = CharField(max_length=64)
     raw_response = TextField()
     usage = TextField(null=True)  # JSON object of token counts, when the analyzer reports them
+    lane = CharField(max_length=16, default=REALTIME, constraints=[SQL("DEFAULT 'realtime'")])  # the conversation's, when analyzed
+    # Its share of the call's tokens (shared evenly by the conversations of the call) and their cost
+    # (insights.costs); NULL when the analyzer reported none, or for a cost, when the model has no price.
+    prompt_tokens = DoubleField(null=True)
+    cached_tokens = DoubleField(null=True)
+    completion_tokens = DoubleField(null=True)
+    cost_usd = DoubleField(null=True)
     analyzed_at = DateTimeField()
 
 
@@ -120,6 +134,23 @@ class InsightClusterCount(BaseModel):
         indexes = ((("day", "cluster", "total"), False),)  # sums from the index alone
 
 
+class InsightUsage(BaseModel):
+    """Tokens and cost of the insights of a UTC day of ``occurred_at`` and a lane (see ``store.usage``)."""
+
+    day = DateField()
+    lane = CharField(max_length=16)
+    insights = IntegerField()
+    priced = IntegerField()  # those with a cost
+    prompt_tokens = DoubleField()
+    cached_tokens = DoubleField()
+    completion_tokens = DoubleField()
+    cost_usd = DoubleField()
+
+    class Meta:
+        table_name = "insight_usage"
+        primary_key = CompositeKey("day", "lane")
+
+
 class IdempotencyKey(BaseModel):
     """A client's ``Idempotency-Key``, scoped to its API key and endpoint and hashed (``store.idempotency``)."""
 
@@ -131,4 +162,55 @@ class IdempotencyKey(BaseModel):
         table_name = "idempotency_keys"
 
 
-MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightClusterCount, IdempotencyKey)
+OPEN, SUBMITTED, ENDED = "open", "submitted", "ended"  # a provider batch's life (actors.bulk)
+BATCH_STATES = (OPEN, SUBMITTED, ENDED)
+
+
+class ProviderBatch(BaseModel):
+    """A batch of the bulk lane at xAI's Batch API. Committed, with its requests, before anything is sent:
+    a worker killed or a Redis wiped at any point finds it here and carries on."""
+
+    id = CharField(max_length=64, primary_key=True)  # ours: names its requests (ProviderBatchRequest.id)
+    provider_id = CharField(max_length=128, null=True)  # xAI's batch_id, once created there
+    state = CharField(max_length=16, default=OPEN)  # open (requests being sent) -> submitted -> ended
+    claim_token = CharField(max_length=32)  # its conversations' claim (store.queries.Claim)
+    conversations = IntegerField()
+    created_at = DateTimeField()
+    submitted_at = DateTimeField(null=True)
+    ended_at = DateTimeField(null=True)
+    end_reason = TextField(null=True)  # completed, expired, cancelled
+    cancel_requested = BooleanField(default=False)
+    next_look_at = DateTimeField()  # when a worker next sends, polls or collects
+    poll_seconds = DoubleField()  # the current polling interval (doubling up to BULK_POLL_MAX_SECONDS)
+    worked_until = DateTimeField(null=True)  # a worker's lease on it: one at a time
+    last_error = TextField(null=True)  # the Batch API's last failure, while it is retried
+    num_requests = IntegerField(default=0)  # the provider's counters, as last polled
+    num_pending = IntegerField(default=0)
+    num_success = IntegerField(default=0)
+    num_error = IntegerField(default=0)
+    num_cancelled = IntegerField(default=0)
+    prompt_tokens = IntegerField(default=0)  # the usage of the results collected so far
+    cached_tokens = IntegerField(default=0)
+    completion_tokens = IntegerField(default=0)
+
+    class Meta:
+        table_name = "provider_batches"
+        indexes = ((("state", "next_look_at"), False),)
+
+
+class ProviderBatchRequest(BaseModel):
+    """One request of a provider batch: one chat completion for up to ``BATCH_SIZE`` conversations."""
+
+    id = CharField(max_length=80, primary_key=True)  # the batch_request_id: "<batch id>-<n>", the same on every resend
+    provider_batch = ForeignKeyField(ProviderBatch, column_name="provider_batch_id", on_delete="CASCADE")
+    conversation_ids = TextField()  # JSON list
+    submitted = BooleanField(default=False)  # the provider has it
+    settled = BooleanField(default=False)  # its result (or its absence) is stored
+
+    class Meta:
+        table_name = "provider_batch_requests"
+        indexes = ((("provider_batch", "submitted"), False),)
+
+
+MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightClusterCount, InsightUsage, IdempotencyKey, ProviderBatch,
+          ProviderBatchRequest)

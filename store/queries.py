@@ -20,7 +20,7 @@ from peewee import JOIN, fn
 from insights.schemas import as_utc
 from settings import get_settings
 from store.db import locked, write_transaction
-from store.models import COMPLETED, FAILED, PROCESSING, QUEUED, Conversation, Insight, database
+from store.models import COMPLETED, FAILED, LANES, PROCESSING, QUEUED, REALTIME, Conversation, Insight, database
 
 OPEN_STATUSES = (QUEUED, PROCESSING)
 
@@ -61,10 +61,12 @@ class NewConversation:
     payload_hash: str
     received_at: datetime
     occurred_at: datetime  # insights.schemas.occurred_at_of
+    lane: str = REALTIME
 
     @classmethod
-    def of(cls, conversation_id: str, payload: str, received_at: datetime, occurred_at: datetime | None = None) -> "NewConversation":
-        return cls(conversation_id, payload, payload_digest(payload), received_at, occurred_at or received_at)
+    def of(cls, conversation_id: str, payload: str, received_at: datetime, occurred_at: datetime | None = None,
+           lane: str = REALTIME) -> "NewConversation":
+        return cls(conversation_id, payload, payload_digest(payload), received_at, occurred_at or received_at, lane)
 
 
 def payload_digest(payload: str) -> str:
@@ -106,7 +108,8 @@ def known_outcome(new: NewConversation, hashes: dict[str, str]) -> InsertOutcome
     return InsertOutcome.DUPLICATE if hashes[new.id] == new.payload_hash else InsertOutcome.CONFLICT
 
 
-INSERT_COLUMNS = ("id", "status", "payload", "payload_hash", "received_at", "updated_at", "enqueued_at", "occurred_at", "attempts")
+INSERT_COLUMNS = ("id", "status", "payload", "payload_hash", "received_at", "updated_at", "enqueued_at", "occurred_at", "attempts",
+                  "lane")
 
 
 def _insert_new(conversations: list[NewConversation]) -> set[str]:
@@ -130,7 +133,7 @@ def _insert_new(conversations: list[NewConversation]) -> set[str]:
 def _insert_row(new: NewConversation) -> tuple:
     """The values of ``INSERT_COLUMNS`` for a new conversation: received, updated and enqueued now."""
     received, occurred = Conversation.received_at.db_value(new.received_at), Conversation.occurred_at.db_value(new.occurred_at)
-    return (new.id, QUEUED, new.payload, new.payload_hash, received, received, received, occurred, 0)
+    return (new.id, QUEUED, new.payload, new.payload_hash, received, received, received, occurred, 0, new.lane)
 
 
 def get_conversation(conversation_id: str) -> tuple[Conversation, Insight | None] | None:
@@ -146,10 +149,11 @@ def get_conversation(conversation_id: str) -> tuple[Conversation, Insight | None
     return row, insight
 
 
-def payload_chars(conversation_ids: list[str]) -> dict[str, int]:
-    """Size in characters of each conversation's payload (absent ids are left out)."""
+def payload_chars(conversation_ids: list[str]) -> dict[str, tuple[int, str]]:
+    """Size in characters of each conversation's payload, and its lane (absent ids are left out)."""
     length = fn.LENGTH(Conversation.payload).coerce(False)  # an integer, not converted like the text field
-    return dict(Conversation.select(Conversation.id, length).where(Conversation.id.in_(conversation_ids)).tuples())
+    query = Conversation.select(Conversation.id, length, Conversation.lane).where(Conversation.id.in_(conversation_ids))
+    return {conversation_id: (chars, lane) for conversation_id, chars, lane in query.tuples()}
 
 
 @dataclass(frozen=True)
@@ -160,31 +164,40 @@ class Claim:
     conversations: list[Conversation]
 
 
-def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int) -> Claim:
-    """Move the open conversations among ``conversation_ids`` to ``processing``, counting an attempt, under
-    a fresh claim token: only a result carrying it is stored for them (``store.results``), so a result of
-    an earlier claim, delivered late or again, cannot overwrite a later one or cancel a reprocess.
+def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int, lanes: Iterable[str] = LANES) -> Claim:
+    """Move the open conversations of ``lanes`` among ``conversation_ids`` to ``processing``, counting an
+    attempt, under a fresh claim token: only a result carrying it is stored for them (``store.results``),
+    so a result of an earlier claim, delivered late or again, cannot overwrite a later one or cancel a
+    reprocess.
+    """
+    ids = list(conversation_ids)
+    with write_transaction(database.obj):
+        open_rows = list(locked(Conversation.select().where(
+            Conversation.id.in_(ids), Conversation.status.in_(OPEN_STATUSES), Conversation.lane.in_(list(lanes))
+        )))
+        return claim_rows(open_rows, max_attempts)
+
+
+def claim_rows(open_rows: list[Conversation], max_attempts: int, **changes: Any) -> Claim:
+    """Claim ``open_rows`` (read under the write lock by the caller's transaction), setting ``changes`` too.
 
     One that has already used ``max_attempts`` is ``failed`` instead, its last error followed by "(gave up
     after N attempts)": concatenated with ``||`` (``+`` would add the texts as numbers on SQLite, and
     PostgreSQL refuses it, failing the whole batch).
     """
-    ids = list(conversation_ids)
     now, token = utcnow(), uuid.uuid4().hex
-    with write_transaction(database.obj):
-        open_rows = list(locked(Conversation.select().where(Conversation.id.in_(ids), Conversation.status.in_(OPEN_STATUSES))))
-        spent = [c.id for c in open_rows if c.attempts >= max_attempts]
-        claimed = [c for c in open_rows if c.attempts < max_attempts]
-        if spent:
-            previous = fn.COALESCE(Conversation.last_error.concat(" "), "")  # NULL || ' ' is NULL: no stray space
-            gave_up = previous.concat(f"(gave up after {max_attempts} attempts)")
-            Conversation.update(status=FAILED, last_error=gave_up, updated_at=now).where(Conversation.id.in_(spent)).execute()
-        if claimed:
-            (
-                Conversation.update(status=PROCESSING, attempts=Conversation.attempts + 1, claim_token=token, updated_at=now)
-                .where(Conversation.id.in_([c.id for c in claimed]))
-                .execute()
-            )
+    spent = [c.id for c in open_rows if c.attempts >= max_attempts]
+    claimed = [c for c in open_rows if c.attempts < max_attempts]
+    if spent:
+        previous = fn.COALESCE(Conversation.last_error.concat(" "), "")  # NULL || ' ' is NULL: no stray space
+        gave_up = previous.concat(f"(gave up after {max_attempts} attempts)")
+        Conversation.update(status=FAILED, last_error=gave_up, updated_at=now).where(Conversation.id.in_(spent)).execute()
+    if claimed:
+        (
+            Conversation.update(status=PROCESSING, attempts=Conversation.attempts + 1, claim_token=token, updated_at=now, **changes)
+            .where(Conversation.id.in_([c.id for c in claimed]))
+            .execute()
+        )
     return Claim(token, claimed)
 
 
@@ -227,15 +240,17 @@ def last_errors(conversation_ids: Iterable[str], open_only: bool = False) -> lis
     return [error for error, _n in query.group_by(Conversation.last_error).order_by(count.desc(), Conversation.last_error).tuples()]
 
 
-def reclaim_stale(older_than: datetime, limit: int = 1000) -> list[str]:
-    """Ids of open conversations untouched since ``older_than``; touching them hands each to one caller."""
+def reclaim_stale(older_than: datetime, lanes: Iterable[str] = LANES, limit: int = 1000) -> list[str]:
+    """Ids of open conversations of ``lanes`` untouched since ``older_than``; touching them hands each to one
+    caller."""
     now = utcnow()
     with write_transaction(database.obj):
         stale = [
             c.id
             for c in locked(
                 Conversation.select(Conversation.id)
-                .where(Conversation.status.in_(OPEN_STATUSES), Conversation.updated_at < older_than)
+                .where(Conversation.status.in_(OPEN_STATUSES), Conversation.updated_at < older_than,
+                       Conversation.lane.in_(list(lanes)))
                 .order_by(Conversation.updated_at)
                 .limit(limit)
             )
@@ -279,14 +294,14 @@ def reprocess_candidates(failed: bool, start: datetime | None = None, end: datet
     return [row[0] for row in query.tuples()]
 
 
-def reopen(conversation_ids: list[str]) -> int:
-    """An explicit reprocessing: settled conversations go back to ``queued`` with attempts reset.
+def reopen(conversation_ids: list[str], lane: str = REALTIME) -> int:
+    """An explicit reprocessing: settled conversations go back to ``queued`` in ``lane``, attempts reset.
 
     Their current insight stays (and the API shows it) until the new analysis replaces it; the old one
     is then kept in ``insight_history``.
     """
     return (
-        Conversation.update(**requeued(utcnow()))
+        Conversation.update(**requeued(utcnow()), lane=lane)
         .where(Conversation.id.in_(conversation_ids), Conversation.status.in_((COMPLETED, FAILED)))
         .execute()
     )

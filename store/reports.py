@@ -12,8 +12,8 @@ from typing import Any, Iterator
 
 from peewee import Tuple, fn
 
-from store import counts
-from store.models import FAILED, STATUSES, Conversation, Insight
+from store import counts, provider_batches, usage
+from store.models import BATCH_STATES, FAILED, LANES, STATUSES, Conversation, Insight
 from store.queries import OPEN_STATUSES, utcnow
 
 
@@ -86,8 +86,8 @@ class ConversationQuery:
     after: tuple[datetime, str] | None = None  # keyset cursor: (occurred_at, conversation_id)
 
 
-LISTED = (Conversation.id, Conversation.status, Conversation.attempts, Conversation.last_error, Conversation.occurred_at,
-          Conversation.received_at, Conversation.updated_at)  # everything but the payload
+LISTED = (Conversation.id, Conversation.status, Conversation.attempts, Conversation.last_error, Conversation.lane,
+          Conversation.provider_batch, Conversation.occurred_at, Conversation.received_at, Conversation.updated_at)  # everything but the payload
 
 
 def list_conversations(query: ConversationQuery) -> tuple[list[Conversation], tuple[datetime, str] | None]:
@@ -110,11 +110,25 @@ def list_conversations(query: ConversationQuery) -> tuple[list[Conversation], tu
 class Stats:
     by_status: dict[str, int]
     oldest_waiting: datetime | None  # when the longest current wait began (enqueued_at), among open ones
+    bulk: dict[str, int]  # the bulk lane's conversations: "queued" (for a provider batch) and "processing" (in one)
+    provider_batches: dict[str, int]  # by state: open, submitted, ended
+    usage: dict[str, usage.LaneUsage]  # tokens and cost by lane, of all time
+
+
+def lane_usage(start: datetime = datetime.min, end: datetime = datetime.max) -> dict[str, usage.LaneUsage]:
+    """Tokens and cost of the insights that occurred in ``[start, end)`` for each lane (both always there)."""
+    with counts.snapshot():
+        return every_lane(usage.totals(start, end))
+
+
+def every_lane(found: dict[str, usage.LaneUsage]) -> dict[str, usage.LaneUsage]:
+    return {lane: found.get(lane, usage.LaneUsage()) for lane in LANES}
 
 
 def stats() -> Stats:
     by_status = dict(Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).group_by(Conversation.status).tuples())
-    return Stats({status: by_status.get(status, 0) for status in STATUSES}, oldest_waiting())
+    return Stats({status: by_status.get(status, 0) for status in STATUSES}, oldest_waiting(), provider_batches.bulk_depth(),
+                 {state: provider_batches.states().get(state, 0) for state in BATCH_STATES}, lane_usage())
 
 
 def oldest_waiting(*conditions: Any) -> datetime | None:
@@ -138,6 +152,7 @@ class Summary:
     by_status: dict[str, int]
     top_failures: list[tuple[str, int]]
     oldest_waiting: datetime | None  # among the window's open conversations (see oldest_waiting)
+    usage: dict[str, usage.LaneUsage]  # tokens and cost by lane
 
 
 def summarize(start: datetime, end: datetime, thresholds: tuple[float, float], top: int) -> Summary:
@@ -150,6 +165,7 @@ def summarize(start: datetime, end: datetime, thresholds: tuple[float, float], t
         occurred = (Conversation.occurred_at >= start, Conversation.occurred_at < end)
         by_status = dict(Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).where(*occurred).group_by(Conversation.status).tuples())
         waiting_since = oldest_waiting(*occurred)
+        by_lane = every_lane(usage.totals(start, end))
         count = fn.COUNT(Conversation.id)
         failures = list(
             Conversation.select(Conversation.last_error, count)
@@ -166,4 +182,5 @@ def summarize(start: datetime, end: datetime, thresholds: tuple[float, float], t
         by_status={status: by_status.get(status, 0) for status in STATUSES},
         top_failures=[(reason or "(no reason recorded)", n) for reason, n in failures],
         oldest_waiting=waiting_since,
+        usage=by_lane,
     )

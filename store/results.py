@@ -12,6 +12,7 @@ from datetime import datetime
 
 from peewee import DataError, IntegrityError, Value
 
+from insights.costs import Tokens, cost_usd, tokens_of
 from insights.schemas import AnalysisResult, InsightRow, storable
 from settings import get_settings
 from store import counts
@@ -53,12 +54,15 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     its neighbours complete.
     """
     rows = {row.conversation_id: row for row in result.rows}
+    tokens = tokens_of(result.usage)
+    share = tokens.divided(len(result.conversation_ids)) if tokens and result.conversation_ids else None
     now = utcnow()
     outcome = StoreOutcome()
     rollup_changes = counts.RollupChanges()
     with write_transaction(database.obj):
         claimed = list(locked(  # read to the end first: a savepoint rolled back would abort a pending read
-            Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at, Conversation.occurred_at).where(
+            Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at, Conversation.occurred_at,
+                                Conversation.lane).where(
                 Conversation.id.in_(result.conversation_ids),
                 Conversation.status == PROCESSING,
                 Conversation.claim_token == result.claim_token,  # IS NULL for a result of a release before tokens
@@ -67,7 +71,7 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
         outcome.ignored = sorted(set(result.conversation_ids) - {c.id for c in claimed})
         for conversation in claimed:
             if conversation.id in rows:
-                reason = _store_row(conversation, rows[conversation.id], result, now, rollup_changes)
+                reason = _store_row(conversation, rows[conversation.id], result, share, now, rollup_changes)
             else:
                 reason = get_settings().redact(result.rejected.get(conversation.id, "the analyzer returned no row for this conversation"))
             if reason is None:
@@ -90,13 +94,13 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
 REFUSED_VALUE = (IntegrityError, DataError, ValueError)
 
 
-def _store_row(conversation: Conversation, row: InsightRow, result: AnalysisResult, now: datetime,
+def _store_row(conversation: Conversation, row: InsightRow, result: AnalysisResult, share: Tokens | None, now: datetime,
                rollup_changes: counts.RollupChanges) -> str | None:
     """Store one insight in a savepoint, adding its moves to ``rollup_changes``; if the database refuses
     it, roll back just this row and return why."""
     try:
         with database.obj.atomic():
-            row_changes = _store_insight(conversation, row, result, now)
+            row_changes = _store_insight(conversation, row, result, share, now)
     except REFUSED_VALUE as error:
         reason = _refusal(error)
         logger.error("%s: %s", conversation.id, reason, extra={"conversation_ids": [conversation.id]})
@@ -123,8 +127,11 @@ def _send_back(conversation: Conversation, reason: str, max_retries: int, now: d
     (outcome.failed if exhausted else outcome.retry).append(conversation.id)
 
 
-def _store_insight(conversation: Conversation, row: InsightRow, result: AnalysisResult, now: datetime) -> counts.RollupChanges:
-    """Write the insight (keeping a replaced one in history); return how it moves the daily counts."""
+def _store_insight(conversation: Conversation, row: InsightRow, result: AnalysisResult, share: Tokens | None,
+                   now: datetime) -> counts.RollupChanges:
+    """Write the insight (keeping a replaced one in history) with its ``share`` of the call's tokens and
+    their cost; return how it moves the daily counts."""
+    cost = cost_usd(share, result.model, conversation.lane, get_settings()) if share else None
     fields = dict(
         received_at=conversation.received_at,
         occurred_at=conversation.occurred_at,
@@ -136,26 +143,38 @@ def _store_insight(conversation: Conversation, row: InsightRow, result: Analysis
         prompt_version=result.prompt_version,
         raw_response=result.raw_response,
         usage=json.dumps(result.usage) if result.usage is not None else None,
+        lane=conversation.lane,
+        prompt_tokens=share.prompt if share else None,
+        cached_tokens=share.cached if share else None,
+        completion_tokens=share.completion if share else None,
+        cost_usd=cost,
         analyzed_at=now,
     )
     rollup_changes = counts.RollupChanges()
-    previous = (
-        Insight.select(Insight.occurred_at, Insight.sentiment_score, Insight.confidence, Insight.clusters)
-        .where(Insight.conversation == conversation.id)
-        .tuples()
-        .first()
-    )
+    previous = Insight.select(*ROLLED_UP).where(Insight.conversation == conversation.id).first()
     if previous is not None:  # a reprocessed conversation: its insight leaves the daily counts for history
-        occurred_at, sentiment_score, confidence, clusters = previous
-        rollup_changes.add(occurred_at, sentiment_score, confidence, json.loads(clusters), delta=-1)
+        rollup_changes.add(previous.occurred_at, previous.sentiment_score, previous.confidence, json.loads(previous.clusters), delta=-1)
+        rollup_changes.usage.add(previous.occurred_at, previous.lane, stored_tokens(previous), previous.cost_usd, delta=-1)
         _keep_as_history(conversation.id, now)
     rollup_changes.add(conversation.occurred_at, row.sentiment_score, row.confidence, row.clusters)
+    rollup_changes.usage.add(conversation.occurred_at, conversation.lane, share, cost)
     (
         Insight.insert(conversation=conversation.id, **fields)
         .on_conflict(conflict_target=[Insight.conversation], update=fields)
         .execute()
     )
     return rollup_changes
+
+
+ROLLED_UP = (Insight.occurred_at, Insight.sentiment_score, Insight.confidence, Insight.clusters, Insight.lane,
+             Insight.prompt_tokens, Insight.cached_tokens, Insight.completion_tokens, Insight.cost_usd)
+
+
+def stored_tokens(insight: Insight) -> Tokens | None:
+    """The tokens an insight records (none before migration 0009)."""
+    if insight.prompt_tokens is None:
+        return None
+    return Tokens(insight.prompt_tokens, insight.cached_tokens or 0, insight.completion_tokens or 0)
 
 
 HISTORY_FIELDS = [f for f in InsightHistory._meta.sorted_fields if f.name not in ("id", "superseded_at")]

@@ -26,6 +26,7 @@ from support import ROOT, free_port, wait_until  # noqa: F401 (ROOT and wait_unt
 
 from ops.embedded_redis import EmbeddedRedis  # noqa: E402
 from ops.supervisor import kill_group, stop_all, web_command, worker_command  # noqa: E402
+from tcp_proxy import TcpProxy  # noqa: E402
 
 
 def _local_redis_answers() -> bool:
@@ -130,8 +131,10 @@ def db(database_env: dict[str, str]) -> Iterator:
 def _empty_postgres(url: str) -> None:
     import psycopg2
 
-    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS idempotency_keys, insight_cluster_counts, insight_counts, insight_history, insights, conversations, schema_migrations CASCADE")
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:  # every table, whatever a migration added
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        if tables := [f'"{name}"' for (name,) in cursor.fetchall()]:
+            cursor.execute(f"DROP TABLE IF EXISTS {', '.join(tables)} CASCADE")
 
 
 @dataclass
@@ -264,3 +267,13 @@ def conversation(text: str = "Hello, I need help with my invoice.", **extra) -> 
 
 
 from emulated_grok import GROK_KEY, GrokEmulator, grok, max_calls_in_any_window  # noqa: E402,F401 (the fixture, and for the test modules)
+
+
+@pytest.fixture
+def database_proxy(postgres_server_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    """PostgreSQL behind a :class:`TcpProxy`: the proxy, and a ``DATABASE_URL`` through it (an empty database)."""
+    _empty_postgres(postgres_server_url)
+    parts = urlsplit(postgres_server_url)
+    proxy = TcpProxy((parts.hostname, parts.port))
+    yield proxy, parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    proxy.close()

@@ -8,25 +8,14 @@ too long) surface as the same ``OperationalError`` and take the same path.
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import _empty_postgres, conversation, wait_until
-from tcp_proxy import TcpProxy
+from conftest import conversation, wait_until
 from test_grok_crashes import IN_FLIGHT, wait_for_a_call_in_flight
 from test_grok_flow import post_all
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def database_proxy(postgres_server_url: str):
-    _empty_postgres(postgres_server_url)
-    parts = urlsplit(postgres_server_url)
-    proxy = TcpProxy((parts.hostname, parts.port))
-    yield proxy, parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
-    proxy.close()
 
 
 def test_the_database_down_is_a_503_naming_it_and_the_work_flows_once_it_is_back(make_stack, grok, database_proxy):

@@ -9,14 +9,13 @@ from pathlib import Path
 
 from access import new_key
 from actors.broker import settings
-from ops.cli import dlq
-from ops.cli import load, report
+from ops.cli import bulk, dlq, load, report
 from ops.cli.common import CONFIRM_ABOVE, Refused, announce, output_file, require_current_schema, require_database
 from settings import API_SCOPES
 from store import queries, reports
 from store.db import open_database
 from store.migrations import migrate
-from store.models import STATUSES
+from store.models import BULK, LANES, STATUSES
 
 
 def parse_time(text: str) -> datetime:
@@ -34,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     loading = commands.add_parser("import", help="bulk load conversations from JSON lines")
     loading.add_argument("file", help="a JSON-lines file, or - for standard input")
     loading.add_argument("--no-progress", action="store_true")
+    loading.add_argument("--lane", choices=LANES, default=BULK, help="bulk (default: xAI's Batch API) or realtime")
     out = commands.add_parser("export", help="insights of a time window, streamed")
     out.add_argument("--start", type=parse_time, required=True)
     out.add_argument("--end", type=parse_time, required=True)
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--start", type=parse_time, help="settled conversations that occurred from this time...")
     again.add_argument("--end", type=parse_time, help="...to this time")
     again.add_argument("--dry-run", action="store_true")
+    again.add_argument("--lane", choices=LANES, default=BULK, help="bulk (default: xAI's Batch API) or realtime")
     again.add_argument("--yes", action="store_true", help=f"do not ask, even for over {CONFIRM_ABOVE} conversations")
     listing = commands.add_parser("conversations", help="the operations view").add_subparsers(dest="action", required=True)
     listed = listing.add_parser("list", help="conversations by status and failure reason, oldest first")
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     listed.add_argument("--end", type=parse_time, default=datetime.max, help="occurred before")
     listed.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     listed.add_argument("--json", action="store_true", help="one JSON document a line")
+    bulk_lane = commands.add_parser("bulk", help="the bulk lane's provider batches").add_subparsers(dest="action", required=True)
+    listed_batches = bulk_lane.add_parser("list", help="open provider batches: counts, age, cost so far")
+    listed_batches.add_argument("--all", action="store_true", help="ended ones too")
+    listed_batches.add_argument("--json", action="store_true", help="one JSON document a line")
+    bulk_lane.add_parser("show", help="one provider batch").add_argument("batch_id")
+    bulk_lane.add_parser("cancel", help="cancel one at xAI; its unanswered conversations wait for another").add_argument("batch_id")
     stats = commands.add_parser("stats", help="counts by status, queue depths, dead letters")
     stats.add_argument("--json", action="store_true")
     rollup = commands.add_parser("counts", help="check the daily insight counts against the insights")
@@ -99,13 +106,15 @@ def dispatch(argv: list[str]) -> int:
     if args.command == "export":
         return export_command(args)
     if args.command == "reprocess":
-        load.reprocess(queries.reprocess_candidates(args.failed, args.start, args.end), args.dry_run, args.yes)
+        load.reprocess(queries.reprocess_candidates(args.failed, args.start, args.end), args.lane, args.dry_run, args.yes)
         return 0
     if args.command == "conversations":
         query = reports.ConversationQuery(args.start, args.end, args.limit, args.status, args.reason)
         return report.list_conversations(query, args.json)
     if args.command == "counts":
         return report.check_counts(args.rebuild)
+    if args.command == "bulk":
+        return bulk_command(args)
     report.print_stats(args.json)
     return 0
 
@@ -133,10 +142,16 @@ def make_key(parser: argparse.ArgumentParser, scopes_text: str) -> int:
 
 
 def import_command(args: argparse.Namespace) -> int:
-    tally = load.import_source(args.file, progress=not args.no_progress)
+    tally = load.import_source(args.file, args.lane, progress=not args.no_progress)
     print(f"{args.file}: {tally['created']} accepted, {tally['duplicate']} already there, "
           f"{tally['conflict']} conflicting, {tally['invalid']} invalid, {tally['blank']} blank line(s)")
     return 1 if tally["invalid"] or tally["conflict"] else 0
+
+
+def bulk_command(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return bulk.list_batches(args.all, args.json)
+    return bulk.show(args.batch_id) if args.action == "show" else bulk.cancel(args.batch_id)
 
 
 def export_command(args: argparse.Namespace) -> int:

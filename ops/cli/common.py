@@ -4,10 +4,11 @@ asking before a large change, and where its output goes."""
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from itertools import islice
 from pathlib import Path
-from typing import IO, ContextManager, Iterable, Iterator
+from typing import IO, Callable, ContextManager, Iterable, Iterator
 
 from peewee import Database, PeeweeException
 
@@ -65,6 +66,17 @@ def confirm(question: str, assume_yes: bool) -> None:
 def output_file(path: Path | None) -> ContextManager[IO[str]]:
     """``path`` opened for writing, or standard output (left open when done)."""
     return open(path, "w", newline="") if path else contextlib.nullcontext(sys.stdout)
+
+
+def print_documents(documents: list[dict], as_json: bool, header: str, row: Callable[[dict], str]) -> None:
+    """One JSON document a line for scripts, or a tab-separated header row and a row each for people."""
+    if as_json:
+        for document in documents:
+            print(json.dumps(document))
+        return
+    print(header)
+    for document in documents:
+        print(row(document))
 
 
 def chunks(items: Iterable, size: int) -> Iterator[list]:

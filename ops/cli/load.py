@@ -20,16 +20,17 @@ CHUNK = 1000
 BOM = b"\xef\xbb\xbf"
 
 
-def import_source(source: str, progress: bool = True) -> Counter:
-    """Import ``source``: a file's path (relative to where the command runs), or ``-`` for standard input."""
+def import_source(source: str, lane: str, progress: bool = True) -> Counter:
+    """Import ``source`` into ``lane``: a file's path (relative to where the command runs), or ``-`` for
+    standard input."""
     if source == "-":
-        return import_lines(sys.stdin.buffer, "stdin", None, progress)
+        return import_lines(sys.stdin.buffer, "stdin", None, lane, progress)
     path = Path(source)
     with open(path, "rb") as handle:
-        return import_lines(handle, path.name, path.stat().st_size, progress)
+        return import_lines(handle, path.name, path.stat().st_size, lane, progress)
 
 
-def import_lines(handle: BinaryIO, name: str, size: int | None, progress: bool) -> Counter:
+def import_lines(handle: BinaryIO, name: str, size: int | None, lane: str, progress: bool) -> Counter:
     """Validate, commit and enqueue every line; report bad lines on stderr by number and go on. Idempotent:
     a line without ``conversation_id`` gets one derived from its content. A UTF-8 BOM opening the input
     (as some editors and exports write it) is not part of the first line."""
@@ -40,11 +41,11 @@ def import_lines(handle: BinaryIO, name: str, size: int | None, progress: bool) 
             bar.update(sum(len(line) for _n, line in chunk))
             if chunk[0][0] == 1:
                 chunk[0] = (1, chunk[0][1].removeprefix(BOM))
-            tally.update(import_chunk(model, chunk))
+            tally.update(import_chunk(model, chunk, lane))
     return tally
 
 
-def import_chunk(model, chunk: list[tuple[int, bytes]]) -> Counter:
+def import_chunk(model, chunk: list[tuple[int, bytes]], lane: str) -> Counter:
     tally: Counter = Counter()
     batch: list[tuple[int, queries.NewConversation]] = []
     now = queries.utcnow()
@@ -61,7 +62,7 @@ def import_chunk(model, chunk: list[tuple[int, bytes]]) -> Counter:
             continue
         payload = conversation.canonical_payload()
         conversation_id = conversation.conversation_id or f"imp_{queries.payload_digest(payload)[:32]}"
-        batch.append((number, queries.NewConversation.of(conversation_id, payload, now, conversation.occurred(now))))
+        batch.append((number, queries.NewConversation.of(conversation_id, payload, now, conversation.occurred(now), lane)))
     if batch:
         outcomes = queries.insert_conversations([new for _number, new in batch])
         created = [new.id for (_n, new), outcome in zip(batch, outcomes) if outcome is queries.InsertOutcome.CREATED]
@@ -74,13 +75,13 @@ def import_chunk(model, chunk: list[tuple[int, bytes]]) -> Counter:
     return tally
 
 
-def reprocess(ids: list[str], dry_run: bool, assume_yes: bool) -> None:
-    """Send ``ids`` through analysis again (asking first when there are many)."""
+def reprocess(ids: list[str], lane: str, dry_run: bool, assume_yes: bool) -> None:
+    """Send ``ids`` through analysis again in ``lane`` (asking first when there are many)."""
     if not dry_run and len(ids) > CONFIRM_ABOVE:
         confirm(f"Send {len(ids)} conversations through analysis again?", assume_yes)
     verb = "would send" if dry_run else "sent"
     if not dry_run:
         for chunk in chunks(ids, CHUNK):
-            queries.reopen(chunk)
+            queries.reopen(chunk, lane)
             collect_many.send(chunk)
     print(f"{verb} {len(ids)} conversation(s) through analysis again" + (f", e.g. {', '.join(ids[:3])}" if ids else ""))

@@ -10,8 +10,11 @@ from typing import IO, Any
 
 from actors.broker import settings
 from actors.state import PipelineState, read_state
-from store import counts, reports
-from store.documents import insight_document, isoformat, listed_document
+from ops.cli.common import print_documents
+from store import counts, reports, usage
+from store.db import write_transaction
+from store.models import database
+from store.documents import insight_document, isoformat, listed_document, usage_document
 
 CSV_COLUMNS = ["conversation_id", "occurred_at", "received_at", "analyzed_at", "sentiment_score", "sentiment", "confidence",
                "clusters", "model", "reasoning"]
@@ -40,6 +43,8 @@ def stats_document(state: PipelineState) -> dict[str, Any]:
     if state.stats is not None:
         document["conversations"] = state.stats.by_status
         document["oldest_waiting_seconds"] = round(state.oldest_waiting_seconds, 3)
+        document["bulk"] = {"conversations": state.stats.bulk, "provider_batches": state.stats.provider_batches}
+        document["usage"] = {lane: usage_document(used).model_dump() for lane, used in state.stats.usage.items()}
     if state.redis is not None:
         queues = sorted({queue for queue, _kind in state.redis.queues})
         document["queues"] = {queue: {kind: state.redis.queues[(queue, kind)] for kind in KINDS} for queue in queues}
@@ -62,6 +67,15 @@ def print_stats(as_json: bool) -> None:
             print(f"  {status:<11} {count}")
         if state.stats.oldest_waiting:
             print(f"  oldest waiting: since {isoformat(state.stats.oldest_waiting)} ({state.oldest_waiting_seconds:.0f} s ago)")
+        bulk, batches = state.stats.bulk, state.stats.provider_batches
+        print(f"bulk lane: {bulk['queued']} waiting for a provider batch, {bulk['processing']} in one; provider batches: "
+              + ", ".join(f"{count} {name}" for name, count in batches.items()))
+        print("tokens and cost, all insights:")
+        for lane, used in state.stats.usage.items():
+            d = usage_document(used)
+            print(f"  {lane:<9} {d.insights} insight(s), {d.prompt_tokens:.0f} prompt ({d.cached_tokens:.0f} cached) + "
+                  f"{d.completion_tokens:.0f} completion tokens, ${d.cost_usd:.4f}"
+                  + (f" ({d.insights_without_cost} without a price)" if d.insights_without_cost else ""))
     if state.redis is not None:
         print("queues:")
         print(f"  {'queue':<11} waiting delayed dead")
@@ -76,6 +90,9 @@ def check_counts(rebuild: bool) -> int:
     """Compare the daily counts with the insights (exit 1 on a difference), or recompute them."""
     if rebuild:
         print(f"daily counts rebuilt: {counts.rebuild()} row(s)")
+        with write_transaction(database.obj):
+            usage.rebuild()
+        print("daily tokens and cost rebuilt")
         return 0
     drift = counts.drift()
     for key, (stored, counted) in sorted(drift.items(), key=str)[:20]:
@@ -96,12 +113,7 @@ def list_conversations(query: reports.ConversationQuery, as_json: bool) -> int:
         if next_after is None:
             break
         query = dataclasses.replace(query, after=next_after)
-    documents = [listed_document(c).model_dump(mode="json") for c in shown]
-    if as_json:
-        for document in documents:
-            print(json.dumps(document))
-        return 0
-    print("conversation_id\tstatus\tattempts\toccurred_at\tlast_error")
-    for d in documents:
-        print(f"{d['conversation_id']}\t{d['status']}\t{d['attempts']}\t{d['occurred_at']}\t{d['last_error'] or ''}")
+    print_documents([listed_document(c).model_dump(mode="json") for c in shown], as_json,
+                    "conversation_id\tstatus\tattempts\toccurred_at\tlast_error",
+                    lambda d: f"{d['conversation_id']}\t{d['status']}\t{d['attempts']}\t{d['occurred_at']}\t{d['last_error'] or ''}")
     return 0
