@@ -84,6 +84,7 @@ class Settings(BaseModel):
     bulk_tick_seconds: PositiveFloat
     bulk_poll_seconds: PositiveFloat
     bulk_poll_max_seconds: PositiveFloat
+    bulk_give_up_seconds: PositiveFloat
     max_body_bytes: PositiveInt
     max_batch_items: PositiveInt
     max_batch_body_bytes: PositiveInt

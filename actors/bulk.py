@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import threading
+from datetime import timedelta
 from typing import Any
 
 import metrics
@@ -71,6 +72,11 @@ def work_on(batch: ProviderBatch) -> None:
     try:
         look_in = advance(batch)
     except BatchApiError as error:
+        if error.status == 404 and batch.provider_id is not None:  # xAI no longer knows it: nothing will come
+            logger.error("provider batch %s: xAI no longer knows %s; its conversations wait for another batch",
+                         batch.id, batch.provider_id, extra={"batch_id": batch.id})
+            collect(None, batch, f"unknown to xAI ({error})")
+            return
         logger.warning("provider batch %s: %s; trying again later", batch.id, error, extra={"batch_id": batch.id})
         wait = error.retry_after if error.retry_after is not None else batch.poll_seconds
         provider_batches.let_go(batch.id, wait, last_error=settings.redact(str(error))[:500])
@@ -95,6 +101,11 @@ def advance(batch: ProviderBatch) -> float | None:
         provider_batches.update(batch.id, state=SUBMITTED, submitted_at=utcnow(), num_requests=sent, num_pending=sent)
         logger.info("provider batch %s submitted to xAI as %s", batch.id, batch.provider_id, extra={"batch_id": batch.id})
         return batch.poll_seconds
+    if overdue(batch):
+        api.cancel(batch.provider_id)
+        reason = f"not finished by xAI within BULK_GIVE_UP_SECONDS ({settings.bulk_give_up_seconds:g} s)"
+        provider_batches.update(batch.id, end_reason=reason)
+        batch.end_reason = reason
     counters = api.state(batch.provider_id) if batch.provider_id else {}
     provider_batches.update(batch.id, **counters)
     if counters.get("num_pending", 0) > 0:
@@ -102,6 +113,12 @@ def advance(batch: ProviderBatch) -> float | None:
         return batch.poll_seconds
     collect(api, batch, end_reason(batch, counters))
     return None
+
+
+def overdue(batch: ProviderBatch) -> bool:
+    """Sent longer ago than ``BULK_GIVE_UP_SECONDS`` and not cancelled yet."""
+    return (batch.provider_id is not None and batch.submitted_at is not None and batch.end_reason is None
+            and utcnow() - batch.submitted_at > timedelta(seconds=settings.bulk_give_up_seconds))
 
 
 def end_reason(batch: ProviderBatch, counters: dict[str, int]) -> str:
@@ -140,10 +157,11 @@ def request_bodies(chunk: list[ProviderBatchRequest]) -> dict[str, dict[str, Any
     }
 
 
-def collect(api: BatchApi, batch: ProviderBatch, reason: str) -> None:
-    """Store every result not stored yet, send back the conversations of requests without one, end it."""
+def collect(api: BatchApi | None, batch: ProviderBatch, reason: str) -> None:
+    """Store every result not stored yet (none without ``api``), send back the conversations of requests
+    without one, end it."""
     waiting = {request.id: request for request in provider_batches.requests_of(batch.id, settled=False)}
-    for entry in api.results(batch.provider_id) if batch.provider_id else ():
+    for entry in api.results(batch.provider_id) if api and batch.provider_id else ():
         request = waiting.pop(str(entry.get("batch_request_id")), None)
         if request is not None:  # ours and not stored yet (a collection cut short stores the rest)
             store(batch, request, analysis_of(entry, json.loads(request.conversation_ids), batch))

@@ -18,6 +18,7 @@ from ulid import ULID
 
 import metrics
 from actors.batching import collect
+from actors.broker import STREAMED_LANES
 from api.errors import ApiError
 from insights.schemas import ConversationBase
 from settings import Settings
@@ -91,9 +92,11 @@ def admit(conversations: list[queries.NewConversation]) -> list[queries.InsertOu
     """Commit a round of conversations, then hand the new ones to the workers (in the writer thread).
 
     The commit is what a ``202`` promises; if Redis is away the send fails and the reconciler re-sends.
+    The bulk lane's conversations get no message when the bulk lane takes them from the database.
     """
     outcomes = queries.insert_conversations(conversations)
-    created = [new.id for new, outcome in zip(conversations, outcomes) if outcome is queries.InsertOutcome.CREATED]
+    created = [new.id for new, outcome in zip(conversations, outcomes)
+               if outcome is queries.InsertOutcome.CREATED and new.lane in STREAMED_LANES]
     for position, conversation_id in enumerate(created):
         try:
             collect.send(conversation_id)

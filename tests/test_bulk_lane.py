@@ -172,6 +172,9 @@ def test_an_operator_sees_a_provider_batch_and_cancels_it(make_stack, grok):
     assert {(d["status"], d["provider_batch"]) for d in stack.conversations(client, ids)} == {("processing", batch["id"])}
     stats = json.loads(insights(stack, "stats", "--json").stdout)["bulk"]
     assert (stats["conversations"]["processing"], stats["provider_batches"]["submitted"]) == (6, 1)
+    metrics = client.get("/metrics").text
+    assert 'insights_bulk_conversations{status="processing"} 6.0' in metrics
+    assert 'insights_provider_batches{state="submitted"} 1.0' in metrics
 
     assert insights(stack, "bulk", "cancel", batch["id"]).returncode == 0
     wait_until(lambda: provider_batches(stack)[0][:2] == ("ended", "cancelled by an operator"), timeout=30,
@@ -182,3 +185,37 @@ def test_an_operator_sees_a_provider_batch_and_cancels_it(make_stack, grok):
     again = insights(stack, "bulk", "cancel", batch["id"])
     assert again.returncode == 2 and "no open provider batch" in again.stderr
     assert insights(stack, "bulk", "show", "bulk_nope").returncode == 2
+
+
+def test_a_batch_xai_never_finishes_is_given_up_and_its_conversations_fail_with_the_reason(make_stack, grok):
+    """xAI keeps a batch pending past ``BULK_GIVE_UP_SECONDS``: it is cancelled there and its conversations
+    come back, until their attempts are spent."""
+    grok.configure(batch_delay=600)
+    stack = make_stack(**BULK, BULK_GIVE_UP_SECONDS=1, MAX_RETRIES=2, **grok.env)
+    client = stack.start_web()
+    stack.start_worker()
+    ids = post_bulk(client, ["My invoice is wrong", "Where is my refund?"])
+
+    documents = stack.settled(client, ids, timeout=60)
+    assert {(d["status"], d["attempts"]) for d in documents} == {("failed", 2)}, stack.log_text()
+    assert {"not finished by xAI within BULK_GIVE_UP_SECONDS" in d["last_error"] for d in documents} == {True}
+    overview = grok.control.get("/batches").json()
+    assert len(overview["batches"]) == 2 and {b["state"]["num_cancelled"] for b in overview["batches"]} == {1, 2}
+
+
+def test_a_batch_xai_forgets_sends_its_conversations_to_another(make_stack, grok):
+    """The Batch API answers 404 for a batch it held (purged, or another account's key): nothing will come
+    of it, so its conversations wait for another batch, an attempt spent."""
+    grok.configure(batch_delay=600)
+    stack = make_stack(**BULK, **grok.env)
+    client = stack.start_web()
+    stack.start_worker()
+    ids = post_bulk(client, [f"My order {n} never came" for n in range(3)])
+    wait_until(lambda: stack.sql("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'")[0][0], timeout=30,
+               message="a provider batch submitted")
+    grok.control.post("/reset").raise_for_status()  # the emulator forgets every batch
+    grok.configure(batch_delay=0.2)
+
+    documents = stack.settled(client, ids, timeout=60)
+    assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 2)}, stack.log_text()
+    assert "unknown to xAI" in provider_batches(stack)[0][1]

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from actors import collect_many
-from actors.broker import settings
+from actors.broker import STREAMED_LANES, settings
 from insights.schemas import request_models
 from ops.cli.common import CONFIRM_ABOVE, chunks, confirm
 from store import queries
@@ -66,7 +66,7 @@ def import_chunk(model, chunk: list[tuple[int, bytes]], lane: str) -> Counter:
     if batch:
         outcomes = queries.insert_conversations([new for _number, new in batch])
         created = [new.id for (_n, new), outcome in zip(batch, outcomes) if outcome is queries.InsertOutcome.CREATED]
-        if created:
+        if created and lane in STREAMED_LANES:  # else the bulk lane takes them from the database
             collect_many.send(created)
         tally.update(outcome.value for outcome in outcomes)
         for (number, new), outcome in zip(batch, outcomes):
@@ -83,5 +83,6 @@ def reprocess(ids: list[str], lane: str, dry_run: bool, assume_yes: bool) -> Non
     if not dry_run:
         for chunk in chunks(ids, CHUNK):
             queries.reopen(chunk, lane)
-            collect_many.send(chunk)
+            if lane in STREAMED_LANES:
+                collect_many.send(chunk)
     print(f"{verb} {len(ids)} conversation(s) through analysis again" + (f", e.g. {', '.join(ids[:3])}" if ids else ""))
