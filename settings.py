@@ -39,6 +39,15 @@ class ModelPrice(BaseModel):
     output: Annotated[float, Field(ge=0)]
 
 
+class TaxonomyEntry(BaseModel):
+    """A cluster of the taxonomy: what it means (for Grok) and the offline analyzer's keywords."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    description: str = ""
+    keywords: list[str] = []
+
+
 TABLES = ("taxonomy", "model_prices")  # config.toml tables kept whole (not overridable by the environment)
 
 
@@ -98,8 +107,19 @@ class Settings(BaseModel):
     negative_threshold: Annotated[float, Field(ge=-1, le=1)]
     positive_threshold: Annotated[float, Field(ge=-1, le=1)]
     batch_discount: Annotated[float, Field(ge=0, lt=1)]
-    taxonomy: dict[str, list[str]]
+    taxonomy_mode: Literal["closed", "open"]
+    taxonomy: dict[Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=60)], TaxonomyEntry]
     model_prices: dict[str, ModelPrice]
+
+    @field_validator("taxonomy", mode="before")
+    @classmethod
+    def _taxonomy(cls, value: Any) -> Any:
+        """An entry may be just its keywords (the form before descriptions); "other" is the taxonomy's own."""
+        if isinstance(value, dict):
+            if "other" in value:
+                raise ValueError('"other" is reserved: it is what a conversation that fits no cluster gets')
+            return {slug: {"keywords": entry} if isinstance(entry, list) else entry for slug, entry in value.items()}
+        return value
 
     @field_validator("redis_url")
     @classmethod

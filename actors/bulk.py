@@ -184,7 +184,7 @@ def analysis_of(entry: dict[str, Any], ids: list[str], batch: ProviderBatch) -> 
     try:
         return read_completion(ids, document, json.dumps(document, ensure_ascii=False), model=active.model,
                                prompt_version=active.prompt_version, usage=usage_in(document),
-                               claim_token=batch.claim_token, batch_id=batch.id)
+                               vocabulary=active.taxonomy.vocabulary, claim_token=batch.claim_token, batch_id=batch.id)
     except UnusableAnswer as error:
         return failed_result(ids, batch, str(error))
 

@@ -28,8 +28,9 @@ def build_analyzer(settings: Settings, gate: "OutboundGate") -> Analyzer:
     """Grok when ``GROK_API_KEY`` is set, else the deterministic offline analyzer."""
     if settings.offline:
         from insights.offline import OfflineAnalyzer
+        from insights.taxonomy import Taxonomy
 
-        return OfflineAnalyzer(settings.taxonomy)
+        return OfflineAnalyzer(Taxonomy.of(settings))
     from insights.grok import GrokClient
 
     return GrokClient(settings, gate)

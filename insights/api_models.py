@@ -38,6 +38,8 @@ class InsightOut(BaseModel):
     sentiment_score: float = Field(ge=-1, le=1)
     sentiment: Sentiment
     clusters: list[str]
+    suggested_cluster: str | None = Field(default=None, description="with a closed taxonomy, what an 'other' "
+                                                                    "conversation's topic might be called")
     confidence: float = Field(ge=0, le=1)
     reasoning: str
     model: str

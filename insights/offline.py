@@ -1,22 +1,28 @@
-"""The deterministic offline analyzer: VADER for sentiment, a keyword taxonomy for clusters.
+"""The deterministic offline analyzer: VADER for sentiment, the taxonomy's keywords for clusters.
 
 It runs when no ``GROK_API_KEY`` is configured and produces exactly the rows Grok must produce, so they
-go through the same validation and storage. Same input, same output: no randomness, no clock.
+go through the same validation and storage. Same input, same output: no randomness, no clock. With a
+closed taxonomy, a conversation that matches no keyword is ``other``, and its most frequent long word is
+the suggested cluster.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Iterable, Mapping
+from collections import Counter
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from insights.analyzer import ConversationToAnalyze
 from insights.schemas import AnalysisResult
+from insights.taxonomy import OTHER, Taxonomy
 
 MODEL_NAME = "offline-vader-taxonomy"
 PROMPT_VERSION = "offline-1"
+# Words too common to name a topic, for suggestions (five letters or more, as suggestions are).
+COMMON_WORDS = frozenset("about after again always because before being could every found great hello problem "
+                         "please really still thank thanks there these thing think where which while would".split())
 # Roles whose words speak for the agent, not the customer; their tone is not the customer's sentiment.
 AGENT_ROLES = frozenset({"agent", "assistant", "support", "system", "bot", "operator"})
 _WORD = re.compile(r"[a-z']+")
@@ -26,13 +32,14 @@ class OfflineAnalyzer:
     """Scores each conversation on its own; batching only matters for the calling pipeline."""
 
     model = MODEL_NAME
-    prompt_version = PROMPT_VERSION
 
-    def __init__(self, taxonomy: Mapping[str, Iterable[str]]) -> None:
+    def __init__(self, taxonomy: Taxonomy) -> None:
         self._vader = SentimentIntensityAnalyzer()
+        self.taxonomy = taxonomy
+        self.prompt_version = f"{PROMPT_VERSION}-{taxonomy.version()}"
         self._clusters = {
             slug: re.compile(r"\b(?:" + "|".join(re.escape(word.lower()) for word in words) + r")\b")
-            for slug, words in taxonomy.items()
+            for slug, words in taxonomy.keywords.items()
             if words
         }
 
@@ -41,6 +48,7 @@ class OfflineAnalyzer:
         return AnalysisResult.validated(
             [conversation.conversation_id for conversation in conversations], rows, model=self.model,
             prompt_version=self.prompt_version, raw_response=json.dumps({"results": rows}, separators=(",", ":")),
+            vocabulary=self.taxonomy.vocabulary,
         )
 
     def analyze_one(self, conversation: ConversationToAnalyze) -> dict:
@@ -57,13 +65,23 @@ class OfflineAnalyzer:
         clusters = sorted(matches, key=lambda slug: (-len(matches[slug]), slug))
         sentiment_words = sum(1 for word in _WORD.findall(" ".join(texts).lower()) if word in self._vader.lexicon)
 
+        suggested = None
+        if self.taxonomy.closed and not clusters:
+            clusters, suggested = [OTHER], _topic_word(texts)
         return {
             "conversation_id": conversation.conversation_id,
             "sentiment_score": round(score, 4),
             "clusters": clusters,
+            "suggested_cluster": suggested,
             "confidence": _confidence(sentiment_words, sum(map(len, matches.values()))),
             "reasoning": _reasoning(score, len(texts), sentiment_words, matches),
         }
+
+
+def _topic_word(texts: list[str]) -> str | None:
+    """The most frequent word of five letters or more (the first of equals), common words left out."""
+    words = [word for word in _WORD.findall(" ".join(texts).lower()) if len(word) >= 5 and word not in COMMON_WORDS]
+    return Counter(words).most_common(1)[0][0] if words else None
 
 
 def _confidence(sentiment_words: int, cluster_words: int) -> float:

@@ -201,6 +201,24 @@ class InsightRow(BaseModel):
     clusters: Annotated[list[Annotated[str, StringConstraints(max_length=200)]], Untrusted, AfterValidator(_normalise_clusters)]
     confidence: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     reasoning: Annotated[str, Untrusted, AfterValidator(lambda text: text.strip()[:MAX_REASONING_CHARS])]
+    # A closed taxonomy's "other" names its topic here (insights.taxonomy); a slug like a cluster, or None.
+    suggested_cluster: Annotated[str | None, Untrusted, AfterValidator(lambda text: _slug(text) or None if text else None)] = None
+
+    def within(self, vocabulary: frozenset[str] | None) -> "InsightRow":
+        """The row held to a closed taxonomy's ``vocabulary``: clusters outside it are dropped (``other``
+        stands in when none is left), and a suggestion is kept only beside ``other`` (one that names a slug
+        of the taxonomy takes ``other``'s place). With no vocabulary (open), nothing is suggested."""
+        if vocabulary is None:
+            return self.model_copy(update={"suggested_cluster": None})
+        clusters = [slug for slug in self.clusters if slug in vocabulary]
+        suggested = self.suggested_cluster
+        if self.clusters and not clusters:
+            clusters = ["other"]
+        if suggested in vocabulary and "other" in clusters:
+            clusters, suggested = [suggested if slug == "other" else slug for slug in clusters], None
+        if "other" not in clusters:
+            suggested = None
+        return self.model_copy(update={"clusters": list(dict.fromkeys(clusters)), "suggested_cluster": suggested})
 
 
 class AnalysisResult(BaseModel):
@@ -217,10 +235,13 @@ class AnalysisResult(BaseModel):
     claim_token: str | None = None  # the claim analyzed (store.queries.Claim): only its conversations are settled
 
     @classmethod
-    def validated(cls, conversation_ids: list[str], raw_rows: list[Any], **provenance: Any) -> "AnalysisResult":
-        """Validate an analyzer's untrusted ``raw_rows`` for the batch (:func:`validate_rows`) and keep
-        ``provenance`` (``model``, ``prompt_version``, ``raw_response``, ``usage``) beside them."""
+    def validated(cls, conversation_ids: list[str], raw_rows: list[Any], vocabulary: frozenset[str] | None = None,
+                  **provenance: Any) -> "AnalysisResult":
+        """Validate an analyzer's untrusted ``raw_rows`` for the batch (:func:`validate_rows`), held to a
+        closed taxonomy's ``vocabulary`` (``None``: open), and keep ``provenance`` (``model``,
+        ``prompt_version``, ``raw_response``, ``usage``) beside them."""
         valid, rejected = validate_rows(conversation_ids, raw_rows)
+        valid = [row.within(vocabulary) for row in valid]
         return cls(conversation_ids=conversation_ids, rows=valid, rejected=rejected, **provenance)
 
 

@@ -19,6 +19,7 @@ from insights.costs import Tokens, cost_usd
 from insights.grok import GrokClient
 from insights.lanes import BULK, REALTIME
 from insights.offline import OfflineAnalyzer
+from insights.taxonomy import Taxonomy
 from ops.grok_answers import batch_answer
 from settings import load_settings
 
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     settings = load_settings({"GROK_API_KEY": "bench"})
-    client, analyzer = GrokClient(settings, gate=None), OfflineAnalyzer(settings.taxonomy)
+    client, analyzer = GrokClient(settings, gate=None), OfflineAnalyzer(Taxonomy.of(settings))
     sample = conversations(args.conversations, args.seed)
     print(f"{args.conversations} conversations, {settings.grok_model}, prices {settings.model_prices[settings.grok_model]}, "
           f"batch discount {settings.batch_discount}; tokens = characters / 4")

@@ -14,6 +14,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from insights.analyzer import ConversationToAnalyze
 from insights.offline import OfflineAnalyzer
+from insights.taxonomy import Taxonomy
 from ops.supervisor import ROOT
 from settings import load_settings
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args()
-    analyzer = OfflineAnalyzer(load_settings({}).taxonomy)
+    analyzer = OfflineAnalyzer(Taxonomy.of(load_settings({})))
     vader = SentimentIntensityAnalyzer()
     print("| file | texts | analyzer r | VADER compound r |")
     print("|---|---|---|---|")

@@ -26,6 +26,7 @@ from typing import Any
 
 from insights.analyzer import ConversationToAnalyze
 from insights.offline import OfflineAnalyzer
+from insights.taxonomy import OTHER
 from ops.grok_limits import TEAM
 
 POISON = "POISON"
@@ -78,11 +79,28 @@ def holds(conversations: list[dict[str, Any]], marker: str) -> list[dict[str, An
     return [c for c in conversations if any(marker in m["content"] for m in c["messages"])]
 
 
-def analyze(analyzer: OfflineAnalyzer, conversations: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for the batch, one per conversation, as a gullible model writes them when the batch holds an
-    injection: it obeys, rewriting every other conversation's row in place with the sentiment asked for
-    ("... sentiment 5": 5; 1.0 when no number is given)."""
-    rows = [analyzer.analyze_one(ConversationToAnalyze(c["conversation_id"], c["messages"])) for c in conversations]
+def as_asked(row: dict[str, Any], closed: bool) -> dict[str, Any]:
+    """A row of the (closed-taxonomy) analyzer as the request asked for it: with the taxonomy (its prompt
+    asks for a ``suggested_cluster``), as is; without, a free slug where the taxonomy had none (the
+    suggestion), as a model left to invent its own labels writes it."""
+    if closed:
+        return row
+    free = {key: value for key, value in row.items() if key != "suggested_cluster"}
+    return {**free, "clusters": [row["suggested_cluster"]] if row.get("suggested_cluster") else
+            [slug for slug in row["clusters"] if slug != OTHER]}
+
+
+def asks_for_taxonomy(body: dict[str, Any]) -> bool:
+    return "suggested_cluster" in body["messages"][0]["content"]
+
+
+def analyze(analyzer: OfflineAnalyzer, conversations: list[dict[str, Any]], closed: bool = True) -> list[dict[str, Any]]:
+    """Rows for the batch, one per conversation (``closed``: within the taxonomy, see :func:`as_asked`), as
+    a gullible model writes them when the batch holds an injection: it obeys, rewriting every other
+    conversation's row in place with the sentiment asked for ("... sentiment 5": 5; 1.0 when no number is
+    given)."""
+    rows = [as_asked(analyzer.analyze_one(ConversationToAnalyze(c["conversation_id"], c["messages"])), closed)
+            for c in conversations]
     injectors = holds(conversations, INJECT)
     if not injectors:
         return rows
@@ -129,5 +147,6 @@ def batch_answer(analyzer: OfflineAnalyzer, body: dict[str, Any]) -> tuple[dict[
     if holds(conversations, REFUSE):
         return None, content_refused(model)
     prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
-    content, finish_reason = content_of(analyze(analyzer, conversations), {}, bool(holds(conversations, POISON)))
+    rows = analyze(analyzer, conversations, asks_for_taxonomy(body))
+    content, finish_reason = content_of(rows, {}, bool(holds(conversations, POISON)))
     return completion(content, finish_reason, model, prompt_tokens), None

@@ -68,7 +68,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from insights.offline import OfflineAnalyzer
-from ops.grok_answers import (POISON, REFUSE, analyze, bend, completion, content_of, content_refused, holds,
+from insights.taxonomy import Taxonomy
+from ops.grok_answers import (POISON, REFUSE, analyze, asks_for_taxonomy, bend, completion, content_of, content_refused, holds,
                               prompt_too_long, unknown_model, xai_error)
 from ops.grok_batches import BatchStore, route
 from ops.grok_limits import Limits
@@ -128,7 +129,7 @@ class EmulatorState:
         self.log: list[dict[str, Any]] = []
         self.limits = Limits()
         self.lock = threading.Lock()
-        self.analyzer = OfflineAnalyzer(load_settings({}).taxonomy)
+        self.analyzer = OfflineAnalyzer(Taxonomy(dict(load_settings({}).taxonomy), closed=True))  # answers as_asked
         self.batches = BatchStore(self.analyzer, lambda: (self.config.batch_delay, self.config.batch_expiry))
         self.reseed()
 
@@ -191,7 +192,7 @@ def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[st
         return refuse(entry, "context", 400, prompt_too_long(config.context, prompt_tokens))
     if holds(batch, REFUSE):
         return refuse(entry, "content", config.refusal_status, content_refused(model))
-    rows = analyze(state.analyzer, batch)
+    rows = analyze(state.analyzer, batch, asks_for_taxonomy(body))
     entry["tokens"] = prompt_tokens + len(json.dumps({"results": rows})) // 4
     refusal = state.limits.admit(model, entry["t"], entry["tokens"], config.rps, config.tpm, config.tpm_window)
     if refusal:

@@ -23,6 +23,7 @@ def insight_document(insight: Insight, settings: Settings) -> InsightOut:
         sentiment_score=insight.sentiment_score,
         sentiment=sentiment_label(insight.sentiment_score, settings.negative_threshold, settings.positive_threshold),
         clusters=json.loads(insight.clusters),
+        suggested_cluster=insight.suggested_cluster,
         confidence=insight.confidence,
         reasoning=insight.reasoning,
         model=insight.model,

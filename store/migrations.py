@@ -145,6 +145,13 @@ def _insight_usage(db: Database) -> None:
     usage.rebuild()
 
 
+def _suggested_cluster(db: Database) -> None:
+    """What a closed taxonomy's ``other`` suggests (``insights clusters suggest``), and its index."""
+    for table in ("insights", "insight_history"):
+        _add_columns(db, table, {"suggested_cluster": "VARCHAR(64)"})
+    Insight._schema.create_indexes(safe=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
@@ -155,6 +162,7 @@ MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0007_idempotency_keys", _idempotency_keys),
     ("0008_bulk_lane", _bulk_lane),
     ("0009_insight_usage", _insight_usage),
+    ("0010_suggested_cluster", _suggested_cluster),
 ]
 
 

@@ -65,6 +65,7 @@ class InsightFields(BaseModel):
     occurred_at = DateTimeField(null=True)  # the conversation's, copied for the window query (see Conversation)
     sentiment_score = DoubleField()  # double precision on PostgreSQL too, where FloatField is a 4-byte real
     clusters = TextField()  # JSON list of slugs
+    suggested_cluster = CharField(max_length=64, null=True)  # a closed taxonomy's "other" names its topic here
     confidence = DoubleField()
     reasoning = TextField()
     model = CharField(max_length=128)
@@ -92,6 +93,7 @@ class Insight(InsightFields):
             (("occurred_at", "conversation"), False),  # window pages, in keyset order
             (("occurred_at", "sentiment_score", "confidence"), False),  # counts with filters, from the index alone
             (("confidence", "occurred_at", "sentiment_score"), False),  # a min_confidence between two bands
+            (("suggested_cluster", "occurred_at"), False),  # insights clusters suggest: only the suggestions
         )
 
 

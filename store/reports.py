@@ -139,6 +139,28 @@ def oldest_waiting(*conditions: Any) -> datetime | None:
     return datetime.fromisoformat(oldest) if isinstance(oldest, str) else oldest  # SQLite hands aggregates back as text
 
 
+@dataclass
+class Suggestion:
+    cluster: str
+    count: int
+    examples: list[str]  # conversation ids, the latest first
+
+
+def suggested_clusters(start: datetime, end: datetime, limit: int, examples: int = 3) -> list[Suggestion]:
+    """The clusters a closed taxonomy's ``other`` suggested most often for conversations that occurred in
+    ``[start, end)``, with some of their conversations: what the taxonomy may be missing."""
+    count = fn.COUNT(Insight.conversation)
+    window = (Insight.suggested_cluster.is_null(False), Insight.occurred_at >= start, Insight.occurred_at < end)
+    top = (Insight.select(Insight.suggested_cluster, count).where(*window).group_by(Insight.suggested_cluster)
+           .order_by(count.desc(), Insight.suggested_cluster).limit(limit).tuples())
+    return [
+        Suggestion(cluster, total, [row[0] for row in (
+            Insight.select(Insight.conversation).where(*window, Insight.suggested_cluster == cluster)
+            .order_by(Insight.occurred_at.desc()).limit(examples).tuples())])
+        for cluster, total in top
+    ]
+
+
 def seconds_since(moment: datetime | None) -> float:
     """Seconds from ``moment`` (naive UTC) to now; 0 for ``None``."""
     return max(0.0, (utcnow() - moment).total_seconds()) if moment else 0.0

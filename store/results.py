@@ -137,6 +137,7 @@ def _store_insight(conversation: Conversation, row: InsightRow, result: Analysis
         occurred_at=conversation.occurred_at,
         sentiment_score=row.sentiment_score,
         clusters=json.dumps(row.clusters),
+        suggested_cluster=row.suggested_cluster,
         confidence=row.confidence,
         reasoning=row.reasoning,
         model=result.model,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from insights.analyzer import ConversationToAnalyze
 from insights.offline import OfflineAnalyzer
 from insights.schemas import validate_rows
+from insights.taxonomy import Taxonomy
 from settings import load_settings
 
-TAXONOMY = load_settings({}).taxonomy
+TAXONOMY = Taxonomy.of(load_settings({}))
 
 
 def analyze(*messages: tuple[str, str]):

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     listed_batches.add_argument("--json", action="store_true", help="one JSON document a line")
     bulk_lane.add_parser("show", help="one provider batch").add_argument("batch_id")
     bulk_lane.add_parser("cancel", help="cancel one at xAI; its unanswered conversations wait for another").add_argument("batch_id")
+    vocabulary = commands.add_parser("clusters", help="the cluster taxonomy").add_subparsers(dest="action", required=True)
+    suggest = vocabulary.add_parser("suggest", help="what a closed taxonomy's 'other' suggested most, with examples")
+    suggest.add_argument("--start", type=parse_time, required=True, help="occurred at or after")
+    suggest.add_argument("--end", type=parse_time, required=True, help="occurred before")
+    suggest.add_argument("--limit", type=int, default=20, help="at most this many suggestions (default 20)")
+    suggest.add_argument("--json", action="store_true", help="one JSON document a line")
     stats = commands.add_parser("stats", help="counts by status, queue depths, dead letters")
     stats.add_argument("--json", action="store_true")
     rollup = commands.add_parser("counts", help="check the daily insight counts against the insights")
@@ -115,6 +121,8 @@ def dispatch(argv: list[str]) -> int:
         return report.check_counts(args.rebuild)
     if args.command == "bulk":
         return bulk_command(args)
+    if args.command == "clusters":
+        return report.suggested_clusters(args.start, args.end, args.limit, args.json)
     report.print_stats(args.json)
     return 0
 
@@ -127,6 +135,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--end must be later than --start")
     if args.command == "reprocess" and not args.failed and (args.end is None or args.end <= args.start):
         parser.error("reprocess --start needs a later --end")
+    if args.command == "clusters" and (args.end <= args.start or args.limit < 1):
+        parser.error("clusters suggest needs --end later than --start and a --limit of at least 1")
     if args.command == "conversations" and (args.end <= args.start or args.limit < 1):
         parser.error("conversations list needs --end later than --start and a --limit of at least 1")
 

@@ -86,6 +86,13 @@ def print_stats(as_json: bool) -> None:
         print(f"grok: {grok.state}" + (f" for {grok.seconds_left:.0f} s more: {grok.reason}" if grok.reason else ""))
 
 
+def suggested_clusters(start: datetime, end: datetime, limit: int, as_json: bool) -> int:
+    """``insights clusters suggest``: the topics the taxonomy may be missing, most frequent first."""
+    print_documents([dataclasses.asdict(s) for s in reports.suggested_clusters(start, end, limit)], as_json,
+                    "suggested_cluster\tconversations\texamples", lambda d: f"{d['cluster']}\t{d['count']}\t{' '.join(d['examples'])}")
+    return 0
+
+
 def check_counts(rebuild: bool) -> int:
     """Compare the daily counts with the insights (exit 1 on a difference), or recompute them."""
     if rebuild:
