@@ -4,7 +4,9 @@ From https://docs.x.ai/developers/advanced-api-usage/batch-api (read 2026-11-26)
 requests are added to it, each under a ``batch_request_id`` of the caller's, its ``state`` counts them,
 and finished requests are read back a page at a time; batch requests cost half the real-time price and do
 not count towards the per-minute rate limits; most finish within 24 hours. The shapes of the results and
-of cancelling follow https://batchwork.dev/providers/xai:
+of cancelling follow https://batchwork.dev/providers/xai, and RubyLLM's xAI client reads them the same way
+(``lib/ruby_llm/providers/xai/chat_completions/batches.rb``: a batch is done when ``num_requests`` > 0 and
+``num_pending`` = 0; a completion under ``batch_result.response.chat_get_completion``):
 
 - ``POST {base}/batches`` ``{"name"}`` -> ``{"batch_id", ...}``;
 - ``POST {base}/batches/{id}/requests`` ``{"batch_requests": [{"batch_request_id", "batch_request":
