@@ -106,8 +106,11 @@ def advance(batch: ProviderBatch) -> float | None:
         reason = f"not finished by xAI within BULK_GIVE_UP_SECONDS ({settings.bulk_give_up_seconds:g} s)"
         provider_batches.update(batch.id, end_reason=reason)
         batch.end_reason = reason
-    counters = api.state(batch.provider_id) if batch.provider_id else {}
+    counters, failure = api.state(batch.provider_id) if batch.provider_id else ({}, "")
     provider_batches.update(batch.id, **counters)
+    if failure:  # failed as a whole: what it answered is stored, what it did not will never come
+        collect(api, batch, f"failed at xAI: {settings.redact(failure)}")
+        return None
     if counters.get("num_pending", 0) > 0:
         provider_batches.update(batch.id, poll_seconds=min(batch.poll_seconds * 2, settings.bulk_poll_max_seconds))
         return batch.poll_seconds

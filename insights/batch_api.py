@@ -66,12 +66,12 @@ class BatchApi:
                  for request_id, body in requests_by_id.items()]
         self._call("POST", f"/{batch_id}/requests", {"batch_requests": items})
 
-    def state(self, batch_id: str) -> dict[str, int]:
-        """The batch's counters: ``num_requests``, ``num_pending``, ``num_success``, ``num_error``,
-        ``num_cancelled`` (missing ones as 0)."""
+    def state(self, batch_id: str) -> tuple[dict[str, int], str]:
+        """The batch's counters (``num_requests``, ``num_pending``, ``num_success``, ``num_error``,
+        ``num_cancelled``; missing ones as 0) and its error, if it failed as a whole ("" if not)."""
         state = self._call("GET", f"/{batch_id}").get("state") or {}
         names = ("num_requests", "num_pending", "num_success", "num_error", "num_cancelled")
-        return {name: int(state.get(name) or 0) for name in names}
+        return {name: int(state.get(name) or 0) for name in names}, str(state.get("error") or "")[:300]
 
     def results(self, batch_id: str) -> Iterator[dict[str, Any]]:
         """Every finished request's result, a page at a time."""

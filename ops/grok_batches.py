@@ -20,7 +20,8 @@ not count towards the rate limits; most finish within 24 hours.
 ``GET /_emulator/batches`` (control API) lists every batch's state and counts the request ids sent twice.
 
 Emulated behaviour (``POST /_emulator/config``): each request finishes ``batch_delay`` seconds after it was
-added; a batch older than ``batch_expiry`` seconds (0: never) expires, its pending requests cancelled. A
+added; a batch older than ``batch_expiry`` seconds (0: never) expires, its pending requests cancelled;
+with ``batch_error`` set, every batch fails: its state carries ``error`` and nothing pending is answered. A
 request whose conversations hold ``REFUSE`` ends in an error, one holding ``POISON`` in a truncated answer.
 """
 
@@ -54,6 +55,7 @@ class Batch:
     created: float
     requests: dict[str, BatchRequest] = field(default_factory=dict)  # in the order added
     duplicates: int = 0  # batch_request_ids sent again, refused
+    error: str = ""  # the batch failed (batch_error): said in its state
 
     def document(self) -> dict[str, Any]:
         done = [r for r in self.requests.values() if r.outcome is not None]
@@ -65,6 +67,7 @@ class Batch:
                 "num_success": sum(1 for r in done if "batch_result" in r.outcome),
                 "num_error": sum(1 for r in done if "error_message" in r.outcome),
                 "num_cancelled": sum(1 for r in self.requests.values() if r.cancelled),
+                **({"error": self.error} if self.error else {}),
             },
         }
 
@@ -74,7 +77,7 @@ class BatchStore:
 
     def __init__(self, analyzer: OfflineAnalyzer, settings: Callable[[], tuple[float, float]],
                  clock: Callable[[], float] = time.time) -> None:
-        """``settings()``: the current ``(batch_delay, batch_expiry)``."""
+        """``settings()``: the current ``(batch_delay, batch_expiry, batch_error)``."""
         self.analyzer = analyzer
         self.settings = settings
         self.clock = clock
@@ -142,7 +145,9 @@ class BatchStore:
         batch = self.batches.get(batch_id)
         if batch is None:
             return None
-        delay, expiry = self.settings()
+        delay, expiry, batch.error = self.settings()
+        if batch.error:
+            return batch
         now = self.clock()
         expired = expiry > 0 and now - batch.created >= expiry
         for request in batch.requests.values():

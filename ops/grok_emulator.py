@@ -97,6 +97,7 @@ class EmulatorConfig:
     refusal_status: int = 403
     batch_delay: float = 0.0  # seconds a Batch API request takes (see ops/grok_batches.py)
     batch_expiry: float = 0.0  # seconds after which a batch expires, its pending requests cancelled (0: never)
+    batch_error: str = ""  # when set, every batch's state reports this error and its pending requests stay pending
 
     def update(self, changes: dict[str, Any]) -> None:
         """Set each named setting, converted to its type; raises ``ValueError`` on an unknown name."""
@@ -130,7 +131,7 @@ class EmulatorState:
         self.limits = Limits()
         self.lock = threading.Lock()
         self.analyzer = OfflineAnalyzer(Taxonomy(dict(load_settings({}).taxonomy), closed=True))  # answers as_asked
-        self.batches = BatchStore(self.analyzer, lambda: (self.config.batch_delay, self.config.batch_expiry))
+        self.batches = BatchStore(self.analyzer, lambda: (self.config.batch_delay, self.config.batch_expiry, self.config.batch_error))
         self.reseed()
 
     def reseed(self) -> None:

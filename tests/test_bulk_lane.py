@@ -219,3 +219,20 @@ def test_a_batch_xai_forgets_sends_its_conversations_to_another(make_stack, grok
     documents = stack.settled(client, ids, timeout=60)
     assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 2)}, stack.log_text()
     assert "unknown to xAI" in provider_batches(stack)[0][1]
+
+
+def test_a_batch_that_fails_at_xai_sends_its_conversations_to_another(make_stack, grok):
+    """xAI reports the batch failed as a whole (``state.error``), its requests still pending: nothing more
+    will come of it, so its conversations wait for another batch at once, not after BULK_GIVE_UP_SECONDS."""
+    grok.configure(batch_delay=600, batch_error="internal error")
+    stack = make_stack(**BULK, **grok.env)
+    client = stack.start_web()
+    stack.start_worker()
+    ids = post_bulk(client, ["My order never came", "Refund please"])
+    wait_until(lambda: [r for r in provider_batches(stack) if r[1] and "failed at xAI" in r[1]], timeout=30,
+               message="the failed batch ended")
+    grok.configure(batch_delay=0.2, batch_error="")
+
+    documents = stack.settled(client, ids, timeout=60)
+    assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 2)}, stack.log_text()
+    assert provider_batches(stack)[0][1] == "failed at xAI: internal error"
