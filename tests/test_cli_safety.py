@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import signal
 import subprocess
 import time
 
@@ -127,3 +129,33 @@ def test_json_for_scripts_and_a_header_row_for_people(make_stack, tmp_path):
         "conversation_id\tstatus\tattempts\toccurred_at\tlast_error", f"two\tfailed\t0\t{listed[0]['occurred_at']}\tthe answer was truncated"]
     assert run(stack, "dlq", "list").stdout.splitlines()[0] == "queue\tid\tactor\tdead_at\tconversations\treason"
     assert "  queue       waiting delayed dead" in run(stack, "stats").stdout
+
+
+def test_ctrl_c_at_the_question_is_a_no_without_a_traceback(make_stack):
+    """At a terminal the command asks; Ctrl-C (SIGINT) there answers no: one line, exit status 2."""
+    stack = make_stack()
+    migrated(stack)
+    plant_dead_letter(stack)
+    primary, secondary = pty.openpty()
+    env = {**os.environ, **stack.env}
+    process = subprocess.Popen([str(ROOT_BIN), "dlq", "purge", "--all"], cwd=ROOT, env=env, stdin=secondary,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(secondary)
+    try:
+        prompt = process.stdout.read(len("Purge all 1 dead letters"))
+        assert prompt == "Purge all 1 dead letters"
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=30)
+    finally:
+        os.close(primary)
+    assert process.returncode == 2, err
+    assert "Traceback" not in err and "not confirmed; nothing changed" in err
+    assert stack.redis.zcard("insights:analyze.XQ") == 1
+
+
+def test_a_bad_configuration_is_one_line_and_exit_status_2(make_stack):
+    stack = make_stack(MAX_RETRIES="zero")
+    refused = run(stack, "stats")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == ["configuration error: MAX_RETRIES: Input should be a valid integer, "
+                                                   "unable to parse string as an integer (got 'zero')"]

@@ -11,8 +11,8 @@
 
 Configured like every other process, by ``config.toml`` and the environment; every command but ``apikey``
 says on stderr which database and Redis it uses. Reading commands never create a database. Paths are
-relative to where the command runs. An output file that cannot be opened, a missing database or a
-change not confirmed is a one-line error (exit status 2); a reader that stops early (``insights stats |
+relative to where the command runs. A bad configuration, an output file that cannot be opened, a missing
+database or a change not confirmed (Ctrl-C at the question included) is a one-line error (exit status 2); a reader that stops early (``insights stats |
 head``) ends the command quietly (exit status 1, as Python's own recipe for a closed pipe has it).
 """
 
@@ -21,11 +21,18 @@ from __future__ import annotations
 import os
 import sys
 
-from ops.cli.commands import run
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The console script: :func:`run`, ending quietly when the reader of standard output has gone."""
+    """The console script: :func:`run`, ending quietly when the reader of standard output has gone; a bad
+    configuration (read when the commands are imported) is exit status 2, like any refusal."""
+    try:
+        from ops.cli.commands import run
+    except SystemExit as stop:
+        if not isinstance(stop.code, str):
+            raise
+        print(stop.code, file=sys.stderr)
+        return 2
     try:
         status = run(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit

@@ -58,7 +58,11 @@ def confirm(question: str, assume_yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         raise Refused(f"{question} Not asking without a terminal: add --yes to go ahead")
-    answer = input(f"{question} [y/N] ").strip().lower()
+    try:
+        answer = input(f"{question} [y/N] ").strip().lower()
+    except (KeyboardInterrupt, EOFError):  # Ctrl-C or Ctrl-D is a no, without a traceback
+        print(file=sys.stderr)
+        answer = ""
     if answer not in ("y", "yes"):
         raise Refused("not confirmed; nothing changed")
 
