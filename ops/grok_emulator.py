@@ -56,14 +56,13 @@ once (latencies of median 20 s, 11 to 30 s) held 52 MB of resident memory, again
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -72,46 +71,11 @@ from insights.taxonomy import Taxonomy
 from ops.grok_answers import (POISON, REFUSE, analyze, asks_for_taxonomy, bend, completion, content_of, content_refused, holds,
                               prompt_too_long, unknown_model, xai_error)
 from ops.grok_batches import BatchStore, route
+from ops.grok_emulator_config import EmulatorConfig, parse_args
 from ops.grok_limits import Limits
 from settings import load_settings
 
 RANDOM_FAULTS = ({"status": 429, "retry_after": "1"}, {"status": 500}, {"status": 503}, {"malformed": True})
-
-
-@dataclass
-class EmulatorConfig:
-    """The emulator's settings: from the command line, changed by ``POST /_emulator/config``."""
-
-    api_key: str = "emulator-key"
-    latency: float = 0.0
-    latency_median: float = 0.0
-    latency_sigma: float = 0.0
-    latency_max: float = 0.0
-    seed: int = 42
-    fault_rate: float = 0.0
-    rps: int = 0
-    tpm: int = 0
-    tpm_window: float = 60.0
-    context: int = 131072
-    models: list[str] = field(default_factory=list)
-    refusal_status: int = 403
-    batch_delay: float = 0.0  # seconds a Batch API request takes (see ops/grok_batches.py)
-    batch_expiry: float = 0.0  # seconds after which a batch expires, its pending requests cancelled (0: never)
-    batch_error: str = ""  # when set, every batch's state reports this error and its pending requests stay pending
-
-    def update(self, changes: dict[str, Any]) -> None:
-        """Set each named setting, converted to its type; raises ``ValueError`` on an unknown name."""
-        names = {f.name for f in fields(self)}
-        for name, value in changes.items():
-            if name not in names:
-                raise ValueError(f"unknown setting {name!r}")
-            current = getattr(self, name)
-            setattr(self, name, parse_models(value) if isinstance(current, list) else type(current)(value))
-
-
-def parse_models(value: str | list[str]) -> list[str]:
-    """``"a,b"`` or ``["a", "b"]``; empty means any model."""
-    return [m for m in (value.split(",") if isinstance(value, str) else value) if m]
 
 
 @dataclass
@@ -315,27 +279,8 @@ def serve(port: int, config: EmulatorConfig) -> EmulatorServer:
     return EmulatorServer(("127.0.0.1", port), handler)
 
 
-def parse_args() -> argparse.Namespace:
-    defaults = EmulatorConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8500)
-    parser.add_argument("--api-key", default=defaults.api_key)
-    parser.add_argument("--latency", type=float, default=defaults.latency, help="fixed seconds before each answer")
-    parser.add_argument("--latency-median", type=float, default=defaults.latency_median, help="median of a lognormal latency added (0: none)")
-    parser.add_argument("--latency-sigma", type=float, default=defaults.latency_sigma, help="shape of that lognormal (0.5: a long tail)")
-    parser.add_argument("--latency-max", type=float, default=defaults.latency_max, help="cap on the latency (0: none)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the latency and random-fault draws")
-    parser.add_argument("--rps", type=int, default=defaults.rps, help="calls admitted in any second, per model (0: no limit)")
-    parser.add_argument("--tpm", type=int, default=defaults.tpm, help="tokens admitted in any --tpm-window, per model (0: no limit)")
-    parser.add_argument("--tpm-window", type=float, default=defaults.tpm_window, help="seconds of the tokens-per-minute window")
-    parser.add_argument("--context", type=int, default=defaults.context, help="most prompt tokens a call may have")
-    parser.add_argument("--models", type=parse_models, default=defaults.models, help="comma-separated models served (default: any)")
-    parser.add_argument("--refusal-status", type=int, choices=(400, 403), default=defaults.refusal_status, help="status of a content refusal")
-    return parser.parse_args()
-
-
 def main() -> None:
-    args = vars(parse_args())
+    args = vars(parse_args(__doc__.splitlines()[0]))
     port = args.pop("port")
     config = EmulatorConfig(**args)
     server = serve(port, config)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from conftest import GROK_KEY, GrokEmulator, max_calls_in_any_window
-from ops.grok_emulator import EmulatorConfig
+from ops.grok_emulator_config import EmulatorConfig
 from ops.grok_limits import Limits
 
 MODEL = "grok-4-fast-non-reasoning"

@@ -1,0 +1,63 @@
+"""The xAI emulator's settings (``ops.grok_emulator``): its command line, and what ``POST /_emulator/config``
+may change while it runs."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class EmulatorConfig:
+    """The emulator's settings: from the command line, changed by ``POST /_emulator/config``."""
+
+    api_key: str = "emulator-key"
+    latency: float = 0.0
+    latency_median: float = 0.0
+    latency_sigma: float = 0.0
+    latency_max: float = 0.0
+    seed: int = 42
+    fault_rate: float = 0.0
+    rps: int = 0
+    tpm: int = 0
+    tpm_window: float = 60.0
+    context: int = 131072
+    models: list[str] = field(default_factory=list)
+    refusal_status: int = 403
+    batch_delay: float = 0.0  # seconds a Batch API request takes (see ops/grok_batches.py)
+    batch_expiry: float = 0.0  # seconds after which a batch expires, its pending requests cancelled (0: never)
+    batch_error: str = ""  # when set, every batch's state reports this error and its pending requests stay pending
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Set each named setting, converted to its type; raises ``ValueError`` on an unknown name."""
+        names = {f.name for f in fields(self)}
+        for name, value in changes.items():
+            if name not in names:
+                raise ValueError(f"unknown setting {name!r}")
+            current = getattr(self, name)
+            setattr(self, name, parse_models(value) if isinstance(current, list) else type(current)(value))
+
+
+def parse_models(value: str | list[str]) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]``; empty means any model."""
+    return [m for m in (value.split(",") if isinstance(value, str) else value) if m]
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    defaults = EmulatorConfig()
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, default=8500)
+    parser.add_argument("--api-key", default=defaults.api_key)
+    parser.add_argument("--latency", type=float, default=defaults.latency, help="fixed seconds before each answer")
+    parser.add_argument("--latency-median", type=float, default=defaults.latency_median, help="median of a lognormal latency added (0: none)")
+    parser.add_argument("--latency-sigma", type=float, default=defaults.latency_sigma, help="shape of that lognormal (0.5: a long tail)")
+    parser.add_argument("--latency-max", type=float, default=defaults.latency_max, help="cap on the latency (0: none)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the latency and random-fault draws")
+    parser.add_argument("--rps", type=int, default=defaults.rps, help="calls admitted in any second, per model (0: no limit)")
+    parser.add_argument("--tpm", type=int, default=defaults.tpm, help="tokens admitted in any --tpm-window, per model (0: no limit)")
+    parser.add_argument("--tpm-window", type=float, default=defaults.tpm_window, help="seconds of the tokens-per-minute window")
+    parser.add_argument("--context", type=int, default=defaults.context, help="most prompt tokens a call may have")
+    parser.add_argument("--models", type=parse_models, default=defaults.models, help="comma-separated models served (default: any)")
+    parser.add_argument("--refusal-status", type=int, choices=(400, 403), default=defaults.refusal_status, help="status of a content refusal")
+    return parser.parse_args()
