@@ -29,7 +29,7 @@ from ops.bench_ingress import HOST, start_server
 from ops.embedded_redis import EmbeddedRedis
 from ops.supervisor import stop_all
 from settings import load_settings
-from store import counts, reports
+from store import counts, reports, rollup_check
 from store.db import open_database
 from store.migrations import migrate
 from store.models import Insight
@@ -86,7 +86,7 @@ def load(db, count: int) -> None:
             insert_many(db, cursor, insight_sql, [i for _c, i in chunk])
         print(f"loaded {chunk[-1][0][0]}", end="\r", file=sys.stderr)
     started = time.perf_counter()
-    cells = counts.rebuild()
+    cells = rollup_check.rebuild()
     print(f"rebuilt the daily counts: {cells} rows in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     db.execute_sql("VACUUM ANALYZE" if isinstance(db, PostgresqlDatabase) else "ANALYZE")
 

@@ -31,7 +31,7 @@ from ops.embedded_redis import EmbeddedRedis
 from ops.loadgen import open_loop, post_json
 from ops.supervisor import ROOT, stop_all, worker_command
 from settings import load_settings
-from store import counts
+from store import rollup_check
 from store.db import open_database
 
 KEY = "soak-key"
@@ -114,7 +114,7 @@ def main() -> None:
         orphans = database.execute("SELECT COUNT(*) FROM conversations c WHERE status = 'completed' AND NOT EXISTS (SELECT 1 FROM insights i WHERE i.conversation_id = c.id)").fetchone()[0]
         reasons = database.execute("SELECT last_error, COUNT(*) FROM conversations WHERE status = 'failed' GROUP BY last_error ORDER BY 2 DESC LIMIT 3").fetchall()
         open_database(load_settings(env))
-        drift = counts.drift()
+        drift = rollup_check.drift()
     finally:
         stop_all([*workers, *processes[::-1]])
         if embedded:

@@ -19,8 +19,8 @@ summary's top clusters.
 
 Every write of an insight records its moves (``RollupChanges``) and applies them in the same
 transaction, in statements whose rows are sorted, so concurrent writers on PostgreSQL lock rows in one
-order and cannot deadlock. ``rebuild`` recomputes both tables from the insights (migration 0004, and
-``insights counts --rebuild`` after writes that bypassed the store, such as a raw bulk load).
+order and cannot deadlock. ``store.rollup_check`` checks both tables against the insights and rebuilds them (migration 0004, and
+``insights counts``).
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any, Iterable, Iterator
 
 from peewee import EXCLUDED, SQL, PostgresqlDatabase, Select, fn
 
 from store import usage
-from store.db import write_transaction
 from store.models import Insight, InsightClusterCount, InsightCount, database
 from store.windows import whole_days
 
@@ -216,40 +215,6 @@ def count(start: datetime, end: datetime, filters: Filters) -> int:
     return int(database.execute_sql(*count_statement(start, end, filters)).fetchone()[0])
 
 
-def _days_with_insights() -> Iterator[datetime]:
-    """Midnight of each UTC day from the oldest insight's to the newest's."""
-    oldest = Insight.select(Insight.occurred_at).order_by(Insight.occurred_at).first()
-    newest = Insight.select(Insight.occurred_at).order_by(Insight.occurred_at.desc()).first()
-    if oldest is None:
-        return
-    day = datetime.combine(oldest.occurred_at.date(), time())
-    while day <= newest.occurred_at:
-        yield day
-        day += timedelta(days=1)
-
-
-def tally_insights() -> RollupChanges:
-    """Every day's cells and clusters, counted from the insights table a day at a time (memory stays
-    bounded)."""
-    columns = (Insight.occurred_at, Insight.sentiment_score, Insight.confidence, Insight.clusters)
-    tally = RollupChanges()
-    for day in _days_with_insights():
-        rows = Insight.select(*columns).where(Insight.occurred_at >= day, Insight.occurred_at < day + timedelta(days=1))
-        for occurred_at, sentiment_score, confidence, clusters in rows.tuples():
-            tally.add(occurred_at, sentiment_score, confidence, json.loads(clusters))
-    return tally
-
-
-def stored_totals() -> RollupChanges:
-    """The totals the rollup tables hold (those at zero left out)."""
-    stored = RollupChanges()
-    cells = InsightCount.select(InsightCount.day, InsightCount.score_band, InsightCount.confidence_band, InsightCount.total)
-    stored.cells.update({(day, score, confidence): total for day, score, confidence, total in cells.tuples().iterator() if total})
-    clusters = InsightClusterCount.select(InsightClusterCount.day, InsightClusterCount.cluster, InsightClusterCount.total)
-    stored.clusters.update({(day, cluster): total for day, cluster, total in clusters.tuples().iterator() if total})
-    return stored
-
-
 def _clusters_of_rows(start: datetime, end: datetime) -> Counter:
     """How many insights that occurred in ``[start, end)`` name each cluster, read from the insights."""
     tally: Counter = Counter()
@@ -280,31 +245,3 @@ def snapshot() -> Iterator[None]:
         if isinstance(db, PostgresqlDatabase):  # SQLite in WAL mode keeps one snapshot per transaction already
             db.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         yield
-
-
-def drift() -> dict[tuple, tuple[int, int]]:
-    """Rollup rows whose total differs from the insights: ``{key: (stored, counted)}``, keys being cells
-    ``(day, score band, confidence band)`` and ``(day, cluster)``; empty when exact. Both sides are read
-    in one snapshot, so writers committing meanwhile cannot make a difference appear."""
-    with snapshot():
-        stored, counted = stored_totals(), tally_insights()
-    return {
-        key: (kept[key], found[key])
-        for kept, found in ((stored.cells, counted.cells), (stored.clusters, counted.clusters))
-        for key in kept.keys() | found.keys()
-        if kept[key] != found[key]
-    }
-
-
-def rebuild() -> int:
-    """Recompute the rollup tables from the insights, holding off writers of insights meanwhile; return
-    how many rows they hold."""
-    db = database.obj
-    with write_transaction(db):
-        if isinstance(db, PostgresqlDatabase):
-            db.execute_sql("LOCK TABLE insights IN SHARE MODE")
-        InsightCount.delete().execute()
-        InsightClusterCount.delete().execute()
-        tally = tally_insights()
-        tally.apply()
-    return len(+tally.cells) + len(+tally.clusters)

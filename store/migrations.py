@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from peewee import Database, OperationalError, PostgresqlDatabase
 
 from insights.schemas import occurred_at_in_payload
-from store import counts, usage
+from store import rollup_check, usage
 from store.models import (
     Conversation,
     IdempotencyKey,
@@ -59,7 +59,7 @@ def _insight_counts(db: Database) -> None:
             )
     db.create_tables([InsightCount, InsightClusterCount], safe=True)
     Insight._schema.create_indexes(safe=True)  # the index leading with confidence
-    counts.rebuild()
+    rollup_check.rebuild()
 
 
 def _claim_token(db: Database) -> None:
@@ -99,7 +99,7 @@ def _occurred_at(db: Database) -> None:
         db.execute_sql(f"DROP INDEX IF EXISTS {index}")
     Conversation._schema.create_indexes(safe=True)
     Insight._schema.create_indexes(safe=True)
-    counts.rebuild()
+    rollup_check.rebuild()
 
 
 RECEIVED_AT_INDEXES = ("conversation_received_at_id", "insight_received_at_conversation_id",  # Peewee names them by model

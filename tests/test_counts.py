@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import counts, queries, results
+from store import counts, queries, results, rollup_check
 from store.migrations import migrate
 from store.models import Insight, InsightCount
 
@@ -105,7 +105,7 @@ def test_counts_equal_a_plain_count_through_writes_and_replacements(db):
     assert_counts_exact(rng, windows=150, days=6)
     queries.reopen(ids[::2])  # reprocessing replaces insights: each moves to another cell
     store_round(rng, ids[::2])
-    assert counts.drift() == {}
+    assert rollup_check.drift() == {}
     assert_counts_exact(rng, windows=150, days=6)
     assert InsightCount.select().count() > 0, "the whole days were counted from the rollup"
     for start, end in ((datetime.min, datetime.max), (datetime.max - timedelta(hours=20), datetime.max)):  # calendar's ends
@@ -119,16 +119,16 @@ def test_rebuild_repairs_writes_that_bypassed_the_store(db):
     store_round(rng, ids)
     Insight.update(sentiment_score=-1.0).where(Insight.conversation.in_(ids[:40])).execute()  # behind the rollup's back
     Insight.update(clusters='["refunds"]').where(Insight.conversation.in_(ids[40:60])).execute()
-    drift = counts.drift()
+    drift = rollup_check.drift()
     assert all(stored != counted for stored, counted in drift.values())
     assert {len(key) for key in drift} == {2, 3}, "cells and clusters both found off"
     assert counts.cluster_totals(EPOCH, EPOCH + timedelta(days=3))["refunds"] == 0
     everything = (EPOCH - timedelta(days=1), EPOCH + timedelta(days=5))
     negative = counts.Filters("negative")
     assert counts.count(*everything, negative) != plain_count(*everything, negative)
-    rebuilt, stored = counts.rebuild(), counts.stored_totals()
+    rebuilt, stored = rollup_check.rebuild(), rollup_check.stored_totals()
     assert rebuilt == len(stored.cells) + len(stored.clusters)
-    assert counts.drift() == {}
+    assert rollup_check.drift() == {}
     assert counts.count(*everything, negative) == plain_count(*everything, negative)
     assert counts.cluster_totals(EPOCH, EPOCH + timedelta(days=3))["refunds"] == 20
 
@@ -139,8 +139,8 @@ def test_migration_fills_the_counts_from_insights_already_stored(db):
     db.drop_tables([InsightCount])
     db.execute_sql("DELETE FROM schema_migrations WHERE name = '0004_insight_counts'")
     assert migrate(db) == ["0004_insight_counts"]
-    assert counts.drift() == {}
-    assert sum(counts.stored_totals().cells.values()) == 200
+    assert rollup_check.drift() == {}
+    assert sum(rollup_check.stored_totals().cells.values()) == 200
 
 
 def test_concurrent_writers_keep_the_counts_exact(db):
@@ -169,8 +169,8 @@ def test_concurrent_writers_keep_the_counts_exact(db):
     for thread in threads:
         thread.join(timeout=120)
     assert not errors, errors
-    assert counts.drift() == {}
-    assert sum(counts.stored_totals().cells.values()) == 400
+    assert rollup_check.drift() == {}
+    assert sum(rollup_check.stored_totals().cells.values()) == 400
 
 
 def test_scores_are_stored_exactly_so_filters_on_grid_values_include_them(db):
@@ -218,7 +218,7 @@ def test_counts_and_checks_read_one_snapshot_while_an_insight_moves(db):
     window, filters = (EPOCH + timedelta(hours=6), EPOCH + timedelta(days=4, hours=6)), counts.Filters(min_confidence=0.71)
     try:
         seen = [counts.count(*window, filters) for _ in range(150)]
-        drifts = [counts.drift() for _ in range(20)]
+        drifts = [rollup_check.drift() for _ in range(20)]
     finally:
         stop.set()
         writer.join(timeout=60)

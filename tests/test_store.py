@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import counts, queries, results
+from store import queries, results, rollup_check
 from store.migrations import migrate
 from store.models import Conversation, Insight, InsightHistory
 
@@ -163,7 +163,7 @@ def test_an_insight_the_database_refuses_is_rolled_back_alone(db):
     assert rows["broken"].status == "failed" and "refused this insight" in rows["broken"].last_error
     assert {i.conversation_id: i.reasoning for i in Insight.select()} == {"before": "ok", "redone": "ok", "after": "ok"}
     assert InsightHistory.select().count() == 0
-    assert counts.drift() == {} and sum(counts.stored_totals().cells.values()) == 3
+    assert rollup_check.drift() == {} and sum(rollup_check.stored_totals().cells.values()) == 3
 
 
 def test_a_result_of_an_earlier_claim_cannot_undo_a_reprocess(db):

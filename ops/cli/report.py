@@ -11,7 +11,7 @@ from typing import IO, Any
 from actors.broker import settings
 from actors.state import PipelineState, read_state
 from ops.cli.common import print_documents
-from store import counts, reports, usage
+from store import reports, rollup_check, usage
 from store.db import write_transaction
 from store.models import database
 from store.documents import insight_document, isoformat, listed_document, usage_document
@@ -96,12 +96,12 @@ def suggested_clusters(start: datetime, end: datetime, limit: int, as_json: bool
 def check_counts(rebuild: bool) -> int:
     """Compare the daily counts with the insights (exit 1 on a difference), or recompute them."""
     if rebuild:
-        print(f"daily counts rebuilt: {counts.rebuild()} row(s)")
+        print(f"daily counts rebuilt: {rollup_check.rebuild()} row(s)")
         with write_transaction(database.obj):
             usage.rebuild()
         print("daily tokens and cost rebuilt")
         return 0
-    drift = counts.drift()
+    drift = rollup_check.drift()
     for key, (stored, counted) in sorted(drift.items(), key=str)[:20]:
         what = f"score band {key[1]}, confidence band {key[2]}" if len(key) == 3 else f"cluster {key[1]!r}"
         print(f"  {key[0]} {what}: stored {stored}, insights {counted}")
