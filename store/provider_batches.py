@@ -54,7 +54,7 @@ def form(rules: Forming) -> ProviderBatch | None:
     now = utcnow()
     with write_transaction(database.obj):
         waiting = list(locked(
-            Conversation.select()
+            Conversation.select(Conversation.id, Conversation.attempts, Conversation.enqueued_at)  # not the payloads
             .where(Conversation.lane == BULK, Conversation.status == QUEUED)
             .order_by(Conversation.enqueued_at, Conversation.id)
             .limit(rules.max_conversations)
