@@ -1,7 +1,8 @@
 """A batch's pipeline: ``analyze_batch | store_results``.
 
-``analyze_batch`` claims the conversations (``processing``, one attempt each, under a fresh claim token),
-analyzes them and stores the validated rows with the raw response at once, for the conversations still
+``analyze_batch`` waits for its call's slot in the shared gate, then claims the conversations still open
+(``processing``, one attempt each, under a fresh claim token: a batch waiting for its slot leaves them
+``queued``), analyzes them and stores the validated rows with the raw response at once, for the conversations still
 under that claim; if storing fails, it hands the result to ``store_results``, which Dramatiq retries on
 its own, without paying for the analysis again. Conversations without a valid row go back to the batching
 stream until they run out of attempts.
@@ -83,27 +84,38 @@ def analyze_batch(conversation_ids: list[str]) -> dict | None:
     if hold := grok_hold():
         set_aside(conversation_ids, *hold)
         return None
-    claim = queries.claim_for_processing(conversation_ids, settings.max_retries, STREAMED_LANES)
-    if not claim.conversations:
+    payloads = queries.open_payloads(conversation_ids, STREAMED_LANES)
+    if not payloads:
         return None
-    conversations = [ConversationToAnalyze(c.id, json.loads(c.payload)["messages"]) for c in claim.conversations]
-    ids = [c.conversation_id for c in conversations]
+    conversations = [ConversationToAnalyze(i, json.loads(payload)["messages"]) for i, payload in payloads.items()]
     release()  # the wait on the gate and on Grok holds no database connection
+    claims: list[queries.Claim] = []
     recorded = metrics.worker()
-    recorded.batch_size.observe(len(ids))
     try:
         with recorded.grok_latency.time():
-            result = analyzer().analyze(conversations)
+            result = analyzer().analyze(conversations, functools.partial(claim_now, claims))
     except GrokError as error:
         recorded.grok_calls.labels(type(error).__name__).inc()
-        return handle_failure(ids, claim.token, error)
+        return handle_failure(claims[0] if claims else None, list(payloads), error)
+    if not result.conversation_ids:
+        return None  # none was open any more when the call could start
+    recorded.batch_size.observe(len(result.conversation_ids))
     recorded.grok_calls.labels("ok").inc()
     for kind in ("prompt_tokens", "completion_tokens"):
         used = (result.usage or {}).get(kind)  # untrusted like the rest of the answer
         if isinstance(used, int) and used >= 0:
             recorded.tokens.labels(kind.removesuffix("_tokens")).inc(used)
-    result.batch_id, result.claim_token = batch_id(), claim.token
+    result.batch_id, result.claim_token = batch_id(), claims[0].token
     return store_or_hand_on(result)
+
+
+def claim_now(claims: list[queries.Claim], conversation_ids: list[str]) -> list[str]:
+    """Claim the batch once its call may start (the analyzer calls this after the gate's wait, so that
+    a batch waiting for its slot leaves its conversations ``queued``); return the ids claimed."""
+    claim = queries.claim_for_processing(conversation_ids, settings.max_retries, STREAMED_LANES)
+    release()
+    claims.append(claim)
+    return [c.id for c in claim.conversations]
 
 
 def grok_hold() -> tuple[str, float] | None:
@@ -117,8 +129,12 @@ def grok_hold() -> tuple[str, float] | None:
     return None
 
 
-def handle_failure(ids: list[str], claim_token: str, error: GrokError) -> dict | None:
-    """See the module's docstring: retry, set aside, split, or fail the one refused conversation."""
+def handle_failure(claim: queries.Claim | None, open_ids: list[str], error: GrokError) -> dict | None:
+    """See the module's docstring: retry, set aside, split, or fail the one refused conversation. Without
+    a ``claim`` (the gate refused before the batch was claimed) no attempt was counted, none is refunded."""
+    ids = [c.id for c in claim.conversations] if claim else open_ids
+    claim_token = claim.token if claim else None
+    refund_attempt = queries.refund_attempt if claim else (lambda *_args, **_kwargs: 0)
     if isinstance(error, TransientError):
         queries.note_error(ids, f"{error}{reasons.WILL_RETRY}")
         logger.warning("transient Grok failure, the batch will be retried: %s", error,
@@ -126,11 +142,12 @@ def handle_failure(ids: list[str], claim_token: str, error: GrokError) -> dict |
         delay = int(error.retry_after * 1000) if error.retry_after is not None else None
         raise dramatiq.Retry(str(error), delay=delay)
     if isinstance(error, (RateLimited, ProviderBusy)):
-        queries.refund_attempt(ids, requeue=True)
+        refund_attempt(ids, requeue=True)
         set_aside(ids, str(error), error.retry_after)
         return None
     if isinstance(error, SPLITTABLE):
         if len(ids) > 1:
+            refund_attempt(ids)
             split(ids, str(error))
         elif isinstance(error, UnusableAnswer):
             return unusable_result(ids, claim_token, str(error))
@@ -139,12 +156,12 @@ def handle_failure(ids: list[str], claim_token: str, error: GrokError) -> dict |
             logger.error("Grok refused a conversation: %s", error, extra={"conversation_ids": ids})
         return None
     gate.report_misconfiguration(str(error), settings.grok_auth_pause_seconds)
-    queries.refund_attempt(ids, requeue=True)
+    refund_attempt(ids, requeue=True)
     set_aside(ids, str(error), settings.grok_auth_pause_seconds)
     return None
 
 
-def unusable_result(ids: list[str], claim_token: str, reason: str) -> dict | None:
+def unusable_result(ids: list[str], claim_token: str | None, reason: str) -> dict | None:
     active = analyzer()
     return store_or_hand_on(AnalysisResult(
         conversation_ids=ids, rows=[], rejected={i: reason for i in ids},
@@ -153,8 +170,7 @@ def unusable_result(ids: list[str], claim_token: str, reason: str) -> dict | Non
 
 
 def split(ids: list[str], reason: str) -> None:
-    """Run the halves of a batch that Grok could not take whole, as a group; its attempt is not counted."""
-    queries.refund_attempt(ids)
+    """Run the halves of a batch that Grok could not take whole, as a group (its attempt refunded first)."""
     half = len(ids) // 2
     logger.warning("splitting a batch of %d (%s)", len(ids), reason, extra={"batch_id": batch_id(), "conversation_ids": ids})
     group([batch_pipeline(ids[:half]), batch_pipeline(ids[half:])]).run()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol
 
 from insights.schemas import AnalysisResult
 from settings import Settings
@@ -16,12 +16,17 @@ class ConversationToAnalyze(NamedTuple):
     messages: list[dict[str, Any]]
 
 
+Claimer = Callable[[list[str]], list[str]]
+"""Called with a batch's ids once its call may start; answers the ids claimed (the others are left out)."""
+
+
 class Analyzer(Protocol):
     model: str
     prompt_version: str
 
-    def analyze(self, conversations: list[ConversationToAnalyze]) -> AnalysisResult:
-        """Score every conversation; rows are validated, missing or invalid ones are in ``rejected``."""
+    def analyze(self, conversations: list[ConversationToAnalyze], claim: Claimer | None = None) -> AnalysisResult:
+        """Score every conversation (those ``claim`` answers, when given: it is called just before the
+        analysis starts); rows are validated, missing or invalid ones are in ``rejected``."""
 
 
 def build_analyzer(settings: Settings, gate: "OutboundGate") -> Analyzer:

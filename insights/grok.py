@@ -32,7 +32,7 @@ from typing import Any
 import requests
 import requests.adapters
 
-from insights.analyzer import ConversationToAnalyze
+from insights.analyzer import Claimer, ConversationToAnalyze
 from insights.completion import read_completion, usage_in
 from insights.errors import (
     GrokError,
@@ -213,11 +213,22 @@ class GrokClient:
             "max_tokens": self.output_tokens_per_conversation * len(conversations),
         }
 
-    def analyze(self, conversations: list[ConversationToAnalyze]) -> AnalysisResult:
-        """One call for the batch; raises :mod:`insights.errors` classes as described there."""
+    def analyze(self, conversations: list[ConversationToAnalyze], claim: Claimer | None = None) -> AnalysisResult:
+        """One call for the batch, once the gate lets it start (``claim`` is called then, and the call
+        carries only the conversations it claimed); raises :mod:`insights.errors` classes as described there."""
         body = self.request_body(conversations)
         prompt_chars = len(json.dumps(body, ensure_ascii=False))
         reservation = self.gate.acquire(self.usage.estimate(prompt_chars, len(conversations)))
+        if claim is not None:
+            claimed = set(claim([c.conversation_id for c in conversations]))
+            if len(claimed) < len(conversations):  # some were settled meanwhile: the call carries the rest
+                conversations = [c for c in conversations if c.conversation_id in claimed]
+                body = self.request_body(conversations)
+                prompt_chars = len(json.dumps(body, ensure_ascii=False))
+            if not conversations:
+                self.gate.settle(reservation, 0)
+                return AnalysisResult(conversation_ids=[], rows=[], model=self.model, prompt_version=self.prompt_version,
+                                      raw_response="")
         response = self._post(body)
         try:
             self._raise_for_status(response)

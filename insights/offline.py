@@ -14,7 +14,7 @@ from collections import Counter
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from insights.analyzer import ConversationToAnalyze
+from insights.analyzer import Claimer, ConversationToAnalyze
 from insights.schemas import AnalysisResult
 from insights.taxonomy import OTHER, Taxonomy
 
@@ -43,7 +43,10 @@ class OfflineAnalyzer:
             if words
         }
 
-    def analyze(self, conversations: list[ConversationToAnalyze]) -> AnalysisResult:
+    def analyze(self, conversations: list[ConversationToAnalyze], claim: Claimer | None = None) -> AnalysisResult:
+        if claim is not None:
+            claimed = set(claim([c.conversation_id for c in conversations]))
+            conversations = [c for c in conversations if c.conversation_id in claimed]
         rows = [self.analyze_one(conversation) for conversation in conversations]
         return AnalysisResult.validated(
             [conversation.conversation_id for conversation in conversations], rows, model=self.model,

@@ -156,6 +156,13 @@ def payload_chars(conversation_ids: list[str]) -> dict[str, tuple[int, str]]:
     return {conversation_id: (chars, lane) for conversation_id, chars, lane in query.tuples()}
 
 
+def open_payloads(conversation_ids: Iterable[str], lanes: Iterable[str] = LANES) -> dict[str, str]:
+    """The payload of each open conversation of ``lanes`` among ``conversation_ids`` (read, not claimed)."""
+    query = Conversation.select(Conversation.id, Conversation.payload).where(
+        Conversation.id.in_(list(conversation_ids)), Conversation.status.in_(OPEN_STATUSES), Conversation.lane.in_(list(lanes)))
+    return dict(query.tuples())
+
+
 @dataclass(frozen=True)
 class Claim:
     """Conversations moved to ``processing`` together, and the token that their result must carry."""

@@ -151,3 +151,24 @@ def analysis_messages_by_conversation(stack) -> dict[str, int]:
             for conversation_id in json.loads(raw)["args"][0]:
                 held[conversation_id] = held.get(conversation_id, 0) + 1
     return held
+
+
+def test_a_batch_waiting_for_its_slot_leaves_its_conversations_queued(make_stack, grok):
+    """Six one-conversation batches, six threads, one call a second, 2-second calls: the batches waiting
+    for their slot in the gate have claimed nothing, so at most the calls under way (about 3) read
+    ``processing``, never the six a thread count would claim at once."""
+    grok.configure(latency=2)
+    stack = make_stack(BATCH_SIZE=1, OUTBOUND_RPS=1, **FAST_RETRIES, **grok.env)
+    client = stack.start_web()
+    ids = post_all(client, [f"Where is parcel {n}?" for n in range(6)])
+    stack.start_worker(threads=6)
+    peak, deadline = 0, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        counts = dict(stack.sql("SELECT status, COUNT(*) FROM conversations GROUP BY status"))
+        peak = max(peak, counts.get("processing", 0))
+        if counts.get("completed", 0) == 6:
+            break
+        time.sleep(0.05)
+    assert {d["status"] for d in stack.conversations(client, ids)} == {"completed"}, stack.log_text()
+    assert 1 <= peak <= 3, f"{peak} conversations processing at once"
+    assert {d["attempts"] for d in stack.conversations(client, ids)} == {1}
