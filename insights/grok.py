@@ -12,7 +12,7 @@ Failures are classified for the caller (the ``analyze_batch`` actor) by the clas
 its content (400, 413, 422), misconfigured (401, 403, 404), unusable answer.
 
 Every call first takes its place in the shared :class:`OutboundGate` with its estimated tokens (prompt
-from its characters, completion from the recent usage per conversation, :class:`UsageEstimate`), and
+from its characters, completion from the recent usage per conversation, :class:`insights.usage_estimate.UsageEstimate`), and
 settles the reservation with the answer's ``usage``.
 
 The API key never appears in an error, a log line or a stored row: an exception raised by the call is
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import math
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -46,6 +45,7 @@ from insights.outbound import OutboundGate
 from insights.schemas import MAX_CLUSTERS, MAX_REASONING_CHARS, AnalysisResult, storable
 from insights.secrets import redact
 from insights.taxonomy import Taxonomy
+from insights.usage_estimate import UsageEstimate
 from settings import Settings
 
 PROMPT_VERSION = "grok-2026-11-24"
@@ -144,33 +144,6 @@ def user_message(conversations: list[ConversationToAnalyze]) -> str:
         },
         ensure_ascii=False,
     )
-
-
-class UsageEstimate:
-    """How many tokens a call will use, learned from the ``usage`` of recent answers (in this process).
-
-    Prompt tokens follow the request's characters, completion tokens the number of conversations; both
-    rates are moving averages, starting from four characters a token and from the most a conversation
-    may use (``GROK_OUTPUT_TOKENS_PER_CONVERSATION``), so the first calls err on the safe side.
-    """
-
-    WEIGHT = 0.2  # of the newest observation in the moving averages
-    SAFETY = 1.1  # reserve a little more than expected: an under-estimate costs a 429
-
-    def __init__(self, completion_per_conversation: int) -> None:
-        self.prompt_tokens_per_char = 0.25
-        self.completion_per_conversation = float(completion_per_conversation)
-
-    def estimate(self, prompt_chars: int, conversations: int) -> int:
-        expected = prompt_chars * self.prompt_tokens_per_char + conversations * self.completion_per_conversation
-        return math.ceil(expected * self.SAFETY)
-
-    def learn(self, prompt_chars: int, conversations: int, usage: dict[str, Any]) -> None:
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if isinstance(prompt, int) and prompt_chars:
-            self.prompt_tokens_per_char += self.WEIGHT * (prompt / prompt_chars - self.prompt_tokens_per_char)
-        if isinstance(completion, int) and conversations:
-            self.completion_per_conversation += self.WEIGHT * (completion / conversations - self.completion_per_conversation)
 
 
 def pooled_session(connections: int) -> requests.Session:
