@@ -131,12 +131,13 @@ def grok_hold() -> tuple[str, float] | None:
 
 def handle_failure(claim: queries.Claim | None, open_ids: list[str], error: GrokError) -> dict | None:
     """See the module's docstring: retry, set aside, split, or fail the one refused conversation. Without
-    a ``claim`` (the gate refused before the batch was claimed) no attempt was counted, none is refunded."""
+    a ``claim`` (the gate refused before the batch was claimed) no attempt was counted, none is refunded.
+    Every change is made under the claim's token: a conversation claimed again since is left alone."""
     ids = [c.id for c in claim.conversations] if claim else open_ids
     claim_token = claim.token if claim else None
-    refund_attempt = queries.refund_attempt if claim else (lambda *_args, **_kwargs: 0)
+    refund_attempt = functools.partial(queries.refund_attempt, claim_token=claim_token) if claim else (lambda *_a, **_k: 0)
     if isinstance(error, TransientError):
-        queries.note_error(ids, f"{error}{reasons.WILL_RETRY}")
+        queries.note_error(ids, f"{error}{reasons.WILL_RETRY}", claim_token)
         logger.warning("transient Grok failure, the batch will be retried: %s", error,
                        extra={"batch_id": batch_id(), "conversation_ids": ids})
         delay = int(error.retry_after * 1000) if error.retry_after is not None else None
@@ -152,7 +153,7 @@ def handle_failure(claim: queries.Claim | None, open_ids: list[str], error: Grok
         elif isinstance(error, UnusableAnswer):
             return unusable_result(ids, claim_token, str(error))
         else:
-            queries.fail_open(ids, str(error))
+            queries.fail_open(ids, str(error), claim_token)
             logger.error("Grok refused a conversation: %s", error, extra={"conversation_ids": ids})
         return None
     gate.report_misconfiguration(str(error), settings.grok_auth_pause_seconds)

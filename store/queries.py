@@ -208,31 +208,32 @@ def claim_rows(open_rows: list[Conversation], max_attempts: int, **changes: Any)
     return Claim(token, claimed)
 
 
-def _update_open(conversation_ids: Iterable[str], **changes: Any) -> int:
-    """Apply ``changes`` to the conversations among ``conversation_ids`` that are still open."""
-    return (
-        Conversation.update(updated_at=utcnow(), **changes)
-        .where(Conversation.id.in_(list(conversation_ids)), Conversation.status.in_(OPEN_STATUSES))
-        .execute()
-    )
+def _update_open(conversation_ids: Iterable[str], claim_token: str | None, **changes: Any) -> int:
+    """Apply ``changes`` to the conversations among ``conversation_ids`` that are still open and, given a
+    ``claim_token``, still under that claim: a batch that fails late cannot requeue, refund or fail a
+    conversation that another batch has claimed since."""
+    conditions = [Conversation.id.in_(list(conversation_ids)), Conversation.status.in_(OPEN_STATUSES)]
+    if claim_token is not None:
+        conditions.append(Conversation.claim_token == claim_token)
+    return Conversation.update(updated_at=utcnow(), **changes).where(*conditions).execute()
 
 
-def refund_attempt(conversation_ids: Iterable[str], requeue: bool = False) -> int:
+def refund_attempt(conversation_ids: Iterable[str], requeue: bool = False, claim_token: str | None = None) -> int:
     """Take back the attempt a claim counted (the failure was not theirs), optionally back to ``queued``."""
     changes: dict[str, Any] = {"attempts": Conversation.attempts - 1}
     if requeue:
         changes["status"] = QUEUED
-    return _update_open(conversation_ids, **changes)
+    return _update_open(conversation_ids, claim_token, **changes)
 
 
-def note_error(conversation_ids: Iterable[str], reason: str) -> int:
+def note_error(conversation_ids: Iterable[str], reason: str, claim_token: str | None = None) -> int:
     """Record why the open conversations are waiting (and renew their lease)."""
-    return _update_open(conversation_ids, last_error=get_settings().redact(reason))
+    return _update_open(conversation_ids, claim_token, last_error=get_settings().redact(reason))
 
 
-def fail_open(conversation_ids: Iterable[str], reason: str) -> int:
+def fail_open(conversation_ids: Iterable[str], reason: str, claim_token: str | None = None) -> int:
     """Mark the still-open conversations ``failed`` with ``reason``."""
-    return _update_open(conversation_ids, status=FAILED, last_error=get_settings().redact(reason))
+    return _update_open(conversation_ids, claim_token, status=FAILED, last_error=get_settings().redact(reason))
 
 
 def last_errors(conversation_ids: Iterable[str], open_only: bool = False) -> list[str]:

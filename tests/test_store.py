@@ -221,3 +221,18 @@ def test_migration_0005_adds_the_claim_token_to_a_database_with_data(db):
     claim = queries.claim_for_processing(["queued-before"], max_attempts=3)
     assert Conversation.get_by_id("queued-before").claim_token == claim.token
     assert results.record_results(result(claim, ["queued-before"]), max_retries=3).completed == ["queued-before"]
+
+
+def test_a_batch_failing_late_leaves_a_conversation_claimed_since_alone(db):
+    """A first claim's batch fails after the conversation was claimed again (the reconciler re-sent it):
+    its refund, requeue, note and failure, made under its own token, change nothing of the second claim."""
+    add("reclaimed")
+    first = queries.claim_for_processing(["reclaimed"], max_attempts=5)
+    second = queries.claim_for_processing(["reclaimed"], max_attempts=5)
+    assert queries.refund_attempt(["reclaimed"], requeue=True, claim_token=first.token) == 0
+    assert queries.note_error(["reclaimed"], "late", claim_token=first.token) == 0
+    assert queries.fail_open(["reclaimed"], "late", claim_token=first.token) == 0
+    row = Conversation.get_by_id("reclaimed")
+    assert (row.status, row.attempts, row.last_error, row.claim_token) == ("processing", 2, None, second.token)
+    assert queries.refund_attempt(["reclaimed"], requeue=True, claim_token=second.token) == 1
+    assert (Conversation.get_by_id("reclaimed").status, Conversation.get_by_id("reclaimed").attempts) == ("queued", 1)
