@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator
 from peewee import EXCLUDED, SQL, PostgresqlDatabase, Select, fn
 
 from store import usage
-from store.models import Insight, InsightClusterCount, InsightCount, database
+from store.models import Insight, InsightClusterCell, InsightClusterCount, InsightCount, database
 from store.windows import whole_days
 
 GRID = 20  # bands are cut every 0.05
@@ -66,38 +66,60 @@ def cell(occurred_at: datetime, sentiment_score: float, confidence: float) -> Ce
 
 
 class RollupChanges:
-    """How the daily counts move in one transaction: +1 for an insight stored, -1 for one replaced."""
+    """How the daily rollups move in one transaction: +1 for an insight stored, -1 for one replaced, and
+    its sentiment score added or taken away."""
 
     def __init__(self) -> None:
-        self.cells: Counter = Counter()  # Cell -> change
+        self.cells: Counter = Counter()  # Cell -> change of the count
+        self.score_sums: Counter = Counter()  # Cell -> change of the score sum
         self.clusters: Counter = Counter()  # (day, cluster) -> change
+        self.cluster_cells: Counter = Counter()  # (cluster, *Cell) -> change of the count
+        self.cluster_score_sums: Counter = Counter()  # (cluster, *Cell) -> change of the score sum
         self.usage = usage.UsageChanges()  # tokens and cost by (day, lane)
 
     def add(self, occurred_at: datetime, sentiment_score: float, confidence: float, clusters: Iterable[str], delta: int = 1) -> None:
-        self.cells[cell(occurred_at, sentiment_score, confidence)] += delta
+        where = cell(occurred_at, sentiment_score, confidence)
+        self.cells[where] += delta
+        self.score_sums[where] += delta * sentiment_score
         for cluster in clusters:
-            self.clusters[(occurred_at.date(), cluster)] += delta
+            self.clusters[(where[0], cluster)] += delta
+            self.cluster_cells[(cluster, *where)] += delta
+            self.cluster_score_sums[(cluster, *where)] += delta * sentiment_score
 
     def include(self, other: "RollupChanges") -> None:
         """Add ``other``'s changes to these (a row's, once it is stored for good)."""
-        self.cells.update(other.cells)
-        self.clusters.update(other.clusters)
+        for mine, theirs in zip(self._counters(), other._counters()):
+            mine.update(theirs)
         self.usage.include(other.usage)
+
+    def _counters(self) -> tuple[Counter, ...]:
+        return self.cells, self.score_sums, self.clusters, self.cluster_cells, self.cluster_score_sums
 
     def apply(self) -> None:
         """Add the changes to the rollup tables (inside the caller's transaction)."""
-        _add_totals(InsightCount, [InsightCount.day, InsightCount.score_band, InsightCount.confidence_band], self.cells)
-        _add_totals(InsightClusterCount, [InsightClusterCount.day, InsightClusterCount.cluster], self.clusters)
+        cell_keys = [InsightCount.day, InsightCount.score_band, InsightCount.confidence_band]
+        _add_totals(InsightCount, cell_keys, [InsightCount.total, InsightCount.score_sum], _paired(self.cells, self.score_sums))
+        _add_totals(InsightClusterCount, [InsightClusterCount.day, InsightClusterCount.cluster], [InsightClusterCount.total],
+                    {key: (delta,) for key, delta in self.clusters.items()})
+        cluster_keys = [InsightClusterCell.cluster, InsightClusterCell.day, InsightClusterCell.score_band, InsightClusterCell.confidence_band]
+        _add_totals(InsightClusterCell, cluster_keys, [InsightClusterCell.total, InsightClusterCell.score_sum],
+                    _paired(self.cluster_cells, self.cluster_score_sums))
         self.usage.apply()
 
 
-def _add_totals(model, keys: list, changes: Counter) -> None:
-    """Upsert ``changes`` into ``model``'s totals, rows sorted (one lock order for every writer)."""
-    rows = [(*key, delta) for key, delta in sorted(changes.items()) if delta]
-    for offset in range(0, len(rows), 5000):  # within SQLite's limit of bound parameters
+def _paired(totals: Counter, score_sums: Counter) -> dict[tuple, tuple[int, float]]:
+    return {key: (totals[key], score_sums[key]) for key in totals.keys() | score_sums.keys()}
+
+
+def _add_totals(model, keys: list, measures: list, changes: dict[tuple, tuple]) -> None:
+    """Upsert ``changes`` (key -> a change of each measure) into ``model``, rows sorted (one lock order
+    for every writer)."""
+    rows = [(*key, *deltas) for key, deltas in sorted(changes.items()) if any(deltas)]
+    per_statement = 30_000 // (len(keys) + len(measures))  # within SQLite's limit of bound parameters
+    for offset in range(0, len(rows), per_statement):
         (
-            model.insert_many(rows[offset:offset + 5000], fields=[*keys, model.total])
-            .on_conflict(conflict_target=keys, update={model.total: model.total + EXCLUDED.total})
+            model.insert_many(rows[offset:offset + per_statement], fields=[*keys, *measures])
+            .on_conflict(conflict_target=keys, update={measure: measure + getattr(EXCLUDED, measure.name) for measure in measures})
             .execute()
         )
 

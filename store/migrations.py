@@ -20,6 +20,7 @@ from store.models import (
     Conversation,
     IdempotencyKey,
     Insight,
+    InsightClusterCell,
     InsightClusterCount,
     InsightCount,
     InsightHistory,
@@ -57,7 +58,7 @@ def _insight_counts(db: Database) -> None:
                 "ALTER COLUMN sentiment_score TYPE double precision USING sentiment_score::text::double precision, "
                 "ALTER COLUMN confidence TYPE double precision USING confidence::text::double precision"
             )
-    db.create_tables([InsightCount, InsightClusterCount], safe=True)
+    db.create_tables([InsightCount, InsightClusterCount, InsightClusterCell], safe=True)  # every table rebuild() fills
     Insight._schema.create_indexes(safe=True)  # the index leading with confidence
     rollup_check.rebuild()
 
@@ -152,6 +153,17 @@ def _suggested_cluster(db: Database) -> None:
     Insight._schema.create_indexes(safe=True)
 
 
+def _trend_rollups(db: Database) -> None:
+    """Sums of sentiment scores beside the daily counts, and the counts' cells per cluster, for exact
+    trends from whole days (``store.trends``); both filled from the insights already stored."""
+    _add_columns(db, "insight_counts", {"score_sum": "DOUBLE PRECISION NOT NULL DEFAULT 0" if isinstance(db, PostgresqlDatabase)
+                                        else "REAL NOT NULL DEFAULT 0"})
+    db.execute_sql("DROP INDEX IF EXISTS insightcount_day_score_band_confidence_band_total")  # now covers score_sum too
+    InsightCount._schema.create_indexes(safe=True)
+    db.create_tables([InsightClusterCell], safe=True)
+    rollup_check.rebuild()
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
@@ -163,6 +175,7 @@ MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0008_bulk_lane", _bulk_lane),
     ("0009_insight_usage", _insight_usage),
     ("0010_suggested_cluster", _suggested_cluster),
+    ("0011_trend_rollups", _trend_rollups),
 ]
 
 

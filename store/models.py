@@ -116,11 +116,12 @@ class InsightCount(BaseModel):
     score_band = IntegerField()
     confidence_band = IntegerField()
     total = IntegerField()
+    score_sum = DoubleField(default=0.0, constraints=[SQL("DEFAULT 0")])  # of their sentiment scores: exact means
 
     class Meta:
         table_name = "insight_counts"
         primary_key = CompositeKey("day", "score_band", "confidence_band")
-        indexes = ((("day", "score_band", "confidence_band", "total"), False),)  # sums from the index alone
+        indexes = ((("day", "score_band", "confidence_band", "total", "score_sum"), False),)  # sums from the index alone
 
 
 class InsightClusterCount(BaseModel):
@@ -134,6 +135,26 @@ class InsightClusterCount(BaseModel):
         table_name = "insight_cluster_counts"
         primary_key = CompositeKey("day", "cluster")
         indexes = ((("day", "cluster", "total"), False),)  # sums from the index alone
+
+
+class InsightClusterCell(BaseModel):
+    """The cells of ``InsightCount`` for the insights that name one cluster: a cluster's trend, and the
+    top clusters among insights of one sentiment or confidence (see ``store.trends``)."""
+
+    cluster = CharField(max_length=200)
+    day = DateField()
+    score_band = IntegerField()
+    confidence_band = IntegerField()
+    total = IntegerField()
+    score_sum = DoubleField()
+
+    class Meta:
+        table_name = "insight_cluster_cells"
+        primary_key = CompositeKey("cluster", "day", "score_band", "confidence_band")
+        indexes = (  # sums from the indexes alone: one cluster's days, and every cluster of some days
+            (("cluster", "day", "score_band", "confidence_band", "total", "score_sum"), False),
+            (("day", "score_band", "confidence_band", "cluster", "total"), False),
+        )
 
 
 class InsightUsage(BaseModel):
@@ -214,5 +235,5 @@ class ProviderBatchRequest(BaseModel):
         indexes = ((("provider_batch", "submitted"), False),)
 
 
-MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightClusterCount, InsightUsage, IdempotencyKey, ProviderBatch,
+MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightClusterCount, InsightClusterCell, InsightUsage, IdempotencyKey, ProviderBatch,
           ProviderBatchRequest)

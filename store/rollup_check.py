@@ -8,6 +8,7 @@ bypassed the store, such as a raw bulk load).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime, time, timedelta
 from typing import Iterator
 
@@ -15,7 +16,11 @@ from peewee import PostgresqlDatabase
 
 from store.counts import RollupChanges, snapshot
 from store.db import write_transaction
-from store.models import Insight, InsightClusterCount, InsightCount, database
+from store.models import Insight, InsightClusterCell, InsightClusterCount, InsightCount, database
+
+
+ROLLUPS = (InsightCount, InsightClusterCount, InsightClusterCell)
+SCORE_SUM_TOLERANCE = 1e-6  # sums of floats added in another order differ by rounding, far below this
 
 
 def _days_with_insights() -> Iterator[datetime]:
@@ -43,27 +48,40 @@ def tally_insights() -> RollupChanges:
 
 
 def stored_totals() -> RollupChanges:
-    """The totals the rollup tables hold (those at zero left out)."""
+    """The totals the rollup tables hold (rows counting no insight left out)."""
     stored = RollupChanges()
-    cells = InsightCount.select(InsightCount.day, InsightCount.score_band, InsightCount.confidence_band, InsightCount.total)
-    stored.cells.update({(day, score, confidence): total for day, score, confidence, total in cells.tuples().iterator() if total})
+    cells = InsightCount.select(InsightCount.day, InsightCount.score_band, InsightCount.confidence_band, InsightCount.total, InsightCount.score_sum)
+    for day, score, confidence, total, score_sum in cells.tuples().iterator():
+        if total:
+            stored.cells[(day, score, confidence)], stored.score_sums[(day, score, confidence)] = total, score_sum
     clusters = InsightClusterCount.select(InsightClusterCount.day, InsightClusterCount.cluster, InsightClusterCount.total)
     stored.clusters.update({(day, cluster): total for day, cluster, total in clusters.tuples().iterator() if total})
+    cluster_cells = InsightClusterCell.select(InsightClusterCell.cluster, InsightClusterCell.day, InsightClusterCell.score_band,
+                                              InsightClusterCell.confidence_band, InsightClusterCell.total, InsightClusterCell.score_sum)
+    for *key, total, score_sum in cluster_cells.tuples().iterator():
+        if total:
+            stored.cluster_cells[tuple(key)], stored.cluster_score_sums[tuple(key)] = total, score_sum
     return stored
 
 
-def drift() -> dict[tuple, tuple[int, int]]:
+def _differences(kept: Counter, found: Counter, tolerance: float = 0.0) -> dict[tuple, tuple]:
+    return {key: (kept[key], found[key]) for key in kept.keys() | found.keys() if abs(kept[key] - found[key]) > tolerance}
+
+
+def drift() -> dict[tuple, tuple[float, float]]:
     """Rollup rows whose total differs from the insights: ``{key: (stored, counted)}``, keys being cells
-    ``(day, score band, confidence band)`` and ``(day, cluster)``; empty when exact. Both sides are read
-    in one snapshot, so writers committing meanwhile cannot make a difference appear."""
+    ``(day, score band, confidence band)``, ``(day, cluster)`` and ``(cluster, day, score band, confidence
+    band)``, and the same keys tagged ``"score_sum"`` for sums of scores off by more than rounding; empty
+    when exact. Both sides are read in one snapshot, so writers committing meanwhile cannot make a
+    difference appear."""
     with snapshot():
         stored, counted = stored_totals(), tally_insights()
-    return {
-        key: (kept[key], found[key])
-        for kept, found in ((stored.cells, counted.cells), (stored.clusters, counted.clusters))
-        for key in kept.keys() | found.keys()
-        if kept[key] != found[key]
-    }
+    found = {}
+    for kept, tallied in ((stored.cells, counted.cells), (stored.clusters, counted.clusters), (stored.cluster_cells, counted.cluster_cells)):
+        found.update(_differences(kept, tallied))
+    for kept, tallied in ((stored.score_sums, counted.score_sums), (stored.cluster_score_sums, counted.cluster_score_sums)):
+        found.update({("score_sum", *key): values for key, values in _differences(kept, tallied, SCORE_SUM_TOLERANCE).items()})
+    return found
 
 
 def rebuild() -> int:
@@ -73,8 +91,8 @@ def rebuild() -> int:
     with write_transaction(db):
         if isinstance(db, PostgresqlDatabase):
             db.execute_sql("LOCK TABLE insights IN SHARE MODE")
-        InsightCount.delete().execute()
-        InsightClusterCount.delete().execute()
+        for table in ROLLUPS:
+            table.delete().execute()
         tally = tally_insights()
         tally.apply()
-    return len(+tally.cells) + len(+tally.clusters)
+    return len(+tally.cells) + len(+tally.clusters) + len(+tally.cluster_cells)
