@@ -76,10 +76,17 @@ def window_parameters() -> list[dict[str, Any]]:
     ]
 
 
+def filter_parameters() -> list[dict[str, Any]]:
+    return [
+        query("min_confidence", {"type": "number", "minimum": 0, "maximum": 1}, "lowest confidence"),
+        query("sentiment", {"type": "string", "enum": ["positive", "neutral", "negative"]}, "label, by the configured thresholds"),
+    ]
+
+
 def openapi_document(settings: Settings) -> dict[str, Any]:
     conversation = request_models(settings)
     envelope = batch_envelope(settings)
-    responses = [api.Accepted, api.Error, api.ConversationStatus, api.ConversationPage, api.InsightsPage, api.BatchResults, api.Summary,
+    responses = [api.Accepted, api.Error, api.ConversationStatus, api.ConversationPage, api.InsightsPage, api.BatchResults, api.Summary, api.Trends,
                  api.Health, api.Ready]
     _, definitions = models_json_schema(
         [(conversation, "validation"), (envelope, "validation"), *((model, "serialization") for model in responses)],
@@ -135,8 +142,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     *window_parameters(),
                     query("limit", {"type": "integer", "minimum": 1, "maximum": settings.max_page_size,
                                     "default": settings.default_page_size}, "page size"),
-                    query("min_confidence", {"type": "number", "minimum": 0, "maximum": 1}, "lowest confidence"),
-                    query("sentiment", {"type": "string", "enum": ["positive", "neutral", "negative"]}, "label"),
+                    *filter_parameters(),
                     query("cursor", {"type": "string"}, "next_cursor of the previous page"),
                 ],
                 "responses": {"200": answer(api.InsightsPage, "A page"), **errors("400", "503")},
@@ -145,6 +151,18 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "summary": "Aggregates of the conversations that occurred in a window",
                 "parameters": window_parameters(),
                 "responses": {"200": answer(api.Summary, "The summary"), **errors("400", "503")},
+            }},
+            "/api/v1/insights/trends": {"get": {
+                "summary": "Per hour or UTC day of a window: count, counts by sentiment, mean score, top clusters",
+                "parameters": [
+                    *window_parameters(),
+                    query("bucket", {"type": "string", "enum": ["hour", "day"], "default": "day"},
+                          f"bucket width; a window may span at most {settings.trends_max_buckets} buckets"),
+                    query("cluster", {"type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$", "maxLength": 48},
+                          "only the insights that name this cluster"),
+                    *filter_parameters(),
+                ],
+                "responses": {"200": answer(api.Trends, "Every bucket of the window"), **errors("400", "503")},
             }},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": answer(api.Health, "Alive")}}},
             "/readyz": {"get": {"summary": "Readiness: Redis, database, Grok key",

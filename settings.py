@@ -104,6 +104,8 @@ class Settings(BaseModel):
     max_page_size: PositiveInt
     default_page_size: PositiveInt
     summary_top: PositiveInt
+    trends_max_buckets: PositiveInt
+    trends_top: PositiveInt
     negative_threshold: Annotated[float, Field(ge=-1, le=1)]
     positive_threshold: Annotated[float, Field(ge=-1, le=1)]
     batch_discount: Annotated[float, Field(ge=0, lt=1)]

@@ -20,6 +20,7 @@ from api.health import (
     ReadinessResource,
 )
 from api.insights import InsightsResource, SummaryResource
+from api.trends import TrendsResource
 from api.middleware import ApiKeyAuth, Lifespan, RequestMetrics
 from settings import Settings
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings) -> falcon.asgi.App:
     app.add_route("/api/v1/conversations/{conversation_id}", ConversationResource(settings))
     app.add_route("/api/v1/insights", InsightsResource(settings))
     app.add_route("/api/v1/insights/summary", SummaryResource(settings))
+    app.add_route("/api/v1/insights/trends", TrendsResource(settings))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource())
     app.add_route("/openapi.json", OpenApiResource(settings))

@@ -39,21 +39,26 @@ class InsightsResource:
 
     def parse_query(self, req: falcon.Request) -> reports.InsightQuery:
         start, end = parse_window(req, INSIGHT_PARAMETERS)
-        sentiment = req.get_param("sentiment")
-        if sentiment is not None and sentiment not in SENTIMENTS:
-            raise bad_parameter("sentiment", f"one of {', '.join(SENTIMENTS)}, got {sentiment!r}")
         cursor = req.get_param("cursor")
         return reports.InsightQuery(
             start=start,
             end=end,
             limit=parse_number(req, "limit", int, 1, self.settings.max_page_size, self.settings.default_page_size),
-            filters=Filters(
-                sentiment=sentiment,
-                thresholds=(self.settings.negative_threshold, self.settings.positive_threshold),
-                min_confidence=parse_number(req, "min_confidence", float, 0.0, 1.0, None),
-            ),
+            filters=parse_filters(req, self.settings),
             after=decode_cursor(cursor) if cursor is not None else None,
         )
+
+
+def parse_filters(req: falcon.Request, settings: Settings) -> Filters:
+    """``sentiment`` and ``min_confidence``, with the configured thresholds."""
+    sentiment = req.get_param("sentiment")
+    if sentiment is not None and sentiment not in SENTIMENTS:
+        raise bad_parameter("sentiment", f"one of {', '.join(SENTIMENTS)}, got {sentiment!r}")
+    return Filters(
+        sentiment=sentiment,
+        thresholds=(settings.negative_threshold, settings.positive_threshold),
+        min_confidence=parse_number(req, "min_confidence", float, 0.0, 1.0, None),
+    )
 
 
 class SummaryResource:

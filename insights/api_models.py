@@ -140,6 +140,22 @@ class Summary(BaseModel):
     usage: dict[Lane, LaneUsage] = Field(description="tokens and cost of the window's insights, by lane")
 
 
+class TrendBucket(BaseModel):
+    start_time: str = Field(description="the bucket's start: an hour or UTC midnight, or the window's start for the first")
+    end_time: str = Field(description="the bucket's end (exclusive): the next hour or midnight, or the window's end for the last")
+    count: int = Field(description="insights of conversations that occurred in the bucket and match the filters")
+    sentiment: SentimentSummary
+    top_clusters: list[ClusterCount] | None = Field(
+        description="the clusters most often named by the bucket's insights, most first; null when `cluster` is given")
+
+
+class Trends(BaseModel):
+    time_window: TimeWindow
+    bucket: Literal["hour", "day"]
+    cluster: str | None
+    buckets: list[TrendBucket] = Field(description="every bucket of the window, oldest first, empty ones included")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 

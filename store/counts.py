@@ -237,6 +237,21 @@ def count(start: datetime, end: datetime, filters: Filters) -> int:
     return int(database.execute_sql(*count_statement(start, end, filters)).fetchone()[0])
 
 
+def score_total(start: datetime, end: datetime) -> float:
+    """The sum of the sentiment scores of the insights that occurred in ``[start, end)``: whole days from
+    the rollup, the partial days at the edges from the insights (call it inside ``snapshot()`` beside
+    ``count`` for an exact mean)."""
+    def of_rows(low: datetime, high: datetime) -> Select:
+        return Insight.select(fn.COALESCE(fn.SUM(Insight.sentiment_score), 0)).where(Insight.occurred_at >= low, Insight.occurred_at < high)
+
+    first_day, end_day = whole_days(start, end)
+    if first_day >= end_day:
+        return float(of_rows(start, end).scalar())
+    days = InsightCount.select(fn.COALESCE(fn.SUM(InsightCount.score_sum), 0)).where(
+        InsightCount.day >= first_day.date(), InsightCount.day < end_day.date())
+    return float(days.scalar()) + float(of_rows(start, first_day).scalar()) + float(of_rows(end_day, end).scalar())
+
+
 def _clusters_of_rows(start: datetime, end: datetime) -> Counter:
     """How many insights that occurred in ``[start, end)`` name each cluster, read from the insights."""
     tally: Counter = Counter()

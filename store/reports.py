@@ -182,7 +182,8 @@ def summarize(start: datetime, end: datetime, thresholds: tuple[float, float], t
     sentiment counts and clusters of whole days come from the daily counts)."""
     with counts.snapshot():
         by_sentiment = {label: counts.count(start, end, counts.Filters(label, thresholds)) for label in counts.SENTIMENTS}
-        mean = Insight.select(fn.AVG(Insight.sentiment_score)).where(Insight.occurred_at >= start, Insight.occurred_at < end).scalar()
+        insights = sum(by_sentiment.values())
+        mean = counts.score_total(start, end) / insights if insights else None
         clusters = counts.cluster_totals(start, end)
         occurred = (Conversation.occurred_at >= start, Conversation.occurred_at < end)
         by_status = dict(Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).where(*occurred).group_by(Conversation.status).tuples())
@@ -199,7 +200,7 @@ def summarize(start: datetime, end: datetime, thresholds: tuple[float, float], t
         )
     return Summary(
         by_sentiment=by_sentiment,
-        mean_sentiment=float(mean) if mean is not None else None,
+        mean_sentiment=mean,
         top_clusters=sorted(clusters.items(), key=lambda item: (-item[1], item[0]))[:top],
         by_status={status: by_status.get(status, 0) for status in STATUSES},
         top_failures=[(reason or "(no reason recorded)", n) for reason, n in failures],

@@ -76,8 +76,9 @@ def trends(query: TrendQuery) -> list[Bucket]:
     buckets: dict[datetime, Bucket] = {}
     moment = bucket_start(query.start, query.bucket)
     while moment < query.end:
-        buckets[moment] = Bucket(max(moment, query.start), min(moment + width, query.end))
-        moment += width
+        following = moment + width if moment < datetime.max - width else datetime.max  # the calendar's last day
+        buckets[moment] = Bucket(max(moment, query.start), min(following, query.end))
+        moment = following
     with counts.snapshot():
         first_day, end_day = whole_days(query.start, query.end)
         if query.bucket != "day" or first_day >= end_day or _grid_thresholds(query.filters) is None:

@@ -32,7 +32,7 @@ def test_it_is_openapi_3_1_with_every_route(document):
     assert document["openapi"] == "3.1.0"
     assert set(document["paths"]) == {
         "/api/v1/conversations", "/api/v1/conversations/batch", "/api/v1/conversations/{conversation_id}",
-        "/api/v1/insights", "/api/v1/insights/summary", "/healthz", "/readyz", "/openapi.json",
+        "/api/v1/insights", "/api/v1/insights/summary", "/api/v1/insights/trends", "/healthz", "/readyz", "/openapi.json",
     }
     Draft202012Validator.check_schema({"components": document["components"]})
 
@@ -61,6 +61,9 @@ def test_real_answers_match_the_document(web, document):
     window = {"start_time": "2020-01-01", "end_time": "2100-01-01"}
     assert_matches(document, "InsightsPage", web.get("/api/v1/insights", params=window).json())
     assert_matches(document, "Summary", web.get("/api/v1/insights/summary", params=window).json())
+    days = {"start_time": "2020-01-01", "end_time": "2021-06-01"}
+    assert_matches(document, "Trends", web.get("/api/v1/insights/trends", params=days).json())
+    assert_matches(document, "Trends", web.get("/api/v1/insights/trends", params={**days, "cluster": "billing", "end_time": "2020-01-02"}).json())
     batch = web.post("/api/v1/conversations/batch", json={"conversations": [conversation("a"), {"messages": 1}]})
     assert_matches(document, "BatchResults", batch.json())
     assert_matches(document, "Health", web.get("/healthz").json())

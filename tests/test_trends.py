@@ -49,6 +49,12 @@ def assert_trends_exact(query: trends.TrendQuery) -> None:
     assert not expected, "every insight fell in a bucket"
 
 
+def assert_score_total_exact(query: trends.TrendQuery) -> None:
+    """The summary's mean: the window's score sum, whatever its filters (it takes none)."""
+    scores = Insight.select(Insight.sentiment_score).where(Insight.occurred_at >= query.start, Insight.occurred_at < query.end)
+    assert counts.score_total(query.start, query.end) == pytest.approx(sum(s for (s,) in scores.tuples()), abs=1e-9)
+
+
 def random_query(rng: random.Random, days: int) -> trends.TrendQuery:
     bucket = rng.choice(["day", "day", "hour"])
     start = EPOCH + timedelta(seconds=rng.uniform(-86_400, days * 86_400))
@@ -65,7 +71,9 @@ def test_trends_equal_a_tally_of_the_insights_through_writes_and_replacements(db
     ids = add_conversations(rng, 1200, days=5)
     store_round(rng, ids)
     for _ in range(60):
-        assert_trends_exact(random_query(rng, days=5))
+        query = random_query(rng, days=5)
+        assert_trends_exact(query)
+        assert_score_total_exact(query)
     queries.reopen(ids[::3])  # reprocessing replaces insights: each moves to another cell, with another score
     store_round(rng, ids[::3])
     assert rollup_check.drift() == {}
