@@ -1,17 +1,23 @@
-"""Insights query benchmark: ``GET /api/v1/insights`` over 1,000,000 stored insights.
+"""Insights query benchmark: ``GET /api/v1/insights``, its summary and trends over 1,000,000 insights.
 
-Loads ``--rows`` conversations and insights received over 30 days into a fresh SQLite file or PostgreSQL
-database (``--database``), starts the real web process on it, and times sequential requests (limit 100,
-``total_count`` included) for windows of one day and of 30 days, starting at a random second from the day
-before the data to the last day that fits (so a 30-day window holds 29 to 30 days of data and both its
-edges fall mid-day), with and without ``sentiment`` and ``min_confidence``, beside ``GET /healthz`` on
-the same server as the baseline. Prints medians, p99s and the query plans (``EXPLAIN``) of the count and
-page statements.
+Loads ``--rows`` conversations and insights that occurred over 90 days (one or two of twelve clusters
+each) into a fresh SQLite file or PostgreSQL database (``--database``), starts the real web process on
+it, and times sequential requests beside ``GET /healthz`` on the same server as the baseline:
+
+- ``/api/v1/insights`` (limit 100, ``total_count`` included) for windows of one day and of 30 days,
+  starting at a random second from the day before the data to the last day that fits (so both edges
+  fall mid-day), with and without ``sentiment`` and ``min_confidence``;
+- the summary of a 30-day window;
+- ``/api/v1/insights/trends`` by day over all 90 days (from midnight, and from a random second so both
+  edges are partial days), with each filter, and by hour over one and seven days.
+
+Prints medians, p99s and the query plans (``EXPLAIN``) of the count and page statements.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -35,7 +41,9 @@ from store.migrations import migrate
 from store.models import Insight
 
 EPOCH = datetime(2026, 1, 1)
-DAYS = 30
+DAYS = 90
+CLUSTERS = ["billing", "refund", "late-delivery", "damaged-item", "account-access", "cancellation", "subscription",
+            "shipping-cost", "product-question", "complaint", "praise", "other"]
 CHUNK = 50_000
 VARIANTS = {
     "no filter": {},
@@ -47,15 +55,17 @@ VARIANTS = {
 
 
 def rows(count: int):
-    """Conversations and insights, occurred (and received) evenly over ``DAYS`` days, with varied scores."""
+    """Conversations and insights, occurred (and received) evenly over ``DAYS`` days, with varied scores
+    and clusters."""
     rng = random.Random(7)
     step = DAYS * 86_400 / count
     for n in range(count):
         received = (EPOCH + timedelta(seconds=n * step)).isoformat(sep=" ")
         conversation_id = f"c{n:08d}"
         score, confidence = round(rng.uniform(-1, 1), 3), round(rng.uniform(0, 1), 3)
+        clusters = json.dumps(rng.sample(CLUSTERS, rng.choice((1, 1, 2))))
         yield ((conversation_id, "completed", '{"messages":[]}', "h", received, received, received, received, 1),
-               (conversation_id, received, received, score, '["billing"]', confidence, "reasoning", "model", "v1", "{}", received))
+               (conversation_id, received, received, score, clusters, confidence, "reasoning", "model", "v1", "{}", received))
 
 
 def insert_many(db, cursor, statement: str, rows: list[tuple]) -> None:
@@ -114,7 +124,7 @@ def compare_counts(repeats: int) -> list[str]:
     for name, extra in VARIANTS.items():
         filters = counts.Filters(extra.get("sentiment"), min_confidence=float(extra["min_confidence"]) if "min_confidence" in extra else None)
         start = EPOCH + timedelta(seconds=rng.randrange(-86_400, 0))
-        end = start + timedelta(days=DAYS)
+        end = start + timedelta(days=30)
         plain = Insight.select().where(Insight.occurred_at >= start, Insight.occurred_at < end, *filters.conditions())
         assert plain.count() == counts.count(start, end, filters)
         one_count = statistics.median(elapsed_ms(plain.count) for _ in range(repeats))
@@ -137,6 +147,34 @@ def timed(client: httpx.Client, path: str, params_for, requests: int) -> list[fl
         latencies.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200, response.text
     return latencies
+
+
+TREND_VARIANTS = {
+    "": {},
+    ", sentiment=negative": {"sentiment": "negative"},
+    ", min_confidence=0.7": {"min_confidence": "0.7"},
+    ", cluster=billing": {"cluster": "billing"},
+    ", cluster=billing, sentiment=negative": {"cluster": "billing", "sentiment": "negative"},
+    ", min_confidence=0.73 (splits a band)": {"min_confidence": "0.73"},
+}
+
+
+def time_trends(client: httpx.Client, window, requests: int) -> dict[str, list[float]]:
+    """Latencies of the trends lines (see the module's docstring)."""
+    whole = {"start_time": EPOCH.isoformat(), "end_time": (EPOCH + timedelta(days=DAYS)).isoformat()}
+    edged = window(DAYS)  # from a random second of the day before the data: both edges partial
+    results = {}
+    for name, extra in TREND_VARIANTS.items():
+        results[f"trends by day, {DAYS} days from midnight{name}"] = timed(client, "/api/v1/insights/trends", lambda n: {**whole, **extra}, requests)
+    for name in ("", ", sentiment=negative"):
+        extra = TREND_VARIANTS[name]
+        results[f"trends by day, {DAYS} days, edges mid-day{name}"] = timed(client, "/api/v1/insights/trends", lambda n: {
+            **{k: v for k, v in edged(n).items() if k != "limit"}, **extra}, requests)
+    for days in (1, 7):
+        hours = window(days)
+        results[f"trends by hour, {days} day(s)"] = timed(client, "/api/v1/insights/trends", lambda n: {
+            **{k: v for k, v in hours(n).items() if k != "limit"}, "bucket": "hour"}, requests)
+    return results
 
 
 def main() -> None:
@@ -187,10 +225,14 @@ def main() -> None:
             return params
 
         results["GET /healthz (baseline)"] = timed(client, "/healthz", lambda n: {}, args.requests)
-        for days in (1, DAYS):
+        for days in (1, 30):
             for name, extra in VARIANTS.items():
                 params = window(days)
                 results[f"{days} day(s), {name}"] = timed(client, "/api/v1/insights", lambda n: {**params(n), **extra}, args.requests)
+        params = window(30)
+        results["summary, 30 days"] = timed(client, "/api/v1/insights/summary", lambda n: {
+            key: value for key, value in params(n).items() if key != "limit"}, args.requests)
+        results.update(time_trends(client, window, args.requests))
     finally:
         stop_all([server])
         if embedded:

@@ -15,12 +15,11 @@ leads with ``confidence``. A sentiment threshold off the grid makes every window
 (correct, but as slow as before the rollup): keep the configured thresholds on the grid.
 
 Beside it, ``insight_cluster_counts`` keeps how many insights of each day name each cluster, for the
-summary's top clusters.
+summary's top clusters; each cell also keeps the sum of its sentiment scores, for exact means; the
+rollups that trends read beside these are described in ``store.trends``.
 
-Every write of an insight records its moves (``RollupChanges``) and applies them in the same
-transaction, in statements whose rows are sorted, so concurrent writers on PostgreSQL lock rows in one
-order and cannot deadlock. ``store.rollup_check`` checks both tables against the insights and rebuilds them (migration 0004, and
-``insights counts``).
+``store.rollups`` writes them all in the transaction that writes the insights; ``store.rollup_check``
+checks them against the insights and rebuilds them (migrations 0004 and 0011, and ``insights counts``).
 """
 
 from __future__ import annotations
@@ -33,10 +32,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Iterable, Iterator
 
-from peewee import EXCLUDED, SQL, PostgresqlDatabase, Select, fn
+from peewee import SQL, PostgresqlDatabase, Select, fn
 
-from store import usage
-from store.models import Insight, InsightClusterCell, InsightClusterCount, InsightCount, database
+from store.models import Insight, InsightClusterCount, InsightCount, database
 from store.windows import whole_days
 
 GRID = 20  # bands are cut every 0.05
@@ -63,65 +61,6 @@ def grid_step(threshold: float) -> int | None:
 
 def cell(occurred_at: datetime, sentiment_score: float, confidence: float) -> Cell:
     return occurred_at.date(), band(sentiment_score), band(confidence)
-
-
-class RollupChanges:
-    """How the daily rollups move in one transaction: +1 for an insight stored, -1 for one replaced, and
-    its sentiment score added or taken away."""
-
-    def __init__(self) -> None:
-        self.cells: Counter = Counter()  # Cell -> change of the count
-        self.score_sums: Counter = Counter()  # Cell -> change of the score sum
-        self.clusters: Counter = Counter()  # (day, cluster) -> change
-        self.cluster_cells: Counter = Counter()  # (cluster, *Cell) -> change of the count
-        self.cluster_score_sums: Counter = Counter()  # (cluster, *Cell) -> change of the score sum
-        self.usage = usage.UsageChanges()  # tokens and cost by (day, lane)
-
-    def add(self, occurred_at: datetime, sentiment_score: float, confidence: float, clusters: Iterable[str], delta: int = 1) -> None:
-        where = cell(occurred_at, sentiment_score, confidence)
-        self.cells[where] += delta
-        self.score_sums[where] += delta * sentiment_score
-        for cluster in clusters:
-            self.clusters[(where[0], cluster)] += delta
-            self.cluster_cells[(cluster, *where)] += delta
-            self.cluster_score_sums[(cluster, *where)] += delta * sentiment_score
-
-    def include(self, other: "RollupChanges") -> None:
-        """Add ``other``'s changes to these (a row's, once it is stored for good)."""
-        for mine, theirs in zip(self._counters(), other._counters()):
-            mine.update(theirs)
-        self.usage.include(other.usage)
-
-    def _counters(self) -> tuple[Counter, ...]:
-        return self.cells, self.score_sums, self.clusters, self.cluster_cells, self.cluster_score_sums
-
-    def apply(self) -> None:
-        """Add the changes to the rollup tables (inside the caller's transaction)."""
-        cell_keys = [InsightCount.day, InsightCount.score_band, InsightCount.confidence_band]
-        _add_totals(InsightCount, cell_keys, [InsightCount.total, InsightCount.score_sum], _paired(self.cells, self.score_sums))
-        _add_totals(InsightClusterCount, [InsightClusterCount.day, InsightClusterCount.cluster], [InsightClusterCount.total],
-                    {key: (delta,) for key, delta in self.clusters.items()})
-        cluster_keys = [InsightClusterCell.cluster, InsightClusterCell.day, InsightClusterCell.score_band, InsightClusterCell.confidence_band]
-        _add_totals(InsightClusterCell, cluster_keys, [InsightClusterCell.total, InsightClusterCell.score_sum],
-                    _paired(self.cluster_cells, self.cluster_score_sums))
-        self.usage.apply()
-
-
-def _paired(totals: Counter, score_sums: Counter) -> dict[tuple, tuple[int, float]]:
-    return {key: (totals[key], score_sums[key]) for key in totals.keys() | score_sums.keys()}
-
-
-def _add_totals(model, keys: list, measures: list, changes: dict[tuple, tuple]) -> None:
-    """Upsert ``changes`` (key -> a change of each measure) into ``model``, rows sorted (one lock order
-    for every writer)."""
-    rows = [(*key, *deltas) for key, deltas in sorted(changes.items()) if any(deltas)]
-    per_statement = 30_000 // (len(keys) + len(measures))  # within SQLite's limit of bound parameters
-    for offset in range(0, len(rows), per_statement):
-        (
-            model.insert_many(rows[offset:offset + per_statement], fields=[*keys, *measures])
-            .on_conflict(conflict_target=keys, update={measure: measure + getattr(EXCLUDED, measure.name) for measure in measures})
-            .execute()
-        )
 
 
 def sentiment_condition(label: str, negative: float, positive: float):

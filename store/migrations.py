@@ -20,8 +20,6 @@ from store.models import (
     Conversation,
     IdempotencyKey,
     Insight,
-    InsightClusterCell,
-    InsightClusterCount,
     InsightCount,
     InsightHistory,
     InsightUsage,
@@ -58,7 +56,7 @@ def _insight_counts(db: Database) -> None:
                 "ALTER COLUMN sentiment_score TYPE double precision USING sentiment_score::text::double precision, "
                 "ALTER COLUMN confidence TYPE double precision USING confidence::text::double precision"
             )
-    db.create_tables([InsightCount, InsightClusterCount, InsightClusterCell], safe=True)  # every table rebuild() fills
+    db.create_tables(rollup_check.ROLLUPS, safe=True)  # every table rebuild() fills
     Insight._schema.create_indexes(safe=True)  # the index leading with confidence
     rollup_check.rebuild()
 
@@ -154,13 +152,14 @@ def _suggested_cluster(db: Database) -> None:
 
 
 def _trend_rollups(db: Database) -> None:
-    """Sums of sentiment scores beside the daily counts, and the counts' cells per cluster, for exact
-    trends from whole days (``store.trends``); both filled from the insights already stored."""
+    """Sums of sentiment scores beside the daily counts, the counts by score band alone, and the counts'
+    cells per cluster, for exact trends from whole days (``store.trends``); filled from the insights
+    already stored."""
     _add_columns(db, "insight_counts", {"score_sum": "DOUBLE PRECISION NOT NULL DEFAULT 0" if isinstance(db, PostgresqlDatabase)
                                         else "REAL NOT NULL DEFAULT 0"})
     db.execute_sql("DROP INDEX IF EXISTS insightcount_day_score_band_confidence_band_total")  # now covers score_sum too
     InsightCount._schema.create_indexes(safe=True)
-    db.create_tables([InsightClusterCell], safe=True)
+    db.create_tables(rollup_check.ROLLUPS, safe=True)
     rollup_check.rebuild()
 
 

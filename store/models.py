@@ -124,6 +124,26 @@ class InsightCount(BaseModel):
         indexes = ((("day", "score_band", "confidence_band", "total", "score_sum"), False),)  # sums from the index alone
 
 
+class ScoreTotals(BaseModel):
+    """What the trends' rollups keep for a UTC day of ``occurred_at`` and a score band (see ``store.trends``):
+    how many insights, and the sum of their sentiment scores."""
+
+    day = DateField()
+    score_band = IntegerField()
+    total = IntegerField()
+    score_sum = DoubleField()
+
+
+class InsightScoreCount(ScoreTotals):
+    """The cells of ``InsightCount`` added up over confidence: some fifty rows a day where the cells are
+    hundreds (trends without ``min_confidence``)."""
+
+    class Meta:
+        table_name = "insight_score_counts"
+        primary_key = CompositeKey("day", "score_band")
+        indexes = ((("day", "score_band", "total", "score_sum"), False),)  # sums from the index alone
+
+
 class InsightClusterCount(BaseModel):
     """How many insights of a UTC day of ``occurred_at`` name a cluster (see ``store.counts``)."""
 
@@ -137,16 +157,12 @@ class InsightClusterCount(BaseModel):
         indexes = ((("day", "cluster", "total"), False),)  # sums from the index alone
 
 
-class InsightClusterCell(BaseModel):
+class InsightClusterCell(ScoreTotals):
     """The cells of ``InsightCount`` for the insights that name one cluster: a cluster's trend, and the
     top clusters among insights of one sentiment or confidence (see ``store.trends``)."""
 
     cluster = CharField(max_length=200)
-    day = DateField()
-    score_band = IntegerField()
     confidence_band = IntegerField()
-    total = IntegerField()
-    score_sum = DoubleField()
 
     class Meta:
         table_name = "insight_cluster_cells"
@@ -154,6 +170,20 @@ class InsightClusterCell(BaseModel):
         indexes = (  # sums from the indexes alone: one cluster's days, and every cluster of some days
             (("cluster", "day", "score_band", "confidence_band", "total", "score_sum"), False),
             (("day", "score_band", "confidence_band", "cluster", "total"), False),
+        )
+
+
+class InsightClusterScoreCount(ScoreTotals):
+    """The cells of ``InsightClusterCell`` added up over confidence (trends without ``min_confidence``)."""
+
+    cluster = CharField(max_length=200)
+
+    class Meta:
+        table_name = "insight_cluster_score_counts"
+        primary_key = CompositeKey("cluster", "day", "score_band")
+        indexes = (  # sums from the indexes alone: one cluster's days, and every cluster of some days
+            (("cluster", "day", "score_band", "total", "score_sum"), False),
+            (("day", "score_band", "cluster", "total"), False),
         )
 
 
@@ -235,5 +265,6 @@ class ProviderBatchRequest(BaseModel):
         indexes = ((("provider_batch", "submitted"), False),)
 
 
-MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightClusterCount, InsightClusterCell, InsightUsage, IdempotencyKey, ProviderBatch,
+MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightScoreCount, InsightClusterCount, InsightClusterCell,
+          InsightClusterScoreCount, InsightUsage, IdempotencyKey, ProviderBatch,
           ProviderBatchRequest)

@@ -15,7 +15,7 @@ from peewee import DataError, IntegrityError, Value
 from insights.costs import Tokens, cost_usd, tokens_of
 from insights.schemas import AnalysisResult, InsightRow, storable
 from settings import get_settings
-from store import counts
+from store import rollups
 from store.db import locked, write_transaction
 from store.models import (
     COMPLETED,
@@ -58,7 +58,7 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     share = tokens.divided(len(result.conversation_ids)) if tokens and result.conversation_ids else None
     now = utcnow()
     outcome = StoreOutcome()
-    rollup_changes = counts.RollupChanges()
+    rollup_changes = rollups.RollupChanges()
     with write_transaction(database.obj):
         claimed = list(locked(  # read to the end first: a savepoint rolled back would abort a pending read
             Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at, Conversation.occurred_at,
@@ -95,7 +95,7 @@ REFUSED_VALUE = (IntegrityError, DataError, ValueError)
 
 
 def _store_row(conversation: Conversation, row: InsightRow, result: AnalysisResult, share: Tokens | None, now: datetime,
-               rollup_changes: counts.RollupChanges) -> str | None:
+               rollup_changes: rollups.RollupChanges) -> str | None:
     """Store one insight in a savepoint, adding its moves to ``rollup_changes``; if the database refuses
     it, roll back just this row and return why."""
     try:
@@ -128,7 +128,7 @@ def _send_back(conversation: Conversation, reason: str, max_retries: int, now: d
 
 
 def _store_insight(conversation: Conversation, row: InsightRow, result: AnalysisResult, share: Tokens | None,
-                   now: datetime) -> counts.RollupChanges:
+                   now: datetime) -> rollups.RollupChanges:
     """Write the insight (keeping a replaced one in history) with its ``share`` of the call's tokens and
     their cost; return how it moves the daily counts."""
     cost = cost_usd(share, result.model, conversation.lane, get_settings()) if share else None
@@ -151,7 +151,7 @@ def _store_insight(conversation: Conversation, row: InsightRow, result: Analysis
         cost_usd=cost,
         analyzed_at=now,
     )
-    rollup_changes = counts.RollupChanges()
+    rollup_changes = rollups.RollupChanges()
     previous = Insight.select(*ROLLED_UP).where(Insight.conversation == conversation.id).first()
     if previous is not None:  # a reprocessed conversation: its insight leaves the daily counts for history
         rollup_changes.add(previous.occurred_at, previous.sentiment_score, previous.confidence, json.loads(previous.clusters), delta=-1)

@@ -14,12 +14,21 @@ from typing import Iterator
 
 from peewee import PostgresqlDatabase
 
-from store.counts import RollupChanges, snapshot
+from store.counts import snapshot
+from store.rollups import RollupChanges
 from store.db import write_transaction
-from store.models import Insight, InsightClusterCell, InsightClusterCount, InsightCount, database
+from store.models import (
+    Insight,
+    InsightClusterCell,
+    InsightClusterCount,
+    InsightClusterScoreCount,
+    InsightCount,
+    InsightScoreCount,
+    database,
+)
 
 
-ROLLUPS = (InsightCount, InsightClusterCount, InsightClusterCell)
+ROLLUPS = (InsightCount, InsightScoreCount, InsightClusterCount, InsightClusterCell, InsightClusterScoreCount)
 SCORE_SUM_TOLERANCE = 1e-6  # sums of floats added in another order differ by rounding, far below this
 
 
@@ -68,17 +77,33 @@ def _differences(kept: Counter, found: Counter, tolerance: float = 0.0) -> dict[
     return {key: (kept[key], found[key]) for key in kept.keys() | found.keys() if abs(kept[key] - found[key]) > tolerance}
 
 
+def _stored_sums(model, keys: list) -> tuple[Counter, Counter]:
+    """What a rollup of counts and score sums holds: key -> count, and key -> score sum."""
+    totals, sums = Counter(), Counter()
+    for *key, total, score_sum in model.select(*keys, model.total, model.score_sum).tuples().iterator():
+        if total:
+            totals[tuple(key)], sums[tuple(key)] = total, score_sum
+    return totals, sums
+
+
 def drift() -> dict[tuple, tuple[float, float]]:
     """Rollup rows whose total differs from the insights: ``{key: (stored, counted)}``, keys being cells
-    ``(day, score band, confidence band)``, ``(day, cluster)`` and ``(cluster, day, score band, confidence
-    band)``, and the same keys tagged ``"score_sum"`` for sums of scores off by more than rounding; empty
-    when exact. Both sides are read in one snapshot, so writers committing meanwhile cannot make a
-    difference appear."""
+    ``(day, score band, confidence band)``, ``(day, cluster)``, ``(cluster, day, score band, confidence
+    band)``, and ``("by_score", ...)`` for the rollups summed over confidence, and the same keys tagged
+    ``"score_sum"`` for sums of scores off by more than rounding; empty when exact. Both sides are read
+    in one snapshot, so writers committing meanwhile cannot make a difference appear."""
     with snapshot():
         stored, counted = stored_totals(), tally_insights()
+        by_score = _stored_sums(InsightScoreCount, [InsightScoreCount.day, InsightScoreCount.score_band])
+        by_cluster_score = _stored_sums(InsightClusterScoreCount, [InsightClusterScoreCount.cluster, InsightClusterScoreCount.day,
+                                                                   InsightClusterScoreCount.score_band])
     found = {}
     for kept, tallied in ((stored.cells, counted.cells), (stored.clusters, counted.clusters), (stored.cluster_cells, counted.cluster_cells)):
         found.update(_differences(kept, tallied))
+    for (kept, kept_sums), (tallied, tallied_sums) in ((by_score, counted.by_score()), (by_cluster_score, counted.by_cluster_score())):
+        found.update({("by_score", *key): values for key, values in _differences(kept, tallied).items()})
+        found.update({("score_sum", "by_score", *key): values
+                      for key, values in _differences(kept_sums, tallied_sums, SCORE_SUM_TOLERANCE).items()})
     for kept, tallied in ((stored.score_sums, counted.score_sums), (stored.cluster_score_sums, counted.cluster_score_sums)):
         found.update({("score_sum", *key): values for key, values in _differences(kept, tallied, SCORE_SUM_TOLERANCE).items()})
     return found

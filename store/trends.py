@@ -3,9 +3,11 @@ score and their top clusters, exact, empty buckets included.
 
 Every measure adds up over parts of the window, so a window is read in parts and the parts added:
 
-- whole days of a ``day`` trend come from the daily rollups (``store.counts``): ``insight_counts`` (or
-  ``insight_cluster_cells`` for one ``cluster``) for counts and score sums, ``insight_cluster_counts``
-  (or ``insight_cluster_cells`` under a sentiment or confidence filter) for top clusters;
+- whole days of a ``day`` trend come from the daily rollups (``store.counts``), the smallest that holds
+  what the query asks: by day and score band (``insight_score_counts``), with the confidence band too
+  under ``min_confidence`` (``insight_counts``), the same two per cluster for one ``cluster`` and for
+  top clusters under a filter (``insight_cluster_score_counts``, ``insight_cluster_cells``), by day and
+  cluster for top clusters without one (``insight_cluster_counts``);
 - hours, the partial days at the window's edges, and the confidence band a ``min_confidence`` off the
   grid splits are aggregated in the database from the insights themselves.
 
@@ -23,7 +25,15 @@ from typing import Any
 from peewee import SQL, Case, PostgresqlDatabase, fn
 
 from store import counts
-from store.models import Insight, InsightClusterCell, InsightClusterCount, InsightCount, database
+from store.models import (
+    Insight,
+    InsightClusterCell,
+    InsightClusterCount,
+    InsightClusterScoreCount,
+    InsightCount,
+    InsightScoreCount,
+    database,
+)
 from store.windows import whole_days
 
 BUCKET_WIDTHS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
@@ -101,17 +111,19 @@ def _add_days(buckets: dict[datetime, Bucket], query: TrendQuery, first_day: dat
     negative, positive = _grid_thresholds(query.filters)
     scores = counts.score_bands(query.filters)
     confidences, split_band_top = counts.confidence_bands(query.filters.min_confidence)
-    table = InsightCount if query.cluster is None else InsightClusterCell
-    conditions = [table.day >= first_day, table.day < end_day, *scores.conditions(table.score_band),
-                  *confidences.conditions(table.confidence_band)]
+    table = _cells_table(query)
+    conditions = [table.day >= first_day, table.day < end_day, *scores.conditions(table.score_band)]
+    if query.filters.min_confidence is not None:
+        conditions.extend(confidences.conditions(table.confidence_band))
     if query.cluster is not None:
-        conditions.append(InsightClusterCell.cluster == query.cluster)
-    cells = (table.select(table.day, table.score_band, fn.SUM(table.total), fn.SUM(table.score_sum))
-             .where(*conditions).group_by(table.day, table.score_band).tuples())
-    for day, score_band, total, score_sum in cells:
+        conditions.append(table.cluster == query.cluster)
+    band = table.score_band
+    cells = (table.select(table.day, fn.SUM(table.total), fn.SUM(Case(None, [(band >= 2 * positive, table.total)], 0)),
+                          fn.SUM(Case(None, [(band <= 2 * negative, table.total)], 0)), fn.SUM(table.score_sum))
+             .where(*conditions).group_by(table.day).tuples())
+    for day, total, positives, negatives, score_sum in cells:  # a day's sentiments from its score bands
         bucket = buckets[datetime.combine(day, time())]
-        label = "positive" if score_band >= 2 * positive else "negative" if score_band <= 2 * negative else "neutral"
-        bucket.by_sentiment[label] += total
+        bucket.by_sentiment.update(positive=positives, negative=negatives, neutral=total - positives - negatives)
         bucket.score_sum += score_sum
     if query.cluster is None:
         for day, cluster, total in _cluster_days(first_day, end_day, scores, confidences):
@@ -121,17 +133,24 @@ def _add_days(buckets: dict[datetime, Bucket], query: TrendQuery, first_day: dat
         _add_rows(buckets, query, *midnight, Insight.confidence < split_band_top)
 
 
+def _cells_table(query: TrendQuery):
+    """The smallest rollup that holds the whole days' counts and score sums for ``query``."""
+    if query.cluster is not None:
+        return InsightClusterScoreCount if query.filters.min_confidence is None else InsightClusterCell
+    return InsightScoreCount if query.filters.min_confidence is None else InsightCount
+
+
 def _cluster_days(first_day: date, end_day: date, scores: counts.BandRange, confidences: counts.BandRange):
-    """``(day, cluster, total)`` of the days ``[first_day, end_day)``, among the insights in the bands."""
+    """``(day, cluster, total)`` of the days ``[first_day, end_day)``, among the insights in the bands,
+    from the smallest rollup that holds them."""
     if scores == confidences == counts.BandRange():  # no filter: one row a day and cluster
         table = InsightClusterCount
-        return (table.select(table.day, table.cluster, table.total)
-                .where(table.day >= first_day, table.day < end_day).tuples())
-    table = InsightClusterCell
-    return (table.select(table.day, table.cluster, fn.SUM(table.total))
-            .where(table.day >= first_day, table.day < end_day, *scores.conditions(table.score_band),
-                   *confidences.conditions(table.confidence_band))
-            .group_by(table.day, table.cluster).tuples())
+        return table.select(table.day, table.cluster, table.total).where(table.day >= first_day, table.day < end_day).tuples()
+    table = InsightClusterScoreCount if confidences == counts.BandRange() else InsightClusterCell
+    conditions = [table.day >= first_day, table.day < end_day, *scores.conditions(table.score_band)]
+    if table is InsightClusterCell:
+        conditions.extend(confidences.conditions(table.confidence_band))
+    return table.select(table.day, table.cluster, fn.SUM(table.total)).where(*conditions).group_by(table.day, table.cluster).tuples()
 
 
 def _add_rows(buckets: dict[datetime, Bucket], query: TrendQuery, start: datetime, end: datetime, *extra: Any) -> None:

@@ -2,7 +2,7 @@
 
 Each insight carries its share of the tokens of the call that produced it, and their cost
 (``insights.costs``). ``insight_usage`` adds them up for each UTC day of ``occurred_at`` and lane, in the
-transaction that writes the insights (``store.counts.RollupChanges`` carries these changes too), so a
+transaction that writes the insights (``store.rollups.RollupChanges`` carries these changes too), so a
 window's totals are the rows of its whole days plus the insights of its two partial-day edges, as for the
 counts. Insights stored before migration 0009 have no tokens: they count as insights without a cost.
 """

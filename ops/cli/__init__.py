@@ -6,6 +6,7 @@
     insights reprocess (--failed | --start T --end T) [--dry-run] [--yes]
     insights conversations list [--status S] [--reason R] [--start T] [--end T] [--limit N] [--json]
     insights stats [--json]                         counts by status, queue depths, dead letters
+    insights report --start T --end T --output FILE.html [--bucket hour|day]
     insights counts [--rebuild]                     check (or recompute) the daily counts behind total_count
     insights apikey [--scopes ingest,read]          a new API key and its API_KEYS entry
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from access import new_key
 from actors.broker import settings
+from ops import html_report
 from ops.cli import bulk, dlq, load, report
 from ops.cli.common import CONFIRM_ABOVE, Refused, announce, output_file, require_current_schema, require_database
 from settings import API_SCOPES
-from store import queries, reports
+from store import queries, reports, trends
 from store.db import open_database
 from store.migrations import migrate
 from store.models import BULK, LANES, STATUSES
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("--end", type=parse_time, required=True, help="occurred before")
     suggest.add_argument("--limit", type=int, default=20, help="at most this many suggestions (default 20)")
     suggest.add_argument("--json", action="store_true", help="one JSON document a line")
+    page = commands.add_parser("report", help="one self-contained HTML page about a window: sentiment, clusters, failures, cost")
+    page.add_argument("--start", type=parse_time, required=True, help="occurred at or after")
+    page.add_argument("--end", type=parse_time, required=True, help="occurred before")
+    page.add_argument("--output", type=Path, required=True, help="the HTML file to write")
+    page.add_argument("--bucket", choices=["hour", "day"], help="default: hour for windows of two days or less, else day")
     stats = commands.add_parser("stats", help="counts by status, queue depths, dead letters")
     stats.add_argument("--json", action="store_true")
     rollup = commands.add_parser("counts", help="check the daily insight counts against the insights")
@@ -123,6 +129,8 @@ def dispatch(argv: list[str]) -> int:
         return bulk_command(args)
     if args.command == "clusters":
         return report.suggested_clusters(args.start, args.end, args.limit, args.json)
+    if args.command == "report":
+        return report.write_report(args.start, args.end, args.bucket, args.output)
     report.print_stats(args.json)
     return 0
 
@@ -135,6 +143,12 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--end must be later than --start")
     if args.command == "reprocess" and not args.failed and (args.end is None or args.end <= args.start):
         parser.error("reprocess --start needs a later --end")
+    if args.command == "report":
+        if args.end <= args.start:
+            parser.error("--end must be later than --start")
+        bucket = args.bucket or html_report.default_bucket(args.start, args.end)
+        if (spanned := trends.bucket_count(args.start, args.end, bucket)) > settings.trends_max_buckets:
+            parser.error(f"the window spans {spanned} buckets of a {bucket}; at most {settings.trends_max_buckets} (TRENDS_MAX_BUCKETS)")
     if args.command == "clusters" and (args.end <= args.start or args.limit < 1):
         parser.error("clusters suggest needs --end later than --start and a --limit of at least 1")
     if args.command == "conversations" and (args.end <= args.start or args.limit < 1):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import sys
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 
 from actors.broker import settings
 from actors.state import PipelineState, read_state
+from ops import html_report
 from ops.cli.common import print_documents
 from store import reports, rollup_check, usage
 from store.db import write_transaction
@@ -90,6 +93,20 @@ def suggested_clusters(start: datetime, end: datetime, limit: int, as_json: bool
     """``insights clusters suggest``: the topics the taxonomy may be missing, most frequent first."""
     print_documents([dataclasses.asdict(s) for s in reports.suggested_clusters(start, end, limit)], as_json,
                     "suggested_cluster\tconversations\texamples", lambda d: f"{d['cluster']}\t{d['count']}\t{' '.join(d['examples'])}")
+    return 0
+
+
+def write_report(start: datetime, end: datetime, bucket: str | None, output: Path) -> int:
+    """``insights report``: the HTML page, written whole or not at all (exit status 2 when it cannot be)."""
+    page = html_report.render(html_report.gather(start, end, (settings.negative_threshold, settings.positive_threshold), bucket))
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(output)
+    except OSError as error:
+        print(f"insights report: cannot write {output}: {error.strerror}", file=sys.stderr)
+        return 2
+    print(f"wrote {output} ({len(page.encode()):,} bytes)", file=sys.stderr)
     return 0
 
 
