@@ -187,6 +187,21 @@ class InsightClusterScoreCount(ScoreTotals):
         )
 
 
+class InsightClusterConfidenceCount(BaseModel):
+    """The cells of ``InsightClusterCell`` added up over score bands: top clusters under ``min_confidence``
+    alone read some 40 rows a day and cluster where the cells are hundreds."""
+
+    day = DateField()
+    confidence_band = IntegerField()
+    cluster = CharField(max_length=200)
+    total = IntegerField()
+
+    class Meta:
+        table_name = "insight_cluster_confidence_counts"
+        primary_key = CompositeKey("day", "confidence_band", "cluster")
+        indexes = ((("day", "confidence_band", "cluster", "total"), False),)  # sums from the index alone
+
+
 class InsightUsage(BaseModel):
     """Tokens and cost of the insights of a UTC day of ``occurred_at`` and a lane (see ``store.usage``)."""
 
@@ -266,5 +281,5 @@ class ProviderBatchRequest(BaseModel):
 
 
 MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightScoreCount, InsightClusterCount, InsightClusterCell,
-          InsightClusterScoreCount, InsightUsage, IdempotencyKey, ProviderBatch,
+          InsightClusterScoreCount, InsightClusterConfidenceCount, InsightUsage, IdempotencyKey, ProviderBatch,
           ProviderBatchRequest)

@@ -20,6 +20,7 @@ from store.db import write_transaction
 from store.models import (
     Insight,
     InsightClusterCell,
+    InsightClusterConfidenceCount,
     InsightClusterCount,
     InsightClusterScoreCount,
     InsightCount,
@@ -28,7 +29,7 @@ from store.models import (
 )
 
 
-ROLLUPS = (InsightCount, InsightScoreCount, InsightClusterCount, InsightClusterCell, InsightClusterScoreCount)
+ROLLUPS = (InsightCount, InsightScoreCount, InsightClusterCount, InsightClusterCell, InsightClusterScoreCount, InsightClusterConfidenceCount)
 SCORE_SUM_TOLERANCE = 1e-6  # sums of floats added in another order differ by rounding, far below this
 
 
@@ -89,7 +90,8 @@ def _stored_sums(model, keys: list) -> tuple[Counter, Counter]:
 def drift() -> dict[tuple, tuple[float, float]]:
     """Rollup rows whose total differs from the insights: ``{key: (stored, counted)}``, keys being cells
     ``(day, score band, confidence band)``, ``(day, cluster)``, ``(cluster, day, score band, confidence
-    band)``, and ``("by_score", ...)`` for the rollups summed over confidence, and the same keys tagged
+    band)``, ``("by_score", ...)`` for the rollups summed over confidence, ``("by_confidence", ...)``
+    for the clusters' cells summed over scores, and the same keys tagged
     ``"score_sum"`` for sums of scores off by more than rounding; empty when exact. Both sides are read
     in one snapshot, so writers committing meanwhile cannot make a difference appear."""
     with snapshot():
@@ -97,7 +99,10 @@ def drift() -> dict[tuple, tuple[float, float]]:
         by_score = _stored_sums(InsightScoreCount, [InsightScoreCount.day, InsightScoreCount.score_band])
         by_cluster_score = _stored_sums(InsightClusterScoreCount, [InsightClusterScoreCount.cluster, InsightClusterScoreCount.day,
                                                                    InsightClusterScoreCount.score_band])
-    found = {}
+        by_confidence = InsightClusterConfidenceCount.select(InsightClusterConfidenceCount.day, InsightClusterConfidenceCount.confidence_band,
+                                                             InsightClusterConfidenceCount.cluster, InsightClusterConfidenceCount.total)
+        stored_by_confidence = Counter({(day, band, cluster): total for day, band, cluster, total in by_confidence.tuples().iterator() if total})
+    found = {("by_confidence", *key): values for key, values in _differences(stored_by_confidence, counted.by_cluster_confidence()).items()}
     for kept, tallied in ((stored.cells, counted.cells), (stored.clusters, counted.clusters), (stored.cluster_cells, counted.cluster_cells)):
         found.update(_differences(kept, tallied))
     for (kept, kept_sums), (tallied, tallied_sums) in ((by_score, counted.by_score()), (by_cluster_score, counted.by_cluster_score())):

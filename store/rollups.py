@@ -17,7 +17,14 @@ from peewee import EXCLUDED
 
 from store import usage
 from store.counts import cell
-from store.models import InsightClusterCell, InsightClusterCount, InsightClusterScoreCount, InsightCount, InsightScoreCount
+from store.models import (
+    InsightClusterCell,
+    InsightClusterConfidenceCount,
+    InsightClusterCount,
+    InsightClusterScoreCount,
+    InsightCount,
+    InsightScoreCount,
+)
 
 
 class RollupChanges:
@@ -55,6 +62,13 @@ class RollupChanges:
         """The same for the clusters' cells: ``(cluster, day, score band)`` -> count, and -> score sum."""
         return _without_confidence(self.cluster_cells), _without_confidence(self.cluster_score_sums)
 
+    def by_cluster_confidence(self) -> Counter:
+        """The clusters' cells summed over score bands: ``(day, confidence band, cluster)`` -> count."""
+        summed: Counter = Counter()
+        for (cluster, day, _score_band, confidence_band), delta in self.cluster_cells.items():
+            summed[(day, confidence_band, cluster)] += delta
+        return summed
+
     def _counters(self) -> tuple[Counter, ...]:
         return self.cells, self.score_sums, self.clusters, self.cluster_cells, self.cluster_score_sums
 
@@ -72,6 +86,9 @@ class RollupChanges:
         by_score = InsightClusterScoreCount
         _add_totals(by_score, [by_score.cluster, by_score.day, by_score.score_band], [by_score.total, by_score.score_sum],
                     _paired(*self.by_cluster_score()))
+        by_confidence = InsightClusterConfidenceCount
+        _add_totals(by_confidence, [by_confidence.day, by_confidence.confidence_band, by_confidence.cluster], [by_confidence.total],
+                    {key: (delta,) for key, delta in self.by_cluster_confidence().items()})
         self.usage.apply()
 
 

@@ -6,8 +6,9 @@ Every measure adds up over parts of the window, so a window is read in parts and
 - whole days of a ``day`` trend come from the daily rollups (``store.counts``), the smallest that holds
   what the query asks: by day and score band (``insight_score_counts``), with the confidence band too
   under ``min_confidence`` (``insight_counts``), the same two per cluster for one ``cluster`` and for
-  top clusters under a filter (``insight_cluster_score_counts``, ``insight_cluster_cells``), by day and
-  cluster for top clusters without one (``insight_cluster_counts``);
+  top clusters under a filter (``insight_cluster_score_counts``, ``insight_cluster_cells``, and
+  ``insight_cluster_confidence_counts`` under ``min_confidence`` alone), by day and cluster for top
+  clusters without one (``insight_cluster_counts``);
 - hours, the partial days at the window's edges, and the confidence band a ``min_confidence`` off the
   grid splits are aggregated in the database from the insights themselves.
 
@@ -28,6 +29,7 @@ from store import counts
 from store.models import (
     Insight,
     InsightClusterCell,
+    InsightClusterConfidenceCount,
     InsightClusterCount,
     InsightClusterScoreCount,
     InsightCount,
@@ -146,10 +148,14 @@ def _cluster_days(first_day: date, end_day: date, scores: counts.BandRange, conf
     if scores == confidences == counts.BandRange():  # no filter: one row a day and cluster
         table = InsightClusterCount
         return table.select(table.day, table.cluster, table.total).where(table.day >= first_day, table.day < end_day).tuples()
-    table = InsightClusterScoreCount if confidences == counts.BandRange() else InsightClusterCell
-    conditions = [table.day >= first_day, table.day < end_day, *scores.conditions(table.score_band)]
-    if table is InsightClusterCell:
-        conditions.extend(confidences.conditions(table.confidence_band))
+    if scores == counts.BandRange():  # min_confidence alone
+        table = InsightClusterConfidenceCount
+        conditions = [table.day >= first_day, table.day < end_day, *confidences.conditions(table.confidence_band)]
+    else:
+        table = InsightClusterScoreCount if confidences == counts.BandRange() else InsightClusterCell
+        conditions = [table.day >= first_day, table.day < end_day, *scores.conditions(table.score_band)]
+        if table is InsightClusterCell:
+            conditions.extend(confidences.conditions(table.confidence_band))
     return table.select(table.day, table.cluster, fn.SUM(table.total)).where(*conditions).group_by(table.day, table.cluster).tuples()
 
 

@@ -15,7 +15,7 @@ from test_counts import CLUSTERS, EPOCH, MIN_CONFIDENCES, THRESHOLDS, add_conver
 from insights.schemas import sentiment_label
 from store import counts, queries, rollup_check, trends
 from store.migrations import migrate
-from store.models import Insight, InsightClusterCell, InsightClusterScoreCount, InsightScoreCount
+from store.models import Insight, InsightClusterCell, InsightClusterConfidenceCount, InsightClusterScoreCount, InsightScoreCount
 
 
 def tally(query: trends.TrendQuery) -> dict[datetime, tuple[Counter, float, Counter]]:
@@ -110,7 +110,7 @@ def test_the_migration_fills_score_sums_and_cluster_cells_from_insights_already_
     their cells, so trends over its history are exact at once."""
     rng = random.Random(8)
     store_round(rng, add_conversations(rng, 300, days=3))
-    db.drop_tables([InsightClusterCell, InsightScoreCount, InsightClusterScoreCount])
+    db.drop_tables([InsightClusterCell, InsightScoreCount, InsightClusterScoreCount, InsightClusterConfidenceCount])
     db.execute_sql("DROP INDEX insightcount_day_score_band_confidence_band_total_score_sum")
     db.execute_sql("ALTER TABLE insight_counts DROP COLUMN score_sum")
     db.execute_sql("CREATE INDEX insightcount_day_score_band_confidence_band_total ON insight_counts (day, score_band, confidence_band, total)")
