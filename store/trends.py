@@ -10,7 +10,8 @@ Every measure adds up over parts of the window, so a window is read in parts and
   ``insight_cluster_confidence_counts`` under ``min_confidence`` alone), by day and cluster for top
   clusters without one (``insight_cluster_counts``);
 - hours, the partial days at the window's edges, and the confidence band a ``min_confidence`` off the
-  grid splits are aggregated in the database from the insights themselves.
+  grid splits are aggregated in the database from the insights themselves; an edge longer than half a
+  day is read as its whole day less the rest of that day, so an edge never reads more than half a day.
 
 A sentiment threshold off the grid makes every part come from the insights (as ``store.counts`` does).
 """
@@ -96,9 +97,9 @@ def trends(query: TrendQuery) -> list[Bucket]:
         if query.bucket != "day" or first_day >= end_day or _grid_thresholds(query.filters) is None:
             _add_rows(buckets, query, query.start, query.end)
         else:
-            _add_rows(buckets, query, query.start, first_day)
+            _add_edge(buckets, query, query.start, first_day)
             _add_days(buckets, query, first_day.date(), end_day.date())
-            _add_rows(buckets, query, end_day, query.end)
+            _add_edge(buckets, query, end_day, query.end)
     return list(buckets.values())
 
 
@@ -159,8 +160,23 @@ def _cluster_days(first_day: date, end_day: date, scores: counts.BandRange, conf
     return table.select(table.day, table.cluster, fn.SUM(table.total)).where(*conditions).group_by(table.day, table.cluster).tuples()
 
 
-def _add_rows(buckets: dict[datetime, Bucket], query: TrendQuery, start: datetime, end: datetime, *extra: Any) -> None:
-    """Add the matching insights that occurred in ``[start, end)``, aggregated by the database."""
+def _add_edge(buckets: dict[datetime, Bucket], query: TrendQuery, start: datetime, end: datetime) -> None:
+    """Add ``[start, end)``, the part of one UTC day at an edge of the window, from the side that reads
+    fewer insights: its own, or the whole day from the rollups less the insights of the rest of the day."""
+    if start >= end:
+        return
+    midnight = datetime.combine(start.date(), time())
+    if end - start <= timedelta(hours=12) or midnight.date() == date.max:
+        _add_rows(buckets, query, start, end)
+        return
+    _add_days(buckets, query, midnight.date(), midnight.date() + timedelta(days=1))
+    _add_rows(buckets, query, midnight, start, sign=-1)
+    _add_rows(buckets, query, end, midnight + timedelta(days=1), sign=-1)
+
+
+def _add_rows(buckets: dict[datetime, Bucket], query: TrendQuery, start: datetime, end: datetime, *extra: Any, sign: int = 1) -> None:
+    """Add (or, with ``sign`` -1, take away) the matching insights that occurred in ``[start, end)``,
+    aggregated by the database."""
     if start >= end:
         return
     conditions = [Insight.occurred_at >= start, Insight.occurred_at < end, *query.filters.conditions(), *extra]
@@ -173,14 +189,14 @@ def _add_rows(buckets: dict[datetime, Bucket], query: TrendQuery, start: datetim
             .where(*conditions).group_by(SQL("1"), SQL("2")).tuples())
     for raw_key, sentiment, total, score_sum in rows:
         bucket = buckets[_parse_key(raw_key, query.bucket)]
-        bucket.by_sentiment[sentiment] += total
-        bucket.score_sum += score_sum
+        bucket.by_sentiment[sentiment] += sign * total
+        bucket.score_sum += sign * score_sum
     if query.cluster is None:
         source, element = _cluster_elements()
         tally = (Insight.select(key, element, fn.COUNT(SQL("*"))).from_(Insight, source)
                  .where(*conditions).group_by(SQL("1"), SQL("2")).tuples())
         for raw_key, cluster, total in tally:
-            buckets[_parse_key(raw_key, query.bucket)].clusters[cluster] += total
+            buckets[_parse_key(raw_key, query.bucket)].clusters[cluster] += sign * total
 
 
 def _postgres() -> bool:
