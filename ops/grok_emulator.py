@@ -258,15 +258,15 @@ class Handler(BaseHTTPRequestHandler):
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
             reply = Reply(400, xai_error(400, f"bad request: {type(error).__name__}: {error}"))
         entry["status"] = reply.status
+        time.sleep(reply.wait)
+        self.state.record(entry)  # before the answer: a caller that reads the log once answered finds its call there
         try:
-            time.sleep(reply.wait)
             if reply.hang_up:
                 return self.hang_up(json.dumps(reply.body).encode())
             self.send_json(reply.status, reply.body, reply.headers)
         except (BrokenPipeError, ConnectionResetError):
-            entry["client_gone"] = True  # the caller hung up (a worker killed mid-call, a timeout)
-        finally:
-            self.state.record(entry)
+            with self.state.lock:  # the log is read under it
+                entry["client_gone"] = True  # the caller hung up (a worker killed mid-call, a timeout)
 
 
 class EmulatorServer(ThreadingHTTPServer):
