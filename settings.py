@@ -172,9 +172,9 @@ class Settings(BaseModel):
 
     @property
     def calls_in_flight(self) -> int:
-        """Little's law: Grok calls under way at once when ``OUTBOUND_RPS`` calls a second each take the
-        longest a call may take (``GROK_READ_TIMEOUT_SECONDS``). Threads and connection pools are sized
-        by it, so that the outbound gate, and nothing else, limits the calls."""
+        """Little's law at its worst: Grok calls under way at once when ``OUTBOUND_RPS`` calls a second each
+        take the longest a call may take (``GROK_READ_TIMEOUT_SECONDS``). A bound on one process's calls in
+        flight that costs nothing until used: the gate, not this, limits the calls."""
         return math.ceil(self.outbound_rps * self.grok_read_timeout_seconds)
 
     @property

@@ -1,8 +1,8 @@
 """Dramatiq actors; ``dramatiq actors`` runs them (the Procfile's ``worker``).
 
 Importing this package sets up the Redis broker, declares every actor and adds the worker's start-up
-hook: open and migrate the database, check the analyzer, start the reconciler and, with a Grok key, the
-bulk lane.
+hook: open and migrate the database, check the analyzer, start the call engine (which holds the worker's
+lease), the reconciler and, with a Grok key, the bulk lane.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dramatiq.middleware.prometheus import Prometheus
 
 from actors.broker import broker, settings
 from actors.batching import collect, collect_many, flush_batches
-from actors.analysis import analyze_batch, analyzer, batch_exhausted, store_results
+from actors.analysis import STOP_GRACE_SECONDS, analyze_batch, analyzer, batch_exhausted, engine, store_results
 from actors.bulk import BulkLane
 from actors.reconciler import Reconciler
 from logs import configure_logging
@@ -36,6 +36,7 @@ class WorkerLifecycle(Middleware):
         migrate(open_database(settings))
         active = analyzer()
         logger.info("worker ready: %s, analyzer %s, batches of %d", describe(settings), active.model, settings.batch_size)
+        engine().start()
         self.threads = [Reconciler()] if settings.offline else [Reconciler(), BulkLane()]
         for thread in self.threads:
             thread.start()
@@ -43,6 +44,9 @@ class WorkerLifecycle(Middleware):
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         for thread in self.threads:
             thread.stop()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        engine().stop(STOP_GRACE_SECONDS)  # once no thread can hand it a call any more
 
     def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *, result=None, exception=None) -> None:
         release()  # a thread waiting for its next message holds no database connection

@@ -1,6 +1,7 @@
 """Batching: conversation ids wait in a Redis Stream until a batch is cut.
 
-Every accepted conversation arrives as a ``collect`` message, which appends its id to the stream. A batch
+Accepted conversations arrive as ``collect_many`` messages (up to ``COLLECT_CHUNK`` ids each; ``collect``
+carries one), which append their ids to the stream. A batch
 is cut when ``BATCH_SIZE`` ids wait or the oldest has waited ``BATCH_FLUSH_SECONDS`` (a delayed
 ``flush_batches`` message makes sure someone looks then). Cutting reads the ids through a consumer group,
 enqueues the batch's pipeline and only then acknowledges and deletes the entries: a process that dies in
@@ -17,7 +18,7 @@ import socket
 import dramatiq
 import redis
 
-from actors.broker import STREAMED_LANES, redis_client, settings
+from actors.broker import STREAMED_LANES, redis_client, send_batch, settings
 from store import queries
 
 STREAM = f"{settings.redis_namespace}:pending"
@@ -27,20 +28,30 @@ FLUSH_SCHEDULED = f"{settings.redis_namespace}:flush-scheduled"
 # Entries read but not acknowledged for this long belong to a cutter that died mid-cut.
 CLAIM_IDLE_MS = 30_000
 CONSUMER = f"{socket.gethostname()}-{os.getpid()}"
+COLLECT_CHUNK = 1000  # conversations a collect_many message carries
 
 logger = logging.getLogger(__name__)
 
 
-@dramatiq.actor(queue_name="collect", max_retries=settings.max_retries)
+COLLECT_PRIORITY = 10  # after analysis (0): a burst of arrivals does not hold calls back
+
+
+@dramatiq.actor(queue_name="collect", priority=COLLECT_PRIORITY, max_retries=settings.max_retries)
 def collect(conversation_id: str) -> None:
     """Add one accepted conversation to the batching stream and cut any batch that is ready."""
     add_to_stream([conversation_id])
 
 
-@dramatiq.actor(queue_name="collect", max_retries=settings.max_retries)
+@dramatiq.actor(queue_name="collect", priority=COLLECT_PRIORITY, max_retries=settings.max_retries)
 def collect_many(conversation_ids: list[str]) -> None:
     """``collect`` for many at once (bulk imports, reprocessing): one message, one Redis round trip."""
     add_to_stream(conversation_ids)
+
+
+def send_for_batching(conversation_ids: list[str]) -> None:
+    """Send conversations to the batching stream, ``COLLECT_CHUNK`` to a message."""
+    for start in range(0, len(conversation_ids), COLLECT_CHUNK):
+        collect_many.send(conversation_ids[start:start + COLLECT_CHUNK])
 
 
 def add_to_stream(conversation_ids: list[str]) -> None:
@@ -152,9 +163,7 @@ def _dispatch_abandoned(client: redis.Redis) -> None:
 
 def _dispatch(client: redis.Redis, entries: list[tuple[bytes, dict]]) -> None:
     """Enqueue the batch's pipeline, then acknowledge and delete its entries."""
-    from actors.analysis import run_batch  # analysis re-collects retries, so it imports this module
-
     entry_ids = [entry_id for entry_id, _fields in entries]
-    run_batch([fields[b"id"].decode() for _id, fields in entries])
+    send_batch([fields[b"id"].decode() for _id, fields in entries])
     client.xack(STREAM, GROUP, *entry_ids)
     client.xdel(STREAM, *entry_ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import dramatiq
 import redis
@@ -31,6 +32,27 @@ STREAMED_LANES = LANES if settings.offline else (REALTIME,)
 goes through xAI's Batch API (``actors.bulk``); without a Grok key there is none, so it takes the stream."""
 broker = RedisBroker(connection_pool=redis_pool(), namespace=settings.redis_namespace)
 dramatiq.set_broker(broker)
+
+
+def send_batch(conversation_ids: list[str], delay_ms: int | None = None, retries: int = 0) -> None:
+    """Enqueue an ``analyze_batch`` message (after ``delay_ms``), its ``retries`` so far in Dramatiq's own
+    option. Sent by name, so that what cuts, retries or splits batches need not import the actor."""
+    options = {"retries": retries} if retries else {}
+    message = dramatiq.Message(queue_name="analyze", actor_name="analyze_batch", args=(conversation_ids,), kwargs={},
+                               options=options)
+    broker.enqueue(message, delay=delay_ms)
+
+
+def dead_letter(message: dict, traceback: str) -> None:
+    """Put a message on its queue's dead letters as Dramatiq's Redis broker does when it gives up on one
+    (``insights dlq`` lists and requeues them), with the ``traceback`` of its last try."""
+    message = {**message, "options": {**message.get("options", {}), "traceback": traceback}}
+    letter_id = message["options"].get("redis_message_id") or message["message_id"]
+    seconds, micros = redis_client().time()
+    pipe = redis_client().pipeline()
+    pipe.zadd(queue_key(message["queue_name"].removesuffix(".DQ"), "XQ"), {letter_id: seconds * 1000 + micros // 1000})
+    pipe.hset(queue_key(message["queue_name"].removesuffix(".DQ"), "XQ.msgs"), letter_id, json.dumps(message))
+    pipe.execute()
 
 
 def queue_key(queue: str, suffix: str) -> str:

@@ -1,9 +1,14 @@
 """The reconciler: the database is the system of record, Redis only transport.
 
-A conversation still ``queued`` or ``processing`` ``LEASE_SECONDS`` after its last update (longer while
-the analysis queue has a backlog, see :func:`effective_lease`) has lost its message (Redis restarted or wiped, a worker killed mid-batch): it is sent to ``collect`` again. Each
-worker process runs this at start-up and every ``RECONCILE_INTERVAL_SECONDS``; touching the rows it
-re-sends hands each one to a single process.
+Two kinds of conversation have lost their way, and are sent to the batching stream again:
+
+- ``queued`` ``LEASE_SECONDS`` after its last update (longer while the analysis queue has a backlog, see
+  :func:`effective_lease`): its message is gone (Redis restarted or wiped);
+- ``processing`` under a worker whose lease has lapsed (``store.workers``): the worker died mid-call. A
+  live worker renews its lease while its calls are in flight, so its conversations are never sent twice.
+
+Each worker process runs this at start-up and every ``RECONCILE_INTERVAL_SECONDS``; the rows it re-sends
+go back to ``queued``, touched, which hands each one to a single process.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ import logging
 import threading
 from datetime import timedelta
 
-from actors.batching import collect
+from actors.batching import send_for_batching
 from actors.broker import STREAMED_LANES, queue_key, redis_client, settings
-from store import idempotency, queries
+from store import idempotency, queries, workers
 from store.db import call_and_release
 
 logger = logging.getLogger(__name__)
@@ -34,8 +39,7 @@ def reconcile_once() -> int:
     total = 0
     cutoff = queries.utcnow() - timedelta(seconds=effective_lease())
     while stale := queries.reclaim_stale(cutoff, STREAMED_LANES):  # the bulk lane keeps its own (actors.bulk)
-        for conversation_id in stale:
-            collect.send(conversation_id)
+        send_for_batching(stale)
         total += len(stale)
     if total:
         logger.warning("reconciler re-enqueued %d stale conversation(s)", total)
@@ -54,6 +58,7 @@ class Reconciler(threading.Thread):
             try:
                 call_and_release(reconcile_once)  # a connection the database dropped is not kept
                 call_and_release(idempotency.forget_expired, queries.utcnow())
+                call_and_release(workers.forget_lapsed)
             except Exception:  # Redis or the database away: try again next round
                 logger.exception("reconciler round failed")
             self.stopped.wait(settings.reconcile_interval_seconds)

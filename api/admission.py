@@ -17,7 +17,7 @@ from limits.storage import storage_from_string
 from ulid import ULID
 
 import metrics
-from actors.batching import collect
+from actors.batching import send_for_batching
 from actors.broker import STREAMED_LANES
 from api.errors import ApiError
 from insights.schemas import ConversationBase
@@ -97,12 +97,10 @@ def admit(conversations: list[queries.NewConversation]) -> list[queries.InsertOu
     outcomes = queries.insert_conversations(conversations)
     created = [new.id for new, outcome in zip(conversations, outcomes)
                if outcome is queries.InsertOutcome.CREATED and new.lane in STREAMED_LANES]
-    for position, conversation_id in enumerate(created):
-        try:
-            collect.send(conversation_id)
-        except Exception as error:
-            logger.warning("could not enqueue %d conversation(s), the reconciler will: %s", len(created) - position, error)
-            break
+    try:
+        send_for_batching(created)  # a round of many conversations: a message per thousand, not one each
+    except Exception as error:
+        logger.warning("could not enqueue %d conversation(s), the reconciler will: %s", len(created), error)
     return outcomes
 
 

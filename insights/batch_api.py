@@ -27,11 +27,39 @@ import time
 from typing import Any, Iterator
 
 import requests
+import requests.adapters
 
-from insights.grok import classify, error_detail, parse_retry_after, pooled_session
+from insights.refusals import error_detail, parse_retry_after
 from settings import Settings
 
 RESULTS_PAGE = 100
+CONNECTIONS = 4  # the bulk lane makes a few calls a minute, one at a time
+
+# Raised before anything is sent: the operator's to fix (GROK_BASE_URL, GROK_API_KEY), not xAI's.
+UNSENDABLE = (
+    requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema, requests.exceptions.URLRequired,
+)
+
+
+def classify(error: Exception, elapsed: float) -> str:
+    """What a Batch API call raised, in words that name its class and never quote it (nor the key)."""
+    name = type(error).__name__
+    if isinstance(error, UNSENDABLE):
+        return f"cannot send a request to xAI ({name}): check GROK_BASE_URL and GROK_API_KEY"
+    if isinstance(error, requests.Timeout):
+        return f"timed out after {elapsed:.1f} s ({name})"
+    if isinstance(error, requests.ConnectionError):
+        return f"cannot reach xAI ({name})"
+    return f"call failed ({name})"
+
+
+def pooled_session(connections: int) -> requests.Session:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 class BatchApiError(Exception):
@@ -52,7 +80,7 @@ class BatchApi:
     def __init__(self, settings: Settings, session: requests.Session | None = None) -> None:
         self.base = settings.grok_base_url.rstrip("/") + "/batches"
         self.timeout = (settings.grok_connect_timeout_seconds, settings.grok_read_timeout_seconds)
-        self.session = session or pooled_session(4)
+        self.session = session or pooled_session(CONNECTIONS)
         self.session.headers["Authorization"] = f"Bearer {settings.grok_api_key}"
         self._key = settings.grok_api_key
 

@@ -1,10 +1,10 @@
-"""The worker process: ``dramatiq actors`` with enough threads for the outbound limit.
+"""The worker process: ``dramatiq actors`` with a few threads; the calls in flight are not threads.
 
-A Grok call of a batch takes seconds to tens of seconds, so by Little's law the calls in flight are the
-call rate times the call time: ``OUTBOUND_RPS`` x ``GROK_READ_TIMEOUT_SECONDS`` (the longest a call may
-take) keeps the limit busy even when every call is that slow. ``WORKER_THREADS`` (0, the default) is
-that number plus a few for collecting and storing; a thread waiting on the gate or on Grok costs a little
-memory and no database connection (``store.db.release``). Offline, a handful of threads suffice.
+A Grok call takes seconds to tens of seconds, so by Little's law thousands may be in flight at once
+(``OUTBOUND_RPS`` x the call time). They wait as coroutines on each process's event loop
+(``actors.calls``), not in threads: a thread only reads a batch, waits for its slot in the gate (the
+threads' waits interleave, so a few keep any rate busy), claims it and hands it on. ``WORKER_THREADS``
+(0, the default) is ``DEFAULT_THREADS``.
 
 The Procfile's ``worker`` and ``scripts/run`` start it; ``WORKER_PROCESSES`` sets the processes.
 """
@@ -16,17 +16,13 @@ import sys
 
 from settings import Settings, settings_or_exit
 
-HOUSEKEEPING_THREADS = 8  # collect, flush and store messages beside the calls
+DEFAULT_THREADS = 16  # hand calls on, collect, flush and store; measured in BENCHMARKS.md (worker side)
 IDLE_POLL_MS = "100"  # how long an idle consumer waits before asking Redis again (Dramatiq's default: 1000)
 
 
 def thread_count(settings: Settings) -> int:
-    """``WORKER_THREADS``, or enough for ``OUTBOUND_RPS`` calls a second that last up to the read timeout."""
-    if settings.worker_threads:
-        return settings.worker_threads
-    if settings.offline:
-        return HOUSEKEEPING_THREADS
-    return settings.calls_in_flight + HOUSEKEEPING_THREADS
+    """``WORKER_THREADS``, or :data:`DEFAULT_THREADS`."""
+    return settings.worker_threads or DEFAULT_THREADS
 
 
 def command(settings: Settings) -> list[str]:
@@ -37,9 +33,6 @@ def command(settings: Settings) -> list[str]:
 def main() -> None:
     settings = settings_or_exit()
     os.environ.setdefault("dramatiq_worker_timeout", IDLE_POLL_MS)  # read by dramatiq.worker at import
-    # glibc gives each thread that allocates an arena of its own (up to 8 per core): hundreds of threads
-    # would hold hundreds of MB of fragmented heap. Two arenas serve them as well; read at process start.
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     argv = command(settings)
     os.execv(argv[0], argv)
 

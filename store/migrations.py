@@ -25,6 +25,7 @@ from store.models import (
     InsightUsage,
     ProviderBatch,
     ProviderBatchRequest,
+    WorkerLease,
 )
 
 MIGRATION_LOCK_ID = 0x1D5_1A7  # arbitrary constant naming this application's advisory lock
@@ -163,6 +164,13 @@ def _trend_rollups(db: Database) -> None:
     rollup_check.rebuild()
 
 
+def _worker_leases(db: Database) -> None:
+    """Claims name their worker process, and workers hold a lease they renew while alive: a killed
+    worker's conversations are sent again as soon as its lease lapses, a live one's never."""
+    _add_columns(db, "conversations", {"claimed_by": "VARCHAR(64)"})
+    db.create_tables([WorkerLease], safe=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
@@ -175,6 +183,7 @@ MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0009_insight_usage", _insight_usage),
     ("0010_suggested_cluster", _suggested_cluster),
     ("0011_trend_rollups", _trend_rollups),
+    ("0012_worker_leases", _worker_leases),
 ]
 
 

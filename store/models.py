@@ -47,6 +47,7 @@ class Conversation(BaseModel):
     enqueued_at = DateTimeField(null=True)  # when its current wait began: accepted, reprocessed or requeued
     lane = CharField(max_length=16, default=REALTIME, constraints=[SQL("DEFAULT 'realtime'")])  # as migration 0008 adds it
     provider_batch = CharField(max_length=64, null=True)  # the bulk lane's batch it was last sent in (ProviderBatch)
+    claimed_by = CharField(max_length=64, null=True)  # the worker process whose claim it is under (WorkerLease)
 
     class Meta:
         table_name = "conversations"
@@ -283,3 +284,14 @@ class ProviderBatchRequest(BaseModel):
 MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightScoreCount, InsightClusterCount, InsightClusterCell,
           InsightClusterScoreCount, InsightClusterConfidenceCount, InsightUsage, IdempotencyKey, ProviderBatch,
           ProviderBatchRequest)
+
+
+class WorkerLease(BaseModel):
+    """A live worker process: it renews ``expires_at`` while its event loop turns (``actors.calls``); the
+    conversations it claimed are sent again once the lease has lapsed (``actors.reconciler``)."""
+
+    worker = CharField(max_length=64, primary_key=True)
+    expires_at = DateTimeField()
+
+    class Meta:
+        table_name = "worker_leases"

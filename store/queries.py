@@ -3,7 +3,8 @@ Storing an analysis's results is in ``store.results``; pages of insights, export
 ``store.reports``.
 
 Status moves only forward: ``queued -> processing -> completed | failed``; a conversation goes back to
-``queued`` only when a failed attempt is retried. Times are naive UTC.
+``queued`` only when a failed attempt is retried, its batch is set aside, or the worker that claimed it
+stopped renewing its lease. Times are naive UTC.
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ from peewee import JOIN, fn
 from insights.schemas import as_utc
 from settings import get_settings
 from store.db import locked, write_transaction
-from store.models import COMPLETED, FAILED, LANES, PROCESSING, QUEUED, REALTIME, Conversation, Insight, database
+from store.models import (
+    COMPLETED,
+    FAILED,
+    LANES,
+    PROCESSING,
+    QUEUED,
+    REALTIME,
+    Conversation,
+    Insight,
+    WorkerLease,
+    database,
+)
 
 OPEN_STATUSES = (QUEUED, PROCESSING)
 
@@ -156,10 +168,11 @@ def payload_chars(conversation_ids: list[str]) -> dict[str, tuple[int, str]]:
     return {conversation_id: (chars, lane) for conversation_id, chars, lane in query.tuples()}
 
 
-def open_payloads(conversation_ids: Iterable[str], lanes: Iterable[str] = LANES) -> dict[str, str]:
-    """The payload of each open conversation of ``lanes`` among ``conversation_ids`` (read, not claimed)."""
+def waiting_payloads(conversation_ids: Iterable[str], lanes: Iterable[str] = LANES) -> dict[str, str]:
+    """The payload of each ``queued`` conversation of ``lanes`` among ``conversation_ids`` (read, not
+    claimed): one already ``processing`` is under a call that may still answer."""
     query = Conversation.select(Conversation.id, Conversation.payload).where(
-        Conversation.id.in_(list(conversation_ids)), Conversation.status.in_(OPEN_STATUSES), Conversation.lane.in_(list(lanes)))
+        Conversation.id.in_(list(conversation_ids)), Conversation.status == QUEUED, Conversation.lane.in_(list(lanes)))
     return dict(query.tuples())
 
 
@@ -171,18 +184,22 @@ class Claim:
     conversations: list[Conversation]
 
 
-def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int, lanes: Iterable[str] = LANES) -> Claim:
-    """Move the open conversations of ``lanes`` among ``conversation_ids`` to ``processing``, counting an
-    attempt, under a fresh claim token: only a result carrying it is stored for them (``store.results``),
-    so a result of an earlier claim, delivered late or again, cannot overwrite a later one or cancel a
-    reprocess.
+def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int, lanes: Iterable[str] = LANES,
+                         worker: str | None = None) -> Claim:
+    """Move the ``queued`` conversations of ``lanes`` among ``conversation_ids`` to ``processing`` for
+    ``worker`` (its lease keeps them there, ``store.workers``), counting an attempt, under a fresh claim
+    token: only a result carrying it is stored for them (``store.results``), so a result of an earlier
+    claim, delivered late or again, cannot overwrite a later one or cancel a reprocess.
+
+    A conversation already ``processing`` is not claimed again: its call may still answer. It returns to
+    ``queued`` only when its worker's lease lapses (:func:`reclaim_stale`) or its batch gives it back.
     """
     ids = list(conversation_ids)
     with write_transaction(database.obj):
-        open_rows = list(locked(Conversation.select().where(
-            Conversation.id.in_(ids), Conversation.status.in_(OPEN_STATUSES), Conversation.lane.in_(list(lanes))
+        waiting = list(locked(Conversation.select().where(
+            Conversation.id.in_(ids), Conversation.status == QUEUED, Conversation.lane.in_(list(lanes))
         )))
-        return claim_rows(open_rows, max_attempts)
+        return claim_rows(waiting, max_attempts, claimed_by=worker)
 
 
 def claim_rows(open_rows: list[Conversation], max_attempts: int, **changes: Any) -> Claim:
@@ -218,6 +235,11 @@ def _update_open(conversation_ids: Iterable[str], claim_token: str | None, **cha
     return Conversation.update(updated_at=utcnow(), **changes).where(*conditions).execute()
 
 
+def requeue_claimed(conversation_ids: Iterable[str], reason: str, claim_token: str) -> int:
+    """Back to ``queued`` with ``reason``, the attempt their claim counted kept (a transient failure)."""
+    return _update_open(conversation_ids, claim_token, status=QUEUED, last_error=get_settings().redact(reason))
+
+
 def refund_attempt(conversation_ids: Iterable[str], requeue: bool = False, claim_token: str | None = None) -> int:
     """Take back the attempt a claim counted (the failure was not theirs), optionally back to ``queued``."""
     changes: dict[str, Any] = {"attempts": Conversation.attempts - 1}
@@ -249,22 +271,26 @@ def last_errors(conversation_ids: Iterable[str], open_only: bool = False) -> lis
 
 
 def reclaim_stale(older_than: datetime, lanes: Iterable[str] = LANES, limit: int = 1000) -> list[str]:
-    """Ids of open conversations of ``lanes`` untouched since ``older_than``; touching them hands each to one
-    caller."""
+    """Ids of open conversations of ``lanes`` whose message may be lost, back to ``queued`` and touched, so
+    that each goes to one caller: ``queued`` ones untouched since ``older_than``, and ``processing`` ones
+    whose worker's lease has lapsed (killed mid-call; ``store.workers``), or that name no worker (claimed
+    by a release before leases) and are untouched since ``older_than``. A live worker's are left alone."""
     now = utcnow()
+    live = WorkerLease.select(WorkerLease.worker).where(WorkerLease.expires_at > now)
+    lost_message = (Conversation.status == QUEUED) | Conversation.claimed_by.is_null()
+    stale_query = (
+        Conversation.select(Conversation.id)
+        .where(Conversation.status.in_(OPEN_STATUSES), Conversation.lane.in_(list(lanes)),
+               (lost_message & (Conversation.updated_at < older_than))
+               | ((Conversation.status == PROCESSING) & Conversation.claimed_by.is_null(False)
+                  & Conversation.claimed_by.not_in(live)))
+        .order_by(Conversation.updated_at)
+        .limit(limit)
+    )
     with write_transaction(database.obj):
-        stale = [
-            c.id
-            for c in locked(
-                Conversation.select(Conversation.id)
-                .where(Conversation.status.in_(OPEN_STATUSES), Conversation.updated_at < older_than,
-                       Conversation.lane.in_(list(lanes)))
-                .order_by(Conversation.updated_at)
-                .limit(limit)
-            )
-        ]
+        stale = [c.id for c in locked(stale_query)]
         if stale:
-            Conversation.update(updated_at=now).where(Conversation.id.in_(stale)).execute()
+            Conversation.update(status=QUEUED, updated_at=now).where(Conversation.id.in_(stale)).execute()
     return stale
 
 

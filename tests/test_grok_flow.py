@@ -237,7 +237,7 @@ def test_a_request_that_cannot_be_sent_waits_for_the_operator_and_never_shows_th
     wait_until(lambda: "Grok cannot take a batch now" in worker_log(stack), timeout=10, message="the worker's log line about it")
     assert_the_key_is_nowhere(stack, client, ids, start)
     grok_check = client.get("/readyz").json()["grok"]["reason"]
-    assert "MissingSchema" in grok_check and "GROK_BASE_URL" in grok_check
+    assert "UnsupportedProtocol" in grok_check and "GROK_BASE_URL" in grok_check
     assert {(d["status"], d["attempts"]) for d in stack.conversations(client, ids)} <= {("queued", 0), ("processing", 1)}
     assert grok.log() == []
 

@@ -49,7 +49,7 @@ def test_web_and_worker_metrics(make_stack):
     assert value(worker, "insights_conversations_settled_total", outcome="completed") == 3
     assert value(worker, "insights_grok_calls_total", outcome="ok") >= 1
     assert value(worker, "insights_batch_conversations_sum") == 3
-    assert value(worker, "dramatiq_messages_total", queue_name="collect", actor_name="collect") == 3
+    assert value(worker, "dramatiq_messages_total", queue_name="collect", actor_name="collect_many") == 3
 
 
 def test_the_procfile_runs_under_honcho_with_several_web_workers(tmp_path):

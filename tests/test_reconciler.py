@@ -37,7 +37,7 @@ def test_a_backlog_in_the_analysis_queue_stretches_the_lease(db):
     assert reconcile_once() == 0, "they wait behind the backlog; their messages are not lost"
     client.delete("insights:analyze.msgs")
     assert reconcile_once() == 3, "no backlog: a conversation past its lease has lost its message"
-    assert sorted(json.loads(raw)["args"][0] for raw in client.hvals("insights:collect.msgs")) == ids
+    assert [sorted(json.loads(raw)["args"][0]) for raw in client.hvals("insights:collect.msgs")] == [ids], "one message"
 
 
 

@@ -35,7 +35,7 @@ def test_a_web_killed_between_commit_and_send_loses_nothing(make_stack):
         client = stack.start_web()
         web = stack.processes[-1]
         body = conversation("Killed in between, my order is late", conversation_id="killed-in-between")
-        proxy.hold(b'"actor_name":"collect"')
+        proxy.hold(b'"actor_name":"collect_many"')
         answers: list[object] = []
         sender = threading.Thread(target=lambda: answers.append(send(client, body)))
         sender.start()
@@ -87,7 +87,7 @@ def test_entries_of_a_dead_cutter_are_claimed_back(monkeypatch):
     assert client.xlen(batching.STREAM) == 0
     messages = [json.loads(raw) for raw in client.hvals("insights:analyze.msgs")]
     assert [m["args"] for m in messages] == [[["orphan-0", "orphan-1", "orphan-2"]]]
-    assert messages[0]["options"]["pipe_target"]["actor_name"] == "store_results"
+    assert messages[0]["actor_name"] == "analyze_batch"
 
 
 def test_ingress_accepts_while_redis_is_down_and_the_work_flows_once_it_is_back(make_stack, tmp_path):

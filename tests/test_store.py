@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import queries, results, rollup_check
+from store import queries, results, rollup_check, workers
 from store.migrations import migrate
-from store.models import Conversation, Insight, InsightHistory
+from store.models import Conversation, Insight, InsightHistory, WorkerLease
 
 
 def new(conversation_id: str, payload_hash: str | None = None) -> queries.NewConversation:
@@ -86,6 +87,37 @@ def test_stale_open_conversations_are_reclaimed_once(db):
     later = queries.utcnow()
     assert queries.reclaim_stale(later) == ["old"]
     assert queries.reclaim_stale(later) == [], "a reclaimed conversation is touched, so nobody else takes it"
+
+
+def test_a_live_workers_claims_stay_its_own_and_a_dead_ones_come_back_once(db):
+    """``processing`` is left alone while its worker's lease holds, however old the claim; once the lease
+    lapses the conversations go back to ``queued`` (attempt kept), once, and can be claimed again."""
+    for conversation_id in ("live", "dead", "legacy"):
+        add(conversation_id)
+    workers.renew("worker-alive", 60)
+    workers.renew("worker-killed", 60)
+    live = queries.claim_for_processing(["live"], max_attempts=3, worker="worker-alive")
+    queries.claim_for_processing(["dead"], max_attempts=3, worker="worker-killed")
+    queries.claim_for_processing(["legacy"], max_attempts=3)  # claimed by a release before leases
+    long_ago = queries.utcnow()
+    assert queries.reclaim_stale(long_ago - timedelta(hours=1)) == [], "every lease holds, nothing is old"
+    assert queries.claim_for_processing(["live", "dead"], max_attempts=3).conversations == [], "in a call already"
+
+    WorkerLease.update(expires_at=long_ago).where(WorkerLease.worker == "worker-killed").execute()
+    assert queries.reclaim_stale(long_ago - timedelta(hours=1)) == ["dead"]
+    assert queries.reclaim_stale(long_ago - timedelta(hours=1)) == [], "touched: nobody else takes it"
+    assert sorted(queries.reclaim_stale(queries.utcnow() + timedelta(seconds=1))) == ["dead", "legacy"]
+    row = Conversation.get_by_id("dead")
+    assert (row.status, row.attempts) == ("queued", 1)
+    assert Conversation.get_by_id("live").claim_token == live.token and Conversation.get_by_id("live").status == "processing"
+    again = queries.claim_for_processing(["dead"], max_attempts=3, worker="worker-alive")
+    assert [c.id for c in again.conversations] == ["dead"] and Conversation.get_by_id("dead").attempts == 2
+
+
+def taken_back(conversation_ids: list[str]) -> None:
+    """The conversations' worker died: its lease lapses, and the reconciler's query takes them back."""
+    Conversation.update(claimed_by="a-dead-worker").where(Conversation.id.in_(conversation_ids)).execute()
+    assert sorted(queries.reclaim_stale(queries.utcnow() - timedelta(hours=1))) == sorted(conversation_ids)
 
 
 def test_a_spent_conversation_fails_alone_and_its_neighbours_are_claimed(db):
@@ -192,6 +224,7 @@ def test_a_second_claim_makes_the_first_claims_result_ignored(db):
     for conversation_id in ("y", "z"):
         add(conversation_id)
     first = queries.claim_for_processing(["y", "z"], max_attempts=3)
+    taken_back(["y"])
     second = queries.claim_for_processing(["y"], max_attempts=3)
 
     stale = results.record_results(result(first, ["z"], {"y": "no row"}), max_retries=3)
@@ -228,6 +261,7 @@ def test_a_batch_failing_late_leaves_a_conversation_claimed_since_alone(db):
     its refund, requeue, note and failure, made under its own token, change nothing of the second claim."""
     add("reclaimed")
     first = queries.claim_for_processing(["reclaimed"], max_attempts=5)
+    taken_back(["reclaimed"])
     second = queries.claim_for_processing(["reclaimed"], max_attempts=5)
     assert queries.refund_attempt(["reclaimed"], requeue=True, claim_token=first.token) == 0
     assert queries.note_error(["reclaimed"], "late", claim_token=first.token) == 0

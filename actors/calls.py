@@ -1,0 +1,151 @@
+"""The call engine: a worker process's Grok calls in flight, as coroutines on one event loop.
+
+A call takes seconds to tens of seconds, so by Little's law the calls in flight are the call rate times
+the call time: 2,250 at 150 calls a second of 15 s. A thread each would be thousands of threads per
+process, each with its stack, and Dramatiq's idle threads poll. Here a call in flight is a coroutine waiting
+on its socket: a few kilobytes, no thread, no polling, no database connection. The shared gate alone sets
+the pace, so the number in flight follows the latency Grok actually shows, whatever it is.
+
+Who does what:
+
+- a Dramatiq thread (``actors.analysis.analyze_batch``) reads a batch, waits for its place in the gate,
+  claims it and :meth:`CallEngine.submit`\\ s its :class:`Job`, then takes its next message;
+- the event loop sends the call and waits for the answer;
+- a few threads (``finish_threads``) finish each call: read and store the answer, one transaction a batch,
+  or handle the failure. They are few because that work is CPU and database, not waiting.
+
+The loop also renews this worker's lease (``store.workers``) every third of ``LEASE_SECONDS``: while it
+turns, the conversations this worker claimed stay its own, however long their calls take; if the process
+dies, they go back to the queue once the lease lapses (``actors.reconciler``).
+
+Stopping (:meth:`CallEngine.stop`): no new call is taken; calls in flight have ``grace`` seconds to answer,
+those still open are cancelled and given back (``Job.give_back``), and only then is the lease released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import httpx
+
+from store import workers
+from store.db import call_and_release
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One call: how to send it, what to do with its outcome (the answer, or the exception the send
+    raised), and how to give its batch back if the call is cancelled at shutdown."""
+
+    send: Callable[[httpx.AsyncClient], Awaitable[Any]]
+    finish: Callable[[Any], None]
+    give_back: Callable[[], None]
+
+
+class CallEngine:
+    """An event loop in a thread of its own, with a pool of threads to finish calls."""
+
+    def __init__(self, worker: str, lease_seconds: float, make_http: Callable[[], httpx.AsyncClient],
+                 capacity: int, finish_threads: int = 4) -> None:
+        self.worker, self.lease_seconds, self.make_http = worker, lease_seconds, make_http
+        self.slots = threading.BoundedSemaphore(capacity)  # a memory bound; the gate sets the pace
+        self.finishers = concurrent.futures.ThreadPoolExecutor(finish_threads, thread_name_prefix="finish")
+        self.leaser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lease")  # never behind a store
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run_loop, name="calls", daemon=True)
+        self.tasks: dict[asyncio.Task, Job] = {}
+        self.ready = threading.Event()
+        self.stopping = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.tasks)
+
+    def start(self) -> None:
+        """Take the lease (before any claim is made under it) and start the loop."""
+        call_and_release(workers.renew, self.worker, self.lease_seconds)
+        self.thread.start()
+        self.ready.wait()
+
+    def submit(self, job: Job) -> None:
+        """Start ``job``'s call on the loop; from any thread. Waits while ``capacity`` calls are open."""
+        self.slots.acquire()
+        try:
+            asyncio.run_coroutine_threadsafe(self._start(job), self.loop).result()
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def stop(self, grace: float) -> None:
+        """Let the calls in flight answer for up to ``grace`` seconds, give the others back, release the lease."""
+        if not self.thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._drain(grace), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.finishers.shutdown(wait=True)
+        call_and_release(workers.release, self.worker)
+        self.leaser.shutdown(wait=True)
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.http = self.make_http()
+        self.renewal = self.loop.create_task(self._renew_lease())
+        self.loop.call_soon(self.ready.set)
+        self.loop.run_forever()
+
+    async def _start(self, job: Job) -> None:
+        if self.stopping:
+            raise RuntimeError("the call engine is stopping")
+        task = self.loop.create_task(self._call(job))
+        self.tasks[task] = job
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.pop(task, None)
+        self.slots.release()
+
+    async def _call(self, job: Job) -> None:
+        try:
+            outcome = await job.send(self.http)
+        except asyncio.CancelledError:
+            await self.loop.run_in_executor(self.finishers, job.give_back)
+            raise
+        except Exception as error:  # noqa: BLE001 - the job's finish decides what each failure means
+            outcome = error
+        await self.loop.run_in_executor(self.finishers, self._finish, job, outcome)
+
+    @staticmethod
+    def _finish(job: Job, outcome: Any) -> None:
+        try:
+            call_and_release(job.finish, outcome)
+        except Exception:  # its conversations stay claimed; the lease lapses only if the process dies
+            logger.exception("finishing a call failed")
+
+    async def _renew_lease(self) -> None:
+        """Every third of the lease, from this loop: a loop that no longer turns loses its claims."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self.loop.run_in_executor(self.leaser, call_and_release, workers.renew, self.worker, self.lease_seconds)
+            except Exception:  # the database away: try again; if it stays away, the lease lapses
+                logger.exception("renewing the worker's lease failed")
+
+    async def _drain(self, grace: float) -> None:
+        self.stopping = True
+        if self.tasks:
+            logger.info("stopping: %d call(s) in flight get %.0f s to answer", len(self.tasks), grace)
+            await asyncio.wait(list(self.tasks), timeout=grace)
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks))
+        self.renewal.cancel()
+        await self.http.aclose()

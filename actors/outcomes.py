@@ -1,0 +1,206 @@
+"""What becomes of a batch once its analysis ends, in the thread that finishes it.
+
+A result is stored at once (:func:`store_or_hand_on`). A failure is handled by its class
+(:mod:`insights.errors`):
+
+- transient (5xx, 408, timeouts): :func:`retry_later`: back to ``queued``, the attempt spent, and the batch
+  sent again after an exponential backoff with jitter from ``BACKOFF_SECONDS``; after ``MAX_RETRIES`` tries
+  the batch's message is dead-lettered (``insights dlq``) and its conversations ``failed`` with the reason.
+  The engine does this itself, as Dramatiq's Retries middleware would: the message that brought the batch
+  was acknowledged when the call was handed to the engine;
+- the provider's weather (a 429, or no slot in the shared gate soon): not an attempt; the batch is set
+  aside until Grok can take it (:func:`set_aside`);
+- unusable answer (truncated, not JSON), a request refused for its content (400, 413, 422) or larger than
+  the whole token budget: the batch is split in halves, each sent as a batch of its own; a single
+  conversation whose answer stays unusable counts a failed attempt, one that is refused fails at once with
+  the provider's reason, and its neighbours complete;
+- misconfigured (401, 403, 404): nothing is burned: every worker leaves Grok alone for
+  ``GROK_AUTH_PAUSE_SECONDS`` (health reports say why) and the batch is set aside until then.
+
+Every change is made under the batch's claim token: a conversation claimed again since is left alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import metrics
+from actors import reasons
+from actors.batching import send_for_batching
+from actors.broker import broker, dead_letter, gate, send_batch, settings
+from insights.errors import SPLITTABLE, GrokError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
+from insights.schemas import AnalysisResult
+from store import queries, results
+
+logger = logging.getLogger(__name__)
+RETRY_BACKOFF_MS = int(settings.backoff_seconds * 1000)
+# A batch waiting to be retried leaves its conversations queued: it must come back well within their lease.
+MAX_BACKOFF_MS = int(min(5 * 60, settings.lease_seconds / 2) * 1000)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch as its message brought it: the ids, the message's id (it names the batch in logs), the
+    tries it has failed so far, and the message itself (to dead-letter it after its last try)."""
+
+    ids: list[str]
+    batch_id: str
+    tries: int
+    message: dict[str, Any]
+    model: str  # the analyzer's, for a result it could not give
+    prompt_version: str
+
+
+def conclude(batch: Batch, claim: queries.Claim | None, outcome: AnalysisResult | GrokError) -> None:
+    """Store a result, or handle a failure; count either in the metrics."""
+    recorded = metrics.worker()
+    if isinstance(outcome, GrokError):
+        recorded.grok_calls.labels(type(outcome).__name__).inc()
+        handle_failure(batch, claim, outcome)
+        return
+    if not outcome.conversation_ids:
+        return  # none was open any more when the call could start
+    recorded.batch_size.observe(len(outcome.conversation_ids))
+    recorded.grok_calls.labels("ok").inc()
+    for kind in ("prompt_tokens", "completion_tokens"):
+        used = (outcome.usage or {}).get(kind)  # untrusted like the rest of the answer
+        if isinstance(used, int) and used >= 0:
+            recorded.tokens.labels(kind.removesuffix("_tokens")).inc(used)
+    outcome.batch_id, outcome.claim_token = batch.batch_id, claim.token if claim else None
+    store_or_hand_on(outcome)
+
+
+def handle_failure(batch: Batch, claim: queries.Claim | None, error: GrokError) -> None:
+    """See the module's docstring. Without a ``claim`` (the gate refused before the batch was claimed)
+    no attempt was counted, none is refunded."""
+    ids = [c.id for c in claim.conversations] if claim else batch.ids
+    token = claim.token if claim else None
+    refund = functools.partial(queries.refund_attempt, claim_token=token) if claim else (lambda *_a, **_k: 0)
+    if isinstance(error, TransientError):
+        retry_later(batch, ids, token, error)
+    elif isinstance(error, (RateLimited, ProviderBusy)):
+        refund(ids, requeue=True)
+        set_aside(ids, str(error), error.retry_after)
+    elif isinstance(error, SPLITTABLE):
+        if len(ids) > 1:
+            refund(ids, requeue=True)
+            split(batch, ids, str(error))
+        elif isinstance(error, UnusableAnswer):
+            store_or_hand_on(unusable_result(batch, ids, token, str(error)))
+        else:
+            queries.fail_open(ids, str(error), token)
+            logger.error("Grok refused a conversation: %s", error, extra={"conversation_ids": ids})
+    else:
+        gate.report_misconfiguration(str(error), settings.grok_auth_pause_seconds)
+        refund(ids, requeue=True)
+        set_aside(ids, str(error), settings.grok_auth_pause_seconds)
+
+
+def retry_later(batch: Batch, ids: list[str], token: str | None, error: TransientError) -> None:
+    """A transient failure: the batch goes again after a backoff, or is given up after its last try."""
+    tries = batch.tries + 1
+    queries.requeue_claimed(ids, f"{error}{reasons.WILL_RETRY}", token) if token else queries.note_error(ids, f"{error}{reasons.WILL_RETRY}")
+    if tries >= settings.max_retries:
+        dead_letter({**batch.message, "args": [ids]}, "".join(traceback.format_exception(error)))
+        fail_exhausted(ids, tries, None)
+        return
+    delay = int(error.retry_after * 1000) if error.retry_after is not None else backoff_ms(tries)
+    logger.warning("transient Grok failure, the batch is tried again in %.1f s: %s", delay / 1000, error,
+                   extra={"batch_id": batch.batch_id, "conversation_ids": ids})
+    send_batch(ids, delay_ms=delay, retries=tries)
+
+
+def backoff_ms(tries: int) -> int:
+    """Exponential from ``BACKOFF_SECONDS``, capped, with full jitter on the upper half (as Dramatiq's)."""
+    ceiling = min(RETRY_BACKOFF_MS * 2 ** (tries - 1), MAX_BACKOFF_MS)
+    return int(random.uniform(ceiling / 2, ceiling))
+
+
+def fail_exhausted(ids: list[str], tries: int, message_traceback: str | None) -> None:
+    """The batch is out of tries: its open conversations are ``failed`` with the last reason they recorded."""
+    reason = reasons.current(ids, message_traceback, open_only=True)
+    failed = queries.fail_open(ids, f"gave up after {tries} tries: {reason}")
+    logger.error("batch dead-lettered after %d tries, %d conversation(s) failed: %s", tries, failed, reason)
+
+
+def unusable_result(batch: Batch, ids: list[str], claim_token: str | None, reason: str) -> AnalysisResult:
+    return AnalysisResult(conversation_ids=ids, rows=[], rejected={i: reason for i in ids}, model=batch.model,
+                          prompt_version=batch.prompt_version, raw_response="", claim_token=claim_token)
+
+
+def split(batch: Batch, ids: list[str], reason: str) -> None:
+    """Send the halves of a batch that Grok could not take whole (its attempt refunded first)."""
+    half = len(ids) // 2
+    logger.warning("splitting a batch of %d (%s)", len(ids), reason, extra={"batch_id": batch.batch_id, "conversation_ids": ids})
+    send_batch(ids[:half])
+    send_batch(ids[half:])
+
+
+def set_aside(ids: list[str], reason: str, seconds: float) -> None:
+    """Send the batch again once Grok can take it, spending no attempt.
+
+    Its conversations are touched (lease renewed, reason noted) so that the reconciler leaves them
+    alone, and a long wait is taken in steps of at most half a lease, each touching them again: however
+    long the pause, each conversation is in one pending batch, not one more per reconciler round.
+    """
+    delay = max(0.1, min(seconds, settings.lease_seconds / 2))
+    queries.note_error(ids, f"waiting: {reason}")
+    logger.warning("Grok cannot take a batch now, %d conversation(s) wait %.0f s: %s", len(ids), delay, reason,
+                   extra={"conversation_ids": ids})
+    send_batch(ids, delay_ms=int(delay * 1000))
+
+
+def give_back(batch: Batch, claim: queries.Claim) -> None:
+    """A call cancelled at shutdown: its conversations back to ``queued``, no attempt spent, sent again at once."""
+    ids = [c.id for c in claim.conversations]
+    queries.refund_attempt(ids, requeue=True, claim_token=claim.token)
+    send_batch(ids)
+    logger.warning("stopping: a call in flight was given back, %d conversation(s) sent again", len(ids),
+                   extra={"batch_id": batch.batch_id, "conversation_ids": ids})
+
+
+def grok_hold() -> tuple[str, float] | None:
+    """Why and for how long Grok cannot take a call now (misconfigured, or paused longer than the gate
+    would wait), or ``None``. Offline, never."""
+    if settings.offline:
+        return None
+    state = gate.state()
+    if state.state == "misconfigured" or (state.state == "paused" and state.seconds_left * 1000 > gate.max_wait_ms):
+        return state.reason or state.state, state.seconds_left
+    return None
+
+
+def store_or_hand_on(result: AnalysisResult) -> None:
+    """Store the result at once; if the database refuses, hand it to the ``store_results`` actor, which
+    Dramatiq retries without paying for the analysis again."""
+    try:
+        settle(result)
+    except Exception as error:  # noqa: BLE001 - any failure to store is retried by the store step
+        logger.warning("storing the batch failed, the store step will retry it: %s", error,
+                       extra={"batch_id": result.batch_id, "conversation_ids": result.conversation_ids})
+        broker.get_actor("store_results").send(result.model_dump(mode="json"))
+
+
+def store(analysis: dict) -> None:
+    settle(AnalysisResult.model_validate(analysis))
+
+
+def settle(result: AnalysisResult) -> None:
+    """Store the validated rows, settle the batch and send retries back to the stream."""
+    outcome = results.record_results(result, settings.max_retries)
+    send_for_batching(outcome.retry)
+    settled = metrics.worker().settled
+    for name in ("completed", "retry", "failed"):
+        settled.labels(name).inc(len(getattr(outcome, name)))
+    logger.info(
+        "batch stored: %d completed, %d retried, %d failed, %d ignored (not under this claim any more)",
+        len(outcome.completed), len(outcome.retry), len(outcome.failed), len(outcome.ignored),
+        extra={"batch_id": result.batch_id, "conversation_ids": result.conversation_ids, "model": result.model,
+               "completed": outcome.completed, "retried": outcome.retry, "failed": outcome.failed,
+               "ignored": outcome.ignored},
+    )
