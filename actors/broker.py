@@ -34,12 +34,14 @@ broker = RedisBroker(connection_pool=redis_pool(), namespace=settings.redis_name
 dramatiq.set_broker(broker)
 
 
-def send_batch(conversation_ids: list[str], delay_ms: int | None = None, retries: int = 0) -> None:
+def send_batch(conversation_ids: list[str], delay_ms: int | None = None, retries: int = 0,
+               message_id: str | None = None) -> None:
     """Enqueue an ``analyze_batch`` message (after ``delay_ms``), its ``retries`` so far in Dramatiq's own
-    option. Sent by name, so that what cuts, retries or splits batches need not import the actor."""
+    option, under ``message_id`` when it is a retry of that one. Sent by name, so that what cuts, retries
+    or splits batches need not import the actor."""
     options = {"retries": retries} if retries else {}
     message = dramatiq.Message(queue_name="analyze", actor_name="analyze_batch", args=(conversation_ids,), kwargs={},
-                               options=options)
+                               options=options, **({"message_id": message_id} if message_id else {}))
     broker.enqueue(message, delay=delay_ms)
 
 

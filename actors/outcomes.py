@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import traceback
 from dataclasses import dataclass
 from typing import Any
+
+from dramatiq.common import compute_backoff
 
 import metrics
 from actors import reasons
@@ -96,9 +97,9 @@ def handle_failure(batch: Batch, claim: queries.Claim | None, error: GrokError) 
             queries.fail_open(ids, str(error), token)
             logger.error("Grok refused a conversation: %s", error, extra={"conversation_ids": ids})
     else:
-        gate.report_misconfiguration(str(error), settings.grok_auth_pause_seconds)
         refund(ids, requeue=True)
         set_aside(ids, str(error), settings.grok_auth_pause_seconds)
+        gate.report_misconfiguration(str(error), settings.grok_auth_pause_seconds)  # after the reason is recorded
 
 
 def retry_later(batch: Batch, ids: list[str], token: str | None, error: TransientError) -> None:
@@ -112,13 +113,12 @@ def retry_later(batch: Batch, ids: list[str], token: str | None, error: Transien
     delay = int(error.retry_after * 1000) if error.retry_after is not None else backoff_ms(tries)
     logger.warning("transient Grok failure, the batch is tried again in %.1f s: %s", delay / 1000, error,
                    extra={"batch_id": batch.batch_id, "conversation_ids": ids})
-    send_batch(ids, delay_ms=delay, retries=tries)
+    send_batch(ids, delay_ms=delay, retries=tries, message_id=batch.batch_id)  # the same batch id, as Dramatiq's retries
 
 
 def backoff_ms(tries: int) -> int:
-    """Exponential from ``BACKOFF_SECONDS``, capped, with full jitter on the upper half (as Dramatiq's)."""
-    ceiling = min(RETRY_BACKOFF_MS * 2 ** (tries - 1), MAX_BACKOFF_MS)
-    return int(random.uniform(ceiling / 2, ceiling))
+    """Exponential from ``BACKOFF_SECONDS``, capped, jittered: Dramatiq's own, as its Retries middleware uses it."""
+    return compute_backoff(tries, factor=RETRY_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS)[1]
 
 
 def fail_exhausted(ids: list[str], tries: int, message_traceback: str | None) -> None:

@@ -8,7 +8,8 @@ A call has three steps, so that the wait for Grok costs a worker almost nothing 
 
 1. :meth:`GrokClient.prepare` (a worker thread): build the request, wait for the call's place in the
    shared :class:`OutboundGate` with its estimated tokens (prompt from its characters, completion from the
-   recent usage per conversation, :class:`insights.usage_estimate.UsageEstimate`), then claim the batch;
+   recent usage per conversation, :class:`insights.usage_estimate.UsageEstimate`), claim the batch, and
+   log the call's start in the gate (last, so that no claim delays the call past its logged start);
 2. :meth:`GrokClient.post` (the event loop): send it with ``httpx`` and wait for the answer, a coroutine
    among thousands, HTTP/2 where the server speaks it;
 3. :meth:`GrokClient.finish` (a worker thread): classify a refusal, settle the gate's reservation with the
@@ -69,6 +70,7 @@ class PreparedCall:
 
     conversations: list[ConversationToAnalyze]
     body: bytes
+    prompt_chars: int  # the estimate's measure, characters of the encoded request
     reservation: Reservation
 
     @property
@@ -130,7 +132,7 @@ class GrokClient:
         """Wait for the call's place in the gate, then claim the batch (``claim``; the call carries only the
         conversations it claimed); ``None`` when none was left to claim. Raises the gate's refusals."""
         body = self.encoded(conversations)
-        reservation = self.gate.acquire(self.usage.estimate(len(body), len(conversations)))
+        reservation = self.gate.reserve(self.usage.estimate(len(body), len(conversations)))
         if claim is not None:
             claimed = set(claim([c.conversation_id for c in conversations]))
             if len(claimed) < len(conversations):  # some were settled meanwhile: the call carries the rest
@@ -139,7 +141,8 @@ class GrokClient:
             if not conversations:
                 self.gate.settle(reservation, 0)
                 return None
-        return PreparedCall(conversations, body.encode(), reservation)
+        self.gate.start(reservation)  # last: the call leaves right after its start is logged
+        return PreparedCall(conversations, body.encode(), len(body), reservation)
 
     async def post(self, http: httpx.AsyncClient, call: PreparedCall) -> Answer:
         """Send the call and read its answer whole; a failure to do so as a :class:`GrokError`."""
@@ -165,7 +168,7 @@ class GrokClient:
         if usage:
             total = usage.get("total_tokens")
             self.gate.settle(call.reservation, total if isinstance(total, int) else call.reservation.tokens)
-            self.usage.learn(len(call.body), len(call.conversations), usage)
+            self.usage.learn(call.prompt_chars, len(call.conversations), usage)
         return read_completion(call.conversation_ids, document, answer.text, model=self.model,
                                prompt_version=self.prompt_version, usage=usage, vocabulary=self.taxonomy.vocabulary)
 

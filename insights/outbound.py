@@ -174,10 +174,17 @@ class OutboundGate:
         self._settle = client.register_script(_SETTLE)
 
     def acquire(self, tokens: int = 0) -> Reservation:
-        """Block until this process may start one call of ``tokens`` estimated tokens.
+        """Block until this process may start one call of ``tokens`` estimated tokens, and log its start.
 
         Raises :class:`ProviderBusy` when that is more than ``max_wait`` away, :class:`OverBudget` when
         ``tokens`` alone exceed the token budget."""
+        reservation = self.reserve(tokens)
+        self.start(reservation)
+        return reservation
+
+    def reserve(self, tokens: int = 0) -> Reservation:
+        """:meth:`acquire` without logging the start: the caller does what must precede the call (claim its
+        batch), then :meth:`start`, so that the call leaves right after its start is logged."""
         reservation = Reservation(uuid.uuid4().hex, max(0, int(tokens)))
         while True:
             wait_ms, status = self._reserve(
@@ -194,10 +201,9 @@ class OutboundGate:
                 continue
             time.sleep(wait_ms / 1000)
             if self.paused_for() == 0:  # a 429 seen while we slept moves everyone behind its pause
-                self._start(reservation)
                 return reservation
 
-    def _start(self, reservation: Reservation) -> None:
+    def start(self, reservation: Reservation) -> None:
         """Log this call's start, waiting a moment more if a late wake-up would bunch it with others."""
         while wait_ms := int(self._confirm(keys=[self.keys.starts], args=[self.calls_per_second, self.window_ms_rps, reservation.id])):
             time.sleep(wait_ms / 1000)

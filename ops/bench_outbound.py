@@ -5,10 +5,12 @@ draw with ``--latency-median`` and ``--latency-sigma``, capped at ``--latency-ma
 and ``--rps`` as xAI would, see ``ops/grok_emulator.py``; ``--tpm`` is also the service's ``OUTBOUND_TPM``):
 one web process and one worker command as the Procfile starts it (``--workers`` processes, threads derived
 from the outbound limit unless ``--threads``), on SQLite or, with ``--database-url``, a scratch database on
-that PostgreSQL server. A backlog of ``--conversations`` is posted through ingress first, then the worker
-runs for ``--seconds`` (or until the backlog is done). Figures come from the emulator's own log of arrivals
+that PostgreSQL server. A backlog of ``--conversations`` is posted through ingress's batch endpoint (1,000 to
+a request) first, then the worker runs for ``--seconds`` (or until the backlog is done). With ``--burst``
+the worker starts first and the backlog is posted while it runs: the table then says how long after the
+first post the calls reached 95 % of ``OUTBOUND_RPS``. Figures come from the emulator's own log of arrivals
 (what the server saw) and from ``analyzed_at`` in the database, over the steady middle of the run (the
-first and last ``--edge`` seconds left out); the worker side's RSS and the database connections are
+first and last ``--edge`` seconds left out); the worker side's RSS, CPU and the database connections are
 sampled every second.
 
 With ``--backfill N``, N more conversations are posted in the bulk lane (``?lane=bulk``) after the backlog:
@@ -23,10 +25,12 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -37,7 +41,6 @@ from peewee import PostgresqlDatabase, SqliteDatabase
 
 from ops.bench_ingress import HOST, body, start_server
 from ops.embedded_redis import EmbeddedRedis
-from ops.loadgen import closed_loop, post_json
 from ops.supervisor import ROOT, stop_all, worker_command
 from store.db import make_url
 
@@ -88,12 +91,23 @@ def main() -> None:
     try:
         processes.append(start_server("ingress:app", 8312, env, 1))
         httpx.post("http://127.0.0.1:8311/_emulator/config", json={"batch_delay": args.batch_delay}, timeout=10).raise_for_status()
-        posted = post_backlog(args.conversations)
-        post_backfill(args.backfill)
+        if not args.burst:
+            post_batches(args.conversations, "realtime")
+        post_batches(args.backfill, "bulk")
         worker = subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=WORKER_LOG, stderr=subprocess.STDOUT,
                                   start_new_session=True)  # stop_all ends its whole process group
         processes.append(worker)
-        samples = watch(worker, database, args.seconds)
+        poster = None
+        if args.burst:
+            time.sleep(5)  # the worker is up and idle when the burst begins
+            poster = threading.Thread(target=post_batches, args=(args.conversations, "realtime"))
+            burst_started = time.time()
+            poster.start()
+        killed = kill_and_replace(worker, database, env, args.kill_at, processes) if args.kill_at else None
+        samples = watch(processes[-1], database, args.seconds)
+        if poster:
+            poster.join()
+        recovery = recovery_seconds(database, *killed) if killed else None
         log = httpx.get("http://127.0.0.1:8311/_emulator/log", timeout=30).json()
         analyzed = [row[0] for row in database.execute_sql("SELECT analyzed_at FROM insights WHERE lane = 'realtime'").fetchall()]
         statuses = {f"{lane}/{status}": count for lane, status, count in database.execute_sql(
@@ -106,7 +120,13 @@ def main() -> None:
         if embedded:
             embedded.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    report(args, posted, log, analyzed, statuses, samples)
+    report(args, args.conversations, log, analyzed, statuses, samples)
+    if killed:
+        print(f"| seconds from the SIGKILL to the last of its {len(killed[1])} claimed conversations completed | "
+              f"{recovery} | < 60 |")
+    if args.burst:
+        print(f"| seconds from the first post to a second at >= 95 % of OUTBOUND_RPS | "
+              f"{seconds_to_full_rate(log, burst_started, args.outbound_rps)} | <= 10 |")
 
 
 def parse_args() -> argparse.Namespace:
@@ -121,46 +141,76 @@ def parse_args() -> argparse.Namespace:
                         "and given to the service as OUTBOUND_TPM (0: none)")
     parser.add_argument("--rps", type=int, default=0, help="the emulator's requests-per-second limit, as xAI's (0: none)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (WORKER_PROCESSES)")
-    parser.add_argument("--threads", type=int, default=0, help="threads per worker process (0: derived, as out of the box)")
+    parser.add_argument("--threads", type=int, default=0, help="threads per worker process (0: the default, as out of the box)")
     parser.add_argument("--database-url", default="", help="PostgreSQL server URL; a scratch database is made on it")
     parser.add_argument("--conversations", type=int, default=8000, help="the backlog posted before the worker starts")
     parser.add_argument("--seconds", type=float, default=90, help="how long the worker runs (or until the backlog is done)")
     parser.add_argument("--edge", type=float, default=5.0)
     parser.add_argument("--backfill", type=int, default=0, help="conversations posted in the bulk lane after the backlog")
     parser.add_argument("--batch-delay", type=float, default=20.0, help="seconds the emulator's Batch API takes a request")
+    parser.add_argument("--burst", action="store_true", help="post the backlog while the worker runs, not before")
+    parser.add_argument("--kill-at", type=float, default=0, help="SIGKILL the worker this many seconds in, start another")
     return parser.parse_args()
 
 
-def post_backlog(count: int) -> int:
-    build = post_json("/api/v1/conversations", f"{HOST}:8312", body)
-    posted = 0
-    while posted < count:
-        posted += closed_loop(HOST, 8312, build, 1.0, 16).count(202)
-    print(f"posted {posted} conversations", file=sys.stderr)
-    return posted
-
-
-def post_backfill(count: int) -> None:
-    """``count`` conversations in the bulk lane, 1,000 to a request."""
+def post_batches(count: int, lane: str) -> None:
+    """``count`` conversations in ``lane``, 1,000 to a request."""
     for start in range(0, count, 1000):
         items = [json.loads(body(n)) for n in range(start, min(count, start + 1000))]
-        answer = httpx.post(f"http://{HOST}:8312/api/v1/conversations/batch?lane=bulk", json={"conversations": items}, timeout=60)
+        answer = httpx.post(f"http://{HOST}:8312/api/v1/conversations/batch?lane={lane}", json={"conversations": items}, timeout=60)
         answer.raise_for_status()
     if count:
-        print(f"posted {count} conversations in the bulk lane", file=sys.stderr)
+        print(f"posted {count} conversations in the {lane} lane", file=sys.stderr)
 
 
-def watch(worker: subprocess.Popen, database, seconds: float) -> list[tuple[float, int]]:
+def watch(worker: subprocess.Popen, database, seconds: float) -> list[tuple[float, int, float]]:
     """Every second until the backlog is done or ``seconds`` pass: the worker side's RSS (MB, every process
-    of the worker command) and the connections to the database (PostgreSQL; 0 for SQLite)."""
+    of the worker command), the connections to the database (PostgreSQL; 0 for SQLite) and the worker
+    side's CPU seconds so far."""
     samples, started = [], time.time()
     open_sql = "SELECT COUNT(*) FROM conversations WHERE status IN ('queued', 'processing') AND lane = 'realtime'"
-    while time.time() - started < seconds and database.execute_sql(open_sql).fetchone()[0]:
+    while time.time() - started < seconds and (time.time() - started < 15 or database.execute_sql(open_sql).fetchone()[0]):
         time.sleep(1)
         parent = psutil.Process(worker.pid)
-        rss = sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
-        samples.append((rss / 2**20, connection_count(database)))
+        tree = [parent, *parent.children(recursive=True)]
+        rss = sum(p.memory_info().rss for p in tree)
+        cpu = sum(sum(p.cpu_times()[:2]) for p in tree)
+        samples.append((rss / 2**20, connection_count(database), cpu))
     return samples
+
+
+def kill_and_replace(worker: subprocess.Popen, database, env: dict[str, str], after: float,
+                     processes: list[subprocess.Popen]) -> tuple[float, list[str]]:
+    """SIGKILL the worker command ``after`` seconds in, and start another; when, and what it held."""
+    time.sleep(after)
+    os.killpg(worker.pid, signal.SIGKILL)
+    killed_at = time.time()
+    held = [row[0] for row in database.execute_sql("SELECT id FROM conversations WHERE status = 'processing'").fetchall()]
+    processes.append(subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=WORKER_LOG, stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+    print(f"killed the worker {after:.0f} s in, holding {len(held)} conversations; started another", file=sys.stderr)
+    return killed_at, held
+
+
+def recovery_seconds(database, killed_at: float, held: list[str]) -> str:
+    """Seconds from the kill until every conversation the killed worker held was completed (or "not all")."""
+    mark = "%s" if isinstance(database, PostgresqlDatabase) else "?"
+    done = []
+    for start in range(0, len(held), 500):
+        chunk = held[start:start + 500]
+        sql = f"SELECT analyzed_at FROM insights WHERE conversation_id IN ({', '.join([mark] * len(chunk))})"
+        done += [as_epoch(row[0]) for row in database.execute_sql(sql, chunk).fetchall()]
+    return f"{max(done) - killed_at:.1f}" if held and len(done) == len(held) else f"not all ({len(done)} of {len(held)})"
+
+
+def seconds_to_full_rate(log: list[dict], started: float, limit: int) -> str:
+    """How long after ``started`` the calls first reached 95 % of ``limit`` in a one-second window."""
+    arrivals = sorted(entry["t"] for entry in log if entry["t"] >= started)
+    for end, t in enumerate(arrivals):
+        begin = next(i for i in range(end + 1) if t - arrivals[i] < 1.0)
+        if end - begin + 1 >= 0.95 * limit:
+            return f"{t - started:.1f}"
+    return "never"
 
 
 def connection_count(database) -> int:
@@ -201,7 +251,7 @@ def report(args, posted: int, log: list[dict], analyzed: list, statuses: dict, s
     emulator = " ".join(f"{name}={getattr(args, name)}" for name in EMULATOR_OPTIONS)
     database = "PostgreSQL" if args.database_url else "SQLite"
     print(f"outbound_rps={args.outbound_rps} batch_size={args.batch_size} {emulator} workers={args.workers}x"
-          f"{args.threads or 'derived'} {database} conversations={posted} backfill={args.backfill} batch_delay={args.batch_delay}")
+          f"{args.threads or 'default'} {database} conversations={posted} backfill={args.backfill} batch_delay={args.batch_delay}")
     print()
     print("| measure | value | target |")
     print("|---|---|---|")
@@ -215,8 +265,9 @@ def report(args, posted: int, log: list[dict], analyzed: list, statuses: dict, s
     print(f"| calls the emulator refused over tpm / rps | {refused.count('tpm')} / {refused.count('rps')} | 0 / 0 |")
     if args.tpm:
         print(f"| tokens per minute used, steady | {tokens_per_minute(log, first, last):.0f} ({tokens_per_minute(log, first, last) / args.tpm:.0%} of {args.tpm}) | >= 80 % |")
-    print(f"| worker side RSS, max (at the end) | {max(m for m, _c in samples):.0f} MB ({samples[-1][0]:.0f} MB) | <= 300 MB |")
-    print(f"| database connections, max | {max(c for _m, c in samples) if args.database_url else 'n/a (SQLite)'} | bounded |")
+    print(f"| worker side RSS, max (at the end) | {max(m for m, _c, _cpu in samples):.0f} MB ({samples[-1][0]:.0f} MB) | <= 500 MB |")
+    print(f"| worker side CPU, mean over the run | {(samples[-1][2] - samples[0][2]) / max(1, len(samples) - 1):.2f} cores | well under 2 |")
+    print(f"| database connections, max | {max(c for _m, c, _cpu in samples) if args.database_url else 'n/a (SQLite)'} | bounded |")
     print(f"| final statuses | {statuses} | |")
 
 

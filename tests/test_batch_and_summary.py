@@ -40,7 +40,8 @@ def test_each_item_of_a_batch_gets_its_own_result(make_stack, database_env):
     assert results[3]["errors"][0]["path"] == "messages"
     assert response.json()["summary"] == {"accepted": 2, "duplicate": 2, "conflict": 1, "invalid": 2}
     assert client.get(f"/api/v1/conversations/{results[0]['conversation_id']}").json()["status"] == "queued"
-    assert stack.redis.hlen("insights:collect.msgs") == 3, "one message per new conversation"
+    sent = sorted((json.loads(raw)["args"][0] for raw in stack.redis.hvals("insights:collect.msgs")), key=len)
+    assert sent == [["known"], [results[0]["conversation_id"], "batch-2"]], "one message per commit, not per conversation"
 
 
 @pytest.mark.parametrize(
