@@ -46,6 +46,8 @@ def configure_logging(settings: Settings) -> None:
     which redacts the Grok key."""
     root = logging.getLogger()
     root.setLevel(settings.log_level)
+    for chatty in ("httpx", "httpcore"):  # a line per Grok call, thousands a minute: our own lines say what matters
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     if not root.handlers:
         root.addHandler(logging.StreamHandler())
     loggers = [root, *(logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access"))]

@@ -20,7 +20,7 @@ from peewee import JOIN, fn
 
 from insights.schemas import as_utc
 from settings import get_settings
-from store.db import locked, write_transaction
+from store.db import locked, unindexed, write_transaction
 from store.models import (
     COMPLETED,
     FAILED,
@@ -172,7 +172,8 @@ def waiting_payloads(conversation_ids: Iterable[str], lanes: Iterable[str] = LAN
     """The payload of each ``queued`` conversation of ``lanes`` among ``conversation_ids`` (read, not
     claimed): one already ``processing`` is under a call that may still answer."""
     query = Conversation.select(Conversation.id, Conversation.payload).where(
-        Conversation.id.in_(list(conversation_ids)), Conversation.status == QUEUED, Conversation.lane.in_(list(lanes)))
+        Conversation.id.in_(list(conversation_ids)), unindexed(Conversation.status) == QUEUED,
+        unindexed(Conversation.lane).in_(list(lanes)))
     return dict(query.tuples())
 
 
@@ -197,7 +198,7 @@ def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int, lan
     ids = list(conversation_ids)
     with write_transaction(database.obj):
         waiting = list(locked(Conversation.select().where(
-            Conversation.id.in_(ids), Conversation.status == QUEUED, Conversation.lane.in_(list(lanes))
+            Conversation.id.in_(ids), unindexed(Conversation.status) == QUEUED, unindexed(Conversation.lane).in_(list(lanes))
         )))
         return claim_rows(waiting, max_attempts, claimed_by=worker)
 
@@ -229,7 +230,7 @@ def _update_open(conversation_ids: Iterable[str], claim_token: str | None, **cha
     """Apply ``changes`` to the conversations among ``conversation_ids`` that are still open and, given a
     ``claim_token``, still under that claim: a batch that fails late cannot requeue, refund or fail a
     conversation that another batch has claimed since."""
-    conditions = [Conversation.id.in_(list(conversation_ids)), Conversation.status.in_(OPEN_STATUSES)]
+    conditions = [Conversation.id.in_(list(conversation_ids)), unindexed(Conversation.status).in_(OPEN_STATUSES)]
     if claim_token is not None:
         conditions.append(Conversation.claim_token == claim_token)
     return Conversation.update(updated_at=utcnow(), **changes).where(*conditions).execute()

@@ -16,7 +16,7 @@ from insights.costs import Tokens, cost_usd, tokens_of
 from insights.schemas import AnalysisResult, InsightRow, storable
 from settings import get_settings
 from store import rollups
-from store.db import locked, write_transaction
+from store.db import locked, unindexed, write_transaction
 from store.models import (
     COMPLETED,
     FAILED,
@@ -64,7 +64,7 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
             Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at, Conversation.occurred_at,
                                 Conversation.lane).where(
                 Conversation.id.in_(result.conversation_ids),
-                Conversation.status == PROCESSING,
+                unindexed(Conversation.status) == PROCESSING,  # by key: see store.db.unindexed
                 Conversation.claim_token == result.claim_token,  # IS NULL for a result of a release before tokens
             )
         ))

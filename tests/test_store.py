@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
+
+import pytest
+from peewee import SqliteDatabase
 
 from insights.schemas import AnalysisResult, InsightRow
 from store import queries, results, rollup_check, workers
@@ -270,3 +274,25 @@ def test_a_batch_failing_late_leaves_a_conversation_claimed_since_alone(db):
     assert (row.status, row.attempts, row.last_error, row.claim_token) == ("processing", 2, None, second.token)
     assert queries.refund_attempt(["reclaimed"], requeue=True, claim_token=second.token) == 1
     assert (Conversation.get_by_id("reclaimed").status, Conversation.get_by_id("reclaimed").attempts) == ("queued", 1)
+
+
+def test_a_batchs_reads_and_writes_look_its_ids_up_by_key(db, caplog):
+    """Every statement of a batch's way (read, claim, refund, note, store) that names its ids is served by
+    the primary key: an index on status or lane would scan every waiting conversation of a backlog."""
+    if not isinstance(db, SqliteDatabase):
+        pytest.skip("the plan checked is SQLite's (PostgreSQL's planner has statistics)")
+    ids = [f"k{n}" for n in range(5)]
+    for conversation_id in [*ids, *(f"backlog-{n}" for n in range(50))]:
+        add(conversation_id)
+    with caplog.at_level(logging.DEBUG, logger="peewee"):
+        queries.waiting_payloads(ids)
+        claim = queries.claim_for_processing(ids, max_attempts=3, worker="w")
+        queries.note_error(ids[:1], "noted", claim.token)
+        queries.refund_attempt(ids[:1], requeue=True, claim_token=claim.token)
+        results.record_results(result(claim, ids[1:3], {ids[3]: "no row"}), max_retries=3)
+    statements = [record.msg for record in caplog.records if record.name == "peewee" and isinstance(record.msg, tuple)]
+    by_ids = [(sql, params) for sql, params in statements if "conversations" in sql and all(i in params for i in ids[1:3])]
+    assert by_ids, "the batch's statements were seen"
+    for sql, params in by_ids:
+        plan = " ".join(row[3] for row in db.execute_sql(f"EXPLAIN QUERY PLAN {sql}", params).fetchall())
+        assert "conversation_" not in plan.replace("sqlite_autoindex_conversations_1", ""), (sql, plan)
