@@ -75,13 +75,12 @@ class CallEngine:
         self.ready.wait()
 
     def submit(self, job: Job) -> None:
-        """Start ``job``'s call on the loop; from any thread. Waits while ``capacity`` calls are open."""
+        """Start ``job``'s call on the loop; from any thread, without waiting for the loop to take it (a
+        loop busy with thousands of calls would hold the caller). Waits while ``capacity`` calls are open."""
+        if self.stopping:
+            raise RuntimeError("the call engine is stopping")
         self.slots.acquire()
-        try:
-            asyncio.run_coroutine_threadsafe(self._start(job), self.loop).result()
-        except BaseException:
-            self.slots.release()
-            raise
+        self.loop.call_soon_threadsafe(self._start, job)
 
     def stop(self, grace: float) -> None:
         """Let the calls in flight answer for up to ``grace`` seconds, give the others back, release the lease."""
@@ -101,9 +100,7 @@ class CallEngine:
         self.loop.call_soon(self.ready.set)
         self.loop.run_forever()
 
-    async def _start(self, job: Job) -> None:
-        if self.stopping:
-            raise RuntimeError("the call engine is stopping")
+    def _start(self, job: Job) -> None:
         task = self.loop.create_task(self._call(job))
         self.tasks[task] = job
         task.add_done_callback(self._done)

@@ -220,21 +220,28 @@ class OutboundGate:
 
     def paused_for(self) -> float:
         """Seconds left of the current pause (0 when none)."""
-        until_ms = int(self.client.get(self.keys.pause) or 0)
-        seconds, micros = self.client.time()
-        return max(0.0, (until_ms - (seconds * 1000 + micros // 1000)) / 1000)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.pause)
+        pipe.time()
+        until_ms, (seconds, micros) = pipe.execute()
+        return max(0.0, (int(until_ms or 0) - (seconds * 1000 + micros // 1000)) / 1000)
 
     def report_misconfiguration(self, reason: str, seconds: float) -> None:
         self.client.set(self.keys.misconfigured, reason, px=int(seconds * 1000))
 
     def state(self) -> GrokState:
-        """Whether calls may go now, and if not why and for how long (for readiness, stats and metrics)."""
-        reason, ttl_ms = self.client.get(self.keys.misconfigured), self.client.pttl(self.keys.misconfigured)
+        """Whether calls may go now, and if not why and for how long (for readiness, stats and metrics):
+        one round trip to Redis, as every batch asks."""
+        pipe = self.client.pipeline(transaction=False)
+        for command, key in (("get", self.keys.misconfigured), ("pttl", self.keys.misconfigured), ("get", self.keys.pause),
+                             ("get", self.keys.pause_reason)):
+            getattr(pipe, command)(key)
+        pipe.time()
+        reason, ttl_ms, until_ms, why, (seconds, micros) = pipe.execute()
         if reason:
             return GrokState("misconfigured", reason.decode(), max(0.0, ttl_ms / 1000))
-        paused = self.paused_for()
+        paused = max(0.0, (int(until_ms or 0) - (seconds * 1000 + micros // 1000)) / 1000)
         if paused > 0:
-            why = self.client.get(self.keys.pause_reason)
             return GrokState("paused", why.decode() if why else "paused", paused)
         return GrokState("available", None, 0.0)
 
