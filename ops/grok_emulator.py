@@ -3,7 +3,7 @@
 ``python -m ops.grok_emulator --port 8500 --api-key KEY [options]`` serves ``POST /v1/chat/completions``
 and the Batch API (``/v1/batches``, see ``ops/grok_batches.py``). It answers like Grok with structured
 output: it reads the batch (the JSON document in the user message) and analyzes each conversation with
-the offline analyzer.
+the offline analyzer (its rows cached by text, ``ops/grok_rows.py``).
 
 Options, each also a key of ``POST /_emulator/config`` (``latency_median`` for ``--latency-median``...):
 
@@ -73,6 +73,7 @@ from ops.grok_answers import (POISON, REFUSE, analyze, asks_for_taxonomy, bend, 
 from ops.grok_batches import BatchStore, route
 from ops.grok_emulator_config import EmulatorConfig, parse_args
 from ops.grok_limits import Limits
+from ops.grok_rows import RowCache
 from settings import load_settings
 
 RANDOM_FAULTS = ({"status": 429, "retry_after": "1"}, {"status": 500}, {"status": 503}, {"malformed": True})
@@ -94,8 +95,8 @@ class EmulatorState:
         self.log: list[dict[str, Any]] = []
         self.limits = Limits()
         self.lock = threading.Lock()
-        self.analyzer = OfflineAnalyzer(Taxonomy(dict(load_settings({}).taxonomy), closed=True))  # answers as_asked
-        self.batches = BatchStore(self.analyzer, lambda: (self.config.batch_delay, self.config.batch_expiry, self.config.batch_error))
+        self.rows = RowCache(OfflineAnalyzer(Taxonomy(dict(load_settings({}).taxonomy), closed=True)))  # answers as_asked
+        self.batches = BatchStore(self.rows, lambda: (self.config.batch_delay, self.config.batch_expiry, self.config.batch_error))
         self.reseed()
 
     def reseed(self) -> None:
@@ -157,7 +158,7 @@ def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[st
         return refuse(entry, "context", 400, prompt_too_long(config.context, prompt_tokens))
     if holds(batch, REFUSE):
         return refuse(entry, "content", config.refusal_status, content_refused(model))
-    rows = analyze(state.analyzer, batch, asks_for_taxonomy(body))
+    rows = analyze(state.rows, batch, asks_for_taxonomy(body))
     entry["tokens"] = prompt_tokens + len(json.dumps({"results": rows})) // 4
     refusal = state.limits.admit(model, entry["t"], entry["tokens"], config.rps, config.tpm, config.tpm_window)
     if refusal:
