@@ -43,7 +43,8 @@ Control endpoints, for tests and benchmarks:
 - ``GET /_emulator/log``: every call, ``{"t": arrival (epoch s), "status", "ids", "fault", "tokens",
   "latency", "refused"}``; ``refused`` is ``null``, or why: ``"rps"``, ``"tpm"``, ``"context"``,
   ``"content"`` or ``"model"``; ``"client_gone": true`` when the caller hung up before its answer. A call
-  is logged once its wait is over, before its answer is sent.
+  is logged once its wait is over, before its answer is sent. The log keeps the latest ``--log-limit``
+  calls (default 100,000, about 2 KB each; 0: all).
 - ``POST /_emulator/reset``: forget faults, the log, what the limits counted and the batches.
 
 Standing behaviours: a conversation containing ``POISON`` makes any batch holding it come back truncated;

@@ -59,7 +59,7 @@ class EmulatorState:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.faults: deque[dict[str, Any]] = deque()
-        self.log: deque[dict[str, Any]] = deque()
+        self.log: deque[dict[str, Any]] = deque(maxlen=config.log_limit or None)
         self.limits = Limits()
         self.rows = RowCache(OfflineAnalyzer(Taxonomy(dict(load_settings({}).taxonomy), closed=True)))  # answers as_asked
         self.batches = BatchStore(self.rows, lambda: (self.config.batch_delay, self.config.batch_expiry, self.config.batch_error))
@@ -74,6 +74,8 @@ class EmulatorState:
         self.config.update(changes)
         if "seed" in changes:
             self.reseed()
+        if self.log.maxlen != (self.config.log_limit or None):
+            self.log = deque(self.log, maxlen=self.config.log_limit or None)
 
     def next_fault(self) -> dict[str, Any]:
         if self.faults:
