@@ -101,6 +101,9 @@ async def send_at_rate(args: argparse.Namespace, url: str, tally: Tally) -> floa
             delay = start + call / args.rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if tally.open_calls >= args.max_open:  # the client would run out of descriptors: not sent
+                tally.errors["not sent, too many open"] += 1
+                continue
             batch = conversations(call, args.batch, args.texts)
             body = json.dumps(grok.request_body(batch)).encode()
             task = asyncio.create_task(one_call(clients[call % len(clients)], url, body, batch[0].conversation_id, tally))
@@ -168,9 +171,10 @@ def report(args: argparse.Namespace, tally: Tally, figures: dict[str, float], lo
     print(f"\n| rate {args.rate:g}/s, latency median {args.latency_median:g} s (sigma {args.latency_sigma:g}), "
           f"{args.seconds:g} s, batch {args.batch}, texts {args.texts or 'all new'} | value |")
     print("|---|---|")
-    print(f"| calls sent / answered 200 / other statuses / errors | {sent} / {answered} / "
-          f"{sum(n for s, n in tally.statuses.items() if s != 200)} / {sum(tally.errors.values())} {dict(tally.errors) or ''} |")
-    print(f"| calls sent per second (asked {args.rate:g}) | {sent / figures['sending']:.1f} |")
+    others, errors = sum(n for s, n in tally.statuses.items() if s != 200), sum(tally.errors.values())
+    print(f"| calls scheduled / answered 200 / other statuses / errors / still open at the end | {sent} / {answered} / "
+          f"{others} / {errors} {dict(tally.errors) or ''} / {sent - answered - others - errors} |")
+    print(f"| calls scheduled per second (asked {args.rate:g}) | {sent / figures['sending']:.1f} |")
     print(f"| answered per second (answers / seconds sending) | {answered / figures['sending']:.1f} |")
     print(f"| calls open at once, most | {tally.peak_open} |")
     if late:
@@ -204,6 +208,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=20, help="conversations per call")
     parser.add_argument("--texts", type=int, default=0, help="distinct conversation texts to draw from (0: every one new)")
     parser.add_argument("--clients", type=int, default=64, help="httpx clients the calls take turns on (a pool scans all its connections at each call)")
+    parser.add_argument("--max-open", type=int, default=18000, help="calls open at once, at most (ulimit -n is the bound)")
     parser.add_argument("--port", type=int, default=8331)
     return parser.parse_args()
 
