@@ -31,9 +31,9 @@ class EmulatorApp:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        arrived = time.time()
         method, path = scope["method"], scope["path"]
         raw = await read_body(receive)
+        arrived = time.time()  # once the request is in: calls are then charged in the order of their arrival times
         if path.startswith("/v1/batches"):
             await self.batch_api(scope, raw, send)
         elif method == "POST" and path.endswith("/chat/completions"):
