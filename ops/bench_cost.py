@@ -21,6 +21,7 @@ from insights.lanes import BULK, REALTIME
 from insights.offline import OfflineAnalyzer
 from insights.taxonomy import Taxonomy
 from ops.grok_answers import batch_answer
+from ops.grok_rows import RowCache
 from settings import load_settings
 
 OPENINGS = ["I was charged twice for my subscription this month", "My parcel says delivered but nothing arrived",
@@ -45,11 +46,11 @@ def conversations(count: int, seed: int) -> list[ConversationToAnalyze]:
     return made
 
 
-def measure(client: GrokClient, analyzer: OfflineAnalyzer, sample: list[ConversationToAnalyze], size: int) -> Tokens:
+def measure(client: GrokClient, rows: RowCache, sample: list[ConversationToAnalyze], size: int) -> Tokens:
     """The tokens of analyzing ``sample`` in batches of ``size``."""
     prompt = completion = 0
     for start in range(0, len(sample), size):
-        answer, _error = batch_answer(analyzer, client.request_body(sample[start:start + size]))
+        answer, _error = batch_answer(rows, client.request_body(sample[start:start + size]))
         prompt += answer["usage"]["prompt_tokens"]
         completion += answer["usage"]["completion_tokens"]
     return Tokens(prompt, 0, completion)
@@ -72,7 +73,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     baseline = None
     for size in [int(s) for s in args.sizes.split(",")]:
-        per = measure(client, analyzer, sample, size).divided(len(sample))
+        per = measure(client, RowCache(analyzer), sample, size).divided(len(sample))
         realtime, bulk = (cost_usd(per, settings.grok_model, lane, settings) * 1000 for lane in (REALTIME, BULK))
         baseline = baseline or realtime
         calls = -(-len(sample) // size)

@@ -24,10 +24,9 @@ import re
 import time
 from typing import Any
 
-from insights.analyzer import ConversationToAnalyze
-from insights.offline import OfflineAnalyzer
 from insights.taxonomy import OTHER
 from ops.grok_limits import TEAM
+from ops.grok_rows import RowCache
 
 POISON = "POISON"
 INJECT = "INJECT"
@@ -94,13 +93,12 @@ def asks_for_taxonomy(body: dict[str, Any]) -> bool:
     return "suggested_cluster" in body["messages"][0]["content"]
 
 
-def analyze(analyzer: OfflineAnalyzer, conversations: list[dict[str, Any]], closed: bool = True) -> list[dict[str, Any]]:
+def analyze(cache: RowCache, conversations: list[dict[str, Any]], closed: bool = True) -> list[dict[str, Any]]:
     """Rows for the batch, one per conversation (``closed``: within the taxonomy, see :func:`as_asked`), as
     a gullible model writes them when the batch holds an injection: it obeys, rewriting every other
     conversation's row in place with the sentiment asked for ("... sentiment 5": 5; 1.0 when no number is
     given)."""
-    rows = [as_asked(analyzer.analyze_one(ConversationToAnalyze(c["conversation_id"], c["messages"])), closed)
-            for c in conversations]
+    rows = [as_asked(cache.row(c), closed) for c in conversations]
     injectors = holds(conversations, INJECT)
     if not injectors:
         return rows
@@ -139,7 +137,7 @@ def content_of(rows: list[dict[str, Any]], fault: dict[str, Any], poisoned: bool
     return content, finish_reason
 
 
-def batch_answer(analyzer: OfflineAnalyzer, body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+def batch_answer(cache: RowCache, body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """A Batch API request's outcome: the completion Grok would give (no faults, no limits: batch requests
     do not count towards them), or, for a batch holding ``REFUSE``, the error message of a refusal."""
     conversations = json.loads(body["messages"][-1]["content"])["conversations"]
@@ -147,6 +145,6 @@ def batch_answer(analyzer: OfflineAnalyzer, body: dict[str, Any]) -> tuple[dict[
     if holds(conversations, REFUSE):
         return None, content_refused(model)
     prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
-    rows = analyze(analyzer, conversations, asks_for_taxonomy(body))
+    rows = analyze(cache, conversations, asks_for_taxonomy(body))
     content, finish_reason = content_of(rows, {}, bool(holds(conversations, POISON)))
     return completion(content, finish_reason, model, prompt_tokens), None

@@ -30,11 +30,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from insights.offline import OfflineAnalyzer
 from ops.grok_answers import batch_answer
+from ops.grok_rows import RowCache
 
 PAGE_LIMIT = 100
 
@@ -75,10 +76,10 @@ class Batch:
 class BatchStore:
     """Every batch of the emulator's life, settled lazily whenever one is read."""
 
-    def __init__(self, analyzer: OfflineAnalyzer, settings: Callable[[], tuple[float, float]],
+    def __init__(self, rows: RowCache, settings: Callable[[], tuple[float, float, str]],
                  clock: Callable[[], float] = time.time) -> None:
         """``settings()``: the current ``(batch_delay, batch_expiry, batch_error)``."""
-        self.analyzer = analyzer
+        self.rows = rows
         self.settings = settings
         self.clock = clock
         self.batches: dict[str, Batch] = {}
@@ -161,7 +162,7 @@ class BatchStore:
 
     def _outcome(self, request: BatchRequest) -> dict[str, Any]:
         try:
-            answer, error = batch_answer(self.analyzer, request.body)
+            answer, error = batch_answer(self.rows, request.body)
         except (KeyError, TypeError, ValueError, IndexError) as problem:
             answer, error = None, f"bad request: {type(problem).__name__}: {problem}"
         if error is not None:

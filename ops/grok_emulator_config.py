@@ -28,6 +28,7 @@ class EmulatorConfig:
     batch_delay: float = 0.0  # seconds a Batch API request takes (see ops/grok_batches.py)
     batch_expiry: float = 0.0  # seconds after which a batch expires, its pending requests cancelled (0: never)
     batch_error: str = ""  # when set, every batch's state reports this error and its pending requests stay pending
+    log_limit: int = 100_000  # calls the log keeps, the latest (about 2 KB each; 0: every call)
 
     def update(self, changes: dict[str, Any]) -> None:
         """Set each named setting, converted to its type; raises ``ValueError`` on an unknown name."""
@@ -59,5 +60,6 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--tpm-window", type=float, default=defaults.tpm_window, help="seconds of the tokens-per-minute window")
     parser.add_argument("--context", type=int, default=defaults.context, help="most prompt tokens a call may have")
     parser.add_argument("--models", type=parse_models, default=defaults.models, help="comma-separated models served (default: any)")
+    parser.add_argument("--log-limit", type=int, default=defaults.log_limit, help="calls kept in the log, the latest (0: all)")
     parser.add_argument("--refusal-status", type=int, choices=(400, 403), default=defaults.refusal_status, help="status of a content refusal")
     return parser.parse_args()

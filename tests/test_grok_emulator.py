@@ -223,6 +223,12 @@ def test_the_faults_and_standing_behaviours_still_work(grok):
     assert bad_key.status_code == 401 and "Incorrect API key" in bad_key.json()["error"]
 
 
+def test_the_log_keeps_the_latest_calls(grok):
+    grok.configure(log_limit=2)
+    answered = [call(grok, text).json()["usage"]["total_tokens"] for text in ("a", "b" * 100, "c" * 400)]
+    assert [entry["tokens"] for entry in grok.log()] == answered[1:]
+
+
 def test_hundreds_of_calls_in_flight_at_once(grok):
     grok.configure(latency=1.0)
 
