@@ -1,8 +1,8 @@
 """A batch's insights written in three statements (for ``store.results``): one read of the insights they
 replace, one copy of those to ``insight_history``, one upsert of them all, instead of each insight's own.
 
-Written as SQL directly, as ``store.rollups`` is: peewee building each insight's statements cost some
-3 ms an insight, far more than the database spent running them.
+Written as SQL directly (``store.statements``): peewee building each insight's statements cost some 3 ms
+an insight, far more than the database spent running them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from insights.costs import Tokens
 from store import rollups
 from store.models import Insight, InsightHistory, database
+from store.statements import MAX_PARAMETERS, placeholders
 
 COLUMNS = [field.column_name for field in Insight._meta.sorted_fields]
 """An insight to write: a dict of these columns' values, as the database stores them."""
@@ -24,7 +25,7 @@ ROLLED_UP = ("occurred_at", "sentiment_score", "confidence", "clusters", "lane",
              "completion_tokens", "cost_usd")
 """The columns that place an insight in the rollups (``move``)."""
 
-ROWS_PER_STATEMENT = 30_000 // len(COLUMNS)  # within SQLite's limit of bound parameters
+ROWS_PER_STATEMENT = MAX_PARAMETERS // len(COLUMNS)
 
 
 def _names(columns: list[str] | tuple[str, ...]) -> str:
@@ -65,14 +66,10 @@ def stored_tokens(insight: dict[str, Any]) -> Tokens | None:
     return Tokens(insight["prompt_tokens"], insight["cached_tokens"] or 0, insight["completion_tokens"] or 0)
 
 
-def _in(ids: list[str]) -> str:
-    return "(" + ", ".join([database.obj.param] * len(ids)) + ")"
-
-
 def _read_rolled_up(ids: list[str]) -> dict[str, dict[str, Any]]:
     """The current insights of conversations ``ids`` (those that have one): their ``ROLLED_UP`` columns."""
-    cursor = database.obj.execute_sql(
-        f'SELECT conversation_id, {_names(ROLLED_UP)} FROM "{Insight._meta.table_name}" WHERE conversation_id IN {_in(ids)}', ids)
+    cursor = database.obj.execute_sql(f'SELECT conversation_id, {_names(ROLLED_UP)} FROM "{Insight._meta.table_name}" '
+                                      f"WHERE conversation_id IN {placeholders(len(ids))}", ids)
     as_datetime = Insight.occurred_at.python_value  # SQLite hands back text
     found = {}
     for conversation_id, *values in cursor.fetchall():  # read to the end: a savepoint rolled back would abort a pending read
@@ -86,14 +83,14 @@ def _keep_as_history(ids: list[str], now: datetime) -> None:
     """Copy the current insights of conversations ``ids`` to ``insight_history`` before they are replaced."""
     db, columns = database.obj, _names(HISTORY_COLUMNS)
     db.execute_sql(f'INSERT INTO "{InsightHistory._meta.table_name}" ({columns}, superseded_at) '
-                   f'SELECT {columns}, {db.param} FROM "{Insight._meta.table_name}" WHERE conversation_id IN {_in(ids)} '
-                   f"ORDER BY conversation_id", [now, *ids])
+                   f'SELECT {columns}, {db.param} FROM "{Insight._meta.table_name}" '
+                   f"WHERE conversation_id IN {placeholders(len(ids))} ORDER BY conversation_id", [now, *ids])
 
 
 def _upsert(insights: list[dict[str, Any]]) -> None:
     """Insert ``insights``, each replacing its conversation's current one, if any, in every column."""
     db, table = database.obj, Insight._meta.table_name
-    row = "(" + ", ".join([db.param] * len(COLUMNS)) + ")"
+    row = placeholders(len(COLUMNS))
     updates = ", ".join(f'"{column}" = excluded."{column}"' for column in COLUMNS if column != "conversation_id")
     db.execute_sql(f'INSERT INTO "{table}" ({_names(COLUMNS)}) VALUES {", ".join([row] * len(insights))} '
                    f"ON CONFLICT (conversation_id) DO UPDATE SET {updates}",
