@@ -10,15 +10,15 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from peewee import DataError, IntegrityError
+from peewee import DataError, IntegrityError, PostgresqlDatabase
 
 from insights.costs import Tokens, cost_usd, tokens_of
 from insights.schemas import AnalysisResult, InsightRow, storable
 from settings import get_settings
 from store import insight_writes, rollups
-from store.db import locked, write_transaction
+from store.db import write_transaction
 from store.models import (
     COMPLETED,
     FAILED,
@@ -28,6 +28,7 @@ from store.models import (
     database,
 )
 from store.queries import utcnow
+from store.statements import placeholders
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +62,7 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     outcome = StoreOutcome()
     rollup_changes = rollups.RollupChanges()
     with write_transaction(database.obj):
-        claimed = list(locked(  # read to the end first: a savepoint rolled back would abort a pending read
-            Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at, Conversation.occurred_at,
-                                Conversation.lane).where(
-                Conversation.id.in_(result.conversation_ids),
-                Conversation.status == PROCESSING,
-                Conversation.claim_token == result.claim_token,  # IS NULL for a result of a release before tokens
-            )
-        ))
+        claimed = _claimed(result.conversation_ids, result.claim_token)
         outcome.ignored = sorted(set(result.conversation_ids) - {c.id for c in claimed})
         insights = _Insights(result, share, now)
         refused = _store([insights.of(c, rows[c.id]) for c in claimed if c.id in rows], now, rollup_changes)
@@ -90,6 +84,31 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     return outcome
 
 
+class _Claimed(NamedTuple):
+    id: str
+    attempts: int
+    received_at: datetime
+    occurred_at: datetime | None
+    lane: str
+
+
+def _claimed(ids: list[str], claim_token: str | None) -> list[_Claimed]:
+    """The conversations of ``ids`` still ``processing`` under ``claim_token``, locked where the database
+    locks rows (``store.db.locked``), read to the end: a savepoint rolled back would abort a pending read.
+    SQL written directly, as every statement of the write path (``store.statements``)."""
+    if not ids:
+        return []
+    db = database.obj
+    token = "IS NULL" if claim_token is None else f"= {db.param}"  # NULL: a result of a release before tokens
+    lock = " FOR UPDATE" if isinstance(db, PostgresqlDatabase) else ""
+    cursor = db.execute_sql(f'SELECT id, attempts, received_at, occurred_at, lane FROM "{Conversation._meta.table_name}" '
+                            f"WHERE id IN {placeholders(len(ids))} AND status = {db.param} AND claim_token {token}{lock}",
+                            [*ids, PROCESSING, *([] if claim_token is None else [claim_token])])
+    as_datetime = Conversation.received_at.python_value  # SQLite hands back text
+    return [_Claimed(conversation_id, attempts, as_datetime(received_at), as_datetime(occurred_at), lane)
+            for conversation_id, attempts, received_at, occurred_at, lane in cursor.fetchall()]
+
+
 # What a database (or its driver, before sending: psycopg2 refuses NUL, either fails to encode a lone
 # surrogate with ValueError) says of a value it will not store. Others, such as a lost connection or a
 # lock timeout, are not the row's fault: they fail the transaction, and the message is retried.
@@ -105,7 +124,7 @@ class _Insights:
         self.usage = json.dumps(result.usage) if result.usage is not None else None
         self.costs: dict[str, float | None] = {}
 
-    def of(self, conversation: Conversation, row: InsightRow) -> dict[str, Any]:
+    def of(self, conversation: _Claimed, row: InsightRow) -> dict[str, Any]:
         share, result, lane = self.share, self.result, conversation.lane
         if lane not in self.costs:
             self.costs[lane] = cost_usd(share, result.model, lane, get_settings()) if share else None
@@ -169,4 +188,6 @@ def _refusal(error: Exception) -> str:
 
 def _settle(ids: list[str], status: str, reason: str | None, now: datetime) -> None:
     """Move conversations ``ids`` to ``status`` with ``reason`` as their last error."""
-    Conversation.update(status=status, last_error=reason, updated_at=now).where(Conversation.id.in_(ids)).execute()
+    db = database.obj
+    db.execute_sql(f'UPDATE "{Conversation._meta.table_name}" SET status = {db.param}, last_error = {db.param}, '
+                   f"updated_at = {db.param} WHERE id IN {placeholders(len(ids))}", [status, reason, now, *ids])
