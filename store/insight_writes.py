@@ -23,7 +23,7 @@ HISTORY_COLUMNS = [field.column_name for field in InsightHistory._meta.sorted_fi
 
 ROLLED_UP = ("occurred_at", "sentiment_score", "confidence", "clusters", "lane", "prompt_tokens", "cached_tokens",
              "completion_tokens", "cost_usd")
-"""The columns that place an insight in the rollups (``move``)."""
+"""The columns that place an insight in the rollups (``_move``)."""
 
 ROWS_PER_STATEMENT = MAX_PARAMETERS // len(COLUMNS)
 
@@ -46,20 +46,20 @@ def write(insights: list[dict[str, Any]], now: datetime) -> rollups.RollupChange
             _keep_as_history(sorted(replaced), now)
         _upsert(chunk)
         for previous in replaced.values():
-            move(changes, previous, delta=-1)
+            _move(changes, previous, delta=-1)
         for insight in chunk:
-            move(changes, insight)
+            _move(changes, insight)
     return changes
 
 
-def move(changes: rollups.RollupChanges, insight: dict[str, Any], delta: int = 1) -> None:
+def _move(changes: rollups.RollupChanges, insight: dict[str, Any], delta: int = 1) -> None:
     """Add an insight (its ``ROLLED_UP`` columns) to ``changes``, or take it away (``delta=-1``)."""
     occurred_at = insight["occurred_at"]
     changes.add(occurred_at, insight["sentiment_score"], insight["confidence"], json.loads(insight["clusters"]), delta=delta)
-    changes.usage.add(occurred_at, insight["lane"], stored_tokens(insight), insight["cost_usd"], delta=delta)
+    changes.usage.add(occurred_at, insight["lane"], _stored_tokens(insight), insight["cost_usd"], delta=delta)
 
 
-def stored_tokens(insight: dict[str, Any]) -> Tokens | None:
+def _stored_tokens(insight: dict[str, Any]) -> Tokens | None:
     """The tokens an insight records (none before migration 0009)."""
     if insight["prompt_tokens"] is None:
         return None

@@ -165,6 +165,8 @@ def _store(insights: list[dict[str, Any]], now: datetime, rollup_changes: rollup
 
 
 def _store_one_by_one(insights: list[dict[str, Any]], now: datetime, rollup_changes: rollups.RollupChanges) -> dict[str, str]:
+    """Write each insight in a savepoint of its own: one the database refuses is rolled back alone (why is
+    logged and returned), its neighbours are stored."""
     refused = {}
     for insight in insights:
         conversation_id = insight["conversation_id"]
