@@ -4,7 +4,9 @@ Accepts ``--conversations`` conversations over 30 days into a fresh SQLite file 
 then claims and stores them a batch of ``--batch`` at a time, as a worker does after a Grok call (one
 transaction per batch: the insights, their daily rollups, the conversations' status), each insight
 naming one or two of twelve clusters. Prints insights stored a second, the median of ``--rounds``
-rounds (each round re-stores every insight: the replacements move rollup rows as reprocessing does).
+rounds (each round re-stores every insight: the replacements move rollup rows as reprocessing does), and
+the CPU time of this process inside ``record_results`` per insight, median too (SQLite's engine runs in the
+process, so it counts there; PostgreSQL's server does not).
 """
 
 from __future__ import annotations
@@ -28,18 +30,21 @@ CLUSTERS = ["billing", "refund", "late-delivery", "damaged-item", "account-acces
             "shipping-cost", "product-question", "complaint", "praise", "other"]
 
 
-def store_all(rng: random.Random, ids: list[str], batch: int) -> float:
-    """Claim and store every conversation, ``batch`` at a time; insights a second."""
-    started = time.perf_counter()
+def store_all(rng: random.Random, ids: list[str], batch: int) -> tuple[float, float]:
+    """Claim and store every conversation, ``batch`` at a time; insights a second, and CPU milliseconds an
+    insight spent in ``record_results``."""
+    started, cpu = time.perf_counter(), 0.0
     for offset in range(0, len(ids), batch):
         chunk = ids[offset:offset + batch]
         claim = queries.claim_for_processing(chunk, max_attempts=1_000)
         rows = [InsightRow(conversation_id=i, sentiment_score=round(rng.uniform(-1, 1), 3), clusters=rng.sample(CLUSTERS, rng.choice((1, 2))),
                            confidence=round(rng.uniform(0, 1), 3), reasoning="r") for i in chunk]
-        results.record_results(AnalysisResult(conversation_ids=chunk, rows=rows, model="grok-4-fast-non-reasoning", prompt_version="p",
-                                              raw_response="{}", usage={"prompt_tokens": 3000, "completion_tokens": 500},
-                                              claim_token=claim.token), max_retries=1_000)
-    return len(ids) / (time.perf_counter() - started)
+        result = AnalysisResult(conversation_ids=chunk, rows=rows, model="grok-4-fast-non-reasoning", prompt_version="p",
+                                raw_response="{}", usage={"prompt_tokens": 3000, "completion_tokens": 500}, claim_token=claim.token)
+        cpu_started = time.process_time()
+        results.record_results(result, max_retries=1_000)
+        cpu += time.process_time() - cpu_started
+    return len(ids) / (time.perf_counter() - started), cpu * 1000 / len(ids)
 
 
 def main() -> None:
@@ -61,15 +66,18 @@ def main() -> None:
     ids = [f"c{n:07d}" for n in range(args.conversations)]
     queries.insert_conversations([queries.NewConversation.of(i, "{}", start, start + timedelta(seconds=rng.uniform(0, 30 * 86_400)))
                                   for i in ids])
-    rates = []
+    rates, cpu = [], []
     for _ in range(args.rounds):
-        rates.append(store_all(rng, ids, args.batch))
+        rate, cpu_ms = store_all(rng, ids, args.batch)
+        rates.append(rate)
+        cpu.append(cpu_ms)
         queries.reopen(ids)
     database.close()
     if args.database == "postgres":
         scratch_postgres(args.postgres_url, drop=env["DATABASE_URL"].rsplit("/", 1)[1])
     print(f"database={args.database} conversations={args.conversations} batch={args.batch}: "
-          f"{statistics.median(rates):,.0f} insights/s (median of {args.rounds}; rounds {', '.join(f'{r:,.0f}' for r in rates)})")
+          f"{statistics.median(rates):,.0f} insights/s (median of {args.rounds}; rounds {', '.join(f'{r:,.0f}' for r in rates)}), "
+          f"CPU in record_results {statistics.median(cpu):.2f} ms an insight (rounds {', '.join(f'{c:.2f}' for c in cpu)})")
 
 
 if __name__ == "__main__":

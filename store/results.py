@@ -7,27 +7,28 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, NamedTuple
 
-from peewee import DataError, IntegrityError, Value
+from peewee import DataError, IntegrityError, PostgresqlDatabase
 
 from insights.costs import Tokens, cost_usd, tokens_of
 from insights.schemas import AnalysisResult, InsightRow, storable
 from settings import get_settings
-from store import rollups
-from store.db import locked, unindexed, write_transaction
+from store import insight_writes, rollups
+from store.db import write_transaction
 from store.models import (
     COMPLETED,
     FAILED,
     PROCESSING,
     QUEUED,
     Conversation,
-    Insight,
-    InsightHistory,
     database,
 )
 from store.queries import utcnow
+from store.statements import placeholders
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,10 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     for reprocessing, or claimed again since, so a result delivered late or twice neither overwrites a
     later analysis nor cancels a reprocess, and running the same result twice creates no second insight.
 
-    Each insight is written in a savepoint of its own: one the database refuses is rolled back alone, its
-    changes to the daily counts dropped, and its conversation settled like one without a valid row, while
-    its neighbours complete.
+    The insights are written together in a savepoint (``store.insight_writes``). Should the database
+    refuse a value, that savepoint is rolled back and each insight is written in a savepoint of its own: one
+    the database refuses is rolled back alone, its changes to the daily counts dropped, and its
+    conversation settled like one without a valid row, while its neighbours complete.
     """
     rows = {row.conversation_id: row for row in result.rows}
     tokens = tokens_of(result.usage)
@@ -60,32 +62,52 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     outcome = StoreOutcome()
     rollup_changes = rollups.RollupChanges()
     with write_transaction(database.obj):
-        claimed = list(locked(  # read to the end first: a savepoint rolled back would abort a pending read
-            Conversation.select(Conversation.id, Conversation.attempts, Conversation.received_at, Conversation.occurred_at,
-                                Conversation.lane).where(
-                Conversation.id.in_(result.conversation_ids),
-                unindexed(Conversation.status) == PROCESSING,  # by key: see store.db.unindexed
-                Conversation.claim_token == result.claim_token,  # IS NULL for a result of a release before tokens
-            )
-        ))
+        claimed = _claimed(result.conversation_ids, result.claim_token)
         outcome.ignored = sorted(set(result.conversation_ids) - {c.id for c in claimed})
+        insights = _Insights(result, share, now)
+        refused = _store([insights.of(c, rows[c.id]) for c in claimed if c.id in rows], now, rollup_changes)
+        sent_back: defaultdict[tuple[str, str], list[str]] = defaultdict(list)  # (status, reason) -> conversations
         for conversation in claimed:
-            if conversation.id in rows:
-                reason = _store_row(conversation, rows[conversation.id], result, share, now, rollup_changes)
-            else:
-                reason = get_settings().redact(result.rejected.get(conversation.id, "the analyzer returned no row for this conversation"))
-            if reason is None:
+            if conversation.id in rows and conversation.id not in refused:
                 outcome.completed.append(conversation.id)
-            else:
-                _send_back(conversation, reason, max_retries, now, outcome)
+                continue
+            reason = refused.get(conversation.id) or get_settings().redact(
+                result.rejected.get(conversation.id, "the analyzer returned no row for this conversation"))
+            exhausted = conversation.attempts >= max_retries  # else back to queued for another attempt
+            (outcome.failed if exhausted else outcome.retry).append(conversation.id)
+            sent_back[(FAILED if exhausted else QUEUED, reason)].append(conversation.id)
         if outcome.completed:
-            (
-                Conversation.update(status=COMPLETED, last_error=None, updated_at=now)
-                .where(Conversation.id.in_(outcome.completed))
-                .execute()
-            )
+            _settle(outcome.completed, COMPLETED, None, now)
+        for (status, reason), ids in sent_back.items():
+            _settle(ids, status, reason, now)
         rollup_changes.apply()
     return outcome
+
+
+class _Claimed(NamedTuple):
+    id: str
+    attempts: int
+    received_at: datetime
+    occurred_at: datetime | None
+    lane: str
+
+
+def _claimed(ids: list[str], claim_token: str | None) -> list[_Claimed]:
+    """The conversations of ``ids`` still ``processing`` under ``claim_token``, locked where the database
+    locks rows (``store.db.locked``), read to the end: a savepoint rolled back would abort a pending read.
+    SQL written directly, as every statement of the write path (``store.statements``); ``status || ''``
+    keeps the lookup on the key (``store.db.unindexed``)."""
+    if not ids:
+        return []
+    db = database.obj
+    token = "IS NULL" if claim_token is None else f"= {db.param}"  # NULL: a result of a release before tokens
+    lock = " FOR UPDATE" if isinstance(db, PostgresqlDatabase) else ""
+    cursor = db.execute_sql(f'SELECT id, attempts, received_at, occurred_at, lane FROM "{Conversation._meta.table_name}" '
+                            f"WHERE id IN {placeholders(len(ids))} AND status || '' = {db.param} AND claim_token {token}{lock}",
+                            [*ids, PROCESSING, *([] if claim_token is None else [claim_token])])
+    as_datetime = Conversation.received_at.python_value  # SQLite hands back text
+    return [_Claimed(conversation_id, attempts, as_datetime(received_at), as_datetime(occurred_at), lane)
+            for conversation_id, attempts, received_at, occurred_at, lane in cursor.fetchall()]
 
 
 # What a database (or its driver, before sending: psycopg2 refuses NUL, either fails to encode a lone
@@ -94,19 +116,70 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
 REFUSED_VALUE = (IntegrityError, DataError, ValueError)
 
 
-def _store_row(conversation: Conversation, row: InsightRow, result: AnalysisResult, share: Tokens | None, now: datetime,
-               rollup_changes: rollups.RollupChanges) -> str | None:
-    """Store one insight in a savepoint, adding its moves to ``rollup_changes``; if the database refuses
-    it, roll back just this row and return why."""
+class _Insights:
+    """The insights of one result: each row's columns, with its ``share`` of the call's tokens and their
+    cost (priced once a lane)."""
+
+    def __init__(self, result: AnalysisResult, share: Tokens | None, now: datetime) -> None:
+        self.result, self.share, self.now = result, share, now
+        self.usage = json.dumps(result.usage) if result.usage is not None else None
+        self.costs: dict[str, float | None] = {}
+
+    def of(self, conversation: _Claimed, row: InsightRow) -> dict[str, Any]:
+        share, result, lane = self.share, self.result, conversation.lane
+        if lane not in self.costs:
+            self.costs[lane] = cost_usd(share, result.model, lane, get_settings()) if share else None
+        return {
+            "conversation_id": conversation.id,
+            "received_at": conversation.received_at,
+            "occurred_at": conversation.occurred_at,
+            "sentiment_score": row.sentiment_score,
+            "clusters": json.dumps(row.clusters),
+            "suggested_cluster": row.suggested_cluster,
+            "confidence": row.confidence,
+            "reasoning": row.reasoning,
+            "model": result.model,
+            "prompt_version": result.prompt_version,
+            "raw_response": result.raw_response,
+            "usage": self.usage,
+            "lane": lane,
+            "prompt_tokens": share.prompt if share else None,
+            "cached_tokens": share.cached if share else None,
+            "completion_tokens": share.completion if share else None,
+            "cost_usd": self.costs[lane],
+            "analyzed_at": self.now,
+        }
+
+
+def _store(insights: list[dict[str, Any]], now: datetime, rollup_changes: rollups.RollupChanges) -> dict[str, str]:
+    """Write ``insights``, adding their moves to ``rollup_changes``; return why the database refused any
+    (conversation -> reason). All at once first; if a value is refused, each in a savepoint of its own."""
+    if not insights:
+        return {}
     try:
         with database.obj.atomic():
-            row_changes = _store_insight(conversation, row, result, share, now)
-    except REFUSED_VALUE as error:
-        reason = _refusal(error)
-        logger.error("%s: %s", conversation.id, reason, extra={"conversation_ids": [conversation.id]})
-        return reason
-    rollup_changes.include(row_changes)
-    return None
+            changes = insight_writes.write(insights, now)
+    except REFUSED_VALUE:  # rare (validation cleans what databases refuse): find the culprits one by one
+        return _store_one_by_one(insights, now, rollup_changes)
+    rollup_changes.include(changes)
+    return {}
+
+
+def _store_one_by_one(insights: list[dict[str, Any]], now: datetime, rollup_changes: rollups.RollupChanges) -> dict[str, str]:
+    """Write each insight in a savepoint of its own: one the database refuses is rolled back alone (why is
+    logged and returned), its neighbours are stored."""
+    refused = {}
+    for insight in insights:
+        conversation_id = insight["conversation_id"]
+        try:
+            with database.obj.atomic():
+                changes = insight_writes.write([insight], now)
+        except REFUSED_VALUE as error:
+            refused[conversation_id] = _refusal(error)
+            logger.error("%s: %s", conversation_id, refused[conversation_id], extra={"conversation_ids": [conversation_id]})
+            continue
+        rollup_changes.include(changes)
+    return refused
 
 
 def _refusal(error: Exception) -> str:
@@ -116,73 +189,8 @@ def _refusal(error: Exception) -> str:
     return storable(f"the database refused this insight ({type(error).__name__}: {first_line})")[:300]
 
 
-def _send_back(conversation: Conversation, reason: str, max_retries: int, now: datetime, outcome: StoreOutcome) -> None:
-    """A conversation without a stored insight: back to ``queued`` for another attempt, or ``failed``."""
-    exhausted = conversation.attempts >= max_retries
-    (
-        Conversation.update(status=FAILED if exhausted else QUEUED, last_error=reason, updated_at=now)
-        .where(Conversation.id == conversation.id)
-        .execute()
-    )
-    (outcome.failed if exhausted else outcome.retry).append(conversation.id)
-
-
-def _store_insight(conversation: Conversation, row: InsightRow, result: AnalysisResult, share: Tokens | None,
-                   now: datetime) -> rollups.RollupChanges:
-    """Write the insight (keeping a replaced one in history) with its ``share`` of the call's tokens and
-    their cost; return how it moves the daily counts."""
-    cost = cost_usd(share, result.model, conversation.lane, get_settings()) if share else None
-    fields = dict(
-        received_at=conversation.received_at,
-        occurred_at=conversation.occurred_at,
-        sentiment_score=row.sentiment_score,
-        clusters=json.dumps(row.clusters),
-        suggested_cluster=row.suggested_cluster,
-        confidence=row.confidence,
-        reasoning=row.reasoning,
-        model=result.model,
-        prompt_version=result.prompt_version,
-        raw_response=result.raw_response,
-        usage=json.dumps(result.usage) if result.usage is not None else None,
-        lane=conversation.lane,
-        prompt_tokens=share.prompt if share else None,
-        cached_tokens=share.cached if share else None,
-        completion_tokens=share.completion if share else None,
-        cost_usd=cost,
-        analyzed_at=now,
-    )
-    rollup_changes = rollups.RollupChanges()
-    previous = Insight.select(*ROLLED_UP).where(Insight.conversation == conversation.id).first()
-    if previous is not None:  # a reprocessed conversation: its insight leaves the daily counts for history
-        rollup_changes.add(previous.occurred_at, previous.sentiment_score, previous.confidence, json.loads(previous.clusters), delta=-1)
-        rollup_changes.usage.add(previous.occurred_at, previous.lane, stored_tokens(previous), previous.cost_usd, delta=-1)
-        _keep_as_history(conversation.id, now)
-    rollup_changes.add(conversation.occurred_at, row.sentiment_score, row.confidence, row.clusters)
-    rollup_changes.usage.add(conversation.occurred_at, conversation.lane, share, cost)
-    (
-        Insight.insert(conversation=conversation.id, **fields)
-        .on_conflict(conflict_target=[Insight.conversation], update=fields)
-        .execute()
-    )
-    return rollup_changes
-
-
-ROLLED_UP = (Insight.occurred_at, Insight.sentiment_score, Insight.confidence, Insight.clusters, Insight.lane,
-             Insight.prompt_tokens, Insight.cached_tokens, Insight.completion_tokens, Insight.cost_usd)
-
-
-def stored_tokens(insight: Insight) -> Tokens | None:
-    """The tokens an insight records (none before migration 0009)."""
-    if insight.prompt_tokens is None:
-        return None
-    return Tokens(insight.prompt_tokens, insight.cached_tokens or 0, insight.completion_tokens or 0)
-
-
-HISTORY_FIELDS = [f for f in InsightHistory._meta.sorted_fields if f.name not in ("id", "superseded_at")]
-
-
-def _keep_as_history(conversation_id: str, now: datetime) -> None:
-    """Copy a conversation's current insight to ``insight_history`` before it is replaced."""
-    source = [getattr(Insight, f.name) for f in HISTORY_FIELDS]
-    previous = Insight.select(*source, Value(now)).where(Insight.conversation == conversation_id)
-    InsightHistory.insert_from(previous, [*HISTORY_FIELDS, InsightHistory.superseded_at]).execute()
+def _settle(ids: list[str], status: str, reason: str | None, now: datetime) -> None:
+    """Move conversations ``ids`` to ``status`` with ``reason`` as their last error."""
+    db = database.obj
+    db.execute_sql(f'UPDATE "{Conversation._meta.table_name}" SET status = {db.param}, last_error = {db.param}, '
+                   f"updated_at = {db.param} WHERE id IN {placeholders(len(ids))}", [status, reason, now, *ids])

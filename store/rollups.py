@@ -22,8 +22,8 @@ from store.models import (
     InsightClusterScoreCount,
     InsightCount,
     InsightScoreCount,
-    database,
 )
+from store.statements import add_totals
 
 
 class RollupChanges:
@@ -74,20 +74,20 @@ class RollupChanges:
     def apply(self) -> None:
         """Add the changes to the rollup tables (inside the caller's transaction)."""
         cell_keys = [InsightCount.day, InsightCount.score_band, InsightCount.confidence_band]
-        _add_totals(InsightCount, cell_keys, [InsightCount.total, InsightCount.score_sum], _paired(self.cells, self.score_sums))
-        _add_totals(InsightScoreCount, [InsightScoreCount.day, InsightScoreCount.score_band],
-                    [InsightScoreCount.total, InsightScoreCount.score_sum], _paired(*self.by_score()))
-        _add_totals(InsightClusterCount, [InsightClusterCount.day, InsightClusterCount.cluster], [InsightClusterCount.total],
-                    {key: (delta,) for key, delta in self.clusters.items()})
+        add_totals(InsightCount, cell_keys, [InsightCount.total, InsightCount.score_sum], _paired(self.cells, self.score_sums))
+        add_totals(InsightScoreCount, [InsightScoreCount.day, InsightScoreCount.score_band],
+                   [InsightScoreCount.total, InsightScoreCount.score_sum], _paired(*self.by_score()))
+        add_totals(InsightClusterCount, [InsightClusterCount.day, InsightClusterCount.cluster], [InsightClusterCount.total],
+                   {key: (delta,) for key, delta in self.clusters.items()})
         cluster_keys = [InsightClusterCell.cluster, InsightClusterCell.day, InsightClusterCell.score_band, InsightClusterCell.confidence_band]
-        _add_totals(InsightClusterCell, cluster_keys, [InsightClusterCell.total, InsightClusterCell.score_sum],
-                    _paired(self.cluster_cells, self.cluster_score_sums))
+        add_totals(InsightClusterCell, cluster_keys, [InsightClusterCell.total, InsightClusterCell.score_sum],
+                   _paired(self.cluster_cells, self.cluster_score_sums))
         by_score = InsightClusterScoreCount
-        _add_totals(by_score, [by_score.cluster, by_score.day, by_score.score_band], [by_score.total, by_score.score_sum],
-                    _paired(*self.by_cluster_score()))
+        add_totals(by_score, [by_score.cluster, by_score.day, by_score.score_band], [by_score.total, by_score.score_sum],
+                   _paired(*self.by_cluster_score()))
         by_confidence = InsightClusterConfidenceCount
-        _add_totals(by_confidence, [by_confidence.day, by_confidence.confidence_band, by_confidence.cluster], [by_confidence.total],
-                    {key: (delta,) for key, delta in self.by_cluster_confidence().items()})
+        add_totals(by_confidence, [by_confidence.day, by_confidence.confidence_band, by_confidence.cluster], [by_confidence.total],
+                   {key: (delta,) for key, delta in self.by_cluster_confidence().items()})
         self.usage.apply()
 
 
@@ -102,20 +102,3 @@ def _without_confidence(changes: Counter) -> Counter:
 def _paired(totals: Counter, score_sums: Counter) -> dict[tuple, tuple[int, float]]:
     return {key: (totals[key], score_sums[key]) for key in totals.keys() | score_sums.keys()}
 
-
-def _add_totals(model, keys: list, measures: list, changes: dict[tuple, tuple]) -> None:
-    """Upsert ``changes`` (key -> a change of each measure) into ``model``, rows sorted (one lock order
-    for every writer). Written as SQL directly: peewee's query builder cost more than the database here."""
-    rows = [(*key, *deltas) for key, deltas in sorted(changes.items()) if any(deltas)]
-    if not rows:
-        return
-    db, table = database.obj, model._meta.table_name
-    columns = [field.column_name for field in (*keys, *measures)]
-    placeholders = "(" + ", ".join([db.param] * len(columns)) + ")"
-    statement = (f'INSERT INTO "{table}" ({", ".join(columns)}) VALUES {{values}} '
-                 f'ON CONFLICT ({", ".join(key.column_name for key in keys)}) DO UPDATE SET '
-                 + ", ".join(f'{m.column_name} = "{table}".{m.column_name} + excluded.{m.column_name}' for m in measures))
-    per_statement = 30_000 // len(columns)  # within SQLite's limit of bound parameters
-    for offset in range(0, len(rows), per_statement):
-        chunk = rows[offset:offset + per_statement]
-        db.execute_sql(statement.format(values=", ".join([placeholders] * len(chunk))), [value for row in chunk for value in row])

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Iterable
 
-from peewee import EXCLUDED, fn
+from peewee import fn
 
 from insights.costs import Tokens
 from store.models import Insight, InsightUsage
+from store.statements import add_totals
 from store.windows import whole_days
 
 MEASURES = ("insights", "priced", "prompt_tokens", "cached_tokens", "completion_tokens", "cost_usd")
@@ -60,14 +61,8 @@ class UsageChanges:
 
     def apply(self) -> None:
         """Upsert the changes, rows sorted (one lock order for every writer, as in ``store.counts``)."""
-        rows = [(*key, *values) for key, values in sorted(self.rows.items()) if any(values)]
-        fields = [InsightUsage.day, InsightUsage.lane, *(getattr(InsightUsage, name) for name in MEASURES)]
-        for offset in range(0, len(rows), 1000):
-            (InsightUsage.insert_many(rows[offset:offset + 1000], fields=fields)
-             .on_conflict(conflict_target=[InsightUsage.day, InsightUsage.lane],
-                          update={getattr(InsightUsage, name): getattr(InsightUsage, name) + getattr(EXCLUDED, name)
-                                  for name in MEASURES})
-             .execute())
+        add_totals(InsightUsage, [InsightUsage.day, InsightUsage.lane], [getattr(InsightUsage, name) for name in MEASURES],
+                   {key: (int(insights), int(priced), *sums) for key, (insights, priced, *sums) in self.rows.items()})
 
 
 def _insight_sums(start: datetime, end: datetime) -> dict[str, LaneUsage]:

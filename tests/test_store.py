@@ -7,12 +7,21 @@ import logging
 from datetime import timedelta
 
 import pytest
-from peewee import SqliteDatabase
+from peewee import PostgresqlDatabase, SqliteDatabase
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import queries, results, rollup_check, workers
+from settings import get_settings
+from store import insight_writes, queries, results, rollup_check, workers
 from store.migrations import migrate
-from store.models import Conversation, Insight, InsightHistory, WorkerLease
+from store.models import (
+    BULK,
+    REALTIME,
+    Conversation,
+    Insight,
+    InsightHistory,
+    InsightUsage,
+    WorkerLease,
+)
 
 
 def new(conversation_id: str, payload_hash: str | None = None) -> queries.NewConversation:
@@ -296,3 +305,89 @@ def test_a_batchs_reads_and_writes_look_its_ids_up_by_key(db, caplog):
     for sql, params in by_ids:
         plan = " ".join(row[3] for row in db.execute_sql(f"EXPLAIN QUERY PLAN {sql}", params).fetchall())
         assert "conversation_" not in plan.replace("sqlite_autoindex_conversations_1", ""), (sql, plan)
+
+
+def usage_drift() -> dict[tuple, tuple]:
+    """``insight_usage`` rows that differ from sums over the insights: ``{(day, lane): (stored, summed)}``."""
+    summed: dict[tuple, list[float]] = {}
+    for insight in Insight.select():
+        row = summed.setdefault((insight.occurred_at.date(), insight.lane), [0.0] * 6)
+        for index, value in enumerate((1, insight.cost_usd is not None, insight.prompt_tokens, insight.cached_tokens,
+                                       insight.completion_tokens, insight.cost_usd)):
+            row[index] += value or 0
+    stored = {(day, lane): values for day, lane, *values in InsightUsage.select().tuples()}
+    return {key: (stored.get(key), summed.get(key)) for key in stored.keys() | summed.keys()
+            if stored.get(key, [0] * 6) != pytest.approx(summed.get(key, [0] * 6), abs=1e-9)}
+
+
+def test_a_batch_with_values_the_database_refuses_stores_the_rest_and_sends_those_back(db):
+    """A NUL (PostgreSQL refuses it, SQLite stores it) and a lone surrogate (neither can encode it) among
+    good rows, one of them replacing an earlier insight: the batch's single upsert is refused, so each row
+    is written in a savepoint of its own; only the refused ones go back, with the reason, their earlier
+    insight kept, no history for them, and every rollup exact."""
+    on_postgres = isinstance(db, PostgresqlDatabase)
+    ids = ["good", "nul", "replaced", "surrogate"]
+    for conversation_id in ids:
+        add(conversation_id)
+    first = queries.claim_for_processing(["nul", "replaced"], max_attempts=3)
+    results.record_results(result(first, ["nul", "replaced"]), max_retries=3)
+    queries.reopen(["nul", "replaced"])
+    claim = queries.claim_for_processing(ids, max_attempts=3)
+    hostile = [InsightRow.model_construct(conversation_id=i, sentiment_score=-0.9, clusters=["refunds"], confidence=0.1,
+                                          reasoning=text, suggested_cluster=None)
+               for i, text in (("nul", "NUL \x00 here"), ("surrogate", "lone \ud800"))]
+    good = result(claim, ["good", "replaced"])
+
+    outcome = results.record_results(good.model_copy(update={"rows": [*good.rows, *hostile]}), max_retries=3)
+
+    refused = ["nul", "surrogate"] if on_postgres else ["surrogate"]
+    assert (sorted(outcome.completed), sorted(outcome.retry), outcome.failed) == (sorted(set(ids) - set(refused)), refused, [])
+    rows = {c.id: c for c in Conversation.select()}
+    assert all(rows[i].status == "queued" and "the database refused this insight" in rows[i].last_error for i in refused)
+    if on_postgres:
+        assert "(ValueError: A string literal cannot contain NUL" in rows["nul"].last_error
+    assert all((rows[i].status, rows[i].last_error) == ("completed", None) for i in outcome.completed)
+    stored = {i.conversation_id: i.reasoning for i in Insight.select()}
+    assert stored == {"good": "ok", "replaced": "ok", "nul": "ok" if on_postgres else "NUL \x00 here"}
+    history = sorted(h.conversation_id for h in InsightHistory.select())
+    assert history == (["replaced"] if on_postgres else ["nul", "replaced"])
+    assert rollup_check.drift() == {} and usage_drift() == {}
+    assert sum(rollup_check.stored_totals().cells.values()) == 3
+
+
+def test_replaced_insights_go_to_history_whole_and_the_rollups_stay_exact(db, monkeypatch):
+    """A batch replacing earlier insights (some moved to the bulk lane, one left without a row), written
+    two rows a statement to cover the chunks: each earlier insight is kept in history as it was, the new
+    ones hold the new analysis and its share of the tokens, and every rollup moves exactly."""
+    monkeypatch.setattr(insight_writes, "ROWS_PER_STATEMENT", 2)
+    ids = ["a", "b", "c", "d", "e"]
+    for conversation_id in ids:
+        add(conversation_id)
+    first = queries.claim_for_processing(ids, max_attempts=3)
+    results.record_results(result(first, ids).model_copy(update={"usage": {"prompt_tokens": 500, "completion_tokens": 50}}),
+                           max_retries=3)
+    earlier = {i.conversation_id: i.__data__ for i in Insight.select()}
+    queries.reopen(["b", "c"], BULK)
+    queries.reopen(["d", "e"])
+    second = queries.claim_for_processing(["b", "c", "d", "e"], max_attempts=3)
+    rows = [InsightRow(conversation_id=i, sentiment_score=-0.7, clusters=["refunds", "late-delivery"], confidence=0.3,
+                       reasoning="again") for i in ("b", "c", "d")]
+    again = AnalysisResult(conversation_ids=["b", "c", "d", "e"], rows=rows, rejected={"e": "no row"}, model="grok-4-fast-non-reasoning",
+                           prompt_version="p2", raw_response="{}", usage={"prompt_tokens": 4000, "completion_tokens": 400},
+                           claim_token=second.token)
+
+    outcome = results.record_results(again, max_retries=3)
+
+    assert (sorted(outcome.completed), outcome.retry, outcome.failed, outcome.ignored) == (["b", "c", "d"], ["e"], [], [])
+    insights = {i.conversation_id: i for i in Insight.select()}
+    assert {i: (insights[i].reasoning, insights[i].prompt_version) for i in ids} == {
+        "a": ("ok", "p1"), "b": ("again", "p2"), "c": ("again", "p2"), "d": ("again", "p2"), "e": ("ok", "p1")}
+    assert (insights["b"].lane, insights["d"].lane, insights["b"].prompt_tokens, insights["b"].completion_tokens) == (BULK, REALTIME, 1000, 100)
+    assert insights["b"].cost_usd == pytest.approx(insights["d"].cost_usd * (1 - get_settings().batch_discount))
+    history = {h.conversation_id: h.__data__ for h in InsightHistory.select()}
+    assert sorted(history) == ["b", "c", "d"]
+    for conversation_id, kept in history.items():
+        assert kept["superseded_at"] == insights[conversation_id].analyzed_at
+        assert {k: v for k, v in kept.items() if k not in ("id", "superseded_at")} == earlier[conversation_id]
+    assert rollup_check.drift() == {} and usage_drift() == {}
+    assert sum(rollup_check.stored_totals().cells.values()) == 5
