@@ -87,6 +87,7 @@ class Settings(BaseModel):
     max_retries: PositiveInt
     backoff_seconds: PositiveFloat
     lease_seconds: PositiveFloat
+    requeue_seconds: PositiveFloat
     reconcile_interval_seconds: PositiveFloat
     bulk_batch_conversations: PositiveInt
     bulk_flush_seconds: PositiveFloat

@@ -70,6 +70,6 @@ def redis_client() -> redis.Redis:
 
 
 # The longest a call waits for its slot: a thread may hold its claimed batch that long (well within a lease).
-GATE_MAX_WAIT_SECONDS = min(60.0, settings.lease_seconds / 4)
+GATE_MAX_WAIT_SECONDS = min(60.0, settings.requeue_seconds / 4)
 gate = OutboundGate(redis_client(), settings.outbound_rps, settings.outbound_tpm, max_wait=GATE_MAX_WAIT_SECONDS,
                     namespace=settings.redis_namespace)

@@ -63,7 +63,7 @@ def tick() -> None:
     while batch := call_and_release(provider_batches.form, forming_rules()):
         logger.info("provider batch %s formed: %d conversation(s)", batch.id, batch.conversations, extra={"batch_id": batch.id})
     for batch_id in call_and_release(provider_batches.due):
-        if batch := call_and_release(provider_batches.take, batch_id, settings.lease_seconds):
+        if batch := call_and_release(provider_batches.take, batch_id, settings.requeue_seconds):
             call_and_release(work_on, batch)
 
 
@@ -143,7 +143,7 @@ def send_requests(api: BatchApi, batch: ProviderBatch) -> int:
             if not error.already_added:
                 raise
         provider_batches.mark_requests([request.id for request in chunk], submitted=True)
-        provider_batches.take_again(batch.id, settings.lease_seconds)
+        provider_batches.take_again(batch.id, settings.requeue_seconds)
     return len(provider_batches.requests_of(batch.id))
 
 

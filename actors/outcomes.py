@@ -40,8 +40,9 @@ from store import queries, results
 
 logger = logging.getLogger(__name__)
 RETRY_BACKOFF_MS = int(settings.backoff_seconds * 1000)
-# A batch waiting to be retried leaves its conversations queued: it must come back well within their lease.
-MAX_BACKOFF_MS = int(min(5 * 60, settings.lease_seconds / 2) * 1000)
+# A batch waiting to be retried leaves its conversations queued: it must come back well before the
+# reconciler would take their message for lost.
+MAX_BACKOFF_MS = int(min(5 * 60, settings.requeue_seconds / 2) * 1000)
 
 
 @dataclass(frozen=True)
@@ -144,11 +145,11 @@ def split(batch: Batch, ids: list[str], reason: str) -> None:
 def set_aside(ids: list[str], reason: str, seconds: float) -> None:
     """Send the batch again once Grok can take it, spending no attempt.
 
-    Its conversations are touched (lease renewed, reason noted) so that the reconciler leaves them
-    alone, and a long wait is taken in steps of at most half a lease, each touching them again: however
+    Its conversations are touched (reason noted) so that the reconciler leaves them alone, and a long
+    wait is taken in steps of at most half of ``REQUEUE_SECONDS``, each touching them again: however
     long the pause, each conversation is in one pending batch, not one more per reconciler round.
     """
-    delay = max(0.1, min(seconds, settings.lease_seconds / 2))
+    delay = max(0.1, min(seconds, settings.requeue_seconds / 2))
     queries.note_error(ids, f"waiting: {reason}")
     logger.warning("Grok cannot take a batch now, %d conversation(s) wait %.0f s: %s", len(ids), delay, reason,
                    extra={"conversation_ids": ids})

@@ -2,7 +2,7 @@
 
 Two kinds of conversation have lost their way, and are sent to the batching stream again:
 
-- ``queued`` ``LEASE_SECONDS`` after its last update (longer while the analysis queue has a backlog, see
+- ``queued`` ``REQUEUE_SECONDS`` after its last update (longer while there is a backlog, see
   :func:`effective_lease`): its message is gone (Redis restarted or wiped);
 - ``processing`` under a worker whose lease has lapsed (``store.workers``): the worker died mid-call. A
   live worker renews its lease while its calls are in flight, so its conversations are never sent twice.
@@ -17,7 +17,7 @@ import logging
 import threading
 from datetime import timedelta
 
-from actors.batching import send_for_batching
+from actors.batching import STREAM, send_for_batching
 from actors.broker import STREAMED_LANES, queue_key, redis_client, settings
 from store import idempotency, queries, workers
 from store.db import call_and_release
@@ -26,12 +26,17 @@ logger = logging.getLogger(__name__)
 
 
 def effective_lease() -> float:
-    """``LEASE_SECONDS``, stretched by the time the analysis queue needs to drain at ``OUTBOUND_RPS``
-    batches a second: behind a backlog (a large import), a conversation waiting for its batch's turn has
-    not lost its message, and re-sending it would only add a duplicate batch to the end of the queue."""
+    """``REQUEUE_SECONDS``, stretched by the time the backlog needs to drain at ``OUTBOUND_RPS`` batches a
+    second (the analysis queue's batches, and the stream's ids not yet cut into batches): behind a
+    backlog (a burst, a large import), a conversation waiting for its turn has not lost its message, and
+    re-sending it would only add a duplicate batch to the end of the queue."""
     client = redis_client()
-    backlog = client.hlen(queue_key("analyze", "msgs")) + client.hlen(queue_key("analyze", "DQ.msgs"))
-    return settings.lease_seconds + backlog / settings.outbound_rps
+    pipe = client.pipeline(transaction=False)
+    pipe.hlen(queue_key("analyze", "msgs"))
+    pipe.hlen(queue_key("analyze", "DQ.msgs"))
+    pipe.xlen(STREAM)
+    waiting, delayed, streamed = pipe.execute()
+    return settings.requeue_seconds + (waiting + delayed + streamed / settings.batch_size) / settings.outbound_rps
 
 
 def reconcile_once() -> int:

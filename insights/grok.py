@@ -46,7 +46,6 @@ from insights.usage_estimate import UsageEstimate
 from settings import Settings
 
 RATE_LIMIT_DEFAULT_WAIT = 1.0  # seconds to pause after a 429 without Retry-After
-KEEPALIVE_CONNECTIONS = 100  # idle connections kept per process; HTTP/2 carries many calls on each
 
 # Raised before anything is sent: the operator's to fix (GROK_BASE_URL, GROK_API_KEY), not Grok's.
 UNSENDABLE = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)
@@ -105,10 +104,13 @@ class GrokClient:
         self._key = settings.grok_api_key
 
     def http_client(self) -> httpx.AsyncClient:
-        """A client for one event loop: no cap on connections (the gate alone sets the pace), HTTP/2."""
+        """A client for one event loop: no cap on connections (the gate alone sets the pace), HTTP/2 where
+        the server speaks it. A connection whose call has ended is kept for the next one (as many as were in
+        flight, each for five idle seconds): opening one a call cost a third of the worker's CPU at 150 calls/s
+        over HTTP/1.1."""
         return httpx.AsyncClient(
             http2=True, timeout=self.timeout, transport=self.transport, follow_redirects=False,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=KEEPALIVE_CONNECTIONS),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=5.0),
             headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
         )
 

@@ -66,7 +66,7 @@ def main() -> None:
     embedded = None if os.environ.get("REDIS_URL") else EmbeddedRedis()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DB_PATH": f"{scratch}/soak.db", "DATABASE_URL": "",
            "INBOUND_RPS": str(args.rps), "GROK_API_KEY": KEY, "GROK_BASE_URL": f"http://127.0.0.1:{EMULATOR_PORT}/v1",
-           "LEASE_SECONDS": "30", "RECONCILE_INTERVAL_SECONDS": "10", "BACKOFF_SECONDS": "0.5", "MAX_RETRIES": "5",
+           "LEASE_SECONDS": "30", "REQUEUE_SECONDS": "30", "RECONCILE_INTERVAL_SECONDS": "10", "BACKOFF_SECONDS": "0.5", "MAX_RETRIES": "5",
            "BATCH_FLUSH_SECONDS": "1", "dramatiq_prom_db": f"{scratch}/metrics"}
     os.makedirs(env["dramatiq_prom_db"])
     if embedded:

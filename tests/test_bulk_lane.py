@@ -12,7 +12,7 @@ from test_cli import insights
 from test_grok_flow import FAST_RETRIES, worker_log
 
 BULK = {"BATCH_SIZE": 5, "BULK_FLUSH_SECONDS": 0.5, "BULK_TICK_SECONDS": 0.2, "BULK_POLL_SECONDS": 0.3,
-        "BULK_POLL_MAX_SECONDS": 1, "LEASE_SECONDS": 5, **FAST_RETRIES}
+        "BULK_POLL_MAX_SECONDS": 1, "REQUEUE_SECONDS": 5, **FAST_RETRIES}
 BATCH_POST = "/api/v1/conversations/batch?lane=bulk"
 
 

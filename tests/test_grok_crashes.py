@@ -6,7 +6,7 @@ from __future__ import annotations
 from conftest import wait_until
 from test_grok_flow import FAST_RETRIES, post_all, worker_log
 
-IN_FLIGHT = {"BATCH_SIZE": 4, "LEASE_SECONDS": 4, "RECONCILE_INTERVAL_SECONDS": 0.5, **FAST_RETRIES}
+IN_FLIGHT = {"BATCH_SIZE": 4, "LEASE_SECONDS": 4, "REQUEUE_SECONDS": 4, "RECONCILE_INTERVAL_SECONDS": 0.5, **FAST_RETRIES}
 """A call must end within the lease (the emulator answers in 2 s), or the reconciler takes it for lost."""
 
 

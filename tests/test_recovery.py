@@ -15,7 +15,7 @@ from tcp_proxy import TcpProxy
 
 
 def test_a_redis_wipe_loses_no_accepted_conversation(make_stack):
-    stack = make_stack(LEASE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
+    stack = make_stack(REQUEUE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
     client = stack.start_web()
     ids = [client.post("/api/v1/conversations", json=conversation(f"lost message {n}")).json()["conversation_id"] for n in range(7)]
     assert stack.redis.hlen("insights:collect.msgs") == 7
@@ -31,7 +31,7 @@ def test_a_web_killed_between_commit_and_send_loses_nothing(make_stack):
     which enqueues nothing. The reconciler still hands it to the workers."""
     proxy = TcpProxy(redis_address())
     try:
-        stack = make_stack(REDIS_URL=fresh_redis_url_through(proxy.port), LEASE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
+        stack = make_stack(REDIS_URL=fresh_redis_url_through(proxy.port), REQUEUE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
         client = stack.start_web()
         web = stack.processes[-1]
         body = conversation("Killed in between, my order is late", conversation_id="killed-in-between")
@@ -94,7 +94,7 @@ def test_ingress_accepts_while_redis_is_down_and_the_work_flows_once_it_is_back(
     socket_path = tmp_path / "redis.sock"
     server = EmbeddedRedis(socket_path=socket_path)
     try:
-        stack = make_stack(REDIS_URL=f"unix://{socket_path}", LEASE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
+        stack = make_stack(REDIS_URL=f"unix://{socket_path}", REQUEUE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
         client = stack.start_web()
         stack.start_worker()
         server.stop()
@@ -165,7 +165,7 @@ def test_two_deployments_share_one_redis_database(make_stack, tmp_path):
 def test_messages_queued_under_the_old_namespace_are_sent_again_from_the_database(make_stack):
     """An upgrade from Dramatiq's default namespace (``dramatiq``) to ``insights``: what waited under the old
     names is never read again, and the reconciler re-sends those conversations once their lease is over."""
-    stack = make_stack(REDIS_NAMESPACE="dramatiq", LEASE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.3)
+    stack = make_stack(REDIS_NAMESPACE="dramatiq", REQUEUE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.3)
     client = stack.start_web()  # the old release queued the messages; no worker took them before the upgrade
     ids = [client.post("/api/v1/conversations", json=conversation(f"before the upgrade {n}")).json()["conversation_id"] for n in range(5)]
     assert stack.redis.hlen("dramatiq:collect.msgs") == 5
