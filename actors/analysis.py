@@ -51,11 +51,7 @@ def engine() -> CallEngine:
     """This process's call engine (started by the worker's boot hook, ``actors.WorkerLifecycle``)."""
     active = analyzer()
     make_http = active.http_client if isinstance(active, GrokClient) else None
-    return CallEngine(worker_name(), settings.lease_seconds, make_http or _no_http, capacity=settings.calls_in_flight)
-
-
-def _no_http() -> None:
-    """Offline there is nothing to call: the engine only keeps the lease."""
+    return CallEngine(worker_name(), settings.lease_seconds, make_http, capacity=settings.calls_in_flight)
 
 
 @dramatiq.actor(

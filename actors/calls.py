@@ -56,8 +56,10 @@ class Job:
 class CallEngine:
     """An event loop in a thread of its own, with a pool of threads to finish calls."""
 
-    def __init__(self, worker: str, lease_seconds: float, make_http: Callable[[], httpx.AsyncClient],
+    def __init__(self, worker: str, lease_seconds: float, make_http: Callable[[], httpx.AsyncClient] | None,
                  capacity: int, finish_threads: int = 4) -> None:
+        """``make_http`` makes the HTTP clients the calls go through; ``None`` where nothing is called
+        (offline: the engine only keeps the worker's lease)."""
         self.worker, self.lease_seconds, self.make_http = worker, lease_seconds, make_http
         self.slots = threading.BoundedSemaphore(capacity)  # a memory bound; the gate sets the pace
         self.finishers = concurrent.futures.ThreadPoolExecutor(finish_threads, thread_name_prefix="finish")
@@ -100,7 +102,7 @@ class CallEngine:
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.clients = [self.make_http() for _ in range(HTTP_CLIENTS)]
+        self.clients = [self.make_http() for _ in range(HTTP_CLIENTS)] if self.make_http else []
         self.renewal = self.loop.create_task(self._renew_lease())
         self.loop.call_soon(self.ready.set)
         self.loop.run_forever()

@@ -8,10 +8,9 @@ A call has three steps, so that the wait for Grok costs a worker almost nothing 
 
 1. :meth:`GrokClient.prepare` (a worker thread): build the request, wait for the call's place in the
    shared :class:`OutboundGate` with its estimated tokens (prompt from its characters, completion from the
-   recent usage per conversation, :class:`insights.usage_estimate.UsageEstimate`), claim the batch, and
-   log the call's start in the gate (last, so that no claim delays the call past its logged start);
-2. :meth:`GrokClient.post` (the event loop): send it with ``httpx`` and wait for the answer, a coroutine
-   among thousands, HTTP/2 where the server speaks it;
+   recent usage per conversation, :class:`insights.usage_estimate.UsageEstimate`), and claim the batch;
+2. :meth:`GrokClient.post` (the event loop): log the call's start in the gate, send it with ``httpx``
+   and wait for the answer, a coroutine among thousands, HTTP/2 where the server speaks it;
 3. :meth:`GrokClient.finish` (a worker thread): classify a refusal, settle the gate's reservation with the
    answer's ``usage``, and read the rows.
 
@@ -143,11 +142,14 @@ class GrokClient:
             if not conversations:
                 self.gate.settle(reservation, 0)
                 return None
-        self.gate.start(reservation)  # last: the call leaves right after its start is logged
         return PreparedCall(conversations, body.encode(), len(body), reservation)
 
     async def post(self, http: httpx.AsyncClient, call: PreparedCall) -> Answer:
-        """Send the call and read its answer whole; a failure to do so as a :class:`GrokError`."""
+        """Log the call's start in the gate, send it and read its answer whole; a failure to do so as a
+        :class:`GrokError`. The start is logged here, the moment before the call leaves, so that no wait
+        between the claim and the send (a busy loop) can bunch calls at the server."""
+        while wait_ms := self.gate.try_start(call.reservation):  # one round trip to Redis, rarely more
+            await asyncio.sleep(wait_ms / 1000)
         started = time.monotonic()
         try:
             response = await http.post(self.url, content=call.body)

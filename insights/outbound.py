@@ -184,7 +184,8 @@ class OutboundGate:
 
     def reserve(self, tokens: int = 0) -> Reservation:
         """:meth:`acquire` without logging the start: the caller does what must precede the call (claim its
-        batch), then :meth:`start`, so that the call leaves right after its start is logged."""
+        batch), then :meth:`start` or :meth:`try_start`, so that the call leaves right after its start is
+        logged."""
         reservation = Reservation(uuid.uuid4().hex, max(0, int(tokens)))
         while True:
             wait_ms, status = self._reserve(
@@ -205,8 +206,13 @@ class OutboundGate:
 
     def start(self, reservation: Reservation) -> None:
         """Log this call's start, waiting a moment more if a late wake-up would bunch it with others."""
-        while wait_ms := int(self._confirm(keys=[self.keys.starts], args=[self.calls_per_second, self.window_ms_rps, reservation.id])):
+        while wait_ms := self.try_start(reservation):
             time.sleep(wait_ms / 1000)
+
+    def try_start(self, reservation: Reservation) -> int:
+        """Log this call's start now (0), or say how many milliseconds to wait before trying again: for an
+        event loop, which must not sleep in a call, to start the call the moment before it sends it."""
+        return int(self._confirm(keys=[self.keys.starts], args=[self.calls_per_second, self.window_ms_rps, reservation.id]))
 
     def settle(self, reservation: Reservation, tokens: int) -> None:
         """Replace a reservation's estimate by the tokens the call really used (0 for a refused call)."""
