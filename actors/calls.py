@@ -131,8 +131,9 @@ class CallEngine:
     def _finish(job: Job, outcome: Any) -> None:
         try:
             call_and_release(job.finish, outcome)
-        except Exception:  # its conversations stay claimed; the lease lapses only if the process dies
-            logger.exception("finishing a call failed")
+        except Exception:  # not left claimed under a live lease (nobody would take it back): given back
+            logger.exception("finishing a call failed; its batch is given back")
+            call_and_release(job.give_back)
 
     async def _renew_lease(self) -> None:
         """Every third of the lease, from this loop: a loop that no longer turns loses its claims."""
