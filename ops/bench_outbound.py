@@ -109,6 +109,7 @@ def main() -> None:
             poster.join()
         recovery = recovery_seconds(database, *killed) if killed else None
         log = httpx.get("http://127.0.0.1:8311/_emulator/log", timeout=30).json()
+        fetched_at = time.time()
         analyzed = [row[0] for row in database.execute_sql("SELECT analyzed_at FROM insights WHERE lane = 'realtime'").fetchall()]
         statuses = {f"{lane}/{status}": count for lane, status, count in database.execute_sql(
             "SELECT lane, status, COUNT(*) FROM conversations GROUP BY lane, status ORDER BY lane, status").fetchall()}
@@ -120,7 +121,7 @@ def main() -> None:
         if embedded:
             embedded.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    report(args, args.conversations, log, analyzed, statuses, samples)
+    report(args, args.conversations, log, analyzed, statuses, samples, fetched_at)
     if killed:
         print(f"| seconds from the SIGKILL to the last of its {len(killed[1])} claimed conversations completed | "
               f"{recovery} | < 60 |")
@@ -237,9 +238,13 @@ def scratch_postgres(server_url: str, drop: str | None = None) -> str:
     return server_url.rsplit("/", 1)[0] + "/" + name
 
 
-def report(args, posted: int, log: list[dict], analyzed: list, statuses: dict, samples: list[tuple[float, int]]) -> None:
+def report(args, posted: int, log: list[dict], analyzed: list, statuses: dict, samples: list[tuple[float, int]],
+           fetched_at: float) -> None:
     arrivals = sorted(entry["t"] for entry in log)
-    first, last = arrivals[0] + args.edge, arrivals[-1] - args.edge
+    # The emulator logs a call once answered: a call still in flight when the log was read is missing, so
+    # the window ends a longest call before then (calls that arrived later are undercounted).
+    longest = max(entry.get("latency") or 0 for entry in log)
+    first, last = arrivals[0] + args.edge, min(arrivals[-1] - args.edge, fetched_at - longest)
     steady = [t for t in arrivals if first <= t <= last]
     call_rate = len(steady) / (last - first)
     done = sorted(as_epoch(a) for a in analyzed)
