@@ -74,6 +74,11 @@ class StateCollector:
             for name in GROK_STATES:
                 grok.add_metric([name], 1 if state.redis.grok.state == name else 0)
             yield grok
+            answered = GaugeMetricFamily("insights_grok_answers_by_another_model", "Answers by a model other than "
+                                         "GROK_MODEL (a retired slug is served by its successor)", labels=["asked", "answered"])
+            for (asked, other), count in state.redis.answered_by.items():
+                answered.add_metric([asked, other], count)
+            yield answered
             yield GaugeMetricFamily("insights_grok_pause_seconds", "Seconds until Grok's pause or misconfiguration ends",
                                     value=state.redis.grok.seconds_left)
         if state.stats is not None:

@@ -29,7 +29,7 @@ class ConfigError(Exception):
     """A configuration value is missing or malformed; the message is one line for the operator."""
 
 
-class ModelPrice(BaseModel):
+class Rates(BaseModel):
     """US dollars per million tokens."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -37,6 +37,15 @@ class ModelPrice(BaseModel):
     input: Annotated[float, Field(ge=0)]
     cached_input: Annotated[float, Field(ge=0)]
     output: Annotated[float, Field(ge=0)]
+
+
+class ModelPrice(BaseModel):
+    """A model's rates in each lane: real-time calls, and the Batch API (``None``: it does not take the model)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    realtime: Rates
+    batch: Rates | None = None
 
 
 class TaxonomyEntry(BaseModel):
@@ -48,7 +57,7 @@ class TaxonomyEntry(BaseModel):
     keywords: list[str] = []
 
 
-TABLES = ("taxonomy", "model_prices")  # config.toml tables kept whole (not overridable by the environment)
+TABLES = ("taxonomy", "model_prices", "retired_models", "model_aliases")  # config.toml tables kept whole (not overridable by the environment)
 
 
 class Settings(BaseModel):
@@ -70,6 +79,7 @@ class Settings(BaseModel):
     db_pool_timeout_seconds: PositiveFloat
     grok_api_key: str = Field(repr=False)
     grok_model: str
+    grok_reasoning_effort: Literal["", "none", "low", "medium", "high", "xhigh"]  # "": the model's default
     grok_base_url: str
     grok_connect_timeout_seconds: PositiveFloat
     grok_read_timeout_seconds: PositiveFloat
@@ -109,10 +119,11 @@ class Settings(BaseModel):
     trends_top: PositiveInt
     negative_threshold: Annotated[float, Field(ge=-1, le=1)]
     positive_threshold: Annotated[float, Field(ge=-1, le=1)]
-    batch_discount: Annotated[float, Field(ge=0, lt=1)]
     taxonomy_mode: Literal["closed", "open"]
     taxonomy: dict[Annotated[str, Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=60)], TaxonomyEntry]
     model_prices: dict[str, ModelPrice]
+    retired_models: dict[str, str]  # a retired slug -> the model xAI serves (and bills) it as
+    model_aliases: dict[str, str]  # an alias -> the model's own name, as answers give it
 
     @field_validator("taxonomy", mode="before")
     @classmethod

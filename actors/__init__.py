@@ -18,6 +18,7 @@ from actors.batching import collect, collect_many, flush_batches
 from actors.analysis import STOP_GRACE_SECONDS, analyze_batch, analyzer, batch_exhausted, engine, store_results
 from actors.bulk import BulkLane
 from actors.reconciler import Reconciler
+from insights.models import retirement_warning
 from logs import configure_logging
 from store.db import describe, open_database, release
 from store.migrations import migrate
@@ -36,6 +37,8 @@ class WorkerLifecycle(Middleware):
         migrate(open_database(settings))
         active = analyzer()
         logger.info("worker ready: %s, analyzer %s, batches of %d", describe(settings), active.model, settings.batch_size)
+        if not settings.offline and (retired := retirement_warning(settings)):
+            logger.warning("%s", retired)
         engine().start()
         self.threads = [Reconciler()] if settings.offline else [Reconciler(), BulkLane()]
         for thread in self.threads:

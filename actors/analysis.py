@@ -22,7 +22,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from actors import outcomes
-from actors.broker import STREAMED_LANES, gate, settings
+from actors.broker import ANALYZE_QUEUE, STREAMED_LANES, gate, settings
 from actors.calls import CallEngine, Job
 from insights.analyzer import Analyzer, ConversationToAnalyze, build_analyzer
 from insights.errors import GrokError
@@ -55,7 +55,7 @@ def engine() -> CallEngine:
 
 
 @dramatiq.actor(
-    queue_name="analyze",
+    queue_name=ANALYZE_QUEUE,
     priority=ANALYZE_PRIORITY,
     max_retries=settings.max_retries - 1,  # with the first try, MAX_RETRIES tries in all
     min_backoff=outcomes.RETRY_BACKOFF_MS,

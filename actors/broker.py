@@ -30,17 +30,23 @@ settings = settings_or_exit()
 STREAMED_LANES = LANES if settings.offline else (REALTIME,)
 """The lanes whose conversations travel through the batching stream and ``analyze_batch``. The bulk lane
 goes through xAI's Batch API (``actors.bulk``); without a Grok key there is none, so it takes the stream."""
+ANALYZE_QUEUE = "analyze"
+AGAIN_QUEUE = "analyze-again"
+"""Batches sent again (a dead worker's, a retry, the halves of a split, a call given back at shutdown) wait
+here, not behind a backlog on ``analyze``: every worker consumes both queues at once, so a batch that has
+had its turn once is not made to wait for the whole backlog a second time."""
 broker = RedisBroker(connection_pool=redis_pool(), namespace=settings.redis_namespace)
+broker.declare_queue(AGAIN_QUEUE)
 dramatiq.set_broker(broker)
 
 
 def send_batch(conversation_ids: list[str], delay_ms: int | None = None, retries: int = 0,
-               message_id: str | None = None) -> None:
-    """Enqueue an ``analyze_batch`` message (after ``delay_ms``), its ``retries`` so far in Dramatiq's own
-    option, under ``message_id`` when it is a retry of that one. Sent by name, so that what cuts, retries
-    or splits batches need not import the actor."""
+               message_id: str | None = None, queue: str = ANALYZE_QUEUE) -> None:
+    """Enqueue an ``analyze_batch`` message on ``queue`` (after ``delay_ms``), its ``retries`` so far in
+    Dramatiq's own option, under ``message_id`` when it is a retry of that one. Sent by name, so that what
+    cuts, retries or splits batches need not import the actor."""
     options = {"retries": retries} if retries else {}
-    message = dramatiq.Message(queue_name="analyze", actor_name="analyze_batch", args=(conversation_ids,), kwargs={},
+    message = dramatiq.Message(queue_name=queue, actor_name="analyze_batch", args=(conversation_ids,), kwargs={},
                                options=options, **({"message_id": message_id} if message_id else {}))
     broker.enqueue(message, delay=delay_ms)
 

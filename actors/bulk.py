@@ -1,4 +1,4 @@
-"""The bulk lane: conversations that can wait are analyzed through xAI's Batch API, at half price and
+"""The bulk lane: conversations that can wait are analyzed through xAI's Batch API, at a discount and
 outside the per-minute rate limits, so a backfill leaves the real-time lane its whole ``OUTBOUND_RPS`` and
 ``OUTBOUND_TPM``.
 
@@ -34,8 +34,9 @@ from actors.broker import settings
 from insights.analyzer import ConversationToAnalyze
 from insights.batch_api import BatchApi, BatchApiError
 from insights.completion import read_completion, usage_in
-from insights.costs import tokens_of
+from insights.costs import cost_usd, tokens_of
 from insights.errors import UnusableAnswer
+from insights.lanes import BULK
 from insights.schemas import AnalysisResult
 from store import provider_batches, results
 from store.db import call_and_release, write_transaction
@@ -185,11 +186,13 @@ def analysis_of(entry: dict[str, Any], ids: list[str], batch: ProviderBatch) -> 
         return failed_result(ids, batch, "the Batch API's result holds no chat completion")
     active = analyzer()
     try:
-        return read_completion(ids, document, json.dumps(document, ensure_ascii=False), model=active.model,
-                               prompt_version=active.prompt_version, usage=usage_in(document),
-                               vocabulary=active.taxonomy.vocabulary, claim_token=batch.claim_token, batch_id=batch.id)
+        result = read_completion(ids, document, json.dumps(document, ensure_ascii=False), model=active.model,
+                                 prompt_version=active.prompt_version, usage=usage_in(document),
+                                 vocabulary=active.taxonomy.vocabulary, claim_token=batch.claim_token, batch_id=batch.id)
     except UnusableAnswer as error:
         return failed_result(ids, batch, str(error))
+    active.models.note(result.model)
+    return result
 
 
 def failed_result(ids: list[str], batch: ProviderBatch, reason: str) -> AnalysisResult:
@@ -204,7 +207,8 @@ def store(batch: ProviderBatch, request: ProviderBatchRequest, result: AnalysisR
     one transaction: run again after a crash, it finds nothing to do twice."""
     with write_transaction(database.obj):
         outcome = results.record_results(result, settings.max_retries)
-        provider_batches.add_usage(batch.id, tokens_of(result.usage))
+        tokens = tokens_of(result.usage)
+        provider_batches.add_usage(batch.id, tokens, cost_usd(tokens, result.model, BULK, settings) if tokens else None)
         provider_batches.mark_requests([request.id], settled=True)
     settled = metrics.worker().settled
     for name in ("completed", "retry", "failed"):

@@ -33,7 +33,7 @@ from dramatiq.common import compute_backoff
 import metrics
 from actors import reasons
 from actors.batching import send_for_batching
-from actors.broker import broker, dead_letter, gate, send_batch, settings
+from actors.broker import AGAIN_QUEUE, broker, dead_letter, gate, send_batch, settings
 from insights.errors import SPLITTABLE, GrokError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
 from insights.schemas import AnalysisResult
 from store import queries, results
@@ -114,7 +114,7 @@ def retry_later(batch: Batch, ids: list[str], token: str | None, error: Transien
     delay = int(error.retry_after * 1000) if error.retry_after is not None else backoff_ms(tries)
     logger.warning("transient Grok failure, the batch is tried again in %.1f s: %s", delay / 1000, error,
                    extra={"batch_id": batch.batch_id, "conversation_ids": ids})
-    send_batch(ids, delay_ms=delay, retries=tries, message_id=batch.batch_id)  # the same batch id, as Dramatiq's retries
+    send_batch(ids, delay_ms=delay, retries=tries, message_id=batch.batch_id, queue=AGAIN_QUEUE)  # the same id, as Dramatiq's
 
 
 def backoff_ms(tries: int) -> int:
@@ -138,8 +138,8 @@ def split(batch: Batch, ids: list[str], reason: str) -> None:
     """Send the halves of a batch that Grok could not take whole (its attempt refunded first)."""
     half = len(ids) // 2
     logger.warning("splitting a batch of %d (%s)", len(ids), reason, extra={"batch_id": batch.batch_id, "conversation_ids": ids})
-    send_batch(ids[:half])
-    send_batch(ids[half:])
+    send_batch(ids[:half], queue=AGAIN_QUEUE)
+    send_batch(ids[half:], queue=AGAIN_QUEUE)
 
 
 def set_aside(ids: list[str], reason: str, seconds: float) -> None:
@@ -160,7 +160,7 @@ def give_back(batch: Batch, claim: queries.Claim) -> None:
     """A call cancelled at shutdown: its conversations back to ``queued``, no attempt spent, sent again at once."""
     ids = [c.id for c in claim.conversations]
     queries.refund_attempt(ids, requeue=True, claim_token=claim.token)
-    send_batch(ids)
+    send_batch(ids, queue=AGAIN_QUEUE)
     logger.warning("stopping: a call in flight was given back, %d conversation(s) sent again", len(ids),
                    extra={"batch_id": batch.batch_id, "conversation_ids": ids})
 

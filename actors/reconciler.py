@@ -1,11 +1,14 @@
 """The reconciler: the database is the system of record, Redis only transport.
 
-Two kinds of conversation have lost their way, and are sent to the batching stream again:
+Two kinds of conversation have lost their way:
 
-- ``queued`` ``REQUEUE_SECONDS`` after its last update (longer while there is a backlog, see
-  :func:`effective_lease`): its message is gone (Redis restarted or wiped);
 - ``processing`` under a worker whose lease has lapsed (``store.workers``): the worker died mid-call. A
   live worker renews its lease while its calls are in flight, so its conversations are never sent twice.
+  They are sent again as the batches the dead worker claimed, on the ``analyze-again`` queue, so that they
+  do not wait behind a backlog a second time;
+- ``queued`` ``REQUEUE_SECONDS`` after its last update (longer while there is a backlog, see
+  :func:`effective_lease`): its message is gone (Redis restarted or wiped). These go to the batching
+  stream again.
 
 Each worker process runs this at start-up and every ``RECONCILE_INTERVAL_SECONDS``; the rows it re-sends
 go back to ``queued``, touched, which hands each one to a single process.
@@ -18,7 +21,7 @@ import threading
 from datetime import timedelta
 
 from actors.batching import STREAM, send_for_batching
-from actors.broker import STREAMED_LANES, queue_key, redis_client, settings
+from actors.broker import AGAIN_QUEUE, ANALYZE_QUEUE, STREAMED_LANES, queue_key, redis_client, send_batch, settings
 from store import idempotency, queries, workers
 from store.db import call_and_release
 
@@ -32,16 +35,21 @@ def effective_lease() -> float:
     re-sending it would only add a duplicate batch to the end of the queue."""
     client = redis_client()
     pipe = client.pipeline(transaction=False)
-    pipe.hlen(queue_key("analyze", "msgs"))
-    pipe.hlen(queue_key("analyze", "DQ.msgs"))
+    for queue in (ANALYZE_QUEUE, AGAIN_QUEUE):
+        pipe.hlen(queue_key(queue, "msgs"))
+        pipe.hlen(queue_key(queue, "DQ.msgs"))
     pipe.xlen(STREAM)
-    waiting, delayed, streamed = pipe.execute()
-    return settings.requeue_seconds + (waiting + delayed + streamed / settings.batch_size) / settings.outbound_rps
+    *batches, streamed = pipe.execute()
+    return settings.requeue_seconds + (sum(batches) + streamed / settings.batch_size) / settings.outbound_rps
 
 
 def reconcile_once() -> int:
-    """Re-send every stale open conversation; return how many."""
+    """Re-send every open conversation that lost its way; return how many."""
     total = 0
+    while lapsed := workers.reclaim_lapsed(STREAMED_LANES):
+        for batch in lapsed:
+            send_batch(batch, queue=AGAIN_QUEUE)
+        total += sum(map(len, lapsed))
     cutoff = queries.utcnow() - timedelta(seconds=effective_lease())
     while stale := queries.reclaim_stale(cutoff, STREAMED_LANES):  # the bulk lane keeps its own (actors.bulk)
         send_for_batching(stale)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from actors.batching import GROUP, STREAM
-from actors.broker import broker, gate, queue_key, redis_client
+from actors.broker import broker, gate, queue_key, redis_client, settings
+from insights.models import ModelWatch
 from insights.outbound import GrokState
 from store import reports
 
@@ -19,6 +20,7 @@ class RedisState:
     stream: int  # entries in the batching stream
     stream_pending: int  # entries read by a cutter but not yet dispatched
     grok: GrokState  # whether workers may call Grok now, and if not why
+    answered_by: dict[tuple[str, str], int]  # (GROK_MODEL, another model that answered) -> answers (insights.models)
 
 
 @dataclass
@@ -48,6 +50,7 @@ def read_redis_state() -> RedisState:
         stream=client.xlen(STREAM) if exists else 0,
         stream_pending=client.xpending(STREAM, GROUP)["pending"] if exists else 0,
         grok=gate.state(),
+        answered_by=ModelWatch(client, settings).seen(),
     )
 
 

@@ -6,13 +6,15 @@ import json
 from typing import Any
 
 from insights.errors import UnusableAnswer
+from insights.models import answering_model
 from insights.schemas import AnalysisResult
 
 
 def read_completion(conversation_ids: list[str], document: Any, raw: str, **provenance: Any) -> AnalysisResult:
     """A chat completion for ``conversation_ids`` (decoded; ``raw`` as received) as validated rows;
     :class:`UnusableAnswer` when it is not one, was truncated, or its content is not the JSON asked for.
-    ``provenance``: ``model``, ``prompt_version``, ``usage``. Real-time and Batch API answers alike."""
+    ``provenance``: ``model`` (the model asked for: the result names the model that answered, when the
+    answer names one), ``prompt_version``, ``usage``. Real-time and Batch API answers alike."""
     try:
         choice = document["choices"][0]
         content = choice["message"]["content"]
@@ -26,6 +28,7 @@ def read_completion(conversation_ids: list[str], document: Any, raw: str, **prov
             raise TypeError
     except (ValueError, KeyError, TypeError):
         raise UnusableAnswer("Grok's answer is not the JSON asked for") from None
+    provenance["model"] = answering_model(document, provenance["model"])
     return AnalysisResult.validated(conversation_ids, rows, raw_response=raw, **provenance)
 
 

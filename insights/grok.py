@@ -26,6 +26,7 @@ error body is redacted of the key.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ import httpx
 from insights.analyzer import Claimer, ConversationToAnalyze
 from insights.completion import read_completion, usage_in
 from insights.errors import GrokError, MisconfiguredError, RateLimited, RequestRefused, TransientError, UnusableAnswer
+from insights.models import ModelWatch
 from insights.outbound import OutboundGate, Reservation
 from insights.prompt import PROMPT_VERSION, result_schema, system_prompt, user_message
 from insights.refusals import error_detail, parse_retry_after, refused_for_content
@@ -92,7 +94,8 @@ class GrokClient:
         self.taxonomy = Taxonomy.of(settings)
         self.prompt_version = f"{PROMPT_VERSION}-{self.taxonomy.version()}"
         self.system_prompt, self.schema = system_prompt(self.taxonomy), result_schema(self.taxonomy)
-        self.model = settings.grok_model
+        self.model, self.reasoning_effort = settings.grok_model, settings.grok_reasoning_effort
+        self._settings = settings
         self.url = settings.grok_base_url.rstrip("/") + "/chat/completions"
         self.timeout = httpx.Timeout(settings.grok_read_timeout_seconds, connect=settings.grok_connect_timeout_seconds)
         self.response_format = settings.grok_response_format
@@ -101,6 +104,11 @@ class GrokClient:
         self.usage = UsageEstimate(settings.grok_output_tokens_per_conversation)
         self.transport = transport
         self._key = settings.grok_api_key
+
+    @functools.cached_property
+    def models(self) -> ModelWatch:
+        """Which models answer, counted in Redis beside the gate (see :mod:`insights.models`)."""
+        return ModelWatch(self.gate.client, self._settings)
 
     def http_client(self) -> httpx.AsyncClient:
         """A client for one event loop: no cap on connections (the gate alone sets the pace), HTTP/2 where
@@ -124,6 +132,7 @@ class GrokClient:
             "response_format": response_format,
             "temperature": 0,
             "max_tokens": self.output_tokens_per_conversation * len(conversations),
+            **({"reasoning_effort": self.reasoning_effort} if self.reasoning_effort else {}),
         }
 
     def encoded(self, conversations: list[ConversationToAnalyze]) -> str:
@@ -173,8 +182,10 @@ class GrokClient:
             total = usage.get("total_tokens")
             self.gate.settle(call.reservation, total if isinstance(total, int) else call.reservation.tokens)
             self.usage.learn(call.prompt_chars, len(call.conversations), usage)
-        return read_completion(call.conversation_ids, document, answer.text, model=self.model,
-                               prompt_version=self.prompt_version, usage=usage, vocabulary=self.taxonomy.vocabulary)
+        result = read_completion(call.conversation_ids, document, answer.text, model=self.model,
+                                 prompt_version=self.prompt_version, usage=usage, vocabulary=self.taxonomy.vocabulary)
+        self.models.note(result.model)
+        return result
 
     def analyze(self, conversations: list[ConversationToAnalyze], claim: Claimer | None = None) -> AnalysisResult:
         """One call for the batch, start to end, in the calling thread (see the module's docstring)."""

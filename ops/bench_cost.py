@@ -5,7 +5,7 @@ JSON document) for ``--conversations`` generated support conversations (2 to 8 m
 emulator's analyzer answer each batch (``ops.grok_answers``: the rows as Grok writes them), counts tokens
 as the emulator does (characters / 4: xAI's tokenizer is not available offline, so absolute counts are
 estimates; the ratios between batch sizes are what the table is for) and prices them with config.toml's
-``[model_prices]`` (real-time) and ``BATCH_DISCOUNT`` (bulk). Batch size 1 is one call per conversation.
+``[model_prices]``, each lane at its own rates. Batch size 1 is one call per conversation.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def main() -> None:
     settings = load_settings({"GROK_API_KEY": "bench"})
     client, analyzer = GrokClient(settings, gate=None), OfflineAnalyzer(Taxonomy.of(settings))
     sample = conversations(args.conversations, args.seed)
-    print(f"{args.conversations} conversations, {settings.grok_model}, prices {settings.model_prices[settings.grok_model]}, "
-          f"batch discount {settings.batch_discount}; tokens = characters / 4")
+    print(f"{args.conversations} conversations, {settings.grok_model}, prices {settings.model_prices[settings.grok_model]}; "
+          "tokens = characters / 4")
     print()
     print("| batch size | calls | prompt tokens / conversation | completion tokens / conversation | "
           "real-time $ / 1,000 | bulk $ / 1,000 | vs one call each (real-time) |")

@@ -39,7 +39,7 @@ def store_all(rng: random.Random, ids: list[str], batch: int) -> tuple[float, fl
         claim = queries.claim_for_processing(chunk, max_attempts=1_000)
         rows = [InsightRow(conversation_id=i, sentiment_score=round(rng.uniform(-1, 1), 3), clusters=rng.sample(CLUSTERS, rng.choice((1, 2))),
                            confidence=round(rng.uniform(0, 1), 3), reasoning="r") for i in chunk]
-        result = AnalysisResult(conversation_ids=chunk, rows=rows, model="grok-4-fast-non-reasoning", prompt_version="p",
+        result = AnalysisResult(conversation_ids=chunk, rows=rows, model="grok-4.3", prompt_version="p",
                                 raw_response="{}", usage={"prompt_tokens": 3000, "completion_tokens": 500}, claim_token=claim.token)
         cpu_started = time.process_time()
         results.record_results(result, max_retries=1_000)

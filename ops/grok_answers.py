@@ -26,6 +26,7 @@ from typing import Any
 
 from insights.taxonomy import OTHER
 from ops.grok_limits import TEAM
+from ops.grok_models import served, usage
 from ops.grok_rows import RowCache
 
 POISON = "POISON"
@@ -61,15 +62,18 @@ def content_refused(model: str) -> str:
             "Failed check: SAFETY_CHECK_TYPE_EMULATED")
 
 
-def completion(content: str, finish_reason: str, model: str, prompt_tokens: int) -> dict[str, Any]:
-    completion_tokens = len(content) // 4
+def completion(content: str, finish_reason: str, body: dict[str, Any], prompt_tokens: int, cached_tokens: int = 0,
+               batch: bool = False) -> dict[str, Any]:
+    """A chat completion answering ``body``, named after the model that serves its ``model`` and billed as
+    xAI bills it (:mod:`ops.grok_models`)."""
+    model, effort = served(body.get("model", "?"), body.get("reasoning_effort"))
     return {
         "id": f"chatcmpl-emulated-{time.time_ns()}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
+        "usage": usage(model, prompt_tokens, cached_tokens, len(content) // 4, effort, batch),
     }
 
 
@@ -147,4 +151,4 @@ def batch_answer(cache: RowCache, body: dict[str, Any]) -> tuple[dict[str, Any] 
     prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
     rows = analyze(cache, conversations, asks_for_taxonomy(body))
     content, finish_reason = content_of(rows, {}, bool(holds(conversations, POISON)))
-    return completion(content, finish_reason, model, prompt_tokens), None
+    return completion(content, finish_reason, body, prompt_tokens, batch=True), None

@@ -70,6 +70,9 @@ class Batch:
                 "num_cancelled": sum(1 for r in self.requests.values() if r.cancelled),
                 **({"error": self.error} if self.error else {}),
             },
+            "cost_breakdown": {"total_cost_usd_ticks": sum(
+                r.outcome["batch_result"]["response"]["chat_get_completion"]["usage"]["cost_in_usd_ticks"]
+                for r in done if "batch_result" in r.outcome)},
         }
 
 

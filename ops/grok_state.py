@@ -133,4 +133,6 @@ def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[st
         error = fault["body"].encode("utf-8", "surrogatepass") if "body" in fault else {"error": f"emulated {status}"}
         return Reply(status, error, headers, wait)
     content, finish_reason = content_of(bend(rows, fault), fault, bool(holds(batch, POISON)))
-    return Reply(200, completion(content, finish_reason, model, prompt_tokens), wait=wait, hang_up=bool(fault.get("hangup")))
+    answer = completion(content, finish_reason, body, prompt_tokens)
+    entry["model"], entry["ticks"] = answer["model"], answer["usage"]["cost_in_usd_ticks"]
+    return Reply(200, answer, wait=wait, hang_up=bool(fault.get("hangup")))

@@ -3,7 +3,7 @@ page ``insights report`` writes for them (``scripts/report-demo``; the README's 
 
 The story: steady traffic with quiet weekends; a double-charge incident in the third week (``billing``
 jumps, sentiment drops); late deliveries fade as a carrier is replaced; a few conversations fail. Every
-insight has tokens at the configured model's price, the bulk lane's at the Batch API's discount.
+insight has tokens at the configured model's price, the bulk lane's at the Batch API's rates.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from store.models import BULK, REALTIME
 
 START = datetime(2026, 10, 26)
 DAYS = 28
-MODEL = "grok-4-fast-non-reasoning"
+MODEL = "grok-4.3"
 
 
 def topics(day: int, rng: random.Random) -> tuple[list[str], float]:

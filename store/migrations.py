@@ -171,6 +171,15 @@ def _worker_leases(db: Database) -> None:
     db.create_tables([WorkerLease], safe=True)
 
 
+def _billed_cost(db: Database) -> None:
+    """A provider batch keeps what xAI billed for its results. Batches collected before it kept only their
+    tokens: their cost is not known as billed, so their results count as unpriced."""
+    real = "DOUBLE PRECISION" if isinstance(db, PostgresqlDatabase) else "REAL"
+    _add_columns(db, "provider_batches", {"cost_usd": f"{real} NOT NULL DEFAULT 0",
+                                          "unpriced_results": "INTEGER NOT NULL DEFAULT 0"})
+    db.execute_sql("UPDATE provider_batches SET unpriced_results = num_success + num_error WHERE prompt_tokens > 0")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
@@ -184,6 +193,7 @@ MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0010_suggested_cluster", _suggested_cluster),
     ("0011_trend_rollups", _trend_rollups),
     ("0012_worker_leases", _worker_leases),
+    ("0013_billed_cost", _billed_cost),
 ]
 
 

@@ -261,6 +261,8 @@ class ProviderBatch(BaseModel):
     prompt_tokens = IntegerField(default=0)  # the usage of the results collected so far
     cached_tokens = IntegerField(default=0)
     completion_tokens = IntegerField(default=0)
+    cost_usd = DoubleField(default=0)  # what xAI billed for them (or their price, when a result reports no cost)
+    unpriced_results = IntegerField(default=0)  # results whose cost is not known (no billed cost, no price)
 
     class Meta:
         table_name = "provider_batches"

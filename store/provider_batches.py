@@ -140,12 +140,13 @@ def payloads(conversation_ids: list[str]) -> dict[str, str]:
     return dict(query.tuples())
 
 
-def add_usage(batch_id: str, tokens: Tokens | None) -> None:
-    """Count a collected result's tokens towards its batch."""
-    if tokens is not None:
-        update(batch_id, prompt_tokens=ProviderBatch.prompt_tokens + int(tokens.prompt),
-               cached_tokens=ProviderBatch.cached_tokens + int(tokens.cached),
-               completion_tokens=ProviderBatch.completion_tokens + int(tokens.completion))
+def add_usage(batch_id: str, tokens: Tokens | None, cost: float | None) -> None:
+    """Count a collected result's tokens (``None``: it reported none) and ``cost`` (``None``: not known)."""
+    tokens = tokens or Tokens()
+    billed = {"cost_usd": ProviderBatch.cost_usd + cost} if cost is not None else {"unpriced_results": ProviderBatch.unpriced_results + 1}
+    update(batch_id, prompt_tokens=ProviderBatch.prompt_tokens + int(tokens.prompt),
+           cached_tokens=ProviderBatch.cached_tokens + int(tokens.cached),
+           completion_tokens=ProviderBatch.completion_tokens + int(tokens.completion), **billed)
 
 
 def end(batch_id: str, reason: str) -> None:

@@ -30,7 +30,6 @@ from store.models import (
     REALTIME,
     Conversation,
     Insight,
-    WorkerLease,
     database,
 )
 
@@ -193,7 +192,7 @@ def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int, lan
     claim, delivered late or again, cannot overwrite a later one or cancel a reprocess.
 
     A conversation already ``processing`` is not claimed again: its call may still answer. It returns to
-    ``queued`` only when its worker's lease lapses (:func:`reclaim_stale`) or its batch gives it back.
+    ``queued`` only when its worker's lease lapses (``store.workers.reclaim_lapsed``) or its batch gives it back.
     """
     ids = list(conversation_ids)
     with write_transaction(database.obj):
@@ -273,25 +272,21 @@ def last_errors(conversation_ids: Iterable[str], open_only: bool = False) -> lis
 
 def reclaim_stale(older_than: datetime, lanes: Iterable[str] = LANES, limit: int = 1000) -> list[str]:
     """Ids of open conversations of ``lanes`` whose message may be lost, back to ``queued`` and touched, so
-    that each goes to one caller: ``queued`` ones untouched since ``older_than``, and ``processing`` ones
-    whose worker's lease has lapsed (killed mid-call; ``store.workers``), or that name no worker (claimed
-    by a release before leases) and are untouched since ``older_than``. A live worker's are left alone."""
-    now = utcnow()
-    live = WorkerLease.select(WorkerLease.worker).where(WorkerLease.expires_at > now)
-    lost_message = (Conversation.status == QUEUED) | Conversation.claimed_by.is_null()
+    that each goes to one caller: ``queued`` ones untouched since ``older_than``, and ``processing`` ones that
+    name no worker (claimed by a release before leases) untouched since then. A dead worker's claims are
+    :func:`store.workers.reclaim_lapsed`'s."""
     stale_query = (
         Conversation.select(Conversation.id)
         .where(Conversation.status.in_(OPEN_STATUSES), Conversation.lane.in_(list(lanes)),
-               (lost_message & (Conversation.updated_at < older_than))
-               | ((Conversation.status == PROCESSING) & Conversation.claimed_by.is_null(False)
-                  & Conversation.claimed_by.not_in(live)))
+               (Conversation.status == QUEUED) | Conversation.claimed_by.is_null(),
+               Conversation.updated_at < older_than)
         .order_by(Conversation.updated_at)
         .limit(limit)
     )
     with write_transaction(database.obj):
         stale = [c.id for c in locked(stale_query)]
         if stale:
-            Conversation.update(status=QUEUED, updated_at=now).where(Conversation.id.in_(stale)).execute()
+            Conversation.update(status=QUEUED, updated_at=utcnow()).where(Conversation.id.in_(stale)).execute()
     return stale
 
 

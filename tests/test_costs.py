@@ -1,5 +1,6 @@
-"""What insights cost: untrusted usage read safely, priced by the table, shared by the conversations of a
-call, discounted in the bulk lane, and added up by day and lane exactly (SQLite and PostgreSQL)."""
+"""What insights cost: what xAI billed (``cost_in_usd_ticks``), or else the table's price for the model
+that answered in its lane; untrusted usage read safely, shared by the conversations of a call, and added
+up by day and lane exactly (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from store.db import write_transaction
 from store.migrations import migrate
 from store.models import BULK, REALTIME, Conversation, Insight, InsightUsage, database
 
-MODEL = "grok-4-fast-non-reasoning"  # priced in config.toml
+MODEL = "grok-4.3"  # priced in config.toml, in both lanes
 DAY = datetime(2026, 3, 10)
 
 
@@ -25,6 +26,12 @@ DAY = datetime(2026, 3, 10)
     ({"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 99}}, Tokens(10, 10, 2)),
     ({"prompt_tokens": -5, "completion_tokens": True, "prompt_tokens_details": "x"}, None),
     ({"prompt_tokens": "100", "completion_tokens": 7}, Tokens(0, 0, 7)),
+    ({"prompt_tokens": 10, "completion_tokens": 2, "completion_tokens_details": {"reasoning_tokens": 5},
+      "cost_in_usd_ticks": 37756000}, Tokens(10, 0, 2, 5, 0.0037756)),
+    ({"prompt_tokens": 10, "completion_tokens": 2, "cost_in_usd_ticks": 0}, Tokens(10, 0, 2, 0, 0.0)),
+    ({"prompt_tokens": 10, "completion_tokens": 2, "cost_in_usd_ticks": -3}, Tokens(10, 0, 2)),
+    ({"prompt_tokens": 10, "completion_tokens": 2, "cost_in_usd_ticks": "9"}, Tokens(10, 0, 2)),
+    ({"cost_in_usd_ticks": 120}, Tokens(billed_usd=1.2e-8)),
     ("not an object", None),
     (None, None),
 ])
@@ -32,14 +39,21 @@ def test_usage_is_untrusted_and_read_safely(usage_object, expected):
     assert tokens_of(usage_object) == expected
 
 
-def test_prices_come_from_the_table_and_the_bulk_lane_pays_the_discount():
+def test_the_billed_cost_wins_and_the_table_prices_the_answering_model_in_its_lane():
     settings = get_settings()
     price = settings.model_prices[MODEL]
-    tokens = Tokens(prompt=2_000_000, cached=1_000_000, completion=1_000_000)
-    full = price.input + price.cached_input + price.output
-    assert cost_usd(tokens, MODEL, REALTIME, settings) == pytest.approx(full)
-    assert cost_usd(tokens, MODEL, BULK, settings) == pytest.approx(full * (1 - settings.batch_discount))
+    tokens = Tokens(prompt=2_000_000, cached=1_000_000, completion=500_000, reasoning=500_000)
+    realtime, batch = (rates.input + rates.cached_input + rates.output for rates in (price.realtime, price.batch))
+    assert cost_usd(tokens, MODEL, REALTIME, settings) == pytest.approx(realtime)
+    assert cost_usd(tokens, MODEL, BULK, settings) == pytest.approx(batch) and batch == pytest.approx(realtime * 0.8)
+    assert cost_usd(tokens, "grok-4-fast-non-reasoning", REALTIME, settings) == pytest.approx(realtime), \
+        "a retired slug is billed as the model that serves it"
+    assert cost_usd(tokens, "grok-4.3-latest", BULK, settings) == pytest.approx(batch), "an alias is its model"
+    assert cost_usd(tokens, "grok-4.6", BULK, settings) is None, "the Batch API does not take it: no batch price"
     assert cost_usd(tokens, "a-model-without-a-price", REALTIME, settings) is None
+    billed = Tokens(prompt=2_000_000, completion=1_000_000, billed_usd=0.42)
+    assert cost_usd(billed, MODEL, REALTIME, settings) == cost_usd(billed, "a-model-without-a-price", BULK, settings) == 0.42
+    assert billed.divided(4).billed_usd == pytest.approx(0.105)
 
 
 def accept(ids: list[str], lane: str, occurred_at: datetime) -> queries.Claim:
@@ -78,8 +92,10 @@ def test_each_insight_carries_its_share_and_the_window_adds_them_up_by_lane(db):
     r2 = Insight.get_by_id("r2")
     price = get_settings().model_prices[MODEL]
     assert (r2.prompt_tokens, r2.cached_tokens, r2.completion_tokens) == (1000, 250, 200)
-    assert r2.cost_usd == pytest.approx((750 * price.input + 250 * price.cached_input + 200 * price.output) / 1e6)
-    assert Insight.get_by_id("b2").cost_usd == pytest.approx(r2.cost_usd * (1 - get_settings().batch_discount))
+    rates, batch_rates = price.realtime, price.batch
+    assert r2.cost_usd == pytest.approx((750 * rates.input + 250 * rates.cached_input + 200 * rates.output) / 1e6)
+    assert Insight.get_by_id("b2").cost_usd == pytest.approx((750 * batch_rates.input + 250 * batch_rates.cached_input
+                                                              + 200 * batch_rates.output) / 1e6)
     assert Insight.get_by_id("u2").cost_usd is None
 
     def check(start: datetime, end: datetime) -> None:

@@ -15,6 +15,7 @@ import redis
 from conftest import GROK_KEY, IN_PROCESS_REDIS_DB, max_calls_in_any_window, redis_url
 from insights.analyzer import ConversationToAnalyze
 from insights.errors import GrokError, MisconfiguredError, RateLimited, TransientError, UnusableAnswer
+from insights.models import answering_model
 from insights.grok import GrokClient, parse_retry_after
 from insights.outbound import OutboundGate
 from settings import load_settings
@@ -43,7 +44,7 @@ def test_a_batch_is_analyzed_and_the_raw_response_kept(grok, gate):
     assert result.rejected == {}
     assert json.loads(result.raw_response)["object"] == "chat.completion"
     assert result.usage["total_tokens"] > 0
-    assert result.prompt_version and result.model == "grok-4-fast-non-reasoning"
+    assert result.prompt_version and result.model == "grok-4.3"
 
 
 @pytest.mark.parametrize("response_format", ["json_schema", "json_object"])
@@ -218,3 +219,16 @@ def test_the_gate_holds_the_rate_across_callers(grok):
     arrivals = [entry["t"] for entry in grok.log()]
     assert len(arrivals) == 14
     assert max_calls_in_any_window(arrivals) <= 4
+
+
+@pytest.mark.parametrize(("document", "expected"), [
+    ({"model": "grok-4.3"}, "grok-4.3"),
+    ({"model": "grok-4.20-0309-non-reasoning"}, "grok-4.20-0309-non-reasoning"),
+    ({"model": "x" * 200}, "asked"),
+    ({"model": "grok\x00<script>"}, "asked"),
+    ({"model": 4.3}, "asked"),
+    ({}, "asked"),
+    ("not an object", "asked"),
+])
+def test_the_answering_model_is_untrusted_and_stored_only_when_it_is_a_name(document, expected):
+    assert answering_model(document, "asked") == expected

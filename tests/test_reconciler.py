@@ -40,6 +40,31 @@ def test_a_backlog_in_the_analysis_queue_stretches_the_lease(db):
     assert [sorted(json.loads(raw)["args"][0]) for raw in client.hvals("insights:collect.msgs")] == [ids], "one message"
 
 
+def test_a_dead_workers_batches_go_again_whole_and_ahead_of_the_backlog(db):
+    """A worker killed mid-call held two batches: once its lease lapses, each goes again as the batch it
+    was, on the queue that does not wait behind the backlog, and only once."""
+    from actors.broker import AGAIN_QUEUE, queue_key
+    from actors.reconciler import reconcile_once
+    from store import workers
+
+    client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
+    client.flushdb()
+    ids = stale(5, seconds_ago=1)
+    client.hset(queue_key("analyze", "msgs"), mapping={f"m{n}": "{}" for n in range(5000)})  # a backlog
+    workers.renew("killed", 60)
+    first = queries.claim_for_processing(ids[:3], max_attempts=3, worker="killed")
+    second = queries.claim_for_processing(ids[3:], max_attempts=3, worker="killed")
+    assert reconcile_once() == 0, "its lease holds: its calls may still answer"
+
+    workers.renew("killed", -1)
+    assert reconcile_once() == 5
+    sent = [json.loads(raw) for raw in client.hvals(queue_key(AGAIN_QUEUE, "msgs"))]
+    assert sorted(sorted(message["args"][0]) for message in sent) == [ids[:3], ids[3:]]
+    assert len(first.conversations) == 3 and len(second.conversations) == 2
+    assert {message["actor_name"] for message in sent} == {"analyze_batch"}
+    assert reconcile_once() == 0, "sent once"
+    assert {row.status for row in Conversation.select()} == {"queued"}
+
 
 # Run by two processes at once: wait for the agreed moment, then migrate or reclaim; print what it did.
 RACE_SCRIPT = """

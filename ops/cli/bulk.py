@@ -25,7 +25,7 @@ def batch_document(batch: ProviderBatch) -> dict[str, Any]:
         "submitted_at": isoformat(batch.submitted_at), "ended_at": isoformat(batch.ended_at), "end_reason": batch.end_reason,
         "cancel_requested": batch.cancel_requested, "last_error": batch.last_error,
         "prompt_tokens": batch.prompt_tokens, "cached_tokens": batch.cached_tokens, "completion_tokens": batch.completion_tokens,
-        "cost_usd": batch_cost(batch, settings),
+        "cost_usd": batch_cost(batch), "unpriced_results": batch.unpriced_results,
     }
 
 

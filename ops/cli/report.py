@@ -53,6 +53,8 @@ def stats_document(state: PipelineState) -> dict[str, Any]:
         document["queues"] = {queue: {kind: state.redis.queues[(queue, kind)] for kind in KINDS} for queue in queues}
         document["stream"] = {"entries": state.redis.stream, "pending": state.redis.stream_pending}
         document["grok"] = dataclasses.asdict(state.redis.grok)
+        document["grok"]["answered_by_another_model"] = [
+            {"asked": asked, "answered": answered, "answers": count} for (asked, answered), count in state.redis.answered_by.items()]
     return document
 
 
@@ -87,6 +89,8 @@ def print_stats(as_json: bool) -> None:
         print(f"batching stream: {state.redis.stream} entries, {state.redis.stream_pending} read but not yet dispatched")
         grok = state.redis.grok
         print(f"grok: {grok.state}" + (f" for {grok.seconds_left:.0f} s more: {grok.reason}" if grok.reason else ""))
+        for (asked, answered), count in state.redis.answered_by.items():
+            print(f"  answered by {answered}, not GROK_MODEL={asked}: {count} answer(s), priced as {answered}")
 
 
 def suggested_clusters(start: datetime, end: datetime, limit: int, as_json: bool) -> int:
