@@ -53,13 +53,15 @@ def send_batch(conversation_ids: list[str], delay_ms: int | None = None, retries
 
 def dead_letter(message: dict, traceback: str) -> None:
     """Put a message on its queue's dead letters as Dramatiq's Redis broker does when it gives up on one
-    (``insights dlq`` lists and requeues them), with the ``traceback`` of its last try."""
+    (``insights dlq`` lists and requeues them), with the ``traceback`` of its last try. A batch's letter lies
+    on ``analyze``, whichever queue its last try came from (a retry comes from ``analyze-again``)."""
     message = {**message, "options": {**message.get("options", {}), "traceback": traceback}}
     letter_id = message["options"].get("redis_message_id") or message["message_id"]
+    queue = ANALYZE_QUEUE if message["actor_name"] == "analyze_batch" else message["queue_name"].removesuffix(".DQ")
     seconds, micros = redis_client().time()
     pipe = redis_client().pipeline()
-    pipe.zadd(queue_key(message["queue_name"].removesuffix(".DQ"), "XQ"), {letter_id: seconds * 1000 + micros // 1000})
-    pipe.hset(queue_key(message["queue_name"].removesuffix(".DQ"), "XQ.msgs"), letter_id, json.dumps(message))
+    pipe.zadd(queue_key(queue, "XQ"), {letter_id: seconds * 1000 + micros // 1000})
+    pipe.hset(queue_key(queue, "XQ.msgs"), letter_id, json.dumps(message))
     pipe.execute()
 
 

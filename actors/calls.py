@@ -76,10 +76,14 @@ class CallEngine:
         return len(self.tasks)
 
     def start(self) -> None:
-        """Take the lease (before any claim is made under it) and start the loop."""
-        call_and_release(workers.renew, self.worker, self.lease_seconds)
+        """Start the loop (its HTTP clients made first: seconds on a busy machine), then take the lease
+        (before any claim is made under it) and have the loop renew it from now on. Taken before the
+        clients were made, a short lease lapsed before its first renewal, and the worker's first claims
+        were sent again."""
         self.thread.start()
         self.ready.wait()
+        call_and_release(workers.renew, self.worker, self.lease_seconds)
+        self.renewal = asyncio.run_coroutine_threadsafe(self._renew_lease(), self.loop)
 
     def submit(self, job: Job) -> None:
         """Start ``job``'s call on the loop; from any thread, without waiting for the loop to take it (a
@@ -103,7 +107,6 @@ class CallEngine:
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.clients = [self.make_http() for _ in range(HTTP_CLIENTS)] if self.make_http else []
-        self.renewal = self.loop.create_task(self._renew_lease())
         self.loop.call_soon(self.ready.set)
         self.loop.run_forever()
 
