@@ -18,7 +18,7 @@ import redis
 from settings import Settings
 
 logger = logging.getLogger(__name__)
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")  # what an answer's model may be (it is stored)
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")  # what an answer's model may be (it is stored)
 PAIR_SEPARATOR = " -> "
 
 
@@ -43,7 +43,7 @@ def retirement_warning(settings: Settings) -> str | None:
 def answering_model(document: Any, asked: str) -> str:
     """The model an (untrusted) answer names, when it names one that can be stored; else ``asked``."""
     named = document.get("model") if isinstance(document, dict) else None
-    return named if isinstance(named, str) and MODEL_NAME.match(named) else asked
+    return named if isinstance(named, str) and MODEL_NAME.fullmatch(named) else asked
 
 
 class ModelWatch:

@@ -226,6 +226,7 @@ def test_the_gate_holds_the_rate_across_callers(grok):
     ({"model": "grok-4.20-0309-non-reasoning"}, "grok-4.20-0309-non-reasoning"),
     ({"model": "x" * 200}, "asked"),
     ({"model": "grok\x00<script>"}, "asked"),
+    ({"model": "grok-4.3\n"}, "asked"),
     ({"model": 4.3}, "asked"),
     ({}, "asked"),
     ("not an object", "asked"),
