@@ -120,3 +120,13 @@ def test_a_nul_in_any_text_of_a_body_is_kept_as_sent(stack):
         stored = stack.client.get(f"/api/v1/conversations/{conversation_id}", params={"include": "payload"}).json()
         assert stored["payload"]["messages"] == [{**body["messages"][0], "timestamp": None}]
         assert stored["payload"]["metadata"] == body["metadata"]
+
+
+def test_cli_text_that_no_database_can_hold_is_refused_in_one_line(stack):
+    """Bytes that are not UTF-8 in an argument reach Python as lone surrogates, which neither database
+    driver can encode: the command names the argument and stops (exit 2) before any SQL."""
+    for args, name in ((["conversations", "list", "--reason", "r\udcffsum"], "--reason"), (["bulk", "show", "pb_\udcff"], "batch_id"),
+                       (["bulk", "cancel", "pb_\udcff"], "batch_id")):
+        result = insights(stack, *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"argument {name}: not UTF-8 text" in result.stderr
