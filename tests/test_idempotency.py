@@ -3,6 +3,8 @@ process on real Redis and a real database (both databases: the keys live in the 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from conftest import conversation
@@ -135,3 +137,13 @@ def test_every_post_says_what_is_left_of_the_inbound_limit(make_stack):
     assert duplicate.status_code == 202 and duplicate.headers["RateLimit"].startswith('"inbound";r='), "a duplicate takes no slot, still says"
     batch = client.post(BATCH, json={"conversations": [conversation("b", conversation_id="pace-b")]})
     assert batch.headers["RateLimit-Policy"] == '"inbound";q=3;w=1' and "RateLimit" in batch.headers
+
+
+def test_concurrent_first_uses_of_a_key_name_one_conversation(stack):
+    """Requests racing on an unused key each look it up as unused; the database keeps one first use, and
+    every request answers with the ids derived from it."""
+    clients = [stack.start_web(), stack.start_web()]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda n: keyed(clients[n % 2], POST, conversation("racing"), "race-1"), range(16)))
+    assert {a.status_code for a in answers} == {202} and len({a.json()["conversation_id"] for a in answers}) == 1
+    assert stack.sql("SELECT COUNT(*) FROM conversations") == [(1,)]
