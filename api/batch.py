@@ -15,13 +15,12 @@ import metrics
 from api.admission import Admission
 from api.body import parse_json, read_body, require_json
 from api.errors import field_errors
-from api.idempotency import first_use
+from api.idempotency import KeyUse, bind_and_rename, look_up, request_key
 from api.params import parse_lane
 from insights import api_models as api
 from insights.schemas import ConversationBase, batch_envelope, request_models
 from settings import Settings
 from store import queries
-from store.idempotency import derived_id
 
 OUTCOME_STATUS = {
     queries.InsertOutcome.CREATED: "accepted",
@@ -51,11 +50,12 @@ class BatchResource:
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json(req)
         lane = parse_lane(req)
+        key = request_key(req, "batch")
         body = await read_body(req, self.settings.max_batch_body_bytes, self.settings.body_timeout_seconds)
         results, valid, request_hash = await asyncio.to_thread(self.validate, body)
-        if keyed := await first_use(req, "batch", request_hash):
-            valid = [(index, c if c.conversation_id else c.model_copy(update={"conversation_id": derived_id(*keyed, index)}))
-                     for index, c in valid]
+        keyed = {index for index, c in valid if c.conversation_id is None}  # a body's own ids win over the key
+        use = await look_up(key, request_hash) if key is not None and keyed else None
+        valid = self.named(valid, use, keyed)
         prepared = await self.admission.prepare([conversation for _index, conversation in valid], lane)
         fresh = []
         for (index, _c), (new, known) in zip(valid, prepared):
@@ -65,19 +65,33 @@ class BatchResource:
                 results[index] = api.BatchItemResult(index=index, status=OUTCOME_STATUS[known], conversation_id=new.id)
         quota = await self.admission.limiter.take(len(fresh))
         resp.set_headers(quota.headers())
-        granted = quota.granted
-        if fresh and not granted and len(fresh) == len(valid):
-            raise self.admission.rate_limited(quota)
-        outcomes = await asyncio.gather(*(self.admission.commit(new) for _index, new in fresh[:granted]))
-        for (index, new), outcome in zip(fresh, outcomes):
-            results[index] = api.BatchItemResult(index=index, status=OUTCOME_STATUS[outcome], conversation_id=new.id)
-        for index, _new in fresh[granted:]:
+        if fresh and not quota.granted and len(fresh) == len(valid):
+            raise self.admission.rate_limited(quota)  # before the key is bound: a refusal writes nothing
+        granted = fresh[:quota.granted]
+        if use is not None and any(index in keyed for index, _new in granted):
+            granted = await bind_and_rename(use, granted, keyed)
+        await self.commit(granted, results)
+        for index, _new in fresh[quota.granted:]:
             results[index] = api.BatchItemResult(index=index, status="rate_limited")
-        metrics.web().rate_limited.inc(len(fresh) - granted)
-        if granted < len(fresh):
+        metrics.web().rate_limited.inc(len(fresh) - quota.granted)
+        if quota.granted < len(fresh):
             resp.set_header("Retry-After", str(quota.retry_after))
         summary = Counter(result.status for result in results)
         resp.media = api.BatchResults(results=results, summary=summary).model_dump(mode="json", exclude_none=True)
+
+    @staticmethod
+    def named(valid: list[tuple[int, ConversationBase]], use: KeyUse | None, keyed: set[int]) -> list[tuple[int, ConversationBase]]:
+        """The valid items, those without an id of their own (``keyed``) named by the key's ``use``."""
+        if use is None:
+            return valid
+        return [(index, c.model_copy(update={"conversation_id": use.conversation_id(index)}) if index in keyed else c)
+                for index, c in valid]
+
+    async def commit(self, granted: list[tuple[int, queries.NewConversation]], results: list[api.BatchItemResult | None]) -> None:
+        """Commit the items the inbound limit has room for, each on its own; record how each went."""
+        outcomes = await asyncio.gather(*(self.admission.commit(new) for _index, new in granted))
+        for (index, new), outcome in zip(granted, outcomes):
+            results[index] = api.BatchItemResult(index=index, status=OUTCOME_STATUS[outcome], conversation_id=new.id)
 
     def validate(self, body: bytes) -> tuple[list[api.BatchItemResult | None], list[tuple[int, ConversationBase]], str]:
         """Parse the envelope and validate each item on its own: a result for each invalid item (the rest

@@ -10,13 +10,12 @@ import falcon
 from api.admission import Admission
 from api.body import parse_json, read_body, require_json
 from api.errors import ApiError, bad_parameter
-from api.idempotency import first_use
+from api.idempotency import bind_and_rename, look_up, request_key
 from api.params import check_parameters, decode_cursor, encode_cursor, parse_lane, parse_number, parse_window
 from insights import api_models as api
 from insights.schemas import CONVERSATION_ID_PATTERN, ConversationBase, request_models
 from settings import Settings
 from store import queries, reports
-from store.idempotency import derived_id
 from store.db import call_and_release
 from store.documents import listed_document, status_document
 from store.models import STATUSES
@@ -38,35 +37,33 @@ class ConversationsResource:
     async def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         require_json(req)
         lane = parse_lane(req)
+        key = request_key(req, "conversations")
         conversation = self.parse(await read_body(req, self.settings.max_body_bytes, self.settings.body_timeout_seconds))
-        if conversation.conversation_id is None:
-            conversation = await self.name_by_idempotency_key(req, conversation)
+        use = None
+        if key is not None and conversation.conversation_id is None:  # a body's own id wins over the key
+            use = await look_up(key, queries.payload_digest(conversation.canonical_payload()))
+            conversation = conversation.model_copy(update={"conversation_id": use.conversation_id()})
         [(new, outcome)] = await self.admission.prepare([conversation], lane)
         quota = await self.admission.limiter.take(1 if outcome is None else 0)  # only a new one takes a slot
         resp.set_headers(quota.headers())
         if outcome is None:
             if not quota.granted:
-                raise self.admission.rate_limited(quota)
+                raise self.admission.rate_limited(quota)  # before the key is bound: a refusal writes nothing
+            if use is not None:
+                [(_index, new)] = await bind_and_rename(use, [(None, new)], {None})
             outcome = await self.admission.commit(new)
-        conversation_id = new.id
         if outcome is queries.InsertOutcome.CONFLICT:
             raise ApiError(
                 falcon.HTTP_409, "conflict",
-                f"Conversation {conversation_id} was already accepted with a different payload.",
-                conversation_id=conversation_id,
+                f"Conversation {new.id} was already accepted with a different payload.",
+                conversation_id=new.id,
             )
         resp.status = falcon.HTTP_202
-        resp.location = f"/api/v1/conversations/{conversation_id}"
-        resp.media = api.dump(api.Accepted(conversation_id=conversation_id))
+        resp.location = f"/api/v1/conversations/{new.id}"
+        resp.media = api.dump(api.Accepted(conversation_id=new.id))
 
     def parse(self, body: bytes) -> ConversationBase:
         return parse_json(self.model, body, "The conversation does not match the schema.")
-
-    async def name_by_idempotency_key(self, req: falcon.Request, conversation: ConversationBase) -> ConversationBase:
-        """The conversation with the id its ``Idempotency-Key`` names, if the request has one."""
-        keyed = await first_use(req, "conversations", queries.payload_digest(conversation.canonical_payload()))
-        return conversation if keyed is None else conversation.model_copy(update={"conversation_id": derived_id(*keyed)})
-
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """The operations view: conversations by status and failure reason, a keyset page at a time."""

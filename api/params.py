@@ -43,13 +43,17 @@ def parse_number(req: falcon.Request, name: str, kind: type, low: float, high: f
 
 
 def check_parameters(req: falcon.Request, allowed: set[str]) -> None:
-    """Refuse unknown and repeated parameters."""
+    """Refuse unknown and repeated parameters, and a NUL in any value: no stored text holds one, and
+    PostgreSQL refuses it in a query (every endpoint with parameters comes through here, so none can
+    carry one to SQL)."""
     unknown = sorted(set(req.params) - allowed)
     if unknown:
         raise bad_parameter(unknown[0], f"unknown parameter; expected some of {sorted(allowed)}")
     for name, value in req.params.items():
         if isinstance(value, list):
             raise bad_parameter(name, "given more than once")
+        if "\x00" in value:
+            raise bad_parameter(name, "must not contain a NUL character")
 
 
 def parse_lane(req: falcon.Request) -> str:
@@ -63,10 +67,11 @@ def parse_lane(req: falcon.Request) -> str:
 
 def parse_window(req: falcon.Request, allowed: set[str], required: bool = True) -> tuple[datetime, datetime]:
     """Refuse unknown and repeated parameters; return ``[start_time, end_time)`` (when not ``required``,
-    a missing end is the end of time, a missing start its beginning)."""
+    a missing end is the end of time, a missing start its beginning; a blank one is a ``400``, as it is
+    where they are required)."""
     check_parameters(req, allowed)
-    start = parse_time(req, "start_time") if required or req.get_param("start_time") else datetime.min
-    end = parse_time(req, "end_time") if required or req.get_param("end_time") else datetime.max
+    start = parse_time(req, "start_time") if required or req.get_param("start_time") is not None else datetime.min
+    end = parse_time(req, "end_time") if required or req.get_param("end_time") is not None else datetime.max
     if end <= start:
         raise bad_parameter("end_time", "must be later than start_time")
     return start, end

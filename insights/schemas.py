@@ -72,6 +72,18 @@ Untrusted = BeforeValidator(storable_json)
 a database refuses a NUL, so either would lose the row (or, stored, fail its whole batch)."""
 
 ConversationId = Annotated[str, StringConstraints(pattern=CONVERSATION_ID_PATTERN)]
+RESERVED_IDS = frozenset({"batch"})  # /api/v1/conversations/batch is the batch endpoint: never a conversation
+
+
+def _not_reserved(conversation_id: str) -> str:
+    if conversation_id in RESERVED_IDS:
+        raise ValueError(f"{conversation_id!r} is reserved (/api/v1/conversations/{conversation_id} is an endpoint)")
+    return conversation_id
+
+
+NewConversationId = Annotated[ConversationId, AfterValidator(_not_reserved),
+                              Field(json_schema_extra={"not": {"enum": sorted(RESERVED_IDS)}})]
+"""The id a client may give a new conversation: any readable id but the reserved ones."""
 
 
 def occurred_at_of(explicit: datetime | None, message_times: list[datetime], received_at: datetime) -> datetime:
@@ -99,7 +111,7 @@ class ConversationBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    conversation_id: ConversationId | None = None
+    conversation_id: NewConversationId | None = None
     occurred_at: Annotated[datetime, AfterValidator(as_utc)] | None = None
 
     def occurred(self, received_at: datetime) -> datetime:

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from peewee import Database, Field, Node, PostgresqlDatabase
+from peewee import Database, Field, Node, PostgresqlDatabase, fn
 from playhouse.db_url import parse
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
@@ -40,8 +40,22 @@ def open_database(settings: Settings) -> Database:
         Path(settings.db_path).parent.mkdir(parents=True, exist_ok=True)
         # One thread at a time per connection (the pool sees to it), though not always the same thread.
         db = PooledSqliteDatabase(settings.db_path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, **pool)
+        db.register_function(_lower, "unicode_lower", 1, deterministic=True)
     database.initialize(db)
     return db
+
+
+def _lower(text: str | None) -> str | None:
+    return None if text is None else text.lower()
+
+
+def contains_any_case(field: Field, text: str) -> Node:
+    """``field`` contains ``text`` in any case, every letter folded alike on both databases: PostgreSQL's
+    ``ILIKE`` folds every letter, SQLite's ``LIKE`` only ASCII ones, so there both sides are lowered by
+    Python first (``%`` and ``_`` are plain characters either way)."""
+    if isinstance(database.obj, PostgresqlDatabase):
+        return field.contains(text)
+    return fn.unicode_lower(field).contains(text.lower())
 
 
 def make_url(database_url: str) -> dict:

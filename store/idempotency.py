@@ -18,6 +18,13 @@ from store.models import IdempotencyKey, database
 TTL = timedelta(hours=24)
 
 
+def live_use(key: str, now: datetime) -> tuple[str, datetime] | None:
+    """The request hash ``key`` is bound to and when it was first used, unless it is unused or forgotten
+    (past the TTL). Reads only: a request may yet be refused (``429``), and a refused one writes nothing."""
+    entry = IdempotencyKey.get_or_none(IdempotencyKey.key == key, IdempotencyKey.created_at >= now - TTL)
+    return None if entry is None else (entry.request_hash, entry.created_at)
+
+
 def remember(key: str, request_hash: str, now: datetime) -> datetime | None:
     """Record that ``key`` asks for ``request_hash`` unless a live entry exists; return when the key was
     first used, or ``None`` when it was used with another request within the TTL.

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 from peewee import Tuple, fn
 
 from store import counts, provider_batches, usage
+from store.db import contains_any_case
 from store.models import BATCH_STATES, FAILED, LANES, STATUSES, Conversation, Insight
 from store.queries import OPEN_STATUSES, utcnow
 
@@ -96,7 +97,7 @@ def list_conversations(query: ConversationQuery) -> tuple[list[Conversation], tu
     if query.status is not None:
         select = select.where(Conversation.status == query.status)
     if query.reason is not None:
-        select = select.where(Conversation.last_error.contains(query.reason))  # ILIKE, wildcards escaped
+        select = select.where(contains_any_case(Conversation.last_error, query.reason))
     if query.after is not None:
         select = select.where(Tuple(Conversation.occurred_at, Conversation.id) > Tuple(*query.after))
     page = list(select.order_by(Conversation.occurred_at, Conversation.id).limit(query.limit + 1))

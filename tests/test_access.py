@@ -66,6 +66,32 @@ def test_reading_needs_the_read_scope(stack):
     assert client.get("/api/v1/conversations", params={"status": "failed"}, headers=bearer(READ_KEY)).status_code == 200
 
 
+def test_the_payload_needs_the_read_scope(stack):
+    """``include=payload`` shows what customers wrote: an ingest key may send it, not read it back."""
+    client = stack.client
+    posted = client.post("/api/v1/conversations", json=conversation("private words"), headers=bearer(INGEST_KEY)).json()
+    path = f"/api/v1/conversations/{posted['conversation_id']}"
+    for key, status in ((INGEST_KEY, 403), ("ci_wrong", 401)):
+        refused = client.get(path, params={"include": "payload"}, headers=bearer(key))
+        assert refused.status_code == status and "private words" not in refused.text
+    assert "private words" in client.get(path, params={"include": "payload"}, headers=bearer(READ_KEY)).text
+
+
+def test_idempotency_keys_are_scoped_to_the_api_key(stack):
+    """Two clients choosing the same Idempotency-Key name their own conversations, never each other's."""
+    client = stack.client
+    for path in ("/api/v1/conversations", "/api/v1/conversations/batch"):
+        body = conversation("shared key") if path.endswith("conversations") else {"conversations": [conversation("shared key")]}
+        answers = [client.post(path, json=body, headers={**bearer(key), "Idempotency-Key": "order-1"}) for key in (INGEST_KEY, BOTH_KEY)]
+        assert [a.status_code for a in answers] == ([202, 202] if path.endswith("conversations") else [200, 200]), answers[1].text
+        assert answers[0].json() != answers[1].json() and "accepted" in answers[1].text, "the second is no duplicate of the first"
+        other = client.post(path, json={"conversations": [conversation("other")]} if path.endswith("batch") else conversation("other"),
+                            headers={**bearer(BOTH_KEY), "Idempotency-Key": "order-2"})
+        assert other.status_code in (200, 202)
+        mine = client.post(path, json=body, headers={**bearer(INGEST_KEY), "Idempotency-Key": "order-2"})
+        assert mine.status_code in (200, 202) and "idempotency_key_reused" not in mine.text, "another client's key is not mine"
+
+
 PATH_SPELLINGS = ("//api/v1/{}", "/api//v1/{}", "/api/v1//{}", "/./api/v1/{}", "/api/v1/./{}", "/api/v1/{}/",
                   "/%61pi/v1/{}", "/api/v1/x/../{}", "///api/v1/{}")
 

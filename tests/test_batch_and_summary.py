@@ -44,6 +44,16 @@ def test_each_item_of_a_batch_gets_its_own_result(make_stack, database_env):
     assert sent == [["known"], [results[0]["conversation_id"], "batch-2"]], "one message per commit, not per conversation"
 
 
+def test_batch_is_no_conversation_id(web):
+    """``/api/v1/conversations/batch`` is the batch endpoint: a conversation of that id could never be read."""
+    single = web.post("/api/v1/conversations", json=conversation("mine", conversation_id="batch"))
+    assert single.status_code == 422, single.text
+    assert [f["path"] for f in single.json()["error"]["fields"]] == ["conversation_id"]
+    batched = web.post(BATCH, json={"conversations": [conversation("mine", conversation_id="batch")]}).json()["results"]
+    assert batched[0]["status"] == "invalid" and batched[0]["errors"][0]["path"] == "conversation_id"
+    assert web.post("/api/v1/conversations", json=conversation("mine", conversation_id="batch-1")).status_code == 202
+
+
 @pytest.mark.parametrize(
     "body, status, code",
     [

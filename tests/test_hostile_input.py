@@ -81,3 +81,52 @@ def test_numbers_json_cannot_hold_are_refused_not_stored_as_null(stack, number, 
                               headers={"content-type": "application/json"})
     assert batch.json()["results"][0]["status"] == "invalid"
     assert stack.sql("SELECT COUNT(*) FROM conversations")[0][0] == 0
+
+
+WINDOW = {"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z"}
+
+
+def query_parameters(document: dict) -> list[tuple[str, str, str, list[str]]]:
+    """``(method, path, parameter, the operation's other query parameters)`` of every query parameter the
+    API documents, each path parameter filled in."""
+    found = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
+            found += [(method, path.replace("{conversation_id}", "some-id"), name, names) for name in names]
+    return found
+
+
+def test_a_nul_in_any_query_parameter_is_a_400_naming_it(stack):
+    """psycopg2 refuses a NUL in a string (a 500 on PostgreSQL, once for ``reason``): no parameter may
+    carry one to SQL, whichever it is, now or added later."""
+    parameters = query_parameters(stack.client.get("/openapi.json").json())
+    assert {"reason", "cluster", "cursor", "status", "lane"} <= {name for _m, _p, name, _o in parameters}
+    for method, path, name, others in parameters:
+        for value in ("\x00", "a\x00b"):
+            params = {**{n: WINDOW[n] for n in others if n in WINDOW}, name: value}
+            answer = stack.client.request(method, path, params=params, json=conversation("nul") if method == "post" else None)
+            assert error_of(answer, 400, "invalid_parameter")["parameter"] == name, (method, path, value)
+
+
+def test_a_nul_in_any_text_of_a_body_is_kept_as_sent(stack):
+    """The body's texts reach the database only inside its canonical JSON, where a NUL is ``\\u0000``."""
+    body = {"messages": [{"role": "cust\x00omer", "content": "NUL \x00 here"}], "metadata": {"k\x00": ["v\x00"]}}
+    for conversation_id in ("nul-single", "nul-batched"):
+        sent = {**body, "conversation_id": conversation_id}
+        answer = (stack.client.post("/api/v1/conversations", json=sent) if conversation_id == "nul-single"
+                  else stack.client.post("/api/v1/conversations/batch", json={"conversations": [sent]}))
+        assert answer.status_code in (200, 202) and "accepted" in answer.text, answer.text
+        stored = stack.client.get(f"/api/v1/conversations/{conversation_id}", params={"include": "payload"}).json()
+        assert stored["payload"]["messages"] == [{**body["messages"][0], "timestamp": None}]
+        assert stored["payload"]["metadata"] == body["metadata"]
+
+
+def test_cli_text_that_no_database_can_hold_is_refused_in_one_line(stack):
+    """Bytes that are not UTF-8 in an argument reach Python as lone surrogates, which neither database
+    driver can encode: the command names the argument and stops (exit 2) before any SQL."""
+    for args, name in ((["conversations", "list", "--reason", "r\udcffsum"], "--reason"), (["bulk", "show", "pb_\udcff"], "batch_id"),
+                       (["bulk", "cancel", "pb_\udcff"], "batch_id")):
+        result = insights(stack, *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"argument {name}: not UTF-8 text" in result.stderr

@@ -3,6 +3,8 @@ process on real Redis and a real database (both databases: the keys live in the 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from conftest import conversation
@@ -65,12 +67,61 @@ def test_a_retried_batch_names_the_same_conversations(stack):
     assert single.status_code == 202, "keys are scoped to their endpoint"
 
 
-@pytest.mark.parametrize("key", ["", "has space", "x" * 256, "caf\u00e9"])
+def test_a_retried_batch_with_its_keys_in_another_order_is_the_same_batch(stack):
+    client = stack.start_web()
+    items = [{"metadata": {"b": 1, "a": {"y": 2, "x": 1}}, "messages": [{"content": "one", "role": "customer"}]}]
+    reordered = [{"messages": [{"role": "customer", "content": "one"}], "metadata": {"a": {"x": 1, "y": 2}, "b": 1}}]
+    first = keyed(client, BATCH, {"conversations": items}, "order-1").json()["results"]
+    again = keyed(client, BATCH, {"conversations": reordered}, "order-1")
+    assert again.status_code == 200, again.text
+    assert again.json()["results"] == [{**first[0], "status": "duplicate"}]
+
+
+def test_a_batch_whose_items_all_carry_ids_binds_no_key(stack):
+    """As on the single POST, the body's own ids win: the key names nothing, so it is not spent."""
+    client = stack.start_web()
+    first = keyed(client, BATCH, {"conversations": [conversation("a", conversation_id="own-a")]}, "own-ids")
+    other = keyed(client, BATCH, {"conversations": [conversation("b", conversation_id="own-b")]}, "own-ids")
+    assert [r["status"] for r in (*first.json()["results"], *other.json()["results"])] == ["accepted", "accepted"], other.text
+    assert stack.sql("SELECT COUNT(*) FROM idempotency_keys") == [(0,)]
+    unnamed = keyed(client, BATCH, {"conversations": [conversation("c")]}, "own-ids")
+    assert unnamed.json()["results"][0]["conversation_id"].startswith("idem_")
+
+
+MALFORMED = ["", "has space", "x" * 256, "caf\u00e9"]
+
+
+@pytest.mark.parametrize("key", MALFORMED)
 def test_a_malformed_key_is_400_naming_the_header(stack, key):
     client = stack.start_web()
-    answer = client.post(POST, json=conversation("hi"), headers={"Idempotency-Key": key.encode()})  # UTF-8 bytes as sent
-    assert answer.status_code == 400 and answer.json()["error"] == {
-        "code": "invalid_header", "message": "Idempotency-Key: 1 to 255 visible ASCII characters.", "header": "Idempotency-Key"}
+    for path, body in ((POST, conversation("hi")), (POST, conversation("hi", conversation_id="own")),
+                       (BATCH, {"conversations": [conversation("hi", conversation_id="own")]})):
+        answer = client.post(path, json=body, headers={"Idempotency-Key": key.encode()})  # UTF-8 bytes as sent
+        assert answer.status_code == 400 and answer.json()["error"] == {
+            "code": "invalid_header", "message": "Idempotency-Key: 1 to 255 visible ASCII characters.", "header": "Idempotency-Key"}
+
+
+def test_two_keys_on_one_request_are_400(stack):
+    """A proxy or client library may join repeated headers; the service must not make one key of two."""
+    client = stack.start_web()
+    for path, body in ((POST, conversation("twice")), (BATCH, {"conversations": [conversation("twice")]})):
+        answer = client.post(path, json=body, headers=[("Idempotency-Key", "first"), ("Idempotency-Key", "second")])
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_header", answer.text
+        assert answer.json()["error"]["header"] == "Idempotency-Key"
+    assert stack.sql("SELECT COUNT(*) FROM conversations") == [(0,)]
+
+
+def test_a_request_refused_by_the_inbound_limit_writes_nothing(make_stack, database_env):
+    stack = make_stack(INBOUND_RPS=1, **database_env)
+    client = stack.start_web()
+    statuses = []
+    for n in range(20):
+        answer = keyed(client, POST if n % 2 else BATCH, conversation(f"refused {n}") if n % 2
+                       else {"conversations": [conversation(f"refused {n}")]}, f"refused-{n}")
+        statuses.append(answer.status_code)
+    assert 429 in statuses, statuses
+    written = stack.sql("SELECT COUNT(*) FROM idempotency_keys")[0][0]
+    assert written == len(statuses) - statuses.count(429) == stack.sql("SELECT COUNT(*) FROM conversations")[0][0]
 
 
 def test_every_post_says_what_is_left_of_the_inbound_limit(make_stack):
@@ -86,3 +137,13 @@ def test_every_post_says_what_is_left_of_the_inbound_limit(make_stack):
     assert duplicate.status_code == 202 and duplicate.headers["RateLimit"].startswith('"inbound";r='), "a duplicate takes no slot, still says"
     batch = client.post(BATCH, json={"conversations": [conversation("b", conversation_id="pace-b")]})
     assert batch.headers["RateLimit-Policy"] == '"inbound";q=3;w=1' and "RateLimit" in batch.headers
+
+
+def test_concurrent_first_uses_of_a_key_name_one_conversation(stack):
+    """Requests racing on an unused key each look it up as unused; the database keeps one first use, and
+    every request answers with the ids derived from it."""
+    clients = [stack.start_web(), stack.start_web()]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda n: keyed(clients[n % 2], POST, conversation("racing"), "race-1"), range(16)))
+    assert {a.status_code for a in answers} == {202} and len({a.json()["conversation_id"] for a in answers}) == 1
+    assert stack.sql("SELECT COUNT(*) FROM conversations") == [(1,)]

@@ -3,10 +3,15 @@ with its messages, against real web and worker processes with Grok played by the
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from conftest import conversation
 from test_grok_flow import FAST_RETRIES
+
+from store import queries, reports
+from store.models import Conversation
 
 LIST = "/api/v1/conversations"
 
@@ -74,7 +79,7 @@ def test_one_conversation_with_its_messages_and_metadata(settled):
 @pytest.mark.parametrize(("params", "parameter"), [
     ({"status": "lost"}, "status"), ({"reason": "x" * 201}, "reason"), ({"limit": "0"}, "limit"),
     ({"cursor": "bm9wZQ"}, "cursor"), ({"start_time": "2026-02-01", "end_time": "2026-01-01"}, "end_time"),
-    ({"colour": "red"}, "colour"),
+    ({"colour": "red"}, "colour"), ({"start_time": ""}, "start_time"), ({"end_time": ""}, "end_time"),
 ])
 def test_bad_filters_are_400_naming_the_parameter(make_stack, params, parameter):
     client = make_stack().start_web()
@@ -82,3 +87,17 @@ def test_bad_filters_are_400_naming_the_parameter(make_stack, params, parameter)
     assert answer.status_code == 400 and answer.json()["error"]["parameter"] == parameter, answer.text
     include = client.get(f"{LIST}/anything", params={"include": "everything"})
     assert include.status_code == 400 and include.json()["error"]["parameter"] == "include"
+
+
+@pytest.mark.parametrize("reason", ["r\u00e9sum\u00e9", "R\u00c9SUM\u00c9", "\u00dcBER", "\u03a3\u03c6\u03ac\u03bb\u03bc\u03b1"])
+def test_a_reason_matches_in_any_case_beyond_ascii_on_both_databases(db, reason):
+    """SQLite's LIKE folds only ASCII; PostgreSQL's ILIKE folds every letter: the answer must not depend on it."""
+    errors = {"accented": "the R\u00e9sum\u00e9 was refused", "umlaut": "\u00fcber limit", "greek": "\u03c3\u03c6\u03ac\u03bb\u03bc\u03b1 7",
+              "plain": "nothing in common"}
+    queries.insert_conversations([queries.NewConversation.of(i, "{}", queries.utcnow()) for i in errors])
+    for conversation_id, error in errors.items():
+        Conversation.update(last_error=error).where(Conversation.id == conversation_id).execute()
+    expected = {"r\u00e9sum\u00e9": ["accented"], "R\u00c9SUM\u00c9": ["accented"], "\u00dcBER": ["umlaut"],
+                "\u03a3\u03c6\u03ac\u03bb\u03bc\u03b1": ["greek"]}[reason]
+    page, _next = reports.list_conversations(reports.ConversationQuery(datetime.min, datetime.max, 10, reason=reason))
+    assert [c.id for c in page] == expected

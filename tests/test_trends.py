@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
-from test_counts import CLUSTERS, EPOCH, MIN_CONFIDENCES, THRESHOLDS, add_conversations, store_round
+from test_counts import CLUSTERS, EPOCH, MIN_CONFIDENCES, THRESHOLDS, add_conversations, backfilled, store_round
 
 from insights.schemas import sentiment_label
 from store import counts, queries, rollup_check, trends
@@ -120,3 +120,21 @@ def test_the_migration_fills_score_sums_and_cluster_cells_from_insights_already_
     assert {index.name for index in db.get_indexes("insight_counts")} >= {"insightcount_day_score_band_confidence_band_total_score_sum"}
     for cluster in (None, "billing"):
         assert_trends_exact(trends.TrendQuery(EPOCH, EPOCH + timedelta(days=3), "day", counts.Filters("positive", min_confidence=0.5), cluster))
+
+
+@pytest.mark.parametrize(("start", "end", "bucket"), [
+    (EPOCH, EPOCH + timedelta(days=1), "hour"),  # the rows of a window that ends at a midnight
+    (EPOCH + timedelta(hours=12), EPOCH + timedelta(days=2), "day"),  # a short first edge, then a rollup day
+    (EPOCH, EPOCH + timedelta(days=1, hours=18), "day"),  # a long last edge: its day less its rest
+    (EPOCH + timedelta(hours=6), EPOCH + timedelta(days=1), "day"),  # a long first edge that ends at midnight
+    (EPOCH, EPOCH + timedelta(days=2), "day"),  # whole days only
+])
+def test_an_insight_exactly_at_midnight_is_in_one_bucket(db, start, end, bucket):
+    """A date-only ``occurred_at`` is a midnight: windows are ``[start, end)`` on every path, so such an
+    insight is counted once, in the day (or hour) it opens, and not in a window that ends there."""
+    midnights = [EPOCH + timedelta(days=n) for n in range(3)]
+    queries.insert_conversations([backfilled(f"m{n}", moment) for n, moment in enumerate(midnights)])
+    store_round(random.Random(5), [f"m{n}" for n in range(3)])
+    query = trends.TrendQuery(start, end, bucket, counts.Filters())
+    assert_trends_exact(query)
+    assert sum(b.count for b in trends.trends(query)) == sum(start <= m < end for m in midnights)

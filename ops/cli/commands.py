@@ -27,6 +27,16 @@ def parse_time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def sql_text(text: str) -> str:
+    """An argument that goes into SQL as text: bytes that are not UTF-8 reach Python as lone surrogates,
+    which neither database driver encodes (a traceback, once), so they are refused here, naming it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"not UTF-8 text: {text!r}") from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="insights", description="Operate Conversation Insights.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("conversations", help="the operations view").add_subparsers(dest="action", required=True)
     listed = listing.add_parser("list", help="conversations by status and failure reason, oldest first")
     listed.add_argument("--status", choices=STATUSES)
-    listed.add_argument("--reason", help="a part of the failure reason, any case")
+    listed.add_argument("--reason", type=sql_text, help="a part of the failure reason, any case")
     listed.add_argument("--start", type=parse_time, default=datetime.min, help="occurred at or after")
     listed.add_argument("--end", type=parse_time, default=datetime.max, help="occurred before")
     listed.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
@@ -60,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     listed_batches = bulk_lane.add_parser("list", help="open provider batches: counts, age, cost so far")
     listed_batches.add_argument("--all", action="store_true", help="ended ones too")
     listed_batches.add_argument("--json", action="store_true", help="one JSON document a line")
-    bulk_lane.add_parser("show", help="one provider batch").add_argument("batch_id")
-    bulk_lane.add_parser("cancel", help="cancel one at xAI; its unanswered conversations wait for another").add_argument("batch_id")
+    bulk_lane.add_parser("show", help="one provider batch").add_argument("batch_id", type=sql_text)
+    bulk_lane.add_parser("cancel", help="cancel one at xAI; its unanswered conversations wait for another").add_argument("batch_id", type=sql_text)
     vocabulary = commands.add_parser("clusters", help="the cluster taxonomy").add_subparsers(dest="action", required=True)
     suggest = vocabulary.add_parser("suggest", help="what a closed taxonomy's 'other' suggested most, with examples")
     suggest.add_argument("--start", type=parse_time, required=True, help="occurred at or after")
