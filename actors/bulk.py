@@ -120,16 +120,27 @@ def advance(batch: ProviderBatch) -> float | None:
         batch.provider_id = api.create(batch.id)
         provider_batches.update(batch.id, provider_id=batch.provider_id)
     if batch.state == OPEN:
-        sent = send_requests(api, batch, resumed)
-        provider_batches.update(batch.id, state=SUBMITTED, submitted_at=utcnow(), num_requests=sent, num_pending=sent)
-        logger.info("provider batch %s submitted to xAI as %s", batch.id, batch.provider_id, extra={"batch_id": batch.id})
-        return batch.poll_seconds
+        return submit(api, batch, resumed)
     if overdue(batch):
         api.cancel(batch.provider_id)
         reason = f"not finished by xAI within BULK_GIVE_UP_SECONDS ({settings.bulk_give_up_seconds:g} s)"
         provider_batches.update(batch.id, end_reason=reason)
         batch.end_reason = reason
     return after_poll(api, batch, api.state(batch.provider_id) if batch.provider_id else BatchStatus())
+
+
+def submit(api: BatchApi, batch: ProviderBatch, resumed: bool) -> float | None:
+    """Send the batch's requests and mark it submitted; return when to poll it. Requests refused because xAI
+    has refused the batch outright meanwhile (a refused batch takes nothing more) end it here."""
+    try:
+        sent = send_requests(api, batch, resumed)
+    except BatchApiError as error:
+        if not error.refused_request or not (status := api.state(batch.provider_id)).refusal:
+            raise
+        return after_poll(api, batch, status)
+    provider_batches.update(batch.id, state=SUBMITTED, submitted_at=utcnow(), num_requests=sent, num_pending=sent)
+    logger.info("provider batch %s submitted to xAI as %s", batch.id, batch.provider_id, extra={"batch_id": batch.id})
+    return batch.poll_seconds
 
 
 def after_poll(api: BatchApi, batch: ProviderBatch, status: BatchStatus) -> float | None:

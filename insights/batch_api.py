@@ -84,6 +84,11 @@ class BatchApiError(Exception):
             return True
         return self.status in (400, 403) and not refused_for_content(self.status, str(self))
 
+    @property
+    def refused_request(self) -> bool:
+        """A ``4xx`` refusal of what was asked (not of our key, nor a rate limit)."""
+        return self.status is not None and 400 <= self.status < 500 and self.status != 429 and not self.refuses_key
+
 
 @dataclass(frozen=True)
 class BatchStatus:

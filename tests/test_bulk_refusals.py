@@ -117,3 +117,23 @@ def test_a_request_error_of_any_shape_fails_only_its_own_conversation(make_stack
     expected = "holds no chat completion" if shape == "empty" else "Content violates usage guidelines"
     assert expected in documents[ids[1]]["last_error"]
     assert {documents[i]["attempts"] for i in ids} == {2}
+
+
+def test_a_batch_xai_refuses_while_its_requests_are_added_ends_without_spending_an_attempt(make_stack, grok):
+    """101 requests go in two calls; xAI refuses the batch after the first, so the second is refused: the
+    lane reads why from the batch's state and gives its conversations back, instead of adding for ever."""
+    grok.configure(batch_delay=0.2, batch_refusal="Batch refused: too many requests from this team")
+    many = {"BATCH_SIZE": 1, "BULK_BATCH_CONVERSATIONS": 101, "BULK_FLUSH_SECONDS": 600}
+    stack = make_stack(**{**BULK, **many}, MAX_RETRIES=2, **grok.env)
+    client = stack.start_web()
+    stack.start_worker()
+    ids = post_bulk(client, [f"Refund order {n}" for n in range(101)])
+
+    wait_until(lambda: any(row[1] and row[1].startswith("refused by xAI") for row in provider_batches(stack)), timeout=30,
+               message="the batch refused by xAI")
+    grok.configure(batch_refusal="")
+
+    documents = stack.settled(client, ids, timeout=90)
+    assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}, stack.log_text()
+    assert stack.sql("SELECT COUNT(*) FROM provider_batch_requests WHERE submitted = 0")[0][0] >= 1, \
+        "a refused batch kept the request it could not add"
