@@ -22,7 +22,7 @@ def test_a_key_refused_in_the_real_time_lane_holds_the_bulk_lane(make_stack, gro
     """While the real-time lane's refusal holds every worker, the bulk lane forms nothing and calls nothing;
     once the key is right and the hold over, everything completes on its first attempt."""
     grok.configure(api_key=WRONG_KEY)
-    stack = make_stack(**BULK, GROK_AUTH_PAUSE_SECONDS=15, **grok.env)
+    stack = make_stack(**BULK, GROK_AUTH_PAUSE_SECONDS=20, **grok.env)
     client = stack.start_web()
     stack.start_worker()
     live = post_all(client, ["Where is my order?"])
@@ -46,7 +46,7 @@ def test_a_key_refused_by_the_batch_api_holds_both_lanes(make_stack, grok):
     """The bulk lane's 401 starts the real-time lane's hold (``GROK_AUTH_PAUSE_SECONDS``, named in
     ``/readyz``): one refused call, not one every poll, and no real-time call while it lasts."""
     grok.configure(api_key=WRONG_KEY)
-    stack = make_stack(**BULK, GROK_AUTH_PAUSE_SECONDS=15, **grok.env)
+    stack = make_stack(**BULK, GROK_AUTH_PAUSE_SECONDS=20, **grok.env)
     client = stack.start_web()
     stack.start_worker()
     ids = post_bulk(client, [f"Cancel my plan {n}" for n in range(6)])
@@ -65,7 +65,7 @@ def test_a_key_refused_by_the_batch_api_holds_both_lanes(make_stack, grok):
 
 
 def test_a_429_pause_of_the_real_time_lane_holds_the_bulk_lane(make_stack, grok):
-    grok.inject({"status": 429, "retry_after": "3"})
+    grok.inject({"status": 429, "retry_after": "5"})
     stack = make_stack(**BULK, **grok.env)
     client = stack.start_web()
     stack.start_worker()
