@@ -9,14 +9,13 @@ The database drives it, not Redis: each worker process runs a :class:`BulkLane` 
    ``BULK_BATCH_CONVERSATIONS``, or age, ``BULK_FLUSH_SECONDS``), committing the batch, its requests and
    their ``batch_request_id`` s before anything is sent;
 2. takes a lease on each batch whose next look is due and moves it one step (:func:`advance`): create it
-   at xAI, send the requests not yet sent (a resend after a crash carries the same ids), poll it (every
-   ``BULK_POLL_SECONDS``, doubling up to ``BULK_POLL_MAX_SECONDS``), and once nothing is pending, collect
-   its results.
+   at xAI, send the requests not yet sent (after a crash, those xAI holds already are read first and not
+   sent again), poll it (every ``BULK_POLL_SECONDS``, doubling up to ``BULK_POLL_MAX_SECONDS``), and once
+   nothing is pending, collect its results (``actors.bulk_results``).
 
-Results are validated and stored exactly as real-time answers are (``insights.completion`` and
-``store.results.record_results``: the same rows, statuses and partial-failure rules). A request that
-ends in an error, a truncated answer, or no answer at all (the batch expired or was cancelled) sends its
-conversations back to wait, an attempt spent, to come again in requests of their own.
+It honours every hold of the real-time lane (``actors.outcomes.grok_hold``: a refused key or model, any
+pause of the gate): while Grok is held it forms nothing and calls nothing. A refused key met here starts
+the same hold, for ``GROK_AUTH_PAUSE_SECONDS``, for every worker and both lanes.
 """
 
 from __future__ import annotations
@@ -28,23 +27,21 @@ import threading
 from datetime import timedelta
 from typing import Any
 
-import metrics
+import redis
+
+from actors import bulk_results, outcomes
 from actors.analysis import analyzer
 from actors.broker import settings
 from insights.analyzer import ConversationToAnalyze
-from insights.batch_api import BatchApi, BatchApiError
-from insights.completion import read_completion, usage_in
-from insights.costs import cost_usd, tokens_of
-from insights.errors import UnusableAnswer
-from insights.lanes import BULK
-from insights.schemas import AnalysisResult
-from store import provider_batches, results
-from store.db import call_and_release, write_transaction
-from store.models import OPEN, SUBMITTED, ProviderBatch, ProviderBatchRequest, database
+from insights.batch_api import BatchApi, BatchApiError, BatchStatus
+from store import provider_batches
+from store.db import call_and_release
+from store.models import OPEN, SUBMITTED, ProviderBatch, ProviderBatchRequest
 from store.queries import utcnow
 
 logger = logging.getLogger(__name__)
 REQUESTS_PER_CALL = 100  # requests added by one call (xAI takes up to 25 MB a call, 100 calls per 30 s a team)
+Hold = tuple[str, float]  # why Grok is held, and for how many more seconds
 
 
 @functools.cache
@@ -59,13 +56,27 @@ def forming_rules() -> provider_batches.Forming:
     )
 
 
-def tick() -> None:
-    """Form what is ready, then move every due batch one step."""
+def held() -> Hold | None:
+    """The real-time lane's hold on Grok (:func:`actors.outcomes.grok_hold`), any pause included: the bulk
+    lane waits in no gate. With Redis away nothing can be read: the lane, driven by the database, goes on."""
+    try:
+        return outcomes.grok_hold(patience_ms=0)
+    except redis.RedisError:
+        return None
+
+
+def tick() -> Hold | None:
+    """Form what is ready, then move every due batch one step; nothing while Grok is held (say why)."""
+    if hold := held():
+        return hold
     while batch := call_and_release(provider_batches.form, forming_rules()):
         logger.info("provider batch %s formed: %d conversation(s)", batch.id, batch.conversations, extra={"batch_id": batch.id})
     for batch_id in call_and_release(provider_batches.due):
+        if hold := held():  # a step on another batch met a refused key
+            return hold
         if batch := call_and_release(provider_batches.take, batch_id, settings.requeue_seconds):
             call_and_release(work_on, batch)
+    return None
 
 
 def work_on(batch: ProviderBatch) -> None:
@@ -76,14 +87,24 @@ def work_on(batch: ProviderBatch) -> None:
         if error.status == 404 and batch.provider_id is not None:  # xAI no longer knows it: nothing will come
             logger.error("provider batch %s: xAI no longer knows %s; its conversations wait for another batch",
                          batch.id, batch.provider_id, extra={"batch_id": batch.id})
-            collect(None, batch, f"unknown to xAI ({error})")
+            bulk_results.collect(None, batch, f"unknown to xAI ({error})")
             return
-        logger.warning("provider batch %s: %s; trying again later", batch.id, error, extra={"batch_id": batch.id})
-        wait = error.retry_after if error.retry_after is not None else batch.poll_seconds
-        provider_batches.let_go(batch.id, wait, last_error=settings.redact(str(error))[:500])
+        provider_batches.let_go(batch.id, failed_step(batch, error), last_error=settings.redact(str(error))[:500])
         return
     if look_in is not None:
         provider_batches.let_go(batch.id, look_in, last_error=None)
+
+
+def failed_step(batch: ProviderBatch, error: BatchApiError) -> float:
+    """Log a failed step; return the seconds until the batch's next look. A refused key holds every
+    worker, both lanes, for ``GROK_AUTH_PAUSE_SECONDS``, as the real-time lane's refusals do."""
+    if error.refuses_key:
+        logger.error("provider batch %s: %s; every worker leaves xAI alone for %g s", batch.id, error,
+                     settings.grok_auth_pause_seconds, extra={"batch_id": batch.id})
+        outcomes.hold_grok(settings.redact(str(error)))
+        return settings.grok_auth_pause_seconds
+    logger.warning("provider batch %s: %s; trying again later", batch.id, error, extra={"batch_id": batch.id})
+    return error.retry_after if error.retry_after is not None else batch.poll_seconds
 
 
 def advance(batch: ProviderBatch) -> float | None:
@@ -94,28 +115,51 @@ def advance(batch: ProviderBatch) -> float | None:
             api.cancel(batch.provider_id)
         provider_batches.update(batch.id, cancel_requested=False, state=SUBMITTED, end_reason="cancelled by an operator")
         batch.state, batch.end_reason = SUBMITTED, "cancelled by an operator"
+    resumed = batch.provider_id is not None  # created at an earlier step: xAI may hold requests not recorded
     if batch.provider_id is None and batch.state == OPEN:
         batch.provider_id = api.create(batch.id)
         provider_batches.update(batch.id, provider_id=batch.provider_id)
     if batch.state == OPEN:
-        sent = send_requests(api, batch)
-        provider_batches.update(batch.id, state=SUBMITTED, submitted_at=utcnow(), num_requests=sent, num_pending=sent)
-        logger.info("provider batch %s submitted to xAI as %s", batch.id, batch.provider_id, extra={"batch_id": batch.id})
-        return batch.poll_seconds
+        return submit(api, batch, resumed)
     if overdue(batch):
         api.cancel(batch.provider_id)
         reason = f"not finished by xAI within BULK_GIVE_UP_SECONDS ({settings.bulk_give_up_seconds:g} s)"
         provider_batches.update(batch.id, end_reason=reason)
         batch.end_reason = reason
-    counters, failure = api.state(batch.provider_id) if batch.provider_id else ({}, "")
-    provider_batches.update(batch.id, **counters)
-    if failure:  # failed as a whole: what it answered is stored, what it did not will never come
-        collect(api, batch, f"failed at xAI: {settings.redact(failure)}")
+    return after_poll(api, batch, api.state(batch.provider_id) if batch.provider_id else BatchStatus())
+
+
+def submit(api: BatchApi, batch: ProviderBatch, resumed: bool) -> float | None:
+    """Send the batch's requests and mark it submitted; return when to poll it. Requests refused because xAI
+    has refused the batch outright meanwhile (a refused batch takes nothing more) end it here."""
+    try:
+        sent = send_requests(api, batch, resumed)
+    except BatchApiError as error:
+        if not error.refused_request or not (status := api.state(batch.provider_id)).refusal:
+            raise
+        return after_poll(api, batch, status)
+    provider_batches.update(batch.id, state=SUBMITTED, submitted_at=utcnow(), num_requests=sent, num_pending=sent)
+    logger.info("provider batch %s submitted to xAI as %s", batch.id, batch.provider_id, extra={"batch_id": batch.id})
+    return batch.poll_seconds
+
+
+def after_poll(api: BatchApi, batch: ProviderBatch, status: BatchStatus) -> float | None:
+    """Record the batch's counters; collect it once nothing more will come, else say when to poll again."""
+    if status.counters:
+        provider_batches.update(batch.id, **status.counters)
+    if status.refusal:  # refused outright by xAI: not the conversations' fault, no attempt spent
+        reason = f"refused by xAI: {settings.redact(status.refusal)}"
+        logger.error("provider batch %s %s; its conversations wait for another batch, no attempt spent", batch.id,
+                     reason, extra={"batch_id": batch.id})
+        bulk_results.collect(api, batch, reason, refund=True)
         return None
-    if counters.get("num_pending", 0) > 0:
+    if status.failure:  # failed as a whole: what it answered is stored, what it did not will never come
+        bulk_results.collect(api, batch, f"failed at xAI: {settings.redact(status.failure)}")
+        return None
+    if status.counters.get("num_pending", 0) > 0:
         provider_batches.update(batch.id, poll_seconds=min(batch.poll_seconds * 2, settings.bulk_poll_max_seconds))
         return batch.poll_seconds
-    collect(api, batch, end_reason(batch, counters))
+    bulk_results.collect(api, batch, end_reason(batch, status.counters))
     return None
 
 
@@ -131,21 +175,30 @@ def end_reason(batch: ProviderBatch, counters: dict[str, int]) -> str:
     return "expired at xAI" if counters.get("num_cancelled") else "completed"
 
 
-def send_requests(api: BatchApi, batch: ProviderBatch) -> int:
+def send_requests(api: BatchApi, batch: ProviderBatch, resumed: bool) -> int:
     """Send the requests not sent yet, ``REQUESTS_PER_CALL`` at a time, each chunk recorded once xAI has
-    it; return how many the batch holds. A chunk xAI refuses because it holds those ids already was sent
-    before a crash: it counts as sent."""
+    it; return how many the batch holds. A ``resumed`` batch may hold requests sent before a crash but not
+    recorded: xAI's list of the requests it holds is read first, and those are not sent again (how xAI
+    treats a repeated ``batch_request_id`` is not documented)."""
     unsent = provider_batches.requests_of(batch.id, submitted=False)
+    if resumed and unsent:
+        unsent = not_held(api, batch, unsent)
     for start in range(0, len(unsent), REQUESTS_PER_CALL):
         chunk = unsent[start:start + REQUESTS_PER_CALL]
-        try:
-            api.add(batch.provider_id, request_bodies(chunk))
-        except BatchApiError as error:
-            if not error.already_added:
-                raise
+        api.add(batch.provider_id, request_bodies(chunk))
         provider_batches.mark_requests([request.id for request in chunk], submitted=True)
         provider_batches.take_again(batch.id, settings.requeue_seconds)
     return len(provider_batches.requests_of(batch.id))
+
+
+def not_held(api: BatchApi, batch: ProviderBatch, unsent: list[ProviderBatchRequest]) -> list[ProviderBatchRequest]:
+    """Record as sent the requests of ``unsent`` that xAI holds already; return the others."""
+    holds = api.held(batch.provider_id)
+    if sent := [request.id for request in unsent if request.id in holds]:
+        provider_batches.mark_requests(sent, submitted=True)
+        logger.warning("provider batch %s: xAI holds %d request(s) not recorded as sent (a step cut short): not sent again",
+                       batch.id, len(sent), extra={"batch_id": batch.id})
+    return [request for request in unsent if request.id not in holds]
 
 
 def request_bodies(chunk: list[ProviderBatchRequest]) -> dict[str, dict[str, Any]]:
@@ -161,60 +214,6 @@ def request_bodies(chunk: list[ProviderBatchRequest]) -> dict[str, dict[str, Any
     }
 
 
-def collect(api: BatchApi | None, batch: ProviderBatch, reason: str) -> None:
-    """Store every result not stored yet (none without ``api``), send back the conversations of requests
-    without one, end it."""
-    waiting = {request.id: request for request in provider_batches.requests_of(batch.id, settled=False)}
-    for entry in api.results(batch.provider_id) if api and batch.provider_id else ():
-        request = waiting.pop(str(entry.get("batch_request_id")), None)
-        if request is not None:  # ours and not stored yet (a collection cut short stores the rest)
-            store(batch, request, analysis_of(entry, json.loads(request.conversation_ids), batch))
-    for request in waiting.values():
-        ids = json.loads(request.conversation_ids)
-        store(batch, request, failed_result(ids, batch, f"no answer from the Batch API (provider batch {reason})"))
-    provider_batches.end(batch.id, reason)
-    logger.info("provider batch %s ended: %s", batch.id, reason, extra={"batch_id": batch.id})
-
-
-def analysis_of(entry: dict[str, Any], ids: list[str], batch: ProviderBatch) -> AnalysisResult:
-    """A result entry as an analysis, validated like a real-time answer."""
-    if "error_message" in entry:
-        return failed_result(ids, batch, f"the Batch API answered an error: {entry['error_message']}")
-    try:
-        document = entry["batch_result"]["response"]["chat_get_completion"]
-    except (KeyError, TypeError):
-        return failed_result(ids, batch, "the Batch API's result holds no chat completion")
-    active = analyzer()
-    try:
-        result = read_completion(ids, document, json.dumps(document, ensure_ascii=False), model=active.model,
-                                 prompt_version=active.prompt_version, usage=usage_in(document),
-                                 vocabulary=active.taxonomy.vocabulary, claim_token=batch.claim_token, batch_id=batch.id)
-    except UnusableAnswer as error:
-        return failed_result(ids, batch, str(error))
-    active.models.note(result.model)
-    return result
-
-
-def failed_result(ids: list[str], batch: ProviderBatch, reason: str) -> AnalysisResult:
-    active = analyzer()
-    return AnalysisResult(conversation_ids=ids, rows=[], rejected={i: reason for i in ids}, model=active.model,
-                          prompt_version=active.prompt_version, raw_response="", claim_token=batch.claim_token,
-                          batch_id=batch.id)
-
-
-def store(batch: ProviderBatch, request: ProviderBatchRequest, result: AnalysisResult) -> None:
-    """Store one request's result as ``store.results`` stores any, count its tokens and mark it settled, in
-    one transaction: run again after a crash, it finds nothing to do twice."""
-    with write_transaction(database.obj):
-        outcome = results.record_results(result, settings.max_retries)
-        tokens = tokens_of(result.usage)
-        provider_batches.add_usage(batch.id, tokens, cost_usd(tokens, result.model, BULK, settings) if tokens else None)
-        provider_batches.mark_requests([request.id], settled=True)
-    settled = metrics.worker().settled
-    for name in ("completed", "retry", "failed"):
-        settled.labels(name).inc(len(getattr(outcome, name)))
-
-
 class BulkLane(threading.Thread):
     """Runs :func:`tick` every ``BULK_TICK_SECONDS`` until stopped (worker processes with a Grok key)."""
 
@@ -223,12 +222,22 @@ class BulkLane(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        hold: Hold | None = None
         while not self.stopped.is_set():
             try:
-                tick()
+                hold = self.note(hold, tick())
             except Exception:  # the database or xAI away: try again next round
                 logger.exception("bulk lane round failed")
             self.stopped.wait(settings.bulk_tick_seconds)
+
+    @staticmethod
+    def note(before: Hold | None, now: Hold | None) -> Hold | None:
+        """Log a hold when it begins or its reason changes, and its end."""
+        if now and (before is None or before[0] != now[0]):
+            logger.warning("bulk lane held, nothing is sent to xAI for %.0f s: %s", now[1], now[0])
+        elif before and not now:
+            logger.info("bulk lane resumed: Grok is no longer held")
+        return now
 
     def stop(self) -> None:
         self.stopped.set()

@@ -100,7 +100,7 @@ def handle_failure(batch: Batch, claim: queries.Claim | None, error: GrokError) 
     else:
         refund(ids, requeue=True)
         set_aside(ids, str(error), settings.grok_auth_pause_seconds)
-        gate.report_misconfiguration(str(error), settings.grok_auth_pause_seconds)  # after the reason is recorded
+        hold_grok(str(error))  # after the reason is recorded
 
 
 def retry_later(batch: Batch, ids: list[str], token: str | None, error: TransientError) -> None:
@@ -165,15 +165,25 @@ def give_back(batch: Batch, claim: queries.Claim) -> None:
                    extra={"batch_id": batch.batch_id, "conversation_ids": ids})
 
 
-def grok_hold() -> tuple[str, float] | None:
-    """Why and for how long Grok cannot take a call now (misconfigured, or paused longer than the gate
-    would wait), or ``None``. Offline, never."""
+def grok_hold(patience_ms: float | None = None) -> tuple[str, float] | None:
+    """Why and for how long Grok cannot take a call now, or ``None``. Offline, never.
+
+    Any state but ``available`` holds (misconfigured: a refused key or model), except a pause no longer
+    than ``patience_ms``: by default the gate's longest wait, which a real-time call waits out in the
+    gate; the bulk lane, which waits in no gate, passes 0 and honours every pause."""
     if settings.offline:
         return None
     state = gate.state()
-    if state.state == "misconfigured" or (state.state == "paused" and state.seconds_left * 1000 > gate.max_wait_ms):
-        return state.reason or state.state, state.seconds_left
-    return None
+    patience = gate.max_wait_ms if patience_ms is None else patience_ms
+    if state.state == "available" or (state.state == "paused" and state.seconds_left * 1000 <= patience):
+        return None
+    return state.reason or state.state, state.seconds_left
+
+
+def hold_grok(reason: str) -> None:
+    """Every worker, both lanes, leaves Grok alone for ``GROK_AUTH_PAUSE_SECONDS`` (a refused key or
+    model), and health reports say why."""
+    gate.report_misconfiguration(reason, settings.grok_auth_pause_seconds)
 
 
 def store_or_hand_on(result: AnalysisResult) -> None:

@@ -1,38 +1,44 @@
 """A client of xAI's Batch API (native batches), as the bulk lane uses it.
 
-From https://docs.x.ai/developers/advanced-api-usage/batch-api (read 2026-11-26): a batch is created,
-requests are added to it, each under a ``batch_request_id`` of the caller's, its ``state`` counts them,
-and finished requests are read back a page at a time; batch requests cost half the real-time price and do
-not count towards the per-minute rate limits; most finish within 24 hours. The shapes of the results and
-of cancelling follow https://batchwork.dev/providers/xai, and RubyLLM's xAI client reads them the same way
-(``lib/ruby_llm/providers/xai/chat_completions/batches.rb``: a batch is done when ``num_requests`` > 0 and
-``num_pending`` = 0; a completion under ``batch_result.response.chat_get_completion``):
+From https://docs.x.ai/developers/advanced-api-usage/batch-api (read again 2026-12-07) and xAI's
+``batch.proto`` (github.com/xai-org/xai-proto): a batch is created, requests are added to it, each under a
+``batch_request_id`` of the caller's, its ``state`` counts them, and its results and its requests are read
+back a page at a time; most finish within 24 hours:
 
 - ``POST {base}/batches`` ``{"name"}`` -> ``{"batch_id", ...}``;
 - ``POST {base}/batches/{id}/requests`` ``{"batch_requests": [{"batch_request_id", "batch_request":
   {"chat_get_completion": <a chat-completions body>}}]}`` (at most 25 MB a call);
 - ``GET {base}/batches/{id}`` -> ``{"state": {"num_requests", "num_pending", "num_success", "num_error",
-  "num_cancelled"}}``;
+  "num_cancelled"}, "cancel_by_xai_message"?}``: the message is set when xAI itself cancelled the batch;
 - ``GET {base}/batches/{id}/results?limit=&pagination_token=`` -> ``{"results": [{"batch_request_id",
   "batch_result": {"response": {"chat_get_completion": <completion>}}} or {"batch_request_id",
-  "error_message"}], "pagination_token"}``;
+  "error_message"}], "pagination_token"}``; the proto's error is a ``google.rpc.Status`` (``error``:
+  ``{"code", "message"}``), so an error is read as a string or an object, and an empty ``batch_result``
+  as an error too;
+- ``GET {base}/batches/{id}/requests?limit=&pagination_token=`` -> ``{"batch_request_metadata":
+  [{"batch_request_id", "state", ...}], "pagination_token"}``: what xAI holds;
 - ``POST {base}/batches/{id}:cancel``.
 
-Errors are :class:`BatchApiError`, worded like the real-time client's: never quoting the key.
+Pages are read with the largest ``limit`` (1,000; xAI's default is 100) until a page is empty or comes
+without a ``pagination_token`` (``null``, ``""`` or absent: "When pagination_token is None, you've reached
+the end"). Errors are :class:`BatchApiError`, worded like the real-time client's: never quoting the key.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import requests
 import requests.adapters
 
-from insights.refusals import error_detail, parse_retry_after
+from insights.refusals import error_detail, parse_retry_after, refused_for_content
 from settings import Settings
 
-RESULTS_PAGE = 100
+PAGE_LIMIT = 1000  # the most results or request states one page may hold
+COUNTERS = ("num_requests", "num_pending", "num_success", "num_error", "num_cancelled")
 CONNECTIONS = 4  # the bulk lane makes a few calls a minute, one at a time
 
 # Raised before anything is sent: the operator's to fix (GROK_BASE_URL, GROK_API_KEY), not xAI's.
@@ -71,9 +77,49 @@ class BatchApiError(Exception):
         self.retry_after = retry_after
 
     @property
-    def already_added(self) -> bool:
-        """A refusal of requests because their ids are in the batch already: they were sent before."""
-        return self.status == 400 and "already" in str(self).lower()
+    def refuses_key(self) -> bool:
+        """A refusal of our key (401; a 400 or 403 not about what was sent), read as the real-time lane
+        reads one (:func:`insights.refusals.refused_for_content`): every worker must leave xAI alone."""
+        if self.status == 401:
+            return True
+        return self.status in (400, 403) and not refused_for_content(self.status, str(self))
+
+    @property
+    def refused_request(self) -> bool:
+        """A ``4xx`` refusal of what was asked (not of our key, nor a rate limit)."""
+        return self.status is not None and 400 <= self.status < 500 and self.status != 429 and not self.refuses_key
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """A batch as ``GET /v1/batches/{id}`` shows it."""
+
+    counters: dict[str, int] = field(default_factory=dict)  # COUNTERS, missing ones as 0
+    failure: str = ""  # ``state.error``: it failed as a whole ("" if not)
+    refusal: str = ""  # ``cancel_by_xai_message``: xAI cancelled it itself ("" if not)
+
+
+def error_of(entry: dict[str, Any]) -> str | None:
+    """Why a result entry holds no chat completion, or ``None`` when it holds one. The error may be a
+    string or an object (``google.rpc.Status``: ``code``, ``message``), under ``error_message`` or
+    ``error``; a result without either and without a completion (an empty ``batch_result``) is named so."""
+    for key in ("error_message", "error"):
+        value = entry.get(key)
+        if isinstance(value, dict):
+            value = value.get("message") or json.dumps(value, ensure_ascii=False)
+        if value:
+            return str(value)[:300]
+    if completion_of(entry) is None:
+        return "the Batch API's result holds no chat completion"
+    return None
+
+
+def completion_of(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The chat completion of a result entry (``batch_result.response.chat_get_completion``), if any."""
+    result = entry.get("batch_result")
+    response = result.get("response") if isinstance(result, dict) else None
+    document = response.get("chat_get_completion") if isinstance(response, dict) else None
+    return document if isinstance(document, dict) and document else None
 
 
 class BatchApi:
@@ -94,24 +140,31 @@ class BatchApi:
                  for request_id, body in requests_by_id.items()]
         self._call("POST", f"/{batch_id}/requests", {"batch_requests": items})
 
-    def state(self, batch_id: str) -> tuple[dict[str, int], str]:
-        """The batch's counters (``num_requests``, ``num_pending``, ``num_success``, ``num_error``,
-        ``num_cancelled``; missing ones as 0) and its error, if it failed as a whole ("" if not)."""
-        state = self._call("GET", f"/{batch_id}").get("state") or {}
-        names = ("num_requests", "num_pending", "num_success", "num_error", "num_cancelled")
-        return {name: int(state.get(name) or 0) for name in names}, str(state.get("error") or "")[:300]
+    def state(self, batch_id: str) -> BatchStatus:
+        """The batch's counters, and whether it failed as a whole or xAI refused it."""
+        document = self._call("GET", f"/{batch_id}")
+        state = document.get("state") if isinstance(document.get("state"), dict) else {}
+        return BatchStatus({name: int(state.get(name) or 0) for name in COUNTERS}, str(state.get("error") or "")[:300],
+                           str(document.get("cancel_by_xai_message") or "")[:300])
 
     def results(self, batch_id: str) -> Iterator[dict[str, Any]]:
-        """Every finished request's result, a page at a time."""
+        """Every finished request's result."""
+        return self._pages(f"/{batch_id}/results", "results")
+
+    def held(self, batch_id: str) -> set[str]:
+        """The ``batch_request_id`` of every request xAI holds in the batch, whatever its state."""
+        return {str(entry.get("batch_request_id")) for entry in self._pages(f"/{batch_id}/requests", "batch_request_metadata")}
+
+    def _pages(self, path: str, key: str) -> Iterator[dict[str, Any]]:
+        """The entries under ``key`` of every page, until a page is empty or names no next page."""
         token: str | None = None
         while True:
-            params: dict[str, Any] = {"limit": RESULTS_PAGE}
-            if token:
-                params["pagination_token"] = token
-            page = self._call("GET", f"/{batch_id}/results", params=params)
-            yield from page.get("results") or []
+            params: dict[str, Any] = {"limit": PAGE_LIMIT, **({"pagination_token": token} if token else {})}
+            page = self._call("GET", path, params=params)
+            entries = page.get(key) if isinstance(page.get(key), list) else []
+            yield from (entry for entry in entries if isinstance(entry, dict))
             token = page.get("pagination_token")
-            if not token:
+            if not entries or not token:
                 return
 
     def cancel(self, batch_id: str) -> None:

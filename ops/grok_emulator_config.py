@@ -8,6 +8,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 
+CHOICES = {"batch_error_shape": ("string", "object", "empty"), "batch_page_end": ("null", "empty", "absent", "endless")}
+
+
 @dataclass
 class EmulatorConfig:
     """The emulator's settings: from the command line, changed by ``POST /_emulator/config``."""
@@ -28,6 +31,9 @@ class EmulatorConfig:
     batch_delay: float = 0.0  # seconds a Batch API request takes (see ops/grok_batches.py)
     batch_expiry: float = 0.0  # seconds after which a batch expires, its pending requests cancelled (0: never)
     batch_error: str = ""  # when set, every batch's state reports this error and its pending requests stay pending
+    batch_refusal: str = ""  # when set, xAI refuses every batch holding requests outright: its cancel_by_xai_message
+    batch_error_shape: str = "string"  # a failed request's result: string, object or empty (ops/grok_batches.py)
+    batch_page_end: str = "null"  # the last page's pagination_token: null, empty, absent, or endless
     log_limit: int = 100_000  # calls the log keeps, the latest (about 2 KB each; 0: every call)
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -37,7 +43,10 @@ class EmulatorConfig:
             if name not in names:
                 raise ValueError(f"unknown setting {name!r}")
             current = getattr(self, name)
-            setattr(self, name, parse_models(value) if isinstance(current, list) else type(current)(value))
+            value = parse_models(value) if isinstance(current, list) else type(current)(value)
+            if name in CHOICES and value not in CHOICES[name]:
+                raise ValueError(f"{name} must be one of {', '.join(CHOICES[name])}")
+            setattr(self, name, value)
 
 
 def parse_models(value: str | list[str]) -> list[str]:

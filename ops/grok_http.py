@@ -69,6 +69,7 @@ class EmulatorApp:
         """The Batch API (``ops/grok_batches.py``), in a thread: reading a batch may analyze hundreds of
         requests at once, and the calls in flight must not wait for that."""
         if bearer(scope) != self.state.config.api_key:
+            self.state.batches.refused_key()
             return await send_json(send, 401, {"error": "Incorrect API key provided."})
         target = scope["path"] + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
         try:

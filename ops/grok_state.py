@@ -62,7 +62,7 @@ class EmulatorState:
         self.log: deque[dict[str, Any]] = deque(maxlen=config.log_limit or None)
         self.limits = Limits()
         self.rows = RowCache(OfflineAnalyzer(Taxonomy(dict(load_settings({}).taxonomy), closed=True)))  # answers as_asked
-        self.batches = BatchStore(self.rows, lambda: (self.config.batch_delay, self.config.batch_expiry, self.config.batch_error))
+        self.batches = BatchStore(self.rows, config)  # read at every call: POST /_emulator/config changes it
         self.reseed()
 
     def reseed(self) -> None:

@@ -240,11 +240,15 @@ def requeue_claimed(conversation_ids: Iterable[str], reason: str, claim_token: s
     return _update_open(conversation_ids, claim_token, status=QUEUED, last_error=get_settings().redact(reason))
 
 
-def refund_attempt(conversation_ids: Iterable[str], requeue: bool = False, claim_token: str | None = None) -> int:
-    """Take back the attempt a claim counted (the failure was not theirs), optionally back to ``queued``."""
+def refund_attempt(conversation_ids: Iterable[str], requeue: bool = False, claim_token: str | None = None,
+                   reason: str | None = None) -> int:
+    """Take back the attempt a claim counted (the failure was not theirs), optionally back to ``queued``
+    and with the ``reason`` they wait."""
     changes: dict[str, Any] = {"attempts": Conversation.attempts - 1}
     if requeue:
         changes["status"] = QUEUED
+    if reason is not None:
+        changes["last_error"] = get_settings().redact(reason)
     return _update_open(conversation_ids, claim_token, **changes)
 
 
