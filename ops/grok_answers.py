@@ -14,7 +14,10 @@ https://docs.x.ai/developers/debugging (400 an invalid argument, 403 no permissi
   SAFETY_CHECK_TYPE_BIO"}`` (https://github.com/UKGovernmentBEIS/inspect_ai/pull/2267,
   https://github.com/theopenco/llmgateway/pull/1785). Hence 403 by default, though a 403 usually means a
   bad key or a blocked team: a client must tell the two apart by the message. The emulator can answer 400
-  instead (OpenAI's habit for a refused prompt).
+  instead (OpenAI's habit for a refused prompt);
+- exhausted credits: "Your team <id> has either used all available credits or reached its monthly spending
+  limit. ...", undocumented by xAI, seen as ``429`` (early 2026) and ``403`` (later), as a bare JSON string
+  and as ``{"code", "error"}`` (docs/xai-today.md, section 6): every shape and both statuses can be played.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ CODES = {
 
 
 def xai_error(status: int, message: str) -> dict[str, str]:
-    return {"code": CODES[status], "error": message}
+    return {"code": CODES.get(status, "Unknown error"), "error": message}
 
 
 def unknown_model(model: str) -> str:
@@ -60,6 +63,17 @@ def prompt_too_long(context: int, prompt_tokens: int) -> str:
 def content_refused(model: str) -> str:
     return (f"Content violates usage guidelines. Team: {TEAM}, API key ID: emulator-key-id, Model: {model}, "
             "Failed check: SAFETY_CHECK_TYPE_EMULATED")
+
+
+def credits_spent() -> str:
+    return (f"Your team {TEAM} has either used all available credits or reached its monthly spending limit. "
+            "To continue making API requests, please purchase more credits or raise your spending limit.")
+
+
+def credits_refusal(shape: str, status: int) -> Any:
+    """The body of a refusal for exhausted credits in ``shape`` (``ops.grok_emulator_config.CREDITS_SHAPES``)."""
+    message = credits_spent()
+    return {"string": message, "error": {"error": message}}.get(shape) or xai_error(status, message)
 
 
 def completion(content: str, finish_reason: str, body: dict[str, Any], prompt_tokens: int, cached_tokens: int = 0,

@@ -21,9 +21,14 @@ Options, each also a key of ``POST /_emulator/config`` (``latency_median`` for `
 - ``--models a,b`` (default: any): another model is ``404``.
 - ``--refusal-status`` (403, or 400): the status of a content refusal (see ``ops/grok_answers.py`` for why
   403 is the default, and where each refusal's words come from).
+- ``--credits SHAPE`` (default: none) plays a team whose credits or monthly spending limit are used up:
+  every call is refused with xAI's words for it, its body a bare JSON string (``string``), ``{"error": ...}``
+  (``error``) or ``{"code": ..., "error": ...}`` (``code``), with ``--credits-status`` (429, or 403). At run
+  time ``{"credits": "code", "credits_status": 403}`` exhausts them and ``{"credits": ""}`` brings them back.
 
-A call is checked in this order: key (``401``), model (``404``), prompt length (``400``), content (``403``),
-requests per second then tokens per minute (``429``); only an admitted call takes a queued fault and waits.
+A call is checked in this order: key (``401``), credits, model (``404``), prompt length (``400``), content
+(``403``), requests per second then tokens per minute (``429``); only an admitted call takes a queued fault
+and waits.
 Refusals answer at once, in xAI's error shape ``{"code": ..., "error": <message>}``.
 
 Control endpoints, for tests and benchmarks:
@@ -42,7 +47,7 @@ Control endpoints, for tests and benchmarks:
   500, 503 or a malformed answer) with probability ``p`` (for soak runs). Answers the configuration.
 - ``GET /_emulator/log``: every call, ``{"t": arrival (epoch s), "status", "ids", "fault", "tokens",
   "latency", "refused"}``; ``refused`` is ``null``, or why: ``"rps"``, ``"tpm"``, ``"context"``,
-  ``"content"`` or ``"model"``; ``"client_gone": true`` when the caller hung up before its answer. A call
+  ``"content"``, ``"model"`` or ``"credits"``; ``"client_gone": true`` when the caller hung up before its answer. A call
   is logged once its wait is over, before its answer is sent. The log keeps the latest ``--log-limit``
   calls (default 100,000, about 2 KB each; 0: all).
 - ``POST /_emulator/reset``: forget faults, the log, what the limits counted and the batches.

@@ -7,8 +7,13 @@ import argparse
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+# How a refusal for exhausted credits is shaped (docs/xai-today.md, section 6): its message as a bare JSON
+# string, as {"error": message}, or as xAI's usual {"code": ..., "error": message}; "" for credits available.
+CREDITS_SHAPES = ("", "string", "error", "code")
 
-CHOICES = {"batch_error_shape": ("string", "object", "empty"), "batch_page_end": ("null", "empty", "absent", "endless")}
+
+CHOICES = {"batch_error_shape": ("string", "object", "empty"), "batch_page_end": ("null", "empty", "absent", "endless"),
+           "credits": CREDITS_SHAPES}
 
 
 @dataclass
@@ -35,6 +40,8 @@ class EmulatorConfig:
     batch_error_shape: str = "string"  # a failed request's result: string, object or empty (ops/grok_batches.py)
     batch_page_end: str = "null"  # the last page's pagination_token: null, empty, absent, or endless
     log_limit: int = 100_000  # calls the log keeps, the latest (about 2 KB each; 0: every call)
+    credits: str = ""  # exhausted credits, answered in this shape (CREDITS_SHAPES); "": credits available
+    credits_status: int = 429  # the status of that refusal (429 as in early 2026, 403 as seen later)
 
     def update(self, changes: dict[str, Any]) -> None:
         """Set each named setting, converted to its type; raises ``ValueError`` on an unknown name."""
@@ -71,4 +78,8 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--models", type=parse_models, default=defaults.models, help="comma-separated models served (default: any)")
     parser.add_argument("--log-limit", type=int, default=defaults.log_limit, help="calls kept in the log, the latest (0: all)")
     parser.add_argument("--refusal-status", type=int, choices=(400, 403), default=defaults.refusal_status, help="status of a content refusal")
+    parser.add_argument("--credits", choices=CREDITS_SHAPES, default=defaults.credits,
+                        help="answer every call as a team out of credits, in this body shape (default: credits available)")
+    parser.add_argument("--credits-status", type=int, choices=(403, 429), default=defaults.credits_status,
+                        help="status of that refusal")
     return parser.parse_args()

@@ -25,6 +25,7 @@ from ops.grok_answers import (
     bend,
     completion,
     content_of,
+    credits_refusal,
     content_refused,
     holds,
     prompt_too_long,
@@ -108,6 +109,9 @@ def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[st
     config = state.config
     if key != config.api_key:
         return Reply(401, {"error": f"Incorrect API key provided: {key}. Obtain one from the console."})
+    if config.credits:
+        entry["refused"] = "credits"
+        return Reply(config.credits_status, credits_refusal(config.credits, config.credits_status))
     model = body.get("model", "?")
     if config.models and model not in config.models:
         return refuse(entry, "model", 404, unknown_model(model))
