@@ -10,6 +10,9 @@ A result is stored at once (:func:`store_or_hand_on`). A failure is handled by i
   was acknowledged when the call was handed to the engine;
 - the provider's weather (a 429, or no slot in the shared gate soon): not an attempt; the batch is set
   aside until Grok can take it (:func:`set_aside`);
+- exhausted credits (a refusal that speaks of credits or a spending limit): not an attempt either; the
+  gate holds every call but one probe a ``GROK_CREDITS_PAUSE_SECONDS`` (``insights.credits``) and the batch
+  is set aside for the pause;
 - unusable answer (truncated, not JSON), a request refused for its content (400, 413, 422) or larger than
   the whole token budget: the batch is split in halves, each sent as a batch of its own; a single
   conversation whose answer stays unusable counts a failed attempt, one that is refused fails at once with
@@ -34,7 +37,7 @@ import metrics
 from actors import reasons
 from actors.batching import send_for_batching
 from actors.broker import AGAIN_QUEUE, broker, dead_letter, gate, send_batch, settings
-from insights.errors import SPLITTABLE, GrokError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
+from insights.errors import SPLITTABLE, CreditsExhausted, GrokError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
 from insights.schemas import AnalysisResult
 from store import queries, results
 
@@ -85,7 +88,7 @@ def handle_failure(batch: Batch, claim: queries.Claim | None, error: GrokError) 
     refund = functools.partial(queries.refund_attempt, claim_token=token) if claim else (lambda *_a, **_k: 0)
     if isinstance(error, TransientError):
         retry_later(batch, ids, token, error)
-    elif isinstance(error, (RateLimited, ProviderBusy)):
+    elif isinstance(error, (RateLimited, ProviderBusy, CreditsExhausted)):
         refund(ids, requeue=True)
         set_aside(ids, str(error), error.retry_after)
     elif isinstance(error, SPLITTABLE):
@@ -170,13 +173,18 @@ def grok_hold(patience_ms: float | None = None) -> tuple[str, float] | None:
 
     Any state but ``available`` holds (misconfigured: a refused key or model), except a pause no longer
     than ``patience_ms``: by default the gate's longest wait, which a real-time call waits out in the
-    gate; the bulk lane, which waits in no gate, passes 0 and honours every pause."""
+    gate; the bulk lane, which waits in no gate, passes 0 and honours every pause. Exhausted credits hold
+    for at most ``GROK_CREDITS_PAUSE_SECONDS`` (a probe under way may find them back at once), and not once
+    the pause is over: the next call may be the probe, which the gate grants to one caller."""
     if settings.offline:
         return None
     state = gate.state()
     patience = gate.max_wait_ms if patience_ms is None else patience_ms
     if state.state == "available" or (state.state == "paused" and state.seconds_left * 1000 <= patience):
         return None
+    if state.state == "credits_exhausted":
+        wait = min(state.seconds_left, settings.grok_credits_pause_seconds)
+        return (state.reason or state.state, wait) if wait > 0 else None
     return state.reason or state.state, state.seconds_left
 
 

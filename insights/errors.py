@@ -10,6 +10,8 @@
   is still refused fails with the provider's reason, its neighbours complete.
 - :class:`MisconfiguredError` (401, 403, 404 and other refusals of the request itself): the operator's
   to fix; every worker leaves Grok alone for a while, nothing is spent.
+- :class:`CreditsExhausted` (any refusal that speaks of credits or a spending limit): the operator's to
+  pay for; every worker leaves Grok alone but for one probe call a pause, nothing is spent.
 
 Messages never contain the API key.
 """
@@ -38,8 +40,17 @@ class RateLimited(GrokError):
 class ProviderBusy(GrokError):
     """No call may start within the gate's longest wait (a long pause, a long queue): come back later."""
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"waiting for Grok: no call slot for {retry_after:.0f} s (rate limits or a pause)")
+    def __init__(self, retry_after: float, why: str = "rate limits or a pause") -> None:
+        super().__init__(f"waiting for Grok: no call slot for {retry_after:.0f} s ({why})")
+        self.retry_after = retry_after
+
+
+class CreditsExhausted(GrokError):
+    """The team's credits are used up or its monthly spending limit is reached: no wait cures it, a person
+    must pay. Set aside like the provider's weather, ``retry_after`` seconds (the gate holds every process)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
         self.retry_after = retry_after
 
 

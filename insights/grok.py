@@ -16,9 +16,11 @@ A call has three steps, so that the wait for Grok costs a worker almost nothing 
 
 :meth:`GrokClient.analyze` runs the three in a row, for one-off use.
 
-Failures are classified by the classes of :mod:`insights.errors`, one per reaction: transient (408, 5xx,
-timeouts), rate limited (429), refused for its content (400, 413, 422), misconfigured (401, 403, 404),
-unusable answer. The API key never appears in an error, a log line or a stored row: an exception raised
+Failures are classified by the classes of :mod:`insights.errors`, one per reaction: credits exhausted
+(any refusal that speaks of credits or a spending limit, told first), transient (408, 5xx, timeouts), rate
+limited (429), refused for its content (400, 413, 422), misconfigured (401, 403, 404), unusable answer.
+While credits are exhausted the gate lets one probe call through a pause (:mod:`insights.credits`); the
+client ends the probe with what its answer says. The API key never appears in an error, a log line or a stored row: an exception raised
 by the call is named by its class only (HTTP libraries quote URLs and headers in their messages), and an
 error body is redacted of the key.
 """
@@ -36,17 +38,20 @@ import httpx
 
 from insights.analyzer import Claimer, ConversationToAnalyze
 from insights.completion import read_completion, usage_in
-from insights.errors import GrokError, MisconfiguredError, RateLimited, RequestRefused, TransientError, UnusableAnswer
+from insights.credits import ACTION as CREDITS_ACTION
+from insights.errors import (CreditsExhausted, GrokError, MisconfiguredError, RateLimited, RequestRefused, TransientError,
+                             UnusableAnswer)
 from insights.models import ModelWatch
 from insights.outbound import OutboundGate, Reservation
 from insights.prompt import PROMPT_VERSION, result_schema, system_prompt, user_message
-from insights.refusals import error_detail, parse_retry_after, refused_for_content
+from insights.refusals import credits_exhausted, error_detail, parse_retry_after, refused_for_content
 from insights.schemas import AnalysisResult
 from insights.taxonomy import Taxonomy
 from insights.usage_estimate import UsageEstimate
 from settings import Settings
 
 RATE_LIMIT_DEFAULT_WAIT = 1.0  # seconds to pause after a 429 without Retry-After
+PROBE_MARGIN_SECONDS = 30.0  # a credits probe is held this long past its timeouts (its answer read and classified)
 
 # Raised before anything is sent: the operator's to fix (GROK_BASE_URL, GROK_API_KEY), not Grok's.
 UNSENDABLE = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)
@@ -100,6 +105,8 @@ class GrokClient:
         self.timeout = httpx.Timeout(settings.grok_read_timeout_seconds, connect=settings.grok_connect_timeout_seconds)
         self.response_format = settings.grok_response_format
         self.output_tokens_per_conversation = settings.grok_output_tokens_per_conversation
+        self.credits_pause = settings.grok_credits_pause_seconds
+        self.probe_lease = settings.grok_connect_timeout_seconds + settings.grok_read_timeout_seconds + PROBE_MARGIN_SECONDS
         self.gate = gate
         self.usage = UsageEstimate(settings.grok_output_tokens_per_conversation)
         self.transport = transport
@@ -142,7 +149,7 @@ class GrokClient:
         """Wait for the call's place in the gate, then claim the batch (``claim``; the call carries only the
         conversations it claimed); ``None`` when none was left to claim. Raises the gate's refusals."""
         body = self.encoded(conversations)
-        reservation = self.gate.reserve(self.usage.estimate(len(body), len(conversations)))
+        reservation = self.gate.reserve(self.usage.estimate(len(body), len(conversations)), self.probe_lease)
         if claim is not None:
             claimed = set(claim([c.conversation_id for c in conversations]))
             if len(claimed) < len(conversations):  # some were settled meanwhile: the call carries the rest
@@ -150,6 +157,8 @@ class GrokClient:
                 body = self.encoded(conversations)
             if not conversations:
                 self.gate.settle(reservation, 0)
+                if reservation.probe:
+                    self.gate.credits.release(reservation.id, 0)  # no call: the next one may probe
                 return None
         return PreparedCall(conversations, body.encode(), len(body), reservation)
 
@@ -163,14 +172,16 @@ class GrokClient:
         try:
             response = await http.post(self.url, content=call.body)
         except Exception as error:  # every failure of the call is classified; none escapes with its text
+            if call.reservation.probe:  # no answer says nothing of credits: the next probe after a pause
+                self.gate.credits.release(call.reservation.id, self.credits_pause)
             raise classify(error, time.monotonic() - started) from None
         return Answer(response.status_code, response.headers.get("Retry-After"), response.text)
 
     def finish(self, call: PreparedCall, answer: Answer) -> AnalysisResult:
         """The answer as validated rows; a refusal or an unusable answer as a :class:`GrokError`."""
         try:
-            self._raise_for_status(answer)
-        except (RateLimited, RequestRefused, MisconfiguredError):
+            self._raise_for_status(answer, call)
+        except (RateLimited, RequestRefused, MisconfiguredError, CreditsExhausted):
             self.gate.settle(call.reservation, 0)  # a refused request uses no tokens
             raise
         try:
@@ -199,11 +210,19 @@ class GrokClient:
                                       raw_response="")
             return self.finish(call, await self.post(http, call))
 
-    def _raise_for_status(self, answer: Answer) -> None:
-        status = answer.status
+    def _raise_for_status(self, answer: Answer, call: PreparedCall) -> None:
+        """The answer's refusal as a :class:`GrokError`. A refusal for credits holds every call for a pause
+        (ending the probe, if this call was it); any other answer to the probe lifts the hold."""
+        status, reservation = answer.status, call.reservation
+        detail = error_detail(answer, self._key) if status >= 300 else ""
+        if credits_exhausted(status, answer.text):
+            reason = f"{CREDITS_ACTION} (Grok {status}{error_detail(answer, self._key, message_only=True)})"
+            self.gate.credits.hold(reason, self.credits_pause, reservation.id)
+            raise CreditsExhausted(reason, self.credits_pause)
+        if reservation.probe:
+            self.gate.credits.restored(reservation.id)
         if status < 300:
             return
-        detail = error_detail(answer, self._key)
         retry_after = parse_retry_after(answer.retry_after)
         if status == 429:
             wait = retry_after if retry_after is not None else RATE_LIMIT_DEFAULT_WAIT
@@ -216,3 +235,4 @@ class GrokClient:
         if refused_for_content(status, detail):
             raise RequestRefused(f"Grok refused the request ({status}){detail}")
         raise MisconfiguredError(f"Grok refused the request ({status}){detail}")
+

@@ -21,6 +21,8 @@ come back after, so the caller can set its work aside instead of holding it. A c
 whole token budget raises :class:`OverBudget` (split the batch).
 
 A ``401``/``403``/``404`` marks Grok as misconfigured for a while, with the reason, for health reports.
+Exhausted credits hold every call but one probe a pause (:mod:`insights.credits`); the reservation script
+grants that probe.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 
 import redis
 
+from insights import credits
 from insights.errors import OverBudget, ProviderBusy
 
 TOKEN_POLL_SECONDS = 1.0  # a call waiting for tokens asks again this often (settled calls free some early)
@@ -57,18 +60,20 @@ class GateKeys:
                  "pause-reason", "misconfigured")
         return cls(*(f"{namespace}:grok:{name}" for name in names))
 
-# KEYS: next start, token log, token amounts, token total, pause.
-# ARGV: interval ms, token budget (0: none), tokens, window ms, max wait ms, reservation id.
+# KEYS: next start, token log, token amounts, token total, pause, credits retry, credits probe.
+# ARGV: interval ms, token budget (0: none), tokens, window ms, max wait ms, reservation id, probe lease ms.
 # Returns {wait ms, status}: 0 reserved (start in wait ms); 1 busy (the start would be more than max wait
 # away; nothing reserved); 2 over budget (the call alone exceeds the token budget); 3 no room for its
 # tokens yet (nothing reserved; enough leaves the window in wait ms at the latest, sooner if calls settle
-# for less than they reserved). A call waiting for tokens does not hold up the calls behind it in the
-# request spacing: only a granted reservation moves the next start.
+# for less than they reserved); 4 held for exhausted credits (nothing reserved); 5 reserved as the credits
+# probe. A call waiting for tokens does not hold up the calls behind it in the request spacing: only a
+# granted reservation moves the next start.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval, budget, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local window, max_wait = tonumber(ARGV[4]), tonumber(ARGV[5])
+""" + credits.RESERVE_STEP + """
 local start = math.max(now, tonumber(redis.call('GET', KEYS[5]) or '0'), tonumber(redis.call('GET', KEYS[1]) or '0'))
 if start - now > max_wait then return {math.ceil(start - now), 1} end
 if budget > 0 then
@@ -95,7 +100,8 @@ if budget > 0 then
   for k = 2, 4 do redis.call('PEXPIRE', KEYS[k], math.ceil(start - now + window * 2)) end
 end
 redis.call('SET', KEYS[1], start + interval, 'PX', math.ceil(start - now + interval + 60000))
-return {math.ceil(start - now), 0}
+""" + credits.RESERVE_PROBE + """
+return {math.ceil(start - now), 5 * probe}
 """
 
 # KEYS: token amounts, token total.  ARGV: reservation id, tokens.  A reservation's real amount.
@@ -108,13 +114,17 @@ end
 return 0
 """
 
-# KEYS: start log.  ARGV: limit, window ms, member.  The last word before a call starts: at most ``limit``
-# calls in any window (a sliding log of actual starts), so a thread that woke late cannot bunch with the
-# next one.  Returns 0 with the start logged, or the milliseconds to wait before asking again.
+# KEYS: start log, credits retry, credits probe.  ARGV: limit, window ms, member (the reservation id).  The
+# last word before a call starts: at most ``limit`` calls in any window (a sliding log of actual starts), so
+# a thread that woke late cannot bunch with the next one; and while credits are exhausted, none but the
+# probe.  Returns 0 with the start logged, the milliseconds to wait before asking again, or a negative
+# number: held for credits (a reservation granted before they ran out), not to start; minus the
+# milliseconds until the next probe.
 _CONFIRM = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+""" + credits.CONFIRM_STEP + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
@@ -143,11 +153,13 @@ class Reservation:
 
     id: str
     tokens: int
+    probe: bool = False  # the one call let through exhausted credits, to see whether they are back
 
 
 @dataclass(frozen=True)
 class GrokState:
-    """``available``, ``paused`` (a 429's Retry-After) or ``misconfigured`` (bad key, unknown model)."""
+    """``available``, ``paused`` (a 429's Retry-After), ``misconfigured`` (bad key, unknown model) or
+    ``credits_exhausted`` (until a probe call finds them back)."""
 
     state: str
     reason: str | None
@@ -172,6 +184,7 @@ class OutboundGate:
         self._pause = client.register_script(_PAUSE)
         self._confirm = client.register_script(_CONFIRM)
         self._settle = client.register_script(_SETTLE)
+        self.credits = credits.CreditsHold(client, namespace)
 
     def acquire(self, tokens: int = 0) -> Reservation:
         """Block until this process may start one call of ``tokens`` estimated tokens, and log its start.
@@ -182,27 +195,39 @@ class OutboundGate:
         self.start(reservation)
         return reservation
 
-    def reserve(self, tokens: int = 0) -> Reservation:
+    def reserve(self, tokens: int = 0, probe_lease: float = 120.0) -> Reservation:
         """:meth:`acquire` without logging the start: the caller does what must precede the call (claim its
         batch), then :meth:`start` or :meth:`try_start`, so that the call leaves right after its start is
-        logged."""
+        logged. While credits are exhausted, only the probe is granted (``reservation.probe``), and held as
+        the probe for ``probe_lease`` seconds from its start at most (the longest a call may take)."""
         reservation = Reservation(uuid.uuid4().hex, max(0, int(tokens)))
-        while True:
-            wait_ms, status = self._reserve(
-                keys=[self.keys.next_start, self.keys.tokens_log, self.keys.tokens_amount, self.keys.tokens_total, self.keys.pause],
-                args=[self.interval_ms, self.tokens_per_minute, reservation.tokens, self.window_ms,
-                      self.max_wait_ms, reservation.id],
-            )
-            if status == 2:
-                raise OverBudget(f"an estimated {reservation.tokens} tokens exceed OUTBOUND_TPM={self.tokens_per_minute}")
-            if status == 1 or (status == 3 and wait_ms > self.max_wait_ms):
-                raise ProviderBusy(wait_ms / 1000)
-            if status == 3:  # ask again soon, at a moment of our own (hundreds may be waiting)
-                time.sleep(min(wait_ms / 1000, TOKEN_POLL_SECONDS) * random.uniform(0.75, 1.0))
-                continue
-            time.sleep(wait_ms / 1000)
-            if self.paused_for() == 0:  # a 429 seen while we slept moves everyone behind its pause
-                return reservation
+        while (granted := self._reserve_once(reservation, probe_lease)) is None:
+            pass
+        return granted
+
+    def _reserve_once(self, reservation: Reservation, probe_lease: float) -> Reservation | None:
+        """One turn of :meth:`reserve`: the reservation granted, or ``None`` to ask again."""
+        wait_ms, status = self._reserve(
+            keys=[self.keys.next_start, self.keys.tokens_log, self.keys.tokens_amount, self.keys.tokens_total, self.keys.pause,
+                  self.credits.keys.retry, self.credits.keys.probe],
+            args=[self.interval_ms, self.tokens_per_minute, reservation.tokens, self.window_ms,
+                  self.max_wait_ms, reservation.id, int(probe_lease * 1000)],
+        )
+        if status == 2:
+            raise OverBudget(f"an estimated {reservation.tokens} tokens exceed OUTBOUND_TPM={self.tokens_per_minute}")
+        if status == 4:
+            raise ProviderBusy(min(wait_ms, self.max_wait_ms) / 1000, credits.ACTION)
+        if status == 1 or (status == 3 and wait_ms > self.max_wait_ms):
+            raise ProviderBusy(wait_ms / 1000)
+        if status == 3:  # ask again soon, at a moment of our own (hundreds may be waiting)
+            time.sleep(min(wait_ms / 1000, TOKEN_POLL_SECONDS) * random.uniform(0.75, 1.0))
+            return None
+        time.sleep(wait_ms / 1000)
+        if self.paused_for() > 0:  # a 429 seen while we slept moves everyone behind its pause
+            if status == 5:
+                self.credits.release(reservation.id, 0)  # the probe is for whoever comes first after it
+            return None
+        return Reservation(reservation.id, reservation.tokens, probe=status == 5)
 
     def start(self, reservation: Reservation) -> None:
         """Log this call's start, waiting a moment more if a late wake-up would bunch it with others."""
@@ -211,8 +236,14 @@ class OutboundGate:
 
     def try_start(self, reservation: Reservation) -> int:
         """Log this call's start now (0), or say how many milliseconds to wait before trying again: for an
-        event loop, which must not sleep in a call, to start the call the moment before it sends it."""
-        return int(self._confirm(keys=[self.keys.starts], args=[self.calls_per_second, self.window_ms_rps, reservation.id]))
+        event loop, which must not sleep in a call, to start the call the moment before it sends it.
+        Raises :class:`ProviderBusy` when credits ran out since the call was granted (it is not the probe)."""
+        wait_ms = int(self._confirm(keys=[self.keys.starts, self.credits.keys.retry, self.credits.keys.probe],
+                                    args=[self.calls_per_second, self.window_ms_rps, reservation.id]))
+        if wait_ms < 0:
+            self.settle(reservation, 0)
+            raise ProviderBusy(min(-wait_ms, self.max_wait_ms) / 1000, credits.ACTION)
+        return wait_ms
 
     def settle(self, reservation: Reservation, tokens: int) -> None:
         """Replace a reservation's estimate by the tokens the call really used (0 for a refused call)."""
@@ -242,11 +273,15 @@ class OutboundGate:
         for command, key in (("get", self.keys.misconfigured), ("pttl", self.keys.misconfigured), ("get", self.keys.pause),
                              ("get", self.keys.pause_reason)):
             getattr(pipe, command)(key)
+        self.credits.read(pipe)
         pipe.time()
-        reason, ttl_ms, until_ms, why, (seconds, micros) = pipe.execute()
+        reason, ttl_ms, until_ms, why, spent, retry, probe_ttl_ms, (seconds, micros) = pipe.execute()
+        now_ms = seconds * 1000 + micros // 1000
         if reason:
             return GrokState("misconfigured", reason.decode(), max(0.0, ttl_ms / 1000))
-        paused = max(0.0, (int(until_ms or 0) - (seconds * 1000 + micros // 1000)) / 1000)
+        if spent:
+            return GrokState("credits_exhausted", spent.decode(), self.credits.seconds_left(retry, probe_ttl_ms, now_ms))
+        paused = max(0.0, (int(until_ms or 0) - now_ms) / 1000)
         if paused > 0:
             return GrokState("paused", why.decode() if why else "paused", paused)
         return GrokState("available", None, 0.0)
