@@ -21,7 +21,11 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-GROK_STATES = ("available", "paused", "misconfigured")
+GROK_STATES = ("available", "paused", "misconfigured", "credits_exhausted")
+# What the operator must do in each state that needs a person, named in the help of insights_grok_state.
+GROK_STATE_HELP = ("1 for Grok's current state as the workers see it (the reason: /readyz, insights stats). "
+                   "misconfigured: fix GROK_API_KEY, GROK_MODEL or GROK_BASE_URL; credits_exhausted: purchase "
+                   "credits or raise the spending limit at console.x.ai")
 GROK_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 
 
@@ -70,7 +74,7 @@ class StateCollector:
                 queues.add_metric([queue, kind], count)
             yield queues
             yield GaugeMetricFamily("insights_stream_entries", "Conversation ids waiting in the batching stream", value=state.redis.stream)
-            grok = GaugeMetricFamily("insights_grok_state", "1 for Grok's current state as the workers see it", labels=["state"])
+            grok = GaugeMetricFamily("insights_grok_state", GROK_STATE_HELP, labels=["state"])
             for name in GROK_STATES:
                 grok.add_metric([name], 1 if state.redis.grok.state == name else 0)
             yield grok

@@ -161,8 +161,8 @@ class Health(BaseModel):
 
 
 class GrokStatus(BaseModel):
-    state: Literal["available", "paused", "misconfigured"]
-    reason: str | None = Field(description="Why Grok is paused or misconfigured")
+    state: Literal["available", "paused", "misconfigured", "credits_exhausted"]
+    reason: str | None = Field(description="Why Grok is paused, misconfigured or out of credits, and what to do")
     seconds_left: float = Field(description="Until the pause ends or the workers try again")
 
 
