@@ -25,6 +25,7 @@ Options, each also a key of ``POST /_emulator/config`` (``latency_median`` for `
   every call is refused with xAI's words for it, its body a bare JSON string (``string``), ``{"error": ...}``
   (``error``) or ``{"code": ..., "error": ...}`` (``code``), with ``--credits-status`` (429, or 403). At run
   time ``{"credits": "code", "credits_status": 403}`` exhausts them and ``{"credits": ""}`` brings them back.
+  The Batch API refuses every call the same way meanwhile.
 
 A call is checked in this order: key (``401``), credits, model (``404``), prompt length (``400``), content
 (``403``), requests per second then tokens per minute (``429``); only an admitted call takes a queued fault

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
-from ops.grok_answers import xai_error
+from ops.grok_answers import credits_refusal, xai_error
 from ops.grok_batches import route
 from ops.grok_state import EmulatorState, Reply, respond
 
@@ -71,6 +71,9 @@ class EmulatorApp:
         if bearer(scope) != self.state.config.api_key:
             self.state.batches.refused_key()
             return await send_json(send, 401, {"error": "Incorrect API key provided."})
+        config = self.state.config
+        if config.credits:  # a team out of credits is refused by the Batch API too
+            return await send_json(send, config.credits_status, credits_refusal(config.credits, config.credits_status))
         target = scope["path"] + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
         try:
             body = json.loads(raw or b"null")

@@ -49,6 +49,15 @@ def test_the_emulator_answers_exhausted_credits_in_each_shape(grok, shape, statu
     assert isinstance(body, str) if shape == "string" else set(body) == ({"error"} if shape == "error" else {"code", "error"})
 
 
+def test_the_emulators_batch_api_refuses_a_team_out_of_credits_too(grok):
+    grok.configure(credits="string", credits_status=403)
+    answer = httpx.post(f"{grok.base_url}/batches", headers={"Authorization": f"Bearer {GROK_KEY}"}, json={"name": "b"})
+    assert answer.status_code == 403 and SPENT in answer.json()
+    grok.configure(credits="")
+    assert httpx.post(f"{grok.base_url}/batches", headers={"Authorization": f"Bearer {GROK_KEY}"},
+                      json={"name": "b"}).status_code == 200
+
+
 def test_the_emulator_refuses_an_unknown_shape_and_keeps_credits(grok):
     assert grok.control.post("/config", json={"credits": "bankrupt"}).status_code == 400
     assert grok.control.post("/config", json={}).json()["credits"] == ""
