@@ -15,7 +15,8 @@ The database drives it, not Redis: each worker process runs a :class:`BulkLane` 
 
 It honours every hold of the real-time lane (``actors.outcomes.grok_hold``: a refused key or model, any
 pause of the gate): while Grok is held it forms nothing and calls nothing. A refused key met here starts
-the same hold, for ``GROK_AUTH_PAUSE_SECONDS``, for every worker and both lanes.
+the same hold, for ``GROK_AUTH_PAUSE_SECONDS``, for every worker and both lanes; exhausted credits, the
+credits hold, whose one probe a pause a step may be (``actors.bulk_probe``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 import redis
 
-from actors import bulk_results, outcomes
+from actors import bulk_probe, bulk_results, outcomes
 from actors.analysis import analyzer
 from actors.broker import settings
 from insights.analyzer import ConversationToAnalyze
@@ -80,10 +81,15 @@ def tick() -> Hold | None:
 
 
 def work_on(batch: ProviderBatch) -> None:
-    """One step on a batch this worker holds, then let go of it (a failed step is tried again later)."""
+    """One step on a batch this worker holds, then let go of it (a failed step is tried again later).
+    While xAI says the credits are used up, only the pause's probe steps (``actors.bulk_probe``)."""
+    if not bulk_probe.may_step(batch.id):
+        provider_batches.let_go(batch.id, settings.grok_credits_pause_seconds)
+        return
     try:
         look_in = advance(batch)
     except BatchApiError as error:
+        bulk_probe.stepped(batch.id, error)
         if error.status == 404 and batch.provider_id is not None:  # xAI no longer knows it: nothing will come
             logger.error("provider batch %s: xAI no longer knows %s; its conversations wait for another batch",
                          batch.id, batch.provider_id, extra={"batch_id": batch.id})
@@ -91,6 +97,7 @@ def work_on(batch: ProviderBatch) -> None:
             return
         provider_batches.let_go(batch.id, failed_step(batch, error), last_error=settings.redact(str(error))[:500])
         return
+    bulk_probe.stepped(batch.id, None)
     if look_in is not None:
         provider_batches.let_go(batch.id, look_in, last_error=None)
 
@@ -98,6 +105,8 @@ def work_on(batch: ProviderBatch) -> None:
 def failed_step(batch: ProviderBatch, error: BatchApiError) -> float:
     """Log a failed step; return the seconds until the batch's next look. A refused key holds every
     worker, both lanes, for ``GROK_AUTH_PAUSE_SECONDS``, as the real-time lane's refusals do."""
+    if error.credits_exhausted:
+        return settings.grok_credits_pause_seconds
     if error.refuses_key:
         logger.error("provider batch %s: %s; every worker leaves xAI alone for %g s", batch.id, error,
                      settings.grok_auth_pause_seconds, extra={"batch_id": batch.id})

@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import requests
 import requests.adapters
 
-from insights.refusals import error_detail, parse_retry_after, refused_for_content
+from insights.refusals import credits_exhausted, error_detail, parse_retry_after, refused_for_content
 from settings import Settings
 
 PAGE_LIMIT = 1000  # the most results or request states one page may hold
@@ -71,10 +71,12 @@ def pooled_session(connections: int) -> requests.Session:
 class BatchApiError(Exception):
     """A Batch API call failed; the bulk lane tries again at its next look."""
 
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None,
+                 credits_exhausted: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.credits_exhausted = credits_exhausted  # xAI says the team's credits or spending limit are used up
 
     @property
     def refuses_key(self) -> bool:
@@ -82,12 +84,13 @@ class BatchApiError(Exception):
         reads one (:func:`insights.refusals.refused_for_content`): every worker must leave xAI alone."""
         if self.status == 401:
             return True
-        return self.status in (400, 403) and not refused_for_content(self.status, str(self))
+        return self.status in (400, 403) and not self.credits_exhausted and not refused_for_content(self.status, str(self))
 
     @property
     def refused_request(self) -> bool:
         """A ``4xx`` refusal of what was asked (not of our key, nor a rate limit)."""
-        return self.status is not None and 400 <= self.status < 500 and self.status != 429 and not self.refuses_key
+        return (self.status is not None and 400 <= self.status < 500 and self.status != 429 and not self.refuses_key
+                and not self.credits_exhausted)
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ class BatchApi:
             raise BatchApiError(
                 f"Batch API {method} {path or '/'} answered {response.status_code}{error_detail(response, self._key)}",
                 response.status_code, parse_retry_after(response.headers.get("Retry-After")),
+                credits_exhausted(response.status_code, response.text),
             )
         try:
             document = response.json()

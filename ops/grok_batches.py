@@ -20,7 +20,8 @@ with ``limit`` and ``pagination_token``, and it can be cancelled, by its owner o
 - ``POST /v1/batches/{id}:cancel``: pending requests are cancelled; the batch is returned.
 
 ``GET /_emulator/batches`` (control API) lists every batch's state, counts the request ids sent twice
-(``duplicates``) and the calls refused for their key (``unauthorized``).
+(``duplicates``) and the calls refused for their key (``unauthorized``) and when calls were refused for exhausted credits
+(``out_of_credits``).
 
 Emulated behaviour (``POST /_emulator/config``): each request finishes ``batch_delay`` seconds after it was
 added; a batch older than ``batch_expiry`` seconds (0: never) expires, its pending requests cancelled;
@@ -134,6 +135,7 @@ class BatchStore:
         self.clock = clock
         self.batches: dict[str, Batch] = {}
         self.unauthorized = 0  # calls refused for their key
+        self.out_of_credits: list[float] = []  # when calls were refused for exhausted credits
         self.lock = threading.Lock()
 
     def create(self, name: str) -> dict[str, Any]:
@@ -189,17 +191,22 @@ class BatchStore:
         with self.lock:
             self.unauthorized += 1
 
+    def refused_for_credits(self) -> None:
+        with self.lock:
+            self.out_of_credits.append(self.clock())
+
     def clear(self) -> None:
         with self.lock:
             self.batches.clear()
             self.unauthorized = 0
+            self.out_of_credits.clear()
 
     def overview(self) -> dict[str, Any]:
         """``GET /_emulator/batches``: every batch's state, the request ids sent twice, the refused keys."""
         with self.lock:
             documents = [self._settled(batch_id).document() for batch_id in list(self.batches)]
             return {"batches": documents, "duplicates": sum(batch.duplicates for batch in self.batches.values()),
-                    "unauthorized": self.unauthorized}
+                    "unauthorized": self.unauthorized, "out_of_credits": list(self.out_of_credits)}
 
     def _settled(self, batch_id: str) -> Batch | None:
         """The batch with every request whose time has come answered (under the lock)."""

@@ -73,6 +73,7 @@ class EmulatorApp:
             return await send_json(send, 401, {"error": "Incorrect API key provided."})
         config = self.state.config
         if config.credits:  # a team out of credits is refused by the Batch API too
+            self.state.batches.refused_for_credits()
             return await send_json(send, config.credits_status, credits_refusal(config.credits, config.credits_status))
         target = scope["path"] + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
         try:

@@ -205,3 +205,30 @@ def test_a_caller_outside_the_gate_goes_only_as_the_probe(grok, gate):
     assert gate.credits.may_call("bulk-1", 30) and not gate.credits.may_call("bulk-2", 30)
     gate.credits.restored("bulk-1")
     assert gate.state().state == "available"
+
+
+@pytest.mark.parametrize("status", [429, 403])
+def test_the_bulk_lane_out_of_credits_probes_once_a_pause_and_completes_when_they_return(make_stack, grok, status):
+    """The Batch API refuses for credits: not a refused key, nor a 429 to retry at every poll: both lanes
+    hold, the bulk lane calls xAI only as the probe of each pause, and everything completes once credits
+    return, no attempt spent."""
+    from test_bulk_lane import BULK, post_bulk
+
+    pause = 2.0
+    grok.configure(credits="string", credits_status=status, batch_delay=0.2)
+    stack = make_stack(**BULK, GROK_CREDITS_PAUSE_SECONDS=pause, GROK_AUTH_PAUSE_SECONDS=600, **grok.env)
+    client = stack.start_web()
+    ids = post_bulk(client, [f"Invoice {n} was charged twice" for n in range(12)])
+    stack.start_worker()
+    ready = wait_until(lambda: (r := client.get("/readyz").json())["grok"]["state"] == "credits_exhausted" and r,
+                       timeout=30, message="the Batch API's refusal to hold both lanes for credits")
+    assert ready["grok"]["reason"].startswith(ACTION)
+    wait_until(lambda: len(grok.control.get("/batches").json()["out_of_credits"]) >= 3, timeout=60,
+               message="two probes after the first refusal")
+    times = grok.control.get("/batches").json()["out_of_credits"]
+    assert len(times) <= 2 + (times[-1] - times[0]) / pause, f"one call a pause, not one a poll: {times}"
+
+    grok.configure(credits="")
+    documents = stack.settled(client, ids, timeout=90)
+    assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}
+    assert client.get("/readyz").json()["grok"]["state"] == "available"
