@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -174,6 +175,8 @@ class Settings(BaseModel):
     def _database_scheme(cls, value: str) -> str:
         if value and not value.startswith(("postgres://", "postgresql://", "postgres+pool://", "postgresql+pool://")):
             raise ValueError("expected a postgres:// or postgresql:// URL, or nothing for SQLite")
+        if value:
+            _parsed_url(value)
         return value
 
     @property
@@ -213,8 +216,21 @@ def parse_api_keys(value: str) -> dict[str, frozenset[str]]:
         scopes = frozenset(match.group(2).split(",")) if match else frozenset()
         if not match or not scopes or not scopes <= API_SCOPES:
             raise ValueError(f"expected entries like sha256:<64 hex>:ingest,read separated by ';' (entry {number} is not)")
+        if match.group(1) in keys:
+            raise ValueError(f"entry {number} lists a key hash already listed (sha256:{match.group(1)[:8]}...); "
+                             "give each key one entry with all its scopes")
         keys[match.group(1)] = scopes
     return keys
+
+
+def _parsed_url(value: str) -> None:
+    """Refuse now a URL that would fail only at the first connection (``postgres://u:p@[::1/x``: an
+    unclosed IPv6 bracket; a port that is not a number or out of range)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsed on access
+    except ValueError as error:
+        raise ValueError(f"expected a URL that parses ({error})") from None
 
 
 def _flatten(table: Mapping[str, Any]) -> dict[str, Any]:

@@ -101,3 +101,23 @@ def test_a_bad_value_stops_start_up_with_one_line(command, name, value, expected
     assert line.startswith(f"configuration error: {name}: {expected}")
     for secret in (SECRET, "0123456789", "abcdefghijklmnop"):
         assert secret not in finished.stderr + finished.stdout
+
+
+@pytest.mark.parametrize("url", [f"postgres://u:{SECRET}@[::1/x", f"postgres://u:{SECRET}@db.internal:99999/x",
+                                 f"postgresql://u:{SECRET}@db.internal:port/x"])
+def test_a_database_url_that_cannot_be_parsed_is_refused_at_start(url):
+    """Not at the first connection, as a traceback (``insights stats``) or a web that never gets ready."""
+    with pytest.raises(ConfigError) as error:
+        load_settings({"DATABASE_URL": url})
+    message = str(error.value)
+    assert message.startswith("DATABASE_URL: expected a URL that parses (") and "\n" not in message
+    assert SECRET not in message
+
+
+def test_a_key_hash_listed_twice_is_refused_not_merged():
+    """Two entries for one hash are a mistake to fix, not scopes to guess at (the last won, silently)."""
+    digest = "ab" * 32
+    with pytest.raises(ConfigError) as error:
+        load_settings({"API_KEYS": f"sha256:{'cd' * 32}:read;sha256:{digest}:ingest; sha256:{digest}:read"})
+    assert str(error.value) == ("API_KEYS: entry 3 lists a key hash already listed (sha256:abababab...); "
+                                "give each key one entry with all its scopes (got (hidden))")
