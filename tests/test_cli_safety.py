@@ -159,3 +159,15 @@ def test_a_bad_configuration_is_one_line_and_exit_status_2(make_stack):
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == ["configuration error: MAX_RETRIES: Input should be a valid integer, "
                                                    "unable to parse string as an integer (got 'zero')"]
+
+
+def test_a_row_for_people_escapes_tabs_and_line_breaks(make_stack, tmp_path):
+    """A provider's message in ``last_error`` cannot print what looks like another row or column."""
+    stack = migrated(make_stack())
+    write_lines(tmp_path / "one.jsonl", [line("one", conversation_id="one")])
+    run(stack, "import", str(tmp_path / "one.jsonl"), "--no-progress")
+    stack.sql("UPDATE conversations SET status = 'failed', last_error = ? WHERE id = 'one'", "bad row\n2\tfailed\r\\n")
+    [header, row] = run(stack, "conversations", "list").stdout.splitlines()
+    assert row.split("\t")[:3] == ["one", "failed", "0"] and row.endswith("\tbad row\\n2\\tfailed\\r\\\\n")
+    [listed] = [json.loads(text) for text in run(stack, "conversations", "list", "--json").stdout.splitlines()]
+    assert listed["last_error"] == "bad row\n2\tfailed\r\\n", "--json keeps the text as it is"

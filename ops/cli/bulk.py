@@ -7,7 +7,7 @@ from typing import Any
 
 from actors.broker import settings
 from insights.costs import batch_cost
-from ops.cli.common import Refused, print_documents
+from ops.cli.common import Refused, print_documents, table_row
 from store import provider_batches
 from store.documents import isoformat
 from store.models import ProviderBatch
@@ -38,7 +38,7 @@ def list_batches(include_ended: bool, as_json: bool) -> int:
 def batch_row(d: dict[str, Any]) -> str:
     counts = "/".join(str(d[name]) for name in COUNTERS[1:])
     cost = "?" if d["cost_usd"] is None else f"{d['cost_usd']:.4f}"
-    return f"{d['id']}\t{d['state']}\t{d['conversations']}\t{d['num_requests']} {counts}\t{d['age_seconds']}\t{cost}"
+    return table_row(d["id"], d["state"], d["conversations"], f"{d['num_requests']} {counts}", d["age_seconds"], cost)
 
 
 def show(batch_id: str) -> int:

@@ -83,6 +83,16 @@ def print_documents(documents: list[dict], as_json: bool, header: str, row: Call
         print(row(document))
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def table_row(*fields: object) -> str:
+    """A row for people: the fields joined by tabs, each with its backslashes, tabs and line breaks
+    escaped (``\\t``, ``\\n``), so that a provider's message in ``last_error`` cannot print what looks like
+    another row or column. ``None`` is an empty field."""
+    return "\t".join("" if field is None else str(field).translate(_ESCAPES) for field in fields)
+
+
 def chunks(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):

@@ -27,7 +27,7 @@ import dramatiq
 from actors import broker, collect, reasons
 from actors.broker import queue_key, redis_client, settings
 from store import queries
-from ops.cli.common import confirm
+from ops.cli.common import confirm, table_row
 from store.db import open_database
 
 
@@ -103,8 +103,8 @@ def print_letters(letters: list[DeadLetter], as_json: bool) -> None:
         return
     print("queue\tid\tactor\tdead_at\tconversations\treason")
     for letter in letters:
-        print(f"{letter.queue}\t{letter.id}\t{letter.message['actor_name']}\t{letter.dead_at:%Y-%m-%dT%H:%M:%SZ}\t"
-              f"{len(letter.conversation_ids)}\t{letter.reason}")
+        print(table_row(letter.queue, letter.id, letter.message["actor_name"], f"{letter.dead_at:%Y-%m-%dT%H:%M:%SZ}",
+                        len(letter.conversation_ids), letter.reason))
 
 
 def select(letters: list[DeadLetter], ids: list[str], everything: bool) -> tuple[list[DeadLetter], list[str]]:

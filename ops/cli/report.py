@@ -13,7 +13,7 @@ from typing import IO, Any
 from actors.broker import settings
 from actors.state import PipelineState, read_state
 from ops import html_report
-from ops.cli.common import print_documents
+from ops.cli.common import print_documents, table_row
 from store import reports, rollup_check, usage
 from store.db import write_transaction
 from store.models import database
@@ -96,7 +96,7 @@ def print_stats(as_json: bool) -> None:
 def suggested_clusters(start: datetime, end: datetime, limit: int, as_json: bool) -> int:
     """``insights clusters suggest``: the topics the taxonomy may be missing, most frequent first."""
     print_documents([dataclasses.asdict(s) for s in reports.suggested_clusters(start, end, limit)], as_json,
-                    "suggested_cluster\tconversations\texamples", lambda d: f"{d['cluster']}\t{d['count']}\t{' '.join(d['examples'])}")
+                    "suggested_cluster\tconversations\texamples", lambda d: table_row(d["cluster"], d["count"], " ".join(d["examples"])))
     return 0
 
 
@@ -143,5 +143,5 @@ def list_conversations(query: reports.ConversationQuery, as_json: bool) -> int:
         query = dataclasses.replace(query, after=next_after)
     print_documents([listed_document(c).model_dump(mode="json") for c in shown], as_json,
                     "conversation_id\tstatus\tattempts\toccurred_at\tlast_error",
-                    lambda d: f"{d['conversation_id']}\t{d['status']}\t{d['attempts']}\t{d['occurred_at']}\t{d['last_error'] or ''}")
+                    lambda d: table_row(d["conversation_id"], d["status"], d["attempts"], d["occurred_at"], d["last_error"]))
     return 0
