@@ -62,9 +62,20 @@ def read_state() -> PipelineState:
     try:
         redis_state = read_redis_state()
     except Exception as error:  # noqa: BLE001 - any failure means "not answering"; report it, keep going
-        errors["redis"] = f"{type(error).__name__}: {error}"
+        errors["redis"] = failure(error)
     try:
         stats = reports.stats()
     except Exception as error:  # noqa: BLE001
-        errors["database"] = f"{type(error).__name__}: {error}"
+        errors["database"] = failure(error)
     return PipelineState(redis=redis_state, stats=stats, errors=errors)
+
+
+def failure(error: Exception) -> str:
+    """``error`` in one line: its class and :func:`first_line`."""
+    return f"{type(error).__name__}: {first_line(error)}"
+
+
+def first_line(error: Exception) -> str:
+    """The first line of ``error``'s text (psycopg2 adds hints on further lines), else its class."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -58,7 +58,7 @@ def test_reading_commands_migrate_nothing(make_stack, tmp_path, database_env):
 
 
 def test_paths_are_the_callers_and_every_command_says_what_it_uses(make_stack, tmp_path):
-    stack = make_stack()
+    stack = migrated(make_stack())
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     write_lines(elsewhere / "mine.jsonl", [line("Hello from another folder", conversation_id="from-elsewhere")])
@@ -73,7 +73,7 @@ def test_paths_are_the_callers_and_every_command_says_what_it_uses(make_stack, t
 
 
 def test_import_reads_standard_input_accepts_a_bom_and_numbers_conflicts(make_stack):
-    stack = make_stack()
+    stack = migrated(make_stack())
     stdin = "\n".join([BOM + json.dumps(line("first, after a BOM", conversation_id="bom-1")),
                        json.dumps(line("second", conversation_id="bom-2")),
                        json.dumps(line("second, changed", conversation_id="bom-2"))]) + "\n"
@@ -83,7 +83,7 @@ def test_import_reads_standard_input_accepts_a_bom_and_numbers_conflicts(make_st
 
 
 def test_large_changes_ask_first_and_refuse_without_a_terminal(make_stack, tmp_path):
-    stack = make_stack()
+    stack = migrated(make_stack())
     write_lines(tmp_path / "many.jsonl", [line(f"conversation {n}") for n in range(1001)])
     assert run(stack, "import", str(tmp_path / "many.jsonl"), "--no-progress").returncode == 0
     stack.sql("UPDATE conversations SET status = 'failed', last_error = 'injected'")

@@ -7,14 +7,21 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import dramatiq.errors
+import peewee
+import redis
+
 from access import new_key
 from actors.broker import settings
+from actors.state import first_line
 from ops import html_report
 from ops.cli import bulk, dlq, load, report
-from ops.cli.common import CONFIRM_ABOVE, Refused, announce, output_file, require_current_schema, require_database
+from ops.cli.common import (CONFIRM_ABOVE, OneLineParser, Refused, announce, limit_argument, output_file, require_current_schema,
+                            require_database, require_database_to_write)
+from insights.secrets import mask_url
 from settings import API_SCOPES
 from store import queries, reports, trends
-from store.db import open_database
+from store.db import describe, open_database
 from store.migrations import migrate
 from store.models import BULK, LANES, STATUSES
 
@@ -37,8 +44,12 @@ def sql_text(text: str) -> str:
     return text
 
 
+DATABASE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, dramatiq.errors.ConnectionError)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="insights", description="Operate Conversation Insights.")
+    parser = OneLineParser(prog="insights", description="Operate Conversation Insights.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("dlq", help="dead letters: list, show, requeue, purge", add_help=False)
     loading = commands.add_parser("import", help="bulk load conversations from JSON lines")
@@ -64,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     listed.add_argument("--reason", type=sql_text, help="a part of the failure reason, any case")
     listed.add_argument("--start", type=parse_time, default=datetime.min, help="occurred at or after")
     listed.add_argument("--end", type=parse_time, default=datetime.max, help="occurred before")
-    listed.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listed.add_argument("--limit", type=limit_argument, default=100, help="at most this many (default 100)")
     listed.add_argument("--json", action="store_true", help="one JSON document a line")
     bulk_lane = commands.add_parser("bulk", help="the bulk lane's provider batches").add_subparsers(dest="action", required=True)
     listed_batches = bulk_lane.add_parser("list", help="open provider batches: counts, age, cost so far")
@@ -76,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     suggest = vocabulary.add_parser("suggest", help="what a closed taxonomy's 'other' suggested most, with examples")
     suggest.add_argument("--start", type=parse_time, required=True, help="occurred at or after")
     suggest.add_argument("--end", type=parse_time, required=True, help="occurred before")
-    suggest.add_argument("--limit", type=int, default=20, help="at most this many suggestions (default 20)")
+    suggest.add_argument("--limit", type=limit_argument, default=20, help="at most this many suggestions (default 20)")
     suggest.add_argument("--json", action="store_true", help="one JSON document a line")
     page = commands.add_parser("report", help="one self-contained HTML page about a window: sentiment, clusters, failures, cost")
     page.add_argument("--start", type=parse_time, required=True, help="occurred at or after")
@@ -89,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     rollup.add_argument("--rebuild", action="store_true", help="recompute them from the insights instead")
     key = commands.add_parser("apikey", help="make an API key and print its API_KEYS entry")
     key.add_argument("--scopes", default="ingest,read", help="comma-separated: ingest, read (default both)")
+    for writer in (loading, again, rollup):
+        writer.add_argument("--create-database", action="store_true", help="create the SQLite file at DB_PATH if there is none")
     return parser
 
 
@@ -104,6 +117,17 @@ def run(argv: list[str]) -> int:
     except Refused as refusal:
         print(f"insights: {refusal}", file=sys.stderr)
         return 2
+    except DATABASE_ERRORS as error:  # down, refusing us, or no such database
+        print(f"insights: the database ({describe(settings)}) failed: {one_line(error)}", file=sys.stderr)
+        return 2
+    except REDIS_ERRORS as error:
+        print(f"insights: Redis ({mask_url(settings.redis_url)}) failed: {one_line(error)}", file=sys.stderr)
+        return 2
+
+
+def one_line(error: Exception) -> str:
+    """:func:`first_line` of ``error``, without a password."""
+    return mask_url(settings.redact(first_line(error)))
 
 
 def dispatch(argv: list[str]) -> int:
@@ -119,6 +143,7 @@ def dispatch(argv: list[str]) -> int:
     check_arguments(parser, args)
     announce(settings)
     if writes(args):
+        require_database_to_write(settings, args.create_database)
         migrate(open_database(settings))
     else:
         require_database(settings)
@@ -154,15 +179,15 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if args.command == "reprocess" and not args.failed and (args.end is None or args.end <= args.start):
         parser.error("reprocess --start needs a later --end")
     if args.command == "report":
+        if args.output.name in ("", ".", "..") or args.output.is_dir():
+            raise Refused(f"report --output {args.output} is a folder; name the HTML file to write")
         if args.end <= args.start:
             parser.error("--end must be later than --start")
         bucket = args.bucket or html_report.default_bucket(args.start, args.end)
         if (spanned := trends.bucket_count(args.start, args.end, bucket)) > settings.trends_max_buckets:
             parser.error(f"the window spans {spanned} buckets of a {bucket}; at most {settings.trends_max_buckets} (TRENDS_MAX_BUCKETS)")
-    if args.command == "clusters" and (args.end <= args.start or args.limit < 1):
-        parser.error("clusters suggest needs --end later than --start and a --limit of at least 1")
-    if args.command == "conversations" and (args.end <= args.start or args.limit < 1):
-        parser.error("conversations list needs --end later than --start and a --limit of at least 1")
+    if args.command in ("clusters", "conversations") and args.end <= args.start:
+        parser.error(f"{args.command} {args.action} needs --end later than --start")
 
 
 def make_key(parser: argparse.ArgumentParser, scopes_text: str) -> int:

@@ -3,12 +3,13 @@ asking before a large change, and where its output goes."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import sys
 from itertools import islice
 from pathlib import Path
-from typing import IO, Callable, ContextManager, Iterable, Iterator
+from typing import IO, Callable, ContextManager, Iterable, Iterator, NoReturn
 
 from peewee import Database, PeeweeException
 
@@ -20,8 +21,29 @@ from store.migrations import pending
 CONFIRM_ABOVE = 1000  # conversations a command changes without asking
 
 
+MAX_LIMIT = 1_000_000  # the largest --limit (SQLite refuses an integer past 64 bits, with a traceback)
+
+
 class Refused(Exception):
     """A command that must not go on: its message is printed in one line, and the exit status is 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with bad usage said in one line (exit status 2) rather than the usage and then the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def limit_argument(text: str) -> int:
+    """``--limit``: a whole number from 1 to :data:`MAX_LIMIT`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_LIMIT:,}, not {text}")
+    return value
 
 
 def announce(settings: Settings) -> None:
@@ -29,11 +51,25 @@ def announce(settings: Settings) -> None:
     print(f"insights: database {describe(settings)}; Redis {mask_url(settings.redis_url)}", file=sys.stderr)
 
 
+def database_missing(settings: Settings) -> bool:
+    """Whether the configured database is a SQLite file that does not exist (a PostgreSQL database that does
+    not exist is refused by the server at the first connection)."""
+    return not settings.database_url and not Path(settings.db_path).exists()
+
+
 def require_database(settings: Settings) -> None:
     """A read-only command never creates a database: a missing SQLite file is an error naming it."""
-    if not settings.database_url and not Path(settings.db_path).exists():
+    if database_missing(settings):
         raise Refused(f"no database at {settings.db_path} (DB_PATH); nothing to read. Set DB_PATH or DATABASE_URL, "
                       "or import conversations first")
+
+
+def require_database_to_write(settings: Settings, create: bool) -> None:
+    """A writing command creates a database only when told to: a mistyped ``DB_PATH`` would otherwise
+    receive an import that no worker can see (they read the real database, and drop ids they do not find)."""
+    if database_missing(settings) and not create:
+        raise Refused(f"no database at {settings.db_path} (DB_PATH); set DB_PATH or DATABASE_URL, "
+                      "or add --create-database to create it")
 
 
 def require_current_schema(settings: Settings, db: Database, tolerate_down: bool = False) -> None:

@@ -16,7 +16,6 @@ the message's traceback, which may tell an older try. Nothing shown carries the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import dramatiq
 from actors import broker, collect, reasons
 from actors.broker import queue_key, redis_client, settings
 from store import queries
-from ops.cli.common import confirm, table_row
+from ops.cli.common import OneLineParser, confirm, table_row
 from store.db import open_database
 
 
@@ -115,7 +114,7 @@ def select(letters: list[DeadLetter], ids: list[str], everything: bool) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="insights dlq", description="Dead letters of the analysis pipeline.")
+    parser = OneLineParser(prog="insights dlq", description="Dead letters of the analysis pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="every dead letter")
     listing.add_argument("--json", action="store_true", help="one JSON document a line")
