@@ -9,6 +9,8 @@ defence every formatted record, traceback included (Dramatiq logs those itself),
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -53,3 +55,24 @@ def configure_logging(settings: Settings) -> None:
     loggers = [root, *(logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access"))]
     for handler in (h for logger in loggers for h in logger.handlers):
         handler.setFormatter(formatter(settings))
+
+
+class Throttle:
+    """At most one log line per ``seconds`` for an event that may recur by the thousand (a flood of one
+    warning would drown the rest); the events held back are counted into the next line."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.next_line = 0.0
+        self.held = 0
+        self.lock = threading.Lock()
+
+    def due(self, events: int) -> int:
+        """Record ``events``; return how many (these and those held back) to report now, or 0 to stay quiet."""
+        with self.lock:
+            self.held += events
+            now = time.monotonic()
+            if now < self.next_line:
+                return 0
+            self.next_line, reported, self.held = now + self.seconds, self.held, 0
+            return reported

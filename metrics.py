@@ -7,7 +7,8 @@
   (``scripts/web`` sets and empties it), so any one of them answers for all.
 - **Workers**: Dramatiq's own Prometheus middleware serves every worker process's metrics on one port per
   ``dramatiq`` command (``dramatiq_prom_port``, default 9191), its message, retry and error counters beside
-  ours: batch sizes, Grok call latency and outcomes, tokens used, settled conversations.
+  ours: batch sizes, Grok call latency and outcomes, tokens used, settled conversations, and ids received
+  that the worker's database does not hold.
 
 ``prometheus_client`` is imported lazily: a worker process must not import it before Dramatiq's
 middleware has switched it to multiprocess mode, or its metrics would stay private to the process.
@@ -52,6 +53,8 @@ def worker() -> SimpleNamespace:
         grok_calls=Counter("insights_grok_calls_total", "Grok calls by outcome", ["outcome"]),
         tokens=Counter("insights_grok_tokens_total", "Tokens reported by Grok", ["kind"]),
         settled=Counter("insights_conversations_settled_total", "Analysis outcomes per conversation", ["outcome"]),
+        unknown=Counter("insights_conversations_unknown_total",
+                        "Conversation ids received that this worker's database does not hold (dropped)"),
     )
 
 

@@ -18,8 +18,11 @@ import socket
 import dramatiq
 import redis
 
+import metrics
 from actors.broker import STREAMED_LANES, redis_client, send_batch, settings
+from logs import Throttle
 from store import queries
+from store.db import describe
 
 STREAM = f"{settings.redis_namespace}:pending"
 GROUP = "batchers"
@@ -54,10 +57,25 @@ def send_for_batching(conversation_ids: list[str]) -> None:
         collect_many.send(conversation_ids[start:start + COLLECT_CHUNK])
 
 
+UNKNOWN_LOG_SECONDS = 60.0
+_unknown_lines = Throttle(UNKNOWN_LOG_SECONDS)
+
+
+def report_unknown(missing: list[str]) -> None:
+    """Ids this worker's database does not hold: sent by a process on another database (a mistyped
+    ``DB_PATH`` or ``DATABASE_URL``), or deleted since. Dropped, counted, and said at most once a minute."""
+    metrics.worker().unknown.inc(len(missing))
+    if count := _unknown_lines.due(len(missing)):
+        logger.warning("collect: %d conversation id(s) not in this worker's database (%s), dropped, e.g. %s; do the "
+                       "processes that send them use the same DB_PATH or DATABASE_URL? (insights_conversations_unknown_total "
+                       "counts them; this line comes at most once every %.0f s)", count, describe(settings),
+                       ", ".join(missing[:3]), UNKNOWN_LOG_SECONDS)
+
+
 def add_to_stream(conversation_ids: list[str]) -> None:
     found = queries.payload_chars(conversation_ids)
     if missing := [i for i in conversation_ids if i not in found]:
-        logger.warning("collect: %d conversation(s) not in the database, dropped: %s", len(missing), missing[:5])
+        report_unknown(missing)
     # The bulk lane's are left to it: it finds them in the database (actors.bulk).
     sizes = {i: chars for i, (chars, lane) in found.items() if lane in STREAMED_LANES}
     client = redis_client()

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+from types import SimpleNamespace
 
 import httpx
 import psutil
@@ -14,6 +15,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT, conversation, free_port, fresh_redis_url, wait_until
+from test_cli import migrated, write_lines
+from test_cli_safety import line, run
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -50,6 +53,31 @@ def test_web_and_worker_metrics(make_stack):
     assert value(worker, "insights_grok_calls_total", outcome="ok") >= 1
     assert value(worker, "insights_batch_conversations_sum") == 3
     assert value(worker, "dramatiq_messages_total", queue_name="collect", actor_name="collect_many") == 3
+
+
+def test_a_worker_counts_and_says_the_ids_its_database_does_not_hold(make_stack, tmp_path):
+    """``insights import --create-database`` at a mistyped ``DB_PATH`` sends ids the worker, on the real
+    database, cannot find: each is counted, and said in a line naming the worker's database, at most once
+    a minute however many arrive."""
+    stack = migrated(make_stack())
+    stack.start_worker()
+    stray = SimpleNamespace(env={**stack.env, "DB_PATH": str(tmp_path / "stray.db")})
+
+    def unknown_ids() -> float:
+        try:
+            return value(samples(httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/", timeout=10).text),
+                         "insights_conversations_unknown_total")
+        except httpx.TransportError:  # the worker is not serving metrics yet
+            return 0.0
+
+    for name, lines, counted in (("first", 2, 2), ("second", 1, 3)):
+        write_lines(tmp_path / f"{name}.jsonl", [line(f"{name} file, line {n}") for n in range(lines)])
+        imported = run(stray, "import", "--lane", "realtime", "--create-database", "--no-progress", str(tmp_path / f"{name}.jsonl"))
+        assert imported.returncode == 0, imported.stderr
+        wait_until(lambda: unknown_ids() == counted, message=f"{counted} unknown ids counted")
+    said = [text for text in (stack.logs / "worker-0.log").read_text().splitlines() if "not in this worker's database" in text]
+    assert len(said) == 1, said
+    assert f"2 conversation id(s) not in this worker's database (SQLite at {stack.env['DB_PATH']}), dropped" in said[0]
 
 
 def test_the_procfile_runs_under_honcho_with_several_web_workers(tmp_path):
