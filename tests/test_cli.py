@@ -118,3 +118,27 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(make_stack, command)
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 1
     assert announced(stderr) == [], "no traceback, no complaint"
+
+
+def test_import_keeps_lines_without_an_id_apart_and_adds_nothing_twice(make_stack, tmp_path):
+    """Three customers who wrote the same words are three conversations; the same file imported again
+    (grown at its end, or from standard input) adds only its new lines, and the summary says why."""
+    stack = migrated(make_stack())
+    same = {"messages": [{"role": "customer", "content": "Where is my order?"}]}
+    source = tmp_path / "a.jsonl"
+    write_lines(source, [same, same, {"conversation_id": "named", **same}, same])
+    first = insights(stack, "import", "--no-progress", str(source))
+    assert first.stdout.splitlines() == [f"{source}: 4 accepted, 0 already there, 0 conflicting, 0 invalid, 0 blank line(s)"]
+    assert stack.sql("SELECT COUNT(*) FROM conversations") == [(4,)]
+    again = insights(stack, "import", "--no-progress", str(source))
+    assert again.stdout.splitlines() == [f"{source}: 0 accepted, 4 already there (3 line(s) imported before (the same text after "
+                                         "the same lines), 1 conversation_id(s) accepted before with the same payload), "
+                                         "0 conflicting, 0 invalid, 0 blank line(s)"]
+    write_lines(source, [same, same, {"conversation_id": "named", **same}, same, same])
+    grown = insights(stack, "import", "--no-progress", str(source))
+    assert grown.stdout.startswith(f"{source}: 1 accepted, 4 already there")
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
+    piped = subprocess.run([str(ROOT_BIN), "import", "-", "--no-progress"], cwd=ROOT, env=env, input=source.read_text().replace("\n", "\r\n"),
+                           capture_output=True, text=True, timeout=120)
+    assert piped.stdout.startswith("-: 0 accepted, 5 already there"), piped.stdout + piped.stderr
+    assert stack.sql("SELECT COUNT(*) FROM conversations") == [(5,)]

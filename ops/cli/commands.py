@@ -202,8 +202,7 @@ def make_key(parser: argparse.ArgumentParser, scopes_text: str) -> int:
 
 def import_command(args: argparse.Namespace) -> int:
     tally = load.import_source(args.file, args.lane, progress=not args.no_progress)
-    print(f"{args.file}: {tally['created']} accepted, {tally['duplicate']} already there, "
-          f"{tally['conflict']} conflicting, {tally['invalid']} invalid, {tally['blank']} blank line(s)")
+    print(load.summary(args.file, tally))
     return 1 if tally["invalid"] or tally["conflict"] else 0
 
 
