@@ -16,7 +16,7 @@ from conftest import GROK_KEY, IN_PROCESS_REDIS_DB, max_calls_in_any_window, red
 from insights.analyzer import ConversationToAnalyze
 from insights.errors import GrokError, MisconfiguredError, RateLimited, TransientError, UnusableAnswer
 from insights.models import answering_model
-from insights.grok import GrokClient, parse_retry_after
+from insights.grok import Answer, GrokClient, PreparedCall, parse_retry_after
 from insights.outbound import OutboundGate
 from settings import load_settings
 
@@ -233,3 +233,37 @@ def test_the_gate_holds_the_rate_across_callers(grok):
 ])
 def test_the_answering_model_is_untrusted_and_stored_only_when_it_is_a_name(document, expected):
     assert answering_model(document, "asked") == expected
+
+
+def completion(scores: dict[str, float], total_tokens: int) -> str:
+    """A chat completion as Grok answers it, with a row of ``scores[id]`` for each id, and its usage."""
+    rows = [{"conversation_id": i, "sentiment_score": score, "clusters": ["billing"], "confidence": 0.5, "reasoning": "r"}
+            for i, score in scores.items()]
+    return json.dumps({"choices": [{"message": {"content": json.dumps({"results": rows})}, "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": total_tokens - 10, "completion_tokens": 10, "total_tokens": total_tokens}})
+
+
+def answered(gate: OutboundGate, scores: dict[str, float], reserved: int, total_tokens: int):
+    """What the client makes of Grok's answer to a call for ``scores``' ids that reserved ``reserved`` tokens."""
+    client = GrokClient(load_settings({"GROK_API_KEY": "xai-test"}), gate)
+    conversations = [ConversationToAnalyze(i, [{"role": "customer", "content": "text"}]) for i in scores]
+    call = PreparedCall(conversations, b"{}", 2, gate.reserve(reserved))
+    return client.finish(call, Answer(200, None, completion(scores, total_tokens)))
+
+
+def test_a_score_beyond_either_end_of_the_scale_is_rejected(gate):
+    """Below -1 as above 1 (only above 1 was tested: a check of the upper bound alone passed); -1 and 1 are
+    on the scale."""
+    result = answered(gate, {"low": -1.5, "bottom": -1.0, "top": 1.0, "high": 1.0001}, 0, 100)
+    assert {row.conversation_id for row in result.rows} == {"bottom", "top"}
+    assert set(result.rejected) == {"low", "high"} and all("sentiment_score" in why for why in result.rejected.values())
+
+
+def test_the_gate_is_settled_with_the_tokens_the_answer_used_not_the_estimate():
+    """A call reserves its estimate; its answer's ``usage.total_tokens`` replaces it, so the minute's
+    budget left is what the calls really used."""
+    client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
+    client.flushdb()
+    gate = OutboundGate(client, calls_per_second=1000, tokens_per_minute=1000, max_wait=1.0)
+    answered(gate, {"c0": 0.2}, reserved=900, total_tokens=100)
+    gate.acquire(850)  # 100 + 850 fit the minute's 1,000; the estimate's 900 would not (ProviderBusy)
