@@ -1,19 +1,21 @@
 """``insights``: the operator's command line.
 
     insights dlq list|show|requeue|purge ...        dead letters (see ``insights dlq --help``)
-    insights import FILE.jsonl | -                  bulk load, one conversation (a POST body) per line
+    insights import FILE.jsonl | - [--create-database]   bulk load, one conversation (a POST body) per line
     insights export --start T --end T [--format jsonl|csv] [--output FILE]
     insights reprocess (--failed | --start T --end T) [--dry-run] [--yes]
     insights conversations list [--status S] [--reason R] [--start T] [--end T] [--limit N] [--json]
     insights stats [--json]                         counts by status, queue depths, dead letters
     insights report --start T --end T --output FILE.html [--bucket hour|day]
-    insights counts [--rebuild]                     check (or recompute) the daily counts behind total_count
+    insights counts [--rebuild [--create-database]] check (or recompute) the daily counts behind total_count
     insights apikey [--scopes ingest,read]          a new API key and its API_KEYS entry
 
 Configured like every other process, by ``config.toml`` and the environment; every command but ``apikey``
-says on stderr which database and Redis it uses. Reading commands never create a database. Paths are
-relative to where the command runs. A bad configuration, an output file that cannot be opened, a missing
-database or a change not confirmed (Ctrl-C at the question included) is a one-line error (exit status 2); a reader that stops early (``insights stats |
+says on stderr which database and Redis it uses. Reading commands never create a database; writing ones
+(``import``, ``reprocess``, ``counts --rebuild``) only with ``--create-database``. Paths are relative to
+where the command runs. Bad usage, a bad configuration, an output file that cannot be opened, a missing
+database, one that is down or refuses us, or a change not confirmed (Ctrl-C at the question included) is a
+one-line error (exit status 2), never a traceback; a reader that stops early (``insights stats |
 head``) ends the command quietly (exit status 1, as Python's own recipe for a closed pipe has it).
 """
 
