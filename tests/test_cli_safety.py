@@ -144,13 +144,24 @@ def test_ctrl_c_at_the_question_is_a_no_without_a_traceback(make_stack):
     try:
         prompt = process.stdout.read(len("Purge all 1 dead letters"))
         assert prompt == "Purge all 1 dead letters"
-        process.send_signal(signal.SIGINT)
-        _out, err = process.communicate(timeout=30)
+        err = interrupted(process)
     finally:
         os.close(primary)
     assert process.returncode == 2, err
     assert "Traceback" not in err and "not confirmed; nothing changed" in err
     assert stack.redis.zcard("insights:analyze.XQ") == 1
+
+
+def interrupted(process: subprocess.Popen) -> str:
+    """Ctrl-C at the question; its stderr once it has ended. A SIGINT that lands between the prompt's flush
+    and the read that follows (inside Python's ``input``) is held until the next bytecode, which never comes
+    while the read waits: a person's Ctrl-C comes later, as a second one here does if the first was lost."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.communicate(timeout=10)[1]
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        return process.communicate(timeout=30)[1]
 
 
 def test_a_bad_configuration_is_one_line_and_exit_status_2(make_stack):
