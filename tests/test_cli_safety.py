@@ -139,7 +139,7 @@ def test_ctrl_c_at_the_question_is_a_no_without_a_traceback(make_stack):
     primary, secondary = pty.openpty()
     env = {**os.environ, **stack.env}
     process = subprocess.Popen([str(ROOT_BIN), "dlq", "purge", "--all"], cwd=ROOT, env=env, stdin=secondary,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_at_a_terminal)
     os.close(secondary)
     try:
         prompt = process.stdout.read(len("Purge all 1 dead letters"))
@@ -150,6 +150,12 @@ def test_ctrl_c_at_the_question_is_a_no_without_a_traceback(make_stack):
     assert process.returncode == 2, err
     assert "Traceback" not in err and "not confirmed; nothing changed" in err
     assert stack.redis.zcard("insights:analyze.XQ") == 1
+
+
+def as_at_a_terminal() -> None:
+    """Ctrl-C as a shell at a terminal leaves it to the command: a test run in the background (``pytest &``)
+    ignores SIGINT, and a child inherits that, so Python would install no handler for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def interrupted(process: subprocess.Popen) -> str:

@@ -113,23 +113,23 @@ def test_two_processes_starting_together_migrate_once_and_reclaim_each_conversat
     assert sorted(first + second) == sorted(ids)
 
 
-def test_a_dead_workers_processing_conversations_are_sent_again_and_a_live_ones_are_not(db):
-    """``processing`` under a lapsed lease (the worker was killed mid-call) goes back to ``queued`` and to the
-    batching stream at the next round, however recent its claim; under a live lease it stays."""
+
+def test_beside_a_dead_workers_conversations_a_live_ones_stay_in_its_call(db):
+    """The reconciler tells the workers apart: the killed one's ``processing`` rows go again, the live
+    one's, claimed as recently, stay ``processing`` (its call may still answer) and are sent nowhere."""
+    from actors.broker import AGAIN_QUEUE, queue_key
     from actors.reconciler import reconcile_once
     from store import workers
-    from store.models import WorkerLease
 
     client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
     client.flushdb()
-    now = queries.utcnow()
-    queries.insert_conversations([queries.NewConversation(i, "{}", f"h-{i}", now, now) for i in ("dead-1", "dead-2", "alive")])
-    for worker, ids in (("worker-killed", ["dead-1", "dead-2"]), ("worker-alive", ["alive"])):
+    ids = stale(3, seconds_ago=1)
+    for worker, claimed in (("killed", ids[:2]), ("alive", ids[2:])):
         workers.renew(worker, 60)
-        queries.claim_for_processing(ids, max_attempts=3, worker=worker)
-    WorkerLease.update(expires_at=now).where(WorkerLease.worker == "worker-killed").execute()
+        queries.claim_for_processing(claimed, max_attempts=3, worker=worker)
+    workers.renew("killed", -1)
 
     assert reconcile_once() == 2
-    assert {c.id: c.status for c in Conversation.select()} == {"dead-1": "queued", "dead-2": "queued", "alive": "processing"}
-    assert [sorted(json.loads(raw)["args"][0]) for raw in client.hvals("insights:collect.msgs")] == [["dead-1", "dead-2"]]
-    assert reconcile_once() == 0, "sent once"
+    assert {c.id: c.status for c in Conversation.select()} == {ids[0]: "queued", ids[1]: "queued", ids[2]: "processing"}
+    assert [sorted(json.loads(raw)["args"][0]) for raw in client.hvals(queue_key(AGAIN_QUEUE, "msgs"))] == [ids[:2]]
+    assert client.hlen(queue_key("collect", "msgs")) == 0
