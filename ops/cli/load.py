@@ -49,7 +49,7 @@ def numbered_lines(handle: BinaryIO) -> Iterator[tuple[int, bytes, str]]:
     the line, its number and every line before it. So two customers who wrote the same words stay two
     conversations, while the same file imported again (from standard input too, or grown at its end)
     gives its lines the ids they had. A UTF-8 BOM opening the input (as some editors and exports write
-    it) is not part of the first line, nor is a line's ending (``\n``, ``\r\n``)."""
+    it) is not part of the first line, nor is a line's ending (LF or CRLF)."""
     place = hashlib.sha256()
     for number, line in enumerate(handle, start=1):
         line = line.removeprefix(BOM) if number == 1 else line
