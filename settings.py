@@ -86,6 +86,7 @@ class Settings(BaseModel):
     grok_response_format: Literal["json_schema", "json_object"]
     grok_output_tokens_per_conversation: PositiveInt
     grok_auth_pause_seconds: PositiveFloat
+    grok_cache_routing: bool
     inbound_rps: PositiveInt
     outbound_rps: PositiveInt
     outbound_tpm: PositiveInt | None
