@@ -7,7 +7,8 @@ Starts ``ops.grok_emulator`` (``--cache-servers``, ``--cache-span``: ``ops/grok_
 at a time: once as configured (the header on), once with ``GROK_CACHE_ROUTING=false``, and once with the
 emulator's cache off (nothing cached: the price without caching). The caches are emptied before each run,
 and the first ``--warm-up`` calls of each are left out of the figures. Tokens are the emulator's
-(characters / 4), priced with ``[model_prices]`` of config.toml for ``GROK_MODEL``, real-time lane.
+(characters / 4), priced with ``[model_prices]`` of config.toml for ``GROK_MODEL``, real-time lane, and
+beside that what the emulator billed (``cost_in_usd_ticks``).
 """
 
 from __future__ import annotations
@@ -37,17 +38,20 @@ class Run:
     prompt: int = 0
     cached: int = 0
     completion: int = 0
+    ticks: int = 0  # what the emulator billed (cost_in_usd_ticks, 1e-10 USD)
 
     def add(self, usage: dict, conversations: int) -> None:
         self.calls, self.conversations = self.calls + 1, self.conversations + conversations
         self.prompt += usage["prompt_tokens"]
         self.cached += usage.get("prompt_tokens_details", {}).get("cached_tokens", 0)
         self.completion += usage["completion_tokens"]
+        self.ticks += usage.get("cost_in_usd_ticks", 0)
 
     def row(self, settings: Settings) -> str:
-        per_thousand = cost_usd(Tokens(self.prompt, self.cached, self.completion), settings.grok_model, REALTIME, settings)
+        priced = cost_usd(Tokens(self.prompt, self.cached, self.completion), settings.grok_model, REALTIME, settings)
+        thousands = self.conversations / 1000
         return (f"| {self.name} | {self.calls} | {self.prompt / self.conversations:.0f} | {self.cached / self.prompt:.1%} | "
-                f"{per_thousand * 1000 / self.conversations:.4f} |")
+                f"{priced / thousands:.4f} | {self.ticks / 1e10 / thousands:.4f} |")
 
 
 def measure(base_url: str, client: GrokClient, args: argparse.Namespace, name: str) -> Run:
@@ -90,10 +94,11 @@ def main() -> None:
         stop_all([process])
     print(f"{args.conversations} conversations in calls of {client_batch_size(args)}, first {args.warm_up} calls left out; "
           f"{args.cache_servers} emulated servers, a prefix evicted after {args.cache_span} calls unused; "
-          f"{settings.grok_model} at {settings.model_prices[settings.grok_model]}; tokens = characters / 4")
+          f"{settings.grok_model} at {settings.model_prices[settings.grok_model].realtime}; tokens = characters / 4")
     print()
-    print("| run | calls measured | prompt tokens / conversation | cached share of prompt tokens | $ / 1,000 conversations |")
-    print("|---|---|---|---|---|")
+    print("| run | calls measured | prompt tokens / conversation | cached share of prompt tokens | "
+          "$ / 1,000 conversations (config.toml) | billed by the emulator |")
+    print("|---|---|---|---|---|---|")
     for run in runs:
         print(run.row(settings))
 
