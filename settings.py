@@ -88,6 +88,7 @@ class Settings(BaseModel):
     grok_output_tokens_per_conversation: PositiveInt
     grok_auth_pause_seconds: PositiveFloat
     grok_credits_pause_seconds: PositiveFloat
+    grok_cache_routing: bool
     inbound_rps: PositiveInt
     outbound_rps: PositiveInt
     outbound_tpm: PositiveInt | None

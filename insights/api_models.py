@@ -121,7 +121,8 @@ class FailureCount(BaseModel):
 class LaneUsage(BaseModel):
     insights: int
     prompt_tokens: float = Field(description="each insight's share of its call's tokens, added up (cached ones included)")
-    cached_tokens: float
+    cached_tokens: float = Field(description="of the prompt tokens, those xAI's prompt cache served (billed at the cached input price)")
+    cached_share: float | None = Field(description="cached_tokens / prompt_tokens, from 0 to 1; null without prompt tokens")
     completion_tokens: float
     cost_usd: float = Field(description="of the insights whose cost is known, at the configured prices "
                                         "(model_prices in config.toml; the bulk lane at the Batch API's discount)")

@@ -2,7 +2,9 @@
 
 xAI's API is OpenAI-compatible: ``POST {GROK_BASE_URL}/chat/completions`` with a bearer key. The answer is
 asked for as strict JSON (structured outputs with a JSON schema, or ``json_object``), then treated as
-untrusted: parsed, and every row re-validated by :func:`insights.schemas.validate_rows`.
+untrusted: parsed, and every row re-validated by :func:`insights.schemas.validate_rows`. Every call sends
+the instructions and the answer's format first and the batch last, with one ``x-grok-conv-id`` per prompt
+version and model (``GROK_CACHE_ROUTING``), so that xAI's prompt cache serves what the calls share.
 
 A call has three steps, so that the wait for Grok costs a worker almost nothing (``actors.calls``):
 
@@ -43,7 +45,7 @@ from insights.errors import (CreditsExhausted, GrokError, MisconfiguredError, Ra
                              UnusableAnswer)
 from insights.models import ModelWatch
 from insights.outbound import OutboundGate, Reservation
-from insights.prompt import PROMPT_VERSION, result_schema, system_prompt, user_message
+from insights.prompt import PROMPT_VERSION, cache_routing_id, result_schema, system_prompt, user_message
 from insights.refusals import credits_exhausted, error_detail, parse_retry_after, refused_for_content
 from insights.schemas import AnalysisResult
 from insights.taxonomy import Taxonomy
@@ -52,9 +54,17 @@ from settings import Settings
 
 RATE_LIMIT_DEFAULT_WAIT = 1.0  # seconds to pause after a 429 without Retry-After
 PROBE_MARGIN_SECONDS = 30.0  # a credits probe is held this long past its timeouts (its answer read and classified)
+CACHE_ROUTING_HEADER = "x-grok-conv-id"  # xAI: calls with the same value reach the server that caches their prefix
 
 # Raised before anything is sent: the operator's to fix (GROK_BASE_URL, GROK_API_KEY), not Grok's.
 UNSENDABLE = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)
+
+
+def response_format(kind: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The request's ``response_format``: structured outputs with the answer's ``schema``, or ``json_object``."""
+    if kind == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "conversation_insights", "strict": True, "schema": schema}}
+    return {"type": "json_object"}
 
 
 def classify(error: Exception, elapsed: float) -> GrokError:
@@ -103,7 +113,9 @@ class GrokClient:
         self._settings = settings
         self.url = settings.grok_base_url.rstrip("/") + "/chat/completions"
         self.timeout = httpx.Timeout(settings.grok_read_timeout_seconds, connect=settings.grok_connect_timeout_seconds)
-        self.response_format = settings.grok_response_format
+        self.response_format = response_format(settings.grok_response_format, self.schema)
+        self.cache_routing_id = (cache_routing_id(self.prompt_version, self.model, [self.system_prompt, self.response_format])
+                                 if settings.grok_cache_routing else None)
         self.output_tokens_per_conversation = settings.grok_output_tokens_per_conversation
         self.credits_pause = settings.grok_credits_pause_seconds
         self.probe_lease = settings.grok_connect_timeout_seconds + settings.grok_read_timeout_seconds + PROBE_MARGIN_SECONDS
@@ -125,18 +137,21 @@ class GrokClient:
         return httpx.AsyncClient(
             http2=True, timeout=self.timeout, transport=self.transport, follow_redirects=False,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=5.0),
-            headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
+            headers=self.headers(),
         )
 
+    def headers(self) -> dict[str, str]:
+        """The headers of every call: the key, and the prompt cache's routing (``CACHE_ROUTING_HEADER``)."""
+        routing = {CACHE_ROUTING_HEADER: self.cache_routing_id} if self.cache_routing_id else {}
+        return {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json", **routing}
+
     def request_body(self, conversations: list[ConversationToAnalyze]) -> dict[str, Any]:
-        if self.response_format == "json_schema":
-            response_format = {"type": "json_schema", "json_schema": {"name": "conversation_insights", "strict": True, "schema": self.schema}}
-        else:
-            response_format = {"type": "json_object"}
+        """The call: what every call shares first (the instructions; the format and its schema), the batch last,
+        so that xAI's prompt cache, which matches messages from the start, serves the shared part."""
         return {
             "model": self.model,
             "messages": [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user_message(conversations)}],
-            "response_format": response_format,
+            "response_format": self.response_format,
             "temperature": 0,
             "max_tokens": self.output_tokens_per_conversation * len(conversations),
             **({"reasoning_effort": self.reasoning_effort} if self.reasoning_effort else {}),

@@ -7,6 +7,7 @@ can serve them; the batch follows.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from insights.analyzer import ConversationToAnalyze
@@ -14,6 +15,7 @@ from insights.schemas import MAX_CLUSTERS, MAX_REASONING_CHARS
 from insights.taxonomy import Taxonomy
 
 PROMPT_VERSION = "grok-2026-11-24"
+CACHE_ROUTING_NAMESPACE = uuid.UUID("5b0c3e52-6f1d-4c1e-9a57-2f8e0d7c9a41")  # of the x-grok-conv-id values
 
 SYSTEM_PROMPT = """You are the internal insights engine of a customer-support platform.
 You receive a JSON document {{"conversations": [...]}}; each conversation has a conversation_id and its
@@ -40,12 +42,20 @@ def system_prompt(taxonomy: Taxonomy) -> str:
 
 def result_schema(taxonomy: Taxonomy) -> dict[str, Any]:
     """The JSON schema of an answer (structured outputs): with a closed taxonomy, clusters are an ``enum``
-    of its slugs and ``other``, and each row has a ``suggested_cluster``."""
+    of its slugs and ``other``, and each row has a ``suggested_cluster``.
+
+    It keeps to the keywords that xAI's current and older structured-outputs pages both accept: no
+    ``minLength``/``maxLength``, ``minItems``/``maxItems``, ``minContains``/``maxContains`` or ``allOf``
+    (the older page said none is supported; today's accepts some up to limits and refuses the ``*Contains``
+    with ``400``). Their bounds (at most ``MAX_CLUSTERS`` clusters, ``MAX_REASONING_CHARS`` of reasoning,
+    slugs of ``MAX_CLUSTER_CHARS``) are held by :class:`insights.schemas.InsightRow` after parsing, as
+    every other property of a row is; ``minimum``/``maximum`` stay here (both pages accept them) and there.
+    """
     cluster: dict[str, Any] = {"type": "string"}
     row: dict[str, Any] = {
         "conversation_id": {"type": "string"},
         "sentiment_score": {"type": "number", "minimum": -1, "maximum": 1},
-        "clusters": {"type": "array", "items": cluster, "maxItems": MAX_CLUSTERS},
+        "clusters": {"type": "array", "items": cluster},
         "confidence": {"type": "number", "minimum": 0, "maximum": 1},
         "reasoning": {"type": "string"},
     }
@@ -73,3 +83,12 @@ def user_message(conversations: list[ConversationToAnalyze]) -> str:
         },
         ensure_ascii=False,
     )
+
+
+def cache_routing_id(prompt_version: str, model: str, prefix: Any) -> str:
+    """The ``x-grok-conv-id`` of every call of a prompt version to a model (``prefix``: what all its calls
+    send first, the instructions and the answer's format). xAI keeps prompt caches per server and routes
+    calls with the same value to the same server, where the prefix their calls share is cached. A UUID, as
+    xAI suggests, derived from the three: the same in every process and batch, and another whenever the
+    version, the model or the prefix changes (a deployment sends one or two values, never one per batch)."""
+    return str(uuid.uuid5(CACHE_ROUTING_NAMESPACE, json.dumps([prompt_version, model, prefix], sort_keys=True)))

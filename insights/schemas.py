@@ -204,7 +204,14 @@ def _normalise_clusters(values: list[str]) -> list[str]:
 
 
 class InsightRow(BaseModel):
-    """One analyzed conversation, as any analyzer must return it. Unknown fields are dropped."""
+    """One analyzed conversation, as any analyzer must return it. Unknown fields are dropped.
+
+    Every bound of a row is held here, not by the JSON schema Grok is given (``insights.prompt.result_schema``
+    keeps to the keywords all versions of xAI's structured outputs accept, so it carries no length or item
+    bounds): scores and confidence within their ranges (a row outside is refused), at most ``MAX_CLUSTERS``
+    distinct slugs of ``MAX_CLUSTER_CHARS`` (a label over 200 characters is refused, the rest are cut), a
+    suggestion of ``MAX_CLUSTER_CHARS`` and reasoning of ``MAX_REASONING_CHARS`` (cut).
+    """
 
     model_config = ConfigDict(extra="ignore")
 

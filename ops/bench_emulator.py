@@ -117,18 +117,18 @@ async def send_at_rate(args: argparse.Namespace, url: str, tally: Tally) -> floa
     return sending
 
 
-def start_emulator(args: argparse.Namespace) -> subprocess.Popen:
-    command = [sys.executable, "-m", "ops.grok_emulator", "--port", str(args.port), "--api-key", KEY,
-               "--latency-median", str(args.latency_median), "--latency-sigma", str(args.latency_sigma),
-               "--latency-max", str(args.latency_cap * args.latency_median)]
+def start_emulator(port: int, options: list[str]) -> subprocess.Popen:
+    """``ops.grok_emulator`` on ``port`` with the key ``KEY`` and ``options``, once it answers."""
+    command = [sys.executable, "-m", "ops.grok_emulator", "--port", str(port), "--api-key", KEY, *options]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            httpx.get(f"http://127.0.0.1:{args.port}/_emulator/log").raise_for_status()
+            httpx.get(f"http://127.0.0.1:{port}/_emulator/log").raise_for_status()
             return process
         except httpx.TransportError:
             time.sleep(0.1)
+    stop_all([process])
     raise RuntimeError("the emulator did not start")
 
 
@@ -188,7 +188,8 @@ def report(args: argparse.Namespace, tally: Tally, figures: dict[str, float], lo
 
 def main() -> None:
     args = parse_args()
-    process = start_emulator(args)
+    process = start_emulator(args.port, ["--latency-median", str(args.latency_median), "--latency-sigma", str(args.latency_sigma),
+                                         "--latency-max", str(args.latency_cap * args.latency_median)])
     try:
         tally = Tally()
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # uvloop: the client's own CPU is the limit

@@ -27,9 +27,16 @@ Options, each also a key of ``POST /_emulator/config`` (``latency_median`` for `
   time ``{"credits": "code", "credits_status": 403}`` exhausts them and ``{"credits": ""}`` brings them back.
   The Batch API refuses every call the same way meanwhile.
 
-A call is checked in this order: key (``401``), credits, model (``404``), prompt length (``400``), content
-(``403``), requests per second then tokens per minute (``429``); only an admitted call takes a queued fault
-and waits.
+- ``--cache-servers N`` (default 16) and ``--cache-span C`` (default 8; 0: no cache): xAI's prompt cache, per
+  server. A call goes to the server its ``x-grok-conv-id`` header hashes to, or to one drawn at random
+  without the header; its answer's ``usage.prompt_tokens_details.cached_tokens`` counts the tokens of its
+  longest run of leading messages that server has seen, and a prefix no call used during the last C calls is
+  evicted (``ops/grok_cache.py``: what xAI documents, and what the emulator chose).
+
+A call is checked in this order: key (``401``), credits, model (``404``), answer schema (``400`` for a
+keyword outside the subset every version of xAI's structured outputs accepts, ``ops/grok_schema.py``), prompt
+length (``400``), content (``403``), requests per second then tokens per minute (``429``); only an admitted
+call meets the prompt cache, takes a queued fault and waits.
 Refusals answer at once, in xAI's error shape ``{"code": ..., "error": <message>}``.
 
 Control endpoints, for tests and benchmarks:
@@ -47,11 +54,16 @@ Control endpoints, for tests and benchmarks:
   ``fault_rate`` each admitted call without a queued fault meets a random one (429 with ``Retry-After: 1``,
   500, 503 or a malformed answer) with probability ``p`` (for soak runs). Answers the configuration.
 - ``GET /_emulator/log``: every call, ``{"t": arrival (epoch s), "status", "ids", "fault", "tokens",
-  "latency", "refused"}``; ``refused`` is ``null``, or why: ``"rps"``, ``"tpm"``, ``"context"``,
-  ``"content"``, ``"model"`` or ``"credits"``; ``"client_gone": true`` when the caller hung up before its answer. A call
+  "latency", "refused"}``, and for an admitted call ``"conv_id"`` (its ``x-grok-conv-id``, or ``null``),
+  ``"server"`` and ``"cached"`` (its cached tokens); ``refused`` is ``null``, or why: ``"rps"``, ``"tpm"``,
+  ``"context"``, ``"content"``, ``"schema"``, ``"model"`` or ``"credits"``; ``"client_gone": true`` when the caller hung up
+  before its answer. A call
   is logged once its wait is over, before its answer is sent. The log keeps the latest ``--log-limit``
   calls (default 100,000, about 2 KB each; 0: all).
-- ``POST /_emulator/reset``: forget faults, the log, what the limits counted and the batches.
+- ``GET /_emulator/schemas``: the distinct ``response_format`` objects chat calls sent, as received (the
+  first 16).
+- ``POST /_emulator/reset``: forget faults, the log, what the limits counted, the batches, the schemas and
+  the prompt caches.
 
 Standing behaviours: a conversation containing ``POISON`` makes any batch holding it come back truncated;
 one containing ``INJECT`` plays a gullible model that obeys it, rewriting every other conversation's row

@@ -42,6 +42,8 @@ class EmulatorConfig:
     log_limit: int = 100_000  # calls the log keeps, the latest (about 2 KB each; 0: every call)
     credits: str = ""  # exhausted credits, answered in this shape (CREDITS_SHAPES); "": credits available
     credits_status: int = 429  # the status of that refusal (429 as in early 2026, 403 as seen later)
+    cache_servers: int = 16  # servers whose prompt caches calls are spread over (see ops/grok_cache.py)
+    cache_span: int = 8  # a cached prefix no call used during this many calls is evicted (0: no cache)
 
     def update(self, changes: dict[str, Any]) -> None:
         """Set each named setting, converted to its type; raises ``ValueError`` on an unknown name."""
@@ -77,6 +79,8 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--context", type=int, default=defaults.context, help="most prompt tokens a call may have")
     parser.add_argument("--models", type=parse_models, default=defaults.models, help="comma-separated models served (default: any)")
     parser.add_argument("--log-limit", type=int, default=defaults.log_limit, help="calls kept in the log, the latest (0: all)")
+    parser.add_argument("--cache-servers", type=int, default=defaults.cache_servers, help="servers with a prompt cache each")
+    parser.add_argument("--cache-span", type=int, default=defaults.cache_span, help="calls after which an unused cached prefix is evicted (0: no cache)")
     parser.add_argument("--refusal-status", type=int, choices=(400, 403), default=defaults.refusal_status, help="status of a content refusal")
     parser.add_argument("--credits", choices=CREDITS_SHAPES, default=defaults.credits,
                         help="answer every call as a team out of credits, in this body shape (default: credits available)")

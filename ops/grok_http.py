@@ -37,12 +37,14 @@ class EmulatorApp:
         if path.startswith("/v1/batches"):
             await self.batch_api(scope, raw, send)
         elif method == "POST" and path.endswith("/chat/completions"):
-            await self.chat(arrived, bearer(scope), raw, receive, send)
+            await self.chat(arrived, bearer(scope), raw, receive, send, header(scope, b"x-grok-conv-id"))
         elif method == "POST" and path.startswith("/_emulator/"):
             await self.control(path.removeprefix("/_emulator/"), raw, send)
         elif method == "GET" and path == "/_emulator/log":
             snapshot = list(self.state.log)  # entries are complete once logged: encoding them aside is safe
             await send_json(send, 200, await asyncio.to_thread(lambda: json.dumps(snapshot).encode()))
+        elif method == "GET" and path == "/_emulator/schemas":
+            await send_json(send, 200, self.state.schemas.received())
         elif method == "GET" and path == "/_emulator/batches":
             await send_json(send, 200, await asyncio.to_thread(self.state.batches.overview))
         else:
@@ -82,10 +84,10 @@ class EmulatorApp:
             return await send_json(send, 400, {"error": str(error)})
         await send_json(send, *await asyncio.to_thread(route, self.state.batches, scope["method"], target, body))
 
-    async def chat(self, arrived: float, key: str, raw: bytes, receive: Receive, send: Send) -> None:
+    async def chat(self, arrived: float, key: str, raw: bytes, receive: Receive, send: Send, conv_id: str | None) -> None:
         entry: dict[str, Any] = {"t": arrived, "ids": [], "fault": None, "tokens": 0, "latency": 0.0, "refused": None}
         try:
-            reply = respond(self.state, key, json.loads(raw), entry)
+            reply = respond(self.state, key, json.loads(raw), entry, conv_id)
         except BAD_REQUEST as error:
             reply = Reply(400, xai_error(400, f"bad request: {type(error).__name__}: {error}"))
         entry["status"] = reply.status
@@ -101,10 +103,15 @@ class EmulatorApp:
             await send_json(send, reply.status, reply.body, reply.headers)
 
 
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header's value (``name`` in lower case), or ``None``."""
+    value = dict(scope["headers"]).get(name)
+    return None if value is None else value.decode("latin-1")
+
+
 def bearer(scope: Scope) -> str:
     """The key of the ``Authorization: Bearer`` header ('' without one)."""
-    headers = dict(scope["headers"])
-    return headers.get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ")
+    return (header(scope, b"authorization") or "").removeprefix("Bearer ")
 
 
 async def read_body(receive: Receive) -> bytes:

@@ -33,9 +33,11 @@ from ops.grok_answers import (
     xai_error,
 )
 from ops.grok_batches import BatchStore
+from ops.grok_cache import PrefixCache
 from ops.grok_emulator_config import EmulatorConfig
 from ops.grok_limits import Limits
 from ops.grok_rows import RowCache
+from ops.grok_schema import SchemaBook
 from settings import load_settings
 
 RANDOM_FAULTS = ({"status": 429, "retry_after": "1"}, {"status": 500}, {"status": 503}, {"malformed": True})
@@ -64,12 +66,14 @@ class EmulatorState:
         self.limits = Limits()
         self.rows = RowCache(OfflineAnalyzer(Taxonomy(dict(load_settings({}).taxonomy), closed=True)))  # answers as_asked
         self.batches = BatchStore(self.rows, config)  # read at every call: POST /_emulator/config changes it
+        self.schemas = SchemaBook()
         self.reseed()
 
     def reseed(self) -> None:
         """Faults and latencies draw from generators of their own, so that neither shifts the other."""
         self.fault_random = random.Random(self.config.seed)
         self.latency_random = random.Random(self.config.seed + 1)
+        self.prefixes = PrefixCache(self.config.seed)
 
     def configure(self, changes: dict[str, Any]) -> None:
         self.config.update(changes)
@@ -97,6 +101,8 @@ class EmulatorState:
         self.log.clear()
         self.limits.reset()
         self.batches.clear()
+        self.schemas.clear()
+        self.prefixes = PrefixCache(self.config.seed)
 
 
 def refuse(entry: dict[str, Any], reason: str, status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
@@ -104,8 +110,9 @@ def refuse(entry: dict[str, Any], reason: str, status: int, message: str, header
     return Reply(status, xai_error(status, message), headers or {})
 
 
-def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[str, Any]) -> Reply:
-    """What Grok would answer to this call, and how long it would think first; fills in the log ``entry``."""
+def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[str, Any], conv_id: str | None = None) -> Reply:
+    """What Grok would answer to this call (``conv_id``: its ``x-grok-conv-id``), and how long it would think
+    first; fills in the log ``entry``."""
     config = state.config
     if key != config.api_key:
         return Reply(401, {"error": f"Incorrect API key provided: {key}. Obtain one from the console."})
@@ -115,6 +122,8 @@ def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[st
     model = body.get("model", "?")
     if config.models and model not in config.models:
         return refuse(entry, "model", 404, unknown_model(model))
+    if unsupported := state.schemas.check(body.get("response_format")):
+        return refuse(entry, "schema", 400, f"Invalid response_format: unsupported JSON schema keywords: {', '.join(unsupported)}")
     batch = json.loads(body["messages"][-1]["content"])["conversations"]
     entry["ids"] = [c["conversation_id"] for c in batch]
     prompt_tokens = entry["tokens"] = sum(len(m["content"]) for m in body["messages"]) // 4
@@ -127,6 +136,8 @@ def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[st
     refusal = state.limits.admit(model, entry["t"], entry["tokens"], config.rps, config.tpm, config.tpm_window)
     if refusal:
         return refuse(entry, refusal.kind, 429, refusal.message(model), refusal.headers())
+    entry["conv_id"], entry["server"] = conv_id, state.prefixes.route(conv_id, config.cache_servers)
+    cached_tokens = entry["cached"] = state.prefixes.serve(entry["server"], model, body["messages"], config.cache_span)
     fault = state.next_fault()
     entry["fault"] = fault or None
     entry["latency"] = state.draw_latency()
@@ -137,6 +148,6 @@ def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[st
         error = fault["body"].encode("utf-8", "surrogatepass") if "body" in fault else {"error": f"emulated {status}"}
         return Reply(status, error, headers, wait)
     content, finish_reason = content_of(bend(rows, fault), fault, bool(holds(batch, POISON)))
-    answer = completion(content, finish_reason, body, prompt_tokens)
+    answer = completion(content, finish_reason, body, prompt_tokens, cached_tokens)
     entry["model"], entry["ticks"] = answer["model"], answer["usage"]["cost_in_usd_ticks"]
     return Reply(200, answer, wait=wait, hang_up=bool(fault.get("hangup")))

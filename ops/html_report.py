@@ -120,20 +120,30 @@ def _failures_section(summary: reports.Summary) -> str:
     return f"<table class=\"failures\"><tr><th>reason</th><th>conversations</th><th></th></tr>{rows}</table>"
 
 
+def percent(fraction: float | None) -> str:
+    """A fraction as a percentage to a tenth, ``n/a`` without one."""
+    return "n/a" if fraction is None else f"{fraction:.1%}"
+
+
 def _usage_section(usage: dict[str, LaneUsage], insights: int) -> str:
     rows, cost, priced = "", 0.0, 0
     for lane, used in usage.items():
         known = f"${used.cost_usd:.4f}" if used.priced else "not known"
         rows += (f"<tr><td>{escape(lane)}</td><td class=\"n\">{used.insights}</td><td class=\"n\">{used.prompt_tokens:,.0f}</td>"
-                 f"<td class=\"n\">{used.cached_tokens:,.0f}</td><td class=\"n\">{used.completion_tokens:,.0f}</td>"
+                 f"<td class=\"n\">{used.cached_tokens:,.0f}</td><td class=\"n\">{percent(used.cached_share)}</td>"
+                 f"<td class=\"n\">{used.completion_tokens:,.0f}</td>"
                  f"<td class=\"n\">{known}</td><td class=\"n\">{used.insights - used.priced}</td></tr>")
         cost, priced = cost + used.cost_usd, priced + used.priced
     if priced:
         verdict = f"<p>Cost of the priced insights: <b>${cost:.4f}</b>, ${cost / priced:.6f} an insight.</p>"
     else:
         verdict = "<p>The cost is not known yet: no insight of this window reports priced tokens (the offline analyzer reports none).</p>"
+    every = LaneUsage(prompt_tokens=sum(u.prompt_tokens for u in usage.values()),
+                      cached_tokens=sum(u.cached_tokens for u in usage.values()))
+    if every.cached_share is not None:
+        verdict += f"<p>xAI's prompt cache served <b>{percent(every.cached_share)}</b> of the prompt tokens.</p>"
     return (f"{verdict}<table class=\"usage\"><tr><th>lane</th><th>insights</th><th>prompt tokens</th><th>cached</th>"
-            f"<th>completion tokens</th><th>cost</th><th>without a price</th></tr>{rows}</table>"
+            f"<th>cached share</th><th>completion tokens</th><th>cost</th><th>without a price</th></tr>{rows}</table>"
             f"<p class=\"note\">{insights} insights in the window; tokens are each insight's share of its call.</p>")
 
 

@@ -60,6 +60,7 @@ def usage_document(used: LaneTotals) -> LaneUsage:
     """A lane's tokens and cost, rounded as people read them (tokens to tenths, cost to 1e-6 dollars)."""
     return LaneUsage(
         insights=used.insights, prompt_tokens=round(used.prompt_tokens, 1), cached_tokens=round(used.cached_tokens, 1),
+        cached_share=round(used.cached_share, 4) if used.cached_share is not None else None,
         completion_tokens=round(used.completion_tokens, 1), cost_usd=round(used.cost_usd, 10),  # to the tick xAI bills in (1e-10 USD)
         insights_without_cost=used.insights - used.priced,
     )

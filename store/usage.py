@@ -34,6 +34,11 @@ class LaneUsage:
     completion_tokens: float = 0.0
     cost_usd: float = 0.0  # of the priced ones
 
+    @property
+    def cached_share(self) -> float | None:
+        """The share of prompt tokens served by xAI's prompt cache; ``None`` without prompt tokens."""
+        return min(1.0, self.cached_tokens / self.prompt_tokens) if self.prompt_tokens > 0 else None
+
     def add(self, values: Iterable[float]) -> None:
         for name, value in zip(MEASURES, values):
             setattr(self, name, getattr(self, name) + (value or 0))

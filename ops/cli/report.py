@@ -78,7 +78,7 @@ def print_stats(as_json: bool) -> None:
         print("tokens and cost, all insights:")
         for lane, used in state.stats.usage.items():
             d = usage_document(used)
-            print(f"  {lane:<9} {d.insights} insight(s), {d.prompt_tokens:.0f} prompt ({d.cached_tokens:.0f} cached) + "
+            print(f"  {lane:<9} {d.insights} insight(s), {d.prompt_tokens:.0f} prompt ({d.cached_tokens:.0f} cached, {html_report.percent(d.cached_share)}) + "
                   f"{d.completion_tokens:.0f} completion tokens, ${d.cost_usd:.4f}"
                   + (f" ({d.insights_without_cost} without a price)" if d.insights_without_cost else ""))
     if state.redis is not None:
