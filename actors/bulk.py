@@ -122,8 +122,9 @@ def advance(batch: ProviderBatch) -> float | None:
     if batch.cancel_requested:
         if batch.provider_id is not None:
             api.cancel(batch.provider_id)
-        provider_batches.update(batch.id, cancel_requested=False, state=SUBMITTED, end_reason="cancelled by an operator")
-        batch.state, batch.end_reason = SUBMITTED, "cancelled by an operator"
+        cancelled = provider_batches.CANCELLED_BY_AN_OPERATOR  # its conversations spend no attempt (bulk_results)
+        provider_batches.update(batch.id, cancel_requested=False, state=SUBMITTED, end_reason=cancelled)
+        batch.state, batch.end_reason = SUBMITTED, cancelled
     resumed = batch.provider_id is not None  # created at an earlier step: xAI may hold requests not recorded
     if batch.provider_id is None and batch.state == OPEN:
         batch.provider_id = api.create(batch.id)

@@ -2,11 +2,13 @@
 (``insights.completion`` and ``store.results.record_results``: the same rows, statuses and partial-failure
 rules), and what became of the requests that have none.
 
-A request that ends in an error (a string, an object, an empty ``batch_result``), a truncated answer, or
-no answer at all (the batch expired, was cancelled, failed) sends its conversations back to wait, an
-attempt spent, to come again in requests of their own. A batch that xAI refused outright
-(``cancel_by_xai_message``) answered nothing through any fault of theirs: its conversations go back
-without spending an attempt.
+A request that ends in an error (a string, an object, an empty ``batch_result``) or a truncated or
+unusable answer sends its conversations back to wait, an attempt spent, to come again each in a request
+of its own (``Conversation.isolated``). A request without an answer because the batch ended as a whole
+(it expired, failed, was given up or forgotten by xAI) sends them back too, an attempt spent, but to share
+requests again: nothing says one of them was at fault. A batch that xAI refused outright
+(``cancel_by_xai_message``) or that an operator cancelled answered nothing through any fault of theirs:
+its conversations go back without spending an attempt.
 """
 
 from __future__ import annotations
@@ -33,18 +35,21 @@ logger = logging.getLogger(__name__)
 
 def collect(api: BatchApi | None, batch: ProviderBatch, reason: str, refund: bool = False) -> None:
     """Store every result not stored yet (none without ``api``), send back the conversations of requests
-    without one (with ``refund``, without spending their attempt), end the batch."""
+    without one (with ``refund``, or once an operator cancelled the batch, without spending their attempt),
+    end the batch."""
+    refund = refund or provider_batches.cancelled_by_an_operator(batch)
     waiting = {request.id: request for request in provider_batches.requests_of(batch.id, settled=False)}
     for entry in api.results(batch.provider_id) if api and batch.provider_id else ():
         request = waiting.pop(str(entry.get("batch_request_id")), None)
         if request is not None:  # ours and not stored yet (a collection cut short stores the rest)
-            store(batch, request, analysis_of(entry, json.loads(request.conversation_ids), batch))
+            store(batch, request, analysis_of(entry, json.loads(request.conversation_ids), batch), isolate=True)
     for request in waiting.values():
         if refund:
             give_back(batch, request, f"waiting for another batch: provider batch {batch.id} {reason}")
         else:
             ids = json.loads(request.conversation_ids)
-            store(batch, request, failed_result(ids, batch, f"no answer from the Batch API (provider batch {reason})"))
+            store(batch, request, failed_result(ids, batch, f"no answer from the Batch API (provider batch {reason})"),
+                  isolate=False)
     provider_batches.end(batch.id, reason)
     logger.info("provider batch %s ended: %s", batch.id, reason, extra={"batch_id": batch.id})
 
@@ -72,11 +77,14 @@ def failed_result(ids: list[str], batch: ProviderBatch, reason: str) -> Analysis
                           batch_id=batch.id)
 
 
-def store(batch: ProviderBatch, request: ProviderBatchRequest, result: AnalysisResult) -> None:
+def store(batch: ProviderBatch, request: ProviderBatchRequest, result: AnalysisResult, isolate: bool) -> None:
     """Store one request's result as ``store.results`` stores any, count its tokens and mark it settled, in
-    one transaction: run again after a crash, it finds nothing to do twice."""
+    one transaction: run again after a crash, it finds nothing to do twice. With ``isolate`` (the request
+    failed on its own) the conversations sent back get a request of their own next time."""
     with write_transaction(database.obj):
         outcome = results.record_results(result, settings.max_retries)
+        if isolate:
+            provider_batches.isolate(outcome.retry)
         tokens = tokens_of(result.usage)
         provider_batches.add_usage(batch.id, tokens, cost_usd(tokens, result.model, BULK, settings) if tokens else None)
         provider_batches.mark_requests([request.id], settled=True)

@@ -180,6 +180,12 @@ def _billed_cost(db: Database) -> None:
     db.execute_sql("UPDATE provider_batches SET unpriced_results = num_success + num_error WHERE prompt_tokens > 0")
 
 
+def _isolated(db: Database) -> None:
+    """Conversations remember whether their own bulk request failed: only those are sent alone again.
+    Those waiting now were sent back before it was known why: they share requests again."""
+    _add_columns(db, "conversations", {"isolated": "BOOLEAN NOT NULL DEFAULT FALSE"})
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
@@ -194,6 +200,7 @@ MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0011_trend_rollups", _trend_rollups),
     ("0012_worker_leases", _worker_leases),
     ("0013_billed_cost", _billed_cost),
+    ("0014_isolated", _isolated),
 ]
 
 

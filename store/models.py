@@ -48,6 +48,8 @@ class Conversation(BaseModel):
     lane = CharField(max_length=16, default=REALTIME, constraints=[SQL("DEFAULT 'realtime'")])  # as migration 0008 adds it
     provider_batch = CharField(max_length=64, null=True)  # the bulk lane's batch it was last sent in (ProviderBatch)
     claimed_by = CharField(max_length=64, null=True)  # the worker process whose claim it is under (WorkerLease)
+    # Its own bulk request failed (not a batch ended as a whole): the next holds it alone (store.provider_batches)
+    isolated = BooleanField(default=False, constraints=[SQL("DEFAULT FALSE")])  # as migration 0014 adds it
 
     class Meta:
         table_name = "conversations"

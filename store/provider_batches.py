@@ -32,6 +32,9 @@ from store.models import (
 from store.queries import claim_rows, utcnow
 
 
+CANCELLED_BY_AN_OPERATOR = "cancelled by an operator"  # the end reason of a batch cancelled by a person
+
+
 @dataclass(frozen=True)
 class Forming:
     """How provider batches are cut from the bulk lane's waiting conversations."""
@@ -47,14 +50,17 @@ def form(rules: Forming) -> ProviderBatch | None:
     """Claim the oldest waiting bulk conversations into a new provider batch, if enough wait or the oldest
     has waited long enough; ``None`` otherwise.
 
-    A conversation on its first attempt shares a request with others; one that comes back from a failed
-    request (an error, a truncated answer, an expired batch) gets a request of its own, so that one
+    Conversations share requests, ``per_request`` to one, except those whose own request failed (an error,
+    a truncated or unusable answer: ``Conversation.isolated``): each gets a request of its own, so that one
     conversation's trouble cannot keep failing its neighbours (the real-time lane splits batches instead).
+    A batch that ended as a whole (expired, failed, cancelled, given up, unknown to xAI) isolates nobody: it
+    says nothing against any one of its conversations, so they share requests again, as on their first try.
     """
     now = utcnow()
     with write_transaction(database.obj):
         waiting = list(locked(
-            Conversation.select(Conversation.id, Conversation.attempts, Conversation.enqueued_at)  # not the payloads
+            Conversation.select(Conversation.id, Conversation.attempts, Conversation.enqueued_at,
+                                Conversation.isolated)  # not the payloads
             .where(Conversation.lane == BULK, Conversation.status == QUEUED)
             .order_by(Conversation.enqueued_at, Conversation.id)
             .limit(rules.max_conversations)
@@ -80,10 +86,10 @@ def form(rules: Forming) -> ProviderBatch | None:
 
 
 def _request_groups(conversations: list[Conversation], per_request: int) -> list[list[str]]:
-    """Fresh conversations ``per_request`` to a request, retried ones alone (attempts counted by the claim)."""
-    fresh = [c.id for c in conversations if c.attempts == 0]
-    retried = [[c.id] for c in conversations if c.attempts > 0]
-    return [fresh[i:i + per_request] for i in range(0, len(fresh), per_request)] + retried
+    """Conversations ``per_request`` to a request, the isolated ones alone."""
+    shared = [c.id for c in conversations if not c.isolated]
+    alone = [[c.id] for c in conversations if c.isolated]
+    return [shared[i:i + per_request] for i in range(0, len(shared), per_request)] + alone
 
 
 def due(limit: int = 50) -> list[str]:
@@ -134,6 +140,12 @@ def mark_requests(request_ids: list[str], **changes: bool) -> None:
     ProviderBatchRequest.update(**changes).where(ProviderBatchRequest.id.in_(request_ids)).execute()
 
 
+def isolate(conversation_ids: list[str]) -> None:
+    """Their own request failed: each of ``conversation_ids`` gets a request of its own from now on."""
+    if conversation_ids:
+        Conversation.update(isolated=True).where(Conversation.id.in_(conversation_ids)).execute()
+
+
 def payloads(conversation_ids: list[str]) -> dict[str, str]:
     """The payload of each of ``conversation_ids``."""
     query = Conversation.select(Conversation.id, Conversation.payload).where(Conversation.id.in_(conversation_ids))
@@ -153,11 +165,21 @@ def end(batch_id: str, reason: str) -> None:
     update(batch_id, state=ENDED, end_reason=reason, ended_at=utcnow(), worked_until=None)
 
 
-def request_cancel(batch_id: str) -> bool:
-    """Ask the worker that next looks at the batch to cancel it at xAI; ``False`` if it has ended."""
+def request_cancel(batch_id: str) -> int | None:
+    """Ask the worker that next looks at the batch to cancel it at xAI; return how many of its conversations
+    are still waiting for an answer, or ``None`` if it has ended."""
     now = utcnow()
-    return bool(ProviderBatch.update(cancel_requested=True, next_look_at=now)
-                .where(ProviderBatch.id == batch_id, ProviderBatch.state != ENDED).execute())
+    with write_transaction(database.obj):
+        asked = (ProviderBatch.update(cancel_requested=True, next_look_at=now)
+                 .where(ProviderBatch.id == batch_id, ProviderBatch.state != ENDED).execute())
+        unanswered = Conversation.select().where(Conversation.lane == BULK, Conversation.status == PROCESSING,
+                                                 Conversation.provider_batch == batch_id)  # by the lane's index
+        return unanswered.count() if asked else None
+
+
+def cancelled_by_an_operator(batch: ProviderBatch) -> bool:
+    """A person cancelled it (``insights bulk cancel``): not its conversations' doing, so no attempt is spent."""
+    return batch.cancel_requested or batch.end_reason == CANCELLED_BY_AN_OPERATOR
 
 
 def listing(open_only: bool = True, limit: int = 100) -> list[ProviderBatch]:

@@ -312,8 +312,9 @@ def requeue(conversation_ids: Iterable[str]) -> list[str]:
 
 
 def requeued(now: datetime) -> dict[str, Any]:
-    """The changes that send a conversation back for a fresh analysis: a new wait begins ``now``."""
-    return {"status": QUEUED, "attempts": 0, "last_error": None, "updated_at": now, "enqueued_at": now}
+    """The changes that send a conversation back for a fresh analysis: a new wait begins ``now``, and no
+    earlier failure of its own sends it alone in the bulk lane."""
+    return {"status": QUEUED, "attempts": 0, "last_error": None, "updated_at": now, "enqueued_at": now, "isolated": False}
 
 
 def reprocess_candidates(failed: bool, start: datetime | None = None, end: datetime | None = None) -> list[str]:

@@ -50,10 +50,12 @@ def show(batch_id: str) -> int:
 
 
 def cancel(batch_id: str) -> int:
-    """Ask the worker that next looks at the batch to cancel it at xAI: what xAI has not answered comes
-    back to wait for another batch, an attempt spent."""
-    if not provider_batches.request_cancel(batch_id):
+    """Ask the worker that next looks at the batch to cancel it at xAI. A cancel by a person is not its
+    conversations' doing: what xAI has not answered comes back to wait for another batch, no attempt spent."""
+    unanswered = provider_batches.request_cancel(batch_id)
+    if unanswered is None:
         raise Refused(f"no open provider batch {batch_id}")
     print(f"provider batch {batch_id}: cancellation requested; a worker cancels it at xAI within BULK_TICK_SECONDS "
-          f"({settings.bulk_tick_seconds:g} s), and its unanswered conversations wait for another batch")
+          f"({settings.bulk_tick_seconds:g} s). Of its {unanswered} conversation(s) not answered yet, those xAI has not "
+          f"answered by then wait for another batch, no attempt spent; what it has answered is stored.")
     return 0

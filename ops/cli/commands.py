@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     listed_batches.add_argument("--all", action="store_true", help="ended ones too")
     listed_batches.add_argument("--json", action="store_true", help="one JSON document a line")
     bulk_lane.add_parser("show", help="one provider batch").add_argument("batch_id", type=sql_text)
-    bulk_lane.add_parser("cancel", help="cancel one at xAI; its unanswered conversations wait for another").add_argument("batch_id", type=sql_text)
+    bulk_lane.add_parser("cancel", help="cancel one at xAI; its unanswered conversations wait for another, no attempt spent").add_argument("batch_id", type=sql_text)
     vocabulary = commands.add_parser("clusters", help="the cluster taxonomy").add_subparsers(dest="action", required=True)
     suggest = vocabulary.add_parser("suggest", help="what a closed taxonomy's 'other' suggested most, with examples")
     suggest.add_argument("--start", type=parse_time, required=True, help="occurred at or after")
