@@ -24,9 +24,11 @@ from dramatiq.middleware import CurrentMessage
 from actors import outcomes
 from actors.broker import ANALYZE_QUEUE, STREAMED_LANES, gate, settings
 from actors.calls import CallEngine, Job
-from insights.analyzer import Analyzer, ConversationToAnalyze, build_analyzer
+from insights.analyzer import Analyzer, ConversationToAnalyze
 from insights.errors import GrokError
 from insights.grok import GrokClient, PreparedCall
+from insights.offline import OfflineAnalyzer
+from insights.taxonomy import Taxonomy
 from store import queries
 from store.db import release
 
@@ -37,7 +39,8 @@ STOP_GRACE_SECONDS = 10.0  # at shutdown, how long calls in flight may still ans
 
 @functools.cache
 def analyzer() -> Analyzer:
-    return build_analyzer(settings, gate)
+    """Grok when ``GROK_API_KEY`` is set, else the deterministic offline analyzer."""
+    return OfflineAnalyzer(Taxonomy.of(settings)) if settings.offline else GrokClient(settings, gate)
 
 
 @functools.cache

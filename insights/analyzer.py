@@ -1,14 +1,11 @@
-"""The analyzer seam: what ``analyze_batch`` needs from whoever scores conversations."""
+"""The analyzer seam: what ``analyze_batch`` needs from whoever scores conversations (``insights.grok``, or
+``insights.offline`` without a key; ``actors.analysis.analyzer`` chooses)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 from insights.schemas import AnalysisResult
-from settings import Settings
-
-if TYPE_CHECKING:
-    from insights.outbound import OutboundGate
 
 
 class ConversationToAnalyze(NamedTuple):
@@ -28,14 +25,3 @@ class Analyzer(Protocol):
         """Score every conversation (those ``claim`` answers, when given: it is called just before the
         analysis starts); rows are validated, missing or invalid ones are in ``rejected``."""
 
-
-def build_analyzer(settings: Settings, gate: "OutboundGate") -> Analyzer:
-    """Grok when ``GROK_API_KEY`` is set, else the deterministic offline analyzer."""
-    if settings.offline:
-        from insights.offline import OfflineAnalyzer
-        from insights.taxonomy import Taxonomy
-
-        return OfflineAnalyzer(Taxonomy.of(settings))
-    from insights.grok import GrokClient
-
-    return GrokClient(settings, gate)
