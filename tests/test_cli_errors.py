@@ -83,3 +83,15 @@ def test_a_database_url_that_does_not_parse_is_a_configuration_error(make_stack,
     assert refused.returncode == 2
     [said] = refused.stderr.splitlines()
     assert said.startswith("configuration error: DATABASE_URL: expected a URL that parses (") and ":p@" not in said
+
+
+def test_the_clis_docstring_names_every_command():
+    """``ops/cli/__init__.py`` is the CLI's page for a newcomer: every command the parser knows is on it."""
+    import argparse
+
+    import ops.cli
+    from ops.cli.commands import build_parser
+
+    [commands] = [action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
+    missing = [name for name in commands.choices if f"insights {name} " not in ops.cli.__doc__]
+    assert missing == [], f"commands missing from the CLI's docstring: {missing}"

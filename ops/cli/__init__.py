@@ -5,6 +5,8 @@
     insights export --start T --end T [--format jsonl|csv] [--output FILE]
     insights reprocess (--failed | --start T --end T) [--dry-run] [--yes]
     insights conversations list [--status S] [--reason R] [--start T] [--end T] [--limit N] [--json]
+    insights bulk list|show|cancel ...              the bulk lane's provider batches (cancel spends no attempt)
+    insights clusters suggest --start T --end T     what a closed taxonomy's "other" suggested most
     insights stats [--json]                         counts by status, queue depths, dead letters
     insights report --start T --end T --output FILE.html [--bucket hour|day]
     insights counts [--rebuild [--create-database]] check (or recompute) the daily counts behind total_count

@@ -45,7 +45,7 @@ def sql_text(text: str) -> str:
 
 
 DATABASE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, dramatiq.errors.ConnectionError)
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, dramatiq.errors.BrokerConnectionError)
 
 
 def build_parser() -> argparse.ArgumentParser:
