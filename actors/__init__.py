@@ -19,7 +19,7 @@ from actors.analysis import STOP_GRACE_SECONDS, analyze_batch, analyzer, batch_e
 from actors.bulk import BulkLane
 from actors.reconciler import Reconciler
 from insights.models import retirement_warning
-from logs import configure_logging
+from telemetry.logs import configure_logging
 from store.db import describe, open_database, release
 from store.migrations import migrate
 

@@ -18,9 +18,9 @@ import socket
 import dramatiq
 import redis
 
-import metrics
+from telemetry import metrics
 from actors.broker import STREAMED_LANES, redis_client, send_batch, settings
-from logs import Throttle
+from telemetry.logs import Throttle
 from store import queries
 from store.db import describe
 

@@ -17,7 +17,7 @@ import json
 import logging
 from typing import Any
 
-import metrics
+from telemetry import metrics
 from actors.analysis import analyzer
 from actors.broker import settings
 from insights.batch_api import BatchApi, completion_of, error_of

@@ -33,7 +33,7 @@ from typing import Any
 
 from dramatiq.common import compute_backoff
 
-import metrics
+from telemetry import metrics
 from actors import reasons
 from actors.batching import send_for_batching
 from actors.broker import AGAIN_QUEUE, broker, dead_letter, gate, send_batch, settings

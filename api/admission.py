@@ -16,7 +16,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from ulid import ULID
 
-import metrics
+from telemetry import metrics
 from actors.batching import send_for_batching
 from actors.broker import STREAMED_LANES
 from api.errors import ApiError

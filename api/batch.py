@@ -11,7 +11,7 @@ from typing import Any
 import falcon
 from pydantic import ValidationError
 
-import metrics
+from telemetry import metrics
 from api.admission import Admission
 from api.body import parse_json, read_body, require_json
 from api.errors import field_errors

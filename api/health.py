@@ -7,12 +7,12 @@ import dataclasses
 
 import falcon
 
-import metrics
+from telemetry import metrics
 from actors.broker import gate
 from actors.state import read_state
 from api.errors import ApiError
 from insights import api_models as api
-from openapi import openapi_document
+from api.openapi import openapi_document
 from settings import Settings
 from store import queries
 from store.db import call_and_release

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import falcon
 
-from access import hash_key
+from api.access import hash_key
 from api.errors import ApiError
 from api.middleware import presented_key
 from store import idempotency, queries

@@ -8,10 +8,10 @@ import time
 
 import falcon
 
-import access
-import metrics
+from api import access
+from telemetry import metrics
 from api.errors import ApiError
-from logs import configure_logging
+from telemetry.logs import configure_logging
 from settings import Settings
 from store.db import call_and_release, describe, open_database
 from store.migrations import migrate

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Protocol
 
 from insights.schemas import storable
-from insights.secrets import redact
+from settings.secrets import redact
 
 # xAI's words for a team out of prepaid credits or over its monthly spending limit (docs/xai-today.md, 6).
 CREDITS_WORDING = re.compile(r"\bcredits?\b|spending limit", re.IGNORECASE)

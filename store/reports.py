@@ -49,7 +49,7 @@ def _page_statement(query: InsightQuery):
 
 
 def explainable(query: InsightQuery) -> dict[str, tuple[str, list]]:
-    """SQL and parameters of a page's statements, for ``EXPLAIN`` (see ``ops/bench_query.py``)."""
+    """SQL and parameters of a page's statements, for ``EXPLAIN`` (see ``benchmarks/bench_query.py``)."""
     return {"count": counts.count_statement(query.start, query.end, query.filters), "page": _page_statement(query).sql()}
 
 

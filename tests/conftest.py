@@ -24,8 +24,8 @@ import redis
 
 from support import ROOT, free_port, wait_until  # noqa: F401 (ROOT and wait_until: for the test modules)
 
-from ops.embedded_redis import EmbeddedRedis  # noqa: E402
-from ops.supervisor import kill_group, stop_all, web_command, worker_command  # noqa: E402
+from local.embedded_redis import EmbeddedRedis  # noqa: E402
+from local.supervisor import kill_group, stop_all, web_command, worker_command  # noqa: E402
 from tcp_proxy import TcpProxy  # noqa: E402
 
 
@@ -166,7 +166,7 @@ class Stack:
         return httpx.Client(base_url=base_url, timeout=10)
 
     def start_worker(self, processes: int = 1, threads: int | None = 4) -> subprocess.Popen:
-        """The worker launcher (``ops.worker``) with ``processes`` and ``threads`` (``None``: its default,
+        """The worker launcher (``actors.launch``) with ``processes`` and ``threads`` (``None``: its default,
         derived from the outbound limit); its Prometheus exposition listens on ``self.worker_metrics_port``."""
         self.worker_metrics_port = free_port()
         metrics_dir = self.logs / f"worker-metrics-{self.worker_metrics_port}"

@@ -1,4 +1,4 @@
-"""The local xAI emulator (``ops/grok_emulator.py``) as the tests run it: a process of its own with its
+"""The local xAI emulator (``testing/emulator.py``) as the tests run it: a process of its own with its
 control API, and the ``grok`` fixture."""
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ import pytest
 
 from support import ROOT, free_port, wait_until  # first: it puts the project on sys.path
 
-from ops.supervisor import stop_all  # noqa: E402
+from local.supervisor import stop_all  # noqa: E402
 
 GROK_KEY = "xai-test-key-0123456789abcdef"
 
 
 class GrokEmulator:
-    """The local xAI stand-in (``ops/grok_emulator.py``) in a process of its own, with its control API."""
+    """The local xAI stand-in (``testing/emulator.py``) in a process of its own, with its control API."""
 
     def __init__(self, logs: Path, latency: float = 0.0, args: Sequence[str] = ()) -> None:
         """``args``: more of the emulator's command-line options, e.g. ``["--tpm", "1000"]``."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.control = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/_emulator", timeout=10)
-        command = [sys.executable, "-m", "ops.grok_emulator", "--port", str(self.port), "--api-key", GROK_KEY, "--latency", str(latency), *args]
+        command = [sys.executable, "-m", "testing.emulator", "--port", str(self.port), "--api-key", GROK_KEY, "--latency", str(latency), *args]
         self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                         stdout=open(logs / "grok-emulator.log", "wb"), stderr=subprocess.STDOUT)
         wait_until(self._answers, timeout=30, interval=0.1, message="the Grok emulator to start")

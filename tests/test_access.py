@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from access import Verdict, authorize, hash_key, new_key
+from api.access import Verdict, authorize, hash_key, new_key
 from conftest import ROOT, conversation
 
 INGEST_KEY, INGEST_ENTRY = new_key(["ingest"])

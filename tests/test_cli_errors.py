@@ -86,12 +86,12 @@ def test_a_database_url_that_does_not_parse_is_a_configuration_error(make_stack,
 
 
 def test_the_clis_docstring_names_every_command():
-    """``ops/cli/__init__.py`` is the CLI's page for a newcomer: every command the parser knows is on it."""
+    """``cli/__init__.py`` is the CLI's page for a newcomer: every command the parser knows is on it."""
     import argparse
 
-    import ops.cli
-    from ops.cli.commands import build_parser
+    import cli
+    from cli.commands import build_parser
 
     [commands] = [action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
-    missing = [name for name in commands.choices if f"insights {name} " not in ops.cli.__doc__]
+    missing = [name for name in commands.choices if f"insights {name} " not in cli.__doc__]
     assert missing == [], f"commands missing from the CLI's docstring: {missing}"

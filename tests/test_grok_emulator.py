@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from conftest import GROK_KEY, GrokEmulator, max_calls_in_any_window
-from ops.grok_emulator_config import EmulatorConfig
-from ops.grok_limits import Limits
+from testing.config import EmulatorConfig
+from testing.rate_limits import Limits
 
 MODEL = "grok-4-fast-non-reasoning"
 DEFAULTS = {name: value for name, value in asdict(EmulatorConfig()).items() if name != "api_key"}

@@ -169,7 +169,7 @@ def test_dead_letters_and_failures_give_the_last_reason_in_plain_words(make_stac
 
 def dlq(stack, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "ops.cli", "dlq", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "cli", "dlq", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_a_bad_key_pauses_work_without_burning_it(make_stack, grok):

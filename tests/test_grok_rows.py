@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from insights.analyzer import ConversationToAnalyze
 from insights.offline import OfflineAnalyzer
 from insights.taxonomy import Taxonomy
-from ops.grok_rows import RowCache
+from testing.rows import RowCache
 from settings import load_settings
 
 ANALYZER = OfflineAnalyzer(Taxonomy(dict(load_settings({}).taxonomy), closed=True))

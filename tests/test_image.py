@@ -18,11 +18,11 @@ from conftest import ROOT
 IMPORTS = """
 import sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]  # the dev install
-import ingress, actors, store.migrations, ops.web, ops.worker, ops.cli
+import ingress, actors, store.migrations, api.serve, actors.launch, cli
 from settings import load_settings
 load_settings({})
 outside = sorted(name for name, module in sys.modules.items()
-                 if name.split(".")[0] in {"actors", "api", "insights", "ops", "store", "settings", "ingress"}
+                 if name.split(".")[0] in {"actors", "api", "cli", "insights", "local", "settings", "store", "telemetry", "testing", "ingress"}
                  and not (getattr(module, "__file__", None) or "").startswith(sys.argv[1]))
 print(outside)
 """

@@ -117,7 +117,7 @@ def test_the_procfile_runs_under_honcho_with_several_web_workers(tmp_path):
         for _ in range(4):
             assert value(samples(client.get("/metrics").text), "insights_conversations_accepted_total") == 6
         family = psutil.Process(honcho.pid).children(recursive=True)
-        [uvicorn] = [p for p in family if "ops.web" in " ".join(p.cmdline())]
+        [uvicorn] = [p for p in family if "api.serve" in " ".join(p.cmdline())]
         workers = [p for p in uvicorn.children() if "spawn_main" in " ".join(p.cmdline())]
         assert len(workers) == 2, "WEB_CONCURRENCY uvicorn workers"
     finally:

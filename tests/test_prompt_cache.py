@@ -13,8 +13,8 @@ import pytest
 from conftest import conversation
 from insights.analyzer import ConversationToAnalyze
 from insights.grok import GrokClient
-from ops.grok_cache import PrefixCache
-from ops.html_report import percent
+from testing.prompt_cache import PrefixCache
+from cli.html_report import percent
 from settings import load_settings
 from test_cli import insights
 

@@ -10,7 +10,7 @@ import redis
 
 from test_cli import insights
 from conftest import IN_PROCESS_REDIS_DB, conversation, fresh_redis_url_through, redis_address, redis_url
-from ops.embedded_redis import EmbeddedRedis
+from local.embedded_redis import EmbeddedRedis
 from tcp_proxy import TcpProxy
 
 

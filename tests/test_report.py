@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from ops import report_demo
+from cli import report_demo
 from store import counts, queries, reports, trends
 
 HOSTILE = '<script>alert("x")</script> & <img src=http://example.invalid/x.png>'

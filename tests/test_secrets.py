@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import ROOT, free_port, fresh_redis_url
-from insights.secrets import mask_url, redact
+from settings.secrets import mask_url, redact
 from store import queries, results
 from store.models import Conversation
 from test_store import add, result
@@ -68,7 +68,7 @@ def test_no_stored_error_holds_the_key(db, configured_key):
 
 LOG_SCRIPT = """
 import logging
-from logs import configure_logging
+from telemetry.logs import configure_logging
 from settings import load_settings
 
 configure_logging(load_settings())
@@ -99,7 +99,7 @@ def test_scripts_run_shows_the_redis_url_without_its_password(tmp_path):
     with_password = url.replace("redis://", "redis://:s3cret-Pa55@", 1)
     env = {**os.environ, "REDIS_URL": with_password, "PORT": str(free_port()), "DB_PATH": str(tmp_path / "run.db"),
            "dramatiq_prom_port": str(free_port()), "dramatiq_prom_db": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    run = subprocess.Popen([sys.executable, "-m", "ops.supervisor"], cwd=ROOT, env=env, text=True,
+    run = subprocess.Popen([sys.executable, "-m", "local.supervisor"], cwd=ROOT, env=env, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     shown = []
     for line in run.stdout:

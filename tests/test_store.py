@@ -10,7 +10,6 @@ import pytest
 from peewee import PostgresqlDatabase, SqliteDatabase
 
 from insights.schemas import AnalysisResult, InsightRow
-from settings import get_settings
 from store import insight_writes, queries, results, rollup_check, workers
 from store.migrations import migrate
 from store.models import (

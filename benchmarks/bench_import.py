@@ -1,0 +1,97 @@
+"""Bulk import benchmark: ``insights import`` into SQLite, beside a bare ``sqlite3`` baseline.
+
+Writes ``--conversations`` JSON lines (two messages and metadata each, like the ingress benchmark), then
+per round imports them into a fresh SQLite database through the real code path (``cli.load.import_source``:
+pydantic validation, canonical payload, one multi-row insert per 1,000, one ``collect_many`` message per
+1,000 on an embedded Redis) and, as the baseline, inserts the same lines with ``sqlite3.executemany`` in
+1,000-row transactions and no validation. Prints the medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.bench_ingress import body
+from local.embedded_redis import EmbeddedRedis
+
+
+def write_source(path: Path, count: int) -> None:
+    with open(path, "wb") as out:
+        for n in range(count):
+            out.write(body(n) + b"\n")
+
+
+def baseline(source: Path, database: Path) -> float:
+    """Seconds to insert every line as-is with the standard library."""
+    started = time.perf_counter()
+    connection = sqlite3.connect(database, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=wal")
+    connection.execute("PRAGMA synchronous=full")
+    connection.execute("CREATE TABLE conversations (id TEXT PRIMARY KEY, payload TEXT NOT NULL)")
+    with open(source, "rb") as lines:
+        chunk = []
+        for n, line in enumerate(lines):
+            chunk.append((f"c{n}", line.decode()))
+            if len(chunk) == 1000:
+                connection.execute("BEGIN")
+                connection.executemany("INSERT INTO conversations VALUES (?, ?)", chunk)
+                connection.execute("COMMIT")
+                chunk = []
+    connection.close()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-import-"))
+    source = scratch / "conversations.jsonl"
+    write_source(source, args.conversations)
+    embedded = None if os.environ.get("REDIS_URL") else EmbeddedRedis()
+    if embedded:
+        os.environ["REDIS_URL"] = embedded.url
+    os.environ["DB_PATH"] = str(scratch / "unused.db")
+    from cli import load  # settings are read at import: after the environment is set
+    from store.db import open_database
+    from store.migrations import migrate
+    from settings import load_settings
+
+    ours, bare = [], []
+    try:
+        for round_number in range(args.rounds):
+            database = scratch / f"import-{round_number}.db"
+            migrate(open_database(load_settings({**os.environ, "DB_PATH": str(database)})))
+            started = time.perf_counter()
+            tally = load.import_source(str(source), "bulk", progress=False)
+            ours.append(time.perf_counter() - started)
+            assert tally["created"] == args.conversations, tally
+            bare.append(baseline(source, scratch / f"baseline-{round_number}.db"))
+            print(f"round {round_number + 1}: import {args.conversations / ours[-1]:,.0f}/s, "
+                  f"baseline {args.conversations / bare[-1]:,.0f}/s", file=sys.stderr)
+    finally:
+        if embedded:
+            embedded.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    import_rate = args.conversations / statistics.median(ours)
+    baseline_rate = args.conversations / statistics.median(bare)
+    print(f"conversations={args.conversations} rounds={args.rounds} cpus={os.cpu_count()}")
+    print()
+    print("| path | conversations/s (median) |")
+    print("|---|---|")
+    print(f"| insights import (validate, canonicalise, insert, enqueue) | {import_rate:,.0f} |")
+    print(f"| bare sqlite3 executemany of the raw lines | {baseline_rate:,.0f} |")
+    print(f"\nimport / baseline: {import_rate / baseline_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

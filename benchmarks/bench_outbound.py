@@ -1,0 +1,290 @@
+"""Outbound benchmark: Grok calls per second as the server counts them, and conversations completed.
+
+Runs the real service against the xAI emulator answering after ``--latency`` seconds (plus a lognormal
+draw with ``--latency-median`` and ``--latency-sigma``, capped at ``--latency-max``; limited by ``--tpm``
+and ``--rps`` as xAI would, see ``testing/emulator.py``; ``--tpm`` is also the service's ``OUTBOUND_TPM``):
+one web process and one worker command as the Procfile starts it (``--workers`` processes, threads derived
+from the outbound limit unless ``--threads``), on SQLite or, with ``--database-url``, a scratch database on
+that PostgreSQL server. A backlog of ``--conversations`` is posted through ingress's batch endpoint (1,000 to
+a request) first, then the worker runs for ``--seconds`` (or until the backlog is done). With ``--burst``
+the worker starts first and the backlog is posted while it runs: the table then says how long after the
+first post the calls reached 95 % of ``OUTBOUND_RPS``. Figures come from the emulator's own log of arrivals
+(what the server saw) and from ``analyzed_at`` in the database, over the steady middle of the run (the
+first and last ``--edge`` seconds left out); the worker side's RSS, CPU and the database connections are
+sampled every second.
+
+With ``--backfill N``, N more conversations are posted in the bulk lane (``?lane=bulk``) after the backlog:
+they go to the emulator's Batch API, each request answered ``--batch-delay`` seconds after it was added,
+while the real-time backlog runs; the table then says how many of them were stored during the run.
+Run it with and without to see what a backfill takes from the real-time lane.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+
+import httpx
+import psutil
+from peewee import PostgresqlDatabase, SqliteDatabase
+
+from benchmarks.bench_ingress import HOST, body, start_server
+from local.embedded_redis import EmbeddedRedis
+from local.supervisor import ROOT, stop_all, worker_command
+from store.db import make_url
+
+KEY = "bench-key"
+WORKER_LOG = open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab")  # the worker's output, to look into a run
+EMULATOR_OPTIONS = ("latency", "latency_median", "latency_sigma", "latency_max", "tpm", "rps")
+
+
+def max_in_any_window(times: list[float], window: float = 1.0) -> int:
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def windows_above(times: list[float], limit: int, window: float = 1.0) -> int:
+    """How many calls were the (limit+1)-th or later within one second (0 means the limit always held)."""
+    times = sorted(times)
+    return sum(1 for i in range(limit, len(times)) if times[i] - times[i - limit] < window)
+
+
+def emulator_command(args: argparse.Namespace) -> list[str]:
+    """The emulator on port 8311, with the benchmark's latency and limit options passed on."""
+    command = [sys.executable, "-m", "testing.emulator", "--port", "8311", "--api-key", KEY]
+    for name in EMULATOR_OPTIONS:
+        command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return command
+
+
+def main() -> None:
+    args = parse_args()
+    embedded = None if os.environ.get("REDIS_URL") else EmbeddedRedis()
+    scratch = tempfile.mkdtemp(prefix="bench-outbound-")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DB_PATH": f"{scratch}/bench.db", "INBOUND_RPS": "1000000",
+           "OUTBOUND_RPS": str(args.outbound_rps), "BATCH_SIZE": str(args.batch_size), "GROK_API_KEY": KEY,
+           "GROK_BASE_URL": "http://127.0.0.1:8311/v1", "BATCH_FLUSH_SECONDS": "1",
+           "WORKER_PROCESSES": str(args.workers), "WORKER_THREADS": str(args.threads),
+           "BULK_FLUSH_SECONDS": "1", "BULK_TICK_SECONDS": "1", "BULK_POLL_SECONDS": "2", "BULK_POLL_MAX_SECONDS": "5",
+           **({"OUTBOUND_TPM": str(args.tpm)} if args.tpm else {})}
+    if embedded:
+        env["REDIS_URL"] = embedded.url
+    env["DATABASE_URL"] = scratch_postgres(args.database_url) if args.database_url else ""
+    database = PostgresqlDatabase(**make_url(env["DATABASE_URL"])) if args.database_url else SqliteDatabase(env["DB_PATH"])
+    processes = [subprocess.Popen(emulator_command(args), cwd=ROOT, env=env, stdout=subprocess.DEVNULL)]
+    try:
+        processes.append(start_server("ingress:app", 8312, env, 1))
+        httpx.post("http://127.0.0.1:8311/_emulator/config", json={"batch_delay": args.batch_delay}, timeout=10).raise_for_status()
+        if not args.burst:
+            post_batches(args.conversations, "realtime")
+        post_batches(args.backfill, "bulk")
+        worker = subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=WORKER_LOG, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # stop_all ends its whole process group
+        processes.append(worker)
+        poster = None
+        if args.burst:
+            time.sleep(5)  # the worker is up and idle when the burst begins
+            poster = threading.Thread(target=post_batches, args=(args.conversations, "realtime"))
+            burst_started = time.time()
+            poster.start()
+        killed = kill_and_replace(worker, database, env, args.kill_at, processes) if args.kill_at else None
+        samples = watch(processes[-1], database, args.seconds)
+        if poster:
+            poster.join()
+        recovery = recovery_seconds(database, *killed) if killed else None
+        log = httpx.get("http://127.0.0.1:8311/_emulator/log", timeout=30).json()
+        fetched_at = time.time()
+        analyzed = [row[0] for row in database.execute_sql("SELECT analyzed_at FROM insights WHERE lane = 'realtime'").fetchall()]
+        statuses = {f"{lane}/{status}": count for lane, status, count in database.execute_sql(
+            "SELECT lane, status, COUNT(*) FROM conversations GROUP BY lane, status ORDER BY lane, status").fetchall()}
+    finally:
+        stop_all(processes[::-1])
+        database.close()
+        if args.database_url:
+            scratch_postgres(args.database_url, drop=env["DATABASE_URL"].rsplit("/", 1)[1])
+        if embedded:
+            embedded.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    report(args, args.conversations, log, analyzed, statuses, samples, fetched_at)
+    if killed:
+        print(f"| seconds from the SIGKILL to the last of its {len(killed[1])} claimed conversations completed | "
+              f"{recovery} | < 60 |")
+    if args.burst:
+        print(f"| seconds from the first post to a second at >= 95 % of OUTBOUND_RPS | "
+              f"{seconds_to_full_rate(log, burst_started, args.outbound_rps)} | <= 10 |")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outbound-rps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--latency", type=float, default=1.0, help="the emulator's fixed latency, seconds")
+    parser.add_argument("--latency-median", type=float, default=0.0, help="median of a lognormal latency added (0: none)")
+    parser.add_argument("--latency-sigma", type=float, default=0.0, help="shape of that lognormal (0.5: a long tail)")
+    parser.add_argument("--latency-max", type=float, default=0.0, help="cap on the emulator's latency (0: none)")
+    parser.add_argument("--tpm", type=int, default=0, help="tokens per minute, enforced by the emulator as xAI would "
+                        "and given to the service as OUTBOUND_TPM (0: none)")
+    parser.add_argument("--rps", type=int, default=0, help="the emulator's requests-per-second limit, as xAI's (0: none)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (WORKER_PROCESSES)")
+    parser.add_argument("--threads", type=int, default=0, help="threads per worker process (0: the default, as out of the box)")
+    parser.add_argument("--database-url", default="", help="PostgreSQL server URL; a scratch database is made on it")
+    parser.add_argument("--conversations", type=int, default=8000, help="the backlog posted before the worker starts")
+    parser.add_argument("--seconds", type=float, default=90, help="how long the worker runs (or until the backlog is done)")
+    parser.add_argument("--edge", type=float, default=5.0)
+    parser.add_argument("--backfill", type=int, default=0, help="conversations posted in the bulk lane after the backlog")
+    parser.add_argument("--batch-delay", type=float, default=20.0, help="seconds the emulator's Batch API takes a request")
+    parser.add_argument("--burst", action="store_true", help="post the backlog while the worker runs, not before")
+    parser.add_argument("--kill-at", type=float, default=0, help="SIGKILL the worker this many seconds in, start another")
+    return parser.parse_args()
+
+
+def post_batches(count: int, lane: str) -> None:
+    """``count`` conversations in ``lane``, 1,000 to a request."""
+    for start in range(0, count, 1000):
+        items = [json.loads(body(n)) for n in range(start, min(count, start + 1000))]
+        answer = httpx.post(f"http://{HOST}:8312/api/v1/conversations/batch?lane={lane}", json={"conversations": items}, timeout=60)
+        answer.raise_for_status()
+    if count:
+        print(f"posted {count} conversations in the {lane} lane", file=sys.stderr)
+
+
+def watch(worker: subprocess.Popen, database, seconds: float) -> list[tuple[float, int, float]]:
+    """Every second until the backlog is done or ``seconds`` pass: the worker side's RSS (MB, every process
+    of the worker command), the connections to the database (PostgreSQL; 0 for SQLite) and the worker
+    side's CPU seconds so far."""
+    samples, started = [], time.time()
+    open_sql = "SELECT COUNT(*) FROM conversations WHERE status IN ('queued', 'processing') AND lane = 'realtime'"
+    while time.time() - started < seconds and (time.time() - started < 15 or database.execute_sql(open_sql).fetchone()[0]):
+        time.sleep(1)
+        parent = psutil.Process(worker.pid)
+        tree = [parent, *parent.children(recursive=True)]
+        rss = sum(p.memory_info().rss for p in tree)
+        cpu = sum(sum(p.cpu_times()[:2]) for p in tree)
+        samples.append((rss / 2**20, connection_count(database), cpu))
+    return samples
+
+
+def kill_and_replace(worker: subprocess.Popen, database, env: dict[str, str], after: float,
+                     processes: list[subprocess.Popen]) -> tuple[float, list[str]]:
+    """SIGKILL the worker command ``after`` seconds in, and start another; when, and what it held."""
+    time.sleep(after)
+    os.killpg(worker.pid, signal.SIGKILL)
+    killed_at = time.time()
+    held = [row[0] for row in database.execute_sql("SELECT id FROM conversations WHERE status = 'processing'").fetchall()]
+    processes.append(subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=WORKER_LOG, stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+    print(f"killed the worker {after:.0f} s in, holding {len(held)} conversations; started another", file=sys.stderr)
+    return killed_at, held
+
+
+def recovery_seconds(database, killed_at: float, held: list[str]) -> str:
+    """Seconds from the kill until every conversation the killed worker held was completed (or "not all")."""
+    mark = "%s" if isinstance(database, PostgresqlDatabase) else "?"
+    done = []
+    for start in range(0, len(held), 500):
+        chunk = held[start:start + 500]
+        sql = f"SELECT analyzed_at FROM insights WHERE conversation_id IN ({', '.join([mark] * len(chunk))})"
+        done += [as_epoch(row[0]) for row in database.execute_sql(sql, chunk).fetchall()]
+    return f"{max(done) - killed_at:.1f}" if held and len(done) == len(held) else f"not all ({len(done)} of {len(held)})"
+
+
+def seconds_to_full_rate(log: list[dict], started: float, limit: int) -> str:
+    """How long after ``started`` the calls first reached 95 % of ``limit`` in a one-second window."""
+    arrivals = sorted(entry["t"] for entry in log if entry["t"] >= started)
+    for end, t in enumerate(arrivals):
+        begin = next(i for i in range(end + 1) if t - arrivals[i] < 1.0)
+        if end - begin + 1 >= 0.95 * limit:
+            return f"{t - started:.1f}"
+    return "never"
+
+
+def connection_count(database) -> int:
+    if not isinstance(database, PostgresqlDatabase):
+        return 0
+    sql = "SELECT COUNT(*) - 1 FROM pg_stat_activity WHERE datname = current_database()"
+    return database.execute_sql(sql).fetchone()[0]
+
+
+def scratch_postgres(server_url: str, drop: str | None = None) -> str:
+    """Make a scratch database on the PostgreSQL server of ``server_url`` and return its URL (or, with
+    ``drop``, drop that one)."""
+    import psycopg2
+
+    admin = psycopg2.connect(**{**make_url(server_url), "database": "postgres"})
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        if drop:
+            cursor.execute(f"DROP DATABASE IF EXISTS {drop} WITH (FORCE)")
+            return drop
+        name = f"bench_outbound_{uuid.uuid4().hex[:8]}"
+        cursor.execute(f"CREATE DATABASE {name}")
+    admin.close()
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def report(args, posted: int, log: list[dict], analyzed: list, statuses: dict, samples: list[tuple[float, int]],
+           fetched_at: float) -> None:
+    arrivals = sorted(entry["t"] for entry in log)
+    # The emulator logs a call once answered: a call still in flight when the log was read is missing, so
+    # the window ends a longest call before then (calls that arrived later are undercounted).
+    longest = max(entry.get("latency") or 0 for entry in log)
+    first, last = arrivals[0] + args.edge, min(arrivals[-1] - args.edge, fetched_at - longest)
+    steady = [t for t in arrivals if first <= t <= last]
+    call_rate = len(steady) / (last - first)
+    done = sorted(as_epoch(a) for a in analyzed)
+    done_first, done_last = done[0] + args.edge, done[-1] - args.edge  # completions lag calls by a latency
+    steady_done = [t for t in done if done_first <= t <= done_last]
+    per_call = statistics.mean(len(entry["ids"]) for entry in log)
+    full = sum(1 for entry in log if len(entry["ids"]) == args.batch_size) / len(log)
+    latencies = sorted(entry.get("latency") or 0 for entry in log)
+    emulator = " ".join(f"{name}={getattr(args, name)}" for name in EMULATOR_OPTIONS)
+    database = "PostgreSQL" if args.database_url else "SQLite"
+    print(f"outbound_rps={args.outbound_rps} batch_size={args.batch_size} {emulator} workers={args.workers}x"
+          f"{args.threads or 'default'} {database} conversations={posted} backfill={args.backfill} batch_delay={args.batch_delay}")
+    print()
+    print("| measure | value | target |")
+    print("|---|---|---|")
+    print(f"| Grok calls/s, steady ({last - first:.0f} s) | {call_rate:.2f} ({call_rate / args.outbound_rps:.1%} of OUTBOUND_RPS) | >= 95 % |")
+    print(f"| call latency at the emulator, p50 / p99 | {latencies[len(latencies) // 2]:.1f} s / {latencies[int(len(latencies) * 0.99)]:.1f} s | |")
+    print(f"| most calls in any 1 s window (server's clock) | {max_in_any_window(arrivals)} | <= {args.outbound_rps} |")
+    print(f"| conversations completed/s, steady ({done_last - done_first:.0f} s) | {len(steady_done) / max(1e-9, done_last - done_first):.1f} | >= {0.95 * args.outbound_rps * args.batch_size:.0f} |")
+    print(f"| conversations per call (mean; full batches) | {per_call:.2f}; {full:.1%} | {args.batch_size} |")
+    print(f"| calls in all / non-200 | {len(log)} / {sum(1 for e in log if e['status'] != 200)} | |")
+    refused = [entry.get("refused") for entry in log]
+    print(f"| calls the emulator refused over tpm / rps | {refused.count('tpm')} / {refused.count('rps')} | 0 / 0 |")
+    if args.tpm:
+        print(f"| tokens per minute used, steady | {tokens_per_minute(log, first, last):.0f} ({tokens_per_minute(log, first, last) / args.tpm:.0%} of {args.tpm}) | >= 80 % |")
+    print(f"| worker side RSS, max (at the end) | {max(m for m, _c, _cpu in samples):.0f} MB ({samples[-1][0]:.0f} MB) | <= 500 MB |")
+    print(f"| worker side CPU, mean over the run | {(samples[-1][2] - samples[0][2]) / max(1, len(samples) - 1):.2f} cores | well under 2 |")
+    print(f"| database connections, max | {max(c for _m, c, _cpu in samples) if args.database_url else 'n/a (SQLite)'} | bounded |")
+    print(f"| final statuses | {statuses} | |")
+
+
+def tokens_per_minute(log: list[dict], first: float, last: float) -> float:
+    admitted = sum(e.get("tokens") or 0 for e in log if e.get("refused") is None and first <= e["t"] <= last)
+    return admitted * 60 / (last - first)
+
+
+def as_epoch(value) -> float:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return moment.replace(tzinfo=timezone.utc).timestamp()
+
+
+if __name__ == "__main__":
+    main()

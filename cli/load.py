@@ -1,0 +1,120 @@
+"""``insights import`` (bulk load from JSON lines, a file or standard input) and ``insights reprocess``."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from actors import collect_many
+from actors.broker import STREAMED_LANES, settings
+from insights.schemas import request_models
+from cli.common import CONFIRM_ABOVE, chunks, confirm
+from store import queries
+
+CHUNK = 1000
+BOM = b"\xef\xbb\xbf"
+DERIVED = "imp_"  # the ids import gives lines without one
+
+
+def import_source(source: str, lane: str, progress: bool = True) -> Counter:
+    """Import ``source`` into ``lane``: a file's path (relative to where the command runs), or ``-`` for
+    standard input."""
+    if source == "-":
+        return import_lines(sys.stdin.buffer, "stdin", None, lane, progress)
+    path = Path(source)
+    with open(path, "rb") as handle:
+        return import_lines(handle, path.name, path.stat().st_size, lane, progress)
+
+
+def import_lines(handle: BinaryIO, name: str, size: int | None, lane: str, progress: bool) -> Counter:
+    """Validate, commit and enqueue every line; report bad lines on stderr by number and go on. Idempotent:
+    a line without ``conversation_id`` gets one from its place in the input (:func:`numbered_lines`)."""
+    model = request_models(settings)
+    tally: Counter = Counter()
+    with tqdm(total=size, unit="B", unit_scale=True, disable=not progress, desc=name, file=sys.stderr) as bar:
+        for chunk in chunks(numbered_lines(handle), CHUNK):
+            bar.update(sum(len(line) for _n, line, _id in chunk))
+            tally.update(import_chunk(model, chunk, lane))
+    return tally
+
+
+def numbered_lines(handle: BinaryIO) -> Iterator[tuple[int, bytes, str]]:
+    """Each line, its number, and the id it gets when it has no ``conversation_id``: ``imp_`` and a hash of
+    the line, its number and every line before it. So two customers who wrote the same words stay two
+    conversations, while the same file imported again (from standard input too, or grown at its end)
+    gives its lines the ids they had. A UTF-8 BOM opening the input (as some editors and exports write
+    it) is not part of the first line, nor is a line's ending (LF or CRLF)."""
+    place = hashlib.sha256()
+    for number, line in enumerate(handle, start=1):
+        line = line.removeprefix(BOM) if number == 1 else line
+        place.update(b"%d:%s\n" % (number, line.rstrip(b"\r\n")))
+        yield number, line, f"{DERIVED}{place.hexdigest()[:32]}"
+
+
+def import_chunk(model, chunk: list[tuple[int, bytes, str]], lane: str) -> Counter:
+    """Import ``chunk``, numbered lines in one transaction; count each line's outcome (see :func:`summary`)."""
+    tally: Counter = Counter()
+    batch: list[tuple[int, queries.NewConversation]] = []
+    derived: set[int] = set()  # the numbers of the lines without conversation_id
+    now = queries.utcnow()
+    for number, line, derived_id in chunk:
+        if not line.strip():
+            tally["blank"] += 1
+            continue
+        try:
+            conversation = model.model_validate_json(line)
+        except ValidationError as error:
+            details = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(line)'}: {e['msg']}" for e in error.errors()[:5])
+            print(f"line {number}: {details}", file=sys.stderr)
+            tally["invalid"] += 1
+            continue
+        conversation_id = conversation.conversation_id or derived_id
+        if not conversation.conversation_id:
+            derived.add(number)
+        batch.append((number, queries.NewConversation.of(conversation_id, conversation.canonical_payload(), now,
+                                                          conversation.occurred(now), lane)))
+    return tally + (commit(batch, derived, lane) if batch else Counter())
+
+
+def commit(batch: list[tuple[int, queries.NewConversation]], derived: set[int], lane: str) -> Counter:
+    """Insert ``batch`` (numbered lines) in one transaction and enqueue what is new; count the outcomes,
+    ``reimported`` for the duplicates among the ``derived`` lines (those given an id by their place)."""
+    outcomes = queries.insert_conversations([new for _number, new in batch])
+    created = [new.id for (_n, new), outcome in zip(batch, outcomes) if outcome is queries.InsertOutcome.CREATED]
+    if created and lane in STREAMED_LANES:  # else the bulk lane takes them from the database
+        collect_many.send(created)
+    tally = Counter(outcome.value for outcome in outcomes)
+    tally["reimported"] = sum(1 for (number, _new), outcome in zip(batch, outcomes)
+                              if outcome is queries.InsertOutcome.DUPLICATE and number in derived)
+    for (number, new), outcome in zip(batch, outcomes):
+        if outcome is queries.InsertOutcome.CONFLICT:
+            print(f"line {number}: conversation {new.id} was already accepted with a different payload, skipped", file=sys.stderr)
+    return tally
+
+
+def summary(source: str, tally: Counter) -> str:
+    """The import's last line: what it added, and what it merged with conversations already there and why."""
+    reasons = [f"{tally['reimported']} line(s) imported before (the same text after the same lines)",
+               f"{tally['duplicate'] - tally['reimported']} conversation_id(s) accepted before with the same payload"]
+    why = ", ".join(reason for reason in reasons if not reason.startswith("0 "))
+    return (f"{source}: {tally['created']} accepted, {tally['duplicate']} already there" + (f" ({why})" if why else "")
+            + f", {tally['conflict']} conflicting, {tally['invalid']} invalid, {tally['blank']} blank line(s)")
+
+
+def reprocess(ids: list[str], lane: str, dry_run: bool, assume_yes: bool) -> None:
+    """Send ``ids`` through analysis again in ``lane`` (asking first when there are many)."""
+    if not dry_run and len(ids) > CONFIRM_ABOVE:
+        confirm(f"Send {len(ids)} conversations through analysis again?", assume_yes)
+    verb = "would send" if dry_run else "sent"
+    if not dry_run:
+        for chunk in chunks(ids, CHUNK):
+            queries.reopen(chunk, lane)
+            if lane in STREAMED_LANES:
+                collect_many.send(chunk)
+    print(f"{verb} {len(ids)} conversation(s) through analysis again" + (f", e.g. {', '.join(ids[:3])}" if ids else ""))

@@ -1,1 +1,0 @@
-"""Operators' tooling: running the whole system locally, and (later) the ``insights`` CLI."""

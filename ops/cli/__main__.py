@@ -1,5 +1,0 @@
-import sys
-
-from ops.cli import main
-
-sys.exit(main())

@@ -1,0 +1,1 @@
+"""What every process reports about itself: structured logs and Prometheus metrics."""
