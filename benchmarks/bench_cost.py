@@ -1,19 +1,20 @@
 """Tokens and cost per conversation by batch size, real-time against the bulk lane.
 
 Builds the real request of each batch (``GrokClient.request_body``: the system prompt and the batch as one
-JSON document) for ``--conversations`` generated support conversations (2 to 8 messages, seeded), has the
-emulator's analyzer answer each batch (``testing.answers``: the rows as Grok writes them), counts tokens
-as the emulator does (characters / 4: xAI's tokenizer is not available offline, so absolute counts are
-estimates; the ratios between batch sizes are what the table is for) and prices them with config.toml's
-``[model_prices]``, each lane at its own rates. Batch size 1 is one call per conversation.
+JSON document) for ``--conversations`` generated support conversations (2 to 8 messages, seeded:
+``benchmarks.harness.conversations``), has the emulator's analyzer answer each batch (``testing.answers``:
+the rows as Grok writes them), counts tokens as the emulator does (characters / 4: xAI's tokenizer is not
+available offline, so absolute counts are estimates; the ratios between batch sizes are what the table is
+for) and prices them with config.toml's ``[model_prices]``, each lane at its own rates. Batch size 1 is one
+call per conversation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 
+from benchmarks.harness import conversations
 from insights.analyzer import ConversationToAnalyze
 from insights.costs import Tokens, cost_usd
 from insights.grok import GrokClient
@@ -23,27 +24,6 @@ from insights.taxonomy import Taxonomy
 from testing.answers import batch_answer
 from testing.rows import RowCache
 from settings import load_settings
-
-OPENINGS = ["I was charged twice for my subscription this month", "My parcel says delivered but nothing arrived",
-            "I can't log in since the last update, it says my password is wrong", "The app crashes when I open settings",
-            "Please cancel my account and stop all payments", "I'd love a dark mode, the white screen hurts at night",
-            "The blender I received is damaged, I want to return it"]
-FOLLOW_UPS = ["Thanks for getting back to me.", "That still doesn't work.", "Can you check again? Order number is 48213.",
-              "I've been waiting for a week now.", "OK, that fixed it, thank you!", "This is the third time I'm writing."]
-REPLIES = ["Sorry about that, let me look into it.", "I've issued a refund, it takes 3-5 business days.",
-           "Could you send a screenshot of the error?", "I've escalated this to our technical team."]
-
-
-def conversations(count: int, seed: int) -> list[ConversationToAnalyze]:
-    draw = random.Random(seed)
-    made = []
-    for n in range(count):
-        messages = [{"role": "customer", "content": draw.choice(OPENINGS)}]
-        for turn in range(draw.randint(1, 7)):
-            role, pool = ("agent", REPLIES) if turn % 2 == 0 else ("customer", FOLLOW_UPS)
-            messages.append({"role": role, "content": draw.choice(pool)})
-        made.append(ConversationToAnalyze(f"conv_{n:06d}", messages))
-    return made
 
 
 def measure(client: GrokClient, rows: RowCache, sample: list[ConversationToAnalyze], size: int) -> Tokens:
@@ -56,12 +36,16 @@ def measure(client: GrokClient, rows: RowCache, sample: list[ConversationToAnaly
     return Tokens(prompt, 0, completion)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=1000)
     parser.add_argument("--sizes", default="1,5,20,50")
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     settings = load_settings({"GROK_API_KEY": "bench"})
     client, analyzer = GrokClient(settings, gate=None), OfflineAnalyzer(Taxonomy.of(settings))
     sample = conversations(args.conversations, args.seed)

@@ -22,8 +22,6 @@ import collections
 import contextlib
 import json
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -31,12 +29,11 @@ import httpx
 import psutil
 import uvloop
 
+from benchmarks.harness import HOST, KEY, Run, cpu_seconds
 from insights.analyzer import ConversationToAnalyze
 from insights.grok import GrokClient
-from local.supervisor import ROOT, stop_all
 from settings import load_settings
 
-KEY = "bench-key"
 OPENINGS = ("Order {n} arrived late and the box was damaged.", "I was charged twice for invoice {n}, please refund me.",
             "Thanks, the replacement for order {n} works great!", "Why is my account {n} locked again? This is awful.",
             "Can I change the delivery address of order {n}?")
@@ -117,21 +114,6 @@ async def send_at_rate(args: argparse.Namespace, url: str, tally: Tally) -> floa
     return sending
 
 
-def start_emulator(port: int, options: list[str]) -> subprocess.Popen:
-    """``testing.emulator`` on ``port`` with the key ``KEY`` and ``options``, once it answers."""
-    command = [sys.executable, "-m", "testing.emulator", "--port", str(port), "--api-key", KEY, *options]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_emulator/log").raise_for_status()
-            return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    stop_all([process])
-    raise RuntimeError("the emulator did not start")
-
-
 async def sample_memory(process: psutil.Process, samples: list[int], stop: asyncio.Event) -> None:
     while not stop.is_set():
         samples.append(process.memory_info().rss)
@@ -143,20 +125,20 @@ async def measure(args: argparse.Namespace, emulator: psutil.Process, tally: Tal
     samples: list[int] = []
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_memory(emulator, samples, stop))
-    cpu_before = sum(emulator.cpu_times()[:2])
+    cpu_before = cpu_seconds([emulator])
     started = time.monotonic()
-    url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
+    url = f"http://{HOST}:{args.port}/v1/chat/completions"
     sending = await send_at_rate(args, url, tally)
     stop.set()
     await sampler
-    cpu = sum(emulator.cpu_times()[:2]) - cpu_before
+    cpu = cpu_seconds([emulator]) - cpu_before
     return {"sending": sending, "cpu": cpu, "rss": max(samples), "wall": time.monotonic() - started}
 
 
 def read_log(port: int) -> list[dict]:
     """The emulator's log, or nothing when it cannot give it within a minute (the report says so)."""
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/_emulator/log", timeout=60).json()
+        return httpx.get(f"http://{HOST}:{port}/_emulator/log", timeout=60).json()
     except httpx.HTTPError as error:
         print(f"the emulator's log could not be read: {type(error).__name__}")
         return []
@@ -167,7 +149,7 @@ def report(args: argparse.Namespace, tally: Tally, figures: dict[str, float], lo
     late = sorted(elapsed - drawn[call] for call, elapsed in tally.elapsed.items() if call in drawn)
     sent = int(args.rate * args.seconds)
     answered = tally.statuses.get(200, 0)
-    client_cpu = sum(psutil.Process().cpu_times()[:2])
+    client_cpu = cpu_seconds([psutil.Process()])
     print(f"\n| rate {args.rate:g}/s, latency median {args.latency_median:g} s (sigma {args.latency_sigma:g}), "
           f"{args.seconds:g} s, batch {args.batch}, texts {args.texts or 'all new'} | value |")
     print("|---|---|")
@@ -186,20 +168,18 @@ def report(args: argparse.Namespace, tally: Tally, figures: dict[str, float], lo
     print(f"| load generator CPU (this process), all | {client_cpu:.0f} s |")
 
 
-def main() -> None:
-    args = parse_args()
-    process = start_emulator(args.port, ["--latency-median", str(args.latency_median), "--latency-sigma", str(args.latency_sigma),
-                                         "--latency-max", str(args.latency_cap * args.latency_median)])
-    try:
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    with Run("bench-emulator-", redis=False) as run:
+        process = run.start_emulator(args.port, "--latency-median", str(args.latency_median), "--latency-sigma",
+                                     str(args.latency_sigma), "--latency-max", str(args.latency_cap * args.latency_median))
         tally = Tally()
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # uvloop: the client's own CPU is the limit
             figures = runner.run(measure(args, psutil.Process(process.pid), tally))
         report(args, tally, figures, read_log(args.port))
-    finally:
-        stop_all([process])
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=150, help="calls sent per second")
     parser.add_argument("--seconds", type=float, default=60, help="how long calls are sent")
@@ -211,7 +191,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=64, help="httpx clients the calls take turns on (a pool scans all its connections at each call)")
     parser.add_argument("--max-open", type=int, default=18000, help="calls open at once, at most (ulimit -n is the bound)")
     parser.add_argument("--port", type=int, default=8331)
-    return parser.parse_args()
+    return parser
 
 
 if __name__ == "__main__":

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_ingress import body
-from local.embedded_redis import EmbeddedRedis
+from benchmarks.harness import Run, body
 
 
 def write_source(path: Path, count: int) -> None:
@@ -49,39 +46,41 @@ def baseline(source: Path, database: Path) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-import-"))
-    source = scratch / "conversations.jsonl"
-    write_source(source, args.conversations)
-    embedded = None if os.environ.get("REDIS_URL") else EmbeddedRedis()
-    if embedded:
-        os.environ["REDIS_URL"] = embedded.url
-    os.environ["DB_PATH"] = str(scratch / "unused.db")
+    return parser
+
+
+def rounds(scratch: Path, source: Path, args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """Seconds of each round: importing ``source`` through ``insights import``, and the baseline."""
     from cli import load  # settings are read at import: after the environment is set
+    from settings import load_settings
     from store.db import open_database
     from store.migrations import migrate
-    from settings import load_settings
 
     ours, bare = [], []
-    try:
-        for round_number in range(args.rounds):
-            database = scratch / f"import-{round_number}.db"
-            migrate(open_database(load_settings({**os.environ, "DB_PATH": str(database)})))
-            started = time.perf_counter()
-            tally = load.import_source(str(source), "bulk", progress=False)
-            ours.append(time.perf_counter() - started)
-            assert tally["created"] == args.conversations, tally
-            bare.append(baseline(source, scratch / f"baseline-{round_number}.db"))
-            print(f"round {round_number + 1}: import {args.conversations / ours[-1]:,.0f}/s, "
-                  f"baseline {args.conversations / bare[-1]:,.0f}/s", file=sys.stderr)
-    finally:
-        if embedded:
-            embedded.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+    for round_number in range(args.rounds):
+        database = scratch / f"import-{round_number}.db"
+        migrate(open_database(load_settings({**os.environ, "DB_PATH": str(database)})))
+        started = time.perf_counter()
+        tally = load.import_source(str(source), "bulk", progress=False)
+        ours.append(time.perf_counter() - started)
+        assert tally["created"] == args.conversations, tally
+        bare.append(baseline(source, scratch / f"baseline-{round_number}.db"))
+        print(f"round {round_number + 1}: import {args.conversations / ours[-1]:,.0f}/s, "
+              f"baseline {args.conversations / bare[-1]:,.0f}/s", file=sys.stderr)
+    return ours, bare
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    with Run("bench-import-") as run:
+        source = run.directory / "conversations.jsonl"
+        write_source(source, args.conversations)
+        os.environ.update(REDIS_URL=run.redis_url, DB_PATH=str(run.directory / "unused.db"))
+        ours, bare = rounds(run.directory, source, args)
     import_rate = args.conversations / statistics.median(ours)
     baseline_rate = args.conversations / statistics.median(bare)
     print(f"conversations={args.conversations} rounds={args.rounds} cpus={os.cpu_count()}")

@@ -9,44 +9,12 @@ else an embedded one); no worker runs, so only ingress is measured. Prints a Mar
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 
-import httpx
-
-from local.embedded_redis import EmbeddedRedis
+from benchmarks.harness import HOST, Run, body
 from benchmarks.loadgen import LoadResult, closed_loop, open_loop, post_json
-from local.supervisor import ROOT, stop_all
-
-HOST = "127.0.0.1"
-
-
-def body(n: int) -> bytes:
-    return json.dumps(
-        {"messages": [{"role": "customer", "content": f"Order {n} arrived late and the box was damaged."},
-                      {"role": "agent", "content": "Sorry about that, a replacement is on its way."}],
-         "metadata": {"channel": "chat", "n": n}}
-    ).encode()
-
-
-def start_server(app: str, port: int, env: dict[str, str], workers: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port), "--no-access-log",
-               "--log-level", "warning", "--workers", str(workers)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://{HOST}:{port}/healthz")  # any answer (the bare app's is 404) means it is up
-            return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{app} did not start")
 
 
 def summary(results: list[LoadResult], status: int) -> dict[str, float]:
@@ -58,35 +26,30 @@ def summary(results: list[LoadResult], status: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=32, help="connections in the closed loop")
     parser.add_argument("--rate", type=float, default=1000, help="requests a second in the open loop")
     parser.add_argument("--web-concurrency", type=int, default=1, help="uvicorn worker processes per server")
-    args = parser.parse_args()
+    return parser
 
-    embedded = None if os.environ.get("REDIS_URL") else EmbeddedRedis()
-    scratch = tempfile.mkdtemp(prefix="bench-ingress-")
-    env = {**os.environ, "INBOUND_RPS": "1000000", "DB_PATH": f"{scratch}/bench.db", "PYTHONPATH": str(ROOT)}
-    if embedded:
-        env["REDIS_URL"] = embedded.url
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     servers = {"bare falcon": ("benchmarks.bare_app:app", 8301), "ingress": ("ingress:app", 8302)}
-    processes = [start_server(app, port, env, args.web_concurrency) for app, port in servers.values()]
     results: dict[tuple[str, str], list[LoadResult]] = {}
-    try:
+    with Run("bench-ingress-") as run:
+        env = run.env(INBOUND_RPS="1000000", DATABASE_URL=os.environ.get("DATABASE_URL", ""))
+        for app, port in servers.values():
+            run.start_server(app, port, env, args.web_concurrency)
         for round_number in range(args.rounds):
             for name, (_app, port) in servers.items():
                 build = post_json("/api/v1/conversations", f"{HOST}:{port}", body)
                 results.setdefault((name, "closed"), []).append(closed_loop(HOST, port, build, args.seconds, args.concurrency))
                 results.setdefault((name, "open"), []).append(open_loop(HOST, port, build, args.seconds, args.rate))
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
-    finally:
-        stop_all(processes)
-        if embedded:
-            embedded.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"rounds={args.rounds} seconds={args.seconds} concurrency={args.concurrency} rate={args.rate} "
           f"web-concurrency={args.web_concurrency} cpus={os.cpu_count()}")

@@ -23,30 +23,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import httpx
-import psutil
-from peewee import PostgresqlDatabase, SqliteDatabase
+from peewee import Database, PostgresqlDatabase, SqliteDatabase
 
-from benchmarks.bench_ingress import HOST, body, start_server
-from local.embedded_redis import EmbeddedRedis
-from local.supervisor import ROOT, stop_all, worker_command
+from benchmarks.harness import HOST, KEY, Run, body, cpu_seconds, kill, process_tree, rss_mb
 from store.db import make_url
 
-KEY = "bench-key"
-WORKER_LOG = open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab")  # the worker's output, to look into a run
+EMULATOR_PORT, WEB_PORT = 8311, 8312
 EMULATOR_OPTIONS = ("latency", "latency_median", "latency_sigma", "latency_max", "tpm", "rps")
+
+
+@dataclass
+class Outcome:
+    """What a run leaves to report: the emulator's log (read at ``fetched_at``), the real-time insights'
+    ``analyzed_at``, the final statuses, the worker side's samples, and what ``--kill-at`` and ``--burst``
+    measured (``None`` without them)."""
+
+    log: list[dict]
+    fetched_at: float
+    analyzed: list
+    statuses: dict[str, int]
+    samples: list[tuple[float, int, float]]
+    recovery: tuple[int, str] | None = None  # conversations the killed worker held, seconds to complete them
+    full_rate: str | None = None  # seconds from the first post of a burst to 95 % of OUTBOUND_RPS
 
 
 def max_in_any_window(times: list[float], window: float = 1.0) -> int:
@@ -59,78 +66,67 @@ def max_in_any_window(times: list[float], window: float = 1.0) -> int:
     return best
 
 
-def windows_above(times: list[float], limit: int, window: float = 1.0) -> int:
-    """How many calls were the (limit+1)-th or later within one second (0 means the limit always held)."""
-    times = sorted(times)
-    return sum(1 for i in range(limit, len(times)) if times[i] - times[i - limit] < window)
+def emulator_options(args: argparse.Namespace) -> list[str]:
+    """The benchmark's latency and limit options, passed on to the emulator."""
+    return [option for name in EMULATOR_OPTIONS for option in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
 
 
-def emulator_command(args: argparse.Namespace) -> list[str]:
-    """The emulator on port 8311, with the benchmark's latency and limit options passed on."""
-    command = [sys.executable, "-m", "testing.emulator", "--port", "8311", "--api-key", KEY]
-    for name in EMULATOR_OPTIONS:
-        command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    return command
+def service_env(args: argparse.Namespace) -> dict[str, str]:
+    """The service's configuration for this run (beside its Redis and database)."""
+    return {"INBOUND_RPS": "1000000", "OUTBOUND_RPS": str(args.outbound_rps), "BATCH_SIZE": str(args.batch_size),
+            "GROK_API_KEY": KEY, "GROK_BASE_URL": f"http://{HOST}:{EMULATOR_PORT}/v1", "BATCH_FLUSH_SECONDS": "1",
+            "WORKER_PROCESSES": str(args.workers), "WORKER_THREADS": str(args.threads),
+            "BULK_FLUSH_SECONDS": "1", "BULK_TICK_SECONDS": "1", "BULK_POLL_SECONDS": "2", "BULK_POLL_MAX_SECONDS": "5",
+            **({"OUTBOUND_TPM": str(args.tpm)} if args.tpm else {})}
 
 
-def main() -> None:
-    args = parse_args()
-    embedded = None if os.environ.get("REDIS_URL") else EmbeddedRedis()
-    scratch = tempfile.mkdtemp(prefix="bench-outbound-")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DB_PATH": f"{scratch}/bench.db", "INBOUND_RPS": "1000000",
-           "OUTBOUND_RPS": str(args.outbound_rps), "BATCH_SIZE": str(args.batch_size), "GROK_API_KEY": KEY,
-           "GROK_BASE_URL": "http://127.0.0.1:8311/v1", "BATCH_FLUSH_SECONDS": "1",
-           "WORKER_PROCESSES": str(args.workers), "WORKER_THREADS": str(args.threads),
-           "BULK_FLUSH_SECONDS": "1", "BULK_TICK_SECONDS": "1", "BULK_POLL_SECONDS": "2", "BULK_POLL_MAX_SECONDS": "5",
-           **({"OUTBOUND_TPM": str(args.tpm)} if args.tpm else {})}
-    if embedded:
-        env["REDIS_URL"] = embedded.url
-    env["DATABASE_URL"] = scratch_postgres(args.database_url) if args.database_url else ""
-    database = PostgresqlDatabase(**make_url(env["DATABASE_URL"])) if args.database_url else SqliteDatabase(env["DB_PATH"])
-    processes = [subprocess.Popen(emulator_command(args), cwd=ROOT, env=env, stdout=subprocess.DEVNULL)]
-    try:
-        processes.append(start_server("ingress:app", 8312, env, 1))
-        httpx.post("http://127.0.0.1:8311/_emulator/config", json={"batch_delay": args.batch_delay}, timeout=10).raise_for_status()
-        if not args.burst:
-            post_batches(args.conversations, "realtime")
-        post_batches(args.backfill, "bulk")
-        worker = subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=WORKER_LOG, stderr=subprocess.STDOUT,
-                                  start_new_session=True)  # stop_all ends its whole process group
-        processes.append(worker)
-        poster = None
-        if args.burst:
-            time.sleep(5)  # the worker is up and idle when the burst begins
-            poster = threading.Thread(target=post_batches, args=(args.conversations, "realtime"))
-            burst_started = time.time()
-            poster.start()
-        killed = kill_and_replace(worker, database, env, args.kill_at, processes) if args.kill_at else None
-        samples = watch(processes[-1], database, args.seconds)
-        if poster:
-            poster.join()
-        recovery = recovery_seconds(database, *killed) if killed else None
-        log = httpx.get("http://127.0.0.1:8311/_emulator/log", timeout=30).json()
-        fetched_at = time.time()
-        analyzed = [row[0] for row in database.execute_sql("SELECT analyzed_at FROM insights WHERE lane = 'realtime'").fetchall()]
-        statuses = {f"{lane}/{status}": count for lane, status, count in database.execute_sql(
-            "SELECT lane, status, COUNT(*) FROM conversations GROUP BY lane, status ORDER BY lane, status").fetchall()}
-    finally:
-        stop_all(processes[::-1])
-        database.close()
-        if args.database_url:
-            scratch_postgres(args.database_url, drop=env["DATABASE_URL"].rsplit("/", 1)[1])
-        if embedded:
-            embedded.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
-    report(args, args.conversations, log, analyzed, statuses, samples, fetched_at)
-    if killed:
-        print(f"| seconds from the SIGKILL to the last of its {len(killed[1])} claimed conversations completed | "
-              f"{recovery} | < 60 |")
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    with Run("bench-outbound-", postgres=args.database_url) as run:
+        database = PostgresqlDatabase(**make_url(run.database_url)) if run.database_url else SqliteDatabase(run.db_path)
+        try:
+            outcome = drive(run, run.env(**service_env(args)), database, args)
+        finally:
+            database.close()
+    report(args, args.conversations, outcome.log, outcome.analyzed, outcome.statuses, outcome.samples, outcome.fetched_at)
+    if outcome.recovery:
+        held, seconds = outcome.recovery
+        print(f"| seconds from the SIGKILL to the last of its {held} claimed conversations completed | {seconds} | < 60 |")
+    if outcome.full_rate:
+        print(f"| seconds from the first post to a second at >= 95 % of OUTBOUND_RPS | {outcome.full_rate} | <= 10 |")
+
+
+def drive(run: Run, env: dict[str, str], database: Database, args: argparse.Namespace) -> Outcome:
+    """Start the system, post the load, watch the worker; what the emulator and the database then say."""
+    run.start_emulator(EMULATOR_PORT, *emulator_options(args))
+    run.start_server("ingress:app", WEB_PORT, env)
+    httpx.post(f"http://{HOST}:{EMULATOR_PORT}/_emulator/config", json={"batch_delay": args.batch_delay},
+               timeout=10).raise_for_status()
+    if not args.burst:
+        post_batches(args.conversations, "realtime")
+    post_batches(args.backfill, "bulk")
+    worker = run.start_worker(env)
+    poster = None
     if args.burst:
-        print(f"| seconds from the first post to a second at >= 95 % of OUTBOUND_RPS | "
-              f"{seconds_to_full_rate(log, burst_started, args.outbound_rps)} | <= 10 |")
+        time.sleep(5)  # the worker is up and idle when the burst begins
+        poster = threading.Thread(target=post_batches, args=(args.conversations, "realtime"))
+        burst_started = time.time()
+        poster.start()
+    killed = kill_and_replace(run, worker, database, env, args.kill_at) if args.kill_at else None
+    samples = watch(run.processes[-1], database, args.seconds)
+    if poster:
+        poster.join()
+    recovery = (len(killed[1]), recovery_seconds(database, *killed)) if killed else None
+    log = httpx.get(f"http://{HOST}:{EMULATOR_PORT}/_emulator/log", timeout=30).json()
+    fetched_at = time.time()
+    analyzed = [row[0] for row in database.execute_sql("SELECT analyzed_at FROM insights WHERE lane = 'realtime'").fetchall()]
+    statuses = {f"{lane}/{status}": count for lane, status, count in database.execute_sql(
+        "SELECT lane, status, COUNT(*) FROM conversations GROUP BY lane, status ORDER BY lane, status").fetchall()}
+    full_rate = seconds_to_full_rate(log, burst_started, args.outbound_rps) if args.burst else None
+    return Outcome(log, fetched_at, analyzed, statuses, samples, recovery, full_rate)
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outbound-rps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=20)
@@ -151,20 +147,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-delay", type=float, default=20.0, help="seconds the emulator's Batch API takes a request")
     parser.add_argument("--burst", action="store_true", help="post the backlog while the worker runs, not before")
     parser.add_argument("--kill-at", type=float, default=0, help="SIGKILL the worker this many seconds in, start another")
-    return parser.parse_args()
+    return parser
 
 
 def post_batches(count: int, lane: str) -> None:
     """``count`` conversations in ``lane``, 1,000 to a request."""
     for start in range(0, count, 1000):
         items = [json.loads(body(n)) for n in range(start, min(count, start + 1000))]
-        answer = httpx.post(f"http://{HOST}:8312/api/v1/conversations/batch?lane={lane}", json={"conversations": items}, timeout=60)
+        answer = httpx.post(f"http://{HOST}:{WEB_PORT}/api/v1/conversations/batch?lane={lane}", json={"conversations": items}, timeout=60)
         answer.raise_for_status()
     if count:
         print(f"posted {count} conversations in the {lane} lane", file=sys.stderr)
 
 
-def watch(worker: subprocess.Popen, database, seconds: float) -> list[tuple[float, int, float]]:
+def watch(worker: subprocess.Popen, database: Database, seconds: float) -> list[tuple[float, int, float]]:
     """Every second until the backlog is done or ``seconds`` pass: the worker side's RSS (MB, every process
     of the worker command), the connections to the database (PostgreSQL; 0 for SQLite) and the worker
     side's CPU seconds so far."""
@@ -172,28 +168,24 @@ def watch(worker: subprocess.Popen, database, seconds: float) -> list[tuple[floa
     open_sql = "SELECT COUNT(*) FROM conversations WHERE status IN ('queued', 'processing') AND lane = 'realtime'"
     while time.time() - started < seconds and (time.time() - started < 15 or database.execute_sql(open_sql).fetchone()[0]):
         time.sleep(1)
-        parent = psutil.Process(worker.pid)
-        tree = [parent, *parent.children(recursive=True)]
-        rss = sum(p.memory_info().rss for p in tree)
-        cpu = sum(sum(p.cpu_times()[:2]) for p in tree)
-        samples.append((rss / 2**20, connection_count(database), cpu))
+        tree = process_tree(worker.pid)
+        samples.append((sum(rss_mb(p) for p in tree), connection_count(database), cpu_seconds(tree)))
     return samples
 
 
-def kill_and_replace(worker: subprocess.Popen, database, env: dict[str, str], after: float,
-                     processes: list[subprocess.Popen]) -> tuple[float, list[str]]:
+def kill_and_replace(run: Run, worker: subprocess.Popen, database: Database, env: dict[str, str],
+                     after: float) -> tuple[float, list[str]]:
     """SIGKILL the worker command ``after`` seconds in, and start another; when, and what it held."""
     time.sleep(after)
-    os.killpg(worker.pid, signal.SIGKILL)
+    kill(worker)
     killed_at = time.time()
     held = [row[0] for row in database.execute_sql("SELECT id FROM conversations WHERE status = 'processing'").fetchall()]
-    processes.append(subprocess.Popen(worker_command(), cwd=ROOT, env=env, stdout=WORKER_LOG, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
+    run.start_worker(env)
     print(f"killed the worker {after:.0f} s in, holding {len(held)} conversations; started another", file=sys.stderr)
     return killed_at, held
 
 
-def recovery_seconds(database, killed_at: float, held: list[str]) -> str:
+def recovery_seconds(database: Database, killed_at: float, held: list[str]) -> str:
     """Seconds from the kill until every conversation the killed worker held was completed (or "not all")."""
     mark = "%s" if isinstance(database, PostgresqlDatabase) else "?"
     done = []
@@ -214,28 +206,11 @@ def seconds_to_full_rate(log: list[dict], started: float, limit: int) -> str:
     return "never"
 
 
-def connection_count(database) -> int:
+def connection_count(database: Database) -> int:
     if not isinstance(database, PostgresqlDatabase):
         return 0
     sql = "SELECT COUNT(*) - 1 FROM pg_stat_activity WHERE datname = current_database()"
     return database.execute_sql(sql).fetchone()[0]
-
-
-def scratch_postgres(server_url: str, drop: str | None = None) -> str:
-    """Make a scratch database on the PostgreSQL server of ``server_url`` and return its URL (or, with
-    ``drop``, drop that one)."""
-    import psycopg2
-
-    admin = psycopg2.connect(**{**make_url(server_url), "database": "postgres"})
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        if drop:
-            cursor.execute(f"DROP DATABASE IF EXISTS {drop} WITH (FORCE)")
-            return drop
-        name = f"bench_outbound_{uuid.uuid4().hex[:8]}"
-        cursor.execute(f"CREATE DATABASE {name}")
-    admin.close()
-    return server_url.rsplit("/", 1)[0] + "/" + name
 
 
 def report(args, posted: int, log: list[dict], analyzed: list, statuses: dict, samples: list[tuple[float, int]],

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta
 from itertools import islice
@@ -31,19 +28,16 @@ from itertools import islice
 import httpx
 from peewee import PostgresqlDatabase
 
-from benchmarks.bench_ingress import HOST, start_server
-from local.embedded_redis import EmbeddedRedis
-from local.supervisor import stop_all
+from benchmarks.harness import CLUSTERS, HOST, Run
 from settings import load_settings
 from store import counts, reports, rollup_check
 from store.db import open_database
 from store.migrations import migrate
 from store.models import Insight
 
+WEB_PORT = 8331
 EPOCH = datetime(2026, 1, 1)
 DAYS = 90
-CLUSTERS = ["billing", "refund", "late-delivery", "damaged-item", "account-access", "cancellation", "subscription",
-            "shipping-cost", "product-question", "complaint", "praise", "other"]
 CHUNK = 50_000
 VARIANTS = {
     "no filter": {},
@@ -177,67 +171,60 @@ def time_trends(client: httpx.Client, window, requests: int) -> dict[str, list[f
     return results
 
 
-def main() -> None:
+def prepare(env: dict[str, str], rows: int, postgres: bool) -> tuple[list[str], list[str]]:
+    """Load the database of ``env`` with ``rows`` insights; the query plans and the in-process counts."""
+    db = open_database(load_settings(env))
+    migrate(db)
+    started = time.perf_counter()
+    load(db, rows)
+    print(f"loaded {rows} rows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    plans = explain(db, postgres)
+    count_lines = compare_counts(25)
+    db.close()
+    return plans, count_lines
+
+
+def measure(client: httpx.Client, requests: int) -> dict[str, list[float]]:
+    """Latencies of every line of the table (see the module's docstring), ``requests`` each."""
+    rng = random.Random(1)
+
+    def window(days: int):
+        def params(n: int) -> dict:
+            first = EPOCH + timedelta(seconds=rng.randrange(-86_400, (DAYS - days) * 86_400 + 1))  # edges mid-day
+            return {"start_time": first.isoformat(), "end_time": (first + timedelta(days=days)).isoformat(), "limit": 100}
+        return params
+
+    results = {"GET /healthz (baseline)": timed(client, "/healthz", lambda n: {}, requests)}
+    for days in (1, 30):
+        for name, extra in VARIANTS.items():
+            params = window(days)
+            results[f"{days} day(s), {name}"] = timed(client, "/api/v1/insights", lambda n: {**params(n), **extra}, requests)
+    params = window(30)
+    results["summary, 30 days"] = timed(client, "/api/v1/insights/summary", lambda n: {
+        key: value for key, value in params(n).items() if key != "limit"}, requests)
+    results.update(time_trends(client, window, requests))
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="server for --database postgres; a scratch database is made on it")
     parser.add_argument("--requests", type=int, default=200)
-    args = parser.parse_args()
+    return parser
 
-    scratch = tempfile.mkdtemp(prefix="bench-query-")
-    env = {**os.environ, "INBOUND_RPS": "1000000"}
-    if args.database == "sqlite":
-        env.update(DB_PATH=f"{scratch}/query.db", DATABASE_URL="")
-    else:
-        import psycopg2
 
-        admin = psycopg2.connect(args.postgres_url)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute("DROP DATABASE IF EXISTS insights_bench_query WITH (FORCE)")
-            cursor.execute("CREATE DATABASE insights_bench_query")
-        env["DATABASE_URL"] = args.postgres_url.rsplit("/", 1)[0] + "/insights_bench_query"
-    embedded = None if env.get("REDIS_URL") else EmbeddedRedis()
-    if embedded:
-        env["REDIS_URL"] = embedded.url
-    settings = load_settings(env)
-    db = open_database(settings)
-    migrate(db)
-    started = time.perf_counter()
-    load(db, args.rows)
-    print(f"loaded {args.rows} rows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    plans = explain(db, args.database == "postgres")
-    count_lines = compare_counts(25)
-    db.close()
-
-    server = start_server("ingress:app", 8331, env, 1)
-    results = {}
-    try:
-        client = httpx.Client(base_url=f"http://{HOST}:8331", timeout=60)
-        rng = random.Random(1)
-
-        def window(days: int):
-            def params(n: int) -> dict:
-                first = EPOCH + timedelta(seconds=rng.randrange(-86_400, (DAYS - days) * 86_400 + 1))  # edges mid-day
-                return {"start_time": first.isoformat(), "end_time": (first + timedelta(days=days)).isoformat(), "limit": 100}
-            return params
-
-        results["GET /healthz (baseline)"] = timed(client, "/healthz", lambda n: {}, args.requests)
-        for days in (1, 30):
-            for name, extra in VARIANTS.items():
-                params = window(days)
-                results[f"{days} day(s), {name}"] = timed(client, "/api/v1/insights", lambda n: {**params(n), **extra}, args.requests)
-        params = window(30)
-        results["summary, 30 days"] = timed(client, "/api/v1/insights/summary", lambda n: {
-            key: value for key, value in params(n).items() if key != "limit"}, args.requests)
-        results.update(time_trends(client, window, args.requests))
-    finally:
-        stop_all([server])
-        if embedded:
-            embedded.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    postgres = args.database == "postgres"
+    with Run("bench-query-", postgres=args.postgres_url if postgres else "") as run:
+        env = run.env(INBOUND_RPS="1000000")
+        plans, count_lines = prepare(env, args.rows, postgres)
+        run.start_server("ingress:app", WEB_PORT, env)
+        with httpx.Client(base_url=f"http://{HOST}:{WEB_PORT}", timeout=60) as client:
+            results = measure(client, args.requests)
 
     baseline = statistics.median(results["GET /healthz (baseline)"])
     print(f"database={args.database} rows={args.rows} requests={args.requests} per line, sequential")

@@ -12,22 +12,17 @@ process, so it counts there; PostgreSQL's server does not).
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
-import tempfile
 import time
 from datetime import datetime, timedelta
 
+from benchmarks.harness import CLUSTERS, Run
 from insights.schemas import AnalysisResult, InsightRow
-from benchmarks.bench_outbound import scratch_postgres
 from settings import load_settings
 from store import queries, results
 from store.db import open_database
 from store.migrations import migrate
-
-CLUSTERS = ["billing", "refund", "late-delivery", "damaged-item", "account-access", "cancellation", "subscription",
-            "shipping-cost", "product-question", "complaint", "praise", "other"]
 
 
 def store_all(rng: random.Random, ids: list[str], batch: int) -> tuple[float, float]:
@@ -47,20 +42,8 @@ def store_all(rng: random.Random, ids: list[str], batch: int) -> tuple[float, fl
     return len(ids) / (time.perf_counter() - started), cpu * 1000 / len(ids)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conversations", type=int, default=20_000)
-    parser.add_argument("--batch", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                        help="server for --database postgres; a scratch database is made on it")
-    args = parser.parse_args()
-    env = {**os.environ, "DB_PATH": f"{tempfile.mkdtemp(prefix='bench-store-')}/store.db", "DATABASE_URL": ""}
-    if args.database == "postgres":
-        env["DATABASE_URL"] = scratch_postgres(args.postgres_url)
-    database = open_database(load_settings(env))
-    migrate(database)
+def rounds(args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """Accept the conversations, then store them ``args.rounds`` times; each round's rate and CPU."""
     rng = random.Random(1)
     start = datetime(2026, 1, 1)
     ids = [f"c{n:07d}" for n in range(args.conversations)]
@@ -72,9 +55,27 @@ def main() -> None:
         rates.append(rate)
         cpu.append(cpu_ms)
         queries.reopen(ids)
-    database.close()
-    if args.database == "postgres":
-        scratch_postgres(args.postgres_url, drop=env["DATABASE_URL"].rsplit("/", 1)[1])
+    return rates, cpu
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="server for --database postgres; a scratch database is made on it")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    with Run("bench-store-", redis=False, postgres=args.postgres_url if args.database == "postgres" else "") as run:
+        database = open_database(load_settings(run.env()))
+        migrate(database)
+        rates, cpu = rounds(args)
+        database.close()
     print(f"database={args.database} conversations={args.conversations} batch={args.batch}: "
           f"{statistics.median(rates):,.0f} insights/s (median of {args.rounds}; rounds {', '.join(f'{r:,.0f}' for r in rates)}), "
           f"CPU in record_results {statistics.median(cpu):.2f} ms an insight (rounds {', '.join(f'{c:.2f}' for c in cpu)})")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from benchmarks.harness import ROOT
 from insights.analyzer import ConversationToAnalyze
 from insights.offline import OfflineAnalyzer
 from insights.taxonomy import Taxonomy
-from local.supervisor import ROOT
 from settings import load_settings
 
 DEFAULT_DIR = ROOT.parent / "shared" / "eval" / "sentiment"
@@ -30,10 +30,14 @@ def read_ratings(path: Path) -> list[tuple[float, str]]:
     return rows
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", type=Path, default=DEFAULT_DIR)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     analyzer = OfflineAnalyzer(Taxonomy.of(load_settings({})))
     vader = SentimentIntensityAnalyzer()
     print("| file | texts | analyzer r | VADER compound r |")
