@@ -28,7 +28,7 @@ from itertools import islice
 import httpx
 from peewee import PostgresqlDatabase
 
-from benchmarks.harness import CLUSTERS, HOST, Run
+from benchmarks.harness import CLUSTERS, HOST, Run, add_database_options, postgres_server
 from settings import load_settings
 from store import counts, reports, rollup_check
 from store.db import open_database
@@ -209,19 +209,16 @@ def measure(client: httpx.Client, requests: int) -> dict[str, list[float]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                        help="server for --database postgres; a scratch database is made on it")
+    add_database_options(parser)
     parser.add_argument("--requests", type=int, default=200)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    postgres = args.database == "postgres"
-    with Run("bench-query-", postgres=args.postgres_url if postgres else "") as run:
+    with Run("bench-query-", postgres=postgres_server(args)) as run:
         env = run.env(INBOUND_RPS="1000000")
-        plans, count_lines = prepare(env, args.rows, postgres)
+        plans, count_lines = prepare(env, args.rows, bool(run.database_url))
         run.start_server("ingress:app", WEB_PORT, env)
         with httpx.Client(base_url=f"http://{HOST}:{WEB_PORT}", timeout=60) as client:
             results = measure(client, args.requests)

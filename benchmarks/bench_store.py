@@ -17,7 +17,7 @@ import statistics
 import time
 from datetime import datetime, timedelta
 
-from benchmarks.harness import CLUSTERS, Run
+from benchmarks.harness import CLUSTERS, Run, add_database_options, postgres_server
 from insights.schemas import AnalysisResult, InsightRow
 from settings import load_settings
 from store import queries, results
@@ -63,15 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conversations", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                        help="server for --database postgres; a scratch database is made on it")
+    add_database_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    with Run("bench-store-", redis=False, postgres=args.postgres_url if args.database == "postgres" else "") as run:
+    with Run("bench-store-", redis=False, postgres=postgres_server(args)) as run:
         database = open_database(load_settings(run.env()))
         migrate(database)
         rates, cpu = rounds(args)

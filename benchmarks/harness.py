@@ -11,6 +11,7 @@ endpoint) complete the harness; benchmark modules import these, never each other
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -106,6 +107,18 @@ class Run:
         ``BENCH_WORKER_LOG`` when set (to look into a run), else nowhere."""
         output = self._undo.enter_context(open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab"))
         return self.start(worker_command(), env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    """``--database sqlite|postgres`` and the server of ``--database postgres`` (see :func:`postgres_server`)."""
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="server for --database postgres; a scratch database is made on it")
+
+
+def postgres_server(args: argparse.Namespace) -> str:
+    """The ``postgres`` of a :class:`Run` for those options: the server, or "" for SQLite."""
+    return args.postgres_url if args.database == "postgres" else ""
 
 
 def embedded_redis(stack: contextlib.ExitStack) -> str:
