@@ -41,7 +41,6 @@ CLUSTERS = ["billing", "refund", "late-delivery", "damaged-item", "account-acces
             "shipping-cost", "product-question", "complaint", "praise", "other"]
 
 
-
 class Run:
     """One benchmark run's scratch space and processes, all undone on leaving the ``with`` block.
 

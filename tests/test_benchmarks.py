@@ -8,6 +8,7 @@ benchmarks.NAME`` finds it.
 from __future__ import annotations
 
 import ast
+import configparser
 import importlib
 import importlib.util
 import os
@@ -21,7 +22,7 @@ import redis
 
 import benchmarks
 from benchmarks.harness import HOST, Run
-from support import free_port
+from support import ROOT, free_port
 
 HARNESS = {"harness", "loadgen", "bare_app"}  # what the benchmarks share; every other module is an entry point
 ENTRY_POINTS = sorted(name for _finder, name, _package in pkgutil.iter_modules(benchmarks.__path__) if name not in HARNESS)
@@ -51,6 +52,14 @@ def test_no_benchmark_imports_another(name: str) -> None:
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     from_benchmarks = {module for module in imported if module.split(".")[0] == "benchmarks"}
     assert from_benchmarks <= {f"benchmarks.{shared}" for shared in HARNESS}
+
+
+def test_the_benchmarks_stay_out_of_the_package_and_the_image() -> None:
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    packages = setup["options.packages.find"]["include"].split()
+    assert packages and not any(package.startswith("benchmarks") for package in packages)
+    assert "benchmarks" in (ROOT / ".dockerignore").read_text().splitlines()
 
 
 def test_a_run_undoes_what_it_started(postgres_server_url: str) -> None:
