@@ -106,14 +106,14 @@ def drive(run: Run, env: dict[str, str], database: Database, args: argparse.Name
         post_batches(args.conversations, "realtime")
     post_batches(args.backfill, "bulk")
     worker = run.start_worker(env)
-    poster = None
+    poster, burst_started = None, 0.0
     if args.burst:
         time.sleep(5)  # the worker is up and idle when the burst begins
         poster = threading.Thread(target=post_batches, args=(args.conversations, "realtime"))
         burst_started = time.time()
         poster.start()
     killed = kill_and_replace(run, worker, database, env, args.kill_at) if args.kill_at else None
-    samples = watch(run.processes[-1], database, args.seconds)
+    samples = watch(run.processes[-1], database, args.seconds)  # the worker, or the one that replaced it
     if poster:
         poster.join()
     recovery = (len(killed[1]), recovery_seconds(database, *killed)) if killed else None
