@@ -44,7 +44,7 @@ class ReadinessResource:
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         database, grok = await asyncio.gather(
             asyncio.wait_for(asyncio.to_thread(call_and_release, queries.ping), READY_TIMEOUT_SECONDS),
-            asyncio.wait_for(asyncio.to_thread(gate.state), READY_TIMEOUT_SECONDS),
+            asyncio.wait_for(asyncio.to_thread(lambda: gate().state()), READY_TIMEOUT_SECONDS),
             return_exceptions=True,
         )
         checks = {"database": outcome(database), "redis": outcome(grok)}

@@ -31,7 +31,7 @@ def export(start: datetime, end: datetime, output_format: str, out: IO[str]) -> 
         writer.writeheader()
     count = 0
     for insight in reports.iter_insights(start, end):
-        document = insight_document(insight, settings).model_dump(mode="json")
+        document = insight_document(insight, settings()).model_dump(mode="json")
         if writer:
             writer.writerow({**document, "clusters": ";".join(document["clusters"])})
         else:
@@ -102,7 +102,7 @@ def suggested_clusters(start: datetime, end: datetime, limit: int, as_json: bool
 
 def write_report(start: datetime, end: datetime, bucket: str | None, output: Path) -> int:
     """``insights report``: the HTML page, written whole or not at all (exit status 2 when it cannot be)."""
-    page = html_report.render(html_report.gather(start, end, (settings.negative_threshold, settings.positive_threshold), bucket))
+    page = html_report.render(html_report.gather(start, end, (settings().negative_threshold, settings().positive_threshold), bucket))
     partial = output.with_name(f".{output.name}.partial")
     try:
         partial.write_text(page, encoding="utf-8")

@@ -30,8 +30,8 @@ def test_a_backlog_in_the_analysis_queue_stretches_the_lease(db):
 
     client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
     client.flushdb()
-    ids = stale(3, seconds_ago=settings.requeue_seconds + 100)
-    backlog = int(200 * settings.outbound_rps)  # 200 s of batches still to analyze before theirs
+    ids = stale(3, seconds_ago=settings().requeue_seconds + 100)
+    backlog = int(200 * settings().outbound_rps)  # 200 s of batches still to analyze before theirs
     client.hset("insights:analyze.msgs", mapping={f"m{n}": json.dumps({"args": [[f"other-{n}"]]}) for n in range(backlog)})
 
     assert reconcile_once() == 0, "they wait behind the backlog; their messages are not lost"
