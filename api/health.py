@@ -11,7 +11,7 @@ from telemetry import metrics
 from actors.broker import gate
 from actors.state import read_state
 from api.errors import ApiError
-from insights import api_models as api
+from api import models as api
 from api.openapi import openapi_document
 from settings import Settings
 from store import queries

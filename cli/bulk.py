@@ -9,7 +9,7 @@ from actors.broker import settings
 from insights.costs import batch_cost
 from cli.common import Refused, print_documents, table_row
 from store import provider_batches
-from store.documents import isoformat
+from api.documents import isoformat
 from store.models import ProviderBatch
 from store.reports import seconds_since
 

@@ -17,7 +17,7 @@ from cli.common import print_documents, table_row
 from store import reports, rollup_check, usage
 from store.db import write_transaction
 from store.models import database
-from store.documents import insight_document, isoformat, listed_document, usage_document
+from api.documents import insight_document, isoformat, listed_document, usage_document
 
 CSV_COLUMNS = ["conversation_id", "occurred_at", "received_at", "analyzed_at", "sentiment_score", "sentiment", "confidence",
                "clusters", "model", "reasoning"]
