@@ -31,6 +31,7 @@ from insights.offline import OfflineAnalyzer
 from insights.taxonomy import Taxonomy
 from settings import Settings
 from store import queries
+from store.claims import Claim, claim_for_processing
 from store.db import release
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def analyze_batch(conversation_ids: list[str]) -> None:
     message, active = CurrentMessage.get_current_message(), analyzer()
     batch = outcomes.Batch(list(payloads), message.message_id, message.options.get("retries", 0), message.asdict(),
                            active.model, active.prompt_version)
-    claims: list[queries.Claim] = []
+    claims: list[Claim] = []
     claim = functools.partial(claim_now, claims)
     try:
         if isinstance(active, GrokClient):
@@ -99,17 +100,17 @@ def analyze_batch(conversation_ids: list[str]) -> None:
     outcomes.conclude(batch, claims[0] if claims else None, outcome)
 
 
-def claim_now(claims: list[queries.Claim], conversation_ids: list[str]) -> list[str]:
+def claim_now(claims: list[Claim], conversation_ids: list[str]) -> list[str]:
     """Claim the batch once its call may start (the analyzer calls this after the gate's wait, so that
     a batch waiting for its slot leaves its conversations ``queued``); return the ids claimed."""
     current = settings()
-    claim = queries.claim_for_processing(conversation_ids, current.max_retries, streamed_lanes(current), worker_name())
+    claim = claim_for_processing(conversation_ids, current.max_retries, streamed_lanes(current), worker_name())
     release()
     claims.append(claim)
     return [c.id for c in claim.conversations]
 
 
-def grok_job(client: GrokClient, batch: outcomes.Batch, claim: queries.Claim, call: PreparedCall) -> Job:
+def grok_job(client: GrokClient, batch: outcomes.Batch, claim: Claim, call: PreparedCall) -> Job:
     """The engine's job for one claimed call: post it, then read and store the answer (or handle the failure)."""
     def finish(answer: object) -> None:
         if isinstance(answer, GrokError):

@@ -26,7 +26,7 @@ from insights.costs import cost_usd, tokens_of
 from insights.errors import UnusableAnswer
 from insights.lanes import BULK
 from insights.schemas import AnalysisResult
-from store import provider_batches, queries, results
+from store import claims, provider_batches, results
 from store.db import write_transaction
 from store.models import ProviderBatch, ProviderBatchRequest, database
 
@@ -82,7 +82,7 @@ def store(batch: ProviderBatch, request: ProviderBatchRequest, result: AnalysisR
     one transaction: run again after a crash, it finds nothing to do twice. With ``isolate`` (the request
     failed on its own) the conversations sent back get a request of their own next time."""
     with write_transaction(database.obj):
-        outcome = results.record_results(result, settings().max_retries)
+        outcome = results.record_results(result, settings().max_retries, settings())
         if isolate:
             provider_batches.isolate(outcome.retry)
         tokens = tokens_of(result.usage)
@@ -97,6 +97,6 @@ def give_back(batch: ProviderBatch, request: ProviderBatchRequest, reason: str) 
     """The request's conversations back to wait for another batch, their attempt refunded and ``reason``
     noted, and the request settled, in one transaction."""
     with write_transaction(database.obj):
-        queries.refund_attempt(json.loads(request.conversation_ids), requeue=True, claim_token=batch.claim_token,
-                               reason=reason)
+        claims.refund_attempt(json.loads(request.conversation_ids), requeue=True, claim_token=batch.claim_token,
+                              reason=settings().redact(reason))
         provider_batches.mark_requests([request.id], settled=True)

@@ -39,7 +39,7 @@ from actors.broker import AGAIN_QUEUE, STORE_QUEUE, dead_letter, gate, send, sen
 from insights.errors import SPLITTABLE, CreditsExhausted, GrokError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
 from insights.schemas import AnalysisResult
 from settings import Settings
-from store import queries, results
+from store import claims, results
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Batch:
     prompt_version: str
 
 
-def conclude(batch: Batch, claim: queries.Claim | None, outcome: AnalysisResult | GrokError) -> None:
+def conclude(batch: Batch, claim: claims.Claim | None, outcome: AnalysisResult | GrokError) -> None:
     """Store a result, or handle a failure; count either in the metrics."""
     recorded = metrics.worker()
     if isinstance(outcome, GrokError):
@@ -87,12 +87,12 @@ def conclude(batch: Batch, claim: queries.Claim | None, outcome: AnalysisResult 
     store_or_hand_on(outcome)
 
 
-def handle_failure(batch: Batch, claim: queries.Claim | None, error: GrokError) -> None:
+def handle_failure(batch: Batch, claim: claims.Claim | None, error: GrokError) -> None:
     """See the module's docstring. Without a ``claim`` (the gate refused before the batch was claimed)
     no attempt was counted, none is refunded."""
     ids = [c.id for c in claim.conversations] if claim else batch.ids
     token = claim.token if claim else None
-    refund = functools.partial(queries.refund_attempt, claim_token=token) if claim else (lambda *_a, **_k: 0)
+    refund = functools.partial(claims.refund_attempt, claim_token=token) if claim else (lambda *_a, **_k: 0)
     if isinstance(error, TransientError):
         retry_later(batch, ids, token, error)
     elif isinstance(error, (RateLimited, ProviderBusy, CreditsExhausted)):
@@ -105,7 +105,7 @@ def handle_failure(batch: Batch, claim: queries.Claim | None, error: GrokError) 
         elif isinstance(error, UnusableAnswer):
             store_or_hand_on(unusable_result(batch, ids, token, str(error)))
         else:
-            queries.fail_open(ids, str(error), token)
+            claims.fail_open(ids, said(str(error)), token)
             logger.error("Grok refused a conversation: %s", error, extra={"conversation_ids": ids})
     else:
         refund(ids, requeue=True)
@@ -113,10 +113,16 @@ def handle_failure(batch: Batch, claim: queries.Claim | None, error: GrokError) 
         hold_grok(str(error))  # after the reason is recorded
 
 
+def said(reason: str) -> str:
+    """``reason`` as a conversation keeps it: without the Grok key (a provider's answer may quote it)."""
+    return settings().redact(reason)
+
+
 def retry_later(batch: Batch, ids: list[str], token: str | None, error: TransientError) -> None:
     """A transient failure: the batch goes again after a backoff, or is given up after its last try."""
     tries = batch.tries + 1
-    queries.requeue_claimed(ids, f"{error}{reasons.WILL_RETRY}", token) if token else queries.note_error(ids, f"{error}{reasons.WILL_RETRY}")
+    reason = said(f"{error}{reasons.WILL_RETRY}")
+    claims.requeue_claimed(ids, reason, token) if token else claims.note_error(ids, reason)
     if tries >= settings().max_retries:
         dead_letter({**batch.message, "args": [ids]}, "".join(traceback.format_exception(error)))
         fail_exhausted(ids, tries, None)
@@ -135,7 +141,7 @@ def backoff_ms(tries: int) -> int:
 def fail_exhausted(ids: list[str], tries: int, message_traceback: str | None) -> None:
     """The batch is out of tries: its open conversations are ``failed`` with the last reason they recorded."""
     reason = reasons.current(ids, message_traceback, open_only=True)
-    failed = queries.fail_open(ids, f"gave up after {tries} tries: {reason}")
+    failed = claims.fail_open(ids, said(f"gave up after {tries} tries: {reason}"))
     logger.error("batch dead-lettered after %d tries, %d conversation(s) failed: %s", tries, failed, reason)
 
 
@@ -160,16 +166,16 @@ def set_aside(ids: list[str], reason: str, seconds: float) -> None:
     long the pause, each conversation is in one pending batch, not one more per reconciler round.
     """
     delay = max(0.1, min(seconds, settings().requeue_seconds / 2))
-    queries.note_error(ids, f"waiting: {reason}")
+    claims.note_error(ids, said(f"waiting: {reason}"))
     logger.warning("Grok cannot take a batch now, %d conversation(s) wait %.0f s: %s", len(ids), delay, reason,
                    extra={"conversation_ids": ids})
     send_batch(ids, delay_ms=int(delay * 1000))
 
 
-def give_back(batch: Batch, claim: queries.Claim) -> None:
+def give_back(batch: Batch, claim: claims.Claim) -> None:
     """A call cancelled at shutdown: its conversations back to ``queued``, no attempt spent, sent again at once."""
     ids = [c.id for c in claim.conversations]
-    queries.refund_attempt(ids, requeue=True, claim_token=claim.token)
+    claims.refund_attempt(ids, requeue=True, claim_token=claim.token)
     send_batch(ids, queue=AGAIN_QUEUE)
     logger.warning("stopping: a call in flight was given back, %d conversation(s) sent again", len(ids),
                    extra={"batch_id": batch.batch_id, "conversation_ids": ids})
@@ -218,7 +224,7 @@ def store(analysis: dict) -> None:
 
 def settle(result: AnalysisResult) -> None:
     """Store the validated rows, settle the batch and send retries back to the stream."""
-    outcome = results.record_results(result, settings().max_retries)
+    outcome = results.record_results(result, settings().max_retries, settings())
     send_for_batching(outcome.retry)
     settled = metrics.worker().settled
     for name in ("completed", "retry", "failed"):

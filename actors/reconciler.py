@@ -23,7 +23,7 @@ from datetime import timedelta
 from actors.batching import stream_key
 from actors.broker import (AGAIN_QUEUE, ANALYZE_QUEUE, queue_key, redis_client, send_batch, send_for_batching, settings,
                            streamed_lanes)
-from store import idempotency, queries, workers
+from store import claims, idempotency, queries, workers
 from store.db import call_and_release
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def reconcile_once() -> int:
             send_batch(batch, queue=AGAIN_QUEUE)
         total += sum(map(len, lapsed))
     cutoff = queries.utcnow() - timedelta(seconds=effective_lease())
-    while stale := queries.reclaim_stale(cutoff, lanes):  # the bulk lane keeps its own (actors.bulk)
+    while stale := claims.reclaim_stale(cutoff, lanes):  # the bulk lane keeps its own (actors.bulk)
         send_for_batching(stale)
         total += len(stale)
     if total:

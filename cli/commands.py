@@ -143,7 +143,7 @@ def dispatch(argv: list[str]) -> int:
     check_arguments(parser, args)
     announce(settings())
     if writes(args):
-        require_database_to_write(settings, args.create_database)
+        require_database_to_write(settings(), args.create_database)
         migrate(open_database(settings()))
     else:
         require_database(settings())
