@@ -117,6 +117,29 @@ def test_the_graph_sees_the_imports_it_should():
     assert not graph["actors"] and not graph["api"], "the packages' __init__ import nothing of their own"
 
 
+# What each room may import of the others: web and workers over the domain and the store, the store over the
+# domain, and the settings over nothing of the project.
+MAY_IMPORT = {
+    "settings": set(),
+    "insights": {"settings"},
+    "store": {"insights", "settings"},
+    "telemetry": {"settings"},
+    "actors": {"insights", "settings", "store", "telemetry"},
+    "api": {"actors", "insights", "settings", "store", "telemetry"},
+    "cli": {"actors", "api", "insights", "settings", "store", "telemetry"},
+    "local": {"settings"},
+    "testing": {"insights", "settings"},
+    "ingress": {"api", "settings"},
+}
+
+
+def test_the_arrows_point_one_way():
+    room = lambda name: name.split(".")[0]  # noqa: E731
+    crossing = sorted(f"{module} -> {target}" for module, targets in import_graph().items() for target in targets
+                      if room(target) != room(module) and room(target) not in MAY_IMPORT[room(module)])
+    assert not crossing, crossing
+
+
 def test_no_module_imports_itself_back():
     try:
         graphlib.TopologicalSorter(import_graph()).prepare()
