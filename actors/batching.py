@@ -19,13 +19,12 @@ import dramatiq
 import redis
 
 from telemetry import metrics
-from actors.broker import COLLECT_QUEUE, redis_client, send, send_batch, settings, streamed_lanes
+from actors.broker import COLLECT_QUEUE, GROUP, redis_client, send, send_batch, settings, stream_key, streamed_lanes
 from telemetry.logs import Throttle
 from settings import Settings
 from store import queries
 from store.db import describe
 
-GROUP = "batchers"
 # Entries read but not acknowledged for this long belong to a cutter that died mid-cut.
 CLAIM_IDLE_MS = 30_000
 CONSUMER = f"{socket.gethostname()}-{os.getpid()}"
@@ -34,11 +33,6 @@ logger = logging.getLogger(__name__)
 
 
 COLLECT_PRIORITY = 10  # after analysis (0): a burst of arrivals does not hold calls back
-
-
-def stream_key() -> str:
-    """The batching stream's key under ``REDIS_NAMESPACE``."""
-    return f"{settings().redis_namespace}:pending"
 
 
 def cutter_lock_key() -> str:

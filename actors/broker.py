@@ -36,6 +36,7 @@ had its turn once is not made to wait for the whole backlog a second time."""
 STORE_QUEUE = "store"
 QUEUES = (COLLECT_QUEUE, ANALYZE_QUEUE, AGAIN_QUEUE, STORE_QUEUE)
 COLLECT_CHUNK = 1000  # conversations a collect_many message carries
+GROUP = "batchers"  # the batching stream's consumer group
 
 
 def streamed_lanes(settings: Settings) -> tuple[str, ...]:
@@ -160,6 +161,12 @@ def dead_letter(message: dict, traceback: str) -> None:
     pipe.zadd(queue_key(queue, "XQ"), {letter_id: seconds * 1000 + micros // 1000})
     pipe.hset(queue_key(queue, "XQ.msgs"), letter_id, json.dumps(message))
     pipe.execute()
+
+
+def stream_key() -> str:
+    """The batching stream's key under ``REDIS_NAMESPACE``: ``actors.batching`` cuts batches from it through the
+    consumer group ``GROUP``; ``actors.state`` and the reconciler read its depth."""
+    return f"{settings().redis_namespace}:pending"
 
 
 def queue_key(queue: str, suffix: str) -> str:

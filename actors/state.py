@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actors.batching import GROUP, stream_key
-from actors.broker import gate, get_broker, queue_key, redis_client, settings
+from actors.broker import GROUP, gate, get_broker, queue_key, redis_client, settings, stream_key
 from insights.models import ModelWatch
 from insights.outbound import GrokState
 from store import reports

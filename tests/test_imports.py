@@ -62,6 +62,26 @@ def test_importing_any_module_builds_nothing_even_with_a_bad_configuration():
     assert int(checked.stdout.strip()) >= 90, "every module was imported"
 
 
+# The web and the CLI send messages by actor name: neither imports a module that holds actors.
+SENDERS_ONLY = """
+import importlib, pkgutil, sys
+import api, cli.commands, ingress
+for found in pkgutil.walk_packages(api.__path__, "api."):
+    importlib.import_module(found.name)
+import dramatiq.broker
+broker = dramatiq.broker.global_broker
+print(sorted(name for name in ("actors.analysis", "actors.batching", "actors.bulk", "actors.worker") if name in sys.modules))
+print(sorted(broker.actors) if broker else [])
+"""
+
+
+def test_the_web_and_the_cli_import_no_actor():
+    checked = subprocess.run([sys.executable, "-c", SENDERS_ONLY], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert checked.stdout.split("\n")[:2] == ["[]", "[]"], checked.stdout
+
+
 def project_modules() -> dict[str, Path]:
     """Every module of the project by its dotted name; a package's ``__init__`` under the package's name."""
     found = {name: ROOT / f"{name}.py" for name in MODULES}
