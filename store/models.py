@@ -285,11 +285,6 @@ class ProviderBatchRequest(BaseModel):
         indexes = ((("provider_batch", "submitted"), False),)
 
 
-MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightScoreCount, InsightClusterCount, InsightClusterCell,
-          InsightClusterScoreCount, InsightClusterConfidenceCount, InsightUsage, IdempotencyKey, ProviderBatch,
-          ProviderBatchRequest)
-
-
 class WorkerLease(BaseModel):
     """A live worker process: it renews ``expires_at`` while its event loop turns (``actors.calls``); the
     conversations it claimed are sent again once the lease has lapsed (``actors.reconciler``)."""
