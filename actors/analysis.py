@@ -22,14 +22,16 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from actors import outcomes
-from actors.broker import ANALYZE_QUEUE, STREAMED_LANES, gate, settings
+from actors.broker import ANALYZE_QUEUE, STORE_QUEUE, gate, settings, streamed_lanes
 from actors.calls import CallEngine, Job
 from insights.analyzer import Analyzer, ConversationToAnalyze
 from insights.errors import GrokError
 from insights.grok import GrokClient, PreparedCall
 from insights.offline import OfflineAnalyzer
 from insights.taxonomy import Taxonomy
+from settings import Settings
 from store import queries
+from store.claims import Claim, claim_for_processing
 from store.db import release
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ STOP_GRACE_SECONDS = 10.0  # at shutdown, how long calls in flight may still ans
 @functools.cache
 def analyzer() -> Analyzer:
     """Grok when ``GROK_API_KEY`` is set, else the deterministic offline analyzer."""
-    return OfflineAnalyzer(Taxonomy.of(settings)) if settings.offline else GrokClient(settings, gate)
+    current = settings()
+    return OfflineAnalyzer(Taxonomy.of(current)) if current.offline else GrokClient(current, gate())
 
 
 @functools.cache
@@ -51,26 +54,31 @@ def worker_name() -> str:
 
 @functools.cache
 def engine() -> CallEngine:
-    """This process's call engine (started by the worker's boot hook, ``actors.WorkerLifecycle``)."""
+    """This process's call engine (started by the worker's boot hook, ``actors.worker.WorkerLifecycle``)."""
     active = analyzer()
     make_http = active.http_client if isinstance(active, GrokClient) else None
-    return CallEngine(worker_name(), settings.lease_seconds, make_http, capacity=settings.calls_in_flight)
+    return CallEngine(worker_name(), settings().lease_seconds, make_http, capacity=settings().calls_in_flight)
 
 
-@dramatiq.actor(
-    queue_name=ANALYZE_QUEUE,
-    priority=ANALYZE_PRIORITY,
-    max_retries=settings.max_retries - 1,  # with the first try, MAX_RETRIES tries in all
-    min_backoff=outcomes.RETRY_BACKOFF_MS,
-    max_backoff=outcomes.MAX_BACKOFF_MS,
-    on_retry_exhausted="batch_exhausted",
-)
+def declare(broker: dramatiq.Broker, settings: Settings) -> None:
+    """Declare this module's actors on ``broker`` (the worker's set-up, ``actors.worker``), retried as
+    ``settings`` say."""
+    backoff_ms = outcomes.retry_backoff_ms(settings)
+    dramatiq.actor(analyze_batch, queue_name=ANALYZE_QUEUE, priority=ANALYZE_PRIORITY, broker=broker,
+                   max_retries=settings.max_retries - 1,  # with the first try, MAX_RETRIES tries in all
+                   min_backoff=backoff_ms, max_backoff=outcomes.max_backoff_ms(settings),
+                   on_retry_exhausted="batch_exhausted")
+    for actor in (store_results, batch_exhausted):
+        dramatiq.actor(actor, queue_name=STORE_QUEUE, max_retries=settings.max_retries, min_backoff=backoff_ms,
+                       broker=broker)
+
+
 def analyze_batch(conversation_ids: list[str]) -> None:
-    """Claim the batch's waiting conversations and analyze them (see the module's docstring)."""
+    """Actor: claim the batch's waiting conversations and analyze them (see the module's docstring)."""
     if hold := outcomes.grok_hold():
         outcomes.set_aside(conversation_ids, *hold)
         return
-    payloads = queries.waiting_payloads(conversation_ids, STREAMED_LANES)
+    payloads = queries.waiting_payloads(conversation_ids, streamed_lanes(settings()))
     if not payloads:
         return  # a batch sent again whose conversations are settled, or in another call
     conversations = [ConversationToAnalyze(i, json.loads(payload)["messages"]) for i, payload in payloads.items()]
@@ -78,7 +86,7 @@ def analyze_batch(conversation_ids: list[str]) -> None:
     message, active = CurrentMessage.get_current_message(), analyzer()
     batch = outcomes.Batch(list(payloads), message.message_id, message.options.get("retries", 0), message.asdict(),
                            active.model, active.prompt_version)
-    claims: list[queries.Claim] = []
+    claims: list[Claim] = []
     claim = functools.partial(claim_now, claims)
     try:
         if isinstance(active, GrokClient):
@@ -92,16 +100,17 @@ def analyze_batch(conversation_ids: list[str]) -> None:
     outcomes.conclude(batch, claims[0] if claims else None, outcome)
 
 
-def claim_now(claims: list[queries.Claim], conversation_ids: list[str]) -> list[str]:
+def claim_now(claims: list[Claim], conversation_ids: list[str]) -> list[str]:
     """Claim the batch once its call may start (the analyzer calls this after the gate's wait, so that
     a batch waiting for its slot leaves its conversations ``queued``); return the ids claimed."""
-    claim = queries.claim_for_processing(conversation_ids, settings.max_retries, STREAMED_LANES, worker_name())
+    current = settings()
+    claim = claim_for_processing(conversation_ids, current.max_retries, streamed_lanes(current), worker_name())
     release()
     claims.append(claim)
     return [c.id for c in claim.conversations]
 
 
-def grok_job(client: GrokClient, batch: outcomes.Batch, claim: queries.Claim, call: PreparedCall) -> Job:
+def grok_job(client: GrokClient, batch: outcomes.Batch, claim: Claim, call: PreparedCall) -> Job:
     """The engine's job for one claimed call: post it, then read and store the answer (or handle the failure)."""
     def finish(answer: object) -> None:
         if isinstance(answer, GrokError):
@@ -117,15 +126,13 @@ def grok_job(client: GrokClient, batch: outcomes.Batch, claim: queries.Claim, ca
                give_back=functools.partial(outcomes.give_back, batch, claim))
 
 
-@dramatiq.actor(queue_name="store", max_retries=settings.max_retries, min_backoff=outcomes.RETRY_BACKOFF_MS)
 def store_results(analysis: dict | None) -> None:
-    """Store a result that the thread that made the call could not store itself."""
+    """Actor: store a result that the thread that made the call could not store itself."""
     if analysis is not None:
         outcomes.store(analysis)
 
 
-@dramatiq.actor(queue_name="store", max_retries=settings.max_retries, min_backoff=outcomes.RETRY_BACKOFF_MS)
 def batch_exhausted(message: dict, retry_info: dict) -> None:
-    """A batch's message spent its retries (the database or Redis failed it, not Grok: see
+    """Actor: a batch's message spent its retries (the database or Redis failed it, not Grok: see
     :func:`actors.outcomes.retry_later`) and is dead-lettered: its open conversations are ``failed``."""
     outcomes.fail_exhausted(message["args"][0], retry_info.get("retries", 0) + 1, message.get("options", {}).get("traceback"))

@@ -47,13 +47,14 @@ Hold = tuple[str, float]  # why Grok is held, and for how many more seconds
 
 @functools.cache
 def batch_api() -> BatchApi:
-    return BatchApi(settings)
+    return BatchApi(settings())
 
 
 def forming_rules() -> provider_batches.Forming:
+    current = settings()
     return provider_batches.Forming(
-        max_conversations=settings.bulk_batch_conversations, per_request=settings.batch_size,
-        flush_seconds=settings.bulk_flush_seconds, max_attempts=settings.max_retries, poll_seconds=settings.bulk_poll_seconds,
+        max_conversations=current.bulk_batch_conversations, per_request=current.batch_size,
+        flush_seconds=current.bulk_flush_seconds, max_attempts=current.max_retries, poll_seconds=current.bulk_poll_seconds,
     )
 
 
@@ -75,7 +76,7 @@ def tick() -> Hold | None:
     for batch_id in call_and_release(provider_batches.due):
         if hold := held():  # a step on another batch met a refused key
             return hold
-        if batch := call_and_release(provider_batches.take, batch_id, settings.requeue_seconds):
+        if batch := call_and_release(provider_batches.take, batch_id, settings().requeue_seconds):
             call_and_release(work_on, batch)
     return None
 
@@ -84,7 +85,7 @@ def work_on(batch: ProviderBatch) -> None:
     """One step on a batch this worker holds, then let go of it (a failed step is tried again later).
     While xAI says the credits are used up, only the pause's probe steps (``actors.bulk_probe``)."""
     if not bulk_probe.may_step(batch.id):
-        provider_batches.let_go(batch.id, settings.grok_credits_pause_seconds)
+        provider_batches.let_go(batch.id, settings().grok_credits_pause_seconds)
         return
     try:
         look_in = advance(batch)
@@ -95,7 +96,7 @@ def work_on(batch: ProviderBatch) -> None:
                          batch.id, batch.provider_id, extra={"batch_id": batch.id})
             bulk_results.collect(None, batch, f"unknown to xAI ({error})")
             return
-        provider_batches.let_go(batch.id, failed_step(batch, error), last_error=settings.redact(str(error))[:500])
+        provider_batches.let_go(batch.id, failed_step(batch, error), last_error=settings().redact(str(error))[:500])
         return
     bulk_probe.stepped(batch.id, None)
     if look_in is not None:
@@ -106,12 +107,12 @@ def failed_step(batch: ProviderBatch, error: BatchApiError) -> float:
     """Log a failed step; return the seconds until the batch's next look. A refused key holds every
     worker, both lanes, for ``GROK_AUTH_PAUSE_SECONDS``, as the real-time lane's refusals do."""
     if error.credits_exhausted:
-        return settings.grok_credits_pause_seconds
+        return settings().grok_credits_pause_seconds
     if error.refuses_key:
         logger.error("provider batch %s: %s; every worker leaves xAI alone for %g s", batch.id, error,
-                     settings.grok_auth_pause_seconds, extra={"batch_id": batch.id})
-        outcomes.hold_grok(settings.redact(str(error)))
-        return settings.grok_auth_pause_seconds
+                     settings().grok_auth_pause_seconds, extra={"batch_id": batch.id})
+        outcomes.hold_grok(settings().redact(str(error)))
+        return settings().grok_auth_pause_seconds
     logger.warning("provider batch %s: %s; trying again later", batch.id, error, extra={"batch_id": batch.id})
     return error.retry_after if error.retry_after is not None else batch.poll_seconds
 
@@ -133,7 +134,7 @@ def advance(batch: ProviderBatch) -> float | None:
         return submit(api, batch, resumed)
     if overdue(batch):
         api.cancel(batch.provider_id)
-        reason = f"not finished by xAI within BULK_GIVE_UP_SECONDS ({settings.bulk_give_up_seconds:g} s)"
+        reason = f"not finished by xAI within BULK_GIVE_UP_SECONDS ({settings().bulk_give_up_seconds:g} s)"
         provider_batches.update(batch.id, end_reason=reason)
         batch.end_reason = reason
     return after_poll(api, batch, api.state(batch.provider_id) if batch.provider_id else BatchStatus())
@@ -158,16 +159,16 @@ def after_poll(api: BatchApi, batch: ProviderBatch, status: BatchStatus) -> floa
     if status.counters:
         provider_batches.update(batch.id, **status.counters)
     if status.refusal:  # refused outright by xAI: not the conversations' fault, no attempt spent
-        reason = f"refused by xAI: {settings.redact(status.refusal)}"
+        reason = f"refused by xAI: {settings().redact(status.refusal)}"
         logger.error("provider batch %s %s; its conversations wait for another batch, no attempt spent", batch.id,
                      reason, extra={"batch_id": batch.id})
         bulk_results.collect(api, batch, reason, refund=True)
         return None
     if status.failure:  # failed as a whole: what it answered is stored, what it did not will never come
-        bulk_results.collect(api, batch, f"failed at xAI: {settings.redact(status.failure)}")
+        bulk_results.collect(api, batch, f"failed at xAI: {settings().redact(status.failure)}")
         return None
     if status.counters.get("num_pending", 0) > 0:
-        provider_batches.update(batch.id, poll_seconds=min(batch.poll_seconds * 2, settings.bulk_poll_max_seconds))
+        provider_batches.update(batch.id, poll_seconds=min(batch.poll_seconds * 2, settings().bulk_poll_max_seconds))
         return batch.poll_seconds
     bulk_results.collect(api, batch, end_reason(batch, status.counters))
     return None
@@ -176,7 +177,7 @@ def after_poll(api: BatchApi, batch: ProviderBatch, status: BatchStatus) -> floa
 def overdue(batch: ProviderBatch) -> bool:
     """Sent longer ago than ``BULK_GIVE_UP_SECONDS`` and not cancelled yet."""
     return (batch.provider_id is not None and batch.submitted_at is not None and batch.end_reason is None
-            and utcnow() - batch.submitted_at > timedelta(seconds=settings.bulk_give_up_seconds))
+            and utcnow() - batch.submitted_at > timedelta(seconds=settings().bulk_give_up_seconds))
 
 
 def end_reason(batch: ProviderBatch, counters: dict[str, int]) -> str:
@@ -197,7 +198,7 @@ def send_requests(api: BatchApi, batch: ProviderBatch, resumed: bool) -> int:
         chunk = unsent[start:start + REQUESTS_PER_CALL]
         api.add(batch.provider_id, request_bodies(chunk))
         provider_batches.mark_requests([request.id for request in chunk], submitted=True)
-        provider_batches.take_again(batch.id, settings.requeue_seconds)
+        provider_batches.take_again(batch.id, settings().requeue_seconds)
     return len(provider_batches.requests_of(batch.id))
 
 
@@ -238,7 +239,7 @@ class BulkLane(threading.Thread):
                 hold = self.note(hold, tick())
             except Exception:  # the database or xAI away: try again next round
                 logger.exception("bulk lane round failed")
-            self.stopped.wait(settings.bulk_tick_seconds)
+            self.stopped.wait(settings().bulk_tick_seconds)
 
     @staticmethod
     def note(before: Hold | None, now: Hold | None) -> Hold | None:

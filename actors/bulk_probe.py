@@ -23,21 +23,21 @@ logger = logging.getLogger(__name__)
 def may_step(batch_id: str) -> bool:
     """May a step on ``batch_id`` call xAI now: no hold, or this step is the pause's probe."""
     try:
-        return gate.credits.may_call(batch_id, settings.requeue_seconds)
+        return gate().credits.may_call(batch_id, settings().requeue_seconds)
     except redis.RedisError:
         return True
 
 
 def stepped(batch_id: str, error: BatchApiError | None) -> None:
     """End the step's probe, if it was one, by how xAI answered (``error``: ``None`` when it did)."""
+    pause, credits = settings().grok_credits_pause_seconds, gate().credits
     try:
         if error is None or (error.status is not None and not error.credits_exhausted):
-            gate.credits.restored(batch_id)
+            credits.restored(batch_id)
         elif error.credits_exhausted:
-            logger.error("the Batch API says: %s; every worker leaves xAI alone, a probe every %g s", error,
-                         settings.grok_credits_pause_seconds)
-            gate.credits.hold(f"{ACTION}: {settings.redact(str(error))[:300]}", settings.grok_credits_pause_seconds, batch_id)
+            logger.error("the Batch API says: %s; every worker leaves xAI alone, a probe every %g s", error, pause)
+            credits.hold(f"{ACTION}: {settings().redact(str(error))[:300]}", pause, batch_id)
         else:
-            gate.credits.release(batch_id, settings.grok_credits_pause_seconds)
+            credits.release(batch_id, pause)
     except redis.RedisError:
         logger.warning("the credits hold could not be updated: Redis is not answering")

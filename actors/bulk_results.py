@@ -26,7 +26,7 @@ from insights.costs import cost_usd, tokens_of
 from insights.errors import UnusableAnswer
 from insights.lanes import BULK
 from insights.schemas import AnalysisResult
-from store import provider_batches, queries, results
+from store import claims, provider_batches, results
 from store.db import write_transaction
 from store.models import ProviderBatch, ProviderBatchRequest, database
 
@@ -57,7 +57,7 @@ def collect(api: BatchApi | None, batch: ProviderBatch, reason: str, refund: boo
 def analysis_of(entry: dict[str, Any], ids: list[str], batch: ProviderBatch) -> AnalysisResult:
     """A result entry as an analysis, validated like a real-time answer."""
     if (error := error_of(entry)) is not None:
-        return failed_result(ids, batch, f"the Batch API answered an error: {settings.redact(error)}")
+        return failed_result(ids, batch, f"the Batch API answered an error: {settings().redact(error)}")
     document = completion_of(entry)
     active = analyzer()
     try:
@@ -82,11 +82,11 @@ def store(batch: ProviderBatch, request: ProviderBatchRequest, result: AnalysisR
     one transaction: run again after a crash, it finds nothing to do twice. With ``isolate`` (the request
     failed on its own) the conversations sent back get a request of their own next time."""
     with write_transaction(database.obj):
-        outcome = results.record_results(result, settings.max_retries)
+        outcome = results.record_results(result, settings().max_retries, settings())
         if isolate:
             provider_batches.isolate(outcome.retry)
         tokens = tokens_of(result.usage)
-        provider_batches.add_usage(batch.id, tokens, cost_usd(tokens, result.model, BULK, settings) if tokens else None)
+        provider_batches.add_usage(batch.id, tokens, cost_usd(tokens, result.model, BULK, settings()) if tokens else None)
         provider_batches.mark_requests([request.id], settled=True)
     settled = metrics.worker().settled
     for name in ("completed", "retry", "failed"):
@@ -97,6 +97,6 @@ def give_back(batch: ProviderBatch, request: ProviderBatchRequest, reason: str) 
     """The request's conversations back to wait for another batch, their attempt refunded and ``reason``
     noted, and the request settled, in one transaction."""
     with write_transaction(database.obj):
-        queries.refund_attempt(json.loads(request.conversation_ids), requeue=True, claim_token=batch.claim_token,
-                               reason=reason)
+        claims.refund_attempt(json.loads(request.conversation_ids), requeue=True, claim_token=batch.claim_token,
+                              reason=settings().redact(reason))
         provider_batches.mark_requests([request.id], settled=True)

@@ -1,4 +1,4 @@
-"""The worker process: ``dramatiq actors`` with a few threads; the calls in flight are not threads.
+"""The worker process: ``dramatiq actors.worker:setup`` with a few threads; the calls in flight are not threads.
 
 A Grok call takes seconds to tens of seconds, so by Little's law thousands may be in flight at once
 (``OUTBOUND_RPS`` x the call time). They wait as coroutines on each process's event loop
@@ -26,7 +26,8 @@ def thread_count(settings: Settings) -> int:
 
 
 def command(settings: Settings) -> list[str]:
-    return [sys.executable, "-m", "dramatiq", "actors",
+    """Dramatiq's CLI, which calls ``actors.worker.setup`` in each worker process before it consumes."""
+    return [sys.executable, "-m", "dramatiq", "actors.worker:setup",
             "--processes", str(settings.worker_processes), "--threads", str(thread_count(settings))]
 
 

@@ -35,17 +35,24 @@ from dramatiq.common import compute_backoff
 
 from telemetry import metrics
 from actors import reasons
-from actors.batching import send_for_batching
-from actors.broker import AGAIN_QUEUE, broker, dead_letter, gate, send_batch, settings
+from actors.broker import AGAIN_QUEUE, STORE_QUEUE, dead_letter, gate, send, send_batch, send_for_batching, settings
 from insights.errors import SPLITTABLE, CreditsExhausted, GrokError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
 from insights.schemas import AnalysisResult
-from store import queries, results
+from settings import Settings
+from store import claims, results
 
 logger = logging.getLogger(__name__)
-RETRY_BACKOFF_MS = int(settings.backoff_seconds * 1000)
-# A batch waiting to be retried leaves its conversations queued: it must come back well before the
-# reconciler would take their message for lost.
-MAX_BACKOFF_MS = int(min(5 * 60, settings.requeue_seconds / 2) * 1000)
+
+
+def retry_backoff_ms(settings: Settings) -> int:
+    """The first retry's backoff: ``BACKOFF_SECONDS``."""
+    return int(settings.backoff_seconds * 1000)
+
+
+def max_backoff_ms(settings: Settings) -> int:
+    """The longest backoff. A batch waiting to be retried leaves its conversations queued: it must come back
+    well before the reconciler would take their message for lost."""
+    return int(min(5 * 60, settings.requeue_seconds / 2) * 1000)
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ class Batch:
     prompt_version: str
 
 
-def conclude(batch: Batch, claim: queries.Claim | None, outcome: AnalysisResult | GrokError) -> None:
+def conclude(batch: Batch, claim: claims.Claim | None, outcome: AnalysisResult | GrokError) -> None:
     """Store a result, or handle a failure; count either in the metrics."""
     recorded = metrics.worker()
     if isinstance(outcome, GrokError):
@@ -80,12 +87,12 @@ def conclude(batch: Batch, claim: queries.Claim | None, outcome: AnalysisResult 
     store_or_hand_on(outcome)
 
 
-def handle_failure(batch: Batch, claim: queries.Claim | None, error: GrokError) -> None:
+def handle_failure(batch: Batch, claim: claims.Claim | None, error: GrokError) -> None:
     """See the module's docstring. Without a ``claim`` (the gate refused before the batch was claimed)
     no attempt was counted, none is refunded."""
     ids = [c.id for c in claim.conversations] if claim else batch.ids
     token = claim.token if claim else None
-    refund = functools.partial(queries.refund_attempt, claim_token=token) if claim else (lambda *_a, **_k: 0)
+    refund = functools.partial(claims.refund_attempt, claim_token=token) if claim else (lambda *_a, **_k: 0)
     if isinstance(error, TransientError):
         retry_later(batch, ids, token, error)
     elif isinstance(error, (RateLimited, ProviderBusy, CreditsExhausted)):
@@ -98,19 +105,25 @@ def handle_failure(batch: Batch, claim: queries.Claim | None, error: GrokError) 
         elif isinstance(error, UnusableAnswer):
             store_or_hand_on(unusable_result(batch, ids, token, str(error)))
         else:
-            queries.fail_open(ids, str(error), token)
+            claims.fail_open(ids, said(str(error)), token)
             logger.error("Grok refused a conversation: %s", error, extra={"conversation_ids": ids})
     else:
         refund(ids, requeue=True)
-        set_aside(ids, str(error), settings.grok_auth_pause_seconds)
+        set_aside(ids, str(error), settings().grok_auth_pause_seconds)
         hold_grok(str(error))  # after the reason is recorded
+
+
+def said(reason: str) -> str:
+    """``reason`` as a conversation keeps it: without the Grok key (a provider's answer may quote it)."""
+    return settings().redact(reason)
 
 
 def retry_later(batch: Batch, ids: list[str], token: str | None, error: TransientError) -> None:
     """A transient failure: the batch goes again after a backoff, or is given up after its last try."""
     tries = batch.tries + 1
-    queries.requeue_claimed(ids, f"{error}{reasons.WILL_RETRY}", token) if token else queries.note_error(ids, f"{error}{reasons.WILL_RETRY}")
-    if tries >= settings.max_retries:
+    reason = said(f"{error}{reasons.WILL_RETRY}")
+    claims.requeue_claimed(ids, reason, token) if token else claims.note_error(ids, reason)
+    if tries >= settings().max_retries:
         dead_letter({**batch.message, "args": [ids]}, "".join(traceback.format_exception(error)))
         fail_exhausted(ids, tries, None)
         return
@@ -122,13 +135,13 @@ def retry_later(batch: Batch, ids: list[str], token: str | None, error: Transien
 
 def backoff_ms(tries: int) -> int:
     """Exponential from ``BACKOFF_SECONDS``, capped, jittered: Dramatiq's own, as its Retries middleware uses it."""
-    return compute_backoff(tries, factor=RETRY_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS)[1]
+    return compute_backoff(tries, factor=retry_backoff_ms(settings()), max_backoff=max_backoff_ms(settings()))[1]
 
 
 def fail_exhausted(ids: list[str], tries: int, message_traceback: str | None) -> None:
     """The batch is out of tries: its open conversations are ``failed`` with the last reason they recorded."""
     reason = reasons.current(ids, message_traceback, open_only=True)
-    failed = queries.fail_open(ids, f"gave up after {tries} tries: {reason}")
+    failed = claims.fail_open(ids, said(f"gave up after {tries} tries: {reason}"))
     logger.error("batch dead-lettered after %d tries, %d conversation(s) failed: %s", tries, failed, reason)
 
 
@@ -152,17 +165,17 @@ def set_aside(ids: list[str], reason: str, seconds: float) -> None:
     wait is taken in steps of at most half of ``REQUEUE_SECONDS``, each touching them again: however
     long the pause, each conversation is in one pending batch, not one more per reconciler round.
     """
-    delay = max(0.1, min(seconds, settings.requeue_seconds / 2))
-    queries.note_error(ids, f"waiting: {reason}")
+    delay = max(0.1, min(seconds, settings().requeue_seconds / 2))
+    claims.note_error(ids, said(f"waiting: {reason}"))
     logger.warning("Grok cannot take a batch now, %d conversation(s) wait %.0f s: %s", len(ids), delay, reason,
                    extra={"conversation_ids": ids})
     send_batch(ids, delay_ms=int(delay * 1000))
 
 
-def give_back(batch: Batch, claim: queries.Claim) -> None:
+def give_back(batch: Batch, claim: claims.Claim) -> None:
     """A call cancelled at shutdown: its conversations back to ``queued``, no attempt spent, sent again at once."""
     ids = [c.id for c in claim.conversations]
-    queries.refund_attempt(ids, requeue=True, claim_token=claim.token)
+    claims.refund_attempt(ids, requeue=True, claim_token=claim.token)
     send_batch(ids, queue=AGAIN_QUEUE)
     logger.warning("stopping: a call in flight was given back, %d conversation(s) sent again", len(ids),
                    extra={"batch_id": batch.batch_id, "conversation_ids": ids})
@@ -176,14 +189,14 @@ def grok_hold(patience_ms: float | None = None) -> tuple[str, float] | None:
     gate; the bulk lane, which waits in no gate, passes 0 and honours every pause. Exhausted credits hold
     for at most ``GROK_CREDITS_PAUSE_SECONDS`` (a probe under way may find them back at once), and not once
     the pause is over: the next call may be the probe, which the gate grants to one caller."""
-    if settings.offline:
+    if settings().offline:
         return None
-    state = gate.state()
-    patience = gate.max_wait_ms if patience_ms is None else patience_ms
+    state = gate().state()
+    patience = gate().max_wait_ms if patience_ms is None else patience_ms
     if state.state == "available" or (state.state == "paused" and state.seconds_left * 1000 <= patience):
         return None
     if state.state == "credits_exhausted":
-        wait = min(state.seconds_left, settings.grok_credits_pause_seconds)
+        wait = min(state.seconds_left, settings().grok_credits_pause_seconds)
         return (state.reason or state.state, wait) if wait > 0 else None
     return state.reason or state.state, state.seconds_left
 
@@ -191,7 +204,7 @@ def grok_hold(patience_ms: float | None = None) -> tuple[str, float] | None:
 def hold_grok(reason: str) -> None:
     """Every worker, both lanes, leaves Grok alone for ``GROK_AUTH_PAUSE_SECONDS`` (a refused key or
     model), and health reports say why."""
-    gate.report_misconfiguration(reason, settings.grok_auth_pause_seconds)
+    gate().report_misconfiguration(reason, settings().grok_auth_pause_seconds)
 
 
 def store_or_hand_on(result: AnalysisResult) -> None:
@@ -202,7 +215,7 @@ def store_or_hand_on(result: AnalysisResult) -> None:
     except Exception as error:  # noqa: BLE001 - any failure to store is retried by the store step
         logger.warning("storing the batch failed, the store step will retry it: %s", error,
                        extra={"batch_id": result.batch_id, "conversation_ids": result.conversation_ids})
-        broker.get_actor("store_results").send(result.model_dump(mode="json"))
+        send("store_results", STORE_QUEUE, result.model_dump(mode="json"))
 
 
 def store(analysis: dict) -> None:
@@ -211,7 +224,7 @@ def store(analysis: dict) -> None:
 
 def settle(result: AnalysisResult) -> None:
     """Store the validated rows, settle the batch and send retries back to the stream."""
-    outcome = results.record_results(result, settings.max_retries)
+    outcome = results.record_results(result, settings().max_retries, settings())
     send_for_batching(outcome.retry)
     settled = metrics.worker().settled
     for name in ("completed", "retry", "failed"):

@@ -20,9 +20,9 @@ import logging
 import threading
 from datetime import timedelta
 
-from actors.batching import STREAM, send_for_batching
-from actors.broker import AGAIN_QUEUE, ANALYZE_QUEUE, STREAMED_LANES, queue_key, redis_client, send_batch, settings
-from store import idempotency, queries, workers
+from actors.broker import (AGAIN_QUEUE, ANALYZE_QUEUE, queue_key, redis_client, send_batch, send_for_batching, settings,
+                           stream_key, streamed_lanes)
+from store import claims, idempotency, queries, workers
 from store.db import call_and_release
 
 logger = logging.getLogger(__name__)
@@ -38,20 +38,21 @@ def effective_lease() -> float:
     for queue in (ANALYZE_QUEUE, AGAIN_QUEUE):
         pipe.hlen(queue_key(queue, "msgs"))
         pipe.hlen(queue_key(queue, "DQ.msgs"))
-    pipe.xlen(STREAM)
+    pipe.xlen(stream_key())
     *batches, streamed = pipe.execute()
-    return settings.requeue_seconds + (sum(batches) + streamed / settings.batch_size) / settings.outbound_rps
+    current = settings()
+    return current.requeue_seconds + (sum(batches) + streamed / current.batch_size) / current.outbound_rps
 
 
 def reconcile_once() -> int:
     """Re-send every open conversation that lost its way; return how many."""
-    total = 0
-    while lapsed := workers.reclaim_lapsed(STREAMED_LANES):
+    total, lanes = 0, streamed_lanes(settings())
+    while lapsed := workers.reclaim_lapsed(lanes):
         for batch in lapsed:
             send_batch(batch, queue=AGAIN_QUEUE)
         total += sum(map(len, lapsed))
     cutoff = queries.utcnow() - timedelta(seconds=effective_lease())
-    while stale := queries.reclaim_stale(cutoff, STREAMED_LANES):  # the bulk lane keeps its own (actors.bulk)
+    while stale := claims.reclaim_stale(cutoff, lanes):  # the bulk lane keeps its own (actors.bulk)
         send_for_batching(stale)
         total += len(stale)
     if total:
@@ -74,7 +75,7 @@ class Reconciler(threading.Thread):
                 call_and_release(workers.forget_lapsed)
             except Exception:  # Redis or the database away: try again next round
                 logger.exception("reconciler round failed")
-            self.stopped.wait(settings.reconcile_interval_seconds)
+            self.stopped.wait(settings().reconcile_interval_seconds)
 
     def stop(self) -> None:
         self.stopped.set()

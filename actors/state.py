@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actors.batching import GROUP, STREAM
-from actors.broker import broker, gate, queue_key, redis_client, settings
+from actors.broker import GROUP, gate, get_broker, queue_key, redis_client, settings, stream_key
 from insights.models import ModelWatch
 from insights.outbound import GrokState
 from store import reports
@@ -40,17 +39,18 @@ class PipelineState:
 def read_redis_state() -> RedisState:
     client = redis_client()
     queues = {}
-    for queue in sorted(broker.get_declared_queues()):
+    for queue in sorted(get_broker().get_declared_queues()):
         queues[(queue, "waiting")] = client.hlen(queue_key(queue, "msgs"))
         queues[(queue, "delayed")] = client.hlen(queue_key(queue, "DQ.msgs"))
         queues[(queue, "dead")] = client.zcard(queue_key(queue, "XQ"))
-    exists = client.exists(STREAM)
+    stream = stream_key()
+    exists = client.exists(stream)
     return RedisState(
         queues=queues,
-        stream=client.xlen(STREAM) if exists else 0,
-        stream_pending=client.xpending(STREAM, GROUP)["pending"] if exists else 0,
-        grok=gate.state(),
-        answered_by=ModelWatch(client, settings).seen(),
+        stream=client.xlen(stream) if exists else 0,
+        stream_pending=client.xpending(stream, GROUP)["pending"] if exists else 0,
+        grok=gate().state(),
+        answered_by=ModelWatch(client, settings()).seen(),
     )
 
 

@@ -17,8 +17,7 @@ from limits.storage import storage_from_string
 from ulid import ULID
 
 from telemetry import metrics
-from actors.batching import send_for_batching
-from actors.broker import STREAMED_LANES
+from actors.broker import send_for_batching, streamed_lanes
 from api.errors import ApiError
 from insights.schemas import ConversationBase
 from settings import Settings
@@ -88,15 +87,16 @@ class InboundLimiter:
         return await self.limiter.hit(self.item, self.KEY, cost=cost)
 
 
-def admit(conversations: list[queries.NewConversation]) -> list[queries.InsertOutcome]:
-    """Commit a round of conversations, then hand the new ones to the workers (in the writer thread).
+def admit(streamed: tuple[str, ...], conversations: list[queries.NewConversation]) -> list[queries.InsertOutcome]:
+    """Commit a round of conversations, then hand the new ones of the ``streamed`` lanes to the workers (in
+    the writer thread).
 
     The commit is what a ``202`` promises; if Redis is away the send fails and the reconciler re-sends.
     The bulk lane's conversations get no message when the bulk lane takes them from the database.
     """
     outcomes = queries.insert_conversations(conversations)
     created = [new.id for new, outcome in zip(conversations, outcomes)
-               if outcome is queries.InsertOutcome.CREATED and new.lane in STREAMED_LANES]
+               if outcome is queries.InsertOutcome.CREATED and new.lane in streamed]
     try:
         send_for_batching(created)  # a round of many conversations: a message per thousand, not one each
     except Exception as error:
@@ -112,7 +112,7 @@ class Admission:
         self.limiter = InboundLimiter(settings)
         # Each round hands its connection back: one the database dropped (a restart, a failover) is then
         # discarded by the pool instead of failing every later round of this long-lived writer thread.
-        self.committer = GroupCommitter(functools.partial(call_and_release, admit))
+        self.committer = GroupCommitter(functools.partial(call_and_release, admit, streamed_lanes(settings)))
 
     def rate_limited(self, quota: Quota) -> ApiError:
         metrics.web().rate_limited.inc()

@@ -12,12 +12,12 @@ from api.body import parse_json, read_body, require_json
 from api.errors import ApiError, bad_parameter
 from api.idempotency import bind_and_rename, look_up, request_key
 from api.params import check_parameters, decode_cursor, encode_cursor, parse_lane, parse_number, parse_window
-from insights import api_models as api
+from api import models as api
 from insights.schemas import CONVERSATION_ID_PATTERN, ConversationBase, request_models
 from settings import Settings
 from store import queries, reports
 from store.db import call_and_release
-from store.documents import listed_document, status_document
+from api.documents import listed_document, status_document
 from store.models import STATUSES
 
 CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)

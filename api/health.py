@@ -11,7 +11,7 @@ from telemetry import metrics
 from actors.broker import gate
 from actors.state import read_state
 from api.errors import ApiError
-from insights import api_models as api
+from api import models as api
 from api.openapi import openapi_document
 from settings import Settings
 from store import queries
@@ -44,7 +44,7 @@ class ReadinessResource:
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         database, grok = await asyncio.gather(
             asyncio.wait_for(asyncio.to_thread(call_and_release, queries.ping), READY_TIMEOUT_SECONDS),
-            asyncio.wait_for(asyncio.to_thread(gate.state), READY_TIMEOUT_SECONDS),
+            asyncio.wait_for(asyncio.to_thread(lambda: gate().state()), READY_TIMEOUT_SECONDS),
             return_exceptions=True,
         )
         checks = {"database": outcome(database), "redis": outcome(grok)}

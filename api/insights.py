@@ -8,12 +8,12 @@ import falcon
 
 from api.errors import bad_parameter
 from api.params import decode_cursor, encode_cursor, parse_number, parse_window
-from insights import api_models as api
+from api import models as api
 from settings import Settings
 from store import reports
 from store.counts import SENTIMENTS, Filters
 from store.db import call_and_release
-from store.documents import insight_document, isoformat, usage_document
+from api.documents import insight_document, isoformat, usage_document
 
 INSIGHT_PARAMETERS = {"start_time", "end_time", "limit", "min_confidence", "sentiment", "cursor"}
 

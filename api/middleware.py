@@ -8,6 +8,7 @@ import time
 
 import falcon
 
+from actors import broker
 from api import access
 from telemetry import metrics
 from api.errors import ApiError
@@ -65,13 +66,15 @@ class RequestMetrics:
 
 
 class Lifespan:
-    """Opens and migrates the database when the server starts."""
+    """Sets up the broker (through which conversations are sent to the workers), opens and migrates the
+    database when the server starts."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     async def process_startup(self, scope: dict, event: dict) -> None:
         configure_logging(self.settings)
+        broker.setup(self.settings)
         db = open_database(self.settings)
         applied = await asyncio.to_thread(call_and_release, migrate, db)
         logger.info("ingress ready: %s, migrations applied now: %s", describe(self.settings), applied or "none")

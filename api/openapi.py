@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the HTTP API (``GET /openapi.json``).
 
 Schemas come from the same pydantic models that validate requests (built with the configured limits) and
-that shape the answers (``insights.api_models``), so the document cannot drift from what is enforced.
+that shape the answers (``api.models``), so the document cannot drift from what is enforced.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from insights import api_models as api
+from api import models as api
 from insights.schemas import batch_envelope, request_models
 from settings import Settings
 from store.models import STATUSES

@@ -10,12 +10,12 @@ import falcon
 from api.errors import bad_parameter
 from api.insights import parse_filters
 from api.params import parse_window
-from insights import api_models as api
+from api import models as api
 from insights.schemas import MAX_CLUSTER_CHARS
 from settings import Settings
 from store import trends
 from store.db import call_and_release
-from store.documents import isoformat
+from api.documents import isoformat
 
 TREND_PARAMETERS = {"start_time", "end_time", "bucket", "cluster", "sentiment", "min_confidence"}
 SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from benchmarks.harness import CLUSTERS, Run, add_database_options, postgres_server
 from insights.schemas import AnalysisResult, InsightRow
 from settings import load_settings
-from store import queries, results
+from store import claims, queries, results
 from store.db import open_database
 from store.migrations import migrate
 
@@ -28,16 +28,17 @@ from store.migrations import migrate
 def store_all(rng: random.Random, ids: list[str], batch: int) -> tuple[float, float]:
     """Claim and store every conversation, ``batch`` at a time; insights a second, and CPU milliseconds an
     insight spent in ``record_results``."""
+    settings = load_settings({})  # the prices
     started, cpu = time.perf_counter(), 0.0
     for offset in range(0, len(ids), batch):
         chunk = ids[offset:offset + batch]
-        claim = queries.claim_for_processing(chunk, max_attempts=1_000)
+        claim = claims.claim_for_processing(chunk, max_attempts=1_000)
         rows = [InsightRow(conversation_id=i, sentiment_score=round(rng.uniform(-1, 1), 3), clusters=rng.sample(CLUSTERS, rng.choice((1, 2))),
                            confidence=round(rng.uniform(0, 1), 3), reasoning="r") for i in chunk]
         result = AnalysisResult(conversation_ids=chunk, rows=rows, model="grok-4.3", prompt_version="p",
                                 raw_response="{}", usage={"prompt_tokens": 3000, "completion_tokens": 500}, claim_token=claim.token)
         cpu_started = time.process_time()
-        results.record_results(result, max_retries=1_000)
+        results.record_results(result, max_retries=1_000, settings=settings)
         cpu += time.process_time() - cpu_started
     return len(ids) / (time.perf_counter() - started), cpu * 1000 / len(ids)
 

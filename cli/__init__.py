@@ -30,18 +30,18 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """The console script: :func:`run`, ending quietly when the reader of standard output has gone; a bad
-    configuration (read when the commands are imported) is exit status 2, like any refusal."""
+    configuration (read when a command first needs it) is exit status 2, like any refusal."""
+    from cli.commands import run
+
     try:
-        from cli.commands import run
+        status = run(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return status
     except SystemExit as stop:
         if not isinstance(stop.code, str):
             raise
         print(stop.code, file=sys.stderr)
         return 2
-    try:
-        status = run(sys.argv[1:] if argv is None else argv)
-        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
-        return status
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
         return 1

@@ -9,7 +9,7 @@ from actors.broker import settings
 from insights.costs import batch_cost
 from cli.common import Refused, print_documents, table_row
 from store import provider_batches
-from store.documents import isoformat
+from api.documents import isoformat
 from store.models import ProviderBatch
 from store.reports import seconds_since
 
@@ -56,6 +56,6 @@ def cancel(batch_id: str) -> int:
     if unanswered is None:
         raise Refused(f"no open provider batch {batch_id}")
     print(f"provider batch {batch_id}: cancellation requested; a worker cancels it at xAI within BULK_TICK_SECONDS "
-          f"({settings.bulk_tick_seconds:g} s). Of its {unanswered} conversation(s) not answered yet, those xAI has not "
+          f"({settings().bulk_tick_seconds:g} s). Of its {unanswered} conversation(s) not answered yet, those xAI has not "
           f"answered by then wait for another batch, no attempt spent; what it has answered is stored.")
     return 0

@@ -118,36 +118,36 @@ def run(argv: list[str]) -> int:
         print(f"insights: {refusal}", file=sys.stderr)
         return 2
     except DATABASE_ERRORS as error:  # down, refusing us, or no such database
-        print(f"insights: the database ({describe(settings)}) failed: {one_line(error)}", file=sys.stderr)
+        print(f"insights: the database ({describe(settings())}) failed: {one_line(error)}", file=sys.stderr)
         return 2
     except REDIS_ERRORS as error:
-        print(f"insights: Redis ({mask_url(settings.redis_url)}) failed: {one_line(error)}", file=sys.stderr)
+        print(f"insights: Redis ({mask_url(settings().redis_url)}) failed: {one_line(error)}", file=sys.stderr)
         return 2
 
 
 def one_line(error: Exception) -> str:
     """:func:`first_line` of ``error``, without a password."""
-    return mask_url(settings.redact(first_line(error)))
+    return mask_url(settings().redact(first_line(error)))
 
 
 def dispatch(argv: list[str]) -> int:
     if argv[:1] == ["dlq"]:
-        announce(settings)
-        require_database(settings)
-        require_current_schema(settings, open_database(settings))
+        announce(settings())
+        require_database(settings())
+        require_current_schema(settings(), open_database(settings()))
         return dlq.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "apikey":
         return make_key(parser, args.scopes)
     check_arguments(parser, args)
-    announce(settings)
+    announce(settings())
     if writes(args):
-        require_database_to_write(settings, args.create_database)
-        migrate(open_database(settings))
+        require_database_to_write(settings(), args.create_database)
+        migrate(open_database(settings()))
     else:
-        require_database(settings)
-        require_current_schema(settings, open_database(settings), tolerate_down=args.command == "stats")
+        require_database(settings())
+        require_current_schema(settings(), open_database(settings()), tolerate_down=args.command == "stats")
     if args.command == "import":
         return import_command(args)
     if args.command == "export":
@@ -184,8 +184,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         if args.end <= args.start:
             parser.error("--end must be later than --start")
         bucket = args.bucket or html_report.default_bucket(args.start, args.end)
-        if (spanned := trends.bucket_count(args.start, args.end, bucket)) > settings.trends_max_buckets:
-            parser.error(f"the window spans {spanned} buckets of a {bucket}; at most {settings.trends_max_buckets} (TRENDS_MAX_BUCKETS)")
+        if (spanned := trends.bucket_count(args.start, args.end, bucket)) > settings().trends_max_buckets:
+            parser.error(f"the window spans {spanned} buckets of a {bucket}; at most {settings().trends_max_buckets} (TRENDS_MAX_BUCKETS)")
     if args.command in ("clusters", "conversations") and args.end <= args.start:
         parser.error(f"{args.command} {args.action} needs --end later than --start")
 

@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 
 import dramatiq
 
-from actors import broker, collect, reasons
-from actors.broker import queue_key, redis_client, settings
+from actors import reasons
+from actors.broker import COLLECT_QUEUE, get_broker, queue_key, redis_client, send, settings
 from store import queries
 from cli.common import OneLineParser, confirm, table_row
 from store.db import open_database
@@ -52,13 +52,13 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return settings.redact(reasons.current(self.conversation_ids, self.traceback))
+        return settings().redact(reasons.current(self.conversation_ids, self.traceback))
 
 
 def dead_letters() -> list[DeadLetter]:
     client = redis_client()
     letters = []
-    for queue in sorted(broker.get_declared_queues()):
+    for queue in sorted(get_broker().get_declared_queues()):
         key = queue_key(queue, "XQ")
         for message_id, score in client.zrange(key, 0, -1, withscores=True):
             raw = client.hget(f"{key}.msgs", message_id)
@@ -79,12 +79,12 @@ def requeue(letter: DeadLetter) -> str:
     if letter.message["actor_name"] == "analyze_batch":
         ids = queries.requeue(letter.conversation_ids)
         for conversation_id in ids:
-            collect.send(conversation_id)
+            send("collect", COLLECT_QUEUE, conversation_id)
         remove(letter)
         return f"{len(ids)} conversation(s) back to queued"
     options = {k: v for k, v in letter.message.get("options", {}).items() if k not in ("retries", "redis_message_id")}
     message = dramatiq.Message(**{**letter.message, "options": options})
-    broker.enqueue(message)
+    get_broker().enqueue(message)
     remove(letter)
     return f"message re-enqueued on {letter.queue}"
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
         command.add_argument("--yes", action="store_true", help="do not ask before acting on --all")
     args = parser.parse_args(argv)
-    open_database(settings)
+    open_database(settings())
     letters = dead_letters()
 
     if args.command == "list":
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         letter = chosen[0]
         shown = {"queue": letter.queue, "dead_at": letter.dead_at.isoformat(), "reason": letter.reason, **letter.message}
-        print(settings.redact(json.dumps(shown, indent=2)))
+        print(settings().redact(json.dumps(shown, indent=2)))
         return 0
 
     if not args.message_ids and not args.all:

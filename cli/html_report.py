@@ -14,7 +14,7 @@ from html import escape
 
 from cli.svg_charts import SENTIMENT_COLOURS, Column, meter, sentiment_chart, sparkline
 from store import counts, reports, trends
-from store.documents import isoformat
+from api.documents import isoformat
 from store.queries import utcnow
 from store.usage import LaneUsage
 

@@ -11,8 +11,7 @@ from typing import BinaryIO, Iterator
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from actors import collect_many
-from actors.broker import STREAMED_LANES, settings
+from actors.broker import send_for_batching, settings, streamed_lanes
 from insights.schemas import request_models
 from cli.common import CONFIRM_ABOVE, chunks, confirm
 from store import queries
@@ -35,7 +34,7 @@ def import_source(source: str, lane: str, progress: bool = True) -> Counter:
 def import_lines(handle: BinaryIO, name: str, size: int | None, lane: str, progress: bool) -> Counter:
     """Validate, commit and enqueue every line; report bad lines on stderr by number and go on. Idempotent:
     a line without ``conversation_id`` gets one from its place in the input (:func:`numbered_lines`)."""
-    model = request_models(settings)
+    model = request_models(settings())
     tally: Counter = Counter()
     with tqdm(total=size, unit="B", unit_scale=True, disable=not progress, desc=name, file=sys.stderr) as bar:
         for chunk in chunks(numbered_lines(handle), CHUNK):
@@ -87,8 +86,8 @@ def commit(batch: list[tuple[int, queries.NewConversation]], derived: set[int], 
     ``reimported`` for the duplicates among the ``derived`` lines (those given an id by their place)."""
     outcomes = queries.insert_conversations([new for _number, new in batch])
     created = [new.id for (_n, new), outcome in zip(batch, outcomes) if outcome is queries.InsertOutcome.CREATED]
-    if created and lane in STREAMED_LANES:  # else the bulk lane takes them from the database
-        collect_many.send(created)
+    if created and lane in streamed_lanes(settings()):  # else the bulk lane takes them from the database
+        send_for_batching(created)
     tally = Counter(outcome.value for outcome in outcomes)
     tally["reimported"] = sum(1 for (number, _new), outcome in zip(batch, outcomes)
                               if outcome is queries.InsertOutcome.DUPLICATE and number in derived)
@@ -115,6 +114,6 @@ def reprocess(ids: list[str], lane: str, dry_run: bool, assume_yes: bool) -> Non
     if not dry_run:
         for chunk in chunks(ids, CHUNK):
             queries.reopen(chunk, lane)
-            if lane in STREAMED_LANES:
-                collect_many.send(chunk)
+            if lane in streamed_lanes(settings()):
+                send_for_batching(chunk)
     print(f"{verb} {len(ids)} conversation(s) through analysis again" + (f", e.g. {', '.join(ids[:3])}" if ids else ""))

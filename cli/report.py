@@ -17,7 +17,7 @@ from cli.common import print_documents, table_row
 from store import reports, rollup_check, usage
 from store.db import write_transaction
 from store.models import database
-from store.documents import insight_document, isoformat, listed_document, usage_document
+from api.documents import insight_document, isoformat, listed_document, usage_document
 
 CSV_COLUMNS = ["conversation_id", "occurred_at", "received_at", "analyzed_at", "sentiment_score", "sentiment", "confidence",
                "clusters", "model", "reasoning"]
@@ -31,7 +31,7 @@ def export(start: datetime, end: datetime, output_format: str, out: IO[str]) -> 
         writer.writeheader()
     count = 0
     for insight in reports.iter_insights(start, end):
-        document = insight_document(insight, settings).model_dump(mode="json")
+        document = insight_document(insight, settings()).model_dump(mode="json")
         if writer:
             writer.writerow({**document, "clusters": ";".join(document["clusters"])})
         else:
@@ -102,7 +102,7 @@ def suggested_clusters(start: datetime, end: datetime, limit: int, as_json: bool
 
 def write_report(start: datetime, end: datetime, bucket: str | None, output: Path) -> int:
     """``insights report``: the HTML page, written whole or not at all (exit status 2 when it cannot be)."""
-    page = html_report.render(html_report.gather(start, end, (settings.negative_threshold, settings.positive_threshold), bucket))
+    page = html_report.render(html_report.gather(start, end, (settings().negative_threshold, settings().positive_threshold), bucket))
     partial = output.with_name(f".{output.name}.partial")
     try:
         partial.write_text(page, encoding="utf-8")

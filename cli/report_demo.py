@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import queries, results
+from settings import load_settings
+from store import claims, queries, results
 from store.models import BULK, REALTIME
 
 START = datetime(2026, 10, 26)
@@ -50,8 +51,8 @@ def fill(rng: random.Random, start: datetime = START, days: int = DAYS, per_day:
         queries.insert_conversations([queries.NewConversation.of(i, "{}", moment, moment, lane)
                                       for i, moment, lane in zip(ids, moments, lanes)])
         failing = [i for i in ids if rng.random() < 0.03]
-        queries.fail_open(failing[::2], "grok: answer truncated (finish_reason=length)")
-        queries.fail_open(failing[1::2], "grok: HTTP 400: request refused")
+        claims.fail_open(failing[::2], "grok: answer truncated (finish_reason=length)")
+        claims.fail_open(failing[1::2], "grok: HTTP 400: request refused")
         for lane in (REALTIME, BULK):
             batch = [i for i, their_lane in zip(ids, lanes) if their_lane == lane and i not in failing]
             for offset in range(0, len(batch), 10):
@@ -61,7 +62,7 @@ def fill(rng: random.Random, start: datetime = START, days: int = DAYS, per_day:
 
 
 def _analyze(rng: random.Random, ids: list[str], day: int) -> None:
-    claim = queries.claim_for_processing(ids, max_attempts=3)
+    claim = claims.claim_for_processing(ids, max_attempts=3)
     rows = []
     for conversation_id in ids:
         clusters, score = topics(day, rng)
@@ -69,7 +70,7 @@ def _analyze(rng: random.Random, ids: list[str], day: int) -> None:
                                confidence=round(rng.uniform(0.55, 0.98), 2), reasoning="demo"))
     usage = {"prompt_tokens": 900 + 350 * len(ids), "completion_tokens": 60 * len(ids), "prompt_tokens_details": {"cached_tokens": 700}}
     results.record_results(AnalysisResult(conversation_ids=ids, rows=rows, model=MODEL, prompt_version="demo", raw_response="{}",
-                                          usage=usage, claim_token=claim.token), max_retries=3)
+                                          usage=usage, claim_token=claim.token), max_retries=3, settings=load_settings({}))
 
 
 def screenshot(page: Path, picture: Path, width: int = 1000, height: int = 1260) -> None:
@@ -89,7 +90,6 @@ def main() -> None:
     scratch = tempfile.mkdtemp(prefix="report-demo-")
     env = {**os.environ, "DB_PATH": f"{scratch}/demo.db", "DATABASE_URL": ""}
     try:
-        from settings import load_settings
         from store.db import open_database
         from store.migrations import migrate
 

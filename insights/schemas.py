@@ -251,7 +251,7 @@ class AnalysisResult(BaseModel):
     raw_response: str  # verbatim: a decoded HTTP body that parsed as JSON holds no NUL and no lone surrogate
     usage: Annotated[dict[str, Any] | None, Untrusted] = None
     batch_id: str | None = None  # the analyze step's message id, so both steps log the same batch
-    claim_token: str | None = None  # the claim analyzed (store.queries.Claim): only its conversations are settled
+    claim_token: str | None = None  # the claim analyzed (store.claims.Claim): only its conversations are settled
 
     @classmethod
     def validated(cls, conversation_ids: list[str], raw_rows: list[Any], vocabulary: frozenset[str] | None = None,

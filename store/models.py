@@ -244,7 +244,7 @@ class ProviderBatch(BaseModel):
     id = CharField(max_length=64, primary_key=True)  # ours: names its requests (ProviderBatchRequest.id)
     provider_id = CharField(max_length=128, null=True)  # xAI's batch_id, once created there
     state = CharField(max_length=16, default=OPEN)  # open (requests being sent) -> submitted -> ended
-    claim_token = CharField(max_length=32)  # its conversations' claim (store.queries.Claim)
+    claim_token = CharField(max_length=32)  # its conversations' claim (store.claims.Claim)
     conversations = IntegerField()
     created_at = DateTimeField()
     submitted_at = DateTimeField(null=True)
@@ -283,11 +283,6 @@ class ProviderBatchRequest(BaseModel):
     class Meta:
         table_name = "provider_batch_requests"
         indexes = ((("provider_batch", "submitted"), False),)
-
-
-MODELS = (Conversation, Insight, InsightHistory, InsightCount, InsightScoreCount, InsightClusterCount, InsightClusterCell,
-          InsightClusterScoreCount, InsightClusterConfidenceCount, InsightUsage, IdempotencyKey, ProviderBatch,
-          ProviderBatchRequest)
 
 
 class WorkerLease(BaseModel):

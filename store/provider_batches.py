@@ -29,7 +29,8 @@ from store.models import (
     ProviderBatchRequest,
     database,
 )
-from store.queries import claim_rows, utcnow
+from store.claims import claim_rows
+from store.queries import utcnow
 
 
 CANCELLED_BY_AN_OPERATOR = "cancelled by an operator"  # the end reason of a batch cancelled by a person

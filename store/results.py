@@ -1,6 +1,6 @@
 """Storing an analysis: each valid row becomes an insight (moving it in the daily counts, ``store.counts``)
 and every conversation of the batch is settled: ``completed``, back to ``queued`` for another attempt, or
-``failed`` once out of attempts (the status rules of ``store.queries``).
+``failed`` once out of attempts (the status rules of ``store.queries`` and ``store.claims``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from peewee import DataError, IntegrityError, PostgresqlDatabase
 
 from insights.costs import Tokens, cost_usd, tokens_of
 from insights.schemas import AnalysisResult, InsightRow, storable
-from settings import get_settings
+from settings import Settings
 from store import insight_writes, rollups
 from store.db import write_transaction
 from store.models import (
@@ -41,9 +41,10 @@ class StoreOutcome:
     ignored: list[str] = field(default_factory=list)  # not processing under the result's claim: left untouched
 
 
-def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
+def record_results(result: AnalysisResult, max_retries: int, settings: Settings) -> StoreOutcome:
     """Store valid rows as insights (moving them in the daily counts, ``store.counts``) and settle the
-    conversations of the batch, in one transaction.
+    conversations of the batch, in one transaction. ``settings`` price the tokens (``insights.costs``) and
+    keep the Grok key out of the reasons stored for rows refused.
 
     Only conversations still ``processing`` under the result's claim (``result.claim_token``) are
     settled; the others are left untouched (``ignored``): already settled by this very result, reopened
@@ -64,14 +65,14 @@ def record_results(result: AnalysisResult, max_retries: int) -> StoreOutcome:
     with write_transaction(database.obj):
         claimed = _claimed(result.conversation_ids, result.claim_token)
         outcome.ignored = sorted(set(result.conversation_ids) - {c.id for c in claimed})
-        insights = _Insights(result, share, now)
+        insights = _Insights(result, share, now, settings)
         refused = _store([insights.of(c, rows[c.id]) for c in claimed if c.id in rows], now, rollup_changes)
         sent_back: defaultdict[tuple[str, str], list[str]] = defaultdict(list)  # (status, reason) -> conversations
         for conversation in claimed:
             if conversation.id in rows and conversation.id not in refused:
                 outcome.completed.append(conversation.id)
                 continue
-            reason = refused.get(conversation.id) or get_settings().redact(
+            reason = refused.get(conversation.id) or settings.redact(
                 result.rejected.get(conversation.id, "the analyzer returned no row for this conversation"))
             exhausted = conversation.attempts >= max_retries  # else back to queued for another attempt
             (outcome.failed if exhausted else outcome.retry).append(conversation.id)
@@ -120,15 +121,15 @@ class _Insights:
     """The insights of one result: each row's columns, with its ``share`` of the call's tokens and their
     cost (priced once a lane)."""
 
-    def __init__(self, result: AnalysisResult, share: Tokens | None, now: datetime) -> None:
-        self.result, self.share, self.now = result, share, now
+    def __init__(self, result: AnalysisResult, share: Tokens | None, now: datetime, settings: Settings) -> None:
+        self.result, self.share, self.now, self.settings = result, share, now, settings
         self.usage = json.dumps(result.usage) if result.usage is not None else None
         self.costs: dict[str, float | None] = {}
 
     def of(self, conversation: _Claimed, row: InsightRow) -> dict[str, Any]:
         share, result, lane = self.share, self.result, conversation.lane
         if lane not in self.costs:
-            self.costs[lane] = cost_usd(share, result.model, lane, get_settings()) if share else None
+            self.costs[lane] = cost_usd(share, result.model, lane, self.settings) if share else None
         return {
             "conversation_id": conversation.id,
             "received_at": conversation.received_at,

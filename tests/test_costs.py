@@ -11,11 +11,13 @@ from peewee import fn
 
 from insights.costs import Tokens, cost_usd, tokens_of
 from insights.schemas import AnalysisResult, InsightRow
-from settings import get_settings
-from store import counts, queries, reports, results, usage
+from settings import get_settings, load_settings
+from store import claims, counts, queries, reports, results, usage
 from store.db import write_transaction
 from store.migrations import migrate
 from store.models import BULK, REALTIME, Conversation, Insight, InsightUsage, database
+
+SETTINGS = load_settings({})  # how a worker prices tokens and redacts reasons
 
 MODEL = "grok-4.3"  # priced in config.toml, in both lanes
 DAY = datetime(2026, 3, 10)
@@ -56,13 +58,13 @@ def test_the_billed_cost_wins_and_the_table_prices_the_answering_model_in_its_la
     assert billed.divided(4).billed_usd == pytest.approx(0.105)
 
 
-def accept(ids: list[str], lane: str, occurred_at: datetime) -> queries.Claim:
+def accept(ids: list[str], lane: str, occurred_at: datetime) -> claims.Claim:
     news = [queries.NewConversation.of(i, f'{{"n": "{i}"}}', occurred_at, occurred_at, lane) for i in ids]
     assert set(queries.insert_conversations(news)) == {queries.InsertOutcome.CREATED}
-    return queries.claim_for_processing(ids, max_attempts=5)
+    return claims.claim_for_processing(ids, max_attempts=5)
 
 
-def analyzed(claim: queries.Claim, model: str = MODEL, usage_object: dict | None = None) -> AnalysisResult:
+def analyzed(claim: claims.Claim, model: str = MODEL, usage_object: dict | None = None) -> AnalysisResult:
     ids = sorted(c.id for c in claim.conversations)  # the first gets no row
     return AnalysisResult(
         conversation_ids=ids, model=model, prompt_version="p", raw_response="{}", claim_token=claim.token,
@@ -87,7 +89,7 @@ def test_each_insight_carries_its_share_and_the_window_adds_them_up_by_lane(db):
     bulk = accept(["b1", "b2", "b3", "b4"], BULK, DAY + timedelta(days=1, hours=5))
     unpriced = accept(["u1", "u2"], BULK, DAY + timedelta(days=2, hours=1))
     for claim, model in ((realtime, MODEL), (bulk, MODEL), (unpriced, "a-model-without-a-price")):
-        results.record_results(analyzed(claim, model), max_retries=5)
+        results.record_results(analyzed(claim, model), max_retries=5, settings=SETTINGS)
 
     r2 = Insight.get_by_id("r2")
     price = get_settings().model_prices[MODEL]
@@ -114,7 +116,7 @@ def test_each_insight_carries_its_share_and_the_window_adds_them_up_by_lane(db):
     assert (whole[REALTIME].insights, whole[BULK].insights, whole[BULK].priced) == (3, 4, 3)
 
     queries.reopen(["r2", "r3"], BULK)  # reprocessed in the bulk lane: their old insights leave the realtime totals
-    results.record_results(analyzed(queries.claim_for_processing(["r1", "r2", "r3"], 5)), max_retries=5)
+    results.record_results(analyzed(claims.claim_for_processing(["r1", "r2", "r3"], 5)), max_retries=5, settings=SETTINGS)
     for window in windows:
         check(*window)
     before = rollup_rows()
@@ -136,7 +138,7 @@ def test_the_upgrade_gives_earlier_rows_the_realtime_lane_and_no_cost(db):
     """A database of the release before lanes and costs (0007): its conversations and insights become
     real-time, its insights count as without a cost, and new work is stored with costs at once."""
     claim = accept(["before-1", "before-2"], REALTIME, DAY)
-    results.record_results(analyzed(claim, usage_object={"prompt_tokens": 10, "completion_tokens": 2}), max_retries=5)
+    results.record_results(analyzed(claim, usage_object={"prompt_tokens": 10, "completion_tokens": 2}), max_retries=5, settings=SETTINGS)
     db.execute_sql("DROP TABLE provider_batch_requests")
     for table in ("provider_batches", "insight_usage"):
         db.execute_sql(f"DROP TABLE {table}")
@@ -152,6 +154,6 @@ def test_the_upgrade_gives_earlier_rows_the_realtime_lane_and_no_cost(db):
     assert {(c.lane, c.provider_batch) for c in Conversation.select()} == {(REALTIME, None)}
     assert {(i.lane, i.cost_usd) for i in Insight.select()} == {(REALTIME, None)}
     after = accept(["after"], BULK, DAY)
-    results.record_results(analyzed(after), max_retries=5)  # one conversation, and its row is the first: none stored
+    results.record_results(analyzed(after), max_retries=5, settings=SETTINGS)  # one conversation, and its row is the first: none stored
     totals = reports.lane_usage()
     assert (totals[REALTIME].insights, totals[REALTIME].priced) == (1, 0), "the earlier insight, without a cost"

@@ -16,9 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import counts, queries, results, rollup_check
+from settings import load_settings
+from store import claims, counts, queries, results, rollup_check
 from store.migrations import migrate
 from store.models import Insight, InsightCount
+
+SETTINGS = load_settings({})  # how a worker prices tokens and redacts reasons
 
 EPOCH = datetime(2026, 3, 1)
 GRID_VALUES = [k / counts.GRID for k in range(-counts.GRID, counts.GRID + 1)]
@@ -43,13 +46,13 @@ def store_round(rng: random.Random, ids: list[str]) -> None:
     """Analyze ``ids`` through the store, in batches, as the workers do."""
     for offset in range(0, len(ids), 50):
         chunk = ids[offset:offset + 50]
-        claim = queries.claim_for_processing(chunk, max_attempts=10)
+        claim = claims.claim_for_processing(chunk, max_attempts=10)
         rows = [InsightRow(conversation_id=i, sentiment_score=value(rng, -1), clusters=rng.sample(CLUSTERS, rng.randrange(3)),
                            confidence=value(rng, 0), reasoning="r")
                 for i in chunk]
         result = AnalysisResult(conversation_ids=chunk, rows=rows, rejected={}, model="m", prompt_version="p", raw_response="{}",
                                 claim_token=claim.token)
-        results.record_results(result, max_retries=10)
+        results.record_results(result, max_retries=10, settings=SETTINGS)
 
 
 def backfilled(conversation_id: str, occurred_at: datetime) -> queries.NewConversation:
@@ -177,10 +180,10 @@ def test_concurrent_writers_keep_the_counts_exact(db):
 def test_scores_are_stored_exactly_so_filters_on_grid_values_include_them(db):
     """0.7 stays 0.7 (PostgreSQL once kept 4-byte reals, which made ``min_confidence=0.7`` skip it)."""
     queries.insert_conversations([backfilled("exact", EPOCH)])
-    claim = queries.claim_for_processing(["exact"], max_attempts=1)
+    claim = claims.claim_for_processing(["exact"], max_attempts=1)
     row = InsightRow(conversation_id="exact", sentiment_score=-0.1, clusters=[], confidence=0.7, reasoning="r")
     results.record_results(AnalysisResult(conversation_ids=["exact"], rows=[row], rejected={}, model="m", prompt_version="p",
-                                          raw_response="{}", claim_token=claim.token), max_retries=1)
+                                          raw_response="{}", claim_token=claim.token), max_retries=1, settings=SETTINGS)
     stored = Insight.get_by_id("exact")
     assert (stored.sentiment_score, stored.confidence) == (-0.1, 0.7)
     filters = counts.Filters("negative", (-0.1, 0.1), 0.7)
@@ -193,10 +196,10 @@ def test_counts_and_checks_read_one_snapshot_while_an_insight_moves(db):
     queries.insert_conversations([backfilled("moving", EPOCH + timedelta(days=2, hours=3))])
 
     def store(confidence: float) -> None:
-        claim = queries.claim_for_processing(["moving"], max_attempts=1000)
+        claim = claims.claim_for_processing(["moving"], max_attempts=1000)
         row = InsightRow(conversation_id="moving", sentiment_score=0.0, clusters=[], confidence=confidence, reasoning="r")
         results.record_results(AnalysisResult(conversation_ids=["moving"], rows=[row], rejected={}, model="m",
-                                              prompt_version="p", raw_response="{}", claim_token=claim.token), max_retries=1000)
+                                              prompt_version="p", raw_response="{}", claim_token=claim.token), max_retries=1000, settings=SETTINGS)
         queries.reopen(["moving"])
 
     store(0.9)

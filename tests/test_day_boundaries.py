@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import queries, results
+from settings import load_settings
+from store import claims, queries, results
+
+SETTINGS = load_settings({})  # how a worker prices tokens and redacts reasons
 
 MIDNIGHT = datetime(2026, 3, 10)
 MICRO = timedelta(microseconds=1)
@@ -17,12 +20,12 @@ def store_insights(moments: list[datetime]) -> None:
     store as the workers write them."""
     ids = [f"edge-{n}" for n in range(len(moments))]
     queries.insert_conversations([queries.NewConversation.of(i, "{}", queries.utcnow(), at) for i, at in zip(ids, moments)])
-    claim = queries.claim_for_processing(ids, max_attempts=3)
+    claim = claims.claim_for_processing(ids, max_attempts=3)
     rows = [InsightRow(conversation_id=i, sentiment_score=(n % 5 - 2) / 2, clusters=["edge"], confidence=(n % 4) / 4,
                        reasoning="edge") for n, i in enumerate(ids)]
     result = AnalysisResult(conversation_ids=ids, rows=rows, model="m", prompt_version="p", raw_response="{}",
                             claim_token=claim.token)
-    assert len(results.record_results(result, max_retries=3).completed) == len(ids)
+    assert len(results.record_results(result, max_retries=3, settings=SETTINGS).completed) == len(ids)
 
 
 def test_total_count_at_day_boundaries_equals_a_plain_count(db, make_stack, database_env):

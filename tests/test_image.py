@@ -18,7 +18,7 @@ from conftest import ROOT
 IMPORTS = """
 import sys
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]  # the dev install
-import ingress, actors, store.migrations, api.serve, actors.launch, cli
+import ingress, actors, store.migrations, api.serve, actors.launch, actors.worker, cli
 from settings import load_settings
 load_settings({})
 outside = sorted(name for name, module in sys.modules.items()

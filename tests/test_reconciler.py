@@ -12,7 +12,7 @@ from datetime import timedelta
 import redis
 
 from conftest import IN_PROCESS_REDIS_DB, ROOT, redis_url
-from store import queries
+from store import claims, queries
 from store.models import Conversation
 
 
@@ -30,8 +30,8 @@ def test_a_backlog_in_the_analysis_queue_stretches_the_lease(db):
 
     client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
     client.flushdb()
-    ids = stale(3, seconds_ago=settings.requeue_seconds + 100)
-    backlog = int(200 * settings.outbound_rps)  # 200 s of batches still to analyze before theirs
+    ids = stale(3, seconds_ago=settings().requeue_seconds + 100)
+    backlog = int(200 * settings().outbound_rps)  # 200 s of batches still to analyze before theirs
     client.hset("insights:analyze.msgs", mapping={f"m{n}": json.dumps({"args": [[f"other-{n}"]]}) for n in range(backlog)})
 
     assert reconcile_once() == 0, "they wait behind the backlog; their messages are not lost"
@@ -52,8 +52,8 @@ def test_a_dead_workers_batches_go_again_whole_and_ahead_of_the_backlog(db):
     ids = stale(5, seconds_ago=1)
     client.hset(queue_key("analyze", "msgs"), mapping={f"m{n}": "{}" for n in range(5000)})  # a backlog
     workers.renew("killed", 60)
-    first = queries.claim_for_processing(ids[:3], max_attempts=3, worker="killed")
-    second = queries.claim_for_processing(ids[3:], max_attempts=3, worker="killed")
+    first = claims.claim_for_processing(ids[:3], max_attempts=3, worker="killed")
+    second = claims.claim_for_processing(ids[3:], max_attempts=3, worker="killed")
     assert reconcile_once() == 0, "its lease holds: its calls may still answer"
 
     workers.renew("killed", -1)
@@ -70,7 +70,7 @@ def test_a_dead_workers_batches_go_again_whole_and_ahead_of_the_backlog(db):
 RACE_SCRIPT = """
 import json, sys, time
 from settings import load_settings
-from store import queries
+from store import claims, queries
 from store.db import open_database
 from store.migrations import migrate
 
@@ -81,7 +81,7 @@ if sys.argv[1] == "migrate":
     print(json.dumps(migrate(db)))
 else:
     taken = []
-    while batch := queries.reclaim_stale(cutoff, limit=7):
+    while batch := claims.reclaim_stale(cutoff, limit=7):
         taken += batch
     print(json.dumps(taken))
 """
@@ -126,7 +126,7 @@ def test_beside_a_dead_workers_conversations_a_live_ones_stay_in_its_call(db):
     ids = stale(3, seconds_ago=1)
     for worker, claimed in (("killed", ids[:2]), ("alive", ids[2:])):
         workers.renew(worker, 60)
-        queries.claim_for_processing(claimed, max_attempts=3, worker=worker)
+        claims.claim_for_processing(claimed, max_attempts=3, worker=worker)
     workers.renew("killed", -1)
 
     assert reconcile_once() == 2

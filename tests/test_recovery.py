@@ -75,16 +75,16 @@ def test_entries_of_a_dead_cutter_are_claimed_back(monkeypatch):
     client.flushdb()
     batching._ensure_group(client)
     for n in range(3):
-        client.xadd(batching.STREAM, {"id": f"orphan-{n}"})
+        client.xadd(batching.stream_key(), {"id": f"orphan-{n}"})
     # A cutter reads the entries, then dies before dispatching and acknowledging them.
-    client.xreadgroup(batching.GROUP, "dead-consumer", {batching.STREAM: ">"}, count=10)
-    assert client.xpending(batching.STREAM, batching.GROUP)["pending"] == 3
+    client.xreadgroup(batching.GROUP, "dead-consumer", {batching.stream_key(): ">"}, count=10)
+    assert client.xpending(batching.stream_key(), batching.GROUP)["pending"] == 3
 
     monkeypatch.setattr(batching, "CLAIM_IDLE_MS", 0)  # instead of waiting 30 s for them to look abandoned
     batching.cut_ready_batches(client)
 
-    assert client.xpending(batching.STREAM, batching.GROUP)["pending"] == 0
-    assert client.xlen(batching.STREAM) == 0
+    assert client.xpending(batching.stream_key(), batching.GROUP)["pending"] == 0
+    assert client.xlen(batching.stream_key()) == 0
     messages = [json.loads(raw) for raw in client.hvals("insights:analyze.msgs")]
     assert [m["args"] for m in messages] == [[["orphan-0", "orphan-1", "orphan-2"]]]
     assert messages[0]["actor_name"] == "analyze_batch"
@@ -129,7 +129,7 @@ def test_batches_are_cut_by_estimated_tokens_as_well_as_by_count():
     batching._ensure_group(client)
     sizes = [budget // 3] * 5 + [budget * 2] + [10] * 3  # 3 fit per batch; one alone is over budget
     for n, tokens in enumerate(sizes):
-        client.xadd(batching.STREAM, {"id": f"c{n}", "tokens": tokens})
+        client.xadd(batching.stream_key(), {"id": f"c{n}", "tokens": tokens})
 
     left = batching.cut_ready_batches(client)
 

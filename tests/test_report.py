@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT
 from cli import report_demo
-from store import counts, queries, reports, trends
+from store import claims, counts, queries, reports, trends
 
 HOSTILE = '<script>alert("x")</script> & <img src=http://example.invalid/x.png>'
 
@@ -85,7 +85,7 @@ def test_the_report_draws_its_charts_offline_and_agrees_with_the_store(db, datab
     rng = random.Random(5)
     report_demo.fill(rng, days=10, per_day=25)
     queries.insert_conversations([queries.NewConversation.of("hostile", "{}", report_demo.START, report_demo.START)])
-    queries.fail_open(["hostile"], HOSTILE)
+    claims.fail_open(["hostile"], HOSTILE)
     start, end = report_demo.START, report_demo.START + timedelta(days=10)
     output = tmp_path / "report.html"
 

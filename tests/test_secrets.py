@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, free_port, fresh_redis_url
 from settings.secrets import mask_url, redact
-from store import queries, results
+from store import claims, results
 from store.models import Conversation
 from test_store import add, result
 
@@ -43,26 +43,36 @@ def test_mask_url_hides_the_password_only(url, shown):
 
 
 @pytest.fixture
-def configured_key(monkeypatch: pytest.MonkeyPatch):
-    """This process's settings, which the store reads, with a Grok key."""
-    from settings import get_settings
+def worker_with_a_key(monkeypatch: pytest.MonkeyPatch):
+    """This process set up as a worker whose settings hold a Grok key (undone afterwards)."""
+    import dramatiq.broker
 
-    monkeypatch.setenv("GROK_API_KEY", KEY)
-    get_settings.cache_clear()
-    yield KEY
-    get_settings.cache_clear()
+    from actors import broker
+    from settings import load_settings
+
+    monkeypatch.setattr(broker, "_current", None)
+    monkeypatch.setattr(dramatiq.broker, "global_broker", None)
+    broker.setup(load_settings({**os.environ, "GROK_API_KEY": KEY}))
+    return broker.settings()
 
 
-def test_no_stored_error_holds_the_key(db, configured_key):
-    for conversation_id in ("noted", "failed", "rejected"):
-        add(conversation_id)
+def test_no_stored_error_holds_the_key(db, worker_with_a_key):
+    """Whatever words a reason (a failed call's error, a row the analyzer rejected) leaves the key out."""
+    from actors import outcomes
+    from insights.errors import RateLimited, RequestRefused, TransientError
+
     echo = f"upstream said: bad header 'Bearer {KEY}' (prefix {KEY[:8]})"
-    queries.note_error(["noted"], echo)
-    queries.fail_open(["failed"], echo)
-    claim = queries.claim_for_processing(["rejected"], max_attempts=3)
-    results.record_results(result(claim, [], {"rejected": echo}), max_retries=3)
+    failures = {"retried": TransientError(echo), "set-aside": RateLimited(echo, 1.0), "refused": RequestRefused(echo)}
+    for conversation_id, error in failures.items():
+        add(conversation_id)
+        claim = claims.claim_for_processing([conversation_id], max_attempts=3)
+        batch = outcomes.Batch([conversation_id], f"batch-{conversation_id}", 0, {}, "m", "p")
+        outcomes.handle_failure(batch, claim, error)
+    add("rejected")
+    claim = claims.claim_for_processing(["rejected"], max_attempts=3)
+    results.record_results(result(claim, [], {"rejected": echo}), max_retries=3, settings=worker_with_a_key)
     stored = {c.id: c.last_error for c in Conversation.select()}
-    assert all(text.startswith("upstream said: bad header 'Bearer ***'") for text in stored.values()), stored
+    assert set(stored) == {*failures, "rejected"} and all("bad header 'Bearer ***'" in text for text in stored.values()), stored
     assert not [text for text in stored.values() if KEY[:8] in text]
 
 

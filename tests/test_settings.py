@@ -82,7 +82,7 @@ def test_the_settings_repr_shows_no_secret():
     "command",
     [
         [sys.executable, "-m", "uvicorn", "ingress:app", "--port", "0"],
-        [sys.executable, "-m", "dramatiq", "actors", "--processes", "1"],
+        [sys.executable, "-m", "actors.launch"],
     ],
 )
 @pytest.mark.parametrize(

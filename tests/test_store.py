@@ -10,7 +10,8 @@ import pytest
 from peewee import PostgresqlDatabase, SqliteDatabase
 
 from insights.schemas import AnalysisResult, InsightRow
-from store import insight_writes, queries, results, rollup_check, workers
+from settings import load_settings
+from store import claims, insight_writes, queries, results, rollup_check, workers
 from store.migrations import migrate
 from store.models import (
     BULK,
@@ -22,6 +23,8 @@ from store.models import (
     WorkerLease,
 )
 
+SETTINGS = load_settings({})  # how a worker prices tokens and redacts reasons
+
 
 def new(conversation_id: str, payload_hash: str | None = None) -> queries.NewConversation:
     now = queries.utcnow()
@@ -32,7 +35,7 @@ def add(conversation_id: str) -> None:
     assert queries.insert_conversations([new(conversation_id)]) == [queries.InsertOutcome.CREATED]
 
 
-def result(claim: queries.Claim, rows: list[str], rejected: dict[str, str] | None = None) -> AnalysisResult:
+def result(claim: claims.Claim, rows: list[str], rejected: dict[str, str] | None = None) -> AnalysisResult:
     """The analysis of ``claim``'s conversations: a row for each of ``rows``."""
     return AnalysisResult(
         conversation_ids=[c.id for c in claim.conversations],
@@ -62,26 +65,26 @@ def test_insert_is_idempotent_and_detects_conflicts(db):
 def test_results_complete_conversations_once(db):
     for conversation_id in ("a", "b"):
         add(conversation_id)
-    claim = queries.claim_for_processing(["a", "b", "unknown"], max_attempts=3)
+    claim = claims.claim_for_processing(["a", "b", "unknown"], max_attempts=3)
     assert [c.id for c in claim.conversations] == ["a", "b"]
-    outcome = results.record_results(result(claim, ["a", "b"]), max_retries=3)
+    outcome = results.record_results(result(claim, ["a", "b"]), max_retries=3, settings=SETTINGS)
     assert sorted(outcome.completed) == ["a", "b"]
     insight = Insight.get_by_id("a")
     assert insight.clusters == '["billing-issue"]' and insight.reasoning == "ok" and insight.raw_response == '{"raw": true}'
 
     # The same result again (a redelivered message) changes nothing and adds no insight.
-    again = results.record_results(result(claim, ["a", "b"]), max_retries=3)
+    again = results.record_results(result(claim, ["a", "b"]), max_retries=3, settings=SETTINGS)
     assert (again.completed, again.ignored) == ([], ["a", "b"]) and Insight.select().count() == 2
     # Completed conversations cannot be claimed again: status only moves forward.
-    assert queries.claim_for_processing(["a"], max_attempts=3).conversations == []
+    assert claims.claim_for_processing(["a"], max_attempts=3).conversations == []
     assert Conversation.get_by_id("a").status == "completed"
 
 
 def test_missing_rows_are_retried_then_failed_with_the_reason(db):
     add("m")
     for attempt in (1, 2):
-        claim = queries.claim_for_processing(["m"], max_attempts=2)
-        outcome = results.record_results(result(claim, [], {"m": "no row"}), max_retries=2)
+        claim = claims.claim_for_processing(["m"], max_attempts=2)
+        outcome = results.record_results(result(claim, [], {"m": "no row"}), max_retries=2, settings=SETTINGS)
         row = Conversation.get_by_id("m")
         assert row.attempts == attempt
         if attempt == 1:
@@ -94,11 +97,11 @@ def test_missing_rows_are_retried_then_failed_with_the_reason(db):
 def test_stale_open_conversations_are_reclaimed_once(db):
     add("old")
     add("done")
-    claim = queries.claim_for_processing(["done"], max_attempts=3)
-    results.record_results(result(claim, ["done"]), max_retries=3)
+    claim = claims.claim_for_processing(["done"], max_attempts=3)
+    results.record_results(result(claim, ["done"]), max_retries=3, settings=SETTINGS)
     later = queries.utcnow()
-    assert queries.reclaim_stale(later) == ["old"]
-    assert queries.reclaim_stale(later) == [], "a reclaimed conversation is touched, so nobody else takes it"
+    assert claims.reclaim_stale(later) == ["old"]
+    assert claims.reclaim_stale(later) == [], "a reclaimed conversation is touched, so nobody else takes it"
 
 
 def test_a_live_workers_claims_stay_its_own_and_a_dead_ones_come_back_once(db):
@@ -108,23 +111,23 @@ def test_a_live_workers_claims_stay_its_own_and_a_dead_ones_come_back_once(db):
         add(conversation_id)
     workers.renew("worker-alive", 60)
     workers.renew("worker-killed", 60)
-    live = queries.claim_for_processing(["live"], max_attempts=3, worker="worker-alive")
-    queries.claim_for_processing(["dead"], max_attempts=3, worker="worker-killed")
-    queries.claim_for_processing(["legacy"], max_attempts=3)  # claimed by a release before leases
+    live = claims.claim_for_processing(["live"], max_attempts=3, worker="worker-alive")
+    claims.claim_for_processing(["dead"], max_attempts=3, worker="worker-killed")
+    claims.claim_for_processing(["legacy"], max_attempts=3)  # claimed by a release before leases
     long_ago = queries.utcnow()
     assert workers.reclaim_lapsed() == [], "every lease holds"
-    assert queries.reclaim_stale(long_ago - timedelta(hours=1)) == [], "nothing is old"
-    assert queries.claim_for_processing(["live", "dead"], max_attempts=3).conversations == [], "in a call already"
+    assert claims.reclaim_stale(long_ago - timedelta(hours=1)) == [], "nothing is old"
+    assert claims.claim_for_processing(["live", "dead"], max_attempts=3).conversations == [], "in a call already"
 
     WorkerLease.update(expires_at=long_ago).where(WorkerLease.worker == "worker-killed").execute()
     assert workers.reclaim_lapsed() == [["dead"]]
     assert workers.reclaim_lapsed() == [], "back to queued: nobody else takes it"
-    assert queries.reclaim_stale(long_ago - timedelta(hours=1)) == [], "touched"
-    assert sorted(queries.reclaim_stale(queries.utcnow() + timedelta(seconds=1))) == ["dead", "legacy"]
+    assert claims.reclaim_stale(long_ago - timedelta(hours=1)) == [], "touched"
+    assert sorted(claims.reclaim_stale(queries.utcnow() + timedelta(seconds=1))) == ["dead", "legacy"]
     row = Conversation.get_by_id("dead")
     assert (row.status, row.attempts) == ("queued", 1)
     assert Conversation.get_by_id("live").claim_token == live.token and Conversation.get_by_id("live").status == "processing"
-    again = queries.claim_for_processing(["dead"], max_attempts=3, worker="worker-alive")
+    again = claims.claim_for_processing(["dead"], max_attempts=3, worker="worker-alive")
     assert [c.id for c in again.conversations] == ["dead"] and Conversation.get_by_id("dead").attempts == 2
 
 
@@ -141,7 +144,7 @@ def test_a_spent_conversation_fails_alone_and_its_neighbours_are_claimed(db):
     Conversation.update(attempts=3, last_error="Grok error 503").where(Conversation.id == "spent").execute()
     Conversation.update(attempts=3).where(Conversation.id == "quiet").execute()
 
-    claim = queries.claim_for_processing(["first", "spent", "quiet", "last"], max_attempts=3)
+    claim = claims.claim_for_processing(["first", "spent", "quiet", "last"], max_attempts=3)
 
     assert sorted(c.id for c in claim.conversations) == ["first", "last"]
     rows = {c.id: c for c in Conversation.select()}
@@ -161,7 +164,7 @@ def test_text_no_database_stores_is_cleaned_and_every_row_stored(db):
     ids = ["nul", "surrogate", "plain"]
     for conversation_id in ids:
         add(conversation_id)
-    claim = queries.claim_for_processing(ids, max_attempts=3)
+    claim = claims.claim_for_processing(ids, max_attempts=3)
     rows = [
         {"conversation_id": "nul", "reasoning": "before \u0000 after", "clusters": ["bill\u0000ing", "refund"]},
         {"conversation_id": "surrogate", "reasoning": "before \ud800 after\u0007", "clusters": ["\ud800", "shipping"]},
@@ -172,7 +175,7 @@ def test_text_no_database_stores_is_cleaned_and_every_row_stored(db):
     analysis = AnalysisResult.validated(ids, json.loads(answer)["results"], model="m", prompt_version="p", raw_response=answer, usage=usage,
                                         claim_token=claim.token)
 
-    outcome = results.record_results(through_the_pipeline(analysis), max_retries=3)
+    outcome = results.record_results(through_the_pipeline(analysis), max_retries=3, settings=SETTINGS)
 
     assert sorted(outcome.completed) == sorted(ids)
     stored = {i.conversation_id: i for i in Insight.select()}
@@ -190,10 +193,10 @@ def test_an_insight_the_database_refuses_is_rolled_back_alone(db):
     ids = ["before", "redone", "broken", "after"]
     for conversation_id in ids:
         add(conversation_id)
-    first = queries.claim_for_processing(["redone"], max_attempts=3)
-    results.record_results(result(first, ["redone"]), max_retries=3)
+    first = claims.claim_for_processing(["redone"], max_attempts=3)
+    results.record_results(result(first, ["redone"]), max_retries=3, settings=SETTINGS)
     queries.reopen(["redone"])  # reprocessed: its insight must survive the refused replacement
-    claim = queries.claim_for_processing(ids, max_attempts=3)
+    claim = claims.claim_for_processing(ids, max_attempts=3)
     Conversation.update(attempts=3).where(Conversation.id == "broken").execute()  # its last attempt
     refused = [
         InsightRow.model_construct(conversation_id=i, sentiment_score=-0.9, clusters=["refunds"], confidence=0.1, reasoning=text)
@@ -201,7 +204,7 @@ def test_an_insight_the_database_refuses_is_rolled_back_alone(db):
     ]
     good = result(claim, ["before", "after"])
 
-    outcome = results.record_results(good.model_copy(update={"rows": [*good.rows, *refused]}), max_retries=3)
+    outcome = results.record_results(good.model_copy(update={"rows": [*good.rows, *refused]}), max_retries=3, settings=SETTINGS)
 
     assert (sorted(outcome.completed), outcome.retry, outcome.failed) == (["after", "before"], ["redone"], ["broken"])
     rows = {c.id: c for c in Conversation.select()}
@@ -216,19 +219,19 @@ def test_a_result_of_an_earlier_claim_cannot_undo_a_reprocess(db):
     """An old ``store_results`` message redelivered after ``insights reprocess`` is ignored: the
     conversation waits for its new analysis, which alone replaces the insight (one history row)."""
     add("x")
-    first = queries.claim_for_processing(["x"], max_attempts=3)
-    results.record_results(result(first, ["x"]), max_retries=3)
+    first = claims.claim_for_processing(["x"], max_attempts=3)
+    results.record_results(result(first, ["x"]), max_retries=3, settings=SETTINGS)
     analyzed_at = Insight.get_by_id("x").analyzed_at
     queries.reopen(["x"])
 
-    stale = results.record_results(result(first, ["x"]), max_retries=3)
+    stale = results.record_results(result(first, ["x"]), max_retries=3, settings=SETTINGS)
 
     assert (stale.completed, stale.ignored) == ([], ["x"])
     assert (Conversation.get_by_id("x").status, Insight.get_by_id("x").analyzed_at) == ("queued", analyzed_at)
     assert InsightHistory.select().count() == 0
-    second = queries.claim_for_processing(["x"], max_attempts=3)
-    assert results.record_results(result(first, ["x"]), max_retries=3).ignored == ["x"]
-    assert results.record_results(result(second, ["x"]), max_retries=3).completed == ["x"]
+    second = claims.claim_for_processing(["x"], max_attempts=3)
+    assert results.record_results(result(first, ["x"]), max_retries=3, settings=SETTINGS).ignored == ["x"]
+    assert results.record_results(result(second, ["x"]), max_retries=3, settings=SETTINGS).completed == ["x"]
     assert Insight.get_by_id("x").analyzed_at > analyzed_at and InsightHistory.select().count() == 1
 
 
@@ -237,17 +240,17 @@ def test_a_second_claim_makes_the_first_claims_result_ignored(db):
     the latest claim's result only, whichever comes first; a missing row of a stale result retries nothing."""
     for conversation_id in ("y", "z"):
         add(conversation_id)
-    first = queries.claim_for_processing(["y", "z"], max_attempts=3)
+    first = claims.claim_for_processing(["y", "z"], max_attempts=3)
     taken_back(["y"])
-    second = queries.claim_for_processing(["y"], max_attempts=3)
+    second = claims.claim_for_processing(["y"], max_attempts=3)
 
-    stale = results.record_results(result(first, ["z"], {"y": "no row"}), max_retries=3)
+    stale = results.record_results(result(first, ["z"], {"y": "no row"}), max_retries=3, settings=SETTINGS)
 
     assert (stale.completed, stale.retry, stale.ignored) == (["z"], [], ["y"])
     y = Conversation.get_by_id("y")
     assert (y.status, y.attempts, y.last_error) == ("processing", 2, None)
     assert not Insight.select().where(Insight.conversation == "y").exists()
-    assert results.record_results(result(second, ["y"]), max_retries=3).completed == ["y"]
+    assert results.record_results(result(second, ["y"]), max_retries=3, settings=SETTINGS).completed == ["y"]
     assert Conversation.get_by_id("y").status == "completed"
 
 
@@ -264,25 +267,25 @@ def test_migration_0005_adds_the_claim_token_to_a_database_with_data(db):
 
     row = InsightRow(conversation_id="claimed-before", sentiment_score=0.1, clusters=[], confidence=0.5, reasoning="r")
     in_flight = AnalysisResult(conversation_ids=["claimed-before"], rows=[row], model="m", prompt_version="p", raw_response="{}")
-    assert results.record_results(in_flight, max_retries=3).completed == ["claimed-before"]
-    claim = queries.claim_for_processing(["queued-before"], max_attempts=3)
+    assert results.record_results(in_flight, max_retries=3, settings=SETTINGS).completed == ["claimed-before"]
+    claim = claims.claim_for_processing(["queued-before"], max_attempts=3)
     assert Conversation.get_by_id("queued-before").claim_token == claim.token
-    assert results.record_results(result(claim, ["queued-before"]), max_retries=3).completed == ["queued-before"]
+    assert results.record_results(result(claim, ["queued-before"]), max_retries=3, settings=SETTINGS).completed == ["queued-before"]
 
 
 def test_a_batch_failing_late_leaves_a_conversation_claimed_since_alone(db):
     """A first claim's batch fails after the conversation was claimed again (the reconciler re-sent it):
     its refund, requeue, note and failure, made under its own token, change nothing of the second claim."""
     add("reclaimed")
-    first = queries.claim_for_processing(["reclaimed"], max_attempts=5)
+    first = claims.claim_for_processing(["reclaimed"], max_attempts=5)
     taken_back(["reclaimed"])
-    second = queries.claim_for_processing(["reclaimed"], max_attempts=5)
-    assert queries.refund_attempt(["reclaimed"], requeue=True, claim_token=first.token) == 0
-    assert queries.note_error(["reclaimed"], "late", claim_token=first.token) == 0
-    assert queries.fail_open(["reclaimed"], "late", claim_token=first.token) == 0
+    second = claims.claim_for_processing(["reclaimed"], max_attempts=5)
+    assert claims.refund_attempt(["reclaimed"], requeue=True, claim_token=first.token) == 0
+    assert claims.note_error(["reclaimed"], "late", claim_token=first.token) == 0
+    assert claims.fail_open(["reclaimed"], "late", claim_token=first.token) == 0
     row = Conversation.get_by_id("reclaimed")
     assert (row.status, row.attempts, row.last_error, row.claim_token) == ("processing", 2, None, second.token)
-    assert queries.refund_attempt(["reclaimed"], requeue=True, claim_token=second.token) == 1
+    assert claims.refund_attempt(["reclaimed"], requeue=True, claim_token=second.token) == 1
     assert (Conversation.get_by_id("reclaimed").status, Conversation.get_by_id("reclaimed").attempts) == ("queued", 1)
 
 
@@ -296,10 +299,10 @@ def test_a_batchs_reads_and_writes_look_its_ids_up_by_key(db, caplog):
         add(conversation_id)
     with caplog.at_level(logging.DEBUG, logger="peewee"):
         queries.waiting_payloads(ids)
-        claim = queries.claim_for_processing(ids, max_attempts=3, worker="w")
-        queries.note_error(ids[:1], "noted", claim.token)
-        queries.refund_attempt(ids[:1], requeue=True, claim_token=claim.token)
-        results.record_results(result(claim, ids[1:3], {ids[3]: "no row"}), max_retries=3)
+        claim = claims.claim_for_processing(ids, max_attempts=3, worker="w")
+        claims.note_error(ids[:1], "noted", claim.token)
+        claims.refund_attempt(ids[:1], requeue=True, claim_token=claim.token)
+        results.record_results(result(claim, ids[1:3], {ids[3]: "no row"}), max_retries=3, settings=SETTINGS)
     statements = [record.msg for record in caplog.records if record.name == "peewee" and isinstance(record.msg, tuple)]
     by_ids = [(sql, params) for sql, params in statements if "conversations" in sql and all(i in params for i in ids[1:3])]
     assert by_ids, "the batch's statements were seen"
@@ -330,16 +333,16 @@ def test_a_batch_with_values_the_database_refuses_stores_the_rest_and_sends_thos
     ids = ["good", "nul", "replaced", "surrogate"]
     for conversation_id in ids:
         add(conversation_id)
-    first = queries.claim_for_processing(["nul", "replaced"], max_attempts=3)
-    results.record_results(result(first, ["nul", "replaced"]), max_retries=3)
+    first = claims.claim_for_processing(["nul", "replaced"], max_attempts=3)
+    results.record_results(result(first, ["nul", "replaced"]), max_retries=3, settings=SETTINGS)
     queries.reopen(["nul", "replaced"])
-    claim = queries.claim_for_processing(ids, max_attempts=3)
+    claim = claims.claim_for_processing(ids, max_attempts=3)
     hostile = [InsightRow.model_construct(conversation_id=i, sentiment_score=-0.9, clusters=["refunds"], confidence=0.1,
                                           reasoning=text, suggested_cluster=None)
                for i, text in (("nul", "NUL \x00 here"), ("surrogate", "lone \ud800"))]
     good = result(claim, ["good", "replaced"])
 
-    outcome = results.record_results(good.model_copy(update={"rows": [*good.rows, *hostile]}), max_retries=3)
+    outcome = results.record_results(good.model_copy(update={"rows": [*good.rows, *hostile]}), max_retries=3, settings=SETTINGS)
 
     refused = ["nul", "surrogate"] if on_postgres else ["surrogate"]
     assert (sorted(outcome.completed), sorted(outcome.retry), outcome.failed) == (sorted(set(ids) - set(refused)), refused, [])
@@ -364,20 +367,20 @@ def test_replaced_insights_go_to_history_whole_and_the_rollups_stay_exact(db, mo
     ids = ["a", "b", "c", "d", "e"]
     for conversation_id in ids:
         add(conversation_id)
-    first = queries.claim_for_processing(ids, max_attempts=3)
+    first = claims.claim_for_processing(ids, max_attempts=3)
     results.record_results(result(first, ids).model_copy(update={"usage": {"prompt_tokens": 500, "completion_tokens": 50}}),
-                           max_retries=3)
+                           max_retries=3, settings=SETTINGS)
     earlier = {i.conversation_id: i.__data__ for i in Insight.select()}
     queries.reopen(["b", "c"], BULK)
     queries.reopen(["d", "e"])
-    second = queries.claim_for_processing(["b", "c", "d", "e"], max_attempts=3)
+    second = claims.claim_for_processing(["b", "c", "d", "e"], max_attempts=3)
     rows = [InsightRow(conversation_id=i, sentiment_score=-0.7, clusters=["refunds", "late-delivery"], confidence=0.3,
                        reasoning="again") for i in ("b", "c", "d")]
     again = AnalysisResult(conversation_ids=["b", "c", "d", "e"], rows=rows, rejected={"e": "no row"}, model="grok-4.3",
                            prompt_version="p2", raw_response="{}", usage={"prompt_tokens": 4000, "completion_tokens": 400},
                            claim_token=second.token)
 
-    outcome = results.record_results(again, max_retries=3)
+    outcome = results.record_results(again, max_retries=3, settings=SETTINGS)
 
     assert (sorted(outcome.completed), outcome.retry, outcome.failed, outcome.ignored) == (["b", "c", "d"], ["e"], [], [])
     insights = {i.conversation_id: i for i in Insight.select()}

@@ -9,11 +9,13 @@ from datetime import datetime, timedelta
 
 from conftest import conversation
 from insights.schemas import AnalysisResult, InsightRow, request_models
-from settings import get_settings
-from store import counts, queries, reports, results
+from settings import get_settings, load_settings
+from store import claims, counts, queries, reports, results
 from store.migrations import migrate
 from store.models import Conversation, Insight
 from test_cli import insights, write_lines
+
+SETTINGS = load_settings({})  # how a worker prices tokens and redacts reasons
 
 NOVEMBER = datetime(2026, 11, 1)
 
@@ -86,10 +88,10 @@ def accept(conversation_id: str, body: dict, received_at: datetime) -> None:
 
 
 def complete(ids: list[str]) -> None:
-    claim = queries.claim_for_processing(ids, max_attempts=5)
+    claim = claims.claim_for_processing(ids, max_attempts=5)
     rows = [InsightRow(conversation_id=i, sentiment_score=-0.5, clusters=["late-delivery"], confidence=0.9, reasoning="r") for i in ids]
     result = AnalysisResult(conversation_ids=ids, rows=rows, model="m", prompt_version="p", raw_response="{}", claim_token=claim.token)
-    assert results.record_results(result, max_retries=5).completed == ids
+    assert results.record_results(result, max_retries=5, settings=SETTINGS).completed == ids
 
 
 def test_the_migration_gives_rows_accepted_before_it_their_own_time(db):

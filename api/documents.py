@@ -1,11 +1,12 @@
-"""Stored rows as the API's answer models, shared by the HTTP API and the ``insights`` CLI."""
+"""Stored rows shaped as the API's answer models (``api.models``), shared by the HTTP API and the ``insights``
+CLI: the store returns rows and knows nothing of how they are answered."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
 
-from insights.api_models import ConversationListed, ConversationStatus, InsightOut, LaneUsage
+from api.models import ConversationListed, ConversationStatus, InsightOut, LaneUsage
 from insights.schemas import sentiment_label
 from settings import Settings
 from store.models import Conversation, Insight
