@@ -70,9 +70,10 @@ def main() -> None:
     try:
         for round_number in range(args.rounds):
             database = scratch / f"import-{round_number}.db"
-            migrate(open_database(load_settings({**os.environ, "DB_PATH": str(database)})))
+            settings = load_settings({**os.environ, "DB_PATH": str(database)})
+            migrate(open_database(settings))
             started = time.perf_counter()
-            tally = load.import_source(str(source), "bulk", progress=False)
+            tally = load.import_source(settings, str(source), "bulk", progress=False)
             ours.append(time.perf_counter() - started)
             assert tally["created"] == args.conversations, tally
             bare.append(baseline(source, scratch / f"baseline-{round_number}.db"))

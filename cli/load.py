@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from argparse import Namespace
 from collections import Counter
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -12,30 +13,48 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from actors import collect_many
-from actors.broker import STREAMED_LANES, settings
+from actors.broker import STREAMED_LANES
+from cli.command import OneOf, Usage, always, argument, command
+from cli.common import CONFIRM_ABOVE, chunks, confirm, parse_time
 from insights.schemas import request_models
-from cli.common import CONFIRM_ABOVE, chunks, confirm
+from settings import Settings
 from store import queries
+from store.models import BULK, LANES
 
 CHUNK = 1000
 BOM = b"\xef\xbb\xbf"
 DERIVED = "imp_"  # the ids import gives lines without one
+LANE = argument("--lane", choices=LANES, default=BULK, help="bulk (default: xAI's Batch API) or realtime")
 
 
-def import_source(source: str, lane: str, progress: bool = True) -> Counter:
+def file_exists(_settings: Settings, args: Namespace) -> None:
+    if args.file != "-" and not Path(args.file).is_file():
+        raise Usage(f"no such file: {args.file} (paths are relative to {Path.cwd()})")
+
+
+@command("import", "bulk load conversations from JSON lines, one conversation (a POST body) a line",
+         argument("file", help="a JSON-lines file, or - for standard input"), argument("--no-progress", action="store_true"),
+         LANE, check=file_exists, writes=always)
+def import_command(settings: Settings, args: Namespace) -> int:
+    tally = import_source(settings, args.file, args.lane, progress=not args.no_progress)
+    print(summary(args.file, tally))
+    return 1 if tally["invalid"] or tally["conflict"] else 0
+
+
+def import_source(settings: Settings, source: str, lane: str, progress: bool = True) -> Counter:
     """Import ``source`` into ``lane``: a file's path (relative to where the command runs), or ``-`` for
     standard input."""
+    model = request_models(settings)
     if source == "-":
-        return import_lines(sys.stdin.buffer, "stdin", None, lane, progress)
+        return import_lines(model, sys.stdin.buffer, "stdin", None, lane, progress)
     path = Path(source)
     with open(path, "rb") as handle:
-        return import_lines(handle, path.name, path.stat().st_size, lane, progress)
+        return import_lines(model, handle, path.name, path.stat().st_size, lane, progress)
 
 
-def import_lines(handle: BinaryIO, name: str, size: int | None, lane: str, progress: bool) -> Counter:
+def import_lines(model, handle: BinaryIO, name: str, size: int | None, lane: str, progress: bool) -> Counter:
     """Validate, commit and enqueue every line; report bad lines on stderr by number and go on. Idempotent:
     a line without ``conversation_id`` gets one from its place in the input (:func:`numbered_lines`)."""
-    model = request_models(settings)
     tally: Counter = Counter()
     with tqdm(total=size, unit="B", unit_scale=True, disable=not progress, desc=name, file=sys.stderr) as bar:
         for chunk in chunks(numbered_lines(handle), CHUNK):
@@ -105,6 +124,22 @@ def summary(source: str, tally: Counter) -> str:
     why = ", ".join(reason for reason in reasons if not reason.startswith("0 "))
     return (f"{source}: {tally['created']} accepted, {tally['duplicate']} already there" + (f" ({why})" if why else "")
             + f", {tally['conflict']} conflicting, {tally['invalid']} invalid, {tally['blank']} blank line(s)")
+
+
+def later_end_unless_failed(_settings: Settings, args: Namespace) -> None:
+    if not args.failed and (args.end is None or args.end <= args.start):
+        raise Usage("reprocess --start needs a later --end")
+
+
+@command("reprocess", "send conversations through analysis again",
+         OneOf((argument("--failed", action="store_true", help="every failed conversation"),
+                argument("--start", type=parse_time, help="settled conversations that occurred from this time..."))),
+         argument("--end", type=parse_time, help="...to this time"), argument("--dry-run", action="store_true"), LANE,
+         argument("--yes", action="store_true", help=f"do not ask, even for over {CONFIRM_ABOVE} conversations"),
+         check=later_end_unless_failed, writes=lambda args: not args.dry_run)
+def reprocess_command(_settings: Settings, args: Namespace) -> int:
+    reprocess(queries.reprocess_candidates(args.failed, args.start, args.end), args.lane, args.dry_run, args.yes)
+    return 0
 
 
 def reprocess(ids: list[str], lane: str, dry_run: bool, assume_yes: bool) -> None:
