@@ -5,10 +5,14 @@ commands as subprocesses, on real Redis, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+
 import pytest
 
-from support import free_port
-from test_cli import announced, migrated, write_lines
+from support import ROOT, free_port
+from test_cli import ROOT_BIN, announced, migrated, write_lines
 from test_cli_safety import line, run
 
 WINDOW = ("--start", "2026-01-01", "--end", "2026-01-02")
@@ -85,13 +89,24 @@ def test_a_database_url_that_does_not_parse_is_a_configuration_error(make_stack,
     assert said.startswith("configuration error: DATABASE_URL: expected a URL that parses (") and ":p@" not in said
 
 
-def test_the_clis_docstring_names_every_command():
-    """``cli/__init__.py`` is the CLI's page for a newcomer: every command the parser knows is on it."""
-    import argparse
-
+def test_the_clis_docstring_names_exactly_the_registrys_commands():
+    """``cli/__init__.py`` is the CLI's page for a newcomer: a usage line for every command the registry
+    holds, and for no other."""
     import cli
-    from cli.commands import build_parser
+    from cli.commands import COMMANDS
 
-    [commands] = [action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
-    missing = [name for name in commands.choices if f"insights {name} " not in cli.__doc__]
-    assert missing == [], f"commands missing from the CLI's docstring: {missing}"
+    names = {command.name for command in COMMANDS}
+    usages = [line.split()[1:3] for line in cli.__doc__.splitlines() if line.startswith("    insights ")]
+    documented = [" ".join(words) if " ".join(words) in names else words[0] for words in usages]
+    assert sorted(documented) == sorted(names)
+
+
+def test_the_help_lists_every_command_with_its_summary():
+    """``insights --help`` is made from the registry: each command on a line of its own, with its summary."""
+    from cli.commands import COMMANDS
+
+    shown = subprocess.run([str(ROOT_BIN), "--help"], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    listed = [re.fullmatch(r"  (.+?)  +(.+)", line).groups() for line in shown.stdout.split("\ncommands:\n")[1].splitlines()]
+    assert listed == [(command.name, command.summary) for command in COMMANDS]
