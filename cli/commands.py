@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Sequence
 
 import dramatiq.errors
 import peewee
@@ -38,13 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of every command in :data:`COMMANDS`; a parsed command's ``command`` is its :class:`Command`."""
     parser = listing_parser(None, "insights", "Operate Conversation Insights.", COMMANDS)
     top = parser.add_subparsers(metavar="COMMAND", required=True, help="one of those below (insights COMMAND --help: its arguments)")
-    groups: dict[str, argparse._SubParsersAction] = {}
+    groups = {group: listing_parser(top, group, about, [each for each in COMMANDS if each.name.startswith(f"{group} ")])
+              .add_subparsers(metavar="ACTION", required=True, help="one of those below") for group, about in GROUPS.items()}
     for command in COMMANDS:
         group, _, action = command.name.partition(" ")
-        if action and group not in groups:
-            members = [each for each in COMMANDS if each.name.startswith(f"{group} ")]
-            groups[group] = listing_parser(top, group, GROUPS[group], members).add_subparsers(
-                metavar="ACTION", required=True, help="one of those below")
         own = (groups[group] if action else top).add_parser(action or group, description=command.summary)
         command.add_arguments(own)
         own.set_defaults(command=command)
@@ -52,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def listing_parser(parent: argparse._SubParsersAction | None, name: str, description: str,
-                   commands: list[Command] | tuple[Command, ...]) -> argparse.ArgumentParser:
+                   commands: Sequence[Command]) -> argparse.ArgumentParser:
     """A parser whose help ends with ``commands`` and their summaries, a line each."""
     width = max(len(command.name) for command in commands) + 2
     epilog = "commands:\n" + "\n".join(f"  {command.name:<{width}}{command.summary}" for command in commands)
