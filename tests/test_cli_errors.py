@@ -55,6 +55,21 @@ def test_a_limit_sqlite_cannot_hold_is_one_line(make_stack):
                                                f"not 99999999999999999999 (see insights {command[0]} {command[1]} --help)"]
 
 
+def test_a_commands_own_check_is_one_line_before_any_data(make_stack, tmp_path):
+    """What argparse cannot check, each command checks (as it declares) before it names or touches any data:
+    one line that points to the command's own help."""
+    missing = tmp_path / "none.db"
+    stack = make_stack(DB_PATH=str(missing))
+    for name, args, said in (("dlq requeue", [], "give message ids or --all"),
+                             ("export", ["--start", "2026-01-02", "--end", "2026-01-01"], "--end must be later than --start"),
+                             ("import", ["absent.jsonl"], f"no such file: absent.jsonl (paths are relative to {tmp_path})"),
+                             ("apikey", ["--scopes", "admin"], "--scopes: choose among ingest, read")):
+        refused = run(stack, *name.split(), *args, cwd=tmp_path)
+        assert refused.returncode == 2, name
+        assert refused.stderr.splitlines() == [f"insights {name}: {said} (see insights {name} --help)"]
+    assert not missing.exists()
+
+
 def assert_one_line_each(stack, tmp_path, expected: str) -> None:
     """Every reading command and ``import`` fail in one line containing ``expected`` (``stats`` reports
     the database as not answering, and the rest of what it reads)."""
