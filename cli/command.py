@@ -80,7 +80,7 @@ class Command:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         for each in self.arguments:
             each.add_to(parser)
-        if self.writes:
+        if self.writes is not None:
             CREATE_DATABASE.add_to(parser)
 
     def may_write(self, args: argparse.Namespace) -> bool:
