@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import Run, body
+from cli import load
+from settings import load_settings
+from store.db import open_database
+from store.migrations import migrate
 
 
 def write_source(path: Path, count: int) -> None:
@@ -55,17 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def rounds(scratch: Path, source: Path, args: argparse.Namespace) -> tuple[list[float], list[float]]:
     """Seconds of each round: importing ``source`` through ``insights import``, and the baseline."""
-    from cli import load  # settings are read at import: after the environment is set
-    from settings import load_settings
-    from store.db import open_database
-    from store.migrations import migrate
-
     ours, bare = [], []
     for round_number in range(args.rounds):
         database = scratch / f"import-{round_number}.db"
-        migrate(open_database(load_settings({**os.environ, "DB_PATH": str(database)})))
+        settings = load_settings({**os.environ, "DB_PATH": str(database)})
+        migrate(open_database(settings))
         started = time.perf_counter()
-        tally = load.import_source(str(source), "bulk", progress=False)
+        tally = load.import_source(settings, str(source), "bulk", progress=False)
         ours.append(time.perf_counter() - started)
         assert tally["created"] == args.conversations, tally
         bare.append(baseline(source, scratch / f"baseline-{round_number}.db"))

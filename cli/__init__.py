@@ -1,15 +1,22 @@
-"""``insights``: the operator's command line.
+"""``insights``: the operator's command line. Each command is declared once, beside its handler, and listed
+in ``cli.commands.COMMANDS``, from which ``insights --help`` is made; ``insights COMMAND --help`` tells
+its arguments.
 
-    insights dlq list|show|requeue|purge ...        dead letters (see ``insights dlq --help``)
-    insights import FILE.jsonl | - [--create-database]   bulk load, one conversation (a POST body) per line
+    insights import FILE.jsonl | - [--lane bulk|realtime] [--create-database]   one conversation (a POST body) a line
     insights export --start T --end T [--format jsonl|csv] [--output FILE]
-    insights reprocess (--failed | --start T --end T) [--dry-run] [--yes]
+    insights reprocess (--failed | --start T --end T) [--dry-run] [--yes] [--create-database]
     insights conversations list [--status S] [--reason R] [--start T] [--end T] [--limit N] [--json]
-    insights bulk list|show|cancel ...              the bulk lane's provider batches (cancel spends no attempt)
-    insights clusters suggest --start T --end T     what a closed taxonomy's "other" suggested most
     insights stats [--json]                         counts by status, queue depths, dead letters
     insights report --start T --end T --output FILE.html [--bucket hour|day]
     insights counts [--rebuild [--create-database]] check (or recompute) the daily counts behind total_count
+    insights clusters suggest --start T --end T     what a closed taxonomy's "other" suggested most
+    insights bulk list [--all] [--json]             the bulk lane's provider batches at xAI
+    insights bulk show BATCH_ID
+    insights bulk cancel BATCH_ID                   its unanswered conversations wait for another, no attempt spent
+    insights dlq list [--json]                      dead letters
+    insights dlq show MESSAGE_ID
+    insights dlq requeue (ID... | --all) [--dry-run]
+    insights dlq purge (ID... | --all) [--dry-run] [--yes]
     insights apikey [--scopes ingest,read]          a new API key and its API_KEYS entry
 
 Configured like every other process, by ``config.toml`` and the environment; every command but ``apikey``
@@ -26,22 +33,23 @@ from __future__ import annotations
 import os
 import sys
 
+from settings import settings_or_exit
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The console script: :func:`run`, ending quietly when the reader of standard output has gone; a bad
-    configuration (read when a command first needs it) is exit status 2, like any refusal."""
-    from cli.commands import run
-
+    """The console script: the settings (a bad configuration is one line, exit status 2, like any refusal),
+    then :func:`cli.commands.run`, ending quietly when the reader of standard output has gone."""
     try:
-        status = run(sys.argv[1:] if argv is None else argv)
-        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
-        return status
+        settings = settings_or_exit()
     except SystemExit as stop:
-        if not isinstance(stop.code, str):
-            raise
         print(stop.code, file=sys.stderr)
         return 2
+    from cli.commands import run  # here: the package imports none of its modules (they import it: no circle)
+
+    try:
+        status = run(settings, sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return status
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
         return 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from argparse import Namespace
 from typing import Any
 
-from actors.broker import settings
+from cli.command import argument, command
+from cli.common import JSON, Refused, print_documents, sql_text, table_row
 from insights.costs import batch_cost
-from cli.common import Refused, print_documents, table_row
+from settings import Settings
 from store import provider_batches
 from api.documents import isoformat
 from store.models import ProviderBatch
@@ -29,8 +31,12 @@ def batch_document(batch: ProviderBatch) -> dict[str, Any]:
     }
 
 
-def list_batches(include_ended: bool, as_json: bool) -> int:
-    print_documents([batch_document(b) for b in provider_batches.listing(open_only=not include_ended)], as_json,
+BATCH_ID = argument("batch_id", type=sql_text)
+
+
+@command("bulk list", "open provider batches: counts, age, cost so far", argument("--all", action="store_true", help="ended ones too"), JSON)
+def list_batches(_settings: Settings, args: Namespace) -> int:
+    print_documents([batch_document(b) for b in provider_batches.listing(open_only=not args.all)], args.json,
                     "id\tstate\tconversations\trequests pending/success/error/cancelled\tage_s\tcost_usd", batch_row)
     return 0
 
@@ -41,21 +47,24 @@ def batch_row(d: dict[str, Any]) -> str:
     return table_row(d["id"], d["state"], d["conversations"], f"{d['num_requests']} {counts}", d["age_seconds"], cost)
 
 
-def show(batch_id: str) -> int:
-    batch = provider_batches.find(batch_id)
+@command("bulk show", "one provider batch", BATCH_ID)
+def show(_settings: Settings, args: Namespace) -> int:
+    batch = provider_batches.find(args.batch_id)
     if batch is None:
-        raise Refused(f"no provider batch {batch_id} (insights bulk list --all shows them)")
+        raise Refused(f"no provider batch {args.batch_id} (insights bulk list --all shows them)")
     print(json.dumps(batch_document(batch), indent=2))
     return 0
 
 
-def cancel(batch_id: str) -> int:
+@command("bulk cancel", "cancel one at xAI; its unanswered conversations wait for another, no attempt spent", BATCH_ID)
+def cancel(settings: Settings, args: Namespace) -> int:
     """Ask the worker that next looks at the batch to cancel it at xAI. A cancel by a person is not its
     conversations' doing: what xAI has not answered comes back to wait for another batch, no attempt spent."""
+    batch_id = args.batch_id
     unanswered = provider_batches.request_cancel(batch_id)
     if unanswered is None:
         raise Refused(f"no open provider batch {batch_id}")
     print(f"provider batch {batch_id}: cancellation requested; a worker cancels it at xAI within BULK_TICK_SECONDS "
-          f"({settings().bulk_tick_seconds:g} s). Of its {unanswered} conversation(s) not answered yet, those xAI has not "
+          f"({settings.bulk_tick_seconds:g} s). Of its {unanswered} conversation(s) not answered yet, those xAI has not "
           f"answered by then wait for another batch, no attempt spent; what it has answered is stored.")
     return 0

@@ -1,5 +1,5 @@
-"""What every ``insights`` command shares: saying which data it works on, refusing to invent a database,
-asking before a large change, and where its output goes."""
+"""What every ``insights`` command shares: the arguments several take, saying which data it works on,
+refusing to invent a database, asking before a large change, and where its output goes."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ import argparse
 import contextlib
 import json
 import sys
+from datetime import datetime
 from itertools import islice
 from pathlib import Path
 from typing import IO, Callable, ContextManager, Iterable, Iterator, NoReturn
 
 from peewee import Database, PeeweeException
 
+from cli.command import Usage, argument
 from settings.secrets import mask_url
 from settings import Settings
 from store.db import describe
 from store.migrations import pending
+from store.queries import parse_db_time
 
 CONFIRM_ABOVE = 1000  # conversations a command changes without asking
 
@@ -28,11 +31,34 @@ class Refused(Exception):
     """A command that must not go on: its message is printed in one line, and the exit status is 2."""
 
 
+def usage_line(prog: str, message: str) -> str:
+    """Bad usage of ``prog``, said in one line that points to its help."""
+    return f"{prog}: {message} (see {prog} --help)\n"
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, with bad usage said in one line (exit status 2) rather than the usage and then the error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, usage_line(self.prog, message))
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601, no offset meaning UTC, as stored (naive UTC)."""
+    try:
+        return parse_db_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def sql_text(text: str) -> str:
+    """An argument that goes into SQL as text: bytes that are not UTF-8 reach Python as lone surrogates,
+    which neither database driver encodes (a traceback, once), so they are refused here, naming it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"not UTF-8 text: {text!r}") from None
+    return text
 
 
 def limit_argument(text: str) -> int:
@@ -44,6 +70,17 @@ def limit_argument(text: str) -> int:
     if not 1 <= value <= MAX_LIMIT:
         raise argparse.ArgumentTypeError(f"expected 1 to {MAX_LIMIT:,}, not {text}")
     return value
+
+
+START = argument("--start", type=parse_time, required=True, help="occurred at or after")
+END = argument("--end", type=parse_time, required=True, help="occurred before")
+JSON = argument("--json", action="store_true", help="one JSON document a line")
+
+
+def later_end(_settings: Settings, args: argparse.Namespace) -> None:
+    """The check of a command that takes a window: it must not be empty."""
+    if args.end <= args.start:
+        raise Usage("--end must be later than --start")
 
 
 def announce(settings: Settings) -> None:

@@ -1,9 +1,4 @@
-"""``insights dlq``: the operator's view of Dramatiq's dead letters.
-
-    insights dlq list                      every dead letter: queue, id, actor, when, conversations, reason
-    insights dlq show MESSAGE_ID           one dead letter in full: its reason, the message, its traceback
-    insights dlq requeue (ID... | --all)   send it through again (see below) and drop the dead letter
-    insights dlq purge (ID... | --all)     drop dead letters for good
+"""``insights dlq list|show|requeue|purge``: the operator's view of Dramatiq's dead letters.
 
 ``requeue`` and ``purge`` take ``--dry-run`` (say what would happen, change nothing). Requeueing an ``analyze_batch``
 dead letter puts its conversations that are not completed back to ``queued`` with attempts reset, and
@@ -18,16 +13,19 @@ from __future__ import annotations
 
 import json
 import sys
+from argparse import Namespace
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Callable
 
 import dramatiq
 
 from actors import reasons
-from actors.broker import COLLECT_QUEUE, get_broker, queue_key, redis_client, send, settings
+from actors.broker import COLLECT_QUEUE, get_broker, queue_key, redis_client, send
+from cli.command import Usage, argument, command
+from cli.common import JSON, confirm, table_row
+from settings import Settings
 from store import queries
-from cli.common import OneLineParser, confirm, table_row
-from store.db import open_database
 
 
 @dataclass
@@ -50,9 +48,8 @@ class DeadLetter:
     def traceback(self) -> str | None:
         return self.message.get("options", {}).get("traceback")
 
-    @property
-    def reason(self) -> str:
-        return settings().redact(reasons.current(self.conversation_ids, self.traceback))
+    def reason(self, settings: Settings) -> str:
+        return settings.redact(reasons.current(self.conversation_ids, self.traceback))
 
 
 def dead_letters() -> list[DeadLetter]:
@@ -89,21 +86,36 @@ def requeue(letter: DeadLetter) -> str:
     return f"message re-enqueued on {letter.queue}"
 
 
-def print_letters(letters: list[DeadLetter], as_json: bool) -> None:
-    """``dlq list``: a header row and a line per letter, or one JSON document a line."""
-    if as_json:
+@command("dlq list", "every dead letter: queue, id, actor, when, conversations, reason", JSON)
+def list_letters(settings: Settings, args: Namespace) -> int:
+    """A header row and a line per letter, or one JSON document a line."""
+    letters = dead_letters()
+    if args.json:
         for letter in letters:
             print(json.dumps({"queue": letter.queue, "id": letter.id, "actor": letter.message["actor_name"],
                               "dead_at": letter.dead_at.isoformat(), "conversation_ids": letter.conversation_ids,
-                              "reason": letter.reason}))
-        return
+                              "reason": letter.reason(settings)}))
+        return 0
     if not letters:
         print("no dead letters")
-        return
+        return 0
     print("queue\tid\tactor\tdead_at\tconversations\treason")
     for letter in letters:
         print(table_row(letter.queue, letter.id, letter.message["actor_name"], f"{letter.dead_at:%Y-%m-%dT%H:%M:%SZ}",
-                        len(letter.conversation_ids), letter.reason))
+                        len(letter.conversation_ids), letter.reason(settings)))
+    return 0
+
+
+@command("dlq show", "one dead letter in full: its reason, the message, its traceback", argument("message_id"))
+def show(settings: Settings, args: Namespace) -> int:
+    chosen, missing = select(dead_letters(), [args.message_id], False)
+    if missing:
+        print(f"no dead letter {args.message_id}", file=sys.stderr)
+        return 1
+    letter = chosen[0]
+    shown = {"queue": letter.queue, "dead_at": letter.dead_at.isoformat(), "reason": letter.reason(settings), **letter.message}
+    print(settings.redact(json.dumps(shown, indent=2)))
+    return 0
 
 
 def select(letters: list[DeadLetter], ids: list[str], everything: bool) -> tuple[list[DeadLetter], list[str]]:
@@ -113,53 +125,45 @@ def select(letters: list[DeadLetter], ids: list[str], everything: bool) -> tuple
     return [by_id[i] for i in ids if i in by_id], [i for i in ids if i not in by_id]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="insights dlq", description="Dead letters of the analysis pipeline.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("list", help="every dead letter")
-    listing.add_argument("--json", action="store_true", help="one JSON document a line")
-    show = commands.add_parser("show", help="one dead letter in full")
-    show.add_argument("message_id")
-    for name in ("requeue", "purge"):
-        command = commands.add_parser(name, help=f"{name} dead letters")
-        command.add_argument("message_ids", nargs="*")
-        command.add_argument("--all", action="store_true", help="every dead letter")
-        command.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
-        command.add_argument("--yes", action="store_true", help="do not ask before acting on --all")
-    args = parser.parse_args(argv)
-    open_database(settings())
-    letters = dead_letters()
-
-    if args.command == "list":
-        print_letters(letters, args.json)
-        return 0
-    if args.command == "show":
-        chosen, missing = select(letters, [args.message_id], False)
-        if missing:
-            print(f"no dead letter {args.message_id}", file=sys.stderr)
-            return 1
-        letter = chosen[0]
-        shown = {"queue": letter.queue, "dead_at": letter.dead_at.isoformat(), "reason": letter.reason, **letter.message}
-        print(settings().redact(json.dumps(shown, indent=2)))
-        return 0
-
+def ids_or_all(_settings: Settings, args: Namespace) -> None:
     if not args.message_ids and not args.all:
-        parser.error(f"{args.command}: give message ids or --all")
-    if args.command == "purge" and args.all and not args.dry_run and letters:
+        raise Usage("give message ids or --all")
+
+
+CHOSEN = (argument("message_ids", nargs="*"), argument("--all", action="store_true", help="every dead letter"),
+          argument("--dry-run", action="store_true", help="say what would happen, change nothing"),
+          argument("--yes", action="store_true", help="do not ask before acting on --all"))
+
+
+@command("dlq requeue", "send dead letters through again (their conversations back to queued) and drop them", *CHOSEN,
+         check=ids_or_all)
+def requeue_letters(_settings: Settings, args: Namespace) -> int:
+    return act(dead_letters(), args, "requeue", lambda letter: f"requeued {letter.id}: {requeue(letter)}")
+
+
+@command("dlq purge", "drop dead letters for good", *CHOSEN, check=ids_or_all)
+def purge(_settings: Settings, args: Namespace) -> int:
+    letters = dead_letters()
+    if args.all and not args.dry_run and letters:
         confirm(f"Purge all {len(letters)} dead letters, for good?", args.yes)
+    return act(letters, args, "purge", purged)
+
+
+def purged(letter: DeadLetter) -> str:
+    remove(letter)
+    return f"purged {letter.id}"
+
+
+def act(letters: list[DeadLetter], args: Namespace, verb: str, do: Callable[[DeadLetter], str]) -> int:
+    """Do ``do`` to the letters ``args`` choose (or say what it would do); exit status 1 if an id was not found."""
     chosen, missing = select(letters, args.message_ids, args.all)
     for message_id in missing:
         print(f"no dead letter {message_id}", file=sys.stderr)
     for letter in chosen:
         if args.dry_run:
-            print(f"would {args.command} {letter.id} ({letter.message['actor_name']}, {len(letter.conversation_ids)} conversation(s))")
-        elif args.command == "purge":
-            remove(letter)
-            print(f"purged {letter.id}")
+            print(f"would {verb} {letter.id} ({letter.message['actor_name']}, {len(letter.conversation_ids)} conversation(s))")
         else:
-            print(f"requeued {letter.id}: {requeue(letter)}")
+            print(do(letter))
     if not chosen and not missing:
         print("no dead letters")
     return 1 if missing else 0
-
-

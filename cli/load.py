@@ -4,42 +4,71 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from argparse import Namespace
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from actors.broker import send_for_batching, settings, streamed_lanes
+from actors.broker import send_for_batching, streamed_lanes
+from cli.command import OneOf, Usage, always, argument, command
+from cli.common import CONFIRM_ABOVE, chunks, confirm, parse_time
 from insights.schemas import request_models
-from cli.common import CONFIRM_ABOVE, chunks, confirm
+from settings import Settings
 from store import queries
+from store.models import BULK, LANES
 
 CHUNK = 1000
 BOM = b"\xef\xbb\xbf"
 DERIVED = "imp_"  # the ids import gives lines without one
+LANE = argument("--lane", choices=LANES, default=BULK, help="bulk (default: xAI's Batch API) or realtime")
 
 
-def import_source(source: str, lane: str, progress: bool = True) -> Counter:
+def file_exists(_settings: Settings, args: Namespace) -> None:
+    if args.file != "-" and not Path(args.file).is_file():
+        raise Usage(f"no such file: {args.file} (paths are relative to {Path.cwd()})")
+
+
+@command("import", "bulk load conversations from JSON lines, one conversation (a POST body) a line",
+         argument("file", help="a JSON-lines file, or - for standard input"), argument("--no-progress", action="store_true"),
+         LANE, check=file_exists, writes=always)
+def import_command(settings: Settings, args: Namespace) -> int:
+    tally = import_source(settings, args.file, args.lane, progress=not args.no_progress)
+    print(summary(args.file, tally))
+    return 1 if tally["invalid"] or tally["conflict"] else 0
+
+
+def import_source(settings: Settings, source: str, lane: str, progress: bool = True) -> Counter:
     """Import ``source`` into ``lane``: a file's path (relative to where the command runs), or ``-`` for
     standard input."""
+    intake = Intake(request_models(settings), lane, streamed=lane in streamed_lanes(settings))
     if source == "-":
-        return import_lines(sys.stdin.buffer, "stdin", None, lane, progress)
+        return import_lines(intake, sys.stdin.buffer, "stdin", None, progress)
     path = Path(source)
     with open(path, "rb") as handle:
-        return import_lines(handle, path.name, path.stat().st_size, lane, progress)
+        return import_lines(intake, handle, path.name, path.stat().st_size, progress)
 
 
-def import_lines(handle: BinaryIO, name: str, size: int | None, lane: str, progress: bool) -> Counter:
+@dataclass(frozen=True)
+class Intake:
+    """What every line of one import shares: the model that validates it, its lane, and whether that lane's
+    conversations travel through the batching stream (else the bulk lane takes them from the database)."""
+    model: type
+    lane: str
+    streamed: bool
+
+
+def import_lines(intake: Intake, handle: BinaryIO, name: str, size: int | None, progress: bool) -> Counter:
     """Validate, commit and enqueue every line; report bad lines on stderr by number and go on. Idempotent:
     a line without ``conversation_id`` gets one from its place in the input (:func:`numbered_lines`)."""
-    model = request_models(settings())
     tally: Counter = Counter()
     with tqdm(total=size, unit="B", unit_scale=True, disable=not progress, desc=name, file=sys.stderr) as bar:
         for chunk in chunks(numbered_lines(handle), CHUNK):
             bar.update(sum(len(line) for _n, line, _id in chunk))
-            tally.update(import_chunk(model, chunk, lane))
+            tally.update(import_chunk(intake, chunk))
     return tally
 
 
@@ -56,7 +85,7 @@ def numbered_lines(handle: BinaryIO) -> Iterator[tuple[int, bytes, str]]:
         yield number, line, f"{DERIVED}{place.hexdigest()[:32]}"
 
 
-def import_chunk(model, chunk: list[tuple[int, bytes, str]], lane: str) -> Counter:
+def import_chunk(intake: Intake, chunk: list[tuple[int, bytes, str]]) -> Counter:
     """Import ``chunk``, numbered lines in one transaction; count each line's outcome (see :func:`summary`)."""
     tally: Counter = Counter()
     batch: list[tuple[int, queries.NewConversation]] = []
@@ -67,7 +96,7 @@ def import_chunk(model, chunk: list[tuple[int, bytes, str]], lane: str) -> Count
             tally["blank"] += 1
             continue
         try:
-            conversation = model.model_validate_json(line)
+            conversation = intake.model.model_validate_json(line)
         except ValidationError as error:
             details = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(line)'}: {e['msg']}" for e in error.errors()[:5])
             print(f"line {number}: {details}", file=sys.stderr)
@@ -77,16 +106,16 @@ def import_chunk(model, chunk: list[tuple[int, bytes, str]], lane: str) -> Count
         if not conversation.conversation_id:
             derived.add(number)
         batch.append((number, queries.NewConversation.of(conversation_id, conversation.canonical_payload(), now,
-                                                          conversation.occurred(now), lane)))
-    return tally + (commit(batch, derived, lane) if batch else Counter())
+                                                          conversation.occurred(now), intake.lane)))
+    return tally + (commit(batch, derived, intake.streamed) if batch else Counter())
 
 
-def commit(batch: list[tuple[int, queries.NewConversation]], derived: set[int], lane: str) -> Counter:
+def commit(batch: list[tuple[int, queries.NewConversation]], derived: set[int], streamed: bool) -> Counter:
     """Insert ``batch`` (numbered lines) in one transaction and enqueue what is new; count the outcomes,
     ``reimported`` for the duplicates among the ``derived`` lines (those given an id by their place)."""
     outcomes = queries.insert_conversations([new for _number, new in batch])
     created = [new.id for (_n, new), outcome in zip(batch, outcomes) if outcome is queries.InsertOutcome.CREATED]
-    if created and lane in streamed_lanes(settings()):  # else the bulk lane takes them from the database
+    if created and streamed:
         send_for_batching(created)
     tally = Counter(outcome.value for outcome in outcomes)
     tally["reimported"] = sum(1 for (number, _new), outcome in zip(batch, outcomes)
@@ -106,14 +135,32 @@ def summary(source: str, tally: Counter) -> str:
             + f", {tally['conflict']} conflicting, {tally['invalid']} invalid, {tally['blank']} blank line(s)")
 
 
-def reprocess(ids: list[str], lane: str, dry_run: bool, assume_yes: bool) -> None:
-    """Send ``ids`` through analysis again in ``lane`` (asking first when there are many)."""
+def later_end_unless_failed(_settings: Settings, args: Namespace) -> None:
+    if not args.failed and (args.end is None or args.end <= args.start):
+        raise Usage("reprocess --start needs a later --end")
+
+
+@command("reprocess", "send conversations through analysis again",
+         OneOf((argument("--failed", action="store_true", help="every failed conversation"),
+                argument("--start", type=parse_time, help="settled conversations that occurred from this time..."))),
+         argument("--end", type=parse_time, help="...to this time"), argument("--dry-run", action="store_true"), LANE,
+         argument("--yes", action="store_true", help=f"do not ask, even for over {CONFIRM_ABOVE} conversations"),
+         check=later_end_unless_failed, writes=lambda args: not args.dry_run)
+def reprocess_command(settings: Settings, args: Namespace) -> int:
+    ids = queries.reprocess_candidates(args.failed, args.start, args.end)
+    reprocess(ids, args.lane, args.lane in streamed_lanes(settings), args.dry_run, args.yes)
+    return 0
+
+
+def reprocess(ids: list[str], lane: str, streamed: bool, dry_run: bool, assume_yes: bool) -> None:
+    """Send ``ids`` through analysis again in ``lane``, through the batching stream when it is ``streamed``
+    (asking first when there are many)."""
     if not dry_run and len(ids) > CONFIRM_ABOVE:
         confirm(f"Send {len(ids)} conversations through analysis again?", assume_yes)
     verb = "would send" if dry_run else "sent"
     if not dry_run:
         for chunk in chunks(ids, CHUNK):
             queries.reopen(chunk, lane)
-            if lane in streamed_lanes(settings()):
+            if streamed:
                 send_for_batching(chunk)
     print(f"{verb} {len(ids)} conversation(s) through analysis again" + (f", e.g. {', '.join(ids[:3])}" if ids else ""))

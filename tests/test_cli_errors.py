@@ -5,10 +5,14 @@ commands as subprocesses, on real Redis, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+
 import pytest
 
-from support import free_port
-from test_cli import announced, migrated, write_lines
+from support import ROOT, free_port
+from test_cli import ROOT_BIN, announced, migrated, write_lines
 from test_cli_safety import line, run
 
 WINDOW = ("--start", "2026-01-01", "--end", "2026-01-02")
@@ -51,6 +55,21 @@ def test_a_limit_sqlite_cannot_hold_is_one_line(make_stack):
                                                f"not 99999999999999999999 (see insights {command[0]} {command[1]} --help)"]
 
 
+def test_a_commands_own_check_is_one_line_before_any_data(make_stack, tmp_path):
+    """What argparse cannot check, each command checks (as it declares) before it names or touches any data:
+    one line that points to the command's own help."""
+    missing = tmp_path / "none.db"
+    stack = make_stack(DB_PATH=str(missing))
+    for name, args, said in (("dlq requeue", [], "give message ids or --all"),
+                             ("export", ["--start", "2026-01-02", "--end", "2026-01-01"], "--end must be later than --start"),
+                             ("import", ["absent.jsonl"], f"no such file: absent.jsonl (paths are relative to {tmp_path})"),
+                             ("apikey", ["--scopes", "admin"], "--scopes: choose among ingest, read")):
+        refused = run(stack, *name.split(), *args, cwd=tmp_path)
+        assert refused.returncode == 2, name
+        assert refused.stderr.splitlines() == [f"insights {name}: {said} (see insights {name} --help)"]
+    assert not missing.exists()
+
+
 def assert_one_line_each(stack, tmp_path, expected: str) -> None:
     """Every reading command and ``import`` fail in one line containing ``expected`` (``stats`` reports
     the database as not answering, and the rest of what it reads)."""
@@ -85,13 +104,24 @@ def test_a_database_url_that_does_not_parse_is_a_configuration_error(make_stack,
     assert said.startswith("configuration error: DATABASE_URL: expected a URL that parses (") and ":p@" not in said
 
 
-def test_the_clis_docstring_names_every_command():
-    """``cli/__init__.py`` is the CLI's page for a newcomer: every command the parser knows is on it."""
-    import argparse
-
+def test_the_clis_docstring_names_exactly_the_registrys_commands():
+    """``cli/__init__.py`` is the CLI's page for a newcomer: a usage line for every command the registry
+    holds, and for no other."""
     import cli
-    from cli.commands import build_parser
+    from cli.commands import COMMANDS
 
-    [commands] = [action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
-    missing = [name for name in commands.choices if f"insights {name} " not in cli.__doc__]
-    assert missing == [], f"commands missing from the CLI's docstring: {missing}"
+    names = {command.name for command in COMMANDS}
+    usages = [line.split()[1:3] for line in cli.__doc__.splitlines() if line.startswith("    insights ")]
+    documented = [" ".join(words) if " ".join(words) in names else words[0] for words in usages]
+    assert sorted(documented) == sorted(names)
+
+
+def test_the_help_lists_every_command_with_its_summary():
+    """``insights --help`` is made from the registry: each command on a line of its own, with its summary."""
+    from cli.commands import COMMANDS
+
+    shown = subprocess.run([str(ROOT_BIN), "--help"], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    listed = [re.fullmatch(r"  (.+?)  +(.+)", line).groups() for line in shown.stdout.split("\ncommands:\n")[1].splitlines()]
+    assert listed == [(command.name, command.summary) for command in COMMANDS]
