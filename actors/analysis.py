@@ -64,13 +64,20 @@ def declare(broker: dramatiq.Broker, settings: Settings) -> None:
     """Declare this module's actors on ``broker`` (the worker's set-up, ``actors.worker``), retried as
     ``settings`` say."""
     backoff_ms = outcomes.retry_backoff_ms(settings)
-    dramatiq.actor(analyze_batch, queue_name=ANALYZE_QUEUE, priority=ANALYZE_PRIORITY, broker=broker,
-                   max_retries=settings.max_retries - 1,  # with the first try, MAX_RETRIES tries in all
-                   min_backoff=backoff_ms, max_backoff=outcomes.max_backoff_ms(settings),
-                   on_retry_exhausted="batch_exhausted")
+    dramatiq.actor(
+        analyze_batch,
+        queue_name=ANALYZE_QUEUE,
+        priority=ANALYZE_PRIORITY,
+        broker=broker,
+        max_retries=settings.max_retries - 1,  # with the first try, MAX_RETRIES tries in all
+        min_backoff=backoff_ms,
+        max_backoff=outcomes.max_backoff_ms(settings),
+        on_retry_exhausted="batch_exhausted",
+    )
     for actor in (store_results, batch_exhausted):
-        dramatiq.actor(actor, queue_name=STORE_QUEUE, max_retries=settings.max_retries, min_backoff=backoff_ms,
-                       broker=broker)
+        dramatiq.actor(
+            actor, queue_name=STORE_QUEUE, max_retries=settings.max_retries, min_backoff=backoff_ms, broker=broker
+        )
 
 
 def analyze_batch(conversation_ids: list[str]) -> None:
@@ -84,8 +91,14 @@ def analyze_batch(conversation_ids: list[str]) -> None:
     conversations = [ConversationToAnalyze(i, json.loads(payload)["messages"]) for i, payload in payloads.items()]
     release()  # the wait on the gate holds no database connection
     message, active = CurrentMessage.get_current_message(), analyzer()
-    batch = outcomes.Batch(list(payloads), message.message_id, message.options.get("retries", 0), message.asdict(),
-                           active.model, active.prompt_version)
+    batch = outcomes.Batch(
+        list(payloads),
+        message.message_id,
+        message.options.get("retries", 0),
+        message.asdict(),
+        active.model,
+        active.prompt_version,
+    )
     claims: list[Claim] = []
     claim = functools.partial(claim_now, claims)
     try:
@@ -112,6 +125,7 @@ def claim_now(claims: list[Claim], conversation_ids: list[str]) -> list[str]:
 
 def grok_job(client: GrokClient, batch: outcomes.Batch, claim: Claim, call: PreparedCall) -> Job:
     """The engine's job for one claimed call: post it, then read and store the answer (or handle the failure)."""
+
     def finish(answer: object) -> None:
         if isinstance(answer, GrokError):
             outcomes.conclude(batch, claim, answer)
@@ -122,8 +136,11 @@ def grok_job(client: GrokClient, batch: outcomes.Batch, claim: Claim, call: Prep
             outcome = error
         outcomes.conclude(batch, claim, outcome)
 
-    return Job(send=functools.partial(client.post, call=call), finish=finish,
-               give_back=functools.partial(outcomes.give_back, batch, claim))
+    return Job(
+        send=functools.partial(client.post, call=call),
+        finish=finish,
+        give_back=functools.partial(outcomes.give_back, batch, claim),
+    )
 
 
 def store_results(analysis: dict | None) -> None:
@@ -135,4 +152,6 @@ def store_results(analysis: dict | None) -> None:
 def batch_exhausted(message: dict, retry_info: dict) -> None:
     """Actor: a batch's message spent its retries (the database or Redis failed it, not Grok: see
     :func:`actors.outcomes.retry_later`) and is dead-lettered: its open conversations are ``failed``."""
-    outcomes.fail_exhausted(message["args"][0], retry_info.get("retries", 0) + 1, message.get("options", {}).get("traceback"))
+    outcomes.fail_exhausted(
+        message["args"][0], retry_info.get("retries", 0) + 1, message.get("options", {}).get("traceback")
+    )

@@ -18,12 +18,12 @@ import socket
 import dramatiq
 import redis
 
-from telemetry import metrics
 from actors.broker import COLLECT_QUEUE, GROUP, redis_client, send, send_batch, settings, stream_key, streamed_lanes
-from telemetry.logs import Throttle
 from settings import Settings
 from store import queries
 from store.db import describe
+from telemetry import metrics
+from telemetry.logs import Throttle
 
 # Entries read but not acknowledged for this long belong to a cutter that died mid-cut.
 CLAIM_IDLE_MS = 30_000
@@ -46,8 +46,13 @@ def flush_scheduled_key() -> str:
 def declare(broker: dramatiq.Broker, settings: Settings) -> None:
     """Declare this module's actors on ``broker`` (the worker's set-up, ``actors.worker``)."""
     for collector in (collect, collect_many):
-        dramatiq.actor(collector, queue_name=COLLECT_QUEUE, priority=COLLECT_PRIORITY, max_retries=settings.max_retries,
-                       broker=broker)
+        dramatiq.actor(
+            collector,
+            queue_name=COLLECT_QUEUE,
+            priority=COLLECT_PRIORITY,
+            max_retries=settings.max_retries,
+            broker=broker,
+        )
     dramatiq.actor(flush_batches, queue_name=COLLECT_QUEUE, max_retries=settings.max_retries, broker=broker)
 
 
@@ -70,10 +75,15 @@ def report_unknown(missing: list[str]) -> None:
     ``DB_PATH`` or ``DATABASE_URL``), or deleted since. Dropped, counted, and said at most once a minute."""
     metrics.worker().unknown.inc(len(missing))
     if count := _unknown_lines.due(len(missing)):
-        logger.warning("collect: %d conversation id(s) not in this worker's database (%s), dropped, e.g. %s; do the "
-                       "processes that send them use the same DB_PATH or DATABASE_URL? (insights_conversations_unknown_total "
-                       "counts them; this line comes at most once every %.0f s)", count, describe(settings()),
-                       ", ".join(missing[:3]), UNKNOWN_LOG_SECONDS)
+        logger.warning(
+            "collect: %d conversation id(s) not in this worker's database (%s), dropped, e.g. %s; do the "
+            "processes that send them use the same DB_PATH or DATABASE_URL? (insights_conversations_unknown_total "
+            "counts them; this line comes at most once every %.0f s)",
+            count,
+            describe(settings()),
+            ", ".join(missing[:3]),
+            UNKNOWN_LOG_SECONDS,
+        )
 
 
 def add_to_stream(conversation_ids: list[str]) -> None:
@@ -178,7 +188,9 @@ def _age_ms(client: redis.Redis, entry_id: bytes) -> float:
 def _dispatch_abandoned(client: redis.Redis) -> None:
     """Re-dispatch entries that a dead cutter read but never acknowledged."""
     # Redis 7 answers [next, claimed, deleted], Redis 6.2 (the embedded one) [next, claimed].
-    claimed = client.xautoclaim(stream_key(), GROUP, CONSUMER, min_idle_time=CLAIM_IDLE_MS, count=settings().batch_size)[1]
+    claimed = client.xautoclaim(
+        stream_key(), GROUP, CONSUMER, min_idle_time=CLAIM_IDLE_MS, count=settings().batch_size
+    )[1]
     if claimed:
         logger.warning("claimed back %d abandoned stream entries", len(claimed))
         _dispatch(client, claimed)

@@ -54,8 +54,12 @@ def redis_pool(settings: Settings) -> redis.BlockingConnectionPool:
     """Connections to ``REDIS_URL`` for one process: bounded, and a thread waits for a free one rather than
     failing (redis-py's default pool refuses the 101st at once, and a worker runs hundreds of threads)."""
     return redis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_SECONDS,
-        health_check_interval=30, socket_connect_timeout=5, socket_timeout=30,
+        settings.redis_url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_WAIT_SECONDS,
+        health_check_interval=30,
+        socket_connect_timeout=5,
+        socket_timeout=30,
     )
 
 
@@ -82,8 +86,13 @@ class Connections:
     def gate(self) -> OutboundGate:
         """The outbound gate every worker process shares through Redis."""
         settings = self.settings
-        return OutboundGate(self.redis, settings.outbound_rps, settings.outbound_tpm,
-                            max_wait=gate_max_wait_seconds(settings), namespace=settings.redis_namespace)
+        return OutboundGate(
+            self.redis,
+            settings.outbound_rps,
+            settings.outbound_tpm,
+            max_wait=gate_max_wait_seconds(settings),
+            namespace=settings.redis_namespace,
+        )
 
 
 _current: Connections | None = None
@@ -126,27 +135,50 @@ def gate() -> OutboundGate:
     return connections().gate
 
 
-def send(actor_name: str, queue: str, *args: Any, delay_ms: int | None = None, options: dict[str, Any] | None = None,
-         message_id: str | None = None) -> None:
+def send(
+    actor_name: str,
+    queue: str,
+    *args: Any,
+    delay_ms: int | None = None,
+    options: dict[str, Any] | None = None,
+    message_id: str | None = None,
+) -> None:
     """Enqueue a message for ``actor_name`` on ``queue`` (after ``delay_ms``), as its actor's ``send`` would,
     without the actor being declared in this process."""
-    message = dramatiq.Message(queue_name=queue, actor_name=actor_name, args=args, kwargs={}, options=options or {},
-                               **({"message_id": message_id} if message_id else {}))
+    message = dramatiq.Message(
+        queue_name=queue,
+        actor_name=actor_name,
+        args=args,
+        kwargs={},
+        options=options or {},
+        **({"message_id": message_id} if message_id else {}),
+    )
     get_broker().enqueue(message, delay=delay_ms)
 
 
-def send_batch(conversation_ids: list[str], delay_ms: int | None = None, retries: int = 0,
-               message_id: str | None = None, queue: str = ANALYZE_QUEUE) -> None:
+def send_batch(
+    conversation_ids: list[str],
+    delay_ms: int | None = None,
+    retries: int = 0,
+    message_id: str | None = None,
+    queue: str = ANALYZE_QUEUE,
+) -> None:
     """Enqueue an ``analyze_batch`` message on ``queue`` (after ``delay_ms``), its ``retries`` so far in
     Dramatiq's own option, under ``message_id`` when it is a retry of that one."""
-    send("analyze_batch", queue, conversation_ids, delay_ms=delay_ms, options={"retries": retries} if retries else None,
-         message_id=message_id)
+    send(
+        "analyze_batch",
+        queue,
+        conversation_ids,
+        delay_ms=delay_ms,
+        options={"retries": retries} if retries else None,
+        message_id=message_id,
+    )
 
 
 def send_for_batching(conversation_ids: list[str]) -> None:
     """Send conversations to the batching stream (``collect_many``), ``COLLECT_CHUNK`` to a message."""
     for start in range(0, len(conversation_ids), COLLECT_CHUNK):
-        send("collect_many", COLLECT_QUEUE, conversation_ids[start:start + COLLECT_CHUNK])
+        send("collect_many", COLLECT_QUEUE, conversation_ids[start : start + COLLECT_CHUNK])
 
 
 def dead_letter(message: dict, traceback: str) -> None:

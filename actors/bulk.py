@@ -53,8 +53,11 @@ def batch_api() -> BatchApi:
 def forming_rules() -> provider_batches.Forming:
     current = settings()
     return provider_batches.Forming(
-        max_conversations=current.bulk_batch_conversations, per_request=current.batch_size,
-        flush_seconds=current.bulk_flush_seconds, max_attempts=current.max_retries, poll_seconds=current.bulk_poll_seconds,
+        max_conversations=current.bulk_batch_conversations,
+        per_request=current.batch_size,
+        flush_seconds=current.bulk_flush_seconds,
+        max_attempts=current.max_retries,
+        poll_seconds=current.bulk_poll_seconds,
     )
 
 
@@ -72,7 +75,9 @@ def tick() -> Hold | None:
     if hold := held():
         return hold
     while batch := call_and_release(provider_batches.form, forming_rules()):
-        logger.info("provider batch %s formed: %d conversation(s)", batch.id, batch.conversations, extra={"batch_id": batch.id})
+        logger.info(
+            "provider batch %s formed: %d conversation(s)", batch.id, batch.conversations, extra={"batch_id": batch.id}
+        )
     for batch_id in call_and_release(provider_batches.due):
         if hold := held():  # a step on another batch met a refused key
             return hold
@@ -92,8 +97,12 @@ def work_on(batch: ProviderBatch) -> None:
     except BatchApiError as error:
         bulk_probe.stepped(batch.id, error)
         if error.status == 404 and batch.provider_id is not None:  # xAI no longer knows it: nothing will come
-            logger.error("provider batch %s: xAI no longer knows %s; its conversations wait for another batch",
-                         batch.id, batch.provider_id, extra={"batch_id": batch.id})
+            logger.error(
+                "provider batch %s: xAI no longer knows %s; its conversations wait for another batch",
+                batch.id,
+                batch.provider_id,
+                extra={"batch_id": batch.id},
+            )
             bulk_results.collect(None, batch, f"unknown to xAI ({error})")
             return
         provider_batches.let_go(batch.id, failed_step(batch, error), last_error=settings().redact(str(error))[:500])
@@ -109,8 +118,13 @@ def failed_step(batch: ProviderBatch, error: BatchApiError) -> float:
     if error.credits_exhausted:
         return settings().grok_credits_pause_seconds
     if error.refuses_key:
-        logger.error("provider batch %s: %s; every worker leaves xAI alone for %g s", batch.id, error,
-                     settings().grok_auth_pause_seconds, extra={"batch_id": batch.id})
+        logger.error(
+            "provider batch %s: %s; every worker leaves xAI alone for %g s",
+            batch.id,
+            error,
+            settings().grok_auth_pause_seconds,
+            extra={"batch_id": batch.id},
+        )
         outcomes.hold_grok(settings().redact(str(error)))
         return settings().grok_auth_pause_seconds
     logger.warning("provider batch %s: %s; trying again later", batch.id, error, extra={"batch_id": batch.id})
@@ -160,8 +174,12 @@ def after_poll(api: BatchApi, batch: ProviderBatch, status: BatchStatus) -> floa
         provider_batches.update(batch.id, **status.counters)
     if status.refusal:  # refused outright by xAI: not the conversations' fault, no attempt spent
         reason = f"refused by xAI: {settings().redact(status.refusal)}"
-        logger.error("provider batch %s %s; its conversations wait for another batch, no attempt spent", batch.id,
-                     reason, extra={"batch_id": batch.id})
+        logger.error(
+            "provider batch %s %s; its conversations wait for another batch, no attempt spent",
+            batch.id,
+            reason,
+            extra={"batch_id": batch.id},
+        )
         bulk_results.collect(api, batch, reason, refund=True)
         return None
     if status.failure:  # failed as a whole: what it answered is stored, what it did not will never come
@@ -176,8 +194,12 @@ def after_poll(api: BatchApi, batch: ProviderBatch, status: BatchStatus) -> floa
 
 def overdue(batch: ProviderBatch) -> bool:
     """Sent longer ago than ``BULK_GIVE_UP_SECONDS`` and not cancelled yet."""
-    return (batch.provider_id is not None and batch.submitted_at is not None and batch.end_reason is None
-            and utcnow() - batch.submitted_at > timedelta(seconds=settings().bulk_give_up_seconds))
+    return (
+        batch.provider_id is not None
+        and batch.submitted_at is not None
+        and batch.end_reason is None
+        and utcnow() - batch.submitted_at > timedelta(seconds=settings().bulk_give_up_seconds)
+    )
 
 
 def end_reason(batch: ProviderBatch, counters: dict[str, int]) -> str:
@@ -195,7 +217,7 @@ def send_requests(api: BatchApi, batch: ProviderBatch, resumed: bool) -> int:
     if resumed and unsent:
         unsent = not_held(api, batch, unsent)
     for start in range(0, len(unsent), REQUESTS_PER_CALL):
-        chunk = unsent[start:start + REQUESTS_PER_CALL]
+        chunk = unsent[start : start + REQUESTS_PER_CALL]
         api.add(batch.provider_id, request_bodies(chunk))
         provider_batches.mark_requests([request.id for request in chunk], submitted=True)
         provider_batches.take_again(batch.id, settings().requeue_seconds)
@@ -207,8 +229,12 @@ def not_held(api: BatchApi, batch: ProviderBatch, unsent: list[ProviderBatchRequ
     holds = api.held(batch.provider_id)
     if sent := [request.id for request in unsent if request.id in holds]:
         provider_batches.mark_requests(sent, submitted=True)
-        logger.warning("provider batch %s: xAI holds %d request(s) not recorded as sent (a step cut short): not sent again",
-                       batch.id, len(sent), extra={"batch_id": batch.id})
+        logger.warning(
+            "provider batch %s: xAI holds %d request(s) not recorded as sent (a step cut short): not sent again",
+            batch.id,
+            len(sent),
+            extra={"batch_id": batch.id},
+        )
     return [request for request in unsent if request.id not in holds]
 
 
@@ -218,9 +244,13 @@ def request_bodies(chunk: list[ProviderBatchRequest]) -> dict[str, dict[str, Any
     payloads = provider_batches.payloads(ids)
     client = analyzer()
     return {
-        request.id: client.request_body([
-            ConversationToAnalyze(i, json.loads(payloads[i])["messages"]) for i in json.loads(request.conversation_ids) if i in payloads
-        ])
+        request.id: client.request_body(
+            [
+                ConversationToAnalyze(i, json.loads(payloads[i])["messages"])
+                for i in json.loads(request.conversation_ids)
+                if i in payloads
+            ]
+        )
         for request in chunk
     }
 

@@ -17,7 +17,6 @@ import json
 import logging
 from typing import Any
 
-from telemetry import metrics
 from actors.analysis import analyzer
 from actors.broker import settings
 from insights.batch_api import BatchApi, completion_of, error_of
@@ -29,6 +28,7 @@ from insights.schemas import AnalysisResult
 from store import claims, provider_batches, results
 from store.db import write_transaction
 from store.models import ProviderBatch, ProviderBatchRequest, database
+from telemetry import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,12 @@ def collect(api: BatchApi | None, batch: ProviderBatch, reason: str, refund: boo
             give_back(batch, request, f"waiting for another batch: provider batch {batch.id} {reason}")
         else:
             ids = json.loads(request.conversation_ids)
-            store(batch, request, failed_result(ids, batch, f"no answer from the Batch API (provider batch {reason})"),
-                  isolate=False)
+            store(
+                batch,
+                request,
+                failed_result(ids, batch, f"no answer from the Batch API (provider batch {reason})"),
+                isolate=False,
+            )
     provider_batches.end(batch.id, reason)
     logger.info("provider batch %s ended: %s", batch.id, reason, extra={"batch_id": batch.id})
 
@@ -61,9 +65,17 @@ def analysis_of(entry: dict[str, Any], ids: list[str], batch: ProviderBatch) -> 
     document = completion_of(entry)
     active = analyzer()
     try:
-        result = read_completion(ids, document, json.dumps(document, ensure_ascii=False), model=active.model,
-                                 prompt_version=active.prompt_version, usage=usage_in(document),
-                                 vocabulary=active.taxonomy.vocabulary, claim_token=batch.claim_token, batch_id=batch.id)
+        result = read_completion(
+            ids,
+            document,
+            json.dumps(document, ensure_ascii=False),
+            model=active.model,
+            prompt_version=active.prompt_version,
+            usage=usage_in(document),
+            vocabulary=active.taxonomy.vocabulary,
+            claim_token=batch.claim_token,
+            batch_id=batch.id,
+        )
     except UnusableAnswer as error:
         return failed_result(ids, batch, str(error))
     active.models.note(result.model)
@@ -72,9 +84,16 @@ def analysis_of(entry: dict[str, Any], ids: list[str], batch: ProviderBatch) -> 
 
 def failed_result(ids: list[str], batch: ProviderBatch, reason: str) -> AnalysisResult:
     active = analyzer()
-    return AnalysisResult(conversation_ids=ids, rows=[], rejected={i: reason for i in ids}, model=active.model,
-                          prompt_version=active.prompt_version, raw_response="", claim_token=batch.claim_token,
-                          batch_id=batch.id)
+    return AnalysisResult(
+        conversation_ids=ids,
+        rows=[],
+        rejected={i: reason for i in ids},
+        model=active.model,
+        prompt_version=active.prompt_version,
+        raw_response="",
+        claim_token=batch.claim_token,
+        batch_id=batch.id,
+    )
 
 
 def store(batch: ProviderBatch, request: ProviderBatchRequest, result: AnalysisResult, isolate: bool) -> None:
@@ -86,7 +105,9 @@ def store(batch: ProviderBatch, request: ProviderBatchRequest, result: AnalysisR
         if isolate:
             provider_batches.isolate(outcome.retry)
         tokens = tokens_of(result.usage)
-        provider_batches.add_usage(batch.id, tokens, cost_usd(tokens, result.model, BULK, settings()) if tokens else None)
+        provider_batches.add_usage(
+            batch.id, tokens, cost_usd(tokens, result.model, BULK, settings()) if tokens else None
+        )
         provider_batches.mark_requests([request.id], settled=True)
     settled = metrics.worker().settled
     for name in ("completed", "retry", "failed"):
@@ -97,6 +118,10 @@ def give_back(batch: ProviderBatch, request: ProviderBatchRequest, reason: str) 
     """The request's conversations back to wait for another batch, their attempt refunded and ``reason``
     noted, and the request settled, in one transaction."""
     with write_transaction(database.obj):
-        claims.refund_attempt(json.loads(request.conversation_ids), requeue=True, claim_token=batch.claim_token,
-                              reason=settings().redact(reason))
+        claims.refund_attempt(
+            json.loads(request.conversation_ids),
+            requeue=True,
+            claim_token=batch.claim_token,
+            reason=settings().redact(reason),
+        )
         provider_batches.mark_requests([request.id], settled=True)

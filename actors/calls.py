@@ -28,8 +28,9 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import httpx
 
@@ -56,8 +57,14 @@ class Job:
 class CallEngine:
     """An event loop in a thread of its own, with a pool of threads to finish calls."""
 
-    def __init__(self, worker: str, lease_seconds: float, make_http: Callable[[], httpx.AsyncClient] | None,
-                 capacity: int, finish_threads: int = 4) -> None:
+    def __init__(
+        self,
+        worker: str,
+        lease_seconds: float,
+        make_http: Callable[[], httpx.AsyncClient] | None,
+        capacity: int,
+        finish_threads: int = 4,
+    ) -> None:
         """``make_http`` makes the HTTP clients the calls go through; ``None`` where nothing is called
         (offline: the engine only keeps the worker's lease)."""
         self.worker, self.lease_seconds, self.make_http = worker, lease_seconds, make_http
@@ -126,7 +133,7 @@ class CallEngine:
         except asyncio.CancelledError:
             await self.loop.run_in_executor(self.finishers, job.give_back)
             raise
-        except Exception as error:  # noqa: BLE001 - the job's finish decides what each failure means
+        except Exception as error:
             outcome = error
         await self.loop.run_in_executor(self.finishers, self._finish, job, outcome)
 
@@ -143,7 +150,9 @@ class CallEngine:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
-                await self.loop.run_in_executor(self.leaser, call_and_release, workers.renew, self.worker, self.lease_seconds)
+                await self.loop.run_in_executor(
+                    self.leaser, call_and_release, workers.renew, self.worker, self.lease_seconds
+                )
             except Exception:  # the database away: try again; if it stays away, the lease lapses
                 logger.exception("renewing the worker's lease failed")
 

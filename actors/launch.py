@@ -27,8 +27,16 @@ def thread_count(settings: Settings) -> int:
 
 def command(settings: Settings) -> list[str]:
     """Dramatiq's CLI, which calls ``actors.worker.setup`` in each worker process before it consumes."""
-    return [sys.executable, "-m", "dramatiq", "actors.worker:setup",
-            "--processes", str(settings.worker_processes), "--threads", str(thread_count(settings))]
+    return [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "actors.worker:setup",
+        "--processes",
+        str(settings.worker_processes),
+        "--threads",
+        str(thread_count(settings)),
+    ]
 
 
 def main() -> None:

@@ -33,13 +33,21 @@ from typing import Any
 
 from dramatiq.common import compute_backoff
 
-from telemetry import metrics
 from actors import reasons
 from actors.broker import AGAIN_QUEUE, STORE_QUEUE, dead_letter, gate, send, send_batch, send_for_batching, settings
-from insights.errors import SPLITTABLE, CreditsExhausted, GrokError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
+from insights.errors import (
+    SPLITTABLE,
+    CreditsExhausted,
+    GrokError,
+    ProviderBusy,
+    RateLimited,
+    TransientError,
+    UnusableAnswer,
+)
 from insights.schemas import AnalysisResult
 from settings import Settings
 from store import claims, results
+from telemetry import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +136,15 @@ def retry_later(batch: Batch, ids: list[str], token: str | None, error: Transien
         fail_exhausted(ids, tries, None)
         return
     delay = int(error.retry_after * 1000) if error.retry_after is not None else backoff_ms(tries)
-    logger.warning("transient Grok failure, the batch is tried again in %.1f s: %s", delay / 1000, error,
-                   extra={"batch_id": batch.batch_id, "conversation_ids": ids})
-    send_batch(ids, delay_ms=delay, retries=tries, message_id=batch.batch_id, queue=AGAIN_QUEUE)  # the same id, as Dramatiq's
+    logger.warning(
+        "transient Grok failure, the batch is tried again in %.1f s: %s",
+        delay / 1000,
+        error,
+        extra={"batch_id": batch.batch_id, "conversation_ids": ids},
+    )
+    send_batch(
+        ids, delay_ms=delay, retries=tries, message_id=batch.batch_id, queue=AGAIN_QUEUE
+    )  # the same id, as Dramatiq's
 
 
 def backoff_ms(tries: int) -> int:
@@ -146,14 +160,23 @@ def fail_exhausted(ids: list[str], tries: int, message_traceback: str | None) ->
 
 
 def unusable_result(batch: Batch, ids: list[str], claim_token: str | None, reason: str) -> AnalysisResult:
-    return AnalysisResult(conversation_ids=ids, rows=[], rejected={i: reason for i in ids}, model=batch.model,
-                          prompt_version=batch.prompt_version, raw_response="", claim_token=claim_token)
+    return AnalysisResult(
+        conversation_ids=ids,
+        rows=[],
+        rejected={i: reason for i in ids},
+        model=batch.model,
+        prompt_version=batch.prompt_version,
+        raw_response="",
+        claim_token=claim_token,
+    )
 
 
 def split(batch: Batch, ids: list[str], reason: str) -> None:
     """Send the halves of a batch that Grok could not take whole (its attempt refunded first)."""
     half = len(ids) // 2
-    logger.warning("splitting a batch of %d (%s)", len(ids), reason, extra={"batch_id": batch.batch_id, "conversation_ids": ids})
+    logger.warning(
+        "splitting a batch of %d (%s)", len(ids), reason, extra={"batch_id": batch.batch_id, "conversation_ids": ids}
+    )
     send_batch(ids[:half], queue=AGAIN_QUEUE)
     send_batch(ids[half:], queue=AGAIN_QUEUE)
 
@@ -167,8 +190,13 @@ def set_aside(ids: list[str], reason: str, seconds: float) -> None:
     """
     delay = max(0.1, min(seconds, settings().requeue_seconds / 2))
     claims.note_error(ids, said(f"waiting: {reason}"))
-    logger.warning("Grok cannot take a batch now, %d conversation(s) wait %.0f s: %s", len(ids), delay, reason,
-                   extra={"conversation_ids": ids})
+    logger.warning(
+        "Grok cannot take a batch now, %d conversation(s) wait %.0f s: %s",
+        len(ids),
+        delay,
+        reason,
+        extra={"conversation_ids": ids},
+    )
     send_batch(ids, delay_ms=int(delay * 1000))
 
 
@@ -177,8 +205,11 @@ def give_back(batch: Batch, claim: claims.Claim) -> None:
     ids = [c.id for c in claim.conversations]
     claims.refund_attempt(ids, requeue=True, claim_token=claim.token)
     send_batch(ids, queue=AGAIN_QUEUE)
-    logger.warning("stopping: a call in flight was given back, %d conversation(s) sent again", len(ids),
-                   extra={"batch_id": batch.batch_id, "conversation_ids": ids})
+    logger.warning(
+        "stopping: a call in flight was given back, %d conversation(s) sent again",
+        len(ids),
+        extra={"batch_id": batch.batch_id, "conversation_ids": ids},
+    )
 
 
 def grok_hold(patience_ms: float | None = None) -> tuple[str, float] | None:
@@ -212,9 +243,12 @@ def store_or_hand_on(result: AnalysisResult) -> None:
     Dramatiq retries without paying for the analysis again."""
     try:
         settle(result)
-    except Exception as error:  # noqa: BLE001 - any failure to store is retried by the store step
-        logger.warning("storing the batch failed, the store step will retry it: %s", error,
-                       extra={"batch_id": result.batch_id, "conversation_ids": result.conversation_ids})
+    except Exception as error:
+        logger.warning(
+            "storing the batch failed, the store step will retry it: %s",
+            error,
+            extra={"batch_id": result.batch_id, "conversation_ids": result.conversation_ids},
+        )
         send("store_results", STORE_QUEUE, result.model_dump(mode="json"))
 
 
@@ -231,8 +265,17 @@ def settle(result: AnalysisResult) -> None:
         settled.labels(name).inc(len(getattr(outcome, name)))
     logger.info(
         "batch stored: %d completed, %d retried, %d failed, %d ignored (not under this claim any more)",
-        len(outcome.completed), len(outcome.retry), len(outcome.failed), len(outcome.ignored),
-        extra={"batch_id": result.batch_id, "conversation_ids": result.conversation_ids, "model": result.model,
-               "completed": outcome.completed, "retried": outcome.retry, "failed": outcome.failed,
-               "ignored": outcome.ignored},
+        len(outcome.completed),
+        len(outcome.retry),
+        len(outcome.failed),
+        len(outcome.ignored),
+        extra={
+            "batch_id": result.batch_id,
+            "conversation_ids": result.conversation_ids,
+            "model": result.model,
+            "completed": outcome.completed,
+            "retried": outcome.retry,
+            "failed": outcome.failed,
+            "ignored": outcome.ignored,
+        },
     )

@@ -9,7 +9,7 @@ is not: it may tell an older try, and its last line starts with an internal clas
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from store import queries
 

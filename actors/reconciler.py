@@ -20,8 +20,17 @@ import logging
 import threading
 from datetime import timedelta
 
-from actors.broker import (AGAIN_QUEUE, ANALYZE_QUEUE, queue_key, redis_client, send_batch, send_for_batching, settings,
-                           stream_key, streamed_lanes)
+from actors.broker import (
+    AGAIN_QUEUE,
+    ANALYZE_QUEUE,
+    queue_key,
+    redis_client,
+    send_batch,
+    send_for_batching,
+    settings,
+    stream_key,
+    streamed_lanes,
+)
 from store import claims, idempotency, queries, workers
 from store.db import call_and_release
 

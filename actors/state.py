@@ -61,11 +61,11 @@ def read_state() -> PipelineState:
     redis_state = stats = None
     try:
         redis_state = read_redis_state()
-    except Exception as error:  # noqa: BLE001 - any failure means "not answering"; report it, keep going
+    except Exception as error:
         errors["redis"] = failure(error)
     try:
         stats = reports.stats()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         errors["database"] = failure(error)
     return PipelineState(redis=redis_state, stats=stats, errors=errors)
 

@@ -39,7 +39,9 @@ class WorkerLifecycle(Middleware):
         configure_logging(settings)
         migrate(open_database(settings))
         active = analysis.analyzer()
-        logger.info("worker ready: %s, analyzer %s, batches of %d", describe(settings), active.model, settings.batch_size)
+        logger.info(
+            "worker ready: %s, analyzer %s, batches of %d", describe(settings), active.model, settings.batch_size
+        )
         if not settings.offline and (retired := retirement_warning(settings)):
             logger.warning("%s", retired)
         analysis.engine().start()
@@ -54,7 +56,9 @@ class WorkerLifecycle(Middleware):
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         analysis.engine().stop(analysis.STOP_GRACE_SECONDS)  # once no thread can hand it a call any more
 
-    def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message, *, result=None, exception=None) -> None:
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: dramatiq.Message, *, result=None, exception=None
+    ) -> None:
         release()  # a thread waiting for its next message holds no database connection
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:

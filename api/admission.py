@@ -16,7 +16,6 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from ulid import ULID
 
-from telemetry import metrics
 from actors.broker import send_for_batching, streamed_lanes
 from api.errors import ApiError
 from insights.schemas import ConversationBase
@@ -24,6 +23,7 @@ from settings import Settings
 from store import queries
 from store.db import call_and_release
 from store.group_commit import GroupCommitter
+from telemetry import metrics
 
 logger = logging.getLogger("ingress")
 
@@ -47,8 +47,10 @@ class Quota:
         ``q`` conversations per ``w`` = 1 second; ``r`` left now, ``t`` seconds until one more is."""
         if self.remaining is None:
             return {}
-        return {"RateLimit-Policy": f'"inbound";q={self.limit};w=1',
-                "RateLimit": f'"inbound";r={self.remaining};t={self.reset_seconds}'}
+        return {
+            "RateLimit-Policy": f'"inbound";q={self.limit};w=1',
+            "RateLimit": f'"inbound";r={self.remaining};t={self.reset_seconds}',
+        }
 
 
 class InboundLimiter:
@@ -64,7 +66,9 @@ class InboundLimiter:
 
     def __init__(self, settings: Settings) -> None:
         self.item = RateLimitItemPerSecond(settings.inbound_rps)
-        storage = storage_from_string(settings.limits_storage_url, implementation="redispy", key_prefix=f"{settings.redis_namespace}:limits")
+        storage = storage_from_string(
+            settings.limits_storage_url, implementation="redispy", key_prefix=f"{settings.redis_namespace}:limits"
+        )
         self.limiter = MovingWindowRateLimiter(storage)
         self.warned_at = -self.WARN_EVERY_SECONDS
 
@@ -95,8 +99,11 @@ def admit(streamed: tuple[str, ...], conversations: list[queries.NewConversation
     The bulk lane's conversations get no message when the bulk lane takes them from the database.
     """
     outcomes = queries.insert_conversations(conversations)
-    created = [new.id for new, outcome in zip(conversations, outcomes)
-               if outcome is queries.InsertOutcome.CREATED and new.lane in streamed]
+    created = [
+        new.id
+        for new, outcome in zip(conversations, outcomes)
+        if outcome is queries.InsertOutcome.CREATED and new.lane in streamed
+    ]
     try:
         send_for_batching(created)  # a round of many conversations: a message per thousand, not one each
     except Exception as error:
@@ -117,17 +124,26 @@ class Admission:
     def rate_limited(self, quota: Quota) -> ApiError:
         metrics.web().rate_limited.inc()
         return ApiError(
-            falcon.HTTP_429, "rate_limited", f"Over {self.settings.inbound_rps} conversations a second; retry later.",
-            headers={"Retry-After": str(quota.retry_after), **quota.headers()}, retry_after_seconds=quota.retry_after,
+            falcon.HTTP_429,
+            "rate_limited",
+            f"Over {self.settings.inbound_rps} conversations a second; retry later.",
+            headers={"Retry-After": str(quota.retry_after), **quota.headers()},
+            retry_after_seconds=quota.retry_after,
         )
 
-    async def prepare(self, conversations: list[ConversationBase], lane: str) -> list[tuple[queries.NewConversation, queries.InsertOutcome | None]]:
+    async def prepare(
+        self, conversations: list[ConversationBase], lane: str
+    ) -> list[tuple[queries.NewConversation, queries.InsertOutcome | None]]:
         """Each validated conversation as a row to insert, with its outcome when its id was accepted before
         (``DUPLICATE`` or ``CONFLICT``): those are answered at once and take no inbound slot, so a client
         that resends what was partly accepted makes progress."""
         now = queries.utcnow()
-        news = [queries.NewConversation.of(c.conversation_id or f"conv_{ULID()}", c.canonical_payload(), now, c.occurred(now), lane)
-                for c in conversations]
+        news = [
+            queries.NewConversation.of(
+                c.conversation_id or f"conv_{ULID()}", c.canonical_payload(), now, c.occurred(now), lane
+            )
+            for c in conversations
+        ]
         named = [new.id for new, c in zip(news, conversations) if c.conversation_id]
         hashes = await asyncio.to_thread(call_and_release, queries.accepted_hashes, named) if named else {}
         return [(new, queries.known_outcome(new, hashes)) for new in news]

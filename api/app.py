@@ -19,8 +19,8 @@ from api.health import (
     ReadinessResource,
 )
 from api.insights import InsightsResource, SummaryResource
-from api.trends import TrendsResource
 from api.middleware import ApiKeyAuth, Lifespan, RequestMetrics
+from api.trends import TrendsResource
 from settings import Settings
 
 

@@ -11,16 +11,16 @@ from typing import Any
 import falcon
 from pydantic import ValidationError
 
-from telemetry import metrics
+from api import models as api
 from api.admission import Admission
 from api.body import parse_json, read_body, require_json
 from api.errors import field_errors
 from api.idempotency import KeyUse, bind_and_rename, look_up, request_key
 from api.params import parse_lane
-from api import models as api
 from insights.schemas import ConversationBase, batch_envelope, request_models
 from settings import Settings
 from store import queries
+from telemetry import metrics
 
 OUTCOME_STATUS = {
     queries.InsertOutcome.CREATED: "accepted",
@@ -67,11 +67,11 @@ class BatchResource:
         resp.set_headers(quota.headers())
         if fresh and not quota.granted and len(fresh) == len(valid):
             raise self.admission.rate_limited(quota)  # before the key is bound: a refusal writes nothing
-        granted = fresh[:quota.granted]
+        granted = fresh[: quota.granted]
         if use is not None and any(index in keyed for index, _new in granted):
             granted = await bind_and_rename(use, granted, keyed)
         await self.commit(granted, results)
-        for index, _new in fresh[quota.granted:]:
+        for index, _new in fresh[quota.granted :]:
             results[index] = api.BatchItemResult(index=index, status="rate_limited")
         metrics.web().rate_limited.inc(len(fresh) - quota.granted)
         if quota.granted < len(fresh):
@@ -80,14 +80,20 @@ class BatchResource:
         resp.media = api.BatchResults(results=results, summary=summary).model_dump(mode="json", exclude_none=True)
 
     @staticmethod
-    def named(valid: list[tuple[int, ConversationBase]], use: KeyUse | None, keyed: set[int]) -> list[tuple[int, ConversationBase]]:
+    def named(
+        valid: list[tuple[int, ConversationBase]], use: KeyUse | None, keyed: set[int]
+    ) -> list[tuple[int, ConversationBase]]:
         """The valid items, those without an id of their own (``keyed``) named by the key's ``use``."""
         if use is None:
             return valid
-        return [(index, c.model_copy(update={"conversation_id": use.conversation_id(index)}) if index in keyed else c)
-                for index, c in valid]
+        return [
+            (index, c.model_copy(update={"conversation_id": use.conversation_id(index)}) if index in keyed else c)
+            for index, c in valid
+        ]
 
-    async def commit(self, granted: list[tuple[int, queries.NewConversation]], results: list[api.BatchItemResult | None]) -> None:
+    async def commit(
+        self, granted: list[tuple[int, queries.NewConversation]], results: list[api.BatchItemResult | None]
+    ) -> None:
         """Commit the items the inbound limit has room for, each on its own; record how each went."""
         outcomes = await asyncio.gather(*(self.admission.commit(new) for _index, new in granted))
         for (index, new), outcome in zip(granted, outcomes):
@@ -96,7 +102,7 @@ class BatchResource:
     def validate(self, body: bytes) -> tuple[list[api.BatchItemResult | None], list[tuple[int, ConversationBase]], str]:
         """Parse the envelope and validate each item on its own: a result for each invalid item (the rest
         ``None``), the valid ones with their index, and a hash of the items (what an idempotency key asks)."""
-        items = parse_json(self.envelope, body, "The body must be {\"conversations\": [...]}.").conversations
+        items = parse_json(self.envelope, body, 'The body must be {"conversations": [...]}.').conversations
         request_hash = hashlib.sha256(json.dumps(items, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         results: list[api.BatchItemResult | None] = [None] * len(items)
         valid = []
@@ -107,14 +113,19 @@ class BatchResource:
             except ValidationError as error:
                 results[index] = api.BatchItemResult(index=index, status="invalid", errors=field_errors(error))
             except ItemTooLarge as error:
-                results[index] = api.BatchItemResult(index=index, status="invalid", errors=[{"path": "(item)", "message": str(error)}])
+                results[index] = api.BatchItemResult(
+                    index=index, status="invalid", errors=[{"path": "(item)", "message": str(error)}]
+                )
         return results, valid, request_hash
 
     def check_size(self, item: Any) -> None:
         """An item gets the single POST's body limit, measured as its compact JSON."""
         size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
         if size > self.settings.max_body_bytes:
-            raise ItemTooLarge(f"the conversation is {size} bytes as JSON, over the {self.settings.max_body_bytes} allowed for one conversation")
+            raise ItemTooLarge(
+                f"the conversation is {size} bytes as JSON, over the {self.settings.max_body_bytes} allowed for one "
+                "conversation"
+            )
 
 
 class ItemTooLarge(ValueError):

@@ -29,8 +29,11 @@ async def read_body(req: falcon.Request, limit: int, timeout: float) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise ApiError(
-            falcon.HTTP_408, "request_timeout", f"The request body did not arrive within {timeout:g} s.",
-            headers={"Connection": "close"}, body_timeout_seconds=timeout,
+            falcon.HTTP_408,
+            "request_timeout",
+            f"The request body did not arrive within {timeout:g} s.",
+            headers={"Connection": "close"},
+            body_timeout_seconds=timeout,
         ) from None
     return b"".join(chunks)
 
@@ -46,5 +49,7 @@ def parse_json(model: type[BaseModel], body: bytes, mismatch: str) -> Any:
         return model.model_validate_json(body)
     except ValidationError as error:
         if any(detail["type"] == "json_invalid" for detail in error.errors()):
-            raise ApiError(falcon.HTTP_400, "invalid_json", f"The body is not valid JSON: {error.errors()[0]['msg']}.")
-        raise ApiError(falcon.HTTP_422, "validation_failed", mismatch, fields=field_errors(error))
+            raise ApiError(
+                falcon.HTTP_400, "invalid_json", f"The body is not valid JSON: {error.errors()[0]['msg']}."
+            ) from None
+        raise ApiError(falcon.HTTP_422, "validation_failed", mismatch, fields=field_errors(error)) from None

@@ -7,17 +7,17 @@ import re
 
 import falcon
 
+from api import models as api
 from api.admission import Admission
 from api.body import parse_json, read_body, require_json
+from api.documents import listed_document, status_document
 from api.errors import ApiError, bad_parameter
 from api.idempotency import bind_and_rename, look_up, request_key
 from api.params import check_parameters, decode_cursor, encode_cursor, parse_lane, parse_number, parse_window
-from api import models as api
 from insights.schemas import CONVERSATION_ID_PATTERN, ConversationBase, request_models
 from settings import Settings
 from store import queries, reports
 from store.db import call_and_release
-from api.documents import listed_document, status_document
 from store.models import STATUSES
 
 CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
@@ -38,7 +38,9 @@ class ConversationsResource:
         require_json(req)
         lane = parse_lane(req)
         key = request_key(req, "conversations")
-        conversation = self.parse(await read_body(req, self.settings.max_body_bytes, self.settings.body_timeout_seconds))
+        conversation = self.parse(
+            await read_body(req, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
+        )
         use = None
         if key is not None and conversation.conversation_id is None:  # a body's own id wins over the key
             use = await look_up(key, queries.payload_digest(conversation.canonical_payload()))
@@ -54,7 +56,8 @@ class ConversationsResource:
             outcome = await self.admission.commit(new)
         if outcome is queries.InsertOutcome.CONFLICT:
             raise ApiError(
-                falcon.HTTP_409, "conflict",
+                falcon.HTTP_409,
+                "conflict",
                 f"Conversation {new.id} was already accepted with a different payload.",
                 conversation_id=new.id,
             )
@@ -69,10 +72,13 @@ class ConversationsResource:
         """The operations view: conversations by status and failure reason, a keyset page at a time."""
         query = self.parse_listing(req)
         page, next_after = await asyncio.to_thread(call_and_release, reports.list_conversations, query)
-        resp.media = api.dump(api.ConversationPage(
-            conversations=[listed_document(c) for c in page], returned_count=len(page),
-            next_cursor=encode_cursor(next_after) if next_after else None,
-        ))
+        resp.media = api.dump(
+            api.ConversationPage(
+                conversations=[listed_document(c) for c in page],
+                returned_count=len(page),
+                next_cursor=encode_cursor(next_after) if next_after else None,
+            )
+        )
 
     def parse_listing(self, req: falcon.Request) -> reports.ConversationQuery:
         start, end = parse_window(req, LISTING_PARAMETERS, required=False)
@@ -83,7 +89,10 @@ class ConversationsResource:
         if reason is not None and not 1 <= len(reason) <= MAX_REASON_CHARS:
             raise bad_parameter("reason", f"1 to {MAX_REASON_CHARS} characters")
         return reports.ConversationQuery(
-            start=start, end=end, status=status, reason=reason,
+            start=start,
+            end=end,
+            status=status,
+            reason=reason,
             limit=parse_number(req, "limit", int, 1, self.settings.max_page_size, self.settings.default_page_size),
             after=decode_cursor(cursor) if cursor is not None else None,
         )

@@ -4,7 +4,7 @@ CLI: the store returns rows and knows nothing of how they are answered."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from api.models import ConversationListed, ConversationStatus, InsightOut, LaneUsage
 from insights.schemas import sentiment_label
@@ -15,7 +15,7 @@ from store.usage import LaneUsage as LaneTotals
 
 def isoformat(moment: datetime | None) -> str | None:
     """A stored naive-UTC time as ISO-8601 with ``Z``."""
-    return moment.replace(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z") if moment else None
+    return moment.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z") if moment else None
 
 
 def insight_document(insight: Insight, settings: Settings) -> InsightOut:
@@ -49,7 +49,9 @@ def listed_document(conversation: Conversation) -> ConversationListed:
     )
 
 
-def status_document(conversation: Conversation, insight: Insight | None, settings: Settings, with_payload: bool = False) -> ConversationStatus:
+def status_document(
+    conversation: Conversation, insight: Insight | None, settings: Settings, with_payload: bool = False
+) -> ConversationStatus:
     return ConversationStatus(
         **dict(listed_document(conversation)),
         insight=insight_document(insight, settings) if insight else None,
@@ -60,8 +62,11 @@ def status_document(conversation: Conversation, insight: Insight | None, setting
 def usage_document(used: LaneTotals) -> LaneUsage:
     """A lane's tokens and cost, rounded as people read them (tokens to tenths, cost to 1e-6 dollars)."""
     return LaneUsage(
-        insights=used.insights, prompt_tokens=round(used.prompt_tokens, 1), cached_tokens=round(used.cached_tokens, 1),
+        insights=used.insights,
+        prompt_tokens=round(used.prompt_tokens, 1),
+        cached_tokens=round(used.cached_tokens, 1),
         cached_share=round(used.cached_share, 4) if used.cached_share is not None else None,
-        completion_tokens=round(used.completion_tokens, 1), cost_usd=round(used.cost_usd, 10),  # to the tick xAI bills in (1e-10 USD)
+        completion_tokens=round(used.completion_tokens, 1),
+        cost_usd=round(used.cost_usd, 10),  # to the tick xAI bills in (1e-10 USD)
         insights_without_cost=used.insights - used.priced,
     )

@@ -54,7 +54,9 @@ async def handle_database_down(req: falcon.Request, resp: falcon.Response, error
     logger.error("database unavailable on %s %s: %s", req.method, req.path, error)
     resp.status = falcon.HTTP_503
     resp.retry_after = 1
-    serialize_error(req, resp, ApiError(falcon.HTTP_503, "database_unavailable", "The database is not answering; retry shortly."))
+    serialize_error(
+        req, resp, ApiError(falcon.HTTP_503, "database_unavailable", "The database is not answering; retry shortly.")
+    )
 
 
 def field_errors(error: ValidationError) -> list[dict[str, str]]:

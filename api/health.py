@@ -7,15 +7,15 @@ import dataclasses
 
 import falcon
 
-from telemetry import metrics
 from actors.broker import gate
 from actors.state import read_state
-from api.errors import ApiError
 from api import models as api
+from api.errors import ApiError
 from api.openapi import openapi_document
 from settings import Settings
 from store import queries
 from store.db import call_and_release
+from telemetry import metrics
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -50,11 +50,13 @@ class ReadinessResource:
         checks = {"database": outcome(database), "redis": outcome(grok)}
         if isinstance(database, BaseException):
             raise ApiError(falcon.HTTP_503, "not_ready", "The database is not answering.", checks=checks)
-        resp.media = api.dump(api.Ready(
-            status="degraded" if isinstance(grok, BaseException) else "ready",
-            checks=checks,
-            grok=None if isinstance(grok, BaseException) else api.GrokStatus(**dataclasses.asdict(grok)),
-        ))
+        resp.media = api.dump(
+            api.Ready(
+                status="degraded" if isinstance(grok, BaseException) else "ready",
+                checks=checks,
+                grok=None if isinstance(grok, BaseException) else api.GrokStatus(**dataclasses.asdict(grok)),
+            )
+        )
 
 
 def outcome(result: object) -> str:

@@ -63,8 +63,11 @@ def request_key(req: falcon.Request, endpoint: str) -> str | None:
 
 
 def reused() -> ApiError:
-    return ApiError(falcon.HTTP_409, "idempotency_key_reused",
-                    f"This {HEADER} was used with a different body within the last 24 hours.")
+    return ApiError(
+        falcon.HTTP_409,
+        "idempotency_key_reused",
+        f"This {HEADER} was used with a different body within the last 24 hours.",
+    )
 
 
 async def look_up(key: str, request_hash: str) -> KeyUse:
@@ -84,14 +87,20 @@ async def bind(use: KeyUse) -> KeyUse:
     keeps it (a concurrent request with the same key and body may have bound it first: its ids win)."""
     if use.bound:
         return use
-    first_used = await asyncio.to_thread(call_and_release, idempotency.remember, use.key, use.request_hash, use.first_used)
+    first_used = await asyncio.to_thread(
+        call_and_release, idempotency.remember, use.key, use.request_hash, use.first_used
+    )
     if first_used is None:
         raise reused()
     return dataclasses.replace(use, first_used=first_used, bound=True)
 
 
-async def bind_and_rename(use: KeyUse, news: list[tuple[int | None, queries.NewConversation]],
-                          keyed: set[int | None]) -> list[tuple[int | None, queries.NewConversation]]:
+async def bind_and_rename(
+    use: KeyUse, news: list[tuple[int | None, queries.NewConversation]], keyed: set[int | None]
+) -> list[tuple[int | None, queries.NewConversation]]:
     """Bind ``use`` and give the conversations it names (their index in ``keyed``) the ids it derives."""
     use = await bind(use)
-    return [(index, dataclasses.replace(new, id=use.conversation_id(index)) if index in keyed else new) for index, new in news]
+    return [
+        (index, dataclasses.replace(new, id=use.conversation_id(index)) if index in keyed else new)
+        for index, new in news
+    ]

@@ -6,14 +6,14 @@ import asyncio
 
 import falcon
 
+from api import models as api
+from api.documents import insight_document, isoformat, usage_document
 from api.errors import bad_parameter
 from api.params import decode_cursor, encode_cursor, parse_number, parse_window
-from api import models as api
 from settings import Settings
 from store import reports
 from store.counts import SENTIMENTS, Filters
 from store.db import call_and_release
-from api.documents import insight_document, isoformat, usage_document
 
 INSIGHT_PARAMETERS = {"start_time", "end_time", "limit", "min_confidence", "sentiment", "cursor"}
 
@@ -27,15 +27,17 @@ class InsightsResource:
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = self.parse_query(req)
         page = await asyncio.to_thread(call_and_release, reports.query_insights, query)
-        resp.media = api.dump(api.InsightsPage(
-            insights=[insight_document(insight, self.settings) for insight in page.insights],
-            metadata=api.PageMetadata(
-                total_count=page.total_count,
-                returned_count=len(page.insights),
-                time_window=api.TimeWindow(start_time=isoformat(query.start), end_time=isoformat(query.end)),
-                next_cursor=encode_cursor(page.next_after) if page.next_after else None,
-            ),
-        ))
+        resp.media = api.dump(
+            api.InsightsPage(
+                insights=[insight_document(insight, self.settings) for insight in page.insights],
+                metadata=api.PageMetadata(
+                    total_count=page.total_count,
+                    returned_count=len(page.insights),
+                    time_window=api.TimeWindow(start_time=isoformat(query.start), end_time=isoformat(query.end)),
+                    next_cursor=encode_cursor(page.next_after) if page.next_after else None,
+                ),
+            )
+        )
 
     def parse_query(self, req: falcon.Request) -> reports.InsightQuery:
         start, end = parse_window(req, INSIGHT_PARAMETERS)
@@ -70,13 +72,17 @@ class SummaryResource:
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         start, end = parse_window(req, {"start_time", "end_time"})
         thresholds = (self.settings.negative_threshold, self.settings.positive_threshold)
-        summary = await asyncio.to_thread(call_and_release, reports.summarize, start, end, thresholds, self.settings.summary_top)
-        resp.media = api.dump(api.Summary(
-            time_window=api.TimeWindow(start_time=isoformat(start), end_time=isoformat(end)),
-            sentiment=api.SentimentSummary(counts=summary.by_sentiment, mean_score=summary.mean_sentiment),
-            top_clusters=[api.ClusterCount(cluster=name, count=n) for name, n in summary.top_clusters],
-            conversations_by_status=summary.by_status,
-            top_failure_reasons=[api.FailureCount(reason=reason, count=n) for reason, n in summary.top_failures],
-            oldest_waiting_seconds=round(reports.seconds_since(summary.oldest_waiting), 3),
-            usage={lane: usage_document(used) for lane, used in summary.usage.items()},
-        ))
+        summary = await asyncio.to_thread(
+            call_and_release, reports.summarize, start, end, thresholds, self.settings.summary_top
+        )
+        resp.media = api.dump(
+            api.Summary(
+                time_window=api.TimeWindow(start_time=isoformat(start), end_time=isoformat(end)),
+                sentiment=api.SentimentSummary(counts=summary.by_sentiment, mean_score=summary.mean_sentiment),
+                top_clusters=[api.ClusterCount(cluster=name, count=n) for name, n in summary.top_clusters],
+                conversations_by_status=summary.by_status,
+                top_failure_reasons=[api.FailureCount(reason=reason, count=n) for reason, n in summary.top_failures],
+                oldest_waiting_seconds=round(reports.seconds_since(summary.oldest_waiting), 3),
+                usage={lane: usage_document(used) for lane, used in summary.usage.items()},
+            )
+        )

@@ -10,12 +10,12 @@ import falcon
 
 from actors import broker
 from api import access
-from telemetry import metrics
 from api.errors import ApiError
-from telemetry.logs import configure_logging
 from settings import Settings
 from store.db import call_and_release, describe, open_database
 from store.migrations import migrate
+from telemetry import metrics
+from telemetry.logs import configure_logging
 
 logger = logging.getLogger("ingress")
 
@@ -33,14 +33,20 @@ class ApiKeyAuth:
     def __init__(self, settings: Settings) -> None:
         self.keys = settings.api_key_scopes
 
-    async def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
+    async def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
+    ) -> None:
         if not self.keys or getattr(resource, "public", False):
             return
         scope = "ingest" if req.method == "POST" else "read"
         verdict = access.authorize(presented_key(req), scope, self.keys)
         if verdict is access.Verdict.UNAUTHORIZED:
-            raise ApiError(falcon.HTTP_401, "unauthorized", "A valid API key is required (Authorization: Bearer <key>).",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                falcon.HTTP_401,
+                "unauthorized",
+                "A valid API key is required (Authorization: Bearer <key>).",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if verdict is access.Verdict.FORBIDDEN:
             raise ApiError(falcon.HTTP_403, "forbidden", f"This API key lacks the {scope!r} scope.", scope=scope)
 
@@ -58,7 +64,9 @@ class RequestMetrics:
     async def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
 
-    async def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool) -> None:
+    async def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
         route = req.uri_template or "(unmatched)"
         recorded = metrics.web()
         recorded.requests.labels(route, req.method, str(resp.status_code)).inc()

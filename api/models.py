@@ -38,8 +38,9 @@ class InsightOut(BaseModel):
     sentiment_score: float = Field(ge=-1, le=1)
     sentiment: Sentiment
     clusters: list[str]
-    suggested_cluster: str | None = Field(default=None, description="with a closed taxonomy, what an 'other' "
-                                                                    "conversation's topic might be called")
+    suggested_cluster: str | None = Field(
+        default=None, description="with a closed taxonomy, what an 'other' conversation's topic might be called"
+    )
     confidence: float = Field(ge=0, le=1)
     reasoning: str
     model: str
@@ -55,10 +56,13 @@ class ConversationListed(BaseModel):
     attempts: int
     last_error: str | None
     lane: Lane = Field(description="realtime (analyzed within seconds) or bulk (through xAI's Batch API)")
-    provider_batch: str | None = Field(default=None, description="the bulk lane's provider batch it went to last "
-                                                                 "(`insights bulk show`)")
-    occurred_at: str | None = Field(description="when the conversation happened (its occurred_at, else its first "
-                                                "message's timestamp, else received_at)")
+    provider_batch: str | None = Field(
+        default=None, description="the bulk lane's provider batch it went to last (`insights bulk show`)"
+    )
+    occurred_at: str | None = Field(
+        description="when the conversation happened (its occurred_at, else its first "
+        "message's timestamp, else received_at)"
+    )
     received_at: str | None = Field(description="when the service accepted it")
     updated_at: str | None
 
@@ -120,13 +124,23 @@ class FailureCount(BaseModel):
 
 class LaneUsage(BaseModel):
     insights: int
-    prompt_tokens: float = Field(description="each insight's share of its call's tokens, added up (cached ones included)")
-    cached_tokens: float = Field(description="of the prompt tokens, those xAI's prompt cache served (billed at the cached input price)")
-    cached_share: float | None = Field(description="cached_tokens / prompt_tokens, from 0 to 1; null without prompt tokens")
+    prompt_tokens: float = Field(
+        description="each insight's share of its call's tokens, added up (cached ones included)"
+    )
+    cached_tokens: float = Field(
+        description="of the prompt tokens, those xAI's prompt cache served (billed at the cached input price)"
+    )
+    cached_share: float | None = Field(
+        description="cached_tokens / prompt_tokens, from 0 to 1; null without prompt tokens"
+    )
     completion_tokens: float
-    cost_usd: float = Field(description="of the insights whose cost is known, at the configured prices "
-                                        "(model_prices in config.toml; the bulk lane at the Batch API's discount)")
-    insights_without_cost: int = Field(description="insights whose model has no price, or stored before costs were kept")
+    cost_usd: float = Field(
+        description="of the insights whose cost is known, at the configured prices "
+        "(model_prices in config.toml; the bulk lane at the Batch API's discount)"
+    )
+    insights_without_cost: int = Field(
+        description="insights whose model has no price, or stored before costs were kept"
+    )
 
 
 class Summary(BaseModel):
@@ -137,17 +151,23 @@ class Summary(BaseModel):
     top_failure_reasons: list[FailureCount]
     oldest_waiting_seconds: float = Field(
         description="how long the longest current wait among the window's open conversations has lasted, "
-                    "from its last enqueue (acceptance, reprocessing, requeue); 0 when none waits")
+        "from its last enqueue (acceptance, reprocessing, requeue); 0 when none waits"
+    )
     usage: dict[Lane, LaneUsage] = Field(description="tokens and cost of the window's insights, by lane")
 
 
 class TrendBucket(BaseModel):
-    start_time: str = Field(description="the bucket's start: an hour or UTC midnight, or the window's start for the first")
-    end_time: str = Field(description="the bucket's end (exclusive): the next hour or midnight, or the window's end for the last")
+    start_time: str = Field(
+        description="the bucket's start: an hour or UTC midnight, or the window's start for the first"
+    )
+    end_time: str = Field(
+        description="the bucket's end (exclusive): the next hour or midnight, or the window's end for the last"
+    )
     count: int = Field(description="insights of conversations that occurred in the bucket and match the filters")
     sentiment: SentimentSummary
     top_clusters: list[ClusterCount] | None = Field(
-        description="the clusters most often named by the bucket's insights, most first; null when `cluster` is given")
+        description="the clusters most often named by the bucket's insights, most first; null when `cluster` is given"
+    )
 
 
 class Trends(BaseModel):

@@ -57,21 +57,31 @@ def query(name: str, schema: dict[str, Any], description: str, required: bool = 
 
 
 IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key", "in": "header", "required": False,
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
     "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
     "description": "for a body without conversation ids: repeated with the same body within 24 h, the same "
-                   "answer and ids; with another body, 409 idempotency_key_reused",
+    "answer and ids; with another body, 409 idempotency_key_reused",
 }
 
 
-LANE = query("lane", {"type": "string", "enum": ["realtime", "bulk"], "default": "realtime"},
-             "realtime: analyzed within seconds; bulk: through xAI's Batch API, at half price, within hours")
+LANE = query(
+    "lane",
+    {"type": "string", "enum": ["realtime", "bulk"], "default": "realtime"},
+    "realtime: analyzed within seconds; bulk: through xAI's Batch API, at half price, within hours",
+)
 
 
 def window_parameters() -> list[dict[str, Any]]:
     moment = {"type": "string", "format": "date-time"}
     return [
-        query("start_time", moment, "window start, inclusive, on the time the conversation occurred (no offset means UTC)", True),
+        query(
+            "start_time",
+            moment,
+            "window start, inclusive, on the time the conversation occurred (no offset means UTC)",
+            True,
+        ),
         query("end_time", moment, "window end, exclusive; must be later than start_time", True),
     ]
 
@@ -79,15 +89,29 @@ def window_parameters() -> list[dict[str, Any]]:
 def filter_parameters() -> list[dict[str, Any]]:
     return [
         query("min_confidence", {"type": "number", "minimum": 0, "maximum": 1}, "lowest confidence"),
-        query("sentiment", {"type": "string", "enum": ["positive", "neutral", "negative"]}, "label, by the configured thresholds"),
+        query(
+            "sentiment",
+            {"type": "string", "enum": ["positive", "neutral", "negative"]},
+            "label, by the configured thresholds",
+        ),
     ]
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
     conversation = request_models(settings)
     envelope = batch_envelope(settings)
-    responses = [api.Accepted, api.Error, api.ConversationStatus, api.ConversationPage, api.InsightsPage, api.BatchResults, api.Summary, api.Trends,
-                 api.Health, api.Ready]
+    responses = [
+        api.Accepted,
+        api.Error,
+        api.ConversationStatus,
+        api.ConversationPage,
+        api.InsightsPage,
+        api.BatchResults,
+        api.Summary,
+        api.Trends,
+        api.Health,
+        api.Ready,
+    ]
     _, definitions = models_json_schema(
         [(conversation, "validation"), (envelope, "validation"), *((model, "serialization") for model in responses)],
         ref_template=REF,
@@ -104,72 +128,135 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "description": "Push customer conversations, read the insights analyzed from them.",
         },
         "paths": {
-            "/api/v1/conversations": {"post": {
-                "summary": "Accept one conversation for analysis",
-                "parameters": [IDEMPOTENCY_KEY, LANE],
-                "requestBody": json_body(conversation),
-                "responses": {"202": answer(api.Accepted, "Committed as queued"),
-                              **errors("400", "408", "409", "413", "415", "422", "429", "503")},
-            }, "get": {
-                "summary": "The operations view: conversations by status and failure reason, oldest first",
-                "parameters": [
-                    query("status", {"type": "string", "enum": list(STATUSES)}, "only this status"),
-                    query("reason", {"type": "string", "minLength": 1, "maxLength": 200}, "a part of last_error, any case"),
-                    query("start_time", {"type": "string", "format": "date-time"}, "occurred at or after (default: any)"),
-                    query("end_time", {"type": "string", "format": "date-time"}, "occurred before (default: any)"),
-                    query("limit", {"type": "integer", "minimum": 1, "maximum": settings.max_page_size,
-                                    "default": settings.default_page_size}, "page size"),
-                    query("cursor", {"type": "string"}, "next_cursor of the previous page"),
-                ],
-                "responses": {"200": answer(api.ConversationPage, "A page"), **errors("400", "503")},
-            }},
-            "/api/v1/conversations/batch": {"post": {
-                "summary": f"Accept up to {settings.max_batch_items} conversations, each on its own",
-                "parameters": [IDEMPOTENCY_KEY, LANE],
-                "requestBody": json_body(envelope),
-                "responses": {"200": answer(api.BatchResults, "A result per item, in order"),
-                              **errors("400", "408", "409", "413", "415", "422", "429", "503")},
-            }},
-            "/api/v1/conversations/{conversation_id}": {"get": {
-                "summary": "Status of a conversation, with its insight once completed",
-                "parameters": [{"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                               query("include", {"type": "string", "enum": ["payload"]}, "payload: the messages and metadata too")],
-                "responses": {"200": answer(api.ConversationStatus, "Found"), **errors("400", "404", "503")},
-            }},
-            "/api/v1/insights": {"get": {
-                "summary": "Insights of the conversations that occurred in a window, oldest first",
-                "parameters": [
-                    *window_parameters(),
-                    query("limit", {"type": "integer", "minimum": 1, "maximum": settings.max_page_size,
-                                    "default": settings.default_page_size}, "page size"),
-                    *filter_parameters(),
-                    query("cursor", {"type": "string"}, "next_cursor of the previous page"),
-                ],
-                "responses": {"200": answer(api.InsightsPage, "A page"), **errors("400", "503")},
-            }},
-            "/api/v1/insights/summary": {"get": {
-                "summary": "Aggregates of the conversations that occurred in a window",
-                "parameters": window_parameters(),
-                "responses": {"200": answer(api.Summary, "The summary"), **errors("400", "503")},
-            }},
-            "/api/v1/insights/trends": {"get": {
-                "summary": "Per hour or UTC day of a window: count, counts by sentiment, mean score, top clusters",
-                "parameters": [
-                    *window_parameters(),
-                    query("bucket", {"type": "string", "enum": ["hour", "day"], "default": "day"},
-                          f"bucket width; a window may span at most {settings.trends_max_buckets} buckets"),
-                    query("cluster", {"type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$", "maxLength": 48},
-                          "only the insights that name this cluster"),
-                    *filter_parameters(),
-                ],
-                "responses": {"200": answer(api.Trends, "Every bucket of the window"), **errors("400", "503")},
-            }},
+            "/api/v1/conversations": {
+                "post": {
+                    "summary": "Accept one conversation for analysis",
+                    "parameters": [IDEMPOTENCY_KEY, LANE],
+                    "requestBody": json_body(conversation),
+                    "responses": {
+                        "202": answer(api.Accepted, "Committed as queued"),
+                        **errors("400", "408", "409", "413", "415", "422", "429", "503"),
+                    },
+                },
+                "get": {
+                    "summary": "The operations view: conversations by status and failure reason, oldest first",
+                    "parameters": [
+                        query("status", {"type": "string", "enum": list(STATUSES)}, "only this status"),
+                        query(
+                            "reason",
+                            {"type": "string", "minLength": 1, "maxLength": 200},
+                            "a part of last_error, any case",
+                        ),
+                        query(
+                            "start_time",
+                            {"type": "string", "format": "date-time"},
+                            "occurred at or after (default: any)",
+                        ),
+                        query("end_time", {"type": "string", "format": "date-time"}, "occurred before (default: any)"),
+                        query(
+                            "limit",
+                            {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": settings.max_page_size,
+                                "default": settings.default_page_size,
+                            },
+                            "page size",
+                        ),
+                        query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                    ],
+                    "responses": {"200": answer(api.ConversationPage, "A page"), **errors("400", "503")},
+                },
+            },
+            "/api/v1/conversations/batch": {
+                "post": {
+                    "summary": f"Accept up to {settings.max_batch_items} conversations, each on its own",
+                    "parameters": [IDEMPOTENCY_KEY, LANE],
+                    "requestBody": json_body(envelope),
+                    "responses": {
+                        "200": answer(api.BatchResults, "A result per item, in order"),
+                        **errors("400", "408", "409", "413", "415", "422", "429", "503"),
+                    },
+                }
+            },
+            "/api/v1/conversations/{conversation_id}": {
+                "get": {
+                    "summary": "Status of a conversation, with its insight once completed",
+                    "parameters": [
+                        {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                        query(
+                            "include", {"type": "string", "enum": ["payload"]}, "payload: the messages and metadata too"
+                        ),
+                    ],
+                    "responses": {"200": answer(api.ConversationStatus, "Found"), **errors("400", "404", "503")},
+                }
+            },
+            "/api/v1/insights": {
+                "get": {
+                    "summary": "Insights of the conversations that occurred in a window, oldest first",
+                    "parameters": [
+                        *window_parameters(),
+                        query(
+                            "limit",
+                            {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": settings.max_page_size,
+                                "default": settings.default_page_size,
+                            },
+                            "page size",
+                        ),
+                        *filter_parameters(),
+                        query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                    ],
+                    "responses": {"200": answer(api.InsightsPage, "A page"), **errors("400", "503")},
+                }
+            },
+            "/api/v1/insights/summary": {
+                "get": {
+                    "summary": "Aggregates of the conversations that occurred in a window",
+                    "parameters": window_parameters(),
+                    "responses": {"200": answer(api.Summary, "The summary"), **errors("400", "503")},
+                }
+            },
+            "/api/v1/insights/trends": {
+                "get": {
+                    "summary": "Per hour or UTC day of a window: count, counts by sentiment, mean score, top clusters",
+                    "parameters": [
+                        *window_parameters(),
+                        query(
+                            "bucket",
+                            {"type": "string", "enum": ["hour", "day"], "default": "day"},
+                            f"bucket width; a window may span at most {settings.trends_max_buckets} buckets",
+                        ),
+                        query(
+                            "cluster",
+                            {"type": "string", "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$", "maxLength": 48},
+                            "only the insights that name this cluster",
+                        ),
+                        *filter_parameters(),
+                    ],
+                    "responses": {"200": answer(api.Trends, "Every bucket of the window"), **errors("400", "503")},
+                }
+            },
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": answer(api.Health, "Alive")}}},
-            "/readyz": {"get": {"summary": "Readiness: Redis, database, Grok key",
-                                "responses": {"200": answer(api.Ready, "Ready"), **errors("503")}}},
-            "/openapi.json": {"get": {"summary": "This document",
-                                      "responses": {"200": {"description": "OpenAPI 3.1",
-                                                            "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: Redis, database, Grok key",
+                    "responses": {"200": answer(api.Ready, "Ready"), **errors("503")},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
         },
         "components": {"schemas": schemas},
     }

@@ -24,7 +24,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "1")))
     args = parser.parse_args(argv)
     uvicorn.run(
-        "ingress:app", host=args.host, port=args.port, workers=args.workers, access_log=False,
+        "ingress:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,
         limit_concurrency=settings.web_limit_concurrency,
     )
 

@@ -25,7 +25,11 @@ from insights.lanes import REALTIME
 from settings import Settings, load_settings
 
 UNROUTED = {"GROK_CACHE_ROUTING": "false"}
-RUNS = (("with the header", {}, True), ("without the header", UNROUTED, True), ("no cache (the emulator's off)", UNROUTED, False))
+RUNS = (
+    ("with the header", {}, True),
+    ("without the header", UNROUTED, True),
+    ("no cache (the emulator's off)", UNROUTED, False),
+)
 
 
 @dataclass
@@ -50,8 +54,11 @@ class Figures:
     def row(self, settings: Settings) -> str:
         priced = cost_usd(Tokens(self.prompt, self.cached, self.completion), settings.grok_model, REALTIME, settings)
         thousands = self.conversations / 1000
-        return (f"| {self.name} | {self.calls} | {self.prompt / self.conversations:.0f} | {self.cached / self.prompt:.1%} | "
-                f"{priced / thousands:.4f} | {self.ticks / 1e10 / thousands:.4f} |")
+        return (
+            f"| {self.name} | {self.calls} | {self.prompt / self.conversations:.0f} | "
+            f"{self.cached / self.prompt:.1%} | "
+            f"{priced / thousands:.4f} | {self.ticks / 1e10 / thousands:.4f} |"
+        )
 
 
 def measure(base_url: str, client: GrokClient, args: argparse.Namespace, name: str) -> Figures:
@@ -59,7 +66,7 @@ def measure(base_url: str, client: GrokClient, args: argparse.Namespace, name: s
     sample, size, figures = conversations(args.conversations, args.seed), client_batch_size(args), Figures(name)
     with httpx.Client(base_url=base_url, headers=client.headers(), timeout=60) as http:
         for number, start in enumerate(range(0, len(sample), size)):
-            batch = sample[start:start + size]
+            batch = sample[start : start + size]
             answer = http.post("/chat/completions", json=client.request_body(batch))
             answer.raise_for_status()
             if number >= args.warm_up:
@@ -89,17 +96,26 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings({"GROK_API_KEY": KEY})
     runs = []
     with Run("bench-cache-", redis=False) as emulated:
-        emulated.start_emulator(args.port, "--cache-servers", str(args.cache_servers), "--cache-span", str(args.cache_span))
+        emulated.start_emulator(
+            args.port, "--cache-servers", str(args.cache_servers), "--cache-span", str(args.cache_span)
+        )
         for name, env, cache in RUNS:
             httpx.post(f"{control}/reset").raise_for_status()
             httpx.post(f"{control}/config", json={"cache_span": args.cache_span if cache else 0}).raise_for_status()
-            runs.append(measure(base_url, GrokClient(load_settings({"GROK_API_KEY": KEY, **env}), gate=None), args, name))
-    print(f"{args.conversations} conversations in calls of {client_batch_size(args)}, first {args.warm_up} calls left out; "
-          f"{args.cache_servers} emulated servers, a prefix evicted after {args.cache_span} calls unused; "
-          f"{settings.grok_model} at {settings.model_prices[settings.grok_model].realtime}; tokens = characters / 4")
+            runs.append(
+                measure(base_url, GrokClient(load_settings({"GROK_API_KEY": KEY, **env}), gate=None), args, name)
+            )
+    print(
+        f"{args.conversations} conversations in calls of {client_batch_size(args)}, first {args.warm_up} calls left "
+        "out; "
+        f"{args.cache_servers} emulated servers, a prefix evicted after {args.cache_span} calls unused; "
+        f"{settings.grok_model} at {settings.model_prices[settings.grok_model].realtime}; tokens = characters / 4"
+    )
     print()
-    print("| run | calls measured | prompt tokens / conversation | cached share of prompt tokens | "
-          "$ / 1,000 conversations (config.toml) | billed by the emulator |")
+    print(
+        "| run | calls measured | prompt tokens / conversation | cached share of prompt tokens | "
+        "$ / 1,000 conversations (config.toml) | billed by the emulator |"
+    )
     print("|---|---|---|---|---|---|")
     for figures in runs:
         print(figures.row(settings))

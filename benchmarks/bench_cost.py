@@ -21,16 +21,16 @@ from insights.grok import GrokClient
 from insights.lanes import BULK, REALTIME
 from insights.offline import OfflineAnalyzer
 from insights.taxonomy import Taxonomy
+from settings import load_settings
 from testing.answers import batch_answer
 from testing.rows import RowCache
-from settings import load_settings
 
 
 def measure(client: GrokClient, rows: RowCache, sample: list[ConversationToAnalyze], size: int) -> Tokens:
     """The tokens of analyzing ``sample`` in batches of ``size``."""
     prompt = completion = 0
     for start in range(0, len(sample), size):
-        answer, _error = batch_answer(rows, client.request_body(sample[start:start + size]))
+        answer, _error = batch_answer(rows, client.request_body(sample[start : start + size]))
         prompt += answer["usage"]["prompt_tokens"]
         completion += answer["usage"]["completion_tokens"]
     return Tokens(prompt, 0, completion)
@@ -49,11 +49,16 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings({"GROK_API_KEY": "bench"})
     client, analyzer = GrokClient(settings, gate=None), OfflineAnalyzer(Taxonomy.of(settings))
     sample = conversations(args.conversations, args.seed)
-    print(f"{args.conversations} conversations, {settings.grok_model}, prices {settings.model_prices[settings.grok_model]}; "
-          "tokens = characters / 4")
+    print(
+        f"{args.conversations} conversations, {settings.grok_model}, prices "
+        f"{settings.model_prices[settings.grok_model]}; "
+        "tokens = characters / 4"
+    )
     print()
-    print("| batch size | calls | prompt tokens / conversation | completion tokens / conversation | "
-          "real-time $ / 1,000 | bulk $ / 1,000 | vs one call each (real-time) |")
+    print(
+        "| batch size | calls | prompt tokens / conversation | completion tokens / conversation | "
+        "real-time $ / 1,000 | bulk $ / 1,000 | vs one call each (real-time) |"
+    )
     print("|---|---|---|---|---|---|---|")
     baseline = None
     for size in [int(s) for s in args.sizes.split(",")]:
@@ -61,8 +66,10 @@ def main(argv: list[str] | None = None) -> None:
         realtime, bulk = (cost_usd(per, settings.grok_model, lane, settings) * 1000 for lane in (REALTIME, BULK))
         baseline = baseline or realtime
         calls = -(-len(sample) // size)
-        print(f"| {size} | {calls} | {per.prompt:.0f} | {per.completion:.0f} | {realtime:.4f} | {bulk:.4f} | "
-              f"{realtime / baseline:.0%} / bulk {bulk / baseline:.0%} |")
+        print(
+            f"| {size} | {calls} | {per.prompt:.0f} | {per.completion:.0f} | {realtime:.4f} | {bulk:.4f} | "
+            f"{realtime / baseline:.0%} / bulk {bulk / baseline:.0%} |"
+        )
     print()
     print(f"completion tokens of one answer row, for scale: {len(json.dumps(analyzer.analyze_one(sample[0]))) // 4}")
 

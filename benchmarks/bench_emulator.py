@@ -34,9 +34,13 @@ from insights.analyzer import ConversationToAnalyze
 from insights.grok import GrokClient
 from settings import load_settings
 
-OPENINGS = ("Order {n} arrived late and the box was damaged.", "I was charged twice for invoice {n}, please refund me.",
-            "Thanks, the replacement for order {n} works great!", "Why is my account {n} locked again? This is awful.",
-            "Can I change the delivery address of order {n}?")
+OPENINGS = (
+    "Order {n} arrived late and the box was damaged.",
+    "I was charged twice for invoice {n}, please refund me.",
+    "Thanks, the replacement for order {n} works great!",
+    "Why is my account {n} locked again? This is awful.",
+    "Can I change the delivery address of order {n}?",
+)
 REPLY = "Sorry about that, I have looked into case {n} and a fix is on its way."
 CLOSINGS = ("Thanks, that helps.", "Still not fixed, I am disappointed.", "OK.", "Great, much appreciated!")
 
@@ -58,11 +62,16 @@ def conversations(call: int, size: int, texts: int) -> list[ConversationToAnalyz
     for k in range(size):
         n = call * size + k
         m = n % texts if texts else n
-        batch.append(ConversationToAnalyze(f"call{call}-{k}", [
-            {"role": "customer", "content": OPENINGS[m % len(OPENINGS)].format(n=m)},
-            {"role": "agent", "content": REPLY.format(n=m)},
-            {"role": "customer", "content": CLOSINGS[m % len(CLOSINGS)]},
-        ]))
+        batch.append(
+            ConversationToAnalyze(
+                f"call{call}-{k}",
+                [
+                    {"role": "customer", "content": OPENINGS[m % len(OPENINGS)].format(n=m)},
+                    {"role": "agent", "content": REPLY.format(n=m)},
+                    {"role": "customer", "content": CLOSINGS[m % len(CLOSINGS)]},
+                ],
+            )
+        )
     return batch
 
 
@@ -103,7 +112,9 @@ async def send_at_rate(args: argparse.Namespace, url: str, tally: Tally) -> floa
                 continue
             batch = conversations(call, args.batch, args.texts)
             body = json.dumps(grok.request_body(batch)).encode()
-            task = asyncio.create_task(one_call(clients[call % len(clients)], url, body, batch[0].conversation_id, tally))
+            task = asyncio.create_task(
+                one_call(clients[call % len(clients)], url, body, batch[0].conversation_id, tally)
+            )
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         sending = time.monotonic() - start
@@ -150,29 +161,44 @@ def report(args: argparse.Namespace, tally: Tally, figures: dict[str, float], lo
     sent = int(args.rate * args.seconds)
     answered = tally.statuses.get(200, 0)
     client_cpu = cpu_seconds([psutil.Process()])
-    print(f"\n| rate {args.rate:g}/s, latency median {args.latency_median:g} s (sigma {args.latency_sigma:g}), "
-          f"{args.seconds:g} s, batch {args.batch}, texts {args.texts or 'all new'} | value |")
+    print(
+        f"\n| rate {args.rate:g}/s, latency median {args.latency_median:g} s (sigma {args.latency_sigma:g}), "
+        f"{args.seconds:g} s, batch {args.batch}, texts {args.texts or 'all new'} | value |"
+    )
     print("|---|---|")
     others, errors = sum(n for s, n in tally.statuses.items() if s != 200), sum(tally.errors.values())
-    print(f"| calls scheduled / answered 200 / other statuses / errors / still open at the end | {sent} / {answered} / "
-          f"{others} / {errors} {dict(tally.errors) or ''} / {sent - answered - others - errors} |")
+    print(
+        f"| calls scheduled / answered 200 / other statuses / errors / still open at the end | {sent} / {answered} / "
+        f"{others} / {errors} {dict(tally.errors) or ''} / {sent - answered - others - errors} |"
+    )
     print(f"| calls scheduled per second (asked {args.rate:g}) | {sent / figures['sending']:.1f} |")
     print(f"| answered per second (answers / seconds sending) | {answered / figures['sending']:.1f} |")
     print(f"| calls open at once, most | {tally.peak_open} |")
     if late:
-        print(f"| lateness beyond the drawn latency: median / p99 / max | {statistics.median(late) * 1000:.0f} / "
-              f"{late[int(0.99 * (len(late) - 1))] * 1000:.0f} / {late[-1] * 1000:.0f} ms |")
+        print(
+            f"| lateness beyond the drawn latency: median / p99 / max | {statistics.median(late) * 1000:.0f} / "
+            f"{late[int(0.99 * (len(late) - 1))] * 1000:.0f} / {late[-1] * 1000:.0f} ms |"
+        )
     print(f"| emulator RSS, largest | {figures['rss'] / 2**20:.0f} MB |")
-    print(f"| emulator CPU: per call / cores over the run | {figures['cpu'] / max(1, sent) * 1000:.2f} ms / "
-          f"{figures['cpu'] / figures['wall']:.2f} |")
+    print(
+        f"| emulator CPU: per call / cores over the run | {figures['cpu'] / max(1, sent) * 1000:.2f} ms / "
+        f"{figures['cpu'] / figures['wall']:.2f} |"
+    )
     print(f"| load generator CPU (this process), all | {client_cpu:.0f} s |")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with Run("bench-emulator-", redis=False) as run:
-        process = run.start_emulator(args.port, "--latency-median", str(args.latency_median), "--latency-sigma",
-                                     str(args.latency_sigma), "--latency-max", str(args.latency_cap * args.latency_median))
+        process = run.start_emulator(
+            args.port,
+            "--latency-median",
+            str(args.latency_median),
+            "--latency-sigma",
+            str(args.latency_sigma),
+            "--latency-max",
+            str(args.latency_cap * args.latency_median),
+        )
         tally = Tally()
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # uvloop: the client's own CPU is the limit
             figures = runner.run(measure(args, psutil.Process(process.pid), tally))
@@ -185,11 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=60, help="how long calls are sent")
     parser.add_argument("--latency-median", type=float, default=15, help="the emulator's median latency, seconds")
     parser.add_argument("--latency-sigma", type=float, default=0.5, help="shape of its lognormal latency")
-    parser.add_argument("--latency-cap", type=float, default=4, help="latency capped at this many medians (ends the run)")
+    parser.add_argument(
+        "--latency-cap", type=float, default=4, help="latency capped at this many medians (ends the run)"
+    )
     parser.add_argument("--batch", type=int, default=20, help="conversations per call")
-    parser.add_argument("--texts", type=int, default=0, help="distinct conversation texts to draw from (0: every one new)")
-    parser.add_argument("--clients", type=int, default=64, help="httpx clients the calls take turns on (a pool scans all its connections at each call)")
-    parser.add_argument("--max-open", type=int, default=18000, help="calls open at once, at most (ulimit -n is the bound)")
+    parser.add_argument(
+        "--texts", type=int, default=0, help="distinct conversation texts to draw from (0: every one new)"
+    )
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=64,
+        help="httpx clients the calls take turns on (a pool scans all its connections at each call)",
+    )
+    parser.add_argument(
+        "--max-open", type=int, default=18000, help="calls open at once, at most (ulimit -n is the bound)"
+    )
     parser.add_argument("--port", type=int, default=8331)
     return parser
 

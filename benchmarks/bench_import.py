@@ -69,8 +69,11 @@ def rounds(scratch: Path, source: Path, args: argparse.Namespace) -> tuple[list[
         ours.append(time.perf_counter() - started)
         assert tally["created"] == args.conversations, tally
         bare.append(baseline(source, scratch / f"baseline-{round_number}.db"))
-        print(f"round {round_number + 1}: import {args.conversations / ours[-1]:,.0f}/s, "
-              f"baseline {args.conversations / bare[-1]:,.0f}/s", file=sys.stderr)
+        print(
+            f"round {round_number + 1}: import {args.conversations / ours[-1]:,.0f}/s, "
+            f"baseline {args.conversations / bare[-1]:,.0f}/s",
+            file=sys.stderr,
+        )
     return ours, bare
 
 

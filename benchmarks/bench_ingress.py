@@ -47,21 +47,30 @@ def main(argv: list[str] | None = None) -> None:
         for round_number in range(args.rounds):
             for name, (_app, port) in servers.items():
                 build = post_json("/api/v1/conversations", f"{HOST}:{port}", body)
-                results.setdefault((name, "closed"), []).append(closed_loop(HOST, port, build, args.seconds, args.concurrency))
+                results.setdefault((name, "closed"), []).append(
+                    closed_loop(HOST, port, build, args.seconds, args.concurrency)
+                )
                 results.setdefault((name, "open"), []).append(open_loop(HOST, port, build, args.seconds, args.rate))
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
 
-    print(f"rounds={args.rounds} seconds={args.seconds} concurrency={args.concurrency} rate={args.rate} "
-          f"web-concurrency={args.web_concurrency} cpus={os.cpu_count()}")
+    print(
+        f"rounds={args.rounds} seconds={args.seconds} concurrency={args.concurrency} rate={args.rate} "
+        f"web-concurrency={args.web_concurrency} cpus={os.cpu_count()}"
+    )
     print()
-    print(f"| server | closed loop: 202/s | closed p50 ms | closed p99 ms | open loop {args.rate:.0f}/s: p50 ms | open p99 ms | non-202 |")
+    print(
+        f"| server | closed loop: 202/s | closed p50 ms | closed p99 ms | open loop {args.rate:.0f}/s: p50 ms | "
+        "open p99 ms | non-202 |"
+    )
     print("|---|---|---|---|---|---|---|")
     table = {}
     for name in servers:
         closed, opened = summary(results[(name, "closed")], 202), summary(results[(name, "open")], 202)
         table[name] = closed
-        print(f"| {name} | {closed['rate']:.0f} | {closed['p50']:.1f} | {closed['p99']:.1f} | {opened['p50']:.1f} | "
-              f"{opened['p99']:.1f} | {closed['other'] + opened['other']} |")
+        print(
+            f"| {name} | {closed['rate']:.0f} | {closed['p50']:.1f} | {closed['p99']:.1f} | {opened['p50']:.1f} | "
+            f"{opened['p99']:.1f} | {closed['other'] + opened['other']} |"
+        )
     ratio = table["ingress"]["rate"] / table["bare falcon"]["rate"]
     print(f"\ningress throughput / bare falcon throughput: {ratio:.2f}")
 

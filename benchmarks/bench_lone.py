@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with Run("bench-lone-") as run:
-        env = run.env(GROK_API_KEY=KEY, GROK_BASE_URL=f"http://{HOST}:{EMULATOR_PORT}/v1", BATCH_FLUSH_SECONDS=str(args.flush))
+        env = run.env(
+            GROK_API_KEY=KEY, GROK_BASE_URL=f"http://{HOST}:{EMULATOR_PORT}/v1", BATCH_FLUSH_SECONDS=str(args.flush)
+        )
         run.start_emulator(EMULATOR_PORT, "--latency", str(args.latency))
         run.start_server("ingress:app", WEB_PORT, env)
         run.start_worker(env)
@@ -40,8 +42,10 @@ def main(argv: list[str] | None = None) -> None:
         waits = [lone_wait(n) for n in range(args.conversations)]
     target = args.flush + args.latency + 1
     print(f"latency={args.latency} BATCH_FLUSH_SECONDS={args.flush} conversations={args.conversations}")
-    print(f"wait until completed: median {statistics.median(waits):.2f} s, slowest {max(waits):.2f} s "
-          f"(target <= {target:.1f} s)")
+    print(
+        f"wait until completed: median {statistics.median(waits):.2f} s, slowest {max(waits):.2f} s "
+        f"(target <= {target:.1f} s)"
+    )
 
 
 def lone_wait(n: int) -> float:

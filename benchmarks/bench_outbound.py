@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from peewee import Database, PostgresqlDatabase, SqliteDatabase
@@ -73,11 +73,21 @@ def emulator_options(args: argparse.Namespace) -> list[str]:
 
 def service_env(args: argparse.Namespace) -> dict[str, str]:
     """The service's configuration for this run (beside its Redis and database)."""
-    return {"INBOUND_RPS": "1000000", "OUTBOUND_RPS": str(args.outbound_rps), "BATCH_SIZE": str(args.batch_size),
-            "GROK_API_KEY": KEY, "GROK_BASE_URL": f"http://{HOST}:{EMULATOR_PORT}/v1", "BATCH_FLUSH_SECONDS": "1",
-            "WORKER_PROCESSES": str(args.workers), "WORKER_THREADS": str(args.threads),
-            "BULK_FLUSH_SECONDS": "1", "BULK_TICK_SECONDS": "1", "BULK_POLL_SECONDS": "2", "BULK_POLL_MAX_SECONDS": "5",
-            **({"OUTBOUND_TPM": str(args.tpm)} if args.tpm else {})}
+    return {
+        "INBOUND_RPS": "1000000",
+        "OUTBOUND_RPS": str(args.outbound_rps),
+        "BATCH_SIZE": str(args.batch_size),
+        "GROK_API_KEY": KEY,
+        "GROK_BASE_URL": f"http://{HOST}:{EMULATOR_PORT}/v1",
+        "BATCH_FLUSH_SECONDS": "1",
+        "WORKER_PROCESSES": str(args.workers),
+        "WORKER_THREADS": str(args.threads),
+        "BULK_FLUSH_SECONDS": "1",
+        "BULK_TICK_SECONDS": "1",
+        "BULK_POLL_SECONDS": "2",
+        "BULK_POLL_MAX_SECONDS": "5",
+        **({"OUTBOUND_TPM": str(args.tpm)} if args.tpm else {}),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,10 +98,14 @@ def main(argv: list[str] | None = None) -> None:
             outcome = drive(run, run.env(**service_env(args)), database, args)
         finally:
             database.close()
-    report(args, args.conversations, outcome.log, outcome.analyzed, outcome.statuses, outcome.samples, outcome.fetched_at)
+    report(
+        args, args.conversations, outcome.log, outcome.analyzed, outcome.statuses, outcome.samples, outcome.fetched_at
+    )
     if outcome.recovery:
         held, seconds = outcome.recovery
-        print(f"| seconds from the SIGKILL to the last of its {held} claimed conversations completed | {seconds} | < 60 |")
+        print(
+            f"| seconds from the SIGKILL to the last of its {held} claimed conversations completed | {seconds} | < 60 |"
+        )
     if outcome.full_rate:
         print(f"| seconds from the first post to a second at >= 95 % of OUTBOUND_RPS | {outcome.full_rate} | <= 10 |")
 
@@ -100,8 +114,9 @@ def drive(run: Run, env: dict[str, str], database: Database, args: argparse.Name
     """Start the system, post the load, watch the worker; what the emulator and the database then say."""
     run.start_emulator(EMULATOR_PORT, *emulator_options(args))
     run.start_server("ingress:app", WEB_PORT, env)
-    httpx.post(f"http://{HOST}:{EMULATOR_PORT}/_emulator/config", json={"batch_delay": args.batch_delay},
-               timeout=10).raise_for_status()
+    httpx.post(
+        f"http://{HOST}:{EMULATOR_PORT}/_emulator/config", json={"batch_delay": args.batch_delay}, timeout=10
+    ).raise_for_status()
     if not args.burst:
         post_batches(args.conversations, "realtime")
     post_batches(args.backfill, "bulk")
@@ -119,9 +134,15 @@ def drive(run: Run, env: dict[str, str], database: Database, args: argparse.Name
     recovery = (len(killed[1]), recovery_seconds(database, *killed)) if killed else None
     log = httpx.get(f"http://{HOST}:{EMULATOR_PORT}/_emulator/log", timeout=30).json()
     fetched_at = time.time()
-    analyzed = [row[0] for row in database.execute_sql("SELECT analyzed_at FROM insights WHERE lane = 'realtime'").fetchall()]
-    statuses = {f"{lane}/{status}": count for lane, status, count in database.execute_sql(
-        "SELECT lane, status, COUNT(*) FROM conversations GROUP BY lane, status ORDER BY lane, status").fetchall()}
+    analyzed = [
+        row[0] for row in database.execute_sql("SELECT analyzed_at FROM insights WHERE lane = 'realtime'").fetchall()
+    ]
+    statuses = {
+        f"{lane}/{status}": count
+        for lane, status, count in database.execute_sql(
+            "SELECT lane, status, COUNT(*) FROM conversations GROUP BY lane, status ORDER BY lane, status"
+        ).fetchall()
+    }
     full_rate = seconds_to_full_rate(log, burst_started, args.outbound_rps) if args.burst else None
     return Outcome(log, fetched_at, analyzed, statuses, samples, recovery, full_rate)
 
@@ -131,22 +152,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outbound-rps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--latency", type=float, default=1.0, help="the emulator's fixed latency, seconds")
-    parser.add_argument("--latency-median", type=float, default=0.0, help="median of a lognormal latency added (0: none)")
+    parser.add_argument(
+        "--latency-median", type=float, default=0.0, help="median of a lognormal latency added (0: none)"
+    )
     parser.add_argument("--latency-sigma", type=float, default=0.0, help="shape of that lognormal (0.5: a long tail)")
     parser.add_argument("--latency-max", type=float, default=0.0, help="cap on the emulator's latency (0: none)")
-    parser.add_argument("--tpm", type=int, default=0, help="tokens per minute, enforced by the emulator as xAI would "
-                        "and given to the service as OUTBOUND_TPM (0: none)")
-    parser.add_argument("--rps", type=int, default=0, help="the emulator's requests-per-second limit, as xAI's (0: none)")
+    parser.add_argument(
+        "--tpm",
+        type=int,
+        default=0,
+        help="tokens per minute, enforced by the emulator as xAI would "
+        "and given to the service as OUTBOUND_TPM (0: none)",
+    )
+    parser.add_argument(
+        "--rps", type=int, default=0, help="the emulator's requests-per-second limit, as xAI's (0: none)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (WORKER_PROCESSES)")
-    parser.add_argument("--threads", type=int, default=0, help="threads per worker process (0: the default, as out of the box)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="threads per worker process (0: the default, as out of the box)"
+    )
     parser.add_argument("--database-url", default="", help="PostgreSQL server URL; a scratch database is made on it")
     parser.add_argument("--conversations", type=int, default=8000, help="the backlog posted before the worker starts")
-    parser.add_argument("--seconds", type=float, default=90, help="how long the worker runs (or until the backlog is done)")
+    parser.add_argument(
+        "--seconds", type=float, default=90, help="how long the worker runs (or until the backlog is done)"
+    )
     parser.add_argument("--edge", type=float, default=5.0)
-    parser.add_argument("--backfill", type=int, default=0, help="conversations posted in the bulk lane after the backlog")
-    parser.add_argument("--batch-delay", type=float, default=20.0, help="seconds the emulator's Batch API takes a request")
+    parser.add_argument(
+        "--backfill", type=int, default=0, help="conversations posted in the bulk lane after the backlog"
+    )
+    parser.add_argument(
+        "--batch-delay", type=float, default=20.0, help="seconds the emulator's Batch API takes a request"
+    )
     parser.add_argument("--burst", action="store_true", help="post the backlog while the worker runs, not before")
-    parser.add_argument("--kill-at", type=float, default=0, help="SIGKILL the worker this many seconds in, start another")
+    parser.add_argument(
+        "--kill-at", type=float, default=0, help="SIGKILL the worker this many seconds in, start another"
+    )
     return parser
 
 
@@ -154,7 +194,11 @@ def post_batches(count: int, lane: str) -> None:
     """``count`` conversations in ``lane``, 1,000 to a request."""
     for start in range(0, count, 1000):
         items = [json.loads(body(n)) for n in range(start, min(count, start + 1000))]
-        answer = httpx.post(f"http://{HOST}:{WEB_PORT}/api/v1/conversations/batch?lane={lane}", json={"conversations": items}, timeout=60)
+        answer = httpx.post(
+            f"http://{HOST}:{WEB_PORT}/api/v1/conversations/batch?lane={lane}",
+            json={"conversations": items},
+            timeout=60,
+        )
         answer.raise_for_status()
     if count:
         print(f"posted {count} conversations in the {lane} lane", file=sys.stderr)
@@ -166,20 +210,25 @@ def watch(worker: subprocess.Popen, database: Database, seconds: float) -> list[
     side's CPU seconds so far."""
     samples, started = [], time.time()
     open_sql = "SELECT COUNT(*) FROM conversations WHERE status IN ('queued', 'processing') AND lane = 'realtime'"
-    while time.time() - started < seconds and (time.time() - started < 15 or database.execute_sql(open_sql).fetchone()[0]):
+    while time.time() - started < seconds and (
+        time.time() - started < 15 or database.execute_sql(open_sql).fetchone()[0]
+    ):
         time.sleep(1)
         tree = process_tree(worker.pid)
         samples.append((sum(rss_mb(p) for p in tree), connection_count(database), cpu_seconds(tree)))
     return samples
 
 
-def kill_and_replace(run: Run, worker: subprocess.Popen, database: Database, env: dict[str, str],
-                     after: float) -> tuple[float, list[str]]:
+def kill_and_replace(
+    run: Run, worker: subprocess.Popen, database: Database, env: dict[str, str], after: float
+) -> tuple[float, list[str]]:
     """SIGKILL the worker command ``after`` seconds in, and start another; when, and what it held."""
     time.sleep(after)
     kill(worker)
     killed_at = time.time()
-    held = [row[0] for row in database.execute_sql("SELECT id FROM conversations WHERE status = 'processing'").fetchall()]
+    held = [
+        row[0] for row in database.execute_sql("SELECT id FROM conversations WHERE status = 'processing'").fetchall()
+    ]
     run.start_worker(env)
     print(f"killed the worker {after:.0f} s in, holding {len(held)} conversations; started another", file=sys.stderr)
     return killed_at, held
@@ -190,10 +239,12 @@ def recovery_seconds(database: Database, killed_at: float, held: list[str]) -> s
     mark = "%s" if isinstance(database, PostgresqlDatabase) else "?"
     done = []
     for start in range(0, len(held), 500):
-        chunk = held[start:start + 500]
+        chunk = held[start : start + 500]
         sql = f"SELECT analyzed_at FROM insights WHERE conversation_id IN ({', '.join([mark] * len(chunk))})"
         done += [as_epoch(row[0]) for row in database.execute_sql(sql, chunk).fetchall()]
-    return f"{max(done) - killed_at:.1f}" if held and len(done) == len(held) else f"not all ({len(done)} of {len(held)})"
+    return (
+        f"{max(done) - killed_at:.1f}" if held and len(done) == len(held) else f"not all ({len(done)} of {len(held)})"
+    )
 
 
 def seconds_to_full_rate(log: list[dict], started: float, limit: int) -> str:
@@ -213,8 +264,15 @@ def connection_count(database: Database) -> int:
     return database.execute_sql(sql).fetchone()[0]
 
 
-def report(args, posted: int, log: list[dict], analyzed: list, statuses: dict, samples: list[tuple[float, int]],
-           fetched_at: float) -> None:
+def report(
+    args,
+    posted: int,
+    log: list[dict],
+    analyzed: list,
+    statuses: dict,
+    samples: list[tuple[float, int]],
+    fetched_at: float,
+) -> None:
     arrivals = sorted(entry["t"] for entry in log)
     # The emulator logs a call once answered: a call still in flight when the log was read is missing, so
     # the window ends a longest call before then (calls that arrived later are undercounted).
@@ -230,24 +288,49 @@ def report(args, posted: int, log: list[dict], analyzed: list, statuses: dict, s
     latencies = sorted(entry.get("latency") or 0 for entry in log)
     emulator = " ".join(f"{name}={getattr(args, name)}" for name in EMULATOR_OPTIONS)
     database = "PostgreSQL" if args.database_url else "SQLite"
-    print(f"outbound_rps={args.outbound_rps} batch_size={args.batch_size} {emulator} workers={args.workers}x"
-          f"{args.threads or 'default'} {database} conversations={posted} backfill={args.backfill} batch_delay={args.batch_delay}")
+    print(
+        f"outbound_rps={args.outbound_rps} batch_size={args.batch_size} {emulator} workers={args.workers}x"
+        f"{args.threads or 'default'} {database} conversations={posted} backfill={args.backfill} "
+        f"batch_delay={args.batch_delay}"
+    )
     print()
     print("| measure | value | target |")
     print("|---|---|---|")
-    print(f"| Grok calls/s, steady ({last - first:.0f} s) | {call_rate:.2f} ({call_rate / args.outbound_rps:.1%} of OUTBOUND_RPS) | >= 95 % |")
-    print(f"| call latency at the emulator, p50 / p99 | {latencies[len(latencies) // 2]:.1f} s / {latencies[int(len(latencies) * 0.99)]:.1f} s | |")
+    print(
+        f"| Grok calls/s, steady ({last - first:.0f} s) | {call_rate:.2f} ({call_rate / args.outbound_rps:.1%} of "
+        "OUTBOUND_RPS) | >= 95 % |"
+    )
+    print(
+        f"| call latency at the emulator, p50 / p99 | {latencies[len(latencies) // 2]:.1f} s / "
+        f"{latencies[int(len(latencies) * 0.99)]:.1f} s | |"
+    )
     print(f"| most calls in any 1 s window (server's clock) | {max_in_any_window(arrivals)} | <= {args.outbound_rps} |")
-    print(f"| conversations completed/s, steady ({done_last - done_first:.0f} s) | {len(steady_done) / max(1e-9, done_last - done_first):.1f} | >= {0.95 * args.outbound_rps * args.batch_size:.0f} |")
+    print(
+        f"| conversations completed/s, steady ({done_last - done_first:.0f} s) | "
+        f"{len(steady_done) / max(1e-9, done_last - done_first):.1f} | "
+        f">= {0.95 * args.outbound_rps * args.batch_size:.0f} |"
+    )
     print(f"| conversations per call (mean; full batches) | {per_call:.2f}; {full:.1%} | {args.batch_size} |")
     print(f"| calls in all / non-200 | {len(log)} / {sum(1 for e in log if e['status'] != 200)} | |")
     refused = [entry.get("refused") for entry in log]
     print(f"| calls the emulator refused over tpm / rps | {refused.count('tpm')} / {refused.count('rps')} | 0 / 0 |")
     if args.tpm:
-        print(f"| tokens per minute used, steady | {tokens_per_minute(log, first, last):.0f} ({tokens_per_minute(log, first, last) / args.tpm:.0%} of {args.tpm}) | >= 80 % |")
-    print(f"| worker side RSS, max (at the end) | {max(m for m, _c, _cpu in samples):.0f} MB ({samples[-1][0]:.0f} MB) | <= 500 MB |")
-    print(f"| worker side CPU, mean over the run | {(samples[-1][2] - samples[0][2]) / max(1, len(samples) - 1):.2f} cores | well under 2 |")
-    print(f"| database connections, max | {max(c for _m, c, _cpu in samples) if args.database_url else 'n/a (SQLite)'} | bounded |")
+        print(
+            f"| tokens per minute used, steady | {tokens_per_minute(log, first, last):.0f} "
+            f"({tokens_per_minute(log, first, last) / args.tpm:.0%} of {args.tpm}) | >= 80 % |"
+        )
+    print(
+        f"| worker side RSS, max (at the end) | {max(m for m, _c, _cpu in samples):.0f} MB ({samples[-1][0]:.0f} "
+        "MB) | <= 500 MB |"
+    )
+    print(
+        f"| worker side CPU, mean over the run | {(samples[-1][2] - samples[0][2]) / max(1, len(samples) - 1):.2f} "
+        "cores | well under 2 |"
+    )
+    print(
+        "| database connections, max | "
+        f"{max(c for _m, c, _cpu in samples) if args.database_url else 'n/a (SQLite)'} | bounded |"
+    )
     print(f"| final statuses | {statuses} | |")
 
 
@@ -258,7 +341,7 @@ def tokens_per_minute(log: list[dict], first: float, last: float) -> float:
 
 def as_epoch(value) -> float:
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return moment.replace(tzinfo=timezone.utc).timestamp()
+    return moment.replace(tzinfo=UTC).timestamp()
 
 
 if __name__ == "__main__":

@@ -58,8 +58,22 @@ def rows(count: int):
         conversation_id = f"c{n:08d}"
         score, confidence = round(rng.uniform(-1, 1), 3), round(rng.uniform(0, 1), 3)
         clusters = json.dumps(rng.sample(CLUSTERS, rng.choice((1, 1, 2))))
-        yield ((conversation_id, "completed", '{"messages":[]}', "h", received, received, received, received, 1),
-               (conversation_id, received, received, score, clusters, confidence, "reasoning", "model", "v1", "{}", received))
+        yield (
+            (conversation_id, "completed", '{"messages":[]}', "h", received, received, received, received, 1),
+            (
+                conversation_id,
+                received,
+                received,
+                score,
+                clusters,
+                confidence,
+                "reasoning",
+                "model",
+                "v1",
+                "{}",
+                received,
+            ),
+        )
 
 
 def insert_many(db, cursor, statement: str, rows: list[tuple]) -> None:
@@ -77,10 +91,15 @@ def load(db, count: int) -> None:
     daily counts, as an operator does after writing insights behind the store's back, and let the
     database take stock (on PostgreSQL ``VACUUM ANALYZE``: index-only scans need the visibility map,
     which autovacuum keeps up in a running system)."""
-    conversation_sql = ("INSERT INTO conversations (id, status, payload, payload_hash, received_at, updated_at, enqueued_at, "
-                        "occurred_at, attempts) VALUES")
-    insight_sql = ("INSERT INTO insights (conversation_id, received_at, occurred_at, sentiment_score, clusters, confidence, reasoning, "
-                   "model, prompt_version, raw_response, analyzed_at) VALUES")
+    conversation_sql = (
+        "INSERT INTO conversations (id, status, payload, payload_hash, received_at, updated_at, enqueued_at, "
+        "occurred_at, attempts) VALUES"
+    )
+    insight_sql = (
+        "INSERT INTO insights (conversation_id, received_at, occurred_at, sentiment_score, clusters, confidence, "
+        "reasoning, "
+        "model, prompt_version, raw_response, analyzed_at) VALUES"
+    )
     generated = rows(count)
     connection = db.connection()
     while chunk := list(islice(generated, CHUNK)):
@@ -116,7 +135,9 @@ def compare_counts(repeats: int) -> list[str]:
     rng = random.Random(2)
     lines = []
     for name, extra in VARIANTS.items():
-        filters = counts.Filters(extra.get("sentiment"), min_confidence=float(extra["min_confidence"]) if "min_confidence" in extra else None)
+        filters = counts.Filters(
+            extra.get("sentiment"), min_confidence=float(extra["min_confidence"]) if "min_confidence" in extra else None
+        )
         start = EPOCH + timedelta(seconds=rng.randrange(-86_400, 0))
         end = start + timedelta(days=30)
         plain = Insight.select().where(Insight.occurred_at >= start, Insight.occurred_at < end, *filters.conditions())
@@ -159,15 +180,25 @@ def time_trends(client: httpx.Client, window, requests: int) -> dict[str, list[f
     edged = window(DAYS)  # from a random second of the day before the data: both edges partial
     results = {}
     for name, extra in TREND_VARIANTS.items():
-        results[f"trends by day, {DAYS} days from midnight{name}"] = timed(client, "/api/v1/insights/trends", lambda n: {**whole, **extra}, requests)
+        results[f"trends by day, {DAYS} days from midnight{name}"] = timed(
+            client, "/api/v1/insights/trends", lambda n: {**whole, **extra}, requests
+        )
     for name in ("", ", sentiment=negative"):
         extra = TREND_VARIANTS[name]
-        results[f"trends by day, {DAYS} days, edges mid-day{name}"] = timed(client, "/api/v1/insights/trends", lambda n: {
-            **{k: v for k, v in edged(n).items() if k != "limit"}, **extra}, requests)
+        results[f"trends by day, {DAYS} days, edges mid-day{name}"] = timed(
+            client,
+            "/api/v1/insights/trends",
+            lambda n: {**{k: v for k, v in edged(n).items() if k != "limit"}, **extra},
+            requests,
+        )
     for days in (1, 7):
         hours = window(days)
-        results[f"trends by hour, {days} day(s)"] = timed(client, "/api/v1/insights/trends", lambda n: {
-            **{k: v for k, v in hours(n).items() if k != "limit"}, "bucket": "hour"}, requests)
+        results[f"trends by hour, {days} day(s)"] = timed(
+            client,
+            "/api/v1/insights/trends",
+            lambda n: {**{k: v for k, v in hours(n).items() if k != "limit"}, "bucket": "hour"},
+            requests,
+        )
     return results
 
 
@@ -191,17 +222,28 @@ def measure(client: httpx.Client, requests: int) -> dict[str, list[float]]:
     def window(days: int):
         def params(n: int) -> dict:
             first = EPOCH + timedelta(seconds=rng.randrange(-86_400, (DAYS - days) * 86_400 + 1))  # edges mid-day
-            return {"start_time": first.isoformat(), "end_time": (first + timedelta(days=days)).isoformat(), "limit": 100}
+            return {
+                "start_time": first.isoformat(),
+                "end_time": (first + timedelta(days=days)).isoformat(),
+                "limit": 100,
+            }
+
         return params
 
     results = {"GET /healthz (baseline)": timed(client, "/healthz", lambda n: {}, requests)}
     for days in (1, 30):
         for name, extra in VARIANTS.items():
             params = window(days)
-            results[f"{days} day(s), {name}"] = timed(client, "/api/v1/insights", lambda n: {**params(n), **extra}, requests)
+            results[f"{days} day(s), {name}"] = timed(
+                client, "/api/v1/insights", lambda n: {**params(n), **extra}, requests
+            )
     params = window(30)
-    results["summary, 30 days"] = timed(client, "/api/v1/insights/summary", lambda n: {
-        key: value for key, value in params(n).items() if key != "limit"}, requests)
+    results["summary, 30 days"] = timed(
+        client,
+        "/api/v1/insights/summary",
+        lambda n: {key: value for key, value in params(n).items() if key != "limit"},
+        requests,
+    )
     results.update(time_trends(client, window, requests))
     return results
 
@@ -230,7 +272,10 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|")
     for name, latencies in results.items():
         p99 = statistics.quantiles(latencies, n=100)[98]
-        print(f"| {name} | {statistics.median(latencies):.1f} | {p99:.1f} | {statistics.median(latencies) / baseline:.1f} |")
+        print(
+            f"| {name} | {statistics.median(latencies):.1f} | {p99:.1f} | "
+            f"{statistics.median(latencies) / baseline:.1f} |"
+        )
     print()
     print("count of a 30-day window, in process (median of 25):")
     print()

@@ -31,12 +31,27 @@ def store_all(rng: random.Random, ids: list[str], batch: int) -> tuple[float, fl
     settings = load_settings({})  # the prices
     started, cpu = time.perf_counter(), 0.0
     for offset in range(0, len(ids), batch):
-        chunk = ids[offset:offset + batch]
+        chunk = ids[offset : offset + batch]
         claim = claims.claim_for_processing(chunk, max_attempts=1_000)
-        rows = [InsightRow(conversation_id=i, sentiment_score=round(rng.uniform(-1, 1), 3), clusters=rng.sample(CLUSTERS, rng.choice((1, 2))),
-                           confidence=round(rng.uniform(0, 1), 3), reasoning="r") for i in chunk]
-        result = AnalysisResult(conversation_ids=chunk, rows=rows, model="grok-4.3", prompt_version="p",
-                                raw_response="{}", usage={"prompt_tokens": 3000, "completion_tokens": 500}, claim_token=claim.token)
+        rows = [
+            InsightRow(
+                conversation_id=i,
+                sentiment_score=round(rng.uniform(-1, 1), 3),
+                clusters=rng.sample(CLUSTERS, rng.choice((1, 2))),
+                confidence=round(rng.uniform(0, 1), 3),
+                reasoning="r",
+            )
+            for i in chunk
+        ]
+        result = AnalysisResult(
+            conversation_ids=chunk,
+            rows=rows,
+            model="grok-4.3",
+            prompt_version="p",
+            raw_response="{}",
+            usage={"prompt_tokens": 3000, "completion_tokens": 500},
+            claim_token=claim.token,
+        )
         cpu_started = time.process_time()
         results.record_results(result, max_retries=1_000, settings=settings)
         cpu += time.process_time() - cpu_started
@@ -48,8 +63,12 @@ def rounds(args: argparse.Namespace) -> tuple[list[float], list[float]]:
     rng = random.Random(1)
     start = datetime(2026, 1, 1)
     ids = [f"c{n:07d}" for n in range(args.conversations)]
-    queries.insert_conversations([queries.NewConversation.of(i, "{}", start, start + timedelta(seconds=rng.uniform(0, 30 * 86_400)))
-                                  for i in ids])
+    queries.insert_conversations(
+        [
+            queries.NewConversation.of(i, "{}", start, start + timedelta(seconds=rng.uniform(0, 30 * 86_400)))
+            for i in ids
+        ]
+    )
     rates, cpu = [], []
     for _ in range(args.rounds):
         rate, cpu_ms = store_all(rng, ids, args.batch)
@@ -75,9 +94,13 @@ def main(argv: list[str] | None = None) -> None:
         migrate(database)
         rates, cpu = rounds(args)
         database.close()
-    print(f"database={args.database} conversations={args.conversations} batch={args.batch}: "
-          f"{statistics.median(rates):,.0f} insights/s (median of {args.rounds}; rounds {', '.join(f'{r:,.0f}' for r in rates)}), "
-          f"CPU in record_results {statistics.median(cpu):.2f} ms an insight (rounds {', '.join(f'{c:.2f}' for c in cpu)})")
+    print(
+        f"database={args.database} conversations={args.conversations} batch={args.batch}: "
+        f"{statistics.median(rates):,.0f} insights/s (median of {args.rounds}; rounds "
+        f"{', '.join(f'{r:,.0f}' for r in rates)}), "
+        f"CPU in record_results {statistics.median(cpu):.2f} ms an insight (rounds "
+        f"{', '.join(f'{c:.2f}' for c in cpu)})"
+    )
 
 
 if __name__ == "__main__":

@@ -45,10 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     for path in sorted(args.directory.glob("*_GroundTruth.txt")):
         ratings = read_ratings(path)
         human = [rating for rating, _text in ratings]
-        conversations = [ConversationToAnalyze(f"t{n}", [{"role": "customer", "content": text}]) for n, (_r, text) in enumerate(ratings)]
+        conversations = [
+            ConversationToAnalyze(f"t{n}", [{"role": "customer", "content": text}])
+            for n, (_r, text) in enumerate(ratings)
+        ]
         ours = [row.sentiment_score for row in analyzer.analyze(conversations).rows]
         baseline = [vader.polarity_scores(text)["compound"] for _r, text in ratings]
-        print(f"| {path.name} | {len(ratings)} | {statistics.correlation(ours, human):.3f} | {statistics.correlation(baseline, human):.3f} |")
+        print(
+            f"| {path.name} | {len(ratings)} | {statistics.correlation(ours, human):.3f} | "
+            f"{statistics.correlation(baseline, human):.3f} |"
+        )
 
 
 if __name__ == "__main__":

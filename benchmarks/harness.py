@@ -22,8 +22,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import psutil
@@ -37,8 +37,20 @@ from store.db import make_url
 HOST = "127.0.0.1"
 KEY = "bench-key"  # the xAI key the emulator accepts and the service is given
 START_TIMEOUT_SECONDS = 30
-CLUSTERS = ["billing", "refund", "late-delivery", "damaged-item", "account-access", "cancellation", "subscription",
-            "shipping-cost", "product-question", "complaint", "praise", "other"]
+CLUSTERS = [
+    "billing",
+    "refund",
+    "late-delivery",
+    "damaged-item",
+    "account-access",
+    "cancellation",
+    "subscription",
+    "shipping-cost",
+    "product-question",
+    "complaint",
+    "praise",
+    "other",
+]
 
 
 class Run:
@@ -95,8 +107,21 @@ class Run:
 
     def start_server(self, app: str, port: int, env: dict[str, str], workers: int = 1) -> subprocess.Popen:
         """``app`` under uvicorn on ``port``; returns once it answers."""
-        command = [sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port), "--no-access-log",
-                   "--log-level", "warning", "--workers", str(workers)]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--workers",
+            str(workers),
+        ]
         process = self.start(command, env)
         wait_until_up(process, f"http://{HOST}:{port}/healthz")  # any answer (the bare app's is 404) will do
         return process
@@ -111,8 +136,11 @@ class Run:
 def add_database_options(parser: argparse.ArgumentParser) -> None:
     """``--database sqlite|postgres`` and the server of ``--database postgres`` (see :func:`postgres_server`)."""
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                        help="server for --database postgres; a scratch database is made on it")
+    parser.add_argument(
+        "--postgres-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="server for --database postgres; a scratch database is made on it",
+    )
 
 
 def postgres_server(args: argparse.Namespace) -> str:
@@ -194,20 +222,39 @@ def rss_mb(process: psutil.Process) -> float:
 def body(n: int) -> bytes:
     """The n-th conversation as ingress takes it: two messages and metadata, as JSON."""
     return json.dumps(
-        {"messages": [{"role": "customer", "content": f"Order {n} arrived late and the box was damaged."},
-                      {"role": "agent", "content": "Sorry about that, a replacement is on its way."}],
-         "metadata": {"channel": "chat", "n": n}}
+        {
+            "messages": [
+                {"role": "customer", "content": f"Order {n} arrived late and the box was damaged."},
+                {"role": "agent", "content": "Sorry about that, a replacement is on its way."},
+            ],
+            "metadata": {"channel": "chat", "n": n},
+        }
     ).encode()
 
 
-OPENINGS = ["I was charged twice for my subscription this month", "My parcel says delivered but nothing arrived",
-            "I can't log in since the last update, it says my password is wrong", "The app crashes when I open settings",
-            "Please cancel my account and stop all payments", "I'd love a dark mode, the white screen hurts at night",
-            "The blender I received is damaged, I want to return it"]
-FOLLOW_UPS = ["Thanks for getting back to me.", "That still doesn't work.", "Can you check again? Order number is 48213.",
-              "I've been waiting for a week now.", "OK, that fixed it, thank you!", "This is the third time I'm writing."]
-REPLIES = ["Sorry about that, let me look into it.", "I've issued a refund, it takes 3-5 business days.",
-           "Could you send a screenshot of the error?", "I've escalated this to our technical team."]
+OPENINGS = [
+    "I was charged twice for my subscription this month",
+    "My parcel says delivered but nothing arrived",
+    "I can't log in since the last update, it says my password is wrong",
+    "The app crashes when I open settings",
+    "Please cancel my account and stop all payments",
+    "I'd love a dark mode, the white screen hurts at night",
+    "The blender I received is damaged, I want to return it",
+]
+FOLLOW_UPS = [
+    "Thanks for getting back to me.",
+    "That still doesn't work.",
+    "Can you check again? Order number is 48213.",
+    "I've been waiting for a week now.",
+    "OK, that fixed it, thank you!",
+    "This is the third time I'm writing.",
+]
+REPLIES = [
+    "Sorry about that, let me look into it.",
+    "I've issued a refund, it takes 3-5 business days.",
+    "Could you send a screenshot of the error?",
+    "I've escalated this to our technical team.",
+]
 
 
 def conversations(count: int, seed: int) -> list[ConversationToAnalyze]:

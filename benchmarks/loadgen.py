@@ -11,8 +11,8 @@ import asyncio
 import itertools
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 RequestFactory = Callable[[int], bytes]
 
@@ -63,7 +63,9 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return status
 
 
-async def _run(host: str, port: int, build: RequestFactory, seconds: float, concurrency: int, rate: float | None) -> LoadResult:
+async def _run(
+    host: str, port: int, build: RequestFactory, seconds: float, concurrency: int, rate: float | None
+) -> LoadResult:
     counter = itertools.count()
     result = LoadResult(seconds)
     start = time.perf_counter()
@@ -101,6 +103,8 @@ def closed_loop(host: str, port: int, build: RequestFactory, seconds: float, con
     return asyncio.run(_run(host, port, build, seconds, concurrency, None))
 
 
-def open_loop(host: str, port: int, build: RequestFactory, seconds: float, rate: float, concurrency: int = 64) -> LoadResult:
+def open_loop(
+    host: str, port: int, build: RequestFactory, seconds: float, rate: float, concurrency: int = 64
+) -> LoadResult:
     """``rate`` requests a second on schedule, whatever the server's pace (up to ``concurrency`` in flight)."""
     return asyncio.run(_run(host, port, build, seconds, concurrency, rate))

@@ -44,23 +44,46 @@ def build_parser() -> argparse.ArgumentParser:
 def service_env(run: Run, args: argparse.Namespace) -> dict[str, str]:
     metrics = run.directory / "metrics"
     metrics.mkdir()
-    return run.env(INBOUND_RPS=str(args.rps), GROK_API_KEY=KEY, GROK_BASE_URL=f"http://{HOST}:{EMULATOR_PORT}/v1",
-                   LEASE_SECONDS="30", REQUEUE_SECONDS="30", RECONCILE_INTERVAL_SECONDS="10", BACKOFF_SECONDS="0.5",
-                   MAX_RETRIES="5", BATCH_FLUSH_SECONDS="1", dramatiq_prom_db=str(metrics))
+    return run.env(
+        INBOUND_RPS=str(args.rps),
+        GROK_API_KEY=KEY,
+        GROK_BASE_URL=f"http://{HOST}:{EMULATOR_PORT}/v1",
+        LEASE_SECONDS="30",
+        REQUEUE_SECONDS="30",
+        RECONCILE_INTERVAL_SECONDS="10",
+        BACKOFF_SECONDS="0.5",
+        MAX_RETRIES="5",
+        BATCH_FLUSH_SECONDS="1",
+        dramatiq_prom_db=str(metrics),
+    )
 
 
 def start_worker(run: Run, env: dict[str, str], index: int) -> subprocess.Popen:
     """One worker command of one process and 8 threads, with metrics on a port of its own."""
-    return run.start_worker({**env, "dramatiq_prom_port": str(9300 + index), "WORKER_PROCESSES": "1", "WORKER_THREADS": "8"})
+    return run.start_worker(
+        {**env, "dramatiq_prom_port": str(9300 + index), "WORKER_PROCESSES": "1", "WORKER_THREADS": "8"}
+    )
 
 
-def load_and_kill(run: Run, env: dict[str, str], args: argparse.Namespace) -> tuple[LoadResult, list[tuple[float, float]], int]:
+def load_and_kill(
+    run: Run, env: dict[str, str], args: argparse.Namespace
+) -> tuple[LoadResult, list[tuple[float, float]], int]:
     """Offer the load for ``--minutes``, killing a worker every ``--kill-every`` seconds; the load's result,
     the largest worker RSS sampled along the way (seconds into the run, MB), and how many kills."""
     workers = [start_worker(run, env, 0), start_worker(run, env, 1)]
     load: dict = {}
-    driver = threading.Thread(target=lambda: load.update(result=open_loop(
-        HOST, WEB_PORT, post_json("/api/v1/conversations", f"{HOST}:{WEB_PORT}", body), args.minutes * 60, args.rps, 16)))
+    driver = threading.Thread(
+        target=lambda: load.update(
+            result=open_loop(
+                HOST,
+                WEB_PORT,
+                post_json("/api/v1/conversations", f"{HOST}:{WEB_PORT}", body),
+                args.minutes * 60,
+                args.rps,
+                16,
+            )
+        )
+    )
     memory: list[tuple[float, float]] = []
     kills = 0
     started = time.monotonic()
@@ -68,7 +91,9 @@ def load_and_kill(run: Run, env: dict[str, str], args: argparse.Namespace) -> tu
     next_kill = started + args.kill_every
     while driver.is_alive():
         time.sleep(5)
-        memory.append((time.monotonic() - started, max([0.0, *(rss_mb(p) for w in workers for p in worker_processes(w))])))
+        memory.append(
+            (time.monotonic() - started, max([0.0, *(rss_mb(p) for w in workers for p in worker_processes(w))]))
+        )
         if time.monotonic() >= next_kill:
             victim = kills % 2
             kill(workers[victim])
@@ -91,11 +116,23 @@ def settle(db_path: str) -> dict:
         time.sleep(2)
     figures = {"drained": time.monotonic() - drain_started}
     figures["stored"] = database.execute("SELECT COUNT(*) FROM conversations").fetchone()[0]
-    figures["statuses"] = dict(database.execute("SELECT status, COUNT(*) FROM conversations GROUP BY status").fetchall())
-    figures["unexplained"] = database.execute("SELECT COUNT(*) FROM conversations WHERE status = 'failed' AND (last_error IS NULL OR last_error = '')").fetchone()[0]
-    figures["insights"], figures["distinct"] = database.execute("SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM insights").fetchone()
-    figures["orphans"] = database.execute("SELECT COUNT(*) FROM conversations c WHERE status = 'completed' AND NOT EXISTS (SELECT 1 FROM insights i WHERE i.conversation_id = c.id)").fetchone()[0]
-    figures["reasons"] = database.execute("SELECT last_error, COUNT(*) FROM conversations WHERE status = 'failed' GROUP BY last_error ORDER BY 2 DESC LIMIT 3").fetchall()
+    figures["statuses"] = dict(
+        database.execute("SELECT status, COUNT(*) FROM conversations GROUP BY status").fetchall()
+    )
+    figures["unexplained"] = database.execute(
+        "SELECT COUNT(*) FROM conversations WHERE status = 'failed' AND (last_error IS NULL OR last_error = '')"
+    ).fetchone()[0]
+    figures["insights"], figures["distinct"] = database.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM insights"
+    ).fetchone()
+    figures["orphans"] = database.execute(
+        "SELECT COUNT(*) FROM conversations c WHERE status = 'completed' AND NOT EXISTS (SELECT 1 FROM insights i "
+        "WHERE i.conversation_id = c.id)"
+    ).fetchone()[0]
+    figures["reasons"] = database.execute(
+        "SELECT last_error, COUNT(*) FROM conversations WHERE status = 'failed' GROUP BY last_error ORDER BY 2 DESC "
+        "LIMIT 3"
+    ).fetchall()
     database.close()
     return figures
 
@@ -114,27 +151,45 @@ def main(argv: list[str] | None = None) -> None:
     report(args, result, memory, kills, figures, drift)
 
 
-def report(args: argparse.Namespace, result: LoadResult, memory: list[tuple[float, float]], kills: int, figures: dict,
-           drift: list) -> None:
+def report(
+    args: argparse.Namespace,
+    result: LoadResult,
+    memory: list[tuple[float, float]],
+    kills: int,
+    figures: dict,
+    drift: list,
+) -> None:
     seconds = args.minutes * 60
     accepted = result.count(202)
     early = [mb for t, mb in memory if t < 120 and mb]
     late = [mb for t, mb in memory if t >= seconds - 120 and mb]
-    print(f"minutes={args.minutes} rps={args.rps} fault_rate={args.fault_rate} latency={args.latency}s "
-          f"workers=2x(1 process, 8 threads) kills={kills}")
+    print(
+        f"minutes={args.minutes} rps={args.rps} fault_rate={args.fault_rate} latency={args.latency}s "
+        f"workers=2x(1 process, 8 threads) kills={kills}"
+    )
     print()
     print("| measure | value |")
     print("|---|---|")
-    print(f"| requests sent / 202 / 429 / other | {len(result.latencies)} / {accepted} / {result.count(429)} / "
-          f"{len(result.latencies) - accepted - result.count(429) + result.errors} |")
-    print(f"| accepted conversations stored | {figures['stored']} of {accepted} (lost: {accepted - figures['stored']}) |")
+    print(
+        f"| requests sent / 202 / 429 / other | {len(result.latencies)} / {accepted} / {result.count(429)} / "
+        f"{len(result.latencies) - accepted - result.count(429) + result.errors} |"
+    )
+    print(
+        f"| accepted conversations stored | {figures['stored']} of {accepted} (lost: {accepted - figures['stored']}) |"
+    )
     print(f"| final statuses | {figures['statuses']} |")
     print(f"| failed without a reason | {figures['unexplained']} |")
-    print(f"| insights / distinct conversations / completed without insight | {figures['insights']} / {figures['distinct']} / "
-          f"{figures['orphans']} |")
+    print(
+        f"| insights / distinct conversations / completed without insight | {figures['insights']} / "
+        f"{figures['distinct']} / "
+        f"{figures['orphans']} |"
+    )
     print(f"| daily counts (cells and clusters) that differ from the insights | {len(drift)} row(s) |")
     print(f"| backlog drained after the load stopped | {figures['drained']:.0f} s |")
-    print(f"| worker RSS, largest process: first 2 min / last 2 min / max | {max(early or [0]):.0f} / {max(late or [0]):.0f} / {max(mb for _t, mb in memory):.0f} MB |")
+    print(
+        f"| worker RSS, largest process: first 2 min / last 2 min / max | {max(early or [0]):.0f} / "
+        f"{max(late or [0]):.0f} / {max(mb for _t, mb in memory):.0f} MB |"
+    )
     print(f"| most common failure reasons | {figures['reasons']} |")
 
 

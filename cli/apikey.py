@@ -18,9 +18,13 @@ def known_scopes(_settings: Settings, args: Namespace) -> None:
         raise Usage(f"--scopes: choose among {', '.join(sorted(API_SCOPES))}")
 
 
-@command("apikey", "make an API key and print its API_KEYS entry",
-         argument("--scopes", default="ingest,read", help="comma-separated: ingest, read (default both)"),
-         check=known_scopes, uses_data=False)
+@command(
+    "apikey",
+    "make an API key and print its API_KEYS entry",
+    argument("--scopes", default="ingest,read", help="comma-separated: ingest, read (default both)"),
+    check=known_scopes,
+    uses_data=False,
+)
 def make_key(_settings: Settings, args: Namespace) -> int:
     key, entry = new_key(scopes(args))
     print(f"key (give it to the client; it is not stored anywhere): {key}")

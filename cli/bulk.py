@@ -6,12 +6,12 @@ import json
 from argparse import Namespace
 from typing import Any
 
+from api.documents import isoformat
 from cli.command import argument, command
 from cli.common import JSON, Refused, print_documents, sql_text, table_row
 from insights.costs import batch_cost
 from settings import Settings
 from store import provider_batches
-from api.documents import isoformat
 from store.models import ProviderBatch
 from store.reports import seconds_since
 
@@ -21,23 +21,42 @@ COUNTERS = ("num_requests", "num_pending", "num_success", "num_error", "num_canc
 def batch_document(batch: ProviderBatch) -> dict[str, Any]:
     """A provider batch as the commands show it: state, counts, age, tokens and cost so far."""
     return {
-        "id": batch.id, "provider_id": batch.provider_id, "state": batch.state, "conversations": batch.conversations,
+        "id": batch.id,
+        "provider_id": batch.provider_id,
+        "state": batch.state,
+        "conversations": batch.conversations,
         **{name: getattr(batch, name) for name in COUNTERS},
-        "age_seconds": round(seconds_since(batch.created_at)), "created_at": isoformat(batch.created_at),
-        "submitted_at": isoformat(batch.submitted_at), "ended_at": isoformat(batch.ended_at), "end_reason": batch.end_reason,
-        "cancel_requested": batch.cancel_requested, "last_error": batch.last_error,
-        "prompt_tokens": batch.prompt_tokens, "cached_tokens": batch.cached_tokens, "completion_tokens": batch.completion_tokens,
-        "cost_usd": batch_cost(batch), "unpriced_results": batch.unpriced_results,
+        "age_seconds": round(seconds_since(batch.created_at)),
+        "created_at": isoformat(batch.created_at),
+        "submitted_at": isoformat(batch.submitted_at),
+        "ended_at": isoformat(batch.ended_at),
+        "end_reason": batch.end_reason,
+        "cancel_requested": batch.cancel_requested,
+        "last_error": batch.last_error,
+        "prompt_tokens": batch.prompt_tokens,
+        "cached_tokens": batch.cached_tokens,
+        "completion_tokens": batch.completion_tokens,
+        "cost_usd": batch_cost(batch),
+        "unpriced_results": batch.unpriced_results,
     }
 
 
 BATCH_ID = argument("batch_id", type=sql_text)
 
 
-@command("bulk list", "open provider batches: counts, age, cost so far", argument("--all", action="store_true", help="ended ones too"), JSON)
+@command(
+    "bulk list",
+    "open provider batches: counts, age, cost so far",
+    argument("--all", action="store_true", help="ended ones too"),
+    JSON,
+)
 def list_batches(_settings: Settings, args: Namespace) -> int:
-    print_documents([batch_document(b) for b in provider_batches.listing(open_only=not args.all)], args.json,
-                    "id\tstate\tconversations\trequests pending/success/error/cancelled\tage_s\tcost_usd", batch_row)
+    print_documents(
+        [batch_document(b) for b in provider_batches.listing(open_only=not args.all)],
+        args.json,
+        "id\tstate\tconversations\trequests pending/success/error/cancelled\tage_s\tcost_usd",
+        batch_row,
+    )
     return 0
 
 
@@ -64,7 +83,9 @@ def cancel(settings: Settings, args: Namespace) -> int:
     unanswered = provider_batches.request_cancel(batch_id)
     if unanswered is None:
         raise Refused(f"no open provider batch {batch_id}")
-    print(f"provider batch {batch_id}: cancellation requested; a worker cancels it at xAI within BULK_TICK_SECONDS "
-          f"({settings.bulk_tick_seconds:g} s). Of its {unanswered} conversation(s) not answered yet, those xAI has not "
-          f"answered by then wait for another batch, no attempt spent; what it has answered is stored.")
+    print(
+        f"provider batch {batch_id}: cancellation requested; a worker cancels it at xAI within BULK_TICK_SECONDS "
+        f"({settings.bulk_tick_seconds:g} s). Of its {unanswered} conversation(s) not answered yet, those xAI has not "
+        f"answered by then wait for another batch, no attempt spent; what it has answered is stored."
+    )
     return 0

@@ -11,8 +11,9 @@ The decorator turns the handler into a :class:`Command`; ``cli.commands.COMMANDS
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from settings import Settings
 
@@ -53,7 +54,9 @@ class OneOf:
             each.add_to(group)
 
 
-CREATE_DATABASE = argument("--create-database", action="store_true", help="create the SQLite file at DB_PATH if there is none")
+CREATE_DATABASE = argument(
+    "--create-database", action="store_true", help="create the SQLite file at DB_PATH if there is none"
+)
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,20 @@ class Command:
         return self.writes is not None and self.writes(args)
 
 
-def command(name: str, summary: str, *arguments: Argument | OneOf, check: Check | None = None,
-            writes: Writes | None = None, uses_data: bool = True, reports_down: bool = False) -> Callable[[Handler], Command]:
+def command(
+    name: str,
+    summary: str,
+    *arguments: Argument | OneOf,
+    check: Check | None = None,
+    writes: Writes | None = None,
+    uses_data: bool = True,
+    reports_down: bool = False,
+) -> Callable[[Handler], Command]:
     """Declare the handler below as the command ``name`` (see :class:`Command`)."""
+
     def declare(handler: Handler) -> Command:
         return Command(name, summary, handler, arguments, check, writes, uses_data, reports_down)
+
     return declare
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import dramatiq.errors
 import peewee
@@ -14,16 +14,37 @@ import redis
 from actors.state import first_line
 from cli import apikey, bulk, dlq, load, report
 from cli.command import Command, Usage
-from cli.common import OneLineParser, Refused, announce, require_current_schema, require_database, require_database_to_write, usage_line
+from cli.common import (
+    OneLineParser,
+    Refused,
+    announce,
+    require_current_schema,
+    require_database,
+    require_database_to_write,
+    usage_line,
+)
 from settings import Settings
 from settings.secrets import mask_url
 from store.db import describe, open_database
 from store.migrations import migrate
 
 COMMANDS: tuple[Command, ...] = (  # in the order of insights --help
-    load.import_command, report.export_command, load.reprocess_command, report.list_conversations, report.stats,
-    report.write_report, report.check_counts, report.suggested_clusters, bulk.list_batches, bulk.show, bulk.cancel,
-    dlq.list_letters, dlq.show, dlq.requeue_letters, dlq.purge, apikey.make_key,
+    load.import_command,
+    report.export_command,
+    load.reprocess_command,
+    report.list_conversations,
+    report.stats,
+    report.write_report,
+    report.check_counts,
+    report.suggested_clusters,
+    bulk.list_batches,
+    bulk.show,
+    bulk.cancel,
+    dlq.list_letters,
+    dlq.show,
+    dlq.requeue_letters,
+    dlq.purge,
+    apikey.make_key,
 )
 GROUPS = {  # the commands whose names are a group and an action: what the group is about
     "conversations": "the operations view",
@@ -38,9 +59,15 @@ REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command in :data:`COMMANDS`; a parsed command's ``command`` is its :class:`Command`."""
     parser = listing_parser(None, "insights", "Operate Conversation Insights.", COMMANDS)
-    top = parser.add_subparsers(metavar="COMMAND", required=True, help="one of those below (insights COMMAND --help: its arguments)")
-    groups = {group: listing_parser(top, group, about, [each for each in COMMANDS if each.name.startswith(f"{group} ")])
-              .add_subparsers(metavar="ACTION", required=True, help="one of those below") for group, about in GROUPS.items()}
+    top = parser.add_subparsers(
+        metavar="COMMAND", required=True, help="one of those below (insights COMMAND --help: its arguments)"
+    )
+    groups = {
+        group: listing_parser(
+            top, group, about, [each for each in COMMANDS if each.name.startswith(f"{group} ")]
+        ).add_subparsers(metavar="ACTION", required=True, help="one of those below")
+        for group, about in GROUPS.items()
+    }
     for command in COMMANDS:
         group, _, action = command.name.partition(" ")
         own = (groups[group] if action else top).add_parser(action or group, description=command.summary)
@@ -49,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def listing_parser(parent: argparse._SubParsersAction | None, name: str, description: str,
-                   commands: Sequence[Command]) -> argparse.ArgumentParser:
+def listing_parser(
+    parent: argparse._SubParsersAction | None, name: str, description: str, commands: Sequence[Command]
+) -> argparse.ArgumentParser:
     """A parser whose help ends with ``commands`` and their summaries, a line each."""
     width = max(len(command.name) for command in commands) + 2
     epilog = "commands:\n" + "\n".join(f"  {command.name:<{width}}{command.summary}" for command in commands)

@@ -7,16 +7,17 @@ import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import IO, Callable, ContextManager, Iterable, Iterator, NoReturn
+from typing import IO, NoReturn
 
 from peewee import Database, PeeweeException
 
 from cli.command import Usage, argument
-from settings.secrets import mask_url
 from settings import Settings
+from settings.secrets import mask_url
 from store.db import describe
 from store.migrations import pending
 from store.queries import parse_db_time
@@ -97,16 +98,20 @@ def database_missing(settings: Settings) -> bool:
 def require_database(settings: Settings) -> None:
     """A read-only command never creates a database: a missing SQLite file is an error naming it."""
     if database_missing(settings):
-        raise Refused(f"no database at {settings.db_path} (DB_PATH); nothing to read. Set DB_PATH or DATABASE_URL, "
-                      "or import conversations first")
+        raise Refused(
+            f"no database at {settings.db_path} (DB_PATH); nothing to read. Set DB_PATH or DATABASE_URL, "
+            "or import conversations first"
+        )
 
 
 def require_database_to_write(settings: Settings, create: bool) -> None:
     """A writing command creates a database only when told to: a mistyped ``DB_PATH`` would otherwise
     receive an import that no worker can see (they read the real database, and drop ids they do not find)."""
     if database_missing(settings) and not create:
-        raise Refused(f"no database at {settings.db_path} (DB_PATH); set DB_PATH or DATABASE_URL, "
-                      "or add --create-database to create it")
+        raise Refused(
+            f"no database at {settings.db_path} (DB_PATH); set DB_PATH or DATABASE_URL, "
+            "or add --create-database to create it"
+        )
 
 
 def require_current_schema(settings: Settings, db: Database, tolerate_down: bool = False) -> None:
@@ -120,8 +125,11 @@ def require_current_schema(settings: Settings, db: Database, tolerate_down: bool
             return
         raise
     if missing:
-        what = (f"has an older schema (missing {', '.join(missing)})" if db.table_exists("conversations")
-                else "holds no Conversation Insights tables")
+        what = (
+            f"has an older schema (missing {', '.join(missing)})"
+            if db.table_exists("conversations")
+            else "holds no Conversation Insights tables"
+        )
         raise Refused(f"the database ({describe(settings)}) {what}; run 'python -m store.migrations' against it first")
 
 
@@ -140,7 +148,7 @@ def confirm(question: str, assume_yes: bool) -> None:
         raise Refused("not confirmed; nothing changed")
 
 
-def output_file(path: Path | None) -> ContextManager[IO[str]]:
+def output_file(path: Path | None) -> contextlib.AbstractContextManager[IO[str]]:
     """``path`` opened for writing, or standard output (left open when done)."""
     return open(path, "w", newline="") if path else contextlib.nullcontext(sys.stdout)
 

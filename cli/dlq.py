@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import sys
 from argparse import Namespace
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import dramatiq
 
@@ -60,7 +60,7 @@ def dead_letters() -> list[DeadLetter]:
         for message_id, score in client.zrange(key, 0, -1, withscores=True):
             raw = client.hget(f"{key}.msgs", message_id)
             if raw is not None:
-                dead_at = datetime.fromtimestamp(score / 1000, timezone.utc)
+                dead_at = datetime.fromtimestamp(score / 1000, UTC)
                 letters.append(DeadLetter(queue, message_id.decode(), json.loads(raw), dead_at))
     return letters
 
@@ -92,17 +92,34 @@ def list_letters(settings: Settings, args: Namespace) -> int:
     letters = dead_letters()
     if args.json:
         for letter in letters:
-            print(json.dumps({"queue": letter.queue, "id": letter.id, "actor": letter.message["actor_name"],
-                              "dead_at": letter.dead_at.isoformat(), "conversation_ids": letter.conversation_ids,
-                              "reason": letter.reason(settings)}))
+            print(
+                json.dumps(
+                    {
+                        "queue": letter.queue,
+                        "id": letter.id,
+                        "actor": letter.message["actor_name"],
+                        "dead_at": letter.dead_at.isoformat(),
+                        "conversation_ids": letter.conversation_ids,
+                        "reason": letter.reason(settings),
+                    }
+                )
+            )
         return 0
     if not letters:
         print("no dead letters")
         return 0
     print("queue\tid\tactor\tdead_at\tconversations\treason")
     for letter in letters:
-        print(table_row(letter.queue, letter.id, letter.message["actor_name"], f"{letter.dead_at:%Y-%m-%dT%H:%M:%SZ}",
-                        len(letter.conversation_ids), letter.reason(settings)))
+        print(
+            table_row(
+                letter.queue,
+                letter.id,
+                letter.message["actor_name"],
+                f"{letter.dead_at:%Y-%m-%dT%H:%M:%SZ}",
+                len(letter.conversation_ids),
+                letter.reason(settings),
+            )
+        )
     return 0
 
 
@@ -113,7 +130,12 @@ def show(settings: Settings, args: Namespace) -> int:
         print(f"no dead letter {args.message_id}", file=sys.stderr)
         return 1
     letter = chosen[0]
-    shown = {"queue": letter.queue, "dead_at": letter.dead_at.isoformat(), "reason": letter.reason(settings), **letter.message}
+    shown = {
+        "queue": letter.queue,
+        "dead_at": letter.dead_at.isoformat(),
+        "reason": letter.reason(settings),
+        **letter.message,
+    }
     print(settings.redact(json.dumps(shown, indent=2)))
     return 0
 
@@ -130,13 +152,20 @@ def ids_or_all(_settings: Settings, args: Namespace) -> None:
         raise Usage("give message ids or --all")
 
 
-CHOSEN = (argument("message_ids", nargs="*"), argument("--all", action="store_true", help="every dead letter"),
-          argument("--dry-run", action="store_true", help="say what would happen, change nothing"),
-          argument("--yes", action="store_true", help="do not ask before acting on --all"))
+CHOSEN = (
+    argument("message_ids", nargs="*"),
+    argument("--all", action="store_true", help="every dead letter"),
+    argument("--dry-run", action="store_true", help="say what would happen, change nothing"),
+    argument("--yes", action="store_true", help="do not ask before acting on --all"),
+)
 
 
-@command("dlq requeue", "send dead letters through again (their conversations back to queued) and drop them", *CHOSEN,
-         check=ids_or_all)
+@command(
+    "dlq requeue",
+    "send dead letters through again (their conversations back to queued) and drop them",
+    *CHOSEN,
+    check=ids_or_all,
+)
 def requeue_letters(_settings: Settings, args: Namespace) -> int:
     return act(dead_letters(), args, "requeue", lambda letter: f"requeued {letter.id}: {requeue(letter)}")
 
@@ -161,7 +190,10 @@ def act(letters: list[DeadLetter], args: Namespace, verb: str, do: Callable[[Dea
         print(f"no dead letter {message_id}", file=sys.stderr)
     for letter in chosen:
         if args.dry_run:
-            print(f"would {verb} {letter.id} ({letter.message['actor_name']}, {len(letter.conversation_ids)} conversation(s))")
+            print(
+                f"would {verb} {letter.id} ({letter.message['actor_name']}, {len(letter.conversation_ids)} "
+                "conversation(s))"
+            )
         else:
             print(do(letter))
     if not chosen and not missing:

@@ -6,9 +6,10 @@ import hashlib
 import sys
 from argparse import Namespace
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from pydantic import ValidationError
 from tqdm import tqdm
@@ -32,9 +33,15 @@ def file_exists(_settings: Settings, args: Namespace) -> None:
         raise Usage(f"no such file: {args.file} (paths are relative to {Path.cwd()})")
 
 
-@command("import", "bulk load conversations from JSON lines, one conversation (a POST body) a line",
-         argument("file", help="a JSON-lines file, or - for standard input"), argument("--no-progress", action="store_true"),
-         LANE, check=file_exists, writes=always)
+@command(
+    "import",
+    "bulk load conversations from JSON lines, one conversation (a POST body) a line",
+    argument("file", help="a JSON-lines file, or - for standard input"),
+    argument("--no-progress", action="store_true"),
+    LANE,
+    check=file_exists,
+    writes=always,
+)
 def import_command(settings: Settings, args: Namespace) -> int:
     tally = import_source(settings, args.file, args.lane, progress=not args.no_progress)
     print(summary(args.file, tally))
@@ -56,6 +63,7 @@ def import_source(settings: Settings, source: str, lane: str, progress: bool = T
 class Intake:
     """What every line of one import shares: the model that validates it, its lane, and whether that lane's
     conversations travel through the batching stream (else the bulk lane takes them from the database)."""
+
     model: type
     lane: str
     streamed: bool
@@ -105,8 +113,14 @@ def import_chunk(intake: Intake, chunk: list[tuple[int, bytes, str]]) -> Counter
         conversation_id = conversation.conversation_id or derived_id
         if not conversation.conversation_id:
             derived.add(number)
-        batch.append((number, queries.NewConversation.of(conversation_id, conversation.canonical_payload(), now,
-                                                          conversation.occurred(now), intake.lane)))
+        batch.append(
+            (
+                number,
+                queries.NewConversation.of(
+                    conversation_id, conversation.canonical_payload(), now, conversation.occurred(now), intake.lane
+                ),
+            )
+        )
     return tally + (commit(batch, derived, intake.streamed) if batch else Counter())
 
 
@@ -118,21 +132,32 @@ def commit(batch: list[tuple[int, queries.NewConversation]], derived: set[int], 
     if created and streamed:
         send_for_batching(created)
     tally = Counter(outcome.value for outcome in outcomes)
-    tally["reimported"] = sum(1 for (number, _new), outcome in zip(batch, outcomes)
-                              if outcome is queries.InsertOutcome.DUPLICATE and number in derived)
+    tally["reimported"] = sum(
+        1
+        for (number, _new), outcome in zip(batch, outcomes)
+        if outcome is queries.InsertOutcome.DUPLICATE and number in derived
+    )
     for (number, new), outcome in zip(batch, outcomes):
         if outcome is queries.InsertOutcome.CONFLICT:
-            print(f"line {number}: conversation {new.id} was already accepted with a different payload, skipped", file=sys.stderr)
+            print(
+                f"line {number}: conversation {new.id} was already accepted with a different payload, skipped",
+                file=sys.stderr,
+            )
     return tally
 
 
 def summary(source: str, tally: Counter) -> str:
     """The import's last line: what it added, and what it merged with conversations already there and why."""
-    reasons = [f"{tally['reimported']} line(s) imported before (the same text after the same lines)",
-               f"{tally['duplicate'] - tally['reimported']} conversation_id(s) accepted before with the same payload"]
+    reasons = [
+        f"{tally['reimported']} line(s) imported before (the same text after the same lines)",
+        f"{tally['duplicate'] - tally['reimported']} conversation_id(s) accepted before with the same payload",
+    ]
     why = ", ".join(reason for reason in reasons if not reason.startswith("0 "))
-    return (f"{source}: {tally['created']} accepted, {tally['duplicate']} already there" + (f" ({why})" if why else "")
-            + f", {tally['conflict']} conflicting, {tally['invalid']} invalid, {tally['blank']} blank line(s)")
+    return (
+        f"{source}: {tally['created']} accepted, {tally['duplicate']} already there"
+        + (f" ({why})" if why else "")
+        + f", {tally['conflict']} conflicting, {tally['invalid']} invalid, {tally['blank']} blank line(s)"
+    )
 
 
 def later_end_unless_failed(_settings: Settings, args: Namespace) -> None:
@@ -140,12 +165,22 @@ def later_end_unless_failed(_settings: Settings, args: Namespace) -> None:
         raise Usage("reprocess --start needs a later --end")
 
 
-@command("reprocess", "send conversations through analysis again",
-         OneOf((argument("--failed", action="store_true", help="every failed conversation"),
-                argument("--start", type=parse_time, help="settled conversations that occurred from this time..."))),
-         argument("--end", type=parse_time, help="...to this time"), argument("--dry-run", action="store_true"), LANE,
-         argument("--yes", action="store_true", help=f"do not ask, even for over {CONFIRM_ABOVE} conversations"),
-         check=later_end_unless_failed, writes=lambda args: not args.dry_run)
+@command(
+    "reprocess",
+    "send conversations through analysis again",
+    OneOf(
+        (
+            argument("--failed", action="store_true", help="every failed conversation"),
+            argument("--start", type=parse_time, help="settled conversations that occurred from this time..."),
+        )
+    ),
+    argument("--end", type=parse_time, help="...to this time"),
+    argument("--dry-run", action="store_true"),
+    LANE,
+    argument("--yes", action="store_true", help=f"do not ask, even for over {CONFIRM_ABOVE} conversations"),
+    check=later_end_unless_failed,
+    writes=lambda args: not args.dry_run,
+)
 def reprocess_command(settings: Settings, args: Namespace) -> int:
     ids = queries.reprocess_candidates(args.failed, args.start, args.end)
     reprocess(ids, args.lane, args.lane in streamed_lanes(settings), args.dry_run, args.yes)

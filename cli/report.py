@@ -13,23 +13,51 @@ from pathlib import Path
 from typing import IO, Any
 
 from actors.state import PipelineState, read_state
+from api.documents import insight_document, isoformat, listed_document, usage_document
 from cli import html_report
 from cli.command import Usage, argument, command
-from cli.common import (END, JSON, START, Refused, later_end, limit_argument, output_file, parse_time, print_documents, sql_text,
-                        table_row)
+from cli.common import (
+    END,
+    JSON,
+    START,
+    Refused,
+    later_end,
+    limit_argument,
+    output_file,
+    parse_time,
+    print_documents,
+    sql_text,
+    table_row,
+)
 from settings import Settings
 from store import reports, rollup_check, trends, usage
 from store.db import write_transaction
 from store.models import STATUSES, database
-from api.documents import insight_document, isoformat, listed_document, usage_document
 
-CSV_COLUMNS = ["conversation_id", "occurred_at", "received_at", "analyzed_at", "sentiment_score", "sentiment", "confidence",
-               "clusters", "model", "reasoning"]
+CSV_COLUMNS = [
+    "conversation_id",
+    "occurred_at",
+    "received_at",
+    "analyzed_at",
+    "sentiment_score",
+    "sentiment",
+    "confidence",
+    "clusters",
+    "model",
+    "reasoning",
+]
 KINDS = ("waiting", "delayed", "dead")
 
 
-@command("export", "insights of a time window, streamed", START, END, argument("--format", choices=["jsonl", "csv"], default="jsonl"),
-         argument("--output", type=Path, help="file to write (default: standard output)"), check=later_end)
+@command(
+    "export",
+    "insights of a time window, streamed",
+    START,
+    END,
+    argument("--format", choices=["jsonl", "csv"], default="jsonl"),
+    argument("--output", type=Path, help="file to write (default: standard output)"),
+    check=later_end,
+)
 def export_command(settings: Settings, args: Namespace) -> int:
     """To ``--output`` (exit status 2, in one line, when it cannot be opened) or standard output."""
     try:
@@ -73,7 +101,9 @@ def stats_document(state: PipelineState) -> dict[str, Any]:
         document["stream"] = {"entries": state.redis.stream, "pending": state.redis.stream_pending}
         document["grok"] = dataclasses.asdict(state.redis.grok)
         document["grok"]["answered_by_another_model"] = [
-            {"asked": asked, "answered": answered, "answers": count} for (asked, answered), count in state.redis.answered_by.items()]
+            {"asked": asked, "answered": answered, "answers": count}
+            for (asked, answered), count in state.redis.answered_by.items()
+        ]
     return document
 
 
@@ -96,35 +126,55 @@ def print_stats(state: PipelineState) -> None:
         for status, count in state.stats.by_status.items():
             print(f"  {status:<11} {count}")
         if state.stats.oldest_waiting:
-            print(f"  oldest waiting: since {isoformat(state.stats.oldest_waiting)} ({state.oldest_waiting_seconds:.0f} s ago)")
+            print(
+                f"  oldest waiting: since {isoformat(state.stats.oldest_waiting)} "
+                f"({state.oldest_waiting_seconds:.0f} s ago)"
+            )
         bulk, batches = state.stats.bulk, state.stats.provider_batches
-        print(f"bulk lane: {bulk['queued']} waiting for a provider batch, {bulk['processing']} in one; provider batches: "
-              + ", ".join(f"{count} {name}" for name, count in batches.items()))
+        print(
+            f"bulk lane: {bulk['queued']} waiting for a provider batch, {bulk['processing']} in one; provider batches: "
+            + ", ".join(f"{count} {name}" for name, count in batches.items())
+        )
         print("tokens and cost, all insights:")
         for lane, used in state.stats.usage.items():
             d = usage_document(used)
-            print(f"  {lane:<9} {d.insights} insight(s), {d.prompt_tokens:.0f} prompt ({d.cached_tokens:.0f} cached, {html_report.percent(d.cached_share)}) + "
-                  f"{d.completion_tokens:.0f} completion tokens, ${d.cost_usd:.4f}"
-                  + (f" ({d.insights_without_cost} without a price)" if d.insights_without_cost else ""))
+            print(
+                f"  {lane:<9} {d.insights} insight(s), {d.prompt_tokens:.0f} prompt ({d.cached_tokens:.0f} cached, "
+                f"{html_report.percent(d.cached_share)}) + "
+                f"{d.completion_tokens:.0f} completion tokens, ${d.cost_usd:.4f}"
+                + (f" ({d.insights_without_cost} without a price)" if d.insights_without_cost else "")
+            )
     if state.redis is not None:
         print("queues:")
         print(f"  {'queue':<11} waiting delayed dead")
         for queue in sorted({queue for queue, _kind in state.redis.queues}):
             print(f"  {queue:<11} " + " ".join(str(state.redis.queues[(queue, kind)]) for kind in KINDS))
-        print(f"batching stream: {state.redis.stream} entries, {state.redis.stream_pending} read but not yet dispatched")
+        print(
+            f"batching stream: {state.redis.stream} entries, {state.redis.stream_pending} read but not yet dispatched"
+        )
         grok = state.redis.grok
         print(f"grok: {grok.state}" + (f" for {grok.seconds_left:.0f} s more: {grok.reason}" if grok.reason else ""))
         for (asked, answered), count in state.redis.answered_by.items():
             print(f"  answered by {answered}, not GROK_MODEL={asked}: {count} answer(s), priced as {answered}")
 
 
-@command("clusters suggest", "what a closed taxonomy's 'other' suggested most, with examples", START, END,
-         argument("--limit", type=limit_argument, default=20, help="at most this many suggestions (default 20)"), JSON,
-         check=later_end)
+@command(
+    "clusters suggest",
+    "what a closed taxonomy's 'other' suggested most, with examples",
+    START,
+    END,
+    argument("--limit", type=limit_argument, default=20, help="at most this many suggestions (default 20)"),
+    JSON,
+    check=later_end,
+)
 def suggested_clusters(_settings: Settings, args: Namespace) -> int:
     """The topics the taxonomy may be missing, most frequent first."""
-    print_documents([dataclasses.asdict(s) for s in reports.suggested_clusters(args.start, args.end, args.limit)], args.json,
-                    "suggested_cluster\tconversations\texamples", lambda d: table_row(d["cluster"], d["count"], " ".join(d["examples"])))
+    print_documents(
+        [dataclasses.asdict(s) for s in reports.suggested_clusters(args.start, args.end, args.limit)],
+        args.json,
+        "suggested_cluster\tconversations\texamples",
+        lambda d: table_row(d["cluster"], d["count"], " ".join(d["examples"])),
+    )
     return 0
 
 
@@ -135,13 +185,21 @@ def report_arguments(settings: Settings, args: Namespace) -> None:
     later_end(settings, args)
     bucket = args.bucket or html_report.default_bucket(args.start, args.end)
     if (spanned := trends.bucket_count(args.start, args.end, bucket)) > settings.trends_max_buckets:
-        raise Usage(f"the window spans {spanned} buckets of a {bucket}; at most {settings.trends_max_buckets} (TRENDS_MAX_BUCKETS)")
+        raise Usage(
+            f"the window spans {spanned} buckets of a {bucket}; at most {settings.trends_max_buckets} "
+            "(TRENDS_MAX_BUCKETS)"
+        )
 
 
-@command("report", "one self-contained HTML page about a window: sentiment, clusters, failures, cost", START, END,
-         argument("--output", type=Path, required=True, help="the HTML file to write"),
-         argument("--bucket", choices=["hour", "day"], help="default: hour for windows of two days or less, else day"),
-         check=report_arguments)
+@command(
+    "report",
+    "one self-contained HTML page about a window: sentiment, clusters, failures, cost",
+    START,
+    END,
+    argument("--output", type=Path, required=True, help="the HTML file to write"),
+    argument("--bucket", choices=["hour", "day"], help="default: hour for windows of two days or less, else day"),
+    check=report_arguments,
+)
 def write_report(settings: Settings, args: Namespace) -> int:
     """The HTML page, written whole or not at all (exit status 2 when it cannot be)."""
     thresholds = (settings.negative_threshold, settings.positive_threshold)
@@ -158,8 +216,12 @@ def write_report(settings: Settings, args: Namespace) -> int:
     return 0
 
 
-@command("counts", "check the daily insight counts against the insights (or recompute them)",
-         argument("--rebuild", action="store_true", help="recompute them from the insights instead"), writes=lambda args: args.rebuild)
+@command(
+    "counts",
+    "check the daily insight counts against the insights (or recompute them)",
+    argument("--rebuild", action="store_true", help="recompute them from the insights instead"),
+    writes=lambda args: args.rebuild,
+)
 def check_counts(_settings: Settings, args: Namespace) -> int:
     """Compare the daily counts with the insights (exit 1 on a difference), or recompute them."""
     if args.rebuild:
@@ -172,15 +234,24 @@ def check_counts(_settings: Settings, args: Namespace) -> int:
     for key, (stored, counted) in sorted(drift.items(), key=str)[:20]:
         what = f"score band {key[1]}, confidence band {key[2]}" if len(key) == 3 else f"cluster {key[1]!r}"
         print(f"  {key[0]} {what}: stored {stored}, insights {counted}")
-    print(f"daily counts: {len(drift)} row(s) differ from the insights" + ("; run 'insights counts --rebuild'" if drift else ""))
+    print(
+        f"daily counts: {len(drift)} row(s) differ from the insights"
+        + ("; run 'insights counts --rebuild'" if drift else "")
+    )
     return 1 if drift else 0
 
 
-@command("conversations list", "conversations by status and failure reason, oldest first",
-         argument("--status", choices=STATUSES), argument("--reason", type=sql_text, help="a part of the failure reason, any case"),
-         argument("--start", type=parse_time, default=datetime.min, help="occurred at or after"),
-         argument("--end", type=parse_time, default=datetime.max, help="occurred before"),
-         argument("--limit", type=limit_argument, default=100, help="at most this many (default 100)"), JSON, check=later_end)
+@command(
+    "conversations list",
+    "conversations by status and failure reason, oldest first",
+    argument("--status", choices=STATUSES),
+    argument("--reason", type=sql_text, help="a part of the failure reason, any case"),
+    argument("--start", type=parse_time, default=datetime.min, help="occurred at or after"),
+    argument("--end", type=parse_time, default=datetime.max, help="occurred before"),
+    argument("--limit", type=limit_argument, default=100, help="at most this many (default 100)"),
+    JSON,
+    check=later_end,
+)
 def list_conversations(_settings: Settings, args: Namespace) -> int:
     """The operations view, every page of it (up to ``--limit`` conversations in all)."""
     query = reports.ConversationQuery(args.start, args.end, args.limit, args.status, args.reason)
@@ -192,7 +263,10 @@ def list_conversations(_settings: Settings, args: Namespace) -> int:
         if next_after is None:
             break
         query = dataclasses.replace(query, after=next_after)
-    print_documents([listed_document(c).model_dump(mode="json") for c in shown], args.json,
-                    "conversation_id\tstatus\tattempts\toccurred_at\tlast_error",
-                    lambda d: table_row(d["conversation_id"], d["status"], d["attempts"], d["occurred_at"], d["last_error"]))
+    print_documents(
+        [listed_document(c).model_dump(mode="json") for c in shown],
+        args.json,
+        "conversation_id\tstatus\tattempts\toccurred_at\tlast_error",
+        lambda d: table_row(d["conversation_id"], d["status"], d["attempts"], d["occurred_at"], d["last_error"]),
+    )
     return 0

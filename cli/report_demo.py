@@ -31,12 +31,26 @@ MODEL = "grok-4.3"
 def topics(day: int, rng: random.Random) -> tuple[list[str], float]:
     """The clusters of one conversation of ``day`` and its sentiment score."""
     incident = 14 <= day <= 18
-    weights = {"billing": 6 + (30 if incident else 0), "late-delivery": max(2, 16 - day // 2), "damaged-item": 5,
-               "account-access": 6, "refund": 4 + (10 if incident else 0), "product-question": 8, "other": 3}
+    weights = {
+        "billing": 6 + (30 if incident else 0),
+        "late-delivery": max(2, 16 - day // 2),
+        "damaged-item": 5,
+        "account-access": 6,
+        "refund": 4 + (10 if incident else 0),
+        "product-question": 8,
+        "other": 3,
+    }
     first = rng.choices(list(weights), list(weights.values()))[0]
     clusters = [first] + (["refund"] if first == "billing" and rng.random() < 0.4 else [])
-    mood = {"billing": -0.55, "refund": -0.35, "late-delivery": -0.4, "damaged-item": -0.5, "account-access": -0.15,
-            "product-question": 0.35, "other": 0.2}[first]
+    mood = {
+        "billing": -0.55,
+        "refund": -0.35,
+        "late-delivery": -0.4,
+        "damaged-item": -0.5,
+        "account-access": -0.15,
+        "product-question": 0.35,
+        "other": 0.2,
+    }[first]
     return clusters, max(-1.0, min(1.0, rng.gauss(mood - (0.2 if incident else 0), 0.3)))
 
 
@@ -48,15 +62,16 @@ def fill(rng: random.Random, start: datetime = START, days: int = DAYS, per_day:
         ids = [f"demo-{day:02d}-{n:03d}" for n in range(volume)]
         moments = sorted(start + timedelta(days=day, seconds=rng.uniform(0, 86_399)) for _ in ids)
         lanes = [BULK if rng.random() < 0.3 else REALTIME for _ in ids]
-        queries.insert_conversations([queries.NewConversation.of(i, "{}", moment, moment, lane)
-                                      for i, moment, lane in zip(ids, moments, lanes)])
+        queries.insert_conversations(
+            [queries.NewConversation.of(i, "{}", moment, moment, lane) for i, moment, lane in zip(ids, moments, lanes)]
+        )
         failing = [i for i in ids if rng.random() < 0.03]
         claims.fail_open(failing[::2], "grok: answer truncated (finish_reason=length)")
         claims.fail_open(failing[1::2], "grok: HTTP 400: request refused")
         for lane in (REALTIME, BULK):
             batch = [i for i, their_lane in zip(ids, lanes) if their_lane == lane and i not in failing]
             for offset in range(0, len(batch), 10):
-                _analyze(rng, batch[offset:offset + 10], day)
+                _analyze(rng, batch[offset : offset + 10], day)
         stored += volume
     return stored
 
@@ -66,20 +81,58 @@ def _analyze(rng: random.Random, ids: list[str], day: int) -> None:
     rows = []
     for conversation_id in ids:
         clusters, score = topics(day, rng)
-        rows.append(InsightRow(conversation_id=conversation_id, sentiment_score=round(score, 2), clusters=clusters,
-                               confidence=round(rng.uniform(0.55, 0.98), 2), reasoning="demo"))
-    usage = {"prompt_tokens": 900 + 350 * len(ids), "completion_tokens": 60 * len(ids), "prompt_tokens_details": {"cached_tokens": 700}}
-    results.record_results(AnalysisResult(conversation_ids=ids, rows=rows, model=MODEL, prompt_version="demo", raw_response="{}",
-                                          usage=usage, claim_token=claim.token), max_retries=3, settings=load_settings({}))
+        rows.append(
+            InsightRow(
+                conversation_id=conversation_id,
+                sentiment_score=round(score, 2),
+                clusters=clusters,
+                confidence=round(rng.uniform(0.55, 0.98), 2),
+                reasoning="demo",
+            )
+        )
+    usage = {
+        "prompt_tokens": 900 + 350 * len(ids),
+        "completion_tokens": 60 * len(ids),
+        "prompt_tokens_details": {"cached_tokens": 700},
+    }
+    results.record_results(
+        AnalysisResult(
+            conversation_ids=ids,
+            rows=rows,
+            model=MODEL,
+            prompt_version="demo",
+            raw_response="{}",
+            usage=usage,
+            claim_token=claim.token,
+        ),
+        max_retries=3,
+        settings=load_settings({}),
+    )
 
 
 def screenshot(page: Path, picture: Path, width: int = 1000, height: int = 1260) -> None:
     """A PNG of ``page`` as headless Chromium draws it."""
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={profile}", f"--window-size={width},{height}", f"--screenshot={picture.resolve()}",
-                        page.resolve().as_uri()], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                f"--screenshot={picture.resolve()}",
+                page.resolve().as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 def main() -> None:
@@ -96,8 +149,22 @@ def main() -> None:
         migrate(open_database(load_settings(env)))
         print(f"stored {fill(random.Random(3))} conversations", file=sys.stderr)
         end = START + timedelta(days=DAYS)
-        subprocess.run([sys.executable, "-m", "cli", "report", "--start", START.isoformat(), "--end", end.isoformat(),
-                        "--output", str(args.output)], env=env, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "report",
+                "--start",
+                START.isoformat(),
+                "--end",
+                end.isoformat(),
+                "--output",
+                str(args.output),
+            ],
+            env=env,
+            check=True,
+        )
         if args.screenshot:
             screenshot(args.output, args.screenshot)
     finally:

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 from insights.schemas import AnalysisResult
 
@@ -24,4 +25,3 @@ class Analyzer(Protocol):
     def analyze(self, conversations: list[ConversationToAnalyze], claim: Claimer | None = None) -> AnalysisResult:
         """Score every conversation (those ``claim`` answers, when given: it is called just before the
         analysis starts); rows are validated, missing or invalid ones are in ``rejected``."""
-

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 import requests.adapters
@@ -43,8 +44,11 @@ CONNECTIONS = 4  # the bulk lane makes a few calls a minute, one at a time
 
 # Raised before anything is sent: the operator's to fix (GROK_BASE_URL, GROK_API_KEY), not xAI's.
 UNSENDABLE = (
-    requests.exceptions.InvalidHeader, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidSchema, requests.exceptions.URLRequired,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.URLRequired,
 )
 
 
@@ -71,8 +75,9 @@ def pooled_session(connections: int) -> requests.Session:
 class BatchApiError(Exception):
     """A Batch API call failed; the bulk lane tries again at its next look."""
 
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None,
-                 credits_exhausted: bool = False) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None, credits_exhausted: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
@@ -84,13 +89,20 @@ class BatchApiError(Exception):
         reads one (:func:`insights.refusals.refused_for_content`): every worker must leave xAI alone."""
         if self.status == 401:
             return True
-        return self.status in (400, 403) and not self.credits_exhausted and not refused_for_content(self.status, str(self))
+        return (
+            self.status in (400, 403) and not self.credits_exhausted and not refused_for_content(self.status, str(self))
+        )
 
     @property
     def refused_request(self) -> bool:
         """A ``4xx`` refusal of what was asked (not of our key, nor a rate limit)."""
-        return (self.status is not None and 400 <= self.status < 500 and self.status != 429 and not self.refuses_key
-                and not self.credits_exhausted)
+        return (
+            self.status is not None
+            and 400 <= self.status < 500
+            and self.status != 429
+            and not self.refuses_key
+            and not self.credits_exhausted
+        )
 
 
 @dataclass(frozen=True)
@@ -139,16 +151,21 @@ class BatchApi:
 
     def add(self, batch_id: str, requests_by_id: dict[str, dict[str, Any]]) -> None:
         """Add chat-completions bodies to the batch, each under its ``batch_request_id``."""
-        items = [{"batch_request_id": request_id, "batch_request": {"chat_get_completion": body}}
-                 for request_id, body in requests_by_id.items()]
+        items = [
+            {"batch_request_id": request_id, "batch_request": {"chat_get_completion": body}}
+            for request_id, body in requests_by_id.items()
+        ]
         self._call("POST", f"/{batch_id}/requests", {"batch_requests": items})
 
     def state(self, batch_id: str) -> BatchStatus:
         """The batch's counters, and whether it failed as a whole or xAI refused it."""
         document = self._call("GET", f"/{batch_id}")
         state = document.get("state") if isinstance(document.get("state"), dict) else {}
-        return BatchStatus({name: int(state.get(name) or 0) for name in COUNTERS}, str(state.get("error") or "")[:300],
-                           str(document.get("cancel_by_xai_message") or "")[:300])
+        return BatchStatus(
+            {name: int(state.get(name) or 0) for name in COUNTERS},
+            str(state.get("error") or "")[:300],
+            str(document.get("cancel_by_xai_message") or "")[:300],
+        )
 
     def results(self, batch_id: str) -> Iterator[dict[str, Any]]:
         """Every finished request's result."""
@@ -156,7 +173,10 @@ class BatchApi:
 
     def held(self, batch_id: str) -> set[str]:
         """The ``batch_request_id`` of every request xAI holds in the batch, whatever its state."""
-        return {str(entry.get("batch_request_id")) for entry in self._pages(f"/{batch_id}/requests", "batch_request_metadata")}
+        return {
+            str(entry.get("batch_request_id"))
+            for entry in self._pages(f"/{batch_id}/requests", "batch_request_metadata")
+        }
 
     def _pages(self, path: str, key: str) -> Iterator[dict[str, Any]]:
         """The entries under ``key`` of every page, until a page is empty or names no next page."""
@@ -178,11 +198,14 @@ class BatchApi:
         try:
             response = self.session.request(method, self.base + path, json=body, params=params, timeout=self.timeout)
         except Exception as error:  # named by its class only: requests may quote the headers
-            raise BatchApiError(f"Batch API {method} {path or '/'}: {classify(error, time.monotonic() - started)}") from None
+            raise BatchApiError(
+                f"Batch API {method} {path or '/'}: {classify(error, time.monotonic() - started)}"
+            ) from None
         if response.status_code >= 300:
             raise BatchApiError(
                 f"Batch API {method} {path or '/'} answered {response.status_code}{error_detail(response, self._key)}",
-                response.status_code, parse_retry_after(response.headers.get("Retry-After")),
+                response.status_code,
+                parse_retry_after(response.headers.get("Retry-After")),
                 credits_exhausted(response.status_code, response.text),
             )
         try:

@@ -30,7 +30,7 @@ class Tokens:
     reasoning: float = 0.0
     billed_usd: float | None = None  # what xAI reported it billed, when it did
 
-    def divided(self, parts: int) -> "Tokens":
+    def divided(self, parts: int) -> Tokens:
         billed = self.billed_usd / parts if self.billed_usd is not None else None
         return Tokens(self.prompt / parts, self.cached / parts, self.completion / parts, self.reasoning / parts, billed)
 
@@ -65,8 +65,11 @@ def cost_usd(tokens: Tokens, model: str, lane: str, settings: Settings) -> float
     rates = (price.batch if lane == BULK else price.realtime) if price else None
     if rates is None:
         return None
-    return ((tokens.prompt - tokens.cached) * rates.input + tokens.cached * rates.cached_input
-            + (tokens.completion + tokens.reasoning) * rates.output) / 1_000_000
+    return (
+        (tokens.prompt - tokens.cached) * rates.input
+        + tokens.cached * rates.cached_input
+        + (tokens.completion + tokens.reasoning) * rates.output
+    ) / 1_000_000
 
 
 class BilledBatch(Protocol):

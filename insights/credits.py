@@ -92,13 +92,17 @@ if held and redis.call('GET', KEYS[3]) ~= ARGV[3] then return -math.max(1, tonum
 # KEYS: reason, retry, probe.  ARGV: caller's id, lease ms.  For a caller outside the gate's reservations
 # (the Batch API): 1 when it may call (no hold, or it is now the probe); held, the reservation step's
 # {wait ms, 4}.
-_TAKE_PROBE = """
+_TAKE_PROBE = (
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-""" + RESERVE_STEP.replace("KEYS[6]", "KEYS[2]").replace("KEYS[7]", "KEYS[3]").replace("ARGV[6]", "ARGV[1]") + """
+"""
+    + RESERVE_STEP.replace("KEYS[6]", "KEYS[2]").replace("KEYS[7]", "KEYS[3]").replace("ARGV[6]", "ARGV[1]")
+    + """
 if probe == 1 then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2]) end
 return 1
 """
+)
 
 
 class CreditsHold:

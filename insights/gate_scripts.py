@@ -22,10 +22,19 @@ class GateKeys:
     misconfigured: str
 
     @classmethod
-    def under(cls, namespace: str) -> "GateKeys":
-        names = ("next-start-ms", "call-starts", "token-log", "token-amounts", "token-total", "paused-until-ms",
-                 "pause-reason", "misconfigured")
+    def under(cls, namespace: str) -> GateKeys:
+        names = (
+            "next-start-ms",
+            "call-starts",
+            "token-log",
+            "token-amounts",
+            "token-total",
+            "paused-until-ms",
+            "pause-reason",
+            "misconfigured",
+        )
         return cls(*(f"{namespace}:grok:{name}" for name in names))
+
 
 # KEYS: next start, token log, token amounts, token total, pause, credits retry, credits probe.
 # ARGV: interval ms, token budget (0: none), tokens, window ms, max wait ms, reservation id, probe lease ms.
@@ -35,12 +44,15 @@ class GateKeys:
 # for less than they reserved); 4 held for exhausted credits (nothing reserved); 5 reserved as the credits
 # probe. A call waiting for tokens does not hold up the calls behind it in the request spacing: only a
 # granted reservation moves the next start.
-RESERVE = """
+RESERVE = (
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local interval, budget, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local window, max_wait = tonumber(ARGV[4]), tonumber(ARGV[5])
-""" + credits.RESERVE_STEP + """
+"""
+    + credits.RESERVE_STEP
+    + """
 local start = math.max(now, tonumber(redis.call('GET', KEYS[5]) or '0'), tonumber(redis.call('GET', KEYS[1]) or '0'))
 if start - now > max_wait then return {math.ceil(start - now), 1} end
 if budget > 0 then
@@ -67,9 +79,12 @@ if budget > 0 then
   for k = 2, 4 do redis.call('PEXPIRE', KEYS[k], math.ceil(start - now + window * 2)) end
 end
 redis.call('SET', KEYS[1], start + interval, 'PX', math.ceil(start - now + interval + 60000))
-""" + credits.RESERVE_PROBE + """
+"""
+    + credits.RESERVE_PROBE
+    + """
 return {math.ceil(start - now), 5 * probe}
 """
+)
 
 # KEYS: token amounts, token total.  ARGV: reservation id, tokens.  A reservation's real amount.
 SETTLE = """
@@ -87,11 +102,14 @@ return 0
 # probe.  Returns 0 with the start logged, the milliseconds to wait before asking again, or a negative
 # number: held for credits (a reservation granted before they ran out), not to start; minus the
 # milliseconds until the next probe.
-CONFIRM = """
+CONFIRM = (
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-""" + credits.CONFIRM_STEP + """
+"""
+    + credits.CONFIRM_STEP
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
@@ -101,6 +119,7 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now + 1)
 """
+)
 
 # KEYS: pause.  ARGV: milliseconds.  Extends the pause, never shortens it.
 PAUSE = """

@@ -22,9 +22,9 @@ Failures are classified by the classes of :mod:`insights.errors`, one per reacti
 (any refusal that speaks of credits or a spending limit, told first), transient (408, 5xx, timeouts), rate
 limited (429), refused for its content (400, 413, 422), misconfigured (401, 403, 404), unusable answer.
 While credits are exhausted the gate lets one probe call through a pause (:mod:`insights.credits`); the
-client ends the probe with what its answer says. The API key never appears in an error, a log line or a stored row: an exception raised
-by the call is named by its class only (HTTP libraries quote URLs and headers in their messages), and an
-error body is redacted of the key.
+client ends the probe with what its answer says. The API key never appears in an error, a log line or a
+stored row: an exception raised by the call is named by its class only (HTTP libraries quote URLs and
+headers in their messages), and an error body is redacted of the key.
 """
 
 from __future__ import annotations
@@ -41,8 +41,15 @@ import httpx
 from insights.analyzer import Claimer, ConversationToAnalyze
 from insights.completion import read_completion, usage_in
 from insights.credits import ACTION as CREDITS_ACTION
-from insights.errors import (CreditsExhausted, GrokError, MisconfiguredError, RateLimited, RequestRefused, TransientError,
-                             UnusableAnswer)
+from insights.errors import (
+    CreditsExhausted,
+    GrokError,
+    MisconfiguredError,
+    RateLimited,
+    RequestRefused,
+    TransientError,
+    UnusableAnswer,
+)
 from insights.models import ModelWatch
 from insights.outbound import OutboundGate, Reservation
 from insights.prompt import PROMPT_VERSION, cache_routing_id, result_schema, system_prompt, user_message
@@ -63,7 +70,10 @@ UNSENDABLE = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolEr
 def response_format(kind: str, schema: dict[str, Any]) -> dict[str, Any]:
     """The request's ``response_format``: structured outputs with the answer's ``schema``, or ``json_object``."""
     if kind == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": "conversation_insights", "strict": True, "schema": schema}}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "conversation_insights", "strict": True, "schema": schema},
+        }
     return {"type": "json_object"}
 
 
@@ -105,7 +115,9 @@ class Answer:
 class GrokClient:
     """Analyzes batches with Grok; every call waits for the shared :class:`OutboundGate` first."""
 
-    def __init__(self, settings: Settings, gate: OutboundGate, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, settings: Settings, gate: OutboundGate, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.taxonomy = Taxonomy.of(settings)
         self.prompt_version = f"{PROMPT_VERSION}-{self.taxonomy.version()}"
         self.system_prompt, self.schema = system_prompt(self.taxonomy), result_schema(self.taxonomy)
@@ -114,11 +126,16 @@ class GrokClient:
         self.url = settings.grok_base_url.rstrip("/") + "/chat/completions"
         self.timeout = httpx.Timeout(settings.grok_read_timeout_seconds, connect=settings.grok_connect_timeout_seconds)
         self.response_format = response_format(settings.grok_response_format, self.schema)
-        self.cache_routing_id = (cache_routing_id(self.prompt_version, self.model, [self.system_prompt, self.response_format])
-                                 if settings.grok_cache_routing else None)
+        self.cache_routing_id = (
+            cache_routing_id(self.prompt_version, self.model, [self.system_prompt, self.response_format])
+            if settings.grok_cache_routing
+            else None
+        )
         self.output_tokens_per_conversation = settings.grok_output_tokens_per_conversation
         self.credits_pause = settings.grok_credits_pause_seconds
-        self.probe_lease = settings.grok_connect_timeout_seconds + settings.grok_read_timeout_seconds + PROBE_MARGIN_SECONDS
+        self.probe_lease = (
+            settings.grok_connect_timeout_seconds + settings.grok_read_timeout_seconds + PROBE_MARGIN_SECONDS
+        )
         self.gate = gate
         self.usage = UsageEstimate(settings.grok_output_tokens_per_conversation)
         self.transport = transport
@@ -135,7 +152,10 @@ class GrokClient:
         flight, each for five idle seconds): opening one a call cost a third of the worker's CPU at 150 calls/s
         over HTTP/1.1."""
         return httpx.AsyncClient(
-            http2=True, timeout=self.timeout, transport=self.transport, follow_redirects=False,
+            http2=True,
+            timeout=self.timeout,
+            transport=self.transport,
+            follow_redirects=False,
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=5.0),
             headers=self.headers(),
         )
@@ -150,7 +170,10 @@ class GrokClient:
         so that xAI's prompt cache, which matches messages from the start, serves the shared part."""
         return {
             "model": self.model,
-            "messages": [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user_message(conversations)}],
+            "messages": [
+                {"role": "system", "content": self.system_prompt},
+                {"role": "user", "content": user_message(conversations)},
+            ],
             "response_format": self.response_format,
             "temperature": 0,
             "max_tokens": self.output_tokens_per_conversation * len(conversations),
@@ -208,8 +231,15 @@ class GrokClient:
             total = usage.get("total_tokens")
             self.gate.settle(call.reservation, total if isinstance(total, int) else call.reservation.tokens)
             self.usage.learn(call.prompt_chars, len(call.conversations), usage)
-        result = read_completion(call.conversation_ids, document, answer.text, model=self.model,
-                                 prompt_version=self.prompt_version, usage=usage, vocabulary=self.taxonomy.vocabulary)
+        result = read_completion(
+            call.conversation_ids,
+            document,
+            answer.text,
+            model=self.model,
+            prompt_version=self.prompt_version,
+            usage=usage,
+            vocabulary=self.taxonomy.vocabulary,
+        )
         self.models.note(result.model)
         return result
 
@@ -221,8 +251,9 @@ class GrokClient:
         async with self.http_client() as http:  # made before the gate's wait: the call goes the moment it may
             call = self.prepare(conversations, claim)
             if call is None:
-                return AnalysisResult(conversation_ids=[], rows=[], model=self.model, prompt_version=self.prompt_version,
-                                      raw_response="")
+                return AnalysisResult(
+                    conversation_ids=[], rows=[], model=self.model, prompt_version=self.prompt_version, raw_response=""
+                )
             return self.finish(call, await self.post(http, call))
 
     def _raise_for_status(self, answer: Answer, call: PreparedCall) -> None:
@@ -250,4 +281,3 @@ class GrokClient:
         if refused_for_content(status, detail):
             raise RequestRefused(f"Grok refused the request ({status}){detail}")
         raise MisconfiguredError(f"Grok refused the request ({status}){detail}")
-

@@ -34,10 +34,18 @@ def retirement_warning(settings: Settings) -> str | None:
     if served is None:
         return None
     price = settings.model_prices.get(served)
-    billed = (f" and bills {served}'s prices (${price.realtime.input:.2f} input, ${price.realtime.output:.2f} output "
-              "per million tokens)") if price else ""
-    return (f"GROK_MODEL={asked} was retired by xAI on 2026-05-15: xAI serves it with {served}{billed}, not the "
-            f"retired model's; set GROK_MODEL={served} (see config.toml, [retired_models])")
+    billed = (
+        (
+            f" and bills {served}'s prices (${price.realtime.input:.2f} input, ${price.realtime.output:.2f} output "
+            "per million tokens)"
+        )
+        if price
+        else ""
+    )
+    return (
+        f"GROK_MODEL={asked} was retired by xAI on 2026-05-15: xAI serves it with {served}{billed}, not the "
+        f"retired model's; set GROK_MODEL={served} (see config.toml, [retired_models])"
+    )
 
 
 def answering_model(document: Any, asked: str) -> str:
@@ -62,10 +70,16 @@ class ModelWatch:
         self.client.hincrby(self.key, f"{asked}{PAIR_SEPARATOR}{answered}", 1)
         if (asked, answered) not in self.logged:
             self.logged.add((asked, answered))
-            logger.warning("Grok answered with %s, not GROK_MODEL=%s: insights record %s, and are priced as it",
-                           answered, asked, answered)
+            logger.warning(
+                "Grok answered with %s, not GROK_MODEL=%s: insights record %s, and are priced as it",
+                answered,
+                asked,
+                answered,
+            )
 
     def seen(self) -> dict[tuple[str, str], int]:
         """Answers by another model than the one asked for, by (asked, answered)."""
-        return {tuple(pair.decode().split(PAIR_SEPARATOR, 1)): int(count)  # type: ignore[misc]
-                for pair, count in self.client.hgetall(self.key).items()}
+        return {
+            tuple(pair.decode().split(PAIR_SEPARATOR, 1)): int(count)  # type: ignore[misc]
+            for pair, count in self.client.hgetall(self.key).items()
+        }

@@ -21,8 +21,10 @@ from insights.taxonomy import OTHER, Taxonomy
 MODEL_NAME = "offline-vader-taxonomy"
 PROMPT_VERSION = "offline-1"
 # Words too common to name a topic, for suggestions (five letters or more, as suggestions are).
-COMMON_WORDS = frozenset("about after again always because before being could every found great hello problem "
-                         "please really still thank thanks there these thing think where which while would".split())
+COMMON_WORDS = frozenset(
+    "about after again always because before being could every found great hello problem "
+    "please really still thank thanks there these thing think where which while would".split()
+)
 # Roles whose words speak for the agent, not the customer; their tone is not the customer's sentiment.
 AGENT_ROLES = frozenset({"agent", "assistant", "support", "system", "bot", "operator"})
 _WORD = re.compile(r"[a-z']+")
@@ -49,8 +51,11 @@ class OfflineAnalyzer:
             conversations = [c for c in conversations if c.conversation_id in claimed]
         rows = [self.analyze_one(conversation) for conversation in conversations]
         return AnalysisResult.validated(
-            [conversation.conversation_id for conversation in conversations], rows, model=self.model,
-            prompt_version=self.prompt_version, raw_response=json.dumps({"results": rows}, separators=(",", ":")),
+            [conversation.conversation_id for conversation in conversations],
+            rows,
+            model=self.model,
+            prompt_version=self.prompt_version,
+            raw_response=json.dumps({"results": rows}, separators=(",", ":")),
             vocabulary=self.taxonomy.vocabulary,
         )
 

@@ -63,9 +63,16 @@ class GrokState:
 class OutboundGate:
     """Shared rate limits and pauses for Grok calls, held in Redis for every process."""
 
-    def __init__(self, client: redis.Redis, calls_per_second: int, tokens_per_minute: int | None = None,
-                 max_wait: float = 60.0, margin_ms: int = 30, window_ms: int = TOKEN_WINDOW_MS,
-                 namespace: str = "insights") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        calls_per_second: int,
+        tokens_per_minute: int | None = None,
+        max_wait: float = 60.0,
+        margin_ms: int = 30,
+        window_ms: int = TOKEN_WINDOW_MS,
+        namespace: str = "insights",
+    ) -> None:
         self.client = client
         self.keys = gate_scripts.GateKeys.under(namespace)
         self.calls_per_second = calls_per_second
@@ -102,10 +109,24 @@ class OutboundGate:
     def _reserve_once(self, reservation: Reservation, probe_lease: float) -> Reservation | None:
         """One turn of :meth:`reserve`: the reservation granted, or ``None`` to ask again."""
         wait_ms, status = self._reserve(
-            keys=[self.keys.next_start, self.keys.tokens_log, self.keys.tokens_amount, self.keys.tokens_total, self.keys.pause,
-                  self.credits.keys.retry, self.credits.keys.probe],
-            args=[self.interval_ms, self.tokens_per_minute, reservation.tokens, self.window_ms,
-                  self.max_wait_ms, reservation.id, int(probe_lease * 1000)],
+            keys=[
+                self.keys.next_start,
+                self.keys.tokens_log,
+                self.keys.tokens_amount,
+                self.keys.tokens_total,
+                self.keys.pause,
+                self.credits.keys.retry,
+                self.credits.keys.probe,
+            ],
+            args=[
+                self.interval_ms,
+                self.tokens_per_minute,
+                reservation.tokens,
+                self.window_ms,
+                self.max_wait_ms,
+                reservation.id,
+                int(probe_lease * 1000),
+            ],
         )
         if status == 2:
             raise OverBudget(f"an estimated {reservation.tokens} tokens exceed OUTBOUND_TPM={self.tokens_per_minute}")
@@ -132,8 +153,12 @@ class OutboundGate:
         """Log this call's start now (0), or say how many milliseconds to wait before trying again: for an
         event loop, which must not sleep in a call, to start the call the moment before it sends it.
         Raises :class:`ProviderBusy` when credits ran out since the call was granted (it is not the probe)."""
-        wait_ms = int(self._confirm(keys=[self.keys.starts, self.credits.keys.retry, self.credits.keys.probe],
-                                    args=[self.calls_per_second, self.window_ms_rps, reservation.id]))
+        wait_ms = int(
+            self._confirm(
+                keys=[self.keys.starts, self.credits.keys.retry, self.credits.keys.probe],
+                args=[self.calls_per_second, self.window_ms_rps, reservation.id],
+            )
+        )
         if wait_ms < 0:
             self.settle(reservation, 0)
             raise ProviderBusy(min(-wait_ms, self.max_wait_ms) / 1000, credits.ACTION)
@@ -142,7 +167,9 @@ class OutboundGate:
     def settle(self, reservation: Reservation, tokens: int) -> None:
         """Replace a reservation's estimate by the tokens the call really used (0 for a refused call)."""
         if self.tokens_per_minute and tokens != reservation.tokens:
-            self._settle(keys=[self.keys.tokens_amount, self.keys.tokens_total], args=[reservation.id, max(0, int(tokens))])
+            self._settle(
+                keys=[self.keys.tokens_amount, self.keys.tokens_total], args=[reservation.id, max(0, int(tokens))]
+            )
 
     def pause(self, seconds: float, reason: str = "rate limited by Grok (429)") -> None:
         """Stop every process's calls for ``seconds`` from now (a longer pause already set stands)."""
@@ -164,8 +191,12 @@ class OutboundGate:
         """Whether calls may go now, and if not why and for how long (for readiness, stats and metrics):
         one round trip to Redis, as every batch asks."""
         pipe = self.client.pipeline(transaction=False)
-        for command, key in (("get", self.keys.misconfigured), ("pttl", self.keys.misconfigured), ("get", self.keys.pause),
-                             ("get", self.keys.pause_reason)):
+        for command, key in (
+            ("get", self.keys.misconfigured),
+            ("pttl", self.keys.misconfigured),
+            ("get", self.keys.pause),
+            ("get", self.keys.pause_reason),
+        ):
             getattr(pipe, command)(key)
         self.credits.read(pipe)
         pipe.time()
@@ -174,7 +205,9 @@ class OutboundGate:
         if reason:
             return GrokState("misconfigured", reason.decode(), max(0.0, ttl_ms / 1000))
         if spent:
-            return GrokState("credits_exhausted", spent.decode(), self.credits.seconds_left(retry, probe_ttl_ms, now_ms))
+            return GrokState(
+                "credits_exhausted", spent.decode(), self.credits.seconds_left(retry, probe_ttl_ms, now_ms)
+            )
         paused = max(0.0, (int(until_ms or 0) - now_ms) / 1000)
         if paused > 0:
             return GrokState("paused", why.decode() if why else "paused", paused)

@@ -36,7 +36,8 @@ def system_prompt(taxonomy: Taxonomy) -> str:
     """The instructions, with the taxonomy's clusters when it is closed."""
     return SYSTEM_PROMPT.format(
         suggested=', "suggested_cluster": str' if taxonomy.closed else "",
-        clusters=taxonomy.prompt().replace("{max}", str(MAX_CLUSTERS)), max_reasoning=MAX_REASONING_CHARS,
+        clusters=taxonomy.prompt().replace("{max}", str(MAX_CLUSTERS)),
+        max_reasoning=MAX_REASONING_CHARS,
     )
 
 
@@ -64,9 +65,17 @@ def result_schema(taxonomy: Taxonomy) -> dict[str, Any]:
         row["suggested_cluster"] = {"type": "string"}
     return {
         "type": "object",
-        "properties": {"results": {"type": "array", "items": {
-            "type": "object", "properties": row, "required": list(row), "additionalProperties": False,
-        }}},
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": row,
+                    "required": list(row),
+                    "additionalProperties": False,
+                },
+            }
+        },
         "required": ["results"],
         "additionalProperties": False,
     }
@@ -77,7 +86,10 @@ def user_message(conversations: list[ConversationToAnalyze]) -> str:
     return json.dumps(
         {
             "conversations": [
-                {"conversation_id": c.conversation_id, "messages": [{"role": m["role"], "content": m["content"]} for m in c.messages]}
+                {
+                    "conversation_id": c.conversation_id,
+                    "messages": [{"role": m["role"], "content": m["content"]} for m in c.messages],
+                }
                 for c in conversations
             ]
         },

@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 from insights.schemas import storable
@@ -18,7 +18,16 @@ from settings.secrets import redact
 
 # xAI's words for a team out of prepaid credits or over its monthly spending limit (docs/xai-today.md, 6).
 CREDITS_WORDING = re.compile(r"\bcredits?\b|spending limit", re.IGNORECASE)
-CONTENT_REFUSALS = ("violates", "usage guidelines", "safety", "content polic", "prompt length", "context length", "too long", "too large")
+CONTENT_REFUSALS = (
+    "violates",
+    "usage guidelines",
+    "safety",
+    "content polic",
+    "prompt length",
+    "context length",
+    "too long",
+    "too large",
+)
 
 
 class HasText(Protocol):
@@ -37,8 +46,8 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def refused_for_content(status: int, detail: str) -> bool:
@@ -83,4 +92,4 @@ def error_detail(response: HasText, key: str, message_only: bool = False) -> str
     the store of ``last_error`` on PostgreSQL)."""
     text = refusal_message(response.text) if message_only else response.text
     text = redact(storable(text.strip().replace("\n", " ")), key)
-    return f": {text[:300 if message_only else 200]}" if text else ""
+    return f": {text[: 300 if message_only else 200]}" if text else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -41,9 +41,9 @@ def as_utc(moment: datetime) -> datetime:
     """An aware datetime in UTC; a naive one is taken to be UTC already. ``ValueError`` when its offset
     moves it outside years 1 to 9999 (``9999-12-31T23:59:59-01:00``)."""
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
+        return moment.replace(tzinfo=UTC)
     try:
-        return moment.astimezone(timezone.utc)
+        return moment.astimezone(UTC)
     except OverflowError:
         raise ValueError(f"{moment.isoformat()} falls outside years 1 to 9999 in UTC") from None
 
@@ -81,8 +81,9 @@ def _not_reserved(conversation_id: str) -> str:
     return conversation_id
 
 
-NewConversationId = Annotated[ConversationId, AfterValidator(_not_reserved),
-                              Field(json_schema_extra={"not": {"enum": sorted(RESERVED_IDS)}})]
+NewConversationId = Annotated[
+    ConversationId, AfterValidator(_not_reserved), Field(json_schema_extra={"not": {"enum": sorted(RESERVED_IDS)}})
+]
 """The id a client may give a new conversation: any readable id but the reserved ones."""
 
 
@@ -99,6 +100,7 @@ def occurred_at_of(explicit: datetime | None, message_times: list[datetime], rec
 
 def occurred_at_in_payload(payload: dict[str, Any], received_at: datetime) -> datetime:
     """:func:`occurred_at_of` a stored canonical payload (for rows accepted before ``occurred_at`` was)."""
+
     def parsed(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
@@ -124,7 +126,9 @@ class ConversationBase(BaseModel):
     def canonical_payload(self) -> str:
         """The conversation without its id, as canonical JSON: equal payloads give equal strings."""
         # Without an occurred_at of its own, the payload is the one accepted before the field existed.
-        body = self.model_dump(mode="json", exclude={"conversation_id"} | ({"occurred_at"} if self.occurred_at is None else set()))
+        body = self.model_dump(
+            mode="json", exclude={"conversation_id"} | ({"occurred_at"} if self.occurred_at is None else set())
+        )
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -149,7 +153,8 @@ def request_models(settings: Settings) -> type[ConversationBase]:
         def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
             if (where := non_finite_number(value, "metadata")) is not None:
                 raise PydanticCustomError(
-                    "json_invalid", "{where} is {value}: NaN, Infinity and numbers beyond double range are not JSON",
+                    "json_invalid",
+                    "{where} is {value}: NaN, Infinity and numbers beyond double range are not JSON",
                     {"where": where[0], "value": str(where[1])},
                 )
             size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
@@ -158,7 +163,7 @@ def request_models(settings: Settings) -> type[ConversationBase]:
             return value
 
         @model_validator(mode="after")
-        def _ordered_timestamps(self) -> "Conversation":
+        def _ordered_timestamps(self) -> Conversation:
             previous: datetime | None = None
             for index, message in enumerate(self.messages):
                 if message.timestamp is None:
@@ -217,13 +222,17 @@ class InsightRow(BaseModel):
 
     conversation_id: str  # not cleaned: it must equal an id of the batch as it is
     sentiment_score: Annotated[float, Field(ge=-1, le=1, allow_inf_nan=False)]
-    clusters: Annotated[list[Annotated[str, StringConstraints(max_length=200)]], Untrusted, AfterValidator(_normalise_clusters)]
+    clusters: Annotated[
+        list[Annotated[str, StringConstraints(max_length=200)]], Untrusted, AfterValidator(_normalise_clusters)
+    ]
     confidence: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     reasoning: Annotated[str, Untrusted, AfterValidator(lambda text: text.strip()[:MAX_REASONING_CHARS])]
     # A closed taxonomy's "other" names its topic here (insights.taxonomy); a slug like a cluster, or None.
-    suggested_cluster: Annotated[str | None, Untrusted, AfterValidator(lambda text: _slug(text) or None if text else None)] = None
+    suggested_cluster: Annotated[
+        str | None, Untrusted, AfterValidator(lambda text: _slug(text) or None if text else None)
+    ] = None
 
-    def within(self, vocabulary: frozenset[str] | None) -> "InsightRow":
+    def within(self, vocabulary: frozenset[str] | None) -> InsightRow:
         """The row held to a closed taxonomy's ``vocabulary``: clusters outside it are dropped (``other``
         stands in when none is left), and a suggestion is kept only beside ``other`` (one that names a slug
         of the taxonomy takes ``other``'s place). With no vocabulary (open), nothing is suggested."""
@@ -254,8 +263,13 @@ class AnalysisResult(BaseModel):
     claim_token: str | None = None  # the claim analyzed (store.claims.Claim): only its conversations are settled
 
     @classmethod
-    def validated(cls, conversation_ids: list[str], raw_rows: list[Any], vocabulary: frozenset[str] | None = None,
-                  **provenance: Any) -> "AnalysisResult":
+    def validated(
+        cls,
+        conversation_ids: list[str],
+        raw_rows: list[Any],
+        vocabulary: frozenset[str] | None = None,
+        **provenance: Any,
+    ) -> AnalysisResult:
         """Validate an analyzer's untrusted ``raw_rows`` for the batch (:func:`validate_rows`), held to a
         closed taxonomy's ``vocabulary`` (``None``: open), and keep ``provenance`` (``model``,
         ``prompt_version``, ``raw_response``, ``usage``) beside them."""

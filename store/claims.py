@@ -8,9 +8,10 @@ A reason is stored as it is given: whoever words it keeps secrets out of it (``S
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from peewee import fn
 
@@ -27,8 +28,9 @@ class Claim:
     conversations: list[Conversation]
 
 
-def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int, lanes: Iterable[str] = LANES,
-                         worker: str | None = None) -> Claim:
+def claim_for_processing(
+    conversation_ids: Iterable[str], max_attempts: int, lanes: Iterable[str] = LANES, worker: str | None = None
+) -> Claim:
     """Move the ``queued`` conversations of ``lanes`` among ``conversation_ids`` to ``processing`` for
     ``worker`` (its lease keeps them there, ``store.workers``), counting an attempt, under a fresh claim
     token: only a result carrying it is stored for them (``store.results``), so a result of an earlier
@@ -39,9 +41,15 @@ def claim_for_processing(conversation_ids: Iterable[str], max_attempts: int, lan
     """
     ids = list(conversation_ids)
     with write_transaction(database.obj):
-        waiting = list(locked(Conversation.select().where(
-            Conversation.id.in_(ids), unindexed(Conversation.status) == QUEUED, unindexed(Conversation.lane).in_(list(lanes))
-        )))
+        waiting = list(
+            locked(
+                Conversation.select().where(
+                    Conversation.id.in_(ids),
+                    unindexed(Conversation.status) == QUEUED,
+                    unindexed(Conversation.lane).in_(list(lanes)),
+                )
+            )
+        )
         return claim_rows(waiting, max_attempts, claimed_by=worker)
 
 
@@ -58,10 +66,14 @@ def claim_rows(open_rows: list[Conversation], max_attempts: int, **changes: Any)
     if spent:
         previous = fn.COALESCE(Conversation.last_error.concat(" "), "")  # NULL || ' ' is NULL: no stray space
         gave_up = previous.concat(f"(gave up after {max_attempts} attempts)")
-        Conversation.update(status=FAILED, last_error=gave_up, updated_at=now).where(Conversation.id.in_(spent)).execute()
+        Conversation.update(status=FAILED, last_error=gave_up, updated_at=now).where(
+            Conversation.id.in_(spent)
+        ).execute()
     if claimed:
         (
-            Conversation.update(status=PROCESSING, attempts=Conversation.attempts + 1, claim_token=token, updated_at=now, **changes)
+            Conversation.update(
+                status=PROCESSING, attempts=Conversation.attempts + 1, claim_token=token, updated_at=now, **changes
+            )
             .where(Conversation.id.in_([c.id for c in claimed]))
             .execute()
         )
@@ -83,8 +95,9 @@ def requeue_claimed(conversation_ids: Iterable[str], reason: str, claim_token: s
     return _update_open(conversation_ids, claim_token, status=QUEUED, last_error=reason)
 
 
-def refund_attempt(conversation_ids: Iterable[str], requeue: bool = False, claim_token: str | None = None,
-                   reason: str | None = None) -> int:
+def refund_attempt(
+    conversation_ids: Iterable[str], requeue: bool = False, claim_token: str | None = None, reason: str | None = None
+) -> int:
     """Take back the attempt a claim counted (the failure was not theirs), optionally back to ``queued``
     and with the ``reason`` they wait."""
     changes: dict[str, Any] = {"attempts": Conversation.attempts - 1}
@@ -112,9 +125,12 @@ def reclaim_stale(older_than: datetime, lanes: Iterable[str] = LANES, limit: int
     :func:`store.workers.reclaim_lapsed`'s."""
     stale_query = (
         Conversation.select(Conversation.id)
-        .where(Conversation.status.in_(OPEN_STATUSES), Conversation.lane.in_(list(lanes)),
-               (Conversation.status == QUEUED) | Conversation.claimed_by.is_null(),
-               Conversation.updated_at < older_than)
+        .where(
+            Conversation.status.in_(OPEN_STATUSES),
+            Conversation.lane.in_(list(lanes)),
+            (Conversation.status == QUEUED) | Conversation.claimed_by.is_null(),
+            Conversation.updated_at < older_than,
+        )
         .order_by(Conversation.updated_at)
         .limit(limit)
     )

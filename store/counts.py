@@ -28,9 +28,10 @@ import contextlib
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from peewee import SQL, PostgresqlDatabase, Select, fn
 
@@ -134,14 +135,18 @@ def confidence_bands(min_confidence: float | None) -> tuple[BandRange, float | N
 
 def _exact_count(start: datetime, end: datetime, conditions: Iterable[Any]) -> Select:
     """Matches that occurred in ``[start, end)``, counted from the insights' indexes."""
-    return Insight.select(fn.COUNT(SQL("*"))).where(Insight.occurred_at >= start, Insight.occurred_at < end, *conditions)
+    return Insight.select(fn.COUNT(SQL("*"))).where(
+        Insight.occurred_at >= start, Insight.occurred_at < end, *conditions
+    )
 
 
 def _cells_total(first_day: date, end_day: date, scores: BandRange, confidences: BandRange) -> Select:
     """The insights of the cells of days ``[first_day, end_day)`` in the given bands."""
     return InsightCount.select(fn.COALESCE(fn.SUM(InsightCount.total), 0)).where(
-        InsightCount.day >= first_day, InsightCount.day < end_day,
-        *scores.conditions(InsightCount.score_band), *confidences.conditions(InsightCount.confidence_band),
+        InsightCount.day >= first_day,
+        InsightCount.day < end_day,
+        *scores.conditions(InsightCount.score_band),
+        *confidences.conditions(InsightCount.confidence_band),
     )
 
 
@@ -159,7 +164,9 @@ def _count_parts(start: datetime, end: datetime, filters: Filters) -> list[Selec
         _exact_count(end_day, end, filters.conditions()),
     ]
     if split_band_top is not None:  # the matches in the band that min_confidence splits, over the whole days
-        statements.append(_exact_count(first_day, end_day, [*filters.conditions(), Insight.confidence < split_band_top]))
+        statements.append(
+            _exact_count(first_day, end_day, [*filters.conditions(), Insight.confidence < split_band_top])
+        )
     return statements
 
 
@@ -180,21 +187,30 @@ def score_total(start: datetime, end: datetime) -> float:
     """The sum of the sentiment scores of the insights that occurred in ``[start, end)``: whole days from
     the rollup, the partial days at the edges from the insights (call it inside ``snapshot()`` beside
     ``count`` for an exact mean)."""
+
     def of_rows(low: datetime, high: datetime) -> Select:
-        return Insight.select(fn.COALESCE(fn.SUM(Insight.sentiment_score), 0)).where(Insight.occurred_at >= low, Insight.occurred_at < high)
+        return Insight.select(fn.COALESCE(fn.SUM(Insight.sentiment_score), 0)).where(
+            Insight.occurred_at >= low, Insight.occurred_at < high
+        )
 
     first_day, end_day = whole_days(start, end)
     if first_day >= end_day:
         return float(of_rows(start, end).scalar())
     days = InsightCount.select(fn.COALESCE(fn.SUM(InsightCount.score_sum), 0)).where(
-        InsightCount.day >= first_day.date(), InsightCount.day < end_day.date())
+        InsightCount.day >= first_day.date(), InsightCount.day < end_day.date()
+    )
     return float(days.scalar()) + float(of_rows(start, first_day).scalar()) + float(of_rows(end_day, end).scalar())
 
 
 def _clusters_of_rows(start: datetime, end: datetime) -> Counter:
     """How many insights that occurred in ``[start, end)`` name each cluster, read from the insights."""
     tally: Counter = Counter()
-    for (encoded,) in Insight.select(Insight.clusters).where(Insight.occurred_at >= start, Insight.occurred_at < end).tuples().iterator():
+    for (encoded,) in (
+        Insight.select(Insight.clusters)
+        .where(Insight.occurred_at >= start, Insight.occurred_at < end)
+        .tuples()
+        .iterator()
+    ):
         tally.update(json.loads(encoded))
     return tally
 
@@ -207,7 +223,14 @@ def cluster_totals(start: datetime, end: datetime) -> Counter:
         return _clusters_of_rows(start, end)
     total = fn.SUM(InsightClusterCount.total)
     days = (InsightClusterCount.day >= first_day.date(), InsightClusterCount.day < end_day.date())
-    totals = Counter(dict(InsightClusterCount.select(InsightClusterCount.cluster, total).where(*days).group_by(InsightClusterCount.cluster).tuples()))
+    totals = Counter(
+        dict(
+            InsightClusterCount.select(InsightClusterCount.cluster, total)
+            .where(*days)
+            .group_by(InsightClusterCount.cluster)
+            .tuples()
+        )
+    )
     totals.update(_clusters_of_rows(start, first_day))
     totals.update(_clusters_of_rows(end_day, end))
     return +totals  # clusters whose insights were all replaced sum to zero: left out

@@ -19,10 +19,21 @@ from store.statements import MAX_PARAMETERS, placeholders
 COLUMNS = [field.column_name for field in Insight._meta.sorted_fields]
 """An insight to write: a dict of these columns' values, as the database stores them."""
 
-HISTORY_COLUMNS = [field.column_name for field in InsightHistory._meta.sorted_fields if field.name not in ("id", "superseded_at")]
+HISTORY_COLUMNS = [
+    field.column_name for field in InsightHistory._meta.sorted_fields if field.name not in ("id", "superseded_at")
+]
 
-ROLLED_UP = ("occurred_at", "sentiment_score", "confidence", "clusters", "lane", "prompt_tokens", "cached_tokens",
-             "completion_tokens", "cost_usd")
+ROLLED_UP = (
+    "occurred_at",
+    "sentiment_score",
+    "confidence",
+    "clusters",
+    "lane",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "cost_usd",
+)
 """The columns that place an insight in the rollups (``_move``)."""
 
 ROWS_PER_STATEMENT = MAX_PARAMETERS // len(COLUMNS)
@@ -39,7 +50,7 @@ def write(insights: list[dict[str, Any]], now: datetime) -> rollups.RollupChange
     changes = rollups.RollupChanges()
     ordered = sorted(insights, key=lambda insight: insight["conversation_id"])
     for offset in range(0, len(ordered), ROWS_PER_STATEMENT):
-        chunk = ordered[offset:offset + ROWS_PER_STATEMENT]
+        chunk = ordered[offset : offset + ROWS_PER_STATEMENT]
         ids = [insight["conversation_id"] for insight in chunk]
         replaced = _read_rolled_up(ids)
         if replaced:
@@ -55,7 +66,9 @@ def write(insights: list[dict[str, Any]], now: datetime) -> rollups.RollupChange
 def _move(changes: rollups.RollupChanges, insight: dict[str, Any], delta: int = 1) -> None:
     """Add an insight (its ``ROLLED_UP`` columns) to ``changes``, or take it away (``delta=-1``)."""
     occurred_at = insight["occurred_at"]
-    changes.add(occurred_at, insight["sentiment_score"], insight["confidence"], json.loads(insight["clusters"]), delta=delta)
+    changes.add(
+        occurred_at, insight["sentiment_score"], insight["confidence"], json.loads(insight["clusters"]), delta=delta
+    )
     changes.usage.add(occurred_at, insight["lane"], _stored_tokens(insight), insight["cost_usd"], delta=delta)
 
 
@@ -68,11 +81,17 @@ def _stored_tokens(insight: dict[str, Any]) -> Tokens | None:
 
 def _read_rolled_up(ids: list[str]) -> dict[str, dict[str, Any]]:
     """The current insights of conversations ``ids`` (those that have one): their ``ROLLED_UP`` columns."""
-    cursor = database.obj.execute_sql(f'SELECT conversation_id, {_names(ROLLED_UP)} FROM "{Insight._meta.table_name}" '
-                                      f"WHERE conversation_id IN {placeholders(len(ids))}", ids)
+    cursor = database.obj.execute_sql(
+        f'SELECT conversation_id, {_names(ROLLED_UP)} FROM "{Insight._meta.table_name}" '
+        f"WHERE conversation_id IN {placeholders(len(ids))}",
+        ids,
+    )
     as_datetime = Insight.occurred_at.python_value  # SQLite hands back text
     found = {}
-    for conversation_id, *values in cursor.fetchall():  # read to the end: a savepoint rolled back would abort a pending read
+    for (
+        conversation_id,
+        *values,
+    ) in cursor.fetchall():  # read to the end: a savepoint rolled back would abort a pending read
         previous = dict(zip(ROLLED_UP, values))
         previous["occurred_at"] = as_datetime(previous["occurred_at"])
         found[conversation_id] = previous
@@ -82,9 +101,12 @@ def _read_rolled_up(ids: list[str]) -> dict[str, dict[str, Any]]:
 def _keep_as_history(ids: list[str], now: datetime) -> None:
     """Copy the current insights of conversations ``ids`` to ``insight_history`` before they are replaced."""
     db, columns = database.obj, _names(HISTORY_COLUMNS)
-    db.execute_sql(f'INSERT INTO "{InsightHistory._meta.table_name}" ({columns}, superseded_at) '
-                   f'SELECT {columns}, {db.param} FROM "{Insight._meta.table_name}" '
-                   f"WHERE conversation_id IN {placeholders(len(ids))} ORDER BY conversation_id", [now, *ids])
+    db.execute_sql(
+        f'INSERT INTO "{InsightHistory._meta.table_name}" ({columns}, superseded_at) '
+        f'SELECT {columns}, {db.param} FROM "{Insight._meta.table_name}" '
+        f"WHERE conversation_id IN {placeholders(len(ids))} ORDER BY conversation_id",
+        [now, *ids],
+    )
 
 
 def _upsert(insights: list[dict[str, Any]]) -> None:
@@ -92,6 +114,8 @@ def _upsert(insights: list[dict[str, Any]]) -> None:
     db, table = database.obj, Insight._meta.table_name
     row = placeholders(len(COLUMNS))
     updates = ", ".join(f'"{column}" = excluded."{column}"' for column in COLUMNS if column != "conversation_id")
-    db.execute_sql(f'INSERT INTO "{table}" ({_names(COLUMNS)}) VALUES {", ".join([row] * len(insights))} '
-                   f"ON CONFLICT (conversation_id) DO UPDATE SET {updates}",
-                   [insight[column] for insight in insights for column in COLUMNS])
+    db.execute_sql(
+        f'INSERT INTO "{table}" ({_names(COLUMNS)}) VALUES {", ".join([row] * len(insights))} '
+        f"ON CONFLICT (conversation_id) DO UPDATE SET {updates}",
+        [insight[column] for insight in insights for column in COLUMNS],
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from peewee import Database, OperationalError, PostgresqlDatabase
 
@@ -86,15 +86,22 @@ def _occurred_at(db: Database) -> None:
     move from ``received_at`` to ``occurred_at``: their indexes are replaced and the counts rebuilt.
     Reads every payload once: on a large database, expect it to take minutes.
     """
-    for table, columns in (("conversations", ("occurred_at", "enqueued_at")), ("insights", ("occurred_at",)),
-                           ("insight_history", ("occurred_at",))):
+    for table, columns in (
+        ("conversations", ("occurred_at", "enqueued_at")),
+        ("insights", ("occurred_at",)),
+        ("insight_history", ("occurred_at",)),
+    ):
         _add_columns(db, table, {column: "TIMESTAMP" for column in columns})
     _fill_occurred_at(db)
-    db.execute_sql("UPDATE conversations SET enqueued_at = CASE WHEN status IN ('queued', 'processing') "
-                   "THEN updated_at ELSE received_at END WHERE enqueued_at IS NULL")
+    db.execute_sql(
+        "UPDATE conversations SET enqueued_at = CASE WHEN status IN ('queued', 'processing') "
+        "THEN updated_at ELSE received_at END WHERE enqueued_at IS NULL"
+    )
     for table in ("insights", "insight_history"):
-        db.execute_sql(f"UPDATE {table} SET occurred_at = (SELECT occurred_at FROM conversations "
-                       f"WHERE conversations.id = {table}.conversation_id) WHERE occurred_at IS NULL")
+        db.execute_sql(
+            f"UPDATE {table} SET occurred_at = (SELECT occurred_at FROM conversations "
+            f"WHERE conversations.id = {table}.conversation_id) WHERE occurred_at IS NULL"
+        )
     for index in RECEIVED_AT_INDEXES:
         db.execute_sql(f"DROP INDEX IF EXISTS {index}")
     Conversation._schema.create_indexes(safe=True)
@@ -102,18 +109,28 @@ def _occurred_at(db: Database) -> None:
     rollup_check.rebuild()
 
 
-RECEIVED_AT_INDEXES = ("conversation_received_at_id", "insight_received_at_conversation_id",  # Peewee names them by model
-                       "insight_received_at_sentiment_score_confidence", "insight_confidence_received_at_sentiment_score")
+RECEIVED_AT_INDEXES = (
+    "conversation_received_at_id",
+    "insight_received_at_conversation_id",  # Peewee names them by model
+    "insight_received_at_sentiment_score_confidence",
+    "insight_confidence_received_at_sentiment_score",
+)
 
 
 def _fill_occurred_at(db: Database, chunk: int = 1000) -> None:
     """``occurred_at`` for every conversation without one, from its payload, a chunk at a time."""
     after = ""
     while True:
-        rows = (Conversation.select(Conversation.id, Conversation.payload, Conversation.received_at)
-                .where(Conversation.occurred_at.is_null(), Conversation.id > after).order_by(Conversation.id).limit(chunk))
-        pairs = [(Conversation.occurred_at.db_value(occurred_at_in_payload(json.loads(c.payload), c.received_at)), c.id)
-                 for c in rows]
+        rows = (
+            Conversation.select(Conversation.id, Conversation.payload, Conversation.received_at)
+            .where(Conversation.occurred_at.is_null(), Conversation.id > after)
+            .order_by(Conversation.id)
+            .limit(chunk)
+        )
+        pairs = [
+            (Conversation.occurred_at.db_value(occurred_at_in_payload(json.loads(c.payload), c.received_at)), c.id)
+            for c in rows
+        ]
         if not pairs:
             return
         db.cursor().executemany(f"UPDATE conversations SET occurred_at = {db.param} WHERE id = {db.param}", pairs)
@@ -139,8 +156,14 @@ def _insight_usage(db: Database) -> None:
     Insights stored before have none: their ``usage`` was the whole call's, and how many conversations
     shared that call was not kept."""
     for table in ("insights", "insight_history"):
-        _add_columns(db, table, {column: "DOUBLE PRECISION" if isinstance(db, PostgresqlDatabase) else "REAL"
-                                 for column in ("prompt_tokens", "cached_tokens", "completion_tokens", "cost_usd")})
+        _add_columns(
+            db,
+            table,
+            {
+                column: "DOUBLE PRECISION" if isinstance(db, PostgresqlDatabase) else "REAL"
+                for column in ("prompt_tokens", "cached_tokens", "completion_tokens", "cost_usd")
+            },
+        )
     db.create_tables([InsightUsage], safe=True)
     usage.rebuild()
 
@@ -156,8 +179,15 @@ def _trend_rollups(db: Database) -> None:
     """Sums of sentiment scores beside the daily counts, the counts by score band alone, and the counts'
     cells per cluster, for exact trends from whole days (``store.trends``); filled from the insights
     already stored."""
-    _add_columns(db, "insight_counts", {"score_sum": "DOUBLE PRECISION NOT NULL DEFAULT 0" if isinstance(db, PostgresqlDatabase)
-                                        else "REAL NOT NULL DEFAULT 0"})
+    _add_columns(
+        db,
+        "insight_counts",
+        {
+            "score_sum": "DOUBLE PRECISION NOT NULL DEFAULT 0"
+            if isinstance(db, PostgresqlDatabase)
+            else "REAL NOT NULL DEFAULT 0"
+        },
+    )
     db.execute_sql("DROP INDEX IF EXISTS insightcount_day_score_band_confidence_band_total")  # now covers score_sum too
     InsightCount._schema.create_indexes(safe=True)
     db.create_tables(rollup_check.ROLLUPS, safe=True)
@@ -175,8 +205,11 @@ def _billed_cost(db: Database) -> None:
     """A provider batch keeps what xAI billed for its results. Batches collected before it kept only their
     tokens: their cost is not known as billed, so their results count as unpriced."""
     real = "DOUBLE PRECISION" if isinstance(db, PostgresqlDatabase) else "REAL"
-    _add_columns(db, "provider_batches", {"cost_usd": f"{real} NOT NULL DEFAULT 0",
-                                          "unpriced_results": "INTEGER NOT NULL DEFAULT 0"})
+    _add_columns(
+        db,
+        "provider_batches",
+        {"cost_usd": f"{real} NOT NULL DEFAULT 0", "unpriced_results": "INTEGER NOT NULL DEFAULT 0"},
+    )
     db.execute_sql("UPDATE provider_batches SET unpriced_results = num_success + num_error WHERE prompt_tokens > 0")
 
 

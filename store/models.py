@@ -45,7 +45,9 @@ class Conversation(BaseModel):
     # Always written; nullable only because migration 0006 adds them to tables that have rows.
     occurred_at = DateTimeField(null=True)  # when it happened (insights.schemas.occurred_at_of): windows use it
     enqueued_at = DateTimeField(null=True)  # when its current wait began: accepted, reprocessed or requeued
-    lane = CharField(max_length=16, default=REALTIME, constraints=[SQL("DEFAULT 'realtime'")])  # as migration 0008 adds it
+    lane = CharField(
+        max_length=16, default=REALTIME, constraints=[SQL("DEFAULT 'realtime'")]
+    )  # as migration 0008 adds it
     provider_batch = CharField(max_length=64, null=True)  # the bulk lane's batch it was last sent in (ProviderBatch)
     claimed_by = CharField(max_length=64, null=True)  # the worker process whose claim it is under (WorkerLease)
     # Its own bulk request failed (not a batch ended as a whole): the next holds it alone (store.provider_batches)
@@ -75,7 +77,9 @@ class InsightFields(BaseModel):
     prompt_version = CharField(max_length=64)
     raw_response = TextField()
     usage = TextField(null=True)  # JSON object of token counts, when the analyzer reports them
-    lane = CharField(max_length=16, default=REALTIME, constraints=[SQL("DEFAULT 'realtime'")])  # the conversation's, when analyzed
+    lane = CharField(
+        max_length=16, default=REALTIME, constraints=[SQL("DEFAULT 'realtime'")]
+    )  # the conversation's, when analyzed
     # Its share of the call's tokens (shared evenly by the conversations of the call) and their cost
     # (insights.costs); NULL when the analyzer reported none, or for a cost, when the model has no price.
     prompt_tokens = DoubleField(null=True)
@@ -124,7 +128,9 @@ class InsightCount(BaseModel):
     class Meta:
         table_name = "insight_counts"
         primary_key = CompositeKey("day", "score_band", "confidence_band")
-        indexes = ((("day", "score_band", "confidence_band", "total", "score_sum"), False),)  # sums from the index alone
+        indexes = (
+            (("day", "score_band", "confidence_band", "total", "score_sum"), False),
+        )  # sums from the index alone
 
 
 class ScoreTotals(BaseModel):

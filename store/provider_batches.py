@@ -18,6 +18,7 @@ from typing import Any
 from peewee import fn
 
 from insights.costs import Tokens
+from store.claims import claim_rows
 from store.db import locked, write_transaction
 from store.models import (
     BULK,
@@ -29,9 +30,7 @@ from store.models import (
     ProviderBatchRequest,
     database,
 )
-from store.claims import claim_rows
 from store.queries import utcnow
-
 
 CANCELLED_BY_AN_OPERATOR = "cancelled by an operator"  # the end reason of a batch cancelled by a person
 
@@ -59,16 +58,21 @@ def form(rules: Forming) -> ProviderBatch | None:
     """
     now = utcnow()
     with write_transaction(database.obj):
-        waiting = list(locked(
-            Conversation.select(Conversation.id, Conversation.attempts, Conversation.enqueued_at,
-                                Conversation.isolated)  # not the payloads
-            .where(Conversation.lane == BULK, Conversation.status == QUEUED)
-            .order_by(Conversation.enqueued_at, Conversation.id)
-            .limit(rules.max_conversations)
-        ))
+        waiting = list(
+            locked(
+                Conversation.select(
+                    Conversation.id, Conversation.attempts, Conversation.enqueued_at, Conversation.isolated
+                )  # not the payloads
+                .where(Conversation.lane == BULK, Conversation.status == QUEUED)
+                .order_by(Conversation.enqueued_at, Conversation.id)
+                .limit(rules.max_conversations)
+            )
+        )
         if not waiting:
             return None
-        if len(waiting) < rules.max_conversations and waiting[0].enqueued_at > now - timedelta(seconds=rules.flush_seconds):
+        if len(waiting) < rules.max_conversations and waiting[0].enqueued_at > now - timedelta(
+            seconds=rules.flush_seconds
+        ):
             return None
         batch_id = f"bulk_{uuid.uuid4().hex}"
         claim = claim_rows(waiting, rules.max_attempts, provider_batch=batch_id)
@@ -76,13 +80,19 @@ def form(rules: Forming) -> ProviderBatch | None:
             return None
         groups = _request_groups(claim.conversations, rules.per_request)
         batch = ProviderBatch.create(
-            id=batch_id, claim_token=claim.token, conversations=len(claim.conversations), created_at=now,
-            next_look_at=now, poll_seconds=rules.poll_seconds,
+            id=batch_id,
+            claim_token=claim.token,
+            conversations=len(claim.conversations),
+            created_at=now,
+            next_look_at=now,
+            poll_seconds=rules.poll_seconds,
         )
-        ProviderBatchRequest.insert_many([
-            {"id": f"{batch_id}-{number}", "provider_batch": batch_id, "conversation_ids": json.dumps(group)}
-            for number, group in enumerate(groups)
-        ]).execute()
+        ProviderBatchRequest.insert_many(
+            [
+                {"id": f"{batch_id}-{number}", "provider_batch": batch_id, "conversation_ids": json.dumps(group)}
+                for number, group in enumerate(groups)
+            ]
+        ).execute()
     return batch
 
 
@@ -90,15 +100,18 @@ def _request_groups(conversations: list[Conversation], per_request: int) -> list
     """Conversations ``per_request`` to a request, the isolated ones alone."""
     shared = [c.id for c in conversations if not c.isolated]
     alone = [[c.id] for c in conversations if c.isolated]
-    return [shared[i:i + per_request] for i in range(0, len(shared), per_request)] + alone
+    return [shared[i : i + per_request] for i in range(0, len(shared), per_request)] + alone
 
 
 def due(limit: int = 50) -> list[str]:
     """Provider batches not ended whose next look is due and that no worker holds."""
     now = utcnow()
-    query = (ProviderBatch.select(ProviderBatch.id)
-             .where(ProviderBatch.state != ENDED, ProviderBatch.next_look_at <= now, _free(now))
-             .order_by(ProviderBatch.next_look_at).limit(limit))
+    query = (
+        ProviderBatch.select(ProviderBatch.id)
+        .where(ProviderBatch.state != ENDED, ProviderBatch.next_look_at <= now, _free(now))
+        .order_by(ProviderBatch.next_look_at)
+        .limit(limit)
+    )
     return [row[0] for row in query.tuples()]
 
 
@@ -109,8 +122,11 @@ def _free(now: datetime):
 def take(batch_id: str, lease_seconds: float) -> ProviderBatch | None:
     """This worker's lease on the batch, if nobody holds it: the batch as it is now, or ``None``."""
     now = utcnow()
-    taken = (ProviderBatch.update(worked_until=now + timedelta(seconds=lease_seconds))
-             .where(ProviderBatch.id == batch_id, ProviderBatch.state != ENDED, _free(now)).execute())
+    taken = (
+        ProviderBatch.update(worked_until=now + timedelta(seconds=lease_seconds))
+        .where(ProviderBatch.id == batch_id, ProviderBatch.state != ENDED, _free(now))
+        .execute()
+    )
     return ProviderBatch.get_by_id(batch_id) if taken else None
 
 
@@ -128,7 +144,9 @@ def let_go(batch_id: str, look_in_seconds: float, **changes: Any) -> None:
     update(batch_id, worked_until=None, next_look_at=utcnow() + timedelta(seconds=look_in_seconds), **changes)
 
 
-def requests_of(batch_id: str, submitted: bool | None = None, settled: bool | None = None) -> list[ProviderBatchRequest]:
+def requests_of(
+    batch_id: str, submitted: bool | None = None, settled: bool | None = None
+) -> list[ProviderBatchRequest]:
     query = ProviderBatchRequest.select().where(ProviderBatchRequest.provider_batch == batch_id)
     if submitted is not None:
         query = query.where(ProviderBatchRequest.submitted == submitted)
@@ -156,10 +174,18 @@ def payloads(conversation_ids: list[str]) -> dict[str, str]:
 def add_usage(batch_id: str, tokens: Tokens | None, cost: float | None) -> None:
     """Count a collected result's tokens (``None``: it reported none) and ``cost`` (``None``: not known)."""
     tokens = tokens or Tokens()
-    billed = {"cost_usd": ProviderBatch.cost_usd + cost} if cost is not None else {"unpriced_results": ProviderBatch.unpriced_results + 1}
-    update(batch_id, prompt_tokens=ProviderBatch.prompt_tokens + int(tokens.prompt),
-           cached_tokens=ProviderBatch.cached_tokens + int(tokens.cached),
-           completion_tokens=ProviderBatch.completion_tokens + int(tokens.completion), **billed)
+    billed = (
+        {"cost_usd": ProviderBatch.cost_usd + cost}
+        if cost is not None
+        else {"unpriced_results": ProviderBatch.unpriced_results + 1}
+    )
+    update(
+        batch_id,
+        prompt_tokens=ProviderBatch.prompt_tokens + int(tokens.prompt),
+        cached_tokens=ProviderBatch.cached_tokens + int(tokens.cached),
+        completion_tokens=ProviderBatch.completion_tokens + int(tokens.completion),
+        **billed,
+    )
 
 
 def end(batch_id: str, reason: str) -> None:
@@ -171,10 +197,14 @@ def request_cancel(batch_id: str) -> int | None:
     are still waiting for an answer, or ``None`` if it has ended."""
     now = utcnow()
     with write_transaction(database.obj):
-        asked = (ProviderBatch.update(cancel_requested=True, next_look_at=now)
-                 .where(ProviderBatch.id == batch_id, ProviderBatch.state != ENDED).execute())
-        unanswered = Conversation.select().where(Conversation.lane == BULK, Conversation.status == PROCESSING,
-                                                 Conversation.provider_batch == batch_id)  # by the lane's index
+        asked = (
+            ProviderBatch.update(cancel_requested=True, next_look_at=now)
+            .where(ProviderBatch.id == batch_id, ProviderBatch.state != ENDED)
+            .execute()
+        )
+        unanswered = Conversation.select().where(
+            Conversation.lane == BULK, Conversation.status == PROCESSING, Conversation.provider_batch == batch_id
+        )  # by the lane's index
         return unanswered.count() if asked else None
 
 
@@ -202,8 +232,9 @@ def states() -> dict[str, int]:
 def bulk_depth() -> dict[str, int]:
     """The bulk lane's conversations: waiting for a batch (``queued``) and in one (``processing``)."""
     count = fn.COUNT(Conversation.id)
-    query = (Conversation.select(Conversation.status, count)
-             .where(Conversation.lane == BULK, Conversation.status.in_((QUEUED, PROCESSING)))
-             .group_by(Conversation.status))
+    query = (
+        Conversation.select(Conversation.status, count)
+        .where(Conversation.lane == BULK, Conversation.status.in_((QUEUED, PROCESSING)))
+        .group_by(Conversation.status)
+    )
     return {QUEUED: 0, PROCESSING: 0, **dict(query.tuples())}
-

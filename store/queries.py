@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from peewee import JOIN, fn
 
@@ -36,12 +37,12 @@ OPEN_STATUSES = (QUEUED, PROCESSING)
 
 def utcnow() -> datetime:
     """Now, as naive UTC (how times are stored)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def to_db_time(moment: datetime) -> datetime:
     """An aware or naive-UTC datetime as stored: naive UTC."""
-    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def parse_db_time(text: str) -> datetime:
@@ -73,8 +74,14 @@ class NewConversation:
     lane: str = REALTIME
 
     @classmethod
-    def of(cls, conversation_id: str, payload: str, received_at: datetime, occurred_at: datetime | None = None,
-           lane: str = REALTIME) -> "NewConversation":
+    def of(
+        cls,
+        conversation_id: str,
+        payload: str,
+        received_at: datetime,
+        occurred_at: datetime | None = None,
+        lane: str = REALTIME,
+    ) -> NewConversation:
         return cls(conversation_id, payload, payload_digest(payload), received_at, occurred_at or received_at, lane)
 
 
@@ -117,8 +124,18 @@ def known_outcome(new: NewConversation, hashes: dict[str, str]) -> InsertOutcome
     return InsertOutcome.DUPLICATE if hashes[new.id] == new.payload_hash else InsertOutcome.CONFLICT
 
 
-INSERT_COLUMNS = ("id", "status", "payload", "payload_hash", "received_at", "updated_at", "enqueued_at", "occurred_at", "attempts",
-                  "lane")
+INSERT_COLUMNS = (
+    "id",
+    "status",
+    "payload",
+    "payload_hash",
+    "received_at",
+    "updated_at",
+    "enqueued_at",
+    "occurred_at",
+    "attempts",
+    "lane",
+)
 
 
 def _insert_new(conversations: list[NewConversation]) -> set[str]:
@@ -133,7 +150,8 @@ def _insert_new(conversations: list[NewConversation]) -> set[str]:
     placeholders = "(" + ", ".join([db.param] * len(INSERT_COLUMNS)) + ")"
     values = [value for new in conversations for value in _insert_row(new)]
     sql = (
-        f"INSERT INTO conversations ({', '.join(INSERT_COLUMNS)}) VALUES {', '.join([placeholders] * len(conversations))} "
+        f"INSERT INTO conversations ({', '.join(INSERT_COLUMNS)}) VALUES "
+        f"{', '.join([placeholders] * len(conversations))} "
         "ON CONFLICT (id) DO NOTHING RETURNING id"
     )
     return {row[0] for row in db.execute_sql(sql, values).fetchall()}
@@ -141,7 +159,10 @@ def _insert_new(conversations: list[NewConversation]) -> set[str]:
 
 def _insert_row(new: NewConversation) -> tuple:
     """The values of ``INSERT_COLUMNS`` for a new conversation: received, updated and enqueued now."""
-    received, occurred = Conversation.received_at.db_value(new.received_at), Conversation.occurred_at.db_value(new.occurred_at)
+    received, occurred = (
+        Conversation.received_at.db_value(new.received_at),
+        Conversation.occurred_at.db_value(new.occurred_at),
+    )
     return (new.id, QUEUED, new.payload, new.payload_hash, received, received, received, occurred, 0, new.lane)
 
 
@@ -169,8 +190,10 @@ def waiting_payloads(conversation_ids: Iterable[str], lanes: Iterable[str] = LAN
     """The payload of each ``queued`` conversation of ``lanes`` among ``conversation_ids`` (read, not
     claimed): one already ``processing`` is under a call that may still answer."""
     query = Conversation.select(Conversation.id, Conversation.payload).where(
-        Conversation.id.in_(list(conversation_ids)), unindexed(Conversation.status) == QUEUED,
-        unindexed(Conversation.lane).in_(list(lanes)))
+        Conversation.id.in_(list(conversation_ids)),
+        unindexed(Conversation.status) == QUEUED,
+        unindexed(Conversation.lane).in_(list(lanes)),
+    )
     return dict(query.tuples())
 
 
@@ -183,7 +206,12 @@ def last_errors(conversation_ids: Iterable[str], open_only: bool = False) -> lis
     )
     if open_only:
         query = query.where(Conversation.status.in_(OPEN_STATUSES))
-    return [error for error, _n in query.group_by(Conversation.last_error).order_by(count.desc(), Conversation.last_error).tuples()]
+    return [
+        error
+        for error, _n in query.group_by(Conversation.last_error)
+        .order_by(count.desc(), Conversation.last_error)
+        .tuples()
+    ]
 
 
 def ping() -> None:
@@ -196,7 +224,10 @@ def requeue(conversation_ids: Iterable[str]) -> list[str]:
     ids = list(conversation_ids)
     with write_transaction(database.obj):
         chosen = [
-            c.id for c in locked(Conversation.select(Conversation.id).where(Conversation.id.in_(ids), Conversation.status != COMPLETED))
+            c.id
+            for c in locked(
+                Conversation.select(Conversation.id).where(Conversation.id.in_(ids), Conversation.status != COMPLETED)
+            )
         ]
         if chosen:
             Conversation.update(**requeued(utcnow())).where(Conversation.id.in_(chosen)).execute()
@@ -206,7 +237,14 @@ def requeue(conversation_ids: Iterable[str]) -> list[str]:
 def requeued(now: datetime) -> dict[str, Any]:
     """The changes that send a conversation back for a fresh analysis: a new wait begins ``now``, and no
     earlier failure of its own sends it alone in the bulk lane."""
-    return {"status": QUEUED, "attempts": 0, "last_error": None, "updated_at": now, "enqueued_at": now, "isolated": False}
+    return {
+        "status": QUEUED,
+        "attempts": 0,
+        "last_error": None,
+        "updated_at": now,
+        "enqueued_at": now,
+        "isolated": False,
+    }
 
 
 def reprocess_candidates(failed: bool, start: datetime | None = None, end: datetime | None = None) -> list[str]:
@@ -216,7 +254,9 @@ def reprocess_candidates(failed: bool, start: datetime | None = None, end: datet
         query = query.where(Conversation.status == FAILED)
     else:
         query = query.where(
-            Conversation.status.in_((COMPLETED, FAILED)), Conversation.occurred_at >= start, Conversation.occurred_at < end
+            Conversation.status.in_((COMPLETED, FAILED)),
+            Conversation.occurred_at >= start,
+            Conversation.occurred_at < end,
         )
     return [row[0] for row in query.tuples()]
 

@@ -6,9 +6,10 @@ Writes and status moves live in ``store.queries`` and ``store.results``; whole-d
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 from peewee import Tuple, fn
 
@@ -50,7 +51,10 @@ def _page_statement(query: InsightQuery):
 
 def explainable(query: InsightQuery) -> dict[str, tuple[str, list]]:
     """SQL and parameters of a page's statements, for ``EXPLAIN`` (see ``benchmarks/bench_query.py``)."""
-    return {"count": counts.count_statement(query.start, query.end, query.filters), "page": _page_statement(query).sql()}
+    return {
+        "count": counts.count_statement(query.start, query.end, query.filters),
+        "page": _page_statement(query).sql(),
+    }
 
 
 def query_insights(query: InsightQuery) -> InsightPage:
@@ -87,13 +91,24 @@ class ConversationQuery:
     after: tuple[datetime, str] | None = None  # keyset cursor: (occurred_at, conversation_id)
 
 
-LISTED = (Conversation.id, Conversation.status, Conversation.attempts, Conversation.last_error, Conversation.lane,
-          Conversation.provider_batch, Conversation.occurred_at, Conversation.received_at, Conversation.updated_at)  # everything but the payload
+LISTED = (
+    Conversation.id,
+    Conversation.status,
+    Conversation.attempts,
+    Conversation.last_error,
+    Conversation.lane,
+    Conversation.provider_batch,
+    Conversation.occurred_at,
+    Conversation.received_at,
+    Conversation.updated_at,
+)  # everything but the payload
 
 
 def list_conversations(query: ConversationQuery) -> tuple[list[Conversation], tuple[datetime, str] | None]:
     """One page of the matching conversations, oldest first, and the cursor of the next page (if any)."""
-    select = Conversation.select(*LISTED).where(Conversation.occurred_at >= query.start, Conversation.occurred_at < query.end)
+    select = Conversation.select(*LISTED).where(
+        Conversation.occurred_at >= query.start, Conversation.occurred_at < query.end
+    )
     if query.status is not None:
         select = select.where(Conversation.status == query.status)
     if query.reason is not None:
@@ -127,16 +142,27 @@ def every_lane(found: dict[str, usage.LaneUsage]) -> dict[str, usage.LaneUsage]:
 
 
 def stats() -> Stats:
-    by_status = dict(Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).group_by(Conversation.status).tuples())
-    return Stats({status: by_status.get(status, 0) for status in STATUSES}, oldest_waiting(), provider_batches.bulk_depth(),
-                 {state: provider_batches.states().get(state, 0) for state in BATCH_STATES}, lane_usage())
+    by_status = dict(
+        Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).group_by(Conversation.status).tuples()
+    )
+    return Stats(
+        {status: by_status.get(status, 0) for status in STATUSES},
+        oldest_waiting(),
+        provider_batches.bulk_depth(),
+        {state: provider_batches.states().get(state, 0) for state in BATCH_STATES},
+        lane_usage(),
+    )
 
 
 def oldest_waiting(*conditions: Any) -> datetime | None:
     """When the longest current wait began among the open conversations (matching ``conditions``): from
     the last enqueue (acceptance, reprocessing, requeue), not from arrival, so reprocessing an old window
     does not read as days of waiting."""
-    oldest = Conversation.select(fn.MIN(Conversation.enqueued_at)).where(Conversation.status.in_(OPEN_STATUSES), *conditions).scalar()
+    oldest = (
+        Conversation.select(fn.MIN(Conversation.enqueued_at))
+        .where(Conversation.status.in_(OPEN_STATUSES), *conditions)
+        .scalar()
+    )
     return datetime.fromisoformat(oldest) if isinstance(oldest, str) else oldest  # SQLite hands aggregates back as text
 
 
@@ -152,12 +178,29 @@ def suggested_clusters(start: datetime, end: datetime, limit: int, examples: int
     ``[start, end)``, with some of their conversations: what the taxonomy may be missing."""
     count = fn.COUNT(Insight.conversation)
     window = (Insight.suggested_cluster.is_null(False), Insight.occurred_at >= start, Insight.occurred_at < end)
-    top = (Insight.select(Insight.suggested_cluster, count).where(*window).group_by(Insight.suggested_cluster)
-           .order_by(count.desc(), Insight.suggested_cluster).limit(limit).tuples())
+    top = (
+        Insight.select(Insight.suggested_cluster, count)
+        .where(*window)
+        .group_by(Insight.suggested_cluster)
+        .order_by(count.desc(), Insight.suggested_cluster)
+        .limit(limit)
+        .tuples()
+    )
     return [
-        Suggestion(cluster, total, [row[0] for row in (
-            Insight.select(Insight.conversation).where(*window, Insight.suggested_cluster == cluster)
-            .order_by(Insight.occurred_at.desc()).limit(examples).tuples())])
+        Suggestion(
+            cluster,
+            total,
+            [
+                row[0]
+                for row in (
+                    Insight.select(Insight.conversation)
+                    .where(*window, Insight.suggested_cluster == cluster)
+                    .order_by(Insight.occurred_at.desc())
+                    .limit(examples)
+                    .tuples()
+                )
+            ],
+        )
         for cluster, total in top
     ]
 
@@ -182,12 +225,19 @@ def summarize(start: datetime, end: datetime, thresholds: tuple[float, float], t
     """What happened to the conversations that occurred in ``[start, end)``, in aggregate (read in one snapshot;
     sentiment counts and clusters of whole days come from the daily counts)."""
     with counts.snapshot():
-        by_sentiment = {label: counts.count(start, end, counts.Filters(label, thresholds)) for label in counts.SENTIMENTS}
+        by_sentiment = {
+            label: counts.count(start, end, counts.Filters(label, thresholds)) for label in counts.SENTIMENTS
+        }
         insights = sum(by_sentiment.values())
         mean = counts.score_total(start, end) / insights if insights else None
         clusters = counts.cluster_totals(start, end)
         occurred = (Conversation.occurred_at >= start, Conversation.occurred_at < end)
-        by_status = dict(Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).where(*occurred).group_by(Conversation.status).tuples())
+        by_status = dict(
+            Conversation.select(Conversation.status, fn.COUNT(Conversation.id))
+            .where(*occurred)
+            .group_by(Conversation.status)
+            .tuples()
+        )
         waiting_since = oldest_waiting(*occurred)
         by_lane = every_lane(usage.totals(start, end))
         count = fn.COUNT(Conversation.id)

@@ -73,7 +73,8 @@ def record_results(result: AnalysisResult, max_retries: int, settings: Settings)
                 outcome.completed.append(conversation.id)
                 continue
             reason = refused.get(conversation.id) or settings.redact(
-                result.rejected.get(conversation.id, "the analyzer returned no row for this conversation"))
+                result.rejected.get(conversation.id, "the analyzer returned no row for this conversation")
+            )
             exhausted = conversation.attempts >= max_retries  # else back to queued for another attempt
             (outcome.failed if exhausted else outcome.retry).append(conversation.id)
             sent_back[(FAILED if exhausted else QUEUED, reason)].append(conversation.id)
@@ -103,12 +104,16 @@ def _claimed(ids: list[str], claim_token: str | None) -> list[_Claimed]:
     db = database.obj
     token = "IS NULL" if claim_token is None else f"= {db.param}"  # NULL: a result of a release before tokens
     lock = " FOR UPDATE" if isinstance(db, PostgresqlDatabase) else ""
-    cursor = db.execute_sql(f'SELECT id, attempts, received_at, occurred_at, lane FROM "{Conversation._meta.table_name}" '
-                            f"WHERE id IN {placeholders(len(ids))} AND status || '' = {db.param} AND claim_token {token}{lock}",
-                            [*ids, PROCESSING, *([] if claim_token is None else [claim_token])])
+    cursor = db.execute_sql(
+        f'SELECT id, attempts, received_at, occurred_at, lane FROM "{Conversation._meta.table_name}" '
+        f"WHERE id IN {placeholders(len(ids))} AND status || '' = {db.param} AND claim_token {token}{lock}",
+        [*ids, PROCESSING, *([] if claim_token is None else [claim_token])],
+    )
     as_datetime = Conversation.received_at.python_value  # SQLite hands back text
-    return [_Claimed(conversation_id, attempts, as_datetime(received_at), as_datetime(occurred_at), lane)
-            for conversation_id, attempts, received_at, occurred_at, lane in cursor.fetchall()]
+    return [
+        _Claimed(conversation_id, attempts, as_datetime(received_at), as_datetime(occurred_at), lane)
+        for conversation_id, attempts, received_at, occurred_at, lane in cursor.fetchall()
+    ]
 
 
 # What a database (or its driver, before sending: psycopg2 refuses NUL, either fails to encode a lone
@@ -166,7 +171,9 @@ def _store(insights: list[dict[str, Any]], now: datetime, rollup_changes: rollup
     return {}
 
 
-def _store_one_by_one(insights: list[dict[str, Any]], now: datetime, rollup_changes: rollups.RollupChanges) -> dict[str, str]:
+def _store_one_by_one(
+    insights: list[dict[str, Any]], now: datetime, rollup_changes: rollups.RollupChanges
+) -> dict[str, str]:
     """Write each insight in a savepoint of its own: one the database refuses is rolled back alone (why is
     logged and returned), its neighbours are stored."""
     refused = {}
@@ -177,7 +184,9 @@ def _store_one_by_one(insights: list[dict[str, Any]], now: datetime, rollup_chan
                 changes = insight_writes.write([insight], now)
         except REFUSED_VALUE as error:
             refused[conversation_id] = _refusal(error)
-            logger.error("%s: %s", conversation_id, refused[conversation_id], extra={"conversation_ids": [conversation_id]})
+            logger.error(
+                "%s: %s", conversation_id, refused[conversation_id], extra={"conversation_ids": [conversation_id]}
+            )
             continue
         rollup_changes.include(changes)
     return refused
@@ -193,5 +202,8 @@ def _refusal(error: Exception) -> str:
 def _settle(ids: list[str], status: str, reason: str | None, now: datetime) -> None:
     """Move conversations ``ids`` to ``status`` with ``reason`` as their last error."""
     db = database.obj
-    db.execute_sql(f'UPDATE "{Conversation._meta.table_name}" SET status = {db.param}, last_error = {db.param}, '
-                   f"updated_at = {db.param} WHERE id IN {placeholders(len(ids))}", [status, reason, now, *ids])
+    db.execute_sql(
+        f'UPDATE "{Conversation._meta.table_name}" SET status = {db.param}, last_error = {db.param}, '
+        f"updated_at = {db.param} WHERE id IN {placeholders(len(ids))}",
+        [status, reason, now, *ids],
+    )

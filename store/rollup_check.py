@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, time, timedelta
-from typing import Iterator
 
 from peewee import PostgresqlDatabase
 
 from store.counts import snapshot
-from store.rollups import RollupChanges
 from store.db import write_transaction
 from store.models import (
     Insight,
@@ -27,9 +26,16 @@ from store.models import (
     InsightScoreCount,
     database,
 )
+from store.rollups import RollupChanges
 
-
-ROLLUPS = (InsightCount, InsightScoreCount, InsightClusterCount, InsightClusterCell, InsightClusterScoreCount, InsightClusterConfidenceCount)
+ROLLUPS = (
+    InsightCount,
+    InsightScoreCount,
+    InsightClusterCount,
+    InsightClusterCell,
+    InsightClusterScoreCount,
+    InsightClusterConfidenceCount,
+)
 SCORE_SUM_TOLERANCE = 1e-6  # sums of floats added in another order differ by rounding, far below this
 
 
@@ -60,14 +66,28 @@ def tally_insights() -> RollupChanges:
 def stored_totals() -> RollupChanges:
     """The totals the rollup tables hold (rows counting no insight left out)."""
     stored = RollupChanges()
-    cells = InsightCount.select(InsightCount.day, InsightCount.score_band, InsightCount.confidence_band, InsightCount.total, InsightCount.score_sum)
+    cells = InsightCount.select(
+        InsightCount.day,
+        InsightCount.score_band,
+        InsightCount.confidence_band,
+        InsightCount.total,
+        InsightCount.score_sum,
+    )
     for day, score, confidence, total, score_sum in cells.tuples().iterator():
         if total:
             stored.cells[(day, score, confidence)], stored.score_sums[(day, score, confidence)] = total, score_sum
-    clusters = InsightClusterCount.select(InsightClusterCount.day, InsightClusterCount.cluster, InsightClusterCount.total)
+    clusters = InsightClusterCount.select(
+        InsightClusterCount.day, InsightClusterCount.cluster, InsightClusterCount.total
+    )
     stored.clusters.update({(day, cluster): total for day, cluster, total in clusters.tuples().iterator() if total})
-    cluster_cells = InsightClusterCell.select(InsightClusterCell.cluster, InsightClusterCell.day, InsightClusterCell.score_band,
-                                              InsightClusterCell.confidence_band, InsightClusterCell.total, InsightClusterCell.score_sum)
+    cluster_cells = InsightClusterCell.select(
+        InsightClusterCell.cluster,
+        InsightClusterCell.day,
+        InsightClusterCell.score_band,
+        InsightClusterCell.confidence_band,
+        InsightClusterCell.total,
+        InsightClusterCell.score_sum,
+    )
     for *key, total, score_sum in cluster_cells.tuples().iterator():
         if total:
             stored.cluster_cells[tuple(key)], stored.cluster_score_sums[tuple(key)] = total, score_sum
@@ -75,7 +95,9 @@ def stored_totals() -> RollupChanges:
 
 
 def _differences(kept: Counter, found: Counter, tolerance: float = 0.0) -> dict[tuple, tuple]:
-    return {key: (kept[key], found[key]) for key in kept.keys() | found.keys() if abs(kept[key] - found[key]) > tolerance}
+    return {
+        key: (kept[key], found[key]) for key in kept.keys() | found.keys() if abs(kept[key] - found[key]) > tolerance
+    }
 
 
 def _stored_sums(model, keys: list) -> tuple[Counter, Counter]:
@@ -97,20 +119,47 @@ def drift() -> dict[tuple, tuple[float, float]]:
     with snapshot():
         stored, counted = stored_totals(), tally_insights()
         by_score = _stored_sums(InsightScoreCount, [InsightScoreCount.day, InsightScoreCount.score_band])
-        by_cluster_score = _stored_sums(InsightClusterScoreCount, [InsightClusterScoreCount.cluster, InsightClusterScoreCount.day,
-                                                                   InsightClusterScoreCount.score_band])
-        by_confidence = InsightClusterConfidenceCount.select(InsightClusterConfidenceCount.day, InsightClusterConfidenceCount.confidence_band,
-                                                             InsightClusterConfidenceCount.cluster, InsightClusterConfidenceCount.total)
-        stored_by_confidence = Counter({(day, band, cluster): total for day, band, cluster, total in by_confidence.tuples().iterator() if total})
-    found = {("by_confidence", *key): values for key, values in _differences(stored_by_confidence, counted.by_cluster_confidence()).items()}
-    for kept, tallied in ((stored.cells, counted.cells), (stored.clusters, counted.clusters), (stored.cluster_cells, counted.cluster_cells)):
+        by_cluster_score = _stored_sums(
+            InsightClusterScoreCount,
+            [InsightClusterScoreCount.cluster, InsightClusterScoreCount.day, InsightClusterScoreCount.score_band],
+        )
+        by_confidence = InsightClusterConfidenceCount.select(
+            InsightClusterConfidenceCount.day,
+            InsightClusterConfidenceCount.confidence_band,
+            InsightClusterConfidenceCount.cluster,
+            InsightClusterConfidenceCount.total,
+        )
+        stored_by_confidence = Counter(
+            {(day, band, cluster): total for day, band, cluster, total in by_confidence.tuples().iterator() if total}
+        )
+    found = {
+        ("by_confidence", *key): values
+        for key, values in _differences(stored_by_confidence, counted.by_cluster_confidence()).items()
+    }
+    for kept, tallied in (
+        (stored.cells, counted.cells),
+        (stored.clusters, counted.clusters),
+        (stored.cluster_cells, counted.cluster_cells),
+    ):
         found.update(_differences(kept, tallied))
-    for (kept, kept_sums), (tallied, tallied_sums) in ((by_score, counted.by_score()), (by_cluster_score, counted.by_cluster_score())):
+    for (kept, kept_sums), (tallied, tallied_sums) in (
+        (by_score, counted.by_score()),
+        (by_cluster_score, counted.by_cluster_score()),
+    ):
         found.update({("by_score", *key): values for key, values in _differences(kept, tallied).items()})
-        found.update({("score_sum", "by_score", *key): values
-                      for key, values in _differences(kept_sums, tallied_sums, SCORE_SUM_TOLERANCE).items()})
-    for kept, tallied in ((stored.score_sums, counted.score_sums), (stored.cluster_score_sums, counted.cluster_score_sums)):
-        found.update({("score_sum", *key): values for key, values in _differences(kept, tallied, SCORE_SUM_TOLERANCE).items()})
+        found.update(
+            {
+                ("score_sum", "by_score", *key): values
+                for key, values in _differences(kept_sums, tallied_sums, SCORE_SUM_TOLERANCE).items()
+            }
+        )
+    for kept, tallied in (
+        (stored.score_sums, counted.score_sums),
+        (stored.cluster_score_sums, counted.cluster_score_sums),
+    ):
+        found.update(
+            {("score_sum", *key): values for key, values in _differences(kept, tallied, SCORE_SUM_TOLERANCE).items()}
+        )
     return found
 
 

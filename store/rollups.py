@@ -10,8 +10,8 @@ order and cannot deadlock. The rollups summed over confidence (``insight_score_c
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Iterable
 
 from store import usage
 from store.counts import cell
@@ -38,7 +38,9 @@ class RollupChanges:
         self.cluster_score_sums: Counter = Counter()  # (cluster, *Cell) -> change of the score sum
         self.usage = usage.UsageChanges()  # tokens and cost by (day, lane)
 
-    def add(self, occurred_at: datetime, sentiment_score: float, confidence: float, clusters: Iterable[str], delta: int = 1) -> None:
+    def add(
+        self, occurred_at: datetime, sentiment_score: float, confidence: float, clusters: Iterable[str], delta: int = 1
+    ) -> None:
         where = cell(occurred_at, sentiment_score, confidence)
         self.cells[where] += delta
         self.score_sums[where] += delta * sentiment_score
@@ -47,7 +49,7 @@ class RollupChanges:
             self.cluster_cells[(cluster, *where)] += delta
             self.cluster_score_sums[(cluster, *where)] += delta * sentiment_score
 
-    def include(self, other: "RollupChanges") -> None:
+    def include(self, other: RollupChanges) -> None:
         """Add ``other``'s changes to these (a row's, once it is stored for good)."""
         for mine, theirs in zip(self._counters(), other._counters()):
             mine.update(theirs)
@@ -74,20 +76,47 @@ class RollupChanges:
     def apply(self) -> None:
         """Add the changes to the rollup tables (inside the caller's transaction)."""
         cell_keys = [InsightCount.day, InsightCount.score_band, InsightCount.confidence_band]
-        add_totals(InsightCount, cell_keys, [InsightCount.total, InsightCount.score_sum], _paired(self.cells, self.score_sums))
-        add_totals(InsightScoreCount, [InsightScoreCount.day, InsightScoreCount.score_band],
-                   [InsightScoreCount.total, InsightScoreCount.score_sum], _paired(*self.by_score()))
-        add_totals(InsightClusterCount, [InsightClusterCount.day, InsightClusterCount.cluster], [InsightClusterCount.total],
-                   {key: (delta,) for key, delta in self.clusters.items()})
-        cluster_keys = [InsightClusterCell.cluster, InsightClusterCell.day, InsightClusterCell.score_band, InsightClusterCell.confidence_band]
-        add_totals(InsightClusterCell, cluster_keys, [InsightClusterCell.total, InsightClusterCell.score_sum],
-                   _paired(self.cluster_cells, self.cluster_score_sums))
+        add_totals(
+            InsightCount, cell_keys, [InsightCount.total, InsightCount.score_sum], _paired(self.cells, self.score_sums)
+        )
+        add_totals(
+            InsightScoreCount,
+            [InsightScoreCount.day, InsightScoreCount.score_band],
+            [InsightScoreCount.total, InsightScoreCount.score_sum],
+            _paired(*self.by_score()),
+        )
+        add_totals(
+            InsightClusterCount,
+            [InsightClusterCount.day, InsightClusterCount.cluster],
+            [InsightClusterCount.total],
+            {key: (delta,) for key, delta in self.clusters.items()},
+        )
+        cluster_keys = [
+            InsightClusterCell.cluster,
+            InsightClusterCell.day,
+            InsightClusterCell.score_band,
+            InsightClusterCell.confidence_band,
+        ]
+        add_totals(
+            InsightClusterCell,
+            cluster_keys,
+            [InsightClusterCell.total, InsightClusterCell.score_sum],
+            _paired(self.cluster_cells, self.cluster_score_sums),
+        )
         by_score = InsightClusterScoreCount
-        add_totals(by_score, [by_score.cluster, by_score.day, by_score.score_band], [by_score.total, by_score.score_sum],
-                   _paired(*self.by_cluster_score()))
+        add_totals(
+            by_score,
+            [by_score.cluster, by_score.day, by_score.score_band],
+            [by_score.total, by_score.score_sum],
+            _paired(*self.by_cluster_score()),
+        )
         by_confidence = InsightClusterConfidenceCount
-        add_totals(by_confidence, [by_confidence.day, by_confidence.confidence_band, by_confidence.cluster], [by_confidence.total],
-                   {key: (delta,) for key, delta in self.by_cluster_confidence().items()})
+        add_totals(
+            by_confidence,
+            [by_confidence.day, by_confidence.confidence_band, by_confidence.cluster],
+            [by_confidence.total],
+            {key: (delta,) for key, delta in self.by_cluster_confidence().items()},
+        )
         self.usage.apply()
 
 
@@ -101,4 +130,3 @@ def _without_confidence(changes: Counter) -> Counter:
 
 def _paired(totals: Counter, score_sums: Counter) -> dict[tuple, tuple[int, float]]:
     return {key: (totals[key], score_sums[key]) for key in totals.keys() | score_sums.keys()}
-

@@ -23,11 +23,16 @@ def add_totals(model, keys: list, measures: list, changes: dict[tuple, tuple]) -
         return
     db, table = database.obj, model._meta.table_name
     columns = [field.column_name for field in (*keys, *measures)]
-    statement = (f'INSERT INTO "{table}" ({", ".join(columns)}) VALUES {{values}} '
-                 f'ON CONFLICT ({", ".join(key.column_name for key in keys)}) DO UPDATE SET '
-                 + ", ".join(f'{m.column_name} = "{table}".{m.column_name} + excluded.{m.column_name}' for m in measures))
+    statement = (
+        f'INSERT INTO "{table}" ({", ".join(columns)}) VALUES {{values}} '
+        f"ON CONFLICT ({', '.join(key.column_name for key in keys)}) DO UPDATE SET "
+        + ", ".join(f'{m.column_name} = "{table}".{m.column_name} + excluded.{m.column_name}' for m in measures)
+    )
     row_placeholders = placeholders(len(columns))
     per_statement = MAX_PARAMETERS // len(columns)
     for offset in range(0, len(rows), per_statement):
-        chunk = rows[offset:offset + per_statement]
-        db.execute_sql(statement.format(values=", ".join([row_placeholders] * len(chunk))), [value for row in chunk for value in row])
+        chunk = rows[offset : offset + per_statement]
+        db.execute_sql(
+            statement.format(values=", ".join([row_placeholders] * len(chunk))),
+            [value for row in chunk for value in row],
+        )

@@ -75,7 +75,11 @@ class Bucket:
 
 def bucket_start(moment: datetime, bucket: str) -> datetime:
     """The start of the hour or UTC day that holds ``moment``."""
-    return datetime.combine(moment.date(), time()) if bucket == "day" else moment.replace(minute=0, second=0, microsecond=0)
+    return (
+        datetime.combine(moment.date(), time())
+        if bucket == "day"
+        else moment.replace(minute=0, second=0, microsecond=0)
+    )
 
 
 def bucket_count(start: datetime, end: datetime, bucket: str) -> int:
@@ -121,9 +125,18 @@ def _add_days(buckets: dict[datetime, Bucket], query: TrendQuery, first_day: dat
     if query.cluster is not None:
         conditions.append(table.cluster == query.cluster)
     band = table.score_band
-    cells = (table.select(table.day, fn.SUM(table.total), fn.SUM(Case(None, [(band >= 2 * positive, table.total)], 0)),
-                          fn.SUM(Case(None, [(band <= 2 * negative, table.total)], 0)), fn.SUM(table.score_sum))
-             .where(*conditions).group_by(table.day).tuples())
+    cells = (
+        table.select(
+            table.day,
+            fn.SUM(table.total),
+            fn.SUM(Case(None, [(band >= 2 * positive, table.total)], 0)),
+            fn.SUM(Case(None, [(band <= 2 * negative, table.total)], 0)),
+            fn.SUM(table.score_sum),
+        )
+        .where(*conditions)
+        .group_by(table.day)
+        .tuples()
+    )
     for day, total, positives, negatives, score_sum in cells:  # a day's sentiments from its score bands
         bucket = buckets[datetime.combine(day, time())]
         bucket.by_sentiment.update(positive=positives, negative=negatives, neutral=total - positives - negatives)
@@ -148,7 +161,11 @@ def _cluster_days(first_day: date, end_day: date, scores: counts.BandRange, conf
     from the smallest rollup that holds them."""
     if scores == confidences == counts.BandRange():  # no filter: one row a day and cluster
         table = InsightClusterCount
-        return table.select(table.day, table.cluster, table.total).where(table.day >= first_day, table.day < end_day).tuples()
+        return (
+            table.select(table.day, table.cluster, table.total)
+            .where(table.day >= first_day, table.day < end_day)
+            .tuples()
+        )
     if scores == counts.BandRange():  # min_confidence alone
         table = InsightClusterConfidenceCount
         conditions = [table.day >= first_day, table.day < end_day, *confidences.conditions(table.confidence_band)]
@@ -157,7 +174,12 @@ def _cluster_days(first_day: date, end_day: date, scores: counts.BandRange, conf
         conditions = [table.day >= first_day, table.day < end_day, *scores.conditions(table.score_band)]
         if table is InsightClusterCell:
             conditions.extend(confidences.conditions(table.confidence_band))
-    return table.select(table.day, table.cluster, fn.SUM(table.total)).where(*conditions).group_by(table.day, table.cluster).tuples()
+    return (
+        table.select(table.day, table.cluster, fn.SUM(table.total))
+        .where(*conditions)
+        .group_by(table.day, table.cluster)
+        .tuples()
+    )
 
 
 def _add_edge(buckets: dict[datetime, Bucket], query: TrendQuery, start: datetime, end: datetime) -> None:
@@ -174,7 +196,9 @@ def _add_edge(buckets: dict[datetime, Bucket], query: TrendQuery, start: datetim
     _add_rows(buckets, query, end, midnight + timedelta(days=1), sign=-1)
 
 
-def _add_rows(buckets: dict[datetime, Bucket], query: TrendQuery, start: datetime, end: datetime, *extra: Any, sign: int = 1) -> None:
+def _add_rows(
+    buckets: dict[datetime, Bucket], query: TrendQuery, start: datetime, end: datetime, *extra: Any, sign: int = 1
+) -> None:
     """Add (or, with ``sign`` -1, take away) the matching insights that occurred in ``[start, end)``,
     aggregated by the database."""
     if start >= end:
@@ -183,18 +207,29 @@ def _add_rows(buckets: dict[datetime, Bucket], query: TrendQuery, start: datetim
     if query.cluster is not None:  # a slug is [a-z0-9-]: its JSON string appears in the list only as that element
         conditions.append(Insight.clusters.contains(json.dumps(query.cluster)))
     key = _bucket_key(query.bucket)
-    negative, positive = (counts.sentiment_condition(label, *query.filters.thresholds) for label in ("negative", "positive"))
+    negative, positive = (
+        counts.sentiment_condition(label, *query.filters.thresholds) for label in ("negative", "positive")
+    )
     label = Case(None, [(positive, "positive"), (negative, "negative")], "neutral")
-    rows = (Insight.select(key, label, fn.COUNT(SQL("*")), fn.SUM(Insight.sentiment_score))
-            .where(*conditions).group_by(SQL("1"), SQL("2")).tuples())
+    rows = (
+        Insight.select(key, label, fn.COUNT(SQL("*")), fn.SUM(Insight.sentiment_score))
+        .where(*conditions)
+        .group_by(SQL("1"), SQL("2"))
+        .tuples()
+    )
     for raw_key, sentiment, total, score_sum in rows:
         bucket = buckets[_parse_key(raw_key, query.bucket)]
         bucket.by_sentiment[sentiment] += sign * total
         bucket.score_sum += sign * score_sum
     if query.cluster is None:
         source, element = _cluster_elements()
-        tally = (Insight.select(key, element, fn.COUNT(SQL("*"))).from_(Insight, source)
-                 .where(*conditions).group_by(SQL("1"), SQL("2")).tuples())
+        tally = (
+            Insight.select(key, element, fn.COUNT(SQL("*")))
+            .from_(Insight, source)
+            .where(*conditions)
+            .group_by(SQL("1"), SQL("2"))
+            .tuples()
+        )
         for raw_key, cluster, total in tally:
             buckets[_parse_key(raw_key, query.bucket)].clusters[cluster] += sign * total
 

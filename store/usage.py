@@ -10,9 +10,9 @@ counts. Insights stored before migration 0009 have no tokens: they count as insi
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Iterable
 
 from peewee import fn
 
@@ -58,7 +58,7 @@ class UsageChanges:
         for index, value in enumerate(values):
             row[index] += delta * value
 
-    def include(self, other: "UsageChanges") -> None:
+    def include(self, other: UsageChanges) -> None:
         for key, values in other.rows.items():
             row = self.rows[key]
             for index, value in enumerate(values):
@@ -66,16 +66,29 @@ class UsageChanges:
 
     def apply(self) -> None:
         """Upsert the changes, rows sorted (one lock order for every writer, as in ``store.counts``)."""
-        add_totals(InsightUsage, [InsightUsage.day, InsightUsage.lane], [getattr(InsightUsage, name) for name in MEASURES],
-                   {key: (int(insights), int(priced), *sums) for key, (insights, priced, *sums) in self.rows.items()})
+        add_totals(
+            InsightUsage,
+            [InsightUsage.day, InsightUsage.lane],
+            [getattr(InsightUsage, name) for name in MEASURES],
+            {key: (int(insights), int(priced), *sums) for key, (insights, priced, *sums) in self.rows.items()},
+        )
 
 
 def _insight_sums(start: datetime, end: datetime) -> dict[str, LaneUsage]:
     """The measures of the insights that occurred in ``[start, end)``, by lane, from the insights."""
-    sums = (fn.COUNT(Insight.conversation), fn.COUNT(Insight.cost_usd), fn.SUM(Insight.prompt_tokens),
-            fn.SUM(Insight.cached_tokens), fn.SUM(Insight.completion_tokens), fn.SUM(Insight.cost_usd))
-    query = (Insight.select(Insight.lane, *sums).where(Insight.occurred_at >= start, Insight.occurred_at < end)
-             .group_by(Insight.lane))
+    sums = (
+        fn.COUNT(Insight.conversation),
+        fn.COUNT(Insight.cost_usd),
+        fn.SUM(Insight.prompt_tokens),
+        fn.SUM(Insight.cached_tokens),
+        fn.SUM(Insight.completion_tokens),
+        fn.SUM(Insight.cost_usd),
+    )
+    query = (
+        Insight.select(Insight.lane, *sums)
+        .where(Insight.occurred_at >= start, Insight.occurred_at < end)
+        .group_by(Insight.lane)
+    )
     totals: dict[str, LaneUsage] = defaultdict(LaneUsage)
     for lane, *values in query.tuples():
         totals[lane].add(values)
@@ -89,8 +102,11 @@ def totals(start: datetime, end: datetime) -> dict[str, LaneUsage]:
     if first >= end_day:
         return _insight_sums(start, end)
     found: dict[str, LaneUsage] = defaultdict(LaneUsage)
-    rows = (InsightUsage.select(InsightUsage.lane, *(fn.SUM(getattr(InsightUsage, name)) for name in MEASURES))
-            .where(InsightUsage.day >= first.date(), InsightUsage.day < end_day.date()).group_by(InsightUsage.lane))
+    rows = (
+        InsightUsage.select(InsightUsage.lane, *(fn.SUM(getattr(InsightUsage, name)) for name in MEASURES))
+        .where(InsightUsage.day >= first.date(), InsightUsage.day < end_day.date())
+        .group_by(InsightUsage.lane)
+    )
     for lane, *values in rows.tuples():
         found[lane].add(values)
     for edge in (_insight_sums(start, first), _insight_sums(end_day, end)):
@@ -103,8 +119,14 @@ def rebuild() -> None:
     """Recompute ``insight_usage`` from the insights (inside the caller's write transaction)."""
     InsightUsage.delete().execute()
     changes = UsageChanges()
-    columns = (Insight.occurred_at, Insight.lane, Insight.prompt_tokens, Insight.cached_tokens, Insight.completion_tokens,
-               Insight.cost_usd)
+    columns = (
+        Insight.occurred_at,
+        Insight.lane,
+        Insight.prompt_tokens,
+        Insight.cached_tokens,
+        Insight.completion_tokens,
+        Insight.cost_usd,
+    )
     for occurred_at, lane, prompt, cached, completion, cost in Insight.select(*columns).tuples().iterator():
         changes.add(occurred_at, lane, Tokens(prompt or 0, cached or 0, completion or 0), cost)
     changes.apply()

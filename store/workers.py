@@ -23,9 +23,11 @@ FORGET_AFTER = timedelta(days=1)  # a lapsed lease is kept this long (it still e
 def renew(worker: str, lease_seconds: float) -> None:
     """Hold ``worker``'s lease for ``lease_seconds`` from now."""
     expires_at = utcnow() + timedelta(seconds=lease_seconds)
-    (WorkerLease.insert(worker=worker, expires_at=expires_at)
-     .on_conflict(conflict_target=[WorkerLease.worker], update={WorkerLease.expires_at: expires_at})
-     .execute())
+    (
+        WorkerLease.insert(worker=worker, expires_at=expires_at)
+        .on_conflict(conflict_target=[WorkerLease.worker], update={WorkerLease.expires_at: expires_at})
+        .execute()
+    )
 
 
 def release(worker: str) -> None:
@@ -45,8 +47,12 @@ def reclaim_lapsed(lanes: Iterable[str] = LANES, limit: int = 1000) -> list[list
     live = WorkerLease.select(WorkerLease.worker).where(WorkerLease.expires_at > utcnow())
     query = (
         Conversation.select(Conversation.id, Conversation.claim_token)
-        .where(Conversation.status == PROCESSING, Conversation.lane.in_(list(lanes)),
-               Conversation.claimed_by.is_null(False), Conversation.claimed_by.not_in(live))
+        .where(
+            Conversation.status == PROCESSING,
+            Conversation.lane.in_(list(lanes)),
+            Conversation.claimed_by.is_null(False),
+            Conversation.claimed_by.not_in(live),
+        )
         .order_by(Conversation.updated_at, Conversation.claim_token)
         .limit(limit)
     )
@@ -55,5 +61,7 @@ def reclaim_lapsed(lanes: Iterable[str] = LANES, limit: int = 1000) -> list[list
         if rows:
             ids = [conversation_id for conversation_id, _token in rows]
             Conversation.update(status=QUEUED, updated_at=utcnow()).where(Conversation.id.in_(ids)).execute()
-    return [[conversation_id for conversation_id, _token in batch]
-            for _token, batch in itertools.groupby(rows, key=lambda row: row[1])]
+    return [
+        [conversation_id for conversation_id, _token in batch]
+        for _token, batch in itertools.groupby(rows, key=lambda row: row[1])
+    ]

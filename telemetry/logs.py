@@ -37,7 +37,9 @@ class RedactingFormatter(logging.Formatter):
 
 def formatter(settings: Settings) -> logging.Formatter:
     if settings.log_format == "json":
-        inner: logging.Formatter = JsonFormatter(JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+        inner: logging.Formatter = JsonFormatter(
+            JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}
+        )
     else:
         inner = logging.Formatter(TEXT_FORMAT)
     return RedactingFormatter(inner, settings)

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 GROK_STATES = ("available", "paused", "misconfigured", "credits_exhausted")
 # What the operator must do in each state that needs a person, named in the help of insights_grok_state.
-GROK_STATE_HELP = ("1 for Grok's current state as the workers see it (the reason: /readyz, insights stats). "
-                   "misconfigured: fix GROK_API_KEY, GROK_MODEL or GROK_BASE_URL; credits_exhausted: purchase "
-                   "credits or raise the spending limit at console.x.ai")
+GROK_STATE_HELP = (
+    "1 for Grok's current state as the workers see it (the reason: /readyz, insights stats). "
+    "misconfigured: fix GROK_API_KEY, GROK_MODEL or GROK_BASE_URL; credits_exhausted: purchase "
+    "credits or raise the spending limit at console.x.ai"
+)
 GROK_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 
 
@@ -47,14 +50,19 @@ def worker() -> SimpleNamespace:
     from prometheus_client import Counter, Histogram
 
     return SimpleNamespace(
-        batch_size=Histogram("insights_batch_conversations", "Conversations per analysis call",
-                             buckets=(1, 2, 5, 10, 15, 20, 30, 50, 100)),
+        batch_size=Histogram(
+            "insights_batch_conversations",
+            "Conversations per analysis call",
+            buckets=(1, 2, 5, 10, 15, 20, 30, 50, 100),
+        ),
         grok_latency=Histogram("insights_grok_call_seconds", "Grok call latency", buckets=GROK_BUCKETS),
         grok_calls=Counter("insights_grok_calls_total", "Grok calls by outcome", ["outcome"]),
         tokens=Counter("insights_grok_tokens_total", "Tokens reported by Grok", ["kind"]),
         settled=Counter("insights_conversations_settled_total", "Analysis outcomes per conversation", ["outcome"]),
-        unknown=Counter("insights_conversations_unknown_total",
-                        "Conversation ids received that this worker's database does not hold (dropped)"),
+        unknown=Counter(
+            "insights_conversations_unknown_total",
+            "Conversation ids received that this worker's database does not hold (dropped)",
+        ),
     )
 
 
@@ -69,38 +77,59 @@ class StateCollector:
 
         state = self.read_state()
         for source in ("redis", "database"):
-            yield GaugeMetricFamily(f"insights_{source}_up", f"1 when {source} answered this scrape, else 0 (its gauges are left out)",
-                                    value=0 if source in state.errors else 1)
+            yield GaugeMetricFamily(
+                f"insights_{source}_up",
+                f"1 when {source} answered this scrape, else 0 (its gauges are left out)",
+                value=0 if source in state.errors else 1,
+            )
         if state.redis is not None:
-            queues = GaugeMetricFamily("insights_queue_messages", "Dramatiq messages by queue and state", labels=["queue", "state"])
+            queues = GaugeMetricFamily(
+                "insights_queue_messages", "Dramatiq messages by queue and state", labels=["queue", "state"]
+            )
             for (queue, kind), count in state.redis.queues.items():
                 queues.add_metric([queue, kind], count)
             yield queues
-            yield GaugeMetricFamily("insights_stream_entries", "Conversation ids waiting in the batching stream", value=state.redis.stream)
+            yield GaugeMetricFamily(
+                "insights_stream_entries", "Conversation ids waiting in the batching stream", value=state.redis.stream
+            )
             grok = GaugeMetricFamily("insights_grok_state", GROK_STATE_HELP, labels=["state"])
             for name in GROK_STATES:
                 grok.add_metric([name], 1 if state.redis.grok.state == name else 0)
             yield grok
-            answered = GaugeMetricFamily("insights_grok_answers_by_another_model", "Answers by a model other than "
-                                         "GROK_MODEL (a retired slug is served by its successor)", labels=["asked", "answered"])
+            answered = GaugeMetricFamily(
+                "insights_grok_answers_by_another_model",
+                "Answers by a model other than GROK_MODEL (a retired slug is served by its successor)",
+                labels=["asked", "answered"],
+            )
             for (asked, other), count in state.redis.answered_by.items():
                 answered.add_metric([asked, other], count)
             yield answered
-            yield GaugeMetricFamily("insights_grok_pause_seconds", "Seconds until Grok's pause or misconfiguration ends",
-                                    value=state.redis.grok.seconds_left)
+            yield GaugeMetricFamily(
+                "insights_grok_pause_seconds",
+                "Seconds until Grok's pause or misconfiguration ends",
+                value=state.redis.grok.seconds_left,
+            )
         if state.stats is not None:
             statuses = GaugeMetricFamily("insights_conversations", "Conversations by status", labels=["status"])
             for status, count in state.stats.by_status.items():
                 statuses.add_metric([status], count)
             yield statuses
-            yield GaugeMetricFamily("insights_oldest_waiting_seconds", "Age of the oldest queued or processing conversation",
-                                    value=state.oldest_waiting_seconds)
-            bulk = GaugeMetricFamily("insights_bulk_conversations", "The bulk lane's conversations: queued for a "
-                                     "provider batch, processing in one", labels=["status"])
+            yield GaugeMetricFamily(
+                "insights_oldest_waiting_seconds",
+                "Age of the oldest queued or processing conversation",
+                value=state.oldest_waiting_seconds,
+            )
+            bulk = GaugeMetricFamily(
+                "insights_bulk_conversations",
+                "The bulk lane's conversations: queued for a provider batch, processing in one",
+                labels=["status"],
+            )
             for status, count in state.stats.bulk.items():
                 bulk.add_metric([status], count)
             yield bulk
-            batches = GaugeMetricFamily("insights_provider_batches", "The bulk lane's provider batches by state", labels=["state"])
+            batches = GaugeMetricFamily(
+                "insights_provider_batches", "The bulk lane's provider batches by state", labels=["state"]
+            )
             for name, count in state.stats.provider_batches.items():
                 batches.add_metric([name], count)
             yield batches

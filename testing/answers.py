@@ -28,8 +28,8 @@ import time
 from typing import Any
 
 from insights.taxonomy import OTHER
-from testing.rate_limits import TEAM
 from testing.catalogue import served, usage
+from testing.rate_limits import TEAM
 from testing.rows import RowCache
 
 POISON = "POISON"
@@ -51,9 +51,11 @@ def xai_error(status: int, message: str) -> dict[str, str]:
 
 
 def unknown_model(model: str) -> str:
-    return (f"The model {model} does not exist or your team {TEAM} does not have access to it. Please ensure "
-            "you're using the correct API key. If you believe this is a mistake, please contact support and quote "
-            "your team ID and the model name.")
+    return (
+        f"The model {model} does not exist or your team {TEAM} does not have access to it. Please ensure "
+        "you're using the correct API key. If you believe this is a mistake, please contact support and quote "
+        "your team ID and the model name."
+    )
 
 
 def prompt_too_long(context: int, prompt_tokens: int) -> str:
@@ -61,13 +63,17 @@ def prompt_too_long(context: int, prompt_tokens: int) -> str:
 
 
 def content_refused(model: str) -> str:
-    return (f"Content violates usage guidelines. Team: {TEAM}, API key ID: emulator-key-id, Model: {model}, "
-            "Failed check: SAFETY_CHECK_TYPE_EMULATED")
+    return (
+        f"Content violates usage guidelines. Team: {TEAM}, API key ID: emulator-key-id, Model: {model}, "
+        "Failed check: SAFETY_CHECK_TYPE_EMULATED"
+    )
 
 
 def credits_spent() -> str:
-    return (f"Your team {TEAM} has either used all available credits or reached its monthly spending limit. "
-            "To continue making API requests, please purchase more credits or raise your spending limit.")
+    return (
+        f"Your team {TEAM} has either used all available credits or reached its monthly spending limit. "
+        "To continue making API requests, please purchase more credits or raise your spending limit."
+    )
 
 
 def credits_refusal(shape: str, status: int) -> Any:
@@ -76,8 +82,14 @@ def credits_refusal(shape: str, status: int) -> Any:
     return {"string": message, "error": {"error": message}}.get(shape) or xai_error(status, message)
 
 
-def completion(content: str, finish_reason: str, body: dict[str, Any], prompt_tokens: int, cached_tokens: int = 0,
-               batch: bool = False) -> dict[str, Any]:
+def completion(
+    content: str,
+    finish_reason: str,
+    body: dict[str, Any],
+    prompt_tokens: int,
+    cached_tokens: int = 0,
+    batch: bool = False,
+) -> dict[str, Any]:
     """A chat completion answering ``body``, named after the model that serves its ``model`` and billed as
     xAI bills it (:mod:`testing.catalogue`)."""
     model, effort = served(body.get("model", "?"), body.get("reasoning_effort"))
@@ -103,8 +115,12 @@ def as_asked(row: dict[str, Any], closed: bool) -> dict[str, Any]:
     if closed:
         return row
     free = {key: value for key, value in row.items() if key != "suggested_cluster"}
-    return {**free, "clusters": [row["suggested_cluster"]] if row.get("suggested_cluster") else
-            [slug for slug in row["clusters"] if slug != OTHER]}
+    return {
+        **free,
+        "clusters": [row["suggested_cluster"]]
+        if row.get("suggested_cluster")
+        else [slug for slug in row["clusters"] if slug != OTHER],
+    }
 
 
 def asks_for_taxonomy(body: dict[str, Any]) -> bool:
@@ -124,7 +140,8 @@ def analyze(cache: RowCache, conversations: list[dict[str, Any]], closed: bool =
     sentiment = float(asked.group(1)) if asked else 1.0
     injector_ids = {c["conversation_id"] for c in injectors}
     return [
-        row if row["conversation_id"] in injector_ids
+        row
+        if row["conversation_id"] in injector_ids
         else {**row, "sentiment_score": sentiment, "confidence": 1.0, "reasoning": "as instructed"}
         for row in rows
     ]
@@ -133,15 +150,23 @@ def analyze(cache: RowCache, conversations: list[dict[str, Any]], closed: bool =
 def bend(rows: list[dict[str, Any]], fault: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows as a fault spoils them."""
     if fault.get("drop_rows"):
-        rows = rows[fault["drop_rows"]:]
+        rows = rows[fault["drop_rows"] :]
     if fault.get("extra_row"):
         rows = [*rows, {**rows[0], "conversation_id": fault["extra_row"]}]
     if fault.get("out_of_range") and rows:
         rows = [{**rows[0], "sentiment_score": 3.5}, *rows[1:]]
     if fault.get("unstorable") and rows:
-        first = {**rows[0], "reasoning": f"NUL \x00 {rows[0]['reasoning']}", "clusters": [*rows[0]["clusters"], "nul\x00"]}
+        first = {
+            **rows[0],
+            "reasoning": f"NUL \x00 {rows[0]['reasoning']}",
+            "clusters": [*rows[0]["clusters"], "nul\x00"],
+        }
         rows = [first, *rows[1:]]
-        rows[-1] = {**rows[-1], "reasoning": f"surrogate \ud800 {rows[-1]['reasoning']}", "clusters": ["\ud800", *rows[-1]["clusters"]]}
+        rows[-1] = {
+            **rows[-1],
+            "reasoning": f"surrogate \ud800 {rows[-1]['reasoning']}",
+            "clusters": ["\ud800", *rows[-1]["clusters"]],
+        }
     return rows
 
 

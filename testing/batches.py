@@ -20,8 +20,8 @@ with ``limit`` and ``pagination_token``, and it can be cancelled, by its owner o
 - ``POST /v1/batches/{id}:cancel``: pending requests are cancelled; the batch is returned.
 
 ``GET /_emulator/batches`` (control API) lists every batch's state, counts the request ids sent twice
-(``duplicates``) and the calls refused for their key (``unauthorized``) and when calls were refused for exhausted credits
-(``out_of_credits``).
+(``duplicates``) and the calls refused for their key (``unauthorized``) and when calls were refused for
+exhausted credits (``out_of_credits``).
 
 Emulated behaviour (``POST /_emulator/config``): each request finishes ``batch_delay`` seconds after it was
 added; a batch older than ``batch_expiry`` seconds (0: never) expires, its pending requests cancelled;
@@ -83,8 +83,14 @@ class BatchRequest:
         return "failed" if self.failed else "succeeded"
 
     def metadata(self) -> dict[str, Any]:
-        return {"batch_request_id": self.id, "endpoint": "chat_get_completion", "model": self.body.get("model", "?"),
-                "state": self.state(), "create_time": self.added, "finish_time": None}
+        return {
+            "batch_request_id": self.id,
+            "endpoint": "chat_get_completion",
+            "model": self.body.get("model", "?"),
+            "state": self.state(),
+            "create_time": self.added,
+            "finish_time": None,
+        }
 
 
 @dataclass
@@ -100,24 +106,32 @@ class Batch:
     def document(self) -> dict[str, Any]:
         states = [r.state() for r in self.requests.values()]
         return {
-            "batch_id": self.id, "name": self.name, "create_time": self.created,
+            "batch_id": self.id,
+            "name": self.name,
+            "create_time": self.created,
             **({"cancel_by_xai_message": self.refusal} if self.refusal else {}),
             "state": {
-                "num_requests": len(states), "num_pending": states.count("pending"),
-                "num_success": states.count("succeeded"), "num_error": states.count("failed"),
+                "num_requests": len(states),
+                "num_pending": states.count("pending"),
+                "num_success": states.count("succeeded"),
+                "num_error": states.count("failed"),
                 "num_cancelled": states.count("cancelled"),
                 **({"error": self.error} if self.error else {}),
             },
-            "cost_breakdown": {"total_cost_usd_ticks": sum(
-                r.outcome["batch_result"]["response"]["chat_get_completion"]["usage"]["cost_in_usd_ticks"]
-                for r in self.requests.values() if r.state() == "succeeded")},
+            "cost_breakdown": {
+                "total_cost_usd_ticks": sum(
+                    r.outcome["batch_result"]["response"]["chat_get_completion"]["usage"]["cost_in_usd_ticks"]
+                    for r in self.requests.values()
+                    if r.state() == "succeeded"
+                )
+            },
         }
 
 
 def page(entries: list[dict[str, Any]], key: str, limit: int, token: str | None, end: str) -> dict[str, Any]:
     """One page of ``entries`` from the offset ``token``, its next token ended as ``end`` says."""
     start = int(token or 0)
-    document: dict[str, Any] = {key: entries[start:start + limit]}
+    document: dict[str, Any] = {key: entries[start : start + limit]}
     more = start + limit < len(entries)
     if more or end == "endless":
         document["pagination_token"] = str(start + limit)
@@ -205,8 +219,12 @@ class BatchStore:
         """``GET /_emulator/batches``: every batch's state, the request ids sent twice, the refused keys."""
         with self.lock:
             documents = [self._settled(batch_id).document() for batch_id in list(self.batches)]
-            return {"batches": documents, "duplicates": sum(batch.duplicates for batch in self.batches.values()),
-                    "unauthorized": self.unauthorized, "out_of_credits": list(self.out_of_credits)}
+            return {
+                "batches": documents,
+                "duplicates": sum(batch.duplicates for batch in self.batches.values()),
+                "unauthorized": self.unauthorized,
+                "out_of_credits": list(self.out_of_credits),
+            }
 
     def _settled(self, batch_id: str) -> Batch | None:
         """The batch with every request whose time has come answered (under the lock)."""

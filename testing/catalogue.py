@@ -30,14 +30,26 @@ PRICES: dict[str, tuple[tuple[float, float, float], bool]] = {
 }
 RETIRED = {  # slug -> (the model serving it, its reasoning effort)
     **{slug: ("grok-4.3", "low") for slug in ("grok-4-fast-reasoning", "grok-4-1-fast-reasoning", "grok-4-0709")},
-    **{slug: ("grok-4.3", "none") for slug in ("grok-4-fast-non-reasoning", "grok-4-1-fast-non-reasoning", "grok-3",
-                                               "grok-3-mini")},
+    **{
+        slug: ("grok-4.3", "none")
+        for slug in ("grok-4-fast-non-reasoning", "grok-4-1-fast-non-reasoning", "grok-3", "grok-3-mini")
+    },
     "grok-code-fast-1": ("grok-build-0.1", "low"),
 }
-ALIASES = {"grok-4.3-latest": "grok-4.3", "grok-4.20-non-reasoning": "grok-4.20-0309-non-reasoning",
-           "grok-4.20-reasoning": "grok-4.20-0309-reasoning", "grok-4.20": "grok-4.20-0309-reasoning"}
-DEFAULT_EFFORT = {"grok-4.3": "low", "grok-4.20-0309-reasoning": "low", "grok-4.5": "high", "grok-4.6": "high",
-                  "grok-4.7": "high", "grok-build-0.1": "low"}
+ALIASES = {
+    "grok-4.3-latest": "grok-4.3",
+    "grok-4.20-non-reasoning": "grok-4.20-0309-non-reasoning",
+    "grok-4.20-reasoning": "grok-4.20-0309-reasoning",
+    "grok-4.20": "grok-4.20-0309-reasoning",
+}
+DEFAULT_EFFORT = {
+    "grok-4.3": "low",
+    "grok-4.20-0309-reasoning": "low",
+    "grok-4.5": "high",
+    "grok-4.6": "high",
+    "grok-4.7": "high",
+    "grok-build-0.1": "low",
+}
 REASONING_PER_OUTPUT = {"none": 0, "low": 1, "medium": 2, "high": 4, "xhigh": 8}  # reasoning tokens per output token
 
 
@@ -58,7 +70,9 @@ def usage(model: str, prompt: int, cached: int, completion: int, effort: str, ba
     if batch:
         usd *= 1 - BATCH_DISCOUNT
     return {
-        "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion + reasoning,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion + reasoning,
         "prompt_tokens_details": {"text_tokens": prompt, "cached_tokens": cached},
         "completion_tokens_details": {"reasoning_tokens": reasoning},
         "cost_in_usd_ticks": round(usd * TICKS_PER_USD),

@@ -12,8 +12,11 @@ from typing import Any
 CREDITS_SHAPES = ("", "string", "error", "code")
 
 
-CHOICES = {"batch_error_shape": ("string", "object", "empty"), "batch_page_end": ("null", "empty", "absent", "endless"),
-           "credits": CREDITS_SHAPES}
+CHOICES = {
+    "batch_error_shape": ("string", "object", "empty"),
+    "batch_page_end": ("null", "empty", "absent", "endless"),
+    "credits": CREDITS_SHAPES,
+}
 
 
 @dataclass
@@ -69,21 +72,56 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8500)
     parser.add_argument("--api-key", default=defaults.api_key)
     parser.add_argument("--latency", type=float, default=defaults.latency, help="fixed seconds before each answer")
-    parser.add_argument("--latency-median", type=float, default=defaults.latency_median, help="median of a lognormal latency added (0: none)")
-    parser.add_argument("--latency-sigma", type=float, default=defaults.latency_sigma, help="shape of that lognormal (0.5: a long tail)")
+    parser.add_argument(
+        "--latency-median",
+        type=float,
+        default=defaults.latency_median,
+        help="median of a lognormal latency added (0: none)",
+    )
+    parser.add_argument(
+        "--latency-sigma", type=float, default=defaults.latency_sigma, help="shape of that lognormal (0.5: a long tail)"
+    )
     parser.add_argument("--latency-max", type=float, default=defaults.latency_max, help="cap on the latency (0: none)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the latency and random-fault draws")
-    parser.add_argument("--rps", type=int, default=defaults.rps, help="calls admitted in any second, per model (0: no limit)")
-    parser.add_argument("--tpm", type=int, default=defaults.tpm, help="tokens admitted in any --tpm-window, per model (0: no limit)")
-    parser.add_argument("--tpm-window", type=float, default=defaults.tpm_window, help="seconds of the tokens-per-minute window")
+    parser.add_argument(
+        "--rps", type=int, default=defaults.rps, help="calls admitted in any second, per model (0: no limit)"
+    )
+    parser.add_argument(
+        "--tpm", type=int, default=defaults.tpm, help="tokens admitted in any --tpm-window, per model (0: no limit)"
+    )
+    parser.add_argument(
+        "--tpm-window", type=float, default=defaults.tpm_window, help="seconds of the tokens-per-minute window"
+    )
     parser.add_argument("--context", type=int, default=defaults.context, help="most prompt tokens a call may have")
-    parser.add_argument("--models", type=parse_models, default=defaults.models, help="comma-separated models served (default: any)")
-    parser.add_argument("--log-limit", type=int, default=defaults.log_limit, help="calls kept in the log, the latest (0: all)")
-    parser.add_argument("--cache-servers", type=int, default=defaults.cache_servers, help="servers with a prompt cache each")
-    parser.add_argument("--cache-span", type=int, default=defaults.cache_span, help="calls after which an unused cached prefix is evicted (0: no cache)")
-    parser.add_argument("--refusal-status", type=int, choices=(400, 403), default=defaults.refusal_status, help="status of a content refusal")
-    parser.add_argument("--credits", choices=CREDITS_SHAPES, default=defaults.credits,
-                        help="answer every call as a team out of credits, in this body shape (default: credits available)")
-    parser.add_argument("--credits-status", type=int, choices=(403, 429), default=defaults.credits_status,
-                        help="status of that refusal")
+    parser.add_argument(
+        "--models", type=parse_models, default=defaults.models, help="comma-separated models served (default: any)"
+    )
+    parser.add_argument(
+        "--log-limit", type=int, default=defaults.log_limit, help="calls kept in the log, the latest (0: all)"
+    )
+    parser.add_argument(
+        "--cache-servers", type=int, default=defaults.cache_servers, help="servers with a prompt cache each"
+    )
+    parser.add_argument(
+        "--cache-span",
+        type=int,
+        default=defaults.cache_span,
+        help="calls after which an unused cached prefix is evicted (0: no cache)",
+    )
+    parser.add_argument(
+        "--refusal-status",
+        type=int,
+        choices=(400, 403),
+        default=defaults.refusal_status,
+        help="status of a content refusal",
+    )
+    parser.add_argument(
+        "--credits",
+        choices=CREDITS_SHAPES,
+        default=defaults.credits,
+        help="answer every call as a team out of credits, in this body shape (default: credits available)",
+    )
+    parser.add_argument(
+        "--credits-status", type=int, choices=(403, 429), default=defaults.credits_status, help="status of that refusal"
+    )
     return parser.parse_args()

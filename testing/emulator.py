@@ -56,10 +56,9 @@ Control endpoints, for tests and benchmarks:
 - ``GET /_emulator/log``: every call, ``{"t": arrival (epoch s), "status", "ids", "fault", "tokens",
   "latency", "refused"}``, and for an admitted call ``"conv_id"`` (its ``x-grok-conv-id``, or ``null``),
   ``"server"`` and ``"cached"`` (its cached tokens); ``refused`` is ``null``, or why: ``"rps"``, ``"tpm"``,
-  ``"context"``, ``"content"``, ``"schema"``, ``"model"`` or ``"credits"``; ``"client_gone": true`` when the caller hung up
-  before its answer. A call
-  is logged once its wait is over, before its answer is sent. The log keeps the latest ``--log-limit``
-  calls (default 100,000, about 2 KB each; 0: all).
+  ``"context"``, ``"content"``, ``"schema"``, ``"model"`` or ``"credits"``; ``"client_gone": true`` when the
+  caller hung up before its answer. A call is logged once its wait is over, before its answer is sent. The
+  log keeps the latest ``--log-limit`` calls (default 100,000, about 2 KB each; 0: all).
 - ``GET /_emulator/schemas``: the distinct ``response_format`` objects chat calls sent, as received (the
   first 16).
 - ``POST /_emulator/reset``: forget faults, the log, what the limits counted, the batches, the schemas and
@@ -93,15 +92,30 @@ def server(port: int, config: EmulatorConfig) -> uvicorn.Server:
     """The emulator on 127.0.0.1:``port``, quiet but for warnings (the log endpoint tells all), and quick
     to stop: the calls still waiting are dropped, as a thread-per-call server dropped them."""
     app = EmulatorApp(EmulatorState(config))
-    return uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, backlog=BACKLOG, timeout_keep_alive=KEEP_ALIVE_SECONDS, lifespan="off",
-        access_log=False, log_level="warning", server_header=False, timeout_graceful_shutdown=1))
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            backlog=BACKLOG,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+            timeout_graceful_shutdown=1,
+        )
+    )
 
 
 def main() -> None:
     args = vars(parse_args(__doc__.splitlines()[0]))
     port = args.pop("port")
-    print(f"Grok emulator on http://127.0.0.1:{port}/v1 ({json.dumps({k: v for k, v in args.items() if k != 'api_key'})})", flush=True)
+    print(
+        f"Grok emulator on http://127.0.0.1:{port}/v1 "
+        f"({json.dumps({k: v for k, v in args.items() if k != 'api_key'})})",
+        flush=True,
+    )
     server(port, EmulatorConfig(**args)).run()
 
 

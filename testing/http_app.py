@@ -59,7 +59,9 @@ class EmulatorApp:
                 return await send_json(send, 200, {"queued": len(self.state.faults)})
             if action == "config":
                 self.state.configure(body)
-                return await send_json(send, 200, {k: v for k, v in asdict(self.state.config).items() if k != "api_key"})
+                return await send_json(
+                    send, 200, {k: v for k, v in asdict(self.state.config).items() if k != "api_key"}
+                )
         except BAD_REQUEST as error:
             return await send_json(send, 400, {"error": str(error)})
         if action == "reset":
@@ -84,7 +86,9 @@ class EmulatorApp:
             return await send_json(send, 400, {"error": str(error)})
         await send_json(send, *await asyncio.to_thread(route, self.state.batches, scope["method"], target, body))
 
-    async def chat(self, arrived: float, key: str, raw: bytes, receive: Receive, send: Send, conv_id: str | None) -> None:
+    async def chat(
+        self, arrived: float, key: str, raw: bytes, receive: Receive, send: Send, conv_id: str | None
+    ) -> None:
         entry: dict[str, Any] = {"t": arrived, "ids": [], "fault": None, "tokens": 0, "latency": 0.0, "refused": None}
         try:
             reply = respond(self.state, key, json.loads(raw), entry, conv_id)
@@ -96,7 +100,9 @@ class EmulatorApp:
         if caller.done():
             entry["client_gone"] = True  # the caller hung up (a worker killed mid-call, a timeout)
         caller.cancel()
-        self.state.log.append(entry)  # before the answer: a caller that reads the log once answered finds its call there
+        self.state.log.append(
+            entry
+        )  # before the answer: a caller that reads the log once answered finds its call there
         if reply.hang_up:
             await hang_up(send, reply.body)
         elif not entry.get("client_gone"):
@@ -125,15 +131,28 @@ async def read_body(receive: Receive) -> bytes:
 
 async def send_json(send: Send, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-        *((name.encode(), value.encode()) for name, value in (headers or {}).items())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *((name.encode(), value.encode()) for name, value in (headers or {}).items()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
 async def hang_up(send: Send, data: bytes) -> None:
     """Promise ``data`` in full and send half of it: returning with the body unfinished makes uvicorn close
     the connection (it logs "ASGI callable returned without completing response")."""
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": data[: len(data) // 2], "more_body": True})

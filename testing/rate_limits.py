@@ -42,8 +42,8 @@ class SlidingWindow:
     def wait(self, now: float, cost: int, limit: int, length: float) -> tuple[float, int]:
         """Seconds until ``cost`` fits under ``limit`` (0: it fits now; ``length`` if it can never fit), and
         the cost the window holds already."""
-        del self.entries[:bisect.bisect_right(self.entries, (now - 2 * length, math.inf))]
-        inside = self.entries[bisect.bisect_right(self.entries, (now - length, math.inf)):]
+        del self.entries[: bisect.bisect_right(self.entries, (now - 2 * length, math.inf))]
+        inside = self.entries[bisect.bisect_right(self.entries, (now - length, math.inf)) :]
         used = sum(spent for _, spent in inside)
         excess = used + cost - limit
         if excess <= 0:
@@ -70,8 +70,10 @@ class Refusal:
 
     def message(self, model: str) -> str:
         what, rate = ("requests", "Requests per Second") if self.kind == "rps" else ("tokens", "Tokens per Minute")
-        return (f"Too many {what} for team {TEAM} and model {model}. Your team's rate limit is — {rate} "
-                f"(actual/limit): {self.used + self.cost}/{self.limit}. You can view your team rate limits at https://console.x.ai.")
+        return (
+            f"Too many {what} for team {TEAM} and model {model}. Your team's rate limit is — {rate} "
+            f"(actual/limit): {self.used + self.cost}/{self.limit}. You can view your team rate limits at https://console.x.ai."
+        )
 
     def headers(self) -> dict[str, str]:
         """``Retry-After``, and OpenAI's ``x-ratelimit-*`` names (xAI does not document its own)."""
@@ -93,9 +95,11 @@ class Limits:
 
     def admit(self, model: str, now: float, tokens: int, rps: int, tpm: int, tpm_window: float) -> Refusal | None:
         """Charge the call to every window and return ``None``, or refuse it and charge nothing."""
-        checks = [(kind, cost, limit, length)
-                  for kind, cost, limit, length in (("rps", 1, rps, 1.0), ("tpm", tokens, tpm, tpm_window))
-                  if limit > 0]
+        checks = [
+            (kind, cost, limit, length)
+            for kind, cost, limit, length in (("rps", 1, rps, 1.0), ("tpm", tokens, tpm, tpm_window))
+            if limit > 0
+        ]
         with self.lock:
             for kind, cost, limit, length in checks:
                 window = self.windows[model, kind]

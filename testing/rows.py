@@ -34,7 +34,9 @@ class RowCache:
         vader = SentimentIntensityAnalyzer()
         self.analyzer = analyzer
         self.emojis = frozenset(vader.emojis)
-        words = {word.lower() for word in vader.lexicon} | {word.lower() for words in analyzer.taxonomy.keywords.values() for word in words}
+        words = {word.lower() for word in vader.lexicon} | {
+            word.lower() for words in analyzer.taxonomy.keywords.values() for word in words
+        }
         self.words_with_digits = re.compile("|".join(re.escape(word) for word in sorted(words) if DIGIT.search(word)))
         self.size = size
         self.rows: OrderedDict[tuple[tuple[str, str], ...], dict[str, Any]] = OrderedDict()  # least recently used first

@@ -17,6 +17,7 @@ from typing import Any
 
 from insights.offline import OfflineAnalyzer
 from insights.taxonomy import Taxonomy
+from settings import load_settings
 from testing.answers import (
     POISON,
     REFUSE,
@@ -25,20 +26,19 @@ from testing.answers import (
     bend,
     completion,
     content_of,
-    credits_refusal,
     content_refused,
+    credits_refusal,
     holds,
     prompt_too_long,
     unknown_model,
     xai_error,
 )
 from testing.batches import BatchStore
-from testing.prompt_cache import PrefixCache
 from testing.config import EmulatorConfig
+from testing.prompt_cache import PrefixCache
 from testing.rate_limits import Limits
 from testing.rows import RowCache
 from testing.schema import SchemaBook
-from settings import load_settings
 
 RANDOM_FAULTS = ({"status": 429, "retry_after": "1"}, {"status": 500}, {"status": 503}, {"malformed": True})
 
@@ -64,7 +64,9 @@ class EmulatorState:
         self.faults: deque[dict[str, Any]] = deque()
         self.log: deque[dict[str, Any]] = deque(maxlen=config.log_limit or None)
         self.limits = Limits()
-        self.rows = RowCache(OfflineAnalyzer(Taxonomy(dict(load_settings({}).taxonomy), closed=True)))  # answers as_asked
+        self.rows = RowCache(
+            OfflineAnalyzer(Taxonomy(dict(load_settings({}).taxonomy), closed=True))
+        )  # answers as_asked
         self.batches = BatchStore(self.rows, config)  # read at every call: POST /_emulator/config changes it
         self.schemas = SchemaBook()
         self.reseed()
@@ -105,12 +107,16 @@ class EmulatorState:
         self.prefixes = PrefixCache(self.config.seed)
 
 
-def refuse(entry: dict[str, Any], reason: str, status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
+def refuse(
+    entry: dict[str, Any], reason: str, status: int, message: str, headers: dict[str, str] | None = None
+) -> Reply:
     entry["refused"] = reason
     return Reply(status, xai_error(status, message), headers or {})
 
 
-def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[str, Any], conv_id: str | None = None) -> Reply:
+def respond(
+    state: EmulatorState, key: str, body: dict[str, Any], entry: dict[str, Any], conv_id: str | None = None
+) -> Reply:
     """What Grok would answer to this call (``conv_id``: its ``x-grok-conv-id``), and how long it would think
     first; fills in the log ``entry``."""
     config = state.config
@@ -123,7 +129,9 @@ def respond(state: EmulatorState, key: str, body: dict[str, Any], entry: dict[st
     if config.models and model not in config.models:
         return refuse(entry, "model", 404, unknown_model(model))
     if unsupported := state.schemas.check(body.get("response_format")):
-        return refuse(entry, "schema", 400, f"Invalid response_format: unsupported JSON schema keywords: {', '.join(unsupported)}")
+        return refuse(
+            entry, "schema", 400, f"Invalid response_format: unsupported JSON schema keywords: {', '.join(unsupported)}"
+        )
     batch = json.loads(body["messages"][-1]["content"])["conversations"]
     entry["ids"] = [c["conversation_id"] for c in batch]
     prompt_tokens = entry["tokens"] = sum(len(m["content"]) for m in body["messages"]) // 4
