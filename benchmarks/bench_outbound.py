@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 import httpx
 from peewee import Database, PostgresqlDatabase, SqliteDatabase
 
+from benchmarks.emulator_log import max_in_any_window, seconds_to_full_rate, tokens_per_minute
 from benchmarks.harness import HOST, KEY, Run, body, cpu_seconds, kill, process_tree, rss_mb
 from store.db import make_url
 
@@ -54,16 +55,6 @@ class Outcome:
     samples: list[tuple[float, int, float]]
     recovery: tuple[int, str] | None = None  # conversations the killed worker held, seconds to complete them
     full_rate: str | None = None  # seconds from the first post of a burst to 95 % of OUTBOUND_RPS
-
-
-def max_in_any_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def emulator_options(args: argparse.Namespace) -> list[str]:
@@ -247,16 +238,6 @@ def recovery_seconds(database: Database, killed_at: float, held: list[str]) -> s
     )
 
 
-def seconds_to_full_rate(log: list[dict], started: float, limit: int) -> str:
-    """How long after ``started`` the calls first reached 95 % of ``limit`` in a one-second window."""
-    arrivals = sorted(entry["t"] for entry in log if entry["t"] >= started)
-    for end, t in enumerate(arrivals):
-        begin = next(i for i in range(end + 1) if t - arrivals[i] < 1.0)
-        if end - begin + 1 >= 0.95 * limit:
-            return f"{t - started:.1f}"
-    return "never"
-
-
 def connection_count(database: Database) -> int:
     if not isinstance(database, PostgresqlDatabase):
         return 0
@@ -332,11 +313,6 @@ def report(
         f"{max(c for _m, c, _cpu in samples) if args.database_url else 'n/a (SQLite)'} | bounded |"
     )
     print(f"| final statuses | {statuses} | |")
-
-
-def tokens_per_minute(log: list[dict], first: float, last: float) -> float:
-    admitted = sum(e.get("tokens") or 0 for e in log if e.get("refused") is None and first <= e["t"] <= last)
-    return admitted * 60 / (last - first)
 
 
 def as_epoch(value) -> float:

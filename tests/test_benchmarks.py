@@ -24,7 +24,7 @@ import benchmarks
 from benchmarks.harness import HOST, Run
 from support import ROOT, free_port
 
-HARNESS = {"harness", "loadgen", "bare_app"}  # what the benchmarks share; every other module is an entry point
+HARNESS = {"harness", "emulator_log", "loadgen", "bare_app"}  # what the benchmarks share; every other module is an entry point
 ENTRY_POINTS = sorted(name for _finder, name, _package in pkgutil.iter_modules(benchmarks.__path__) if name not in HARNESS)
 
 
