@@ -52,6 +52,12 @@ def errors(*statuses: str) -> dict[str, Any]:
     return {s: answer(api.Error, ERRORS[s], retry_after if s == "429" else None) for s in statuses}
 
 
+def page_size(settings: Settings) -> dict[str, Any]:
+    """The ``limit`` parameter of a paged list."""
+    limits = {"type": "integer", "minimum": 1, "maximum": settings.max_page_size, "default": settings.default_page_size}
+    return query("limit", limits, "page size")
+
+
 def query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
@@ -153,16 +159,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             "occurred at or after (default: any)",
                         ),
                         query("end_time", {"type": "string", "format": "date-time"}, "occurred before (default: any)"),
-                        query(
-                            "limit",
-                            {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": settings.max_page_size,
-                                "default": settings.default_page_size,
-                            },
-                            "page size",
-                        ),
+                        page_size(settings),
                         query("cursor", {"type": "string"}, "next_cursor of the previous page"),
                     ],
                     "responses": {"200": answer(api.ConversationPage, "A page"), **errors("400", "503")},
@@ -196,16 +193,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "summary": "Insights of the conversations that occurred in a window, oldest first",
                     "parameters": [
                         *window_parameters(),
-                        query(
-                            "limit",
-                            {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": settings.max_page_size,
-                                "default": settings.default_page_size,
-                            },
-                            "page size",
-                        ),
+                        page_size(settings),
                         *filter_parameters(),
                         query("cursor", {"type": "string"}, "next_cursor of the previous page"),
                     ],
