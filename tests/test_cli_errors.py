@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from support import free_port
-from test_cli import announced, migrated, write_lines
-from test_cli_safety import line, run
+from support.cli import announced, line, migrated, run, write_lines
+
 
 WINDOW = ("--start", "2026-01-01", "--end", "2026-01-02")
 READING = [["stats"], ["export", *WINDOW], ["report", *WINDOW, "--output", "out.html"], ["counts"], ["conversations", "list"],

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from support import ROOT
 
 # What each process type imports first (the Procfile's release, web and worker, and the CLI), and then
 # whether the settings find config.toml from where the modules are.
