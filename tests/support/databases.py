@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+from contextlib import contextmanager
+from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import redis
@@ -76,6 +78,26 @@ def fresh_redis_url_through(port: int) -> str:
     """:func:`fresh_redis_url`, reached through a proxy listening on ``port``."""
     db = parse_qs(urlsplit(url := fresh_redis_url()).query).get("db", [urlsplit(url).path.lstrip("/")])[0]
     return f"redis://127.0.0.1:{port}/{db}"
+
+
+@contextmanager
+def postgres_admin(**options: object) -> Iterator:
+    """An autocommitting connection to the PostgreSQL server's ``postgres`` database, closed on exit."""
+    import psycopg2
+
+    connection = psycopg2.connect(**{**POSTGRES_ADMIN, **options})
+    connection.autocommit = True
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def copy_postgres(template: str, name: str) -> None:
+    """Make database ``name`` anew as a copy of ``template`` (whoever is connected to ``name`` is cut off)."""
+    with postgres_admin() as admin, admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        cursor.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
 
 
 def empty_postgres(url: str) -> None:
