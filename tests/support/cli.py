@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 from support import BIN, ROOT
 
@@ -27,9 +26,16 @@ def run(stack, *args: str, cwd=ROOT, stdin: str | None = None, script: bool = Fa
 
 
 def migrated(stack):
-    """The stack's database, created as the Procfile's release step creates it (reading commands won't)."""
-    env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "store.migrations"], cwd=ROOT, env=env, check=True, capture_output=True)
+    """The stack's database, created as the Procfile's release step creates it (reading commands won't),
+    by the same function in this process: the release itself runs as a process in test_operations.py,
+    test_reconciler.py and test_image.py, and a process more here costs a second and a half a test."""
+    from settings import load_settings
+    from store.db import open_database
+    from store.migrations import migrate
+
+    database = open_database(load_settings({**os.environ, **stack.env}))
+    migrate(database)
+    database.close_all()
     return stack
 
 

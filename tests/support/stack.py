@@ -41,7 +41,7 @@ class Stack:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"web did not become ready: {self.log_text()}")
-            time.sleep(0.1)
+            time.sleep(0.05)
         self.ports.append(port)
         return httpx.Client(base_url=base_url, timeout=10)
 
@@ -77,7 +77,7 @@ class Stack:
             documents = self.conversations(client, ids)
             return documents if all(d["status"] in ("completed", "failed") for d in documents) else None
 
-        return wait_until(done, timeout=timeout, message=f"conversations to settle; logs:\n{self.log_text()}")
+        return wait_until(done, timeout=timeout, interval=0.1, message=f"conversations to settle; logs:\n{self.log_text()}")
 
     def sql(self, query: str, *params: object) -> list[tuple]:
         """Read the stack's database directly (SQLite or PostgreSQL)."""
