@@ -138,10 +138,11 @@ def test_the_procfile_processes_start_from_the_install(image, outside, started, 
     assert release.returncode == 0, release.stderr[-2000:]
 
     port = free_port()
-    log = tmp_path / "web.log"
+    web_log = tmp_path / "web.log"
     started.append(subprocess.Popen([str(image), "-m", "api.serve", "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
-                                    env=outside, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
-    wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=60, message=f"the web process; {log.read_text()}")
+                                    env=outside, stdout=web_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
+    wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=60,
+               message=lambda: f"the web process; {web_log.read_text()}")
 
     metrics = tmp_path / "worker-metrics"
     metrics.mkdir()
@@ -150,7 +151,7 @@ def test_the_procfile_processes_start_from_the_install(image, outside, started, 
     started.append(subprocess.Popen([str(image), "-m", "actors.launch"], cwd=tmp_path, env=worker_env, stdout=log.open("wb"),
                                     stderr=subprocess.STDOUT, start_new_session=True))
     wait_until(lambda: "Worker process is ready for action" in log.read_text(), timeout=60,
-               message=f"the worker; {log.read_text()}")
+               message=lambda: f"the worker; {log.read_text()}")
     assert "Traceback" not in log.read_text()
 
 

@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -31,13 +32,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str | Callable[[], str] = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds, saying
+    ``message`` (called then, when it is a function: logs as they are at the end, not at the start)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+            pytest.fail(f"timed out after {timeout}s waiting for {message() if callable(message) else message}")
         time.sleep(interval)

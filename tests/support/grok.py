@@ -34,7 +34,7 @@ class GrokEmulator:
         command = [sys.executable, "-m", "testing.emulator", "--port", str(self.port), "--api-key", GROK_KEY, "--latency", str(latency), *args]
         self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                         stdout=open(logs / "grok-emulator.log", "wb"), stderr=subprocess.STDOUT)
-        wait_until(self._answers, timeout=30, interval=0.1, message="the Grok emulator to start")
+        wait_until(self._answers, timeout=30, message="the Grok emulator to start")
 
     def _answers(self) -> bool:
         try:

@@ -77,7 +77,9 @@ class Stack:
             documents = self.conversations(client, ids)
             return documents if all(d["status"] in ("completed", "failed") for d in documents) else None
 
-        return wait_until(done, timeout=timeout, interval=0.1, message=f"conversations to settle; logs:\n{self.log_text()}")
+        interval = 0.1 if len(ids) <= 20 else 0.25  # a request per conversation each time: spare the web process
+        return wait_until(done, timeout=timeout, interval=interval,
+                          message=lambda: f"conversations to settle; logs:\n{self.log_text()}")
 
     def sql(self, query: str, *params: object) -> list[tuple]:
         """Read the stack's database directly (SQLite or PostgreSQL)."""
