@@ -10,7 +10,9 @@ import subprocess
 import pytest
 
 from api.access import Verdict, authorize, hash_key, new_key
-from conftest import ROOT, conversation
+from support import ROOT
+from support.cli import INSIGHTS
+from support.traffic import conversation
 
 INGEST_KEY, INGEST_ENTRY = new_key(["ingest"])
 READ_KEY, READ_ENTRY = new_key(["read"])
@@ -143,12 +145,13 @@ def test_without_keys_the_service_says_it_is_open(make_stack):
     assert "NO API KEYS CONFIGURED" in stack.log_text()
 
 
+@pytest.mark.processes
 def test_the_cli_makes_keys():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    made = subprocess.run([str(ROOT / ".venv" / "bin" / "insights"), "apikey", "--scopes", "read"], env=env,
+    made = subprocess.run([str(INSIGHTS), "apikey", "--scopes", "read"], env=env,
                           capture_output=True, text=True, timeout=60)
     key = made.stdout.split("key (give it to the client; it is not stored anywhere): ")[1].split()[0]
     assert f"sha256:{hash_key(key)}:read" in made.stdout
-    bad = subprocess.run([str(ROOT / ".venv" / "bin" / "insights"), "apikey", "--scopes", "admin"], env=env,
+    bad = subprocess.run([str(INSIGHTS), "apikey", "--scopes", "admin"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2

@@ -10,12 +10,13 @@ import httpx
 import pytest
 import redis
 
-from conftest import GROK_KEY, IN_PROCESS_REDIS_DB, redis_url
 from insights.analyzer import ConversationToAnalyze
 from insights.grok import GrokClient
 from insights.outbound import OutboundGate
 from insights.schemas import MAX_CLUSTER_CHARS, MAX_CLUSTERS, MAX_REASONING_CHARS, validate_rows
 from settings import load_settings
+from support.databases import IN_PROCESS_REDIS_DB, redis_url
+from support.grok import GROK_KEY
 
 FORBIDDEN = {"minLength", "maxLength", "minItems", "maxItems", "minContains", "maxContains", "allOf"}
 

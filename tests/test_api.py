@@ -7,7 +7,8 @@ import json
 import httpx
 import pytest
 
-from conftest import conversation
+from support.traffic import conversation
+
 
 POST = "/api/v1/conversations"
 JSON_HEADERS = {"content-type": "application/json"}

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import conversation
+from support.traffic import conversation
+
 
 BATCH = "/api/v1/conversations/batch"
 

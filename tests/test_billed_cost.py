@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from test_bulk_lane import BULK, post_bulk
-from test_cli import insights
-from test_grok_flow import FAST_RETRIES, post_all, worker_log
-from test_operations import samples, value
+from support.cli import insights
+from support.metrics import samples, value
+from support.traffic import BULK, FAST_RETRIES, post_all, post_bulk, worker_log
+
 
 EVERYTHING = {"start_time": "2000-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z"}
 TICKS_PER_USD = 1e10

@@ -9,14 +9,14 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import wait_until
 from store import provider_batches as batch_store
 from store import queries
 from store.migrations import migrate
 from store.models import BULK as BULK_LANE
 from store.models import Conversation
-from test_bulk_lane import BULK, post_bulk, provider_batches
-from test_cli import insights
+from support import wait_until
+from support.cli import insights
+from support.traffic import BULK, post_bulk, provider_batches
 
 CONVERSATIONS, PER_REQUEST = 40, 5  # 8 requests a batch; 40 once each is sent alone
 

@@ -7,24 +7,9 @@ import json
 
 import pytest
 
-from conftest import conversation, wait_until
-from test_cli import insights
-from test_grok_flow import FAST_RETRIES, worker_log
-
-BULK = {"BATCH_SIZE": 5, "BULK_FLUSH_SECONDS": 0.5, "BULK_TICK_SECONDS": 0.2, "BULK_POLL_SECONDS": 0.3,
-        "BULK_POLL_MAX_SECONDS": 1, "REQUEUE_SECONDS": 5, **FAST_RETRIES}
-BATCH_POST = "/api/v1/conversations/batch?lane=bulk"
-
-
-def post_bulk(client, texts: list[str]) -> list[str]:
-    answer = client.post(BATCH_POST, json={"conversations": [conversation(text) for text in texts]})
-    assert answer.status_code == 200, answer.text
-    return [result["conversation_id"] for result in answer.json()["results"]]
-
-
-def provider_batches(stack) -> list[tuple]:
-    return stack.sql("SELECT state, end_reason, conversations, prompt_tokens, completion_tokens FROM provider_batches "
-                     "ORDER BY created_at")
+from support import wait_until
+from support.cli import insights
+from support.traffic import BULK, conversation, post_bulk, provider_batches, worker_log
 
 
 def test_a_bulk_backfill_makes_no_real_time_call_and_is_stored_like_one(make_stack, grok, database_env):

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import GROK_KEY, wait_until
-from test_bulk_lane import BULK, post_bulk, provider_batches
-from test_grok_flow import post_all, worker_log
+from support import wait_until
+from support.grok import GROK_KEY
+from support.traffic import BULK, post_all, post_bulk, provider_batches, worker_log
+
 
 WRONG_KEY = "the-right-key-is-another"
 SET_ASIDE = "Grok cannot take a batch now"  # the real-time lane's line for a batch it sets aside

@@ -11,32 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import ROOT, wait_until
-
-ROOT_BIN = ROOT / ".venv" / "bin" / "insights"
-
-
-def insights(stack, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([str(ROOT_BIN), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-
-
-def migrated(stack):
-    """The stack's database, created as the Procfile's release step creates it (reading commands won't)."""
-    env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
-    subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "store.migrations"], cwd=ROOT, env=env, check=True, capture_output=True)
-    return stack
-
-
-def announced(stderr: str) -> list[str]:
-    """The lines of ``stderr`` after the one saying which database and Redis the command uses."""
-    first, *rest = stderr.splitlines()
-    assert first.startswith("insights: database "), stderr
-    return rest
-
-
-def write_lines(path, lines: list) -> None:
-    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+from support import ROOT, wait_until
+from support.cli import INSIGHTS, announced, insights, migrated, write_lines
 
 
 def test_import_export_reprocess_and_stats(make_stack, tmp_path, database_env):
@@ -113,7 +89,7 @@ def test_an_output_file_that_cannot_be_opened_is_one_line(make_stack, tmp_path):
 def test_a_reader_that_stops_early_ends_the_command_quietly(make_stack, command):
     stack = migrated(make_stack())
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([str(ROOT_BIN), *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen([str(INSIGHTS), *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()  # the reader is gone before the command writes anything (`insights stats | head -c 0`)
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 1
@@ -138,7 +114,7 @@ def test_import_keeps_lines_without_an_id_apart_and_adds_nothing_twice(make_stac
     grown = insights(stack, "import", "--no-progress", str(source))
     assert grown.stdout.startswith(f"{source}: 1 accepted, 4 already there")
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
-    piped = subprocess.run([str(ROOT_BIN), "import", "-", "--no-progress"], cwd=ROOT, env=env, input=source.read_text().replace("\n", "\r\n"),
+    piped = subprocess.run([str(INSIGHTS), "import", "-", "--no-progress"], cwd=ROOT, env=env, input=source.read_text().replace("\n", "\r\n"),
                            capture_output=True, text=True, timeout=120)
     assert piped.stdout.startswith("-: 0 accepted, 5 already there"), piped.stdout + piped.stderr
     assert stack.sql("SELECT COUNT(*) FROM conversations") == [(5,)]

@@ -12,8 +12,7 @@ import subprocess
 import pytest
 
 from support import ROOT, free_port
-from test_cli import ROOT_BIN, announced, migrated, write_lines
-from test_cli_safety import line, run
+from support.cli import INSIGHTS, announced, line, migrated, run, write_lines
 
 WINDOW = ("--start", "2026-01-01", "--end", "2026-01-02")
 READING = [["stats"], ["export", *WINDOW], ["report", *WINDOW, "--output", "out.html"], ["counts"], ["conversations", "list"],
@@ -120,7 +119,7 @@ def test_the_help_lists_every_command_with_its_summary():
     """``insights --help`` is made from the registry: each command on a line of its own, with its summary."""
     from cli.commands import COMMANDS
 
-    shown = subprocess.run([str(ROOT_BIN), "--help"], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+    shown = subprocess.run([str(INSIGHTS), "--help"], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
                            text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     listed = [re.fullmatch(r"  (.+?)  +(.+)", line).groups() for line in shown.stdout.split("\ncommands:\n")[1].splitlines()]

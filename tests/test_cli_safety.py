@@ -11,22 +11,11 @@ import signal
 import subprocess
 import time
 
-from conftest import ROOT
-from test_cli import ROOT_BIN, announced, migrated, write_lines
+from support import ROOT
+from support.cli import INSIGHTS, announced, line, migrated, run, write_lines
+
 
 BOM = "\ufeff"
-
-
-def run(stack, *args: str, cwd=ROOT, stdin: str | None = None, script: bool = False) -> subprocess.CompletedProcess:
-    """``insights`` (the console script, or ``scripts/insights``) in ``cwd``, without a terminal."""
-    command = [str(ROOT / "scripts" / "insights")] if script else [str(ROOT_BIN)]
-    env = {**os.environ, **stack.env}
-    env.pop("PYTHONPATH", None)  # as an operator runs it
-    return subprocess.run([*command, *args], cwd=cwd, env=env, input=stdin or "", capture_output=True, text=True, timeout=120)
-
-
-def line(text: str, **extra) -> dict:
-    return {"messages": [{"role": "customer", "content": text}], **extra}
 
 
 def test_reading_commands_never_create_a_database(make_stack, tmp_path):
@@ -138,7 +127,7 @@ def test_ctrl_c_at_the_question_is_a_no_without_a_traceback(make_stack):
     plant_dead_letter(stack)
     primary, secondary = pty.openpty()
     env = {**os.environ, **stack.env}
-    process = subprocess.Popen([str(ROOT_BIN), "dlq", "purge", "--all"], cwd=ROOT, env=env, stdin=secondary,
+    process = subprocess.Popen([str(INSIGHTS), "dlq", "purge", "--all"], cwd=ROOT, env=env, stdin=secondary,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_at_a_terminal)
     os.close(secondary)
     try:

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from conftest import conversation, wait_until
-from test_grok_crashes import IN_FLIGHT, wait_for_a_call_in_flight
-from test_grok_flow import post_all
+from support import wait_until
+from support.traffic import IN_FLIGHT, conversation, post_all, wait_for_a_call_in_flight
+
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import conversation
+from support.traffic import conversation
+
 
 POST = "/api/v1/conversations"
 TEXTS = {

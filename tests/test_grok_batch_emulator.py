@@ -7,10 +7,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import GROK_KEY, wait_until
 from insights.batch_api import BatchApi, completion_of, error_of
 from settings import load_settings
-from test_grok_emulator import MODEL, request_body
+from support import wait_until
+from support.grok import GROK_KEY, MODEL, request_body
 
 AUTH = {"Authorization": f"Bearer {GROK_KEY}"}
 

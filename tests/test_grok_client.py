@@ -12,13 +12,14 @@ import pytest
 import httpx
 import redis
 
-from conftest import GROK_KEY, IN_PROCESS_REDIS_DB, max_calls_in_any_window, redis_url
 from insights.analyzer import ConversationToAnalyze
 from insights.errors import GrokError, MisconfiguredError, RateLimited, TransientError, UnusableAnswer
 from insights.models import answering_model
 from insights.grok import Answer, GrokClient, PreparedCall, parse_retry_after
 from insights.outbound import OutboundGate
 from settings import load_settings
+from support.databases import IN_PROCESS_REDIS_DB, redis_url
+from support.grok import GROK_KEY, batch, make_client, max_calls_in_any_window
 
 
 @pytest.fixture
@@ -26,15 +27,6 @@ def gate() -> OutboundGate:
     client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
     client.flushdb()
     return OutboundGate(client, calls_per_second=50)
-
-
-def make_client(grok, gate, **env: str) -> GrokClient:
-    settings = load_settings({**grok.env, "GROK_READ_TIMEOUT_SECONDS": "2", **env})
-    return GrokClient(settings, gate)
-
-
-def batch(*texts: str) -> list[ConversationToAnalyze]:
-    return [ConversationToAnalyze(f"c{n}", [{"role": "customer", "content": text}]) for n, text in enumerate(texts)]
 
 
 def test_a_batch_is_analyzed_and_the_raw_response_kept(grok, gate):

@@ -3,20 +3,8 @@ Redis wipe, a database that refuses to store. Nothing is lost, nothing analyzed 
 
 from __future__ import annotations
 
-from conftest import wait_until
-from test_grok_flow import FAST_RETRIES, post_all, worker_log
-
-IN_FLIGHT = {"BATCH_SIZE": 4, "LEASE_SECONDS": 4, "REQUEUE_SECONDS": 4, "RECONCILE_INTERVAL_SECONDS": 0.5, **FAST_RETRIES}
-"""A call must end within the lease (the emulator answers in 2 s), or the reconciler takes it for lost."""
-
-
-def wait_for_a_call_in_flight(stack, grok) -> None:
-    """Until the database says ``processing`` for a batch whose call has not been answered."""
-    def processing() -> int:
-        return stack.sql("SELECT COUNT(*) FROM conversations WHERE status = 'processing'")[0][0]
-
-    wait_until(processing, timeout=30, interval=0.05, message="a batch claimed and its call in flight")
-    assert not grok.log(), "no call answered yet: the batch is at risk"
+from support import wait_until
+from support.traffic import FAST_RETRIES, IN_FLIGHT, post_all, wait_for_a_call_in_flight, worker_log
 
 
 def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(make_stack, grok, database_env):

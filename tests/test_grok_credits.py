@@ -12,13 +12,14 @@ import httpx
 import pytest
 import redis
 
-from conftest import GROK_KEY, IN_PROCESS_REDIS_DB, free_port, redis_url, wait_until
 from insights.credits import ACTION
 from insights.errors import CreditsExhausted, ProviderBusy, RateLimited, RequestRefused, TransientError
 from insights.outbound import OutboundGate
-from test_cli import insights
-from test_grok_client import batch, make_client
-from test_grok_flow import FAST_RETRIES, post_all
+from support import free_port, wait_until
+from support.cli import insights
+from support.databases import IN_PROCESS_REDIS_DB, redis_url
+from support.grok import GROK_KEY, batch, make_client
+from support.traffic import BULK, FAST_RETRIES, post_all, post_bulk
 
 pytestmark = pytest.mark.timeout(180)
 SHAPES = ("string", "error", "code")
@@ -212,7 +213,6 @@ def test_the_bulk_lane_out_of_credits_probes_once_a_pause_and_completes_when_the
     """The Batch API refuses for credits: not a refused key, nor a 429 to retry at every poll: both lanes
     hold, the bulk lane calls xAI only as the probe of each pause, and everything completes once credits
     return, no attempt spent."""
-    from test_bulk_lane import BULK, post_bulk
 
     pause = 2.0
     grok.configure(credits="string", credits_status=status, batch_delay=0.2)

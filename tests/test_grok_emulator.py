@@ -14,11 +14,10 @@ from typing import Iterator
 import httpx
 import pytest
 
-from conftest import GROK_KEY, GrokEmulator, max_calls_in_any_window
 from testing.config import EmulatorConfig
 from testing.rate_limits import Limits
+from support.grok import GROK_KEY, GrokEmulator, MODEL, max_calls_in_any_window, request_body
 
-MODEL = "grok-4-fast-non-reasoning"
 DEFAULTS = {name: value for name, value in asdict(EmulatorConfig()).items() if name != "api_key"}
 
 
@@ -35,12 +34,6 @@ def grok(emulator: GrokEmulator) -> GrokEmulator:
     emulator.configure(**DEFAULTS)
     emulator.control.post("/reset").raise_for_status()
     return emulator
-
-
-def request_body(*texts: str, model: str = MODEL) -> dict:
-    conversations = [{"conversation_id": f"c{n}", "messages": [{"role": "customer", "content": text}]} for n, text in enumerate(texts)]
-    return {"model": model, "messages": [{"role": "system", "content": "Analyze the conversations."},
-                                         {"role": "user", "content": json.dumps({"conversations": conversations})}]}
 
 
 def call(grok: GrokEmulator, *texts: str, model: str = MODEL, key: str = GROK_KEY) -> httpx.Response:
@@ -83,6 +76,7 @@ def test_requests_per_second_and_tokens_refuse_independently():
 
 # The process, over HTTP.
 
+@pytest.mark.processes
 def test_command_line_options(tmp_path: Path):
     options = ["--latency-median", "0.05", "--latency-sigma", "0.5", "--latency-max", "0.2", "--seed", "3",
                "--rps", "50", "--tpm", "100000", "--tpm-window", "5", "--context", "5000",

@@ -8,19 +8,10 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
-from test_cli import insights
-from conftest import GROK_KEY, ROOT, conversation, max_calls_in_any_window, wait_until
-
-POST = "/api/v1/conversations"
-FAST_RETRIES = {"BACKOFF_SECONDS": 0.1, "BATCH_FLUSH_SECONDS": 0.3, "INBOUND_RPS": 1000}
-
-
-def worker_log(stack) -> str:
-    return "".join(path.read_text() for path in sorted(stack.logs.glob("worker-*.log")))
-
-
-def post_all(client, texts: list[str]) -> list[str]:
-    return [client.post(POST, json=conversation(text)).json()["conversation_id"] for text in texts]
+from support import ROOT, wait_until
+from support.cli import insights
+from support.grok import GROK_KEY, max_calls_in_any_window
+from support.traffic import FAST_RETRIES, post_all, worker_log
 
 
 def test_bad_rows_poison_and_injection_stay_with_their_own_conversation(make_stack, grok, database_env):

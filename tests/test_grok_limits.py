@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from conftest import GrokEmulator, conversation, wait_until
-from test_grok_flow import FAST_RETRIES, POST, post_all
+from support import wait_until
+from support.grok import GrokEmulator
+from support.traffic import FAST_RETRIES, POST, conversation, post_all
+
 
 pytestmark = pytest.mark.timeout(180)
 

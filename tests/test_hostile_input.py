@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from conftest import conversation
-from test_cli import insights, write_lines
+from support.cli import insights, write_lines
+from support.traffic import conversation
+
 
 OVERFLOWING_TIMES = ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+05:00")
 

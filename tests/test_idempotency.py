@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import conversation
+from support.traffic import conversation
+
 
 POST, BATCH = "/api/v1/conversations", "/api/v1/conversations/batch"
 

@@ -10,8 +10,9 @@ from datetime import datetime
 import redis
 from peewee import SqliteDatabase
 
-from conftest import IN_PROCESS_REDIS_DB, conversation, redis_url
 from settings import load_settings
+from support.databases import IN_PROCESS_REDIS_DB, redis_url
+from support.traffic import conversation
 
 LIMIT = 5
 

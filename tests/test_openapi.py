@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from jsonschema import Draft202012Validator
 
-from conftest import conversation, wait_until
+from support import wait_until
+from support.traffic import conversation
 
 
 @pytest.fixture(scope="module")

@@ -12,24 +12,12 @@ import httpx
 import psutil
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, conversation, free_port, fresh_redis_url, wait_until
-from test_cli import migrated, write_lines
-from test_cli_safety import line, run
-
-
-def samples(text: str) -> dict[tuple[str, frozenset], float]:
-    """Every sample of a Prometheus exposition as ``{(name, labels): value}``."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(found: dict, name: str, **labels: str) -> float:
-    return found.get((name, frozenset(labels.items())), 0.0)
+from support import BIN, ROOT, free_port, wait_until
+from support.cli import line, migrated, run, write_lines
+from support.databases import fresh_redis_url
+from support.metrics import samples, value
+from support.traffic import conversation
 
 
 def test_web_and_worker_metrics(make_stack):
@@ -80,11 +68,12 @@ def test_a_worker_counts_and_says_the_ids_its_database_does_not_hold(make_stack,
     assert f"2 conversation id(s) not in this worker's database (SQLite at {stack.env['DB_PATH']}), dropped" in said[0]
 
 
+@pytest.mark.processes
 def test_the_procfile_runs_under_honcho_with_several_web_workers(tmp_path):
     port = free_port()
     env = {
         **os.environ,
-        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",
         "REDIS_URL": fresh_redis_url(),
@@ -139,6 +128,7 @@ def test_compose_runs_the_procfile_processes_on_postgres():
     assert services["web"]["depends_on"] == {"release": {"condition": "service_completed_successfully"}}
 
 
+@pytest.mark.processes
 def test_docker_compose_accepts_the_file():
     docker = shutil.which("docker")
     if not docker or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:

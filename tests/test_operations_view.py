@@ -7,11 +7,10 @@ from datetime import datetime
 
 import pytest
 
-from conftest import conversation
-from test_grok_flow import FAST_RETRIES
 
 from store import queries, reports
 from store.models import Conversation
+from support.traffic import FAST_RETRIES, conversation
 
 LIST = "/api/v1/conversations"
 

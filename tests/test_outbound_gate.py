@@ -13,9 +13,10 @@ import time
 import pytest
 import redis
 
-from conftest import IN_PROCESS_REDIS_DB, max_calls_in_any_window, redis_url
 from insights.errors import OverBudget, ProviderBusy
 from insights.outbound import OutboundGate
+from support.databases import IN_PROCESS_REDIS_DB, redis_url
+from support.grok import max_calls_in_any_window
 
 
 def gates(count: int, **options) -> list[OutboundGate]:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import conversation
 from insights.analyzer import ConversationToAnalyze
 from insights.grok import GrokClient
 from testing.prompt_cache import PrefixCache
 from cli.html_report import percent
 from settings import load_settings
-from test_cli import insights
+from support.cli import insights
+from support.traffic import conversation
 
 MODEL = "grok-4-fast-non-reasoning"
 SYSTEM = {"role": "system", "content": "s" * 400}  # 100 tokens

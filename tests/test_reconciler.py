@@ -9,11 +9,13 @@ import sys
 import time
 from datetime import timedelta
 
+import pytest
 import redis
 
-from conftest import IN_PROCESS_REDIS_DB, ROOT, redis_url
 from store import claims, queries
 from store.models import Conversation
+from support import ROOT
+from support.databases import IN_PROCESS_REDIS_DB, redis_url
 
 
 def stale(count: int, seconds_ago: float) -> list[str]:
@@ -97,6 +99,7 @@ def race(what: str, env: dict[str, str]) -> list[list[str]]:
     return [json.loads(out.strip().splitlines()[-1]) for out, _err in outputs]
 
 
+@pytest.mark.processes
 def test_two_processes_starting_together_migrate_once_and_reclaim_each_conversation_once(database_env, tmp_path):
     env = {**os.environ, **database_env, "PYTHONPATH": str(ROOT), "REDIS_URL": redis_url(IN_PROCESS_REDIS_DB)}
     first, second = race("migrate", env)
@@ -111,7 +114,6 @@ def test_two_processes_starting_together_migrate_once_and_reclaim_each_conversat
     first, second = race("reclaim", env)
     assert not set(first) & set(second), "no stale conversation is sent by both"
     assert sorted(first + second) == sorted(ids)
-
 
 
 def test_beside_a_dead_workers_conversations_a_live_ones_stay_in_its_call(db):

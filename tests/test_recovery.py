@@ -8,10 +8,11 @@ import threading
 import httpx
 import redis
 
-from test_cli import insights
-from conftest import IN_PROCESS_REDIS_DB, conversation, fresh_redis_url_through, redis_address, redis_url
 from local.embedded_redis import EmbeddedRedis
-from tcp_proxy import TcpProxy
+from support.cli import insights
+from support.databases import IN_PROCESS_REDIS_DB, fresh_redis_url_through, redis_address, redis_url
+from support.proxy import TcpProxy
+from support.traffic import conversation
 
 
 def test_a_redis_wipe_loses_no_accepted_conversation(make_stack):

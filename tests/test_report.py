@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from cli import report_demo
 from store import claims, counts, queries, reports, trends
+from support import ROOT
+from support.cli import INSIGHTS
 
 HOSTILE = '<script>alert("x")</script> & <img src=http://example.invalid/x.png>'
 
@@ -41,7 +42,7 @@ def chromium() -> tuple[str, str]:
 
 def write_report(database_env: dict[str, str], output: Path, *window: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **database_env, "PYTHONPATH": str(ROOT)}
-    command = [str(ROOT / ".venv" / "bin" / "insights"), "report", "--start", window[0], "--end", window[1], "--output", str(output)]
+    command = [str(INSIGHTS), "report", "--start", window[0], "--end", window[1], "--output", str(output)]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -80,6 +81,7 @@ def rendered(chromium: tuple[str, str], page: Path, profile: Path) -> dict:
         driver.quit()
 
 
+@pytest.mark.processes
 @pytest.mark.timeout(1200)  # the first run may install Chromium
 def test_the_report_draws_its_charts_offline_and_agrees_with_the_store(db, database_env, chromium, tmp_path):
     rng = random.Random(5)
@@ -110,6 +112,7 @@ def test_the_report_draws_its_charts_offline_and_agrees_with_the_store(db, datab
     assert facts["png"][:8] == b"\x89PNG\r\n\x1a\n" and len(facts["png"]) > 20_000
 
 
+@pytest.mark.processes
 def test_a_report_of_an_empty_window_and_bad_arguments(db, database_env, tmp_path):
     output = tmp_path / "empty.html"
     finished = write_report(database_env, output, "2030-01-01T00:00:00Z", "2030-01-01T06:00:00Z")

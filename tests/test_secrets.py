@@ -11,11 +11,12 @@ import sys
 
 import pytest
 
-from conftest import ROOT, free_port, fresh_redis_url
 from settings.secrets import mask_url, redact
 from store import claims, results
 from store.models import Conversation
-from test_store import add, result
+from support import ROOT, free_port
+from support.databases import fresh_redis_url
+from support.rows import add, result
 
 KEY = "xai-Sup3rSecretKey-0123456789"
 
@@ -91,6 +92,7 @@ log.warning("Incorrect API key provided: %s***", KEY[:8])
 """
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_no_log_line_holds_the_key_not_even_a_traceback(log_format):
     env = {**os.environ, "GROK_API_KEY": KEY, "LOG_FORMAT": log_format, "PYTHONPATH": str(ROOT)}
@@ -102,6 +104,7 @@ def test_no_log_line_holds_the_key_not_even_a_traceback(log_format):
     assert KEY not in logged and KEY[:8] not in logged, logged
 
 
+@pytest.mark.processes
 def test_scripts_run_shows_the_redis_url_without_its_password(tmp_path):
     url = fresh_redis_url()
     if not url.startswith("redis://"):

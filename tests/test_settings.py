@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from conftest import ROOT
 from settings import ConfigError, load_settings
+from support import ROOT
 
 
 def test_defaults_come_from_config_toml():
@@ -77,7 +77,7 @@ def test_the_settings_repr_shows_no_secret():
     assert not [word for word in ("dbsecret", "redissecret", "keysecret") if word in repr(settings)], repr(settings)
 
 
-
+@pytest.mark.processes
 @pytest.mark.parametrize(
     "command",
     [

@@ -10,7 +10,8 @@ import time
 import httpx
 import pytest
 
-from conftest import conversation
+from support.traffic import conversation
+
 
 BODY_TIMEOUT = 1.5
 CONCURRENCY = 4

@@ -10,7 +10,6 @@ import pytest
 from peewee import PostgresqlDatabase, SqliteDatabase
 
 from insights.schemas import AnalysisResult, InsightRow
-from settings import load_settings
 from store import claims, insight_writes, queries, results, rollup_check, workers
 from store.migrations import migrate
 from store.models import (
@@ -22,30 +21,7 @@ from store.models import (
     InsightUsage,
     WorkerLease,
 )
-
-SETTINGS = load_settings({})  # how a worker prices tokens and redacts reasons
-
-
-def new(conversation_id: str, payload_hash: str | None = None) -> queries.NewConversation:
-    now = queries.utcnow()
-    return queries.NewConversation(conversation_id, "{}", payload_hash or f"hash-{conversation_id}", now, now)
-
-
-def add(conversation_id: str) -> None:
-    assert queries.insert_conversations([new(conversation_id)]) == [queries.InsertOutcome.CREATED]
-
-
-def result(claim: claims.Claim, rows: list[str], rejected: dict[str, str] | None = None) -> AnalysisResult:
-    """The analysis of ``claim``'s conversations: a row for each of ``rows``."""
-    return AnalysisResult(
-        conversation_ids=[c.id for c in claim.conversations],
-        rows=[InsightRow(conversation_id=i, sentiment_score=0.5, clusters=["Billing Issue"], confidence=0.8, reasoning=" ok ") for i in rows],
-        rejected=rejected or {},
-        model="test-model",
-        prompt_version="p1",
-        raw_response='{"raw": true}',
-        claim_token=claim.token,
-    )
+from support.rows import SETTINGS, add, new, result
 
 
 def test_migrations_run_once_and_keep_data(db):

@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from conftest import conversation
 from insights.analyzer import ConversationToAnalyze
 from insights.grok import GrokClient
 from insights.offline import OfflineAnalyzer
 from insights.schemas import InsightRow
 from insights.taxonomy import Taxonomy
 from settings import TaxonomyEntry, load_settings
-from test_cli import insights
+from support.cli import insights
+from support.traffic import conversation
 
 CLOSED = Taxonomy.of(load_settings({}))
 OPEN = Taxonomy(CLOSED.entries, closed=False)

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from conftest import conversation
 from insights.schemas import AnalysisResult, InsightRow, request_models
 from settings import get_settings, load_settings
 from store import claims, counts, queries, reports, results
 from store.migrations import migrate
 from store.models import Conversation, Insight
-from test_cli import insights, write_lines
+from support.cli import insights, write_lines
+from support.traffic import conversation
 
 SETTINGS = load_settings({})  # how a worker prices tokens and redacts reasons
 

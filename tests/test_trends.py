@@ -10,12 +10,12 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
-from test_counts import CLUSTERS, EPOCH, MIN_CONFIDENCES, THRESHOLDS, add_conversations, backfilled, store_round
 
 from insights.schemas import sentiment_label
 from store import counts, queries, rollup_check, trends
 from store.migrations import migrate
 from store.models import Insight, InsightClusterCell, InsightClusterConfidenceCount, InsightClusterScoreCount, InsightScoreCount
+from support.history import CLUSTERS, EPOCH, MIN_CONFIDENCES, THRESHOLDS, add_conversations, backfilled, store_round
 
 
 def tally(query: trends.TrendQuery) -> dict[datetime, tuple[Counter, float, Counter]]:

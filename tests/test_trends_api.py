@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import conversation
+from support.traffic import conversation
+
 
 TRENDS = "/api/v1/insights/trends"
 DAY = datetime(2026, 5, 4, tzinfo=timezone.utc)

@@ -8,8 +8,9 @@ import signal
 import time
 from collections import Counter
 
-from conftest import wait_until
-from test_grok_flow import FAST_RETRIES, post_all
+from support import wait_until
+from support.traffic import FAST_RETRIES, post_all
+
 
 SHORT_LEASE = {"BATCH_SIZE": 4, "LEASE_SECONDS": 3, "RECONCILE_INTERVAL_SECONDS": 0.3, **FAST_RETRIES}
 """A lease far shorter than a call: only its renewal keeps the calls in flight from being sent again."""

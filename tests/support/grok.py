@@ -1,22 +1,26 @@
-"""The local xAI emulator (``testing/emulator.py``) as the tests run it: a process of its own with its
-control API, and the ``grok`` fixture."""
+"""The local xAI emulator (``testing/emulator.py``) as the tests run it, a process of its own with its
+control API; requests to it, and the real Grok client pointed at it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import httpx
-import pytest
 
-from support import ROOT, free_port, wait_until  # first: it puts the project on sys.path
-
-from local.supervisor import stop_all  # noqa: E402
+from insights.analyzer import ConversationToAnalyze
+from insights.grok import GrokClient
+from insights.outbound import OutboundGate
+from local.supervisor import stop_all
+from settings import load_settings
+from support import ROOT, free_port, wait_until
 
 GROK_KEY = "xai-test-key-0123456789abcdef"
+MODEL = "grok-4-fast-non-reasoning"
 
 
 class GrokEmulator:
@@ -30,7 +34,7 @@ class GrokEmulator:
         command = [sys.executable, "-m", "testing.emulator", "--port", str(self.port), "--api-key", GROK_KEY, "--latency", str(latency), *args]
         self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                         stdout=open(logs / "grok-emulator.log", "wb"), stderr=subprocess.STDOUT)
-        wait_until(self._answers, timeout=30, interval=0.1, message="the Grok emulator to start")
+        wait_until(self._answers, timeout=30, message="the Grok emulator to start")
 
     def _answers(self) -> bool:
         try:
@@ -56,14 +60,24 @@ class GrokEmulator:
         stop_all([self.process])
 
 
-@pytest.fixture
-def grok(tmp_path: Path) -> Iterator[GrokEmulator]:
-    emulator = GrokEmulator(tmp_path)
-    yield emulator
-    emulator.stop()
-
-
 def max_calls_in_any_window(times: list[float], window: float = 1.0) -> int:
     """The most call arrival times that fall within any span of ``window`` seconds."""
     times = sorted(times)
     return max((sum(1 for t in times[i:] if t - start < window) for i, start in enumerate(times)), default=0)
+
+
+def request_body(*texts: str, model: str = MODEL) -> dict:
+    """A chat completion request analyzing ``texts``, as a plain dictionary."""
+    conversations = [{"conversation_id": f"c{n}", "messages": [{"role": "customer", "content": text}]} for n, text in enumerate(texts)]
+    return {"model": model, "messages": [{"role": "system", "content": "Analyze the conversations."},
+                                         {"role": "user", "content": json.dumps({"conversations": conversations})}]}
+
+
+def make_client(grok: GrokEmulator, gate: OutboundGate, **env: str) -> GrokClient:
+    """The real Grok client, in this process, pointed at ``grok``."""
+    settings = load_settings({**grok.env, "GROK_READ_TIMEOUT_SECONDS": "2", **env})
+    return GrokClient(settings, gate)
+
+
+def batch(*texts: str) -> list[ConversationToAnalyze]:
+    return [ConversationToAnalyze(f"c{n}", [{"role": "customer", "content": text}]) for n, text in enumerate(texts)]
