@@ -62,6 +62,7 @@ def test_the_benchmarks_stay_out_of_the_package_and_the_image() -> None:
     assert "benchmarks" in (ROOT / ".dockerignore").read_text().splitlines()
 
 
+@pytest.mark.processes
 def test_a_run_undoes_what_it_started(postgres_server_url: str) -> None:
     port = free_port()
     with Run("bench-test-", postgres=postgres_server_url) as run:
@@ -76,6 +77,7 @@ def test_a_run_undoes_what_it_started(postgres_server_url: str) -> None:
     assert database not in postgres_databases(postgres_server_url)
 
 
+@pytest.mark.processes
 def test_a_run_without_a_redis_url_embeds_one_and_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REDIS_URL")
     with Run("bench-test-") as run:

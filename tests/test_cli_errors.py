@@ -115,6 +115,7 @@ def test_the_clis_docstring_names_exactly_the_registrys_commands():
     assert sorted(documented) == sorted(names)
 
 
+@pytest.mark.processes
 def test_the_help_lists_every_command_with_its_summary():
     """``insights --help`` is made from the registry: each command on a line of its own, with its summary."""
     from cli.commands import COMMANDS

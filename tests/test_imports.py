@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from support import ROOT, free_port
 
 PACKAGES = ("actors", "api", "cli", "insights", "store", "settings", "telemetry", "local", "testing")
@@ -24,6 +26,8 @@ MODULES = ("ingress",)  # top-level modules beside the packages
 # whose one line is the web's entry point building its app). Any attempt to open a socket is recorded.
 IMPORT_EVERYTHING = """
 import importlib, pkgutil, socket, sys
+
+import pytest
 
 attempts = []
 real_connect = socket.socket.connect
@@ -53,6 +57,7 @@ print(len(names))
 """
 
 
+@pytest.mark.processes
 def test_importing_any_module_builds_nothing_even_with_a_bad_configuration():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
            "BATCH_SIZE": "banana", "DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none"}
@@ -75,6 +80,7 @@ print(sorted(broker.actors) if broker else [])
 """
 
 
+@pytest.mark.processes
 def test_the_web_and_the_cli_import_no_actor():
     checked = subprocess.run([sys.executable, "-c", SENDERS_ONLY], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                              capture_output=True, text=True, timeout=120)
