@@ -16,14 +16,20 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-
 from support import databases
-from support.databases import IN_PROCESS_REDIS_DB, POSTGRES_ADMIN, copy_postgres, empty_postgres, postgres_admin, redis_url
+from support.databases import (
+    IN_PROCESS_REDIS_DB,
+    POSTGRES_ADMIN,
+    copy_postgres,
+    empty_postgres,
+    postgres_admin,
+    redis_url,
+)
 from support.grok import GrokEmulator
 from support.proxy import TcpProxy
 from support.stack import StackFactory
@@ -63,8 +69,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
 
 def _refuse_processes_in_process(event: str, args: tuple) -> None:
     if _running and event in PROCESS_EVENTS:
-        raise RuntimeError(f"{_running[0].nodeid} starts a process ({event}): mark it processes "
-                           "(@pytest.mark.processes), or use a fixture of conftest.PROCESS_FIXTURES")
+        raise RuntimeError(
+            f"{_running[0].nodeid} starts a process ({event}): mark it processes "
+            "(@pytest.mark.processes), or use a fixture of conftest.PROCESS_FIXTURES"
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

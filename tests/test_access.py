@@ -8,11 +8,11 @@ import os
 import subprocess
 
 import pytest
-
-from api.access import Verdict, authorize, hash_key, new_key
 from support import ROOT
 from support.cli import INSIGHTS
 from support.traffic import conversation
+
+from api.access import Verdict, authorize, hash_key, new_key
 
 INGEST_KEY, INGEST_ENTRY = new_key(["ingest"])
 READ_KEY, READ_ENTRY = new_key(["read"])
@@ -47,10 +47,17 @@ def test_posting_needs_the_ingest_scope(stack):
     assert client.post("/api/v1/conversations", json=conversation(), headers=bearer("ci_wrong")).status_code == 401
     forbidden = client.post("/api/v1/conversations", json=conversation(), headers=bearer(READ_KEY))
     assert forbidden.status_code == 403 and forbidden.json()["error"] == {
-        "code": "forbidden", "message": "This API key lacks the 'ingest' scope.", "scope": "ingest"}
+        "code": "forbidden",
+        "message": "This API key lacks the 'ingest' scope.",
+        "scope": "ingest",
+    }
     assert client.post("/api/v1/conversations", json=conversation(), headers=bearer(INGEST_KEY)).status_code == 202
-    assert client.post("/api/v1/conversations", json=conversation("x"), headers={"X-API-Key": BOTH_KEY}).status_code == 202
-    batch = client.post("/api/v1/conversations/batch", json={"conversations": [conversation()]}, headers=bearer(READ_KEY))
+    assert (
+        client.post("/api/v1/conversations", json=conversation("x"), headers={"X-API-Key": BOTH_KEY}).status_code == 202
+    )
+    batch = client.post(
+        "/api/v1/conversations/batch", json={"conversations": [conversation()]}, headers=bearer(READ_KEY)
+    )
     assert batch.status_code == 403
     keyless = client.post("/api/v1/conversations/batch", json={"conversations": [conversation("batch without key")]})
     assert keyless.status_code == 401 and keyless.json()["error"]["code"] == "unauthorized"
@@ -60,7 +67,12 @@ def test_posting_needs_the_ingest_scope(stack):
 def test_reading_needs_the_read_scope(stack):
     client = stack.client
     window = {"start_time": "2020-01-01", "end_time": "2100-01-01"}
-    for path in ("/api/v1/insights", "/api/v1/insights/summary", "/api/v1/conversations/whatever", "/api/v1/conversations"):
+    for path in (
+        "/api/v1/insights",
+        "/api/v1/insights/summary",
+        "/api/v1/conversations/whatever",
+        "/api/v1/conversations",
+    ):
         assert client.get(path, params=window).status_code == 401
         assert client.get(path, params=window, headers=bearer(INGEST_KEY)).status_code == 403
     assert client.get("/api/v1/insights", params=window, headers=bearer(READ_KEY)).status_code == 200
@@ -83,19 +95,44 @@ def test_idempotency_keys_are_scoped_to_the_api_key(stack):
     """Two clients choosing the same Idempotency-Key name their own conversations, never each other's."""
     client = stack.client
     for path in ("/api/v1/conversations", "/api/v1/conversations/batch"):
-        body = conversation("shared key") if path.endswith("conversations") else {"conversations": [conversation("shared key")]}
-        answers = [client.post(path, json=body, headers={**bearer(key), "Idempotency-Key": "order-1"}) for key in (INGEST_KEY, BOTH_KEY)]
-        assert [a.status_code for a in answers] == ([202, 202] if path.endswith("conversations") else [200, 200]), answers[1].text
-        assert answers[0].json() != answers[1].json() and "accepted" in answers[1].text, "the second is no duplicate of the first"
-        other = client.post(path, json={"conversations": [conversation("other")]} if path.endswith("batch") else conversation("other"),
-                            headers={**bearer(BOTH_KEY), "Idempotency-Key": "order-2"})
+        body = (
+            conversation("shared key")
+            if path.endswith("conversations")
+            else {"conversations": [conversation("shared key")]}
+        )
+        answers = [
+            client.post(path, json=body, headers={**bearer(key), "Idempotency-Key": "order-1"})
+            for key in (INGEST_KEY, BOTH_KEY)
+        ]
+        assert [a.status_code for a in answers] == ([202, 202] if path.endswith("conversations") else [200, 200]), (
+            answers[1].text
+        )
+        assert answers[0].json() != answers[1].json() and "accepted" in answers[1].text, (
+            "the second is no duplicate of the first"
+        )
+        other = client.post(
+            path,
+            json={"conversations": [conversation("other")]} if path.endswith("batch") else conversation("other"),
+            headers={**bearer(BOTH_KEY), "Idempotency-Key": "order-2"},
+        )
         assert other.status_code in (200, 202)
         mine = client.post(path, json=body, headers={**bearer(INGEST_KEY), "Idempotency-Key": "order-2"})
-        assert mine.status_code in (200, 202) and "idempotency_key_reused" not in mine.text, "another client's key is not mine"
+        assert mine.status_code in (200, 202) and "idempotency_key_reused" not in mine.text, (
+            "another client's key is not mine"
+        )
 
 
-PATH_SPELLINGS = ("//api/v1/{}", "/api//v1/{}", "/api/v1//{}", "/./api/v1/{}", "/api/v1/./{}", "/api/v1/{}/",
-                  "/%61pi/v1/{}", "/api/v1/x/../{}", "///api/v1/{}")
+PATH_SPELLINGS = (
+    "//api/v1/{}",
+    "/api//v1/{}",
+    "/api/v1//{}",
+    "/./api/v1/{}",
+    "/api/v1/./{}",
+    "/api/v1/{}/",
+    "/%61pi/v1/{}",
+    "/api/v1/x/../{}",
+    "///api/v1/{}",
+)
 
 
 def raw_request(port: int, method: str, target: str, body: bytes | None = None) -> int:
@@ -148,10 +185,12 @@ def test_without_keys_the_service_says_it_is_open(make_stack):
 @pytest.mark.processes
 def test_the_cli_makes_keys():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    made = subprocess.run([str(INSIGHTS), "apikey", "--scopes", "read"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    made = subprocess.run(
+        [str(INSIGHTS), "apikey", "--scopes", "read"], env=env, capture_output=True, text=True, timeout=60
+    )
     key = made.stdout.split("key (give it to the client; it is not stored anywhere): ")[1].split()[0]
     assert f"sha256:{hash_key(key)}:read" in made.stdout
-    bad = subprocess.run([str(INSIGHTS), "apikey", "--scopes", "admin"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [str(INSIGHTS), "apikey", "--scopes", "admin"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2

@@ -6,9 +6,7 @@ import json
 
 import httpx
 import pytest
-
 from support.traffic import conversation
-
 
 POST = "/api/v1/conversations"
 JSON_HEADERS = {"content-type": "application/json"}
@@ -79,25 +77,39 @@ def test_same_id_same_payload_is_accepted_once(stack, client):
 def test_nested_key_order_and_timestamp_spellings_do_not_change_the_payload(stack, client):
     """The canonical payload sorts keys at every depth and normalises timestamps: a client resending the
     same conversation, serialised by another library, gets the same 202 and enqueues nothing."""
-    def body(metadata: dict, timestamps: tuple[str, str]) -> dict:
-        return {"conversation_id": "idem-nested", "metadata": metadata,
-                "messages": [{"role": "customer", "content": "hi", "timestamp": timestamps[0]},
-                             {"content": "hello", "timestamp": timestamps[1], "role": "agent"}]}
 
-    first = body({"ticket": {"priority": "high", "tags": ["a", "b"], "owner": {"team": "x", "id": 7}}, "channel": "chat"},
-                 ("2026-01-01T10:00:00Z", "2026-01-01T10:00:01.500000Z"))
+    def body(metadata: dict, timestamps: tuple[str, str]) -> dict:
+        return {
+            "conversation_id": "idem-nested",
+            "metadata": metadata,
+            "messages": [
+                {"role": "customer", "content": "hi", "timestamp": timestamps[0]},
+                {"content": "hello", "timestamp": timestamps[1], "role": "agent"},
+            ],
+        }
+
+    first = body(
+        {"ticket": {"priority": "high", "tags": ["a", "b"], "owner": {"team": "x", "id": 7}}, "channel": "chat"},
+        ("2026-01-01T10:00:00Z", "2026-01-01T10:00:01.500000Z"),
+    )
     assert client.post(POST, json=first).status_code == 202
     queued = queued_messages(stack)
-    for spelling in [("2026-01-01T10:00:00+00:00", "2026-01-01T10:00:01.5Z"),
-                     ("2026-01-01T11:00:00+01:00", "2026-01-01T10:00:01.500+00:00"),
-                     ("2026-01-01T10:00:00.000000Z", "2026-01-01T05:00:01.5-05:00")]:
-        again = body({"channel": "chat", "ticket": {"owner": {"id": 7, "team": "x"}, "tags": ["a", "b"], "priority": "high"}},
-                     spelling)
+    for spelling in [
+        ("2026-01-01T10:00:00+00:00", "2026-01-01T10:00:01.5Z"),
+        ("2026-01-01T11:00:00+01:00", "2026-01-01T10:00:01.500+00:00"),
+        ("2026-01-01T10:00:00.000000Z", "2026-01-01T05:00:01.5-05:00"),
+    ]:
+        again = body(
+            {"channel": "chat", "ticket": {"owner": {"id": 7, "team": "x"}, "tags": ["a", "b"], "priority": "high"}},
+            spelling,
+        )
         response = client.post(POST, json=again)
         assert response.status_code == 202, (spelling, response.text)
     assert queued_messages(stack) == queued, "a duplicate must not be enqueued again"
-    reordered_list = body({"channel": "chat", "ticket": {"owner": {"id": 7, "team": "x"}, "tags": ["b", "a"], "priority": "high"}},
-                          ("2026-01-01T10:00:00Z", "2026-01-01T10:00:01.5Z"))
+    reordered_list = body(
+        {"channel": "chat", "ticket": {"owner": {"id": 7, "team": "x"}, "tags": ["b", "a"], "priority": "high"}},
+        ("2026-01-01T10:00:00Z", "2026-01-01T10:00:01.5Z"),
+    )
     assert client.post(POST, json=reordered_list).status_code == 409, "list order is content"
 
 
@@ -123,7 +135,9 @@ def test_wrong_content_type_is_415(client):
 
 
 def test_json_with_charset_is_accepted(client):
-    response = client.post(POST, content=json.dumps(conversation()), headers={"content-type": "application/json; charset=utf-8"})
+    response = client.post(
+        POST, content=json.dumps(conversation()), headers={"content-type": "application/json; charset=utf-8"}
+    )
     assert response.status_code == 202
 
 
@@ -224,8 +238,11 @@ def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"redis": "ok", "database": "ok"},
-                            "grok": {"state": "available", "reason": None, "seconds_left": 0.0}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"redis": "ok", "database": "ok"},
+        "grok": {"state": "available", "reason": None, "seconds_left": 0.0},
+    }
 
 
 INSIGHTS = "/api/v1/insights"
@@ -281,11 +298,14 @@ def test_an_empty_window_answers_an_empty_page(client):
     }
 
 
-@pytest.mark.parametrize("start, end", [
-    ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"),  # whole days from the first to the last
-    ("9999-12-31T00:00:01Z", "9999-12-31T23:59:59Z"),  # no midnight after the start
-    ("0001-01-01T00:00:01Z", "0001-01-02T00:00:01Z"),
-])
+@pytest.mark.parametrize(
+    "start, end",
+    [
+        ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"),  # whole days from the first to the last
+        ("9999-12-31T00:00:01Z", "9999-12-31T23:59:59Z"),  # no midnight after the start
+        ("0001-01-01T00:00:01Z", "0001-01-02T00:00:01Z"),
+    ],
+)
 def test_windows_at_the_ends_of_the_calendar_are_counted(client, start, end):
     for extra in ({}, {"sentiment": "neutral", "min_confidence": "0.33"}):
         response = client.get(INSIGHTS, params={"start_time": start, "end_time": end, **extra})
@@ -294,7 +314,9 @@ def test_windows_at_the_ends_of_the_calendar_are_counted(client, start, end):
 
 
 def test_times_without_offset_are_utc(client):
-    response = client.get(INSIGHTS, params={"start_time": "2026-01-01T00:00:00", "end_time": "2026-01-01T05:00:00+02:00"})
+    response = client.get(
+        INSIGHTS, params={"start_time": "2026-01-01T00:00:00", "end_time": "2026-01-01T05:00:00+02:00"}
+    )
     assert response.json()["metadata"]["time_window"] == {
         "start_time": "2026-01-01T00:00:00Z",
         "end_time": "2026-01-01T03:00:00Z",

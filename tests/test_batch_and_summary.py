@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from support.traffic import conversation
-
 
 BATCH = "/api/v1/conversations/batch"
 
@@ -35,14 +33,24 @@ def test_each_item_of_a_batch_gets_its_own_result(make_stack, database_env):
     response = client.post(BATCH, json={"conversations": items})
     assert response.status_code == 200
     results = response.json()["results"]
-    assert [r["status"] for r in results] == ["accepted", "duplicate", "conflict", "invalid", "invalid", "accepted", "duplicate"]
+    assert [r["status"] for r in results] == [
+        "accepted",
+        "duplicate",
+        "conflict",
+        "invalid",
+        "invalid",
+        "accepted",
+        "duplicate",
+    ]
     assert [r["index"] for r in results] == list(range(7))
     assert results[0]["conversation_id"].startswith("conv_")
     assert results[3]["errors"][0]["path"] == "messages"
     assert response.json()["summary"] == {"accepted": 2, "duplicate": 2, "conflict": 1, "invalid": 2}
     assert client.get(f"/api/v1/conversations/{results[0]['conversation_id']}").json()["status"] == "queued"
     sent = sorted((json.loads(raw)["args"][0] for raw in stack.redis.hvals("insights:collect.msgs")), key=len)
-    assert sent == [["known"], [results[0]["conversation_id"], "batch-2"]], "one message per commit, not per conversation"
+    assert sent == [["known"], [results[0]["conversation_id"], "batch-2"]], (
+        "one message per commit, not per conversation"
+    )
 
 
 def test_batch_is_no_conversation_id(web):
@@ -65,7 +73,11 @@ def test_batch_is_no_conversation_id(web):
     ],
 )
 def test_bad_batches_are_refused_whole(web, body, status, code):
-    kwargs = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+    kwargs = (
+        {"content": body, "headers": {"content-type": "application/json"}}
+        if isinstance(body, bytes)
+        else {"json": body}
+    )
     response = web.post(BATCH, **kwargs)
     assert response.status_code == status and response.json()["error"]["code"] == code
 
@@ -75,7 +87,9 @@ def test_a_batch_body_over_its_limit_is_413_whether_announced_or_streamed(make_s
     client = stack.start_web()
     body = json.dumps({"conversations": [conversation("x" * 10_000) for _ in range(6)]}).encode()
     announced = client.post(BATCH, content=body, headers={"content-type": "application/json"})
-    streamed = client.post(BATCH, content=iter([body[:30_000], body[30_000:]]), headers={"content-type": "application/json"})
+    streamed = client.post(
+        BATCH, content=iter([body[:30_000], body[30_000:]]), headers={"content-type": "application/json"}
+    )
     for response in (announced, streamed):
         assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
         assert response.json()["error"]["max_body_bytes"] == 50_000
@@ -97,13 +111,17 @@ def test_batch_items_count_against_the_inbound_limit(make_stack):
 def test_summary_of_a_window(make_stack, database_env):
     stack = make_stack(BATCH_SIZE=10, BATCH_FLUSH_SECONDS=0.3, INBOUND_RPS=1000, **database_env)
     client = stack.start_web()
-    start = datetime.now(timezone.utc) - timedelta(seconds=1)
-    texts = ["I love it, thank you!"] * 3 + ["Charged twice, awful, I want a refund."] * 2 + ["Where is my package tracking?"]
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    texts = (
+        ["I love it, thank you!"] * 3
+        + ["Charged twice, awful, I want a refund."] * 2
+        + ["Where is my package tracking?"]
+    )
     results = client.post(BATCH, json={"conversations": [conversation(t) for t in texts]}).json()["results"]
     ids = [r["conversation_id"] for r in results]
     stack.start_worker()
     stack.settled(client, ids)
-    window = {"start_time": start.isoformat(), "end_time": (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()}
+    window = {"start_time": start.isoformat(), "end_time": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()}
 
     summary = client.get("/api/v1/insights/summary", params=window).json()
     assert summary["sentiment"]["counts"] == {"positive": 3, "neutral": 1, "negative": 2}
@@ -133,8 +151,11 @@ def test_resending_a_partly_accepted_batch_makes_progress(make_stack, database_e
         rounds.append(response.json()["summary"])
         if "retry-after" in response.headers:
             time.sleep(int(response.headers["retry-after"]))  # what a client is told to do
-    assert rounds == [{"accepted": 5, "rate_limited": 7}, {"duplicate": 5, "accepted": 5, "rate_limited": 2},
-                      {"duplicate": 10, "accepted": 2}]
+    assert rounds == [
+        {"accepted": 5, "rate_limited": 7},
+        {"duplicate": 5, "accepted": 5, "rate_limited": 2},
+        {"duplicate": 10, "accepted": 2},
+    ]
     fillers = client.post(BATCH, json={"conversations": [conversation(f"filler {n}") for n in range(5)]}).json()
     assert fillers["summary"]["rate_limited"] >= 1, "the limit is used up"
     again = client.post("/api/v1/conversations", json=conversation("backfill 0", conversation_id="bf-0"))

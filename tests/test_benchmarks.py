@@ -19,13 +19,20 @@ import psutil
 import psycopg2
 import pytest
 import redis
+from support import ROOT, free_port
 
 import benchmarks
 from benchmarks.harness import HOST, Run
-from support import ROOT, free_port
 
-HARNESS = {"harness", "emulator_log", "loadgen", "bare_app"}  # what the benchmarks share; every other module is an entry point
-ENTRY_POINTS = sorted(name for _finder, name, _package in pkgutil.iter_modules(benchmarks.__path__) if name not in HARNESS)
+HARNESS = {
+    "harness",
+    "emulator_log",
+    "loadgen",
+    "bare_app",
+}  # what the benchmarks share; every other module is an entry point
+ENTRY_POINTS = sorted(
+    name for _finder, name, _package in pkgutil.iter_modules(benchmarks.__path__) if name not in HARNESS
+)
 
 
 def test_the_benchmarks_are_found() -> None:

@@ -7,16 +7,20 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from support.cli import insights
 from support.metrics import samples, value
 from support.traffic import BULK, FAST_RETRIES, post_all, post_bulk, worker_log
 
-
 EVERYTHING = {"start_time": "2000-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z"}
 TICKS_PER_USD = 1e10
-TEXTS = ["Charged twice, terrible.", "Thanks, all sorted!", "Where is my parcel?", "The app crashes on start.",
-         "Please cancel my plan.", "Lovely service, cheers."]
+TEXTS = [
+    "Charged twice, terrible.",
+    "Thanks, all sorted!",
+    "Where is my parcel?",
+    "The app crashes on start.",
+    "Please cancel my plan.",
+    "Lovely service, cheers.",
+]
 
 
 def billed_usd(log: list[dict]) -> float:
@@ -38,8 +42,10 @@ def test_a_retired_model_is_named_at_start_and_its_successors_bill_is_the_cost(m
     documents = stack.settled(client, ids)
     assert {d["status"] for d in documents} == {"completed"}, stack.log_text()
 
-    assert "GROK_MODEL=grok-4-fast-non-reasoning was retired by xAI on 2026-05-15: xAI serves it with grok-4.3 and " \
-           "bills grok-4.3's prices ($1.25 input, $2.50 output per million tokens)" in worker_log(stack)
+    assert (
+        "GROK_MODEL=grok-4-fast-non-reasoning was retired by xAI on 2026-05-15: xAI serves it with grok-4.3 and "
+        "bills grok-4.3's prices ($1.25 input, $2.50 output per million tokens)" in worker_log(stack)
+    )
     assert {d["insight"]["model"] for d in documents} == {"grok-4.3"}, "the model that answered, not the slug asked for"
     answered = [entry for entry in grok.log() if entry["status"] == 200]
     assert {entry["model"] for entry in answered} == {"grok-4.3"}
@@ -50,10 +56,12 @@ def test_a_retired_model_is_named_at_start_and_its_successors_bill_is_the_cost(m
 
     stats = json.loads(insights(stack, "stats", "--json").stdout)
     assert stats["grok"]["answered_by_another_model"] == [
-        {"asked": "grok-4-fast-non-reasoning", "answered": "grok-4.3", "answers": len(answered)}]
+        {"asked": "grok-4-fast-non-reasoning", "answered": "grok-4.3", "answers": len(answered)}
+    ]
     metrics = samples(client.get("/metrics").text)
-    assert value(metrics, "insights_grok_answers_by_another_model", asked="grok-4-fast-non-reasoning",
-                 answered="grok-4.3") == len(answered)
+    assert value(
+        metrics, "insights_grok_answers_by_another_model", asked="grok-4-fast-non-reasoning", answered="grok-4.3"
+    ) == len(answered)
     assert worker_log(stack).count("Grok answered with grok-4.3, not GROK_MODEL=grok-4-fast-non-reasoning") == 1
 
 

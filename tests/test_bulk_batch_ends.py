@@ -8,15 +8,15 @@ import json
 from collections.abc import Callable
 
 import pytest
+from support import wait_until
+from support.cli import insights
+from support.traffic import BULK, post_bulk, provider_batches
 
 from store import provider_batches as batch_store
 from store import queries
 from store.migrations import migrate
 from store.models import BULK as BULK_LANE
 from store.models import Conversation
-from support import wait_until
-from support.cli import insights
-from support.traffic import BULK, post_bulk, provider_batches
 
 CONVERSATIONS, PER_REQUEST = 40, 5  # 8 requests a batch; 40 once each is sent alone
 
@@ -72,8 +72,9 @@ def test_a_batch_that_ends_as_a_whole_comes_back_in_full_requests(make_stack, gr
     assert min(d["attempts"] for d in documents) >= 2, "the whole-batch end spent an attempt"
     batches = grok.control.get("/batches").json()["batches"]
     assert len(batches) >= (1 if end is forget else 2)
-    assert [b["state"]["num_requests"] for b in batches] == [CONVERSATIONS // PER_REQUEST] * len(batches), \
+    assert [b["state"]["num_requests"] for b in batches] == [CONVERSATIONS // PER_REQUEST] * len(batches), (
         "every batch, the one that ended and those after, holds BATCH_SIZE conversations a request"
+    )
 
 
 def test_an_operators_cancel_spends_no_attempt_and_says_so(make_stack, grok, database_env):
@@ -107,7 +108,9 @@ def test_only_conversations_whose_own_request_failed_are_sent_alone_even_after_t
     db.execute_sql("ALTER TABLE conversations DROP COLUMN isolated")  # the table as 0001 to 0013 left it
     db.execute_sql("DELETE FROM schema_migrations WHERE name = '0014_isolated'")
     now = queries.utcnow()
-    queries.insert_conversations([queries.NewConversation(f"c{n}", "{}", f"h{n}", now, now, lane=BULK_LANE) for n in range(9)])
+    queries.insert_conversations(
+        [queries.NewConversation(f"c{n}", "{}", f"h{n}", now, now, lane=BULK_LANE) for n in range(9)]
+    )
     assert migrate(db) == ["0014_isolated"]
     Conversation.update(attempts=1).where(Conversation.id.in_(["c0", "c1", "c2"])).execute()  # a batch ended as a whole
     batch_store.isolate(["c1", "c7"])  # their own requests failed

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from support import wait_until
 from support.cli import insights
 from support.traffic import BULK, conversation, post_bulk, provider_batches, worker_log
@@ -33,11 +32,18 @@ def test_a_bulk_backfill_makes_no_real_time_call_and_is_stored_like_one(make_sta
     [(state, reason, count, prompt_tokens, completion_tokens)] = provider_batches(stack)
     assert (state, reason, count) == ("ended", "completed", 23)
     assert prompt_tokens > 0 and completion_tokens > 0
-    assert stack.sql("SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM insights WHERE lane = 'bulk'")[0] == (23, 23)
-    summary = client.get("/api/v1/insights/summary", params={"start_time": "2000-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z"}).json()
+    assert stack.sql("SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM insights WHERE lane = 'bulk'")[0] == (
+        23,
+        23,
+    )
+    summary = client.get(
+        "/api/v1/insights/summary", params={"start_time": "2000-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z"}
+    ).json()
     by_lane = summary["usage"]
     assert (by_lane["bulk"]["insights"], by_lane["realtime"]["insights"]) == (23, 1)
-    assert by_lane["bulk"]["prompt_tokens"] == pytest.approx(prompt_tokens, abs=1), "each insight's share adds up to the batch's"
+    assert by_lane["bulk"]["prompt_tokens"] == pytest.approx(prompt_tokens, abs=1), (
+        "each insight's share adds up to the batch's"
+    )
     assert by_lane["bulk"]["cost_usd"] > 0 and by_lane["bulk"]["insights_without_cost"] == 0
 
 
@@ -68,8 +74,11 @@ def test_an_expired_batch_sends_its_conversations_back_to_be_retried(make_stack,
     client = stack.start_web()
     stack.start_worker()
     ids = post_bulk(client, [f"Please close my account {n}" for n in range(6)])
-    wait_until(lambda: [r for r in provider_batches(stack) if r[1] == "expired at xAI"], timeout=30,
-               message="the provider batch to expire")
+    wait_until(
+        lambda: [r for r in provider_batches(stack) if r[1] == "expired at xAI"],
+        timeout=30,
+        message="the provider batch to expire",
+    )
     grok.configure(batch_delay=0.2, batch_expiry=0)
 
     documents = stack.settled(client, ids, timeout=60)
@@ -78,7 +87,9 @@ def test_an_expired_batch_sends_its_conversations_back_to_be_retried(make_stack,
     assert grok.control.get("/batches").json()["duplicates"] == 0
 
 
-def test_every_worker_killed_and_redis_wiped_while_a_batch_is_open_lose_and_duplicate_nothing(make_stack, grok, database_env):
+def test_every_worker_killed_and_redis_wiped_while_a_batch_is_open_lose_and_duplicate_nothing(
+    make_stack, grok, database_env
+):
     """The provider batch and its requests are in the database before anything is sent: the next worker
     polls the same batch at xAI, nothing is submitted again, every conversation gets one insight."""
     grok.configure(batch_delay=3)
@@ -86,8 +97,11 @@ def test_every_worker_killed_and_redis_wiped_while_a_batch_is_open_lose_and_dupl
     client = stack.start_web()
     worker = stack.start_worker(processes=2)
     ids = post_bulk(client, [f"The app crashes on login {n}" for n in range(12)])
-    wait_until(lambda: stack.sql("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'")[0][0], timeout=30,
-               message="a provider batch submitted")
+    wait_until(
+        lambda: stack.sql("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'")[0][0],
+        timeout=30,
+        message="a provider batch submitted",
+    )
     stack.kill(worker)
     stack.redis.flushdb()
     stack.start_worker()
@@ -113,7 +127,9 @@ def test_a_lane_must_be_one_of_the_two(make_stack, database_env):
         assert answer.status_code == 400 and "priority" in answer.text, answer.text
 
 
-def test_a_worker_killed_after_xai_took_the_requests_but_before_the_commit_sends_nothing_twice(make_stack, grok, database_proxy):
+def test_a_worker_killed_after_xai_took_the_requests_but_before_the_commit_sends_nothing_twice(
+    make_stack, grok, database_proxy
+):
     """The worker sends the requests, xAI takes them, and the worker dies before recording that (PostgreSQL
     behind a proxy that holds the update). The next worker reads the requests xAI holds
     (``GET /v1/batches/{id}/requests``) before adding any: it sends none again, so each request is in the
@@ -149,14 +165,24 @@ def test_an_operator_sees_a_provider_batch_and_cancels_it(make_stack, grok):
     client = stack.start_web()
     stack.start_worker()
     ids = post_bulk(client, [f"Cancel my subscription {n}" for n in range(6)])
-    wait_until(lambda: stack.sql("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'")[0][0], timeout=30,
-               message="a provider batch submitted")
+    wait_until(
+        lambda: stack.sql("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'")[0][0],
+        timeout=30,
+        message="a provider batch submitted",
+    )
 
     listed = insights(stack, "bulk", "list", "--json")
     [batch] = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert (batch["state"], batch["conversations"], batch["num_requests"], batch["num_pending"]) == ("submitted", 6, 2, 2)
+    assert (batch["state"], batch["conversations"], batch["num_requests"], batch["num_pending"]) == (
+        "submitted",
+        6,
+        2,
+        2,
+    )
     assert json.loads(insights(stack, "bulk", "show", batch["id"]).stdout)["provider_id"] == batch["provider_id"]
-    assert {(d["status"], d["provider_batch"]) for d in stack.conversations(client, ids)} == {("processing", batch["id"])}
+    assert {(d["status"], d["provider_batch"]) for d in stack.conversations(client, ids)} == {
+        ("processing", batch["id"])
+    }
     stats = json.loads(insights(stack, "stats", "--json").stdout)["bulk"]
     assert (stats["conversations"]["processing"], stats["provider_batches"]["submitted"]) == (6, 1)
     metrics = client.get("/metrics").text
@@ -164,8 +190,11 @@ def test_an_operator_sees_a_provider_batch_and_cancels_it(make_stack, grok):
     assert 'insights_provider_batches{state="submitted"} 1.0' in metrics
 
     assert insights(stack, "bulk", "cancel", batch["id"]).returncode == 0
-    wait_until(lambda: provider_batches(stack)[0][:2] == ("ended", "cancelled by an operator"), timeout=30,
-               message="the batch cancelled at xAI and ended")
+    wait_until(
+        lambda: provider_batches(stack)[0][:2] == ("ended", "cancelled by an operator"),
+        timeout=30,
+        message="the batch cancelled at xAI and ended",
+    )
     grok.configure(batch_delay=0.2)
     documents = stack.settled(client, ids, timeout=60)
     assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}, stack.log_text()
@@ -198,8 +227,11 @@ def test_a_batch_xai_forgets_sends_its_conversations_to_another(make_stack, grok
     client = stack.start_web()
     stack.start_worker()
     ids = post_bulk(client, [f"My order {n} never came" for n in range(3)])
-    wait_until(lambda: stack.sql("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'")[0][0], timeout=30,
-               message="a provider batch submitted")
+    wait_until(
+        lambda: stack.sql("SELECT COUNT(*) FROM provider_batches WHERE state = 'submitted'")[0][0],
+        timeout=30,
+        message="a provider batch submitted",
+    )
     grok.control.post("/reset").raise_for_status()  # the emulator forgets every batch
     grok.configure(batch_delay=0.2)
 
@@ -216,8 +248,11 @@ def test_a_batch_that_fails_at_xai_sends_its_conversations_to_another(make_stack
     client = stack.start_web()
     stack.start_worker()
     ids = post_bulk(client, ["My order never came", "Refund please"])
-    wait_until(lambda: [r for r in provider_batches(stack) if r[1] and "failed at xAI" in r[1]], timeout=30,
-               message="the failed batch ended")
+    wait_until(
+        lambda: [r for r in provider_batches(stack) if r[1] and "failed at xAI" in r[1]],
+        timeout=30,
+        message="the failed batch ended",
+    )
     grok.configure(batch_delay=0.2, batch_error="")
 
     documents = stack.settled(client, ids, timeout=60)

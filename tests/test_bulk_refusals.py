@@ -5,11 +5,9 @@ request's error reads the same whatever its shape."""
 from __future__ import annotations
 
 import pytest
-
 from support import wait_until
 from support.grok import GROK_KEY
 from support.traffic import BULK, post_all, post_bulk, provider_batches, worker_log
-
 
 WRONG_KEY = "the-right-key-is-another"
 SET_ASIDE = "Grok cannot take a batch now"  # the real-time lane's line for a batch it sets aside
@@ -31,8 +29,11 @@ def test_a_key_refused_in_the_real_time_lane_holds_the_bulk_lane(make_stack, gro
     set_aside = worker_log(stack).count(SET_ASIDE)
     ids = post_bulk(client, [f"My invoice {n} is wrong" for n in range(6)])
 
-    wait_until(lambda: worker_log(stack).count(SET_ASIDE) >= set_aside + 2, timeout=30,
-               message="the real-time batch set aside twice more, the bulk lane ticking all along")
+    wait_until(
+        lambda: worker_log(stack).count(SET_ASIDE) >= set_aside + 2,
+        timeout=30,
+        message="the real-time batch set aside twice more, the bulk lane ticking all along",
+    )
     overview = grok.control.get("/batches").json()
     assert (overview["batches"], overview["unauthorized"]) == ([], 0), "the bulk lane called nothing"
     assert {(d["status"], d["attempts"]) for d in stack.conversations(client, ids)} == {("queued", 0)}
@@ -52,11 +53,16 @@ def test_a_key_refused_by_the_batch_api_holds_both_lanes(make_stack, grok):
     stack.start_worker()
     ids = post_bulk(client, [f"Cancel my plan {n}" for n in range(6)])
 
-    check = wait_until(lambda: (c := grok_check(client))["state"] == "misconfigured" and c, timeout=20,
-                       message="/readyz to name the Batch API's refusal")
+    check = wait_until(
+        lambda: (c := grok_check(client))["state"] == "misconfigured" and c,
+        timeout=20,
+        message="/readyz to name the Batch API's refusal",
+    )
     assert "Batch API" in check["reason"] and "401" in check["reason"] and check["seconds_left"] > 0
     live = post_all(client, ["Where is my order?"])
-    wait_until(lambda: worker_log(stack).count(SET_ASIDE) >= 2, timeout=30, message="the real-time batch set aside twice")
+    wait_until(
+        lambda: worker_log(stack).count(SET_ASIDE) >= 2, timeout=30, message="the real-time batch set aside twice"
+    )
     assert grok.log() == [], "the real-time lane honours the hold the bulk lane started"
     assert grok.control.get("/batches").json()["unauthorized"] == 1, "one refused call, not one every poll"
 
@@ -71,8 +77,11 @@ def test_a_429_pause_of_the_real_time_lane_holds_the_bulk_lane(make_stack, grok)
     client = stack.start_web()
     stack.start_worker()
     live = post_all(client, ["Where is my order?"])
-    wait_until(lambda: "bulk lane held" in (log := worker_log(stack)) and "429" in log, timeout=20,
-               message="the bulk lane to see the pause")
+    wait_until(
+        lambda: "bulk lane held" in (log := worker_log(stack)) and "429" in log,
+        timeout=20,
+        message="the bulk lane to see the pause",
+    )
     ids = post_bulk(client, [f"Late parcel {n}" for n in range(3)])
 
     documents = stack.settled(client, ids + live, timeout=60)
@@ -130,11 +139,15 @@ def test_a_batch_xai_refuses_while_its_requests_are_added_ends_without_spending_
     stack.start_worker()
     ids = post_bulk(client, [f"Refund order {n}" for n in range(101)])
 
-    wait_until(lambda: any(row[1] and row[1].startswith("refused by xAI") for row in provider_batches(stack)), timeout=30,
-               message="the batch refused by xAI")
+    wait_until(
+        lambda: any(row[1] and row[1].startswith("refused by xAI") for row in provider_batches(stack)),
+        timeout=30,
+        message="the batch refused by xAI",
+    )
     grok.configure(batch_refusal="")
 
     documents = stack.settled(client, ids, timeout=90)
     assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}, stack.log_text()
-    assert stack.sql("SELECT COUNT(*) FROM provider_batch_requests WHERE submitted = 0")[0][0] >= 1, \
+    assert stack.sql("SELECT COUNT(*) FROM provider_batch_requests WHERE submitted = 0")[0][0] >= 1, (
         "a refused batch kept the request it could not add"
+    )

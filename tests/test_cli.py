@@ -7,10 +7,9 @@ import io
 import json
 import os
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from support import ROOT, wait_until
 from support.cli import INSIGHTS, announced, insights, migrated, write_lines
 
@@ -18,10 +17,18 @@ from support.cli import INSIGHTS, announced, insights, migrated, write_lines
 def test_import_export_reprocess_and_stats(make_stack, tmp_path, database_env):
     stack = make_stack(BATCH_SIZE=10, BATCH_FLUSH_SECONDS=0.3, **database_env)
     client = stack.start_web()
-    window = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat(), (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    window = (
+        (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+        (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+    )
     source = tmp_path / "conversations.jsonl"
-    good = [{"messages": [{"role": "customer", "content": f"Order {n} arrived broken, I want a refund."}]} for n in range(25)]
-    write_lines(source, [*good[:10], "{not json", {"messages": []}, "", {"conversation_id": "named", **good[0]}, *good[10:]])
+    good = [
+        {"messages": [{"role": "customer", "content": f"Order {n} arrived broken, I want a refund."}]}
+        for n in range(25)
+    ]
+    write_lines(
+        source, [*good[:10], "{not json", {"messages": []}, "", {"conversation_id": "named", **good[0]}, *good[10:]]
+    )
 
     first = insights(stack, "import", str(source))
     assert first.returncode == 1, "bad lines make the exit status say so"
@@ -41,7 +48,11 @@ def test_import_export_reprocess_and_stats(make_stack, tmp_path, database_env):
     rows = [json.loads(line) for line in exported.stdout.splitlines()]
     assert len(rows) == 26 and {r["conversation_id"] for r in rows} == set(ids)
     assert all(r["sentiment"] == "negative" and "billing" in r["clusters"] for r in rows)
-    as_csv = list(csv.DictReader(io.StringIO(insights(stack, "export", "--start", window[0], "--end", window[1], "--format", "csv").stdout)))
+    as_csv = list(
+        csv.DictReader(
+            io.StringIO(insights(stack, "export", "--start", window[0], "--end", window[1], "--format", "csv").stdout)
+        )
+    )
     assert len(as_csv) == 26 and as_csv[0]["clusters"].split(";")[0]
 
     dry = insights(stack, "reprocess", "--start", window[0], "--end", window[1], "--dry-run")
@@ -85,11 +96,16 @@ def test_an_output_file_that_cannot_be_opened_is_one_line(make_stack, tmp_path):
     assert announced(finished.stderr) == [f"insights export: cannot write {target}: No such file or directory"]
 
 
-@pytest.mark.parametrize("command", [["stats"], ["export", "--start", "2026-01-01", "--end", "2027-01-01", "--format", "csv"], ["dlq", "list"]])
+@pytest.mark.parametrize(
+    "command",
+    [["stats"], ["export", "--start", "2026-01-01", "--end", "2027-01-01", "--format", "csv"], ["dlq", "list"]],
+)
 def test_a_reader_that_stops_early_ends_the_command_quietly(make_stack, command):
     stack = migrated(make_stack())
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([str(INSIGHTS), *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [str(INSIGHTS), *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     process.stdout.close()  # the reader is gone before the command writes anything (`insights stats | head -c 0`)
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 1
@@ -104,17 +120,28 @@ def test_import_keeps_lines_without_an_id_apart_and_adds_nothing_twice(make_stac
     source = tmp_path / "a.jsonl"
     write_lines(source, [same, same, {"conversation_id": "named", **same}, same])
     first = insights(stack, "import", "--no-progress", str(source))
-    assert first.stdout.splitlines() == [f"{source}: 4 accepted, 0 already there, 0 conflicting, 0 invalid, 0 blank line(s)"]
+    assert first.stdout.splitlines() == [
+        f"{source}: 4 accepted, 0 already there, 0 conflicting, 0 invalid, 0 blank line(s)"
+    ]
     assert stack.sql("SELECT COUNT(*) FROM conversations") == [(4,)]
     again = insights(stack, "import", "--no-progress", str(source))
-    assert again.stdout.splitlines() == [f"{source}: 0 accepted, 4 already there (3 line(s) imported before (the same text after "
-                                         "the same lines), 1 conversation_id(s) accepted before with the same payload), "
-                                         "0 conflicting, 0 invalid, 0 blank line(s)"]
+    assert again.stdout.splitlines() == [
+        f"{source}: 0 accepted, 4 already there (3 line(s) imported before (the same text after "
+        "the same lines), 1 conversation_id(s) accepted before with the same payload), "
+        "0 conflicting, 0 invalid, 0 blank line(s)"
+    ]
     write_lines(source, [same, same, {"conversation_id": "named", **same}, same, same])
     grown = insights(stack, "import", "--no-progress", str(source))
     assert grown.stdout.startswith(f"{source}: 1 accepted, 4 already there")
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
-    piped = subprocess.run([str(INSIGHTS), "import", "-", "--no-progress"], cwd=ROOT, env=env, input=source.read_text().replace("\n", "\r\n"),
-                           capture_output=True, text=True, timeout=120)
+    piped = subprocess.run(
+        [str(INSIGHTS), "import", "-", "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        input=source.read_text().replace("\n", "\r\n"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert piped.stdout.startswith("-: 0 accepted, 5 already there"), piped.stdout + piped.stderr
     assert stack.sql("SELECT COUNT(*) FROM conversations") == [(5,)]

@@ -10,13 +10,21 @@ import re
 import subprocess
 
 import pytest
-
 from support import ROOT, free_port
 from support.cli import INSIGHTS, announced, line, migrated, run, write_lines
 
 WINDOW = ("--start", "2026-01-01", "--end", "2026-01-02")
-READING = [["stats"], ["export", *WINDOW], ["report", *WINDOW, "--output", "out.html"], ["counts"], ["conversations", "list"],
-           ["clusters", "suggest", *WINDOW], ["reprocess", "--failed", "--dry-run"], ["dlq", "list"], ["bulk", "list"]]
+READING = [
+    ["stats"],
+    ["export", *WINDOW],
+    ["report", *WINDOW, "--output", "out.html"],
+    ["counts"],
+    ["conversations", "list"],
+    ["clusters", "suggest", *WINDOW],
+    ["reprocess", "--failed", "--dry-run"],
+    ["dlq", "list"],
+    ["bulk", "list"],
+]
 
 
 def test_a_writing_command_creates_no_database_unless_told(make_stack, tmp_path):
@@ -28,8 +36,10 @@ def test_a_writing_command_creates_no_database_unless_told(make_stack, tmp_path)
     for command in (importing, ["reprocess", "--failed", "--yes"], ["counts", "--rebuild"]):
         refused = run(stack, *command)
         assert refused.returncode == 2, command
-        assert announced(refused.stderr) == [f"insights: no database at {missing} (DB_PATH); set DB_PATH or DATABASE_URL, "
-                                             "or add --create-database to create it"]
+        assert announced(refused.stderr) == [
+            f"insights: no database at {missing} (DB_PATH); set DB_PATH or DATABASE_URL, "
+            "or add --create-database to create it"
+        ]
         assert not missing.parent.exists(), "not even its folder"
     created = run(stack, *importing, "--create-database")
     assert created.returncode == 0, created.stderr
@@ -42,7 +52,9 @@ def test_an_output_that_is_a_folder_is_one_line(make_stack, tmp_path):
     for folder in (".", "/", str(tmp_path)):
         refused = run(stack, "report", *WINDOW, "--output", folder, cwd=tmp_path)
         assert refused.returncode == 2, refused.stderr
-        assert refused.stderr.splitlines() == [f"insights: report --output {folder} is a folder; name the HTML file to write"]
+        assert refused.stderr.splitlines() == [
+            f"insights: report --output {folder} is a folder; name the HTML file to write"
+        ]
 
 
 def test_a_limit_sqlite_cannot_hold_is_one_line(make_stack):
@@ -50,8 +62,10 @@ def test_a_limit_sqlite_cannot_hold_is_one_line(make_stack):
     for command in (["clusters", "suggest", *WINDOW], ["conversations", "list"]):
         refused = run(stack, *command, "--limit", "99999999999999999999")
         assert refused.returncode == 2
-        assert refused.stderr.splitlines() == [f"insights {command[0]} {command[1]}: argument --limit: expected 1 to 1,000,000, "
-                                               f"not 99999999999999999999 (see insights {command[0]} {command[1]} --help)"]
+        assert refused.stderr.splitlines() == [
+            f"insights {command[0]} {command[1]}: argument --limit: expected 1 to 1,000,000, "
+            f"not 99999999999999999999 (see insights {command[0]} {command[1]} --help)"
+        ]
 
 
 def test_a_commands_own_check_is_one_line_before_any_data(make_stack, tmp_path):
@@ -59,10 +73,12 @@ def test_a_commands_own_check_is_one_line_before_any_data(make_stack, tmp_path):
     one line that points to the command's own help."""
     missing = tmp_path / "none.db"
     stack = make_stack(DB_PATH=str(missing))
-    for name, args, said in (("dlq requeue", [], "give message ids or --all"),
-                             ("export", ["--start", "2026-01-02", "--end", "2026-01-01"], "--end must be later than --start"),
-                             ("import", ["absent.jsonl"], f"no such file: absent.jsonl (paths are relative to {tmp_path})"),
-                             ("apikey", ["--scopes", "admin"], "--scopes: choose among ingest, read")):
+    for name, args, said in (
+        ("dlq requeue", [], "give message ids or --all"),
+        ("export", ["--start", "2026-01-02", "--end", "2026-01-01"], "--end must be later than --start"),
+        ("import", ["absent.jsonl"], f"no such file: absent.jsonl (paths are relative to {tmp_path})"),
+        ("apikey", ["--scopes", "admin"], "--scopes: choose among ingest, read"),
+    ):
         refused = run(stack, *name.split(), *args, cwd=tmp_path)
         assert refused.returncode == 2, name
         assert refused.stderr.splitlines() == [f"insights {name}: {said} (see insights {name} --help)"]
@@ -120,8 +136,15 @@ def test_the_help_lists_every_command_with_its_summary():
     """``insights --help`` is made from the registry: each command on a line of its own, with its summary."""
     from cli.commands import COMMANDS
 
-    shown = subprocess.run([str(INSIGHTS), "--help"], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                           text=True, timeout=60)
+    shown = subprocess.run(
+        [str(INSIGHTS), "--help"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.returncode == 0, shown.stderr
-    listed = [re.fullmatch(r"  (.+?)  +(.+)", line).groups() for line in shown.stdout.split("\ncommands:\n")[1].splitlines()]
+    listed = [
+        re.fullmatch(r"  (.+?)  +(.+)", line).groups() for line in shown.stdout.split("\ncommands:\n")[1].splitlines()
+    ]
     assert listed == [(command.name, command.summary) for command in COMMANDS]

@@ -14,17 +14,19 @@ from datetime import datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.history import EPOCH, MIN_CONFIDENCES, THRESHOLDS, add_conversations, backfilled, store_round
+from support.rows import SETTINGS
 
 from insights.schemas import AnalysisResult, InsightRow
 from store import claims, counts, queries, results, rollup_check
 from store.migrations import migrate
 from store.models import Insight, InsightCount
-from support.rows import SETTINGS
-from support.history import EPOCH, MIN_CONFIDENCES, THRESHOLDS, add_conversations, backfilled, store_round
 
 
 def plain_count(start: datetime, end: datetime, filters: counts.Filters) -> int:
-    return Insight.select().where(Insight.occurred_at >= start, Insight.occurred_at < end, *filters.conditions()).count()
+    return (
+        Insight.select().where(Insight.occurred_at >= start, Insight.occurred_at < end, *filters.conditions()).count()
+    )
 
 
 def assert_counts_exact(rng: random.Random, windows: int, days: int) -> None:
@@ -32,16 +34,27 @@ def assert_counts_exact(rng: random.Random, windows: int, days: int) -> None:
         start = EPOCH + timedelta(seconds=rng.uniform(-86_400, days * 86_400))
         if rng.random() < 0.3:
             start = start.replace(hour=0, minute=0, second=0, microsecond=0)
-        end = start + timedelta(seconds=rng.choice([rng.uniform(0, (days + 1) * 86_400), 86_400 * rng.randrange(1, days + 1)]))
-        filters = counts.Filters(rng.choice([None, *counts.SENTIMENTS]), rng.choice(THRESHOLDS), rng.choice(MIN_CONFIDENCES))
+        end = start + timedelta(
+            seconds=rng.choice([rng.uniform(0, (days + 1) * 86_400), 86_400 * rng.randrange(1, days + 1)])
+        )
+        filters = counts.Filters(
+            rng.choice([None, *counts.SENTIMENTS]), rng.choice(THRESHOLDS), rng.choice(MIN_CONFIDENCES)
+        )
         assert counts.count(start, end, filters) == plain_count(start, end, filters), (start, end, filters)
-        named = Counter(c for (encoded,) in Insight.select(Insight.clusters).where(Insight.occurred_at >= start, Insight.occurred_at < end).tuples()
-                        for c in json.loads(encoded))
+        named = Counter(
+            c
+            for (encoded,) in Insight.select(Insight.clusters)
+            .where(Insight.occurred_at >= start, Insight.occurred_at < end)
+            .tuples()
+            for c in json.loads(encoded)
+        )
         assert counts.cluster_totals(start, end) == named, (start, end)
 
 
 @settings(max_examples=500, derandomize=True, database=None)
-@given(st.floats(min_value=-1, max_value=1, allow_nan=False), st.integers(min_value=-counts.GRID, max_value=counts.GRID))
+@given(
+    st.floats(min_value=-1, max_value=1, allow_nan=False), st.integers(min_value=-counts.GRID, max_value=counts.GRID)
+)
 def test_bands_agree_with_every_comparison_against_the_grid(value: float, step: int):
     threshold, cut = step / counts.GRID, 2 * step
     band = counts.band(value)
@@ -70,7 +83,10 @@ def test_counts_equal_a_plain_count_through_writes_and_replacements(db):
     assert rollup_check.drift() == {}
     assert_counts_exact(rng, windows=150, days=6)
     assert InsightCount.select().count() > 0, "the whole days were counted from the rollup"
-    for start, end in ((datetime.min, datetime.max), (datetime.max - timedelta(hours=20), datetime.max)):  # calendar's ends
+    for start, end in (
+        (datetime.min, datetime.max),
+        (datetime.max - timedelta(hours=20), datetime.max),
+    ):  # calendar's ends
         for filters in (counts.Filters(), counts.Filters("neutral", min_confidence=0.33)):
             assert counts.count(start, end, filters) == plain_count(start, end, filters)
 
@@ -141,8 +157,19 @@ def test_scores_are_stored_exactly_so_filters_on_grid_values_include_them(db):
     queries.insert_conversations([backfilled("exact", EPOCH)])
     claim = claims.claim_for_processing(["exact"], max_attempts=1)
     row = InsightRow(conversation_id="exact", sentiment_score=-0.1, clusters=[], confidence=0.7, reasoning="r")
-    results.record_results(AnalysisResult(conversation_ids=["exact"], rows=[row], rejected={}, model="m", prompt_version="p",
-                                          raw_response="{}", claim_token=claim.token), max_retries=1, settings=SETTINGS)
+    results.record_results(
+        AnalysisResult(
+            conversation_ids=["exact"],
+            rows=[row],
+            rejected={},
+            model="m",
+            prompt_version="p",
+            raw_response="{}",
+            claim_token=claim.token,
+        ),
+        max_retries=1,
+        settings=SETTINGS,
+    )
     stored = Insight.get_by_id("exact")
     assert (stored.sentiment_score, stored.confidence) == (-0.1, 0.7)
     filters = counts.Filters("negative", (-0.1, 0.1), 0.7)
@@ -156,9 +183,22 @@ def test_counts_and_checks_read_one_snapshot_while_an_insight_moves(db):
 
     def store(confidence: float) -> None:
         claim = claims.claim_for_processing(["moving"], max_attempts=1000)
-        row = InsightRow(conversation_id="moving", sentiment_score=0.0, clusters=[], confidence=confidence, reasoning="r")
-        results.record_results(AnalysisResult(conversation_ids=["moving"], rows=[row], rejected={}, model="m",
-                                              prompt_version="p", raw_response="{}", claim_token=claim.token), max_retries=1000, settings=SETTINGS)
+        row = InsightRow(
+            conversation_id="moving", sentiment_score=0.0, clusters=[], confidence=confidence, reasoning="r"
+        )
+        results.record_results(
+            AnalysisResult(
+                conversation_ids=["moving"],
+                rows=[row],
+                rejected={},
+                model="m",
+                prompt_version="p",
+                raw_response="{}",
+                claim_token=claim.token,
+            ),
+            max_retries=1000,
+            settings=SETTINGS,
+        )
         queries.reopen(["moving"])
 
     store(0.9)
@@ -178,7 +218,10 @@ def test_counts_and_checks_read_one_snapshot_while_an_insight_moves(db):
 
     writer = threading.Thread(target=move)
     writer.start()
-    window, filters = (EPOCH + timedelta(hours=6), EPOCH + timedelta(days=4, hours=6)), counts.Filters(min_confidence=0.71)
+    window, filters = (
+        (EPOCH + timedelta(hours=6), EPOCH + timedelta(days=4, hours=6)),
+        counts.Filters(min_confidence=0.71),
+    )
     try:
         seen = [counts.count(*window, filters) for _ in range(150)]
         drifts = [rollup_check.drift() for _ in range(20)]

@@ -10,10 +10,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from support import wait_until
 from support.traffic import IN_FLIGHT, conversation, post_all, wait_for_a_call_in_flight
-
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,9 +29,13 @@ def test_the_database_down_is_a_503_naming_it_and_the_work_flows_once_it_is_back
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
     assert ready.json()["error"]["checks"]["database"] != "ok" and ready.json()["error"]["checks"]["redis"] == "ok"
-    for answer in (client.post("/api/v1/conversations", json=conversation("While it is down")),
-                   client.get(f"/api/v1/conversations/{ids[0]}"),
-                   client.get("/api/v1/insights", params={"start_time": "2026-01-01T00:00:00Z", "end_time": "2027-01-01T00:00:00Z"})):
+    for answer in (
+        client.post("/api/v1/conversations", json=conversation("While it is down")),
+        client.get(f"/api/v1/conversations/{ids[0]}"),
+        client.get(
+            "/api/v1/insights", params={"start_time": "2026-01-01T00:00:00Z", "end_time": "2027-01-01T00:00:00Z"}
+        ),
+    ):
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"]["code"] == "database_unavailable" and answer.headers["Retry-After"] == "1"
         assert "Traceback" not in answer.text

@@ -19,20 +19,41 @@ def store_insights(moments: list[datetime]) -> None:
     """Insights of conversations that occurred at ``moments`` (naive UTC) and arrive now, written by the
     store as the workers write them."""
     ids = [f"edge-{n}" for n in range(len(moments))]
-    queries.insert_conversations([queries.NewConversation.of(i, "{}", queries.utcnow(), at) for i, at in zip(ids, moments)])
+    queries.insert_conversations(
+        [queries.NewConversation.of(i, "{}", queries.utcnow(), at) for i, at in zip(ids, moments)]
+    )
     claim = claims.claim_for_processing(ids, max_attempts=3)
-    rows = [InsightRow(conversation_id=i, sentiment_score=(n % 5 - 2) / 2, clusters=["edge"], confidence=(n % 4) / 4,
-                       reasoning="edge") for n, i in enumerate(ids)]
-    result = AnalysisResult(conversation_ids=ids, rows=rows, model="m", prompt_version="p", raw_response="{}",
-                            claim_token=claim.token)
+    rows = [
+        InsightRow(
+            conversation_id=i,
+            sentiment_score=(n % 5 - 2) / 2,
+            clusters=["edge"],
+            confidence=(n % 4) / 4,
+            reasoning="edge",
+        )
+        for n, i in enumerate(ids)
+    ]
+    result = AnalysisResult(
+        conversation_ids=ids, rows=rows, model="m", prompt_version="p", raw_response="{}", claim_token=claim.token
+    )
     assert len(results.record_results(result, max_retries=3, settings=SETTINGS).completed) == len(ids)
 
 
 def test_total_count_at_day_boundaries_equals_a_plain_count(db, make_stack, database_env):
     day = timedelta(days=1)
-    store_insights([MIDNIGHT - MICRO, MIDNIGHT, MIDNIGHT + MICRO, MIDNIGHT + day - MICRO, MIDNIGHT + day,
-                    MIDNIGHT + day + timedelta(hours=6), MIDNIGHT + 2 * day - MICRO, MIDNIGHT + 2 * day,
-                    MIDNIGHT + 3 * day - MICRO])
+    store_insights(
+        [
+            MIDNIGHT - MICRO,
+            MIDNIGHT,
+            MIDNIGHT + MICRO,
+            MIDNIGHT + day - MICRO,
+            MIDNIGHT + day,
+            MIDNIGHT + day + timedelta(hours=6),
+            MIDNIGHT + 2 * day - MICRO,
+            MIDNIGHT + 2 * day,
+            MIDNIGHT + 3 * day - MICRO,
+        ]
+    )
     stack = make_stack(**database_env)
     client = stack.start_web()
     windows = [
@@ -46,9 +67,16 @@ def test_total_count_at_day_boundaries_equals_a_plain_count(db, make_stack, data
     ]
     seen = set()
     for start, end in windows:
-        for params in ({}, {"min_confidence": "0.5"}, {"sentiment": "negative"}, {"min_confidence": "0.3", "sentiment": "positive"}):
-            answer = client.get("/api/v1/insights", params={"start_time": start.isoformat() + "Z",
-                                                             "end_time": end.isoformat() + "Z", "limit": 1, **params})
+        for params in (
+            {},
+            {"min_confidence": "0.5"},
+            {"sentiment": "negative"},
+            {"min_confidence": "0.3", "sentiment": "positive"},
+        ):
+            answer = client.get(
+                "/api/v1/insights",
+                params={"start_time": start.isoformat() + "Z", "end_time": end.isoformat() + "Z", "limit": 1, **params},
+            )
             assert answer.status_code == 200, answer.text
             expected = plain_count(stack, start, end, params)
             assert answer.json()["metadata"]["total_count"] == expected, (start, end, params)

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from support.traffic import conversation
-
 
 POST = "/api/v1/conversations"
 TEXTS = {
@@ -32,10 +30,10 @@ def flow(make_stack, database_env):
 
 def test_conversations_are_analyzed_in_batches_and_queryable(flow):
     stack, client = flow
-    start = datetime.now(timezone.utc) - timedelta(seconds=1)
+    start = datetime.now(UTC) - timedelta(seconds=1)
     labels = ["positive"] * 5 + ["negative"] * 4 + ["neutral"] * 3
     ids = [client.post(POST, json=conversation(TEXTS[label])).json()["conversation_id"] for label in labels]
-    end = datetime.now(timezone.utc) + timedelta(seconds=1)
+    end = datetime.now(UTC) + timedelta(seconds=1)
 
     documents = stack.settled(client, ids)
     assert [d["status"] for d in documents] == ["completed"] * 12, stack.log_text()
@@ -77,10 +75,16 @@ def test_conversations_are_analyzed_in_batches_and_queryable(flow):
 
 def test_pages_cover_every_match_once(flow):
     stack, client = flow
-    start = datetime.now(timezone.utc) - timedelta(seconds=1)
-    ids = [client.post(POST, json=conversation(f"Order {n} arrived, thanks!")).json()["conversation_id"] for n in range(9)]
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    ids = [
+        client.post(POST, json=conversation(f"Order {n} arrived, thanks!")).json()["conversation_id"] for n in range(9)
+    ]
     stack.settled(client, ids)
-    params = {"start_time": start.isoformat(), "end_time": (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat(), "limit": 4}
+    params = {
+        "start_time": start.isoformat(),
+        "end_time": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
+        "limit": 4,
+    }
     seen, pages = [], 0
     while True:
         page = client.get("/api/v1/insights", params=params).json()

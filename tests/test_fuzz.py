@@ -24,8 +24,13 @@ from schemathesis.specs.openapi.checks import (
 from api.openapi import openapi_document
 from settings import load_settings
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 DOCUMENT = openapi_document(load_settings({}))
 OPERATIONS = [result.ok() for result in schemathesis.openapi.from_dict(DOCUMENT).get_all_operations()]
 

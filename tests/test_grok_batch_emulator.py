@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from support import wait_until
+from support.grok import GROK_KEY, MODEL, request_body
 
 from insights.batch_api import BatchApi, completion_of, error_of
 from settings import load_settings
-from support import wait_until
-from support.grok import GROK_KEY, MODEL, request_body
 
 AUTH = {"Authorization": f"Bearer {GROK_KEY}"}
 
@@ -20,7 +20,9 @@ def api(grok, method: str, path: str, **kwargs) -> httpx.Response:
 
 
 def add(grok, batch_id: str, requests: dict[str, dict]) -> httpx.Response:
-    items = [{"batch_request_id": rid, "batch_request": {"chat_get_completion": body}} for rid, body in requests.items()]
+    items = [
+        {"batch_request_id": rid, "batch_request": {"chat_get_completion": body}} for rid, body in requests.items()
+    ]
     return api(grok, "POST", f"/{batch_id}/requests", json={"batch_requests": items})
 
 
@@ -44,10 +46,21 @@ def test_a_batch_answers_its_requests_later_and_pages_the_results(grok):
     assert state(grok, batch["batch_id"])["num_pending"] == 152
 
     wait_until(lambda: state(grok, batch["batch_id"])["num_pending"] == 0, timeout=10, message="the batch to finish")
-    assert state(grok, batch["batch_id"]) == {"num_requests": 152, "num_pending": 0, "num_success": 151, "num_error": 1, "num_cancelled": 0}
+    assert state(grok, batch["batch_id"]) == {
+        "num_requests": 152,
+        "num_pending": 0,
+        "num_success": 151,
+        "num_error": 1,
+        "num_cancelled": 0,
+    }
     results, token = [], None
     while True:
-        page = api(grok, "GET", f"/{batch['batch_id']}/results", params={"limit": 100, **({"pagination_token": token} if token else {})}).json()
+        page = api(
+            grok,
+            "GET",
+            f"/{batch['batch_id']}/results",
+            params={"limit": 100, **({"pagination_token": token} if token else {})},
+        ).json()
         results += page["results"]
         if not (token := page["pagination_token"]):
             break
@@ -55,7 +68,9 @@ def test_a_batch_answers_its_requests_later_and_pages_the_results(grok):
     assert len(results) == 152 == len(by_id)
     completion = by_id["r7"]["batch_result"]["response"]["chat_get_completion"]
     assert completion["object"] == "chat.completion" and completion["choices"][0]["finish_reason"] == "stop"
-    assert by_id["poisoned"]["batch_result"]["response"]["chat_get_completion"]["choices"][0]["finish_reason"] == "length"
+    assert (
+        by_id["poisoned"]["batch_result"]["response"]["chat_get_completion"]["choices"][0]["finish_reason"] == "length"
+    )
     assert "Content violates usage guidelines" in by_id["refused"]["error_message"]
     assert grok.log() == [], "no chat call was made"
 

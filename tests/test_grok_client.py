@@ -8,18 +8,18 @@ import json
 import time
 import traceback
 
-import pytest
 import httpx
+import pytest
 import redis
+from support.databases import IN_PROCESS_REDIS_DB, redis_url
+from support.grok import GROK_KEY, batch, make_client, max_calls_in_any_window
 
 from insights.analyzer import ConversationToAnalyze
 from insights.errors import GrokError, MisconfiguredError, RateLimited, TransientError, UnusableAnswer
-from insights.models import answering_model
 from insights.grok import Answer, GrokClient, PreparedCall, parse_retry_after
+from insights.models import answering_model
 from insights.outbound import OutboundGate
 from settings import load_settings
-from support.databases import IN_PROCESS_REDIS_DB, redis_url
-from support.grok import GROK_KEY, batch, make_client, max_calls_in_any_window
 
 
 @pytest.fixture
@@ -124,11 +124,14 @@ def assert_never_quotes_the_key(error: GrokError) -> None:
     assert GROK_KEY not in shown and GROK_KEY[:8] not in shown
 
 
-@pytest.mark.parametrize("base_url, raised", [
-    (GROK_KEY, "UnsupportedProtocol"),  # the key pasted where the URL belongs
-    (f"http://127.0.0.1:{GROK_KEY}/v1", "InvalidURL"),
-    (f"ftp://{GROK_KEY}/v1", "UnsupportedProtocol"),
-])
+@pytest.mark.parametrize(
+    "base_url, raised",
+    [
+        (GROK_KEY, "UnsupportedProtocol"),  # the key pasted where the URL belongs
+        (f"http://127.0.0.1:{GROK_KEY}/v1", "InvalidURL"),
+        (f"ftp://{GROK_KEY}/v1", "UnsupportedProtocol"),
+    ],
+)
 def test_a_request_that_cannot_be_sent_is_the_operators_to_fix(gate, base_url, raised):
     settings = load_settings({"GROK_API_KEY": GROK_KEY, "GROK_BASE_URL": base_url})
     with pytest.raises(MisconfiguredError) as error:
@@ -145,6 +148,7 @@ def test_an_answer_cut_off_mid_body_is_transient(grok, gate):
 
 def echoing_transport() -> httpx.MockTransport:
     """A transport whose failure quotes the request's headers, as error messages of libraries may."""
+
     def fail(request: httpx.Request) -> httpx.Response:
         raise ValueError(f"cannot send {request.method} {request.url} with headers {dict(request.headers)}")
 
@@ -213,26 +217,35 @@ def test_the_gate_holds_the_rate_across_callers(grok):
     assert max_calls_in_any_window(arrivals) <= 4
 
 
-@pytest.mark.parametrize(("document", "expected"), [
-    ({"model": "grok-4.3"}, "grok-4.3"),
-    ({"model": "grok-4.20-0309-non-reasoning"}, "grok-4.20-0309-non-reasoning"),
-    ({"model": "x" * 200}, "asked"),
-    ({"model": "grok\x00<script>"}, "asked"),
-    ({"model": "grok-4.3\n"}, "asked"),
-    ({"model": 4.3}, "asked"),
-    ({}, "asked"),
-    ("not an object", "asked"),
-])
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"model": "grok-4.3"}, "grok-4.3"),
+        ({"model": "grok-4.20-0309-non-reasoning"}, "grok-4.20-0309-non-reasoning"),
+        ({"model": "x" * 200}, "asked"),
+        ({"model": "grok\x00<script>"}, "asked"),
+        ({"model": "grok-4.3\n"}, "asked"),
+        ({"model": 4.3}, "asked"),
+        ({}, "asked"),
+        ("not an object", "asked"),
+    ],
+)
 def test_the_answering_model_is_untrusted_and_stored_only_when_it_is_a_name(document, expected):
     assert answering_model(document, "asked") == expected
 
 
 def completion(scores: dict[str, float], total_tokens: int) -> str:
     """A chat completion as Grok answers it, with a row of ``scores[id]`` for each id, and its usage."""
-    rows = [{"conversation_id": i, "sentiment_score": score, "clusters": ["billing"], "confidence": 0.5, "reasoning": "r"}
-            for i, score in scores.items()]
-    return json.dumps({"choices": [{"message": {"content": json.dumps({"results": rows})}, "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": total_tokens - 10, "completion_tokens": 10, "total_tokens": total_tokens}})
+    rows = [
+        {"conversation_id": i, "sentiment_score": score, "clusters": ["billing"], "confidence": 0.5, "reasoning": "r"}
+        for i, score in scores.items()
+    ]
+    return json.dumps(
+        {
+            "choices": [{"message": {"content": json.dumps({"results": rows})}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": total_tokens - 10, "completion_tokens": 10, "total_tokens": total_tokens},
+        }
+    )
 
 
 def answered(gate: OutboundGate, scores: dict[str, float], reserved: int, total_tokens: int):

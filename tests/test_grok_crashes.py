@@ -62,8 +62,11 @@ def test_a_failing_store_is_retried_without_a_second_grok_call(make_stack, grok)
         stack.sql(statement)
     stack.start_worker()
     [conversation_id] = post_all(client, ["My refund never arrived."])
-    wait_until(lambda: "the store step will retry it" in worker_log(stack) and "Retrying message" in worker_log(stack),
-               timeout=30, message="the store to fail and be retried")
+    wait_until(
+        lambda: "the store step will retry it" in worker_log(stack) and "Retrying message" in worker_log(stack),
+        timeout=30,
+        message="the store to fail and be retried",
+    )
     assert stack.conversations(client, [conversation_id])[0]["status"] == "processing"
     stack.sql("DELETE FROM store_fault")
     [document] = stack.settled(client, [conversation_id], timeout=60)

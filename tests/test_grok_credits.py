@@ -11,15 +11,15 @@ import threading
 import httpx
 import pytest
 import redis
-
-from insights.credits import ACTION
-from insights.errors import CreditsExhausted, ProviderBusy, RateLimited, RequestRefused, TransientError
-from insights.outbound import OutboundGate
 from support import free_port, wait_until
 from support.cli import insights
 from support.databases import IN_PROCESS_REDIS_DB, redis_url
 from support.grok import GROK_KEY, batch, make_client
 from support.traffic import BULK, FAST_RETRIES, post_all, post_bulk
+
+from insights.credits import ACTION
+from insights.errors import CreditsExhausted, ProviderBusy, RateLimited, RequestRefused, TransientError
+from insights.outbound import OutboundGate
 
 pytestmark = pytest.mark.timeout(180)
 SHAPES = ("string", "error", "code")
@@ -41,13 +41,20 @@ def refusals(grok) -> list[dict]:
 @pytest.mark.parametrize("shape", SHAPES)
 def test_the_emulator_answers_exhausted_credits_in_each_shape(grok, shape, status):
     grok.configure(credits=shape, credits_status=status)
-    answer = httpx.post(f"{grok.base_url}/chat/completions", headers={"Authorization": f"Bearer {GROK_KEY}"},
-                        json={"model": "grok-4.3", "messages": []})
+    answer = httpx.post(
+        f"{grok.base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {GROK_KEY}"},
+        json={"model": "grok-4.3", "messages": []},
+    )
     body = answer.json()
     assert answer.status_code == status and "Retry-After" not in answer.headers
     message = {"string": lambda: body, "error": lambda: body["error"], "code": lambda: body["error"]}[shape]()
     assert SPENT in message and "purchase more credits" in message
-    assert isinstance(body, str) if shape == "string" else set(body) == ({"error"} if shape == "error" else {"code", "error"})
+    assert (
+        isinstance(body, str)
+        if shape == "string"
+        else set(body) == ({"error"} if shape == "error" else {"code", "error"})
+    )
 
 
 def test_the_emulators_batch_api_refuses_a_team_out_of_credits_too(grok):
@@ -55,8 +62,12 @@ def test_the_emulators_batch_api_refuses_a_team_out_of_credits_too(grok):
     answer = httpx.post(f"{grok.base_url}/batches", headers={"Authorization": f"Bearer {GROK_KEY}"}, json={"name": "b"})
     assert answer.status_code == 403 and SPENT in answer.json()
     grok.configure(credits="")
-    assert httpx.post(f"{grok.base_url}/batches", headers={"Authorization": f"Bearer {GROK_KEY}"},
-                      json={"name": "b"}).status_code == 200
+    assert (
+        httpx.post(
+            f"{grok.base_url}/batches", headers={"Authorization": f"Bearer {GROK_KEY}"}, json={"name": "b"}
+        ).status_code
+        == 200
+    )
 
 
 def test_the_emulator_refuses_an_unknown_shape_and_keeps_credits(grok):
@@ -148,20 +159,33 @@ def assert_held(client, grok, calls: int) -> None:
 
 def wait_for_the_probe(gate: OutboundGate) -> None:
     """Until the pause is over (credits still named): the next call may probe."""
-    wait_until(lambda: (s := gate.state()).state == "credits_exhausted" and s.seconds_left == 0, timeout=20,
-               message="the pause to end")
+    wait_until(
+        lambda: (s := gate.state()).state == "credits_exhausted" and s.seconds_left == 0,
+        timeout=20,
+        message="the pause to end",
+    )
 
 
 def test_credits_running_out_mid_backlog_pause_everything_and_fail_nothing(make_stack, grok, database_env):
     pause = 2.0
     grok.configure(latency=0.2)
-    stack = make_stack(BATCH_SIZE=2, OUTBOUND_RPS=2, MAX_RETRIES=2, GROK_CREDITS_PAUSE_SECONDS=pause, **FAST_RETRIES,
-                       **grok.env, **database_env)
+    stack = make_stack(
+        BATCH_SIZE=2,
+        OUTBOUND_RPS=2,
+        MAX_RETRIES=2,
+        GROK_CREDITS_PAUSE_SECONDS=pause,
+        **FAST_RETRIES,
+        **grok.env,
+        **database_env,
+    )
     client = stack.start_web()
     ids = post_all(client, [f"My order {n} is late, where is it?" for n in range(40)])
     stack.start_worker()
-    wait_until(lambda: sum(d["status"] == "completed" for d in stack.conversations(client, ids)) >= 4, timeout=60,
-               message="part of the backlog to complete")
+    wait_until(
+        lambda: sum(d["status"] == "completed" for d in stack.conversations(client, ids)) >= 4,
+        timeout=60,
+        message="part of the backlog to complete",
+    )
 
     grok.configure(credits="code", credits_status=403)
     assert_named(stack, client)
@@ -180,16 +204,21 @@ def test_credits_running_out_mid_backlog_pause_everything_and_fail_nothing(make_
 
 def assert_named(stack, client) -> None:
     """``/readyz`` (still 200), the metric and ``insights stats`` name exhausted credits and what to do."""
-    ready = wait_until(lambda: (r := client.get("/readyz")).json()["grok"]["state"] == "credits_exhausted" and r,
-                       timeout=30, message="/readyz to name exhausted credits")
+    ready = wait_until(
+        lambda: (r := client.get("/readyz")).json()["grok"]["state"] == "credits_exhausted" and r,
+        timeout=30,
+        message="/readyz to name exhausted credits",
+    )
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     assert ready.json()["grok"]["reason"].startswith(ACTION) and SPENT in ready.json()["grok"]["reason"]
     assert GROK_KEY[:8] not in ready.text
     metrics = client.get("/metrics").text
     assert 'insights_grok_state{state="credits_exhausted"} 1.0' in metrics
     assert 'insights_grok_state{state="available"} 0.0' in metrics
-    assert any(line.startswith("# HELP insights_grok_state") and "purchase credits or raise the spending limit" in line
-               for line in metrics.splitlines())
+    assert any(
+        line.startswith("# HELP insights_grok_state") and "purchase credits or raise the spending limit" in line
+        for line in metrics.splitlines()
+    )
     stats = insights(stack, "stats")
     assert "grok: credits_exhausted" in stats.stdout and ACTION in stats.stdout, stats.stdout + stats.stderr
     assert json.loads(insights(stack, "stats", "--json").stdout)["grok"]["state"] == "credits_exhausted"
@@ -220,11 +249,17 @@ def test_the_bulk_lane_out_of_credits_probes_once_a_pause_and_completes_when_the
     client = stack.start_web()
     ids = post_bulk(client, [f"Invoice {n} was charged twice" for n in range(12)])
     stack.start_worker()
-    ready = wait_until(lambda: (r := client.get("/readyz").json())["grok"]["state"] == "credits_exhausted" and r,
-                       timeout=30, message="the Batch API's refusal to hold both lanes for credits")
+    ready = wait_until(
+        lambda: (r := client.get("/readyz").json())["grok"]["state"] == "credits_exhausted" and r,
+        timeout=30,
+        message="the Batch API's refusal to hold both lanes for credits",
+    )
     assert ready["grok"]["reason"].startswith(ACTION)
-    wait_until(lambda: len(grok.control.get("/batches").json()["out_of_credits"]) >= 3, timeout=60,
-               message="two probes after the first refusal")
+    wait_until(
+        lambda: len(grok.control.get("/batches").json()["out_of_credits"]) >= 3,
+        timeout=60,
+        message="two probes after the first refusal",
+    )
     times = grok.control.get("/batches").json()["out_of_credits"]
     assert len(times) <= 2 + (times[-1] - times[0]) / pause, f"one call a pause, not one a poll: {times}"
 

@@ -7,16 +7,16 @@ import concurrent.futures
 import json
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
+from support.grok import GROK_KEY, MODEL, GrokEmulator, max_calls_in_any_window, request_body
 
 from testing.config import EmulatorConfig
 from testing.rate_limits import Limits
-from support.grok import GROK_KEY, GrokEmulator, MODEL, max_calls_in_any_window, request_body
 
 DEFAULTS = {name: value for name, value in asdict(EmulatorConfig()).items() if name != "api_key"}
 
@@ -37,8 +37,12 @@ def grok(emulator: GrokEmulator) -> GrokEmulator:
 
 
 def call(grok: GrokEmulator, *texts: str, model: str = MODEL, key: str = GROK_KEY) -> httpx.Response:
-    return httpx.post(f"{grok.base_url}/chat/completions", json=request_body(*texts, model=model),
-                      headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    return httpx.post(
+        f"{grok.base_url}/chat/completions",
+        json=request_body(*texts, model=model),
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
 
 
 def prompt_tokens(*texts: str) -> int:
@@ -47,6 +51,7 @@ def prompt_tokens(*texts: str) -> int:
 
 # The windows, in process, on a clock of our own.
 
+
 def test_tokens_are_charged_by_arrival_and_a_refusal_costs_nothing():
     limits = Limits()
     admit = lambda now, tokens: limits.admit(MODEL, now, tokens, rps=0, tpm=1000, tpm_window=60)  # noqa: E731
@@ -54,8 +59,12 @@ def test_tokens_are_charged_by_arrival_and_a_refusal_costs_nothing():
     refusal = admit(20.0, 200)
     assert (refusal.kind, refusal.retry_after, refusal.used, refusal.cost) == ("tpm", 40, 900, 200)
     assert "Tokens per Minute (actual/limit): 1100/1000" in refusal.message(MODEL)
-    assert refusal.headers() == {"Retry-After": "40", "x-ratelimit-limit-tokens": "1000",
-                                 "x-ratelimit-remaining-tokens": "100", "x-ratelimit-reset-tokens": "40s"}
+    assert refusal.headers() == {
+        "Retry-After": "40",
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "100",
+        "x-ratelimit-reset-tokens": "40s",
+    }
     assert admit(20.0, 100) is None, "the refused call was not charged"
     assert admit(59.9, 200) is not None and admit(60.0, 500) is None, "the first call left the window at 60 s"
     assert admit(61.0, 2000).retry_after == 60, "a call over the whole limit never fits"
@@ -76,17 +85,47 @@ def test_requests_per_second_and_tokens_refuse_independently():
 
 # The process, over HTTP.
 
+
 @pytest.mark.processes
 def test_command_line_options(tmp_path: Path):
-    options = ["--latency-median", "0.05", "--latency-sigma", "0.5", "--latency-max", "0.2", "--seed", "3",
-               "--rps", "50", "--tpm", "100000", "--tpm-window", "5", "--context", "5000",
-               "--models", "grok-a,grok-b", "--refusal-status", "400"]
+    options = [
+        "--latency-median",
+        "0.05",
+        "--latency-sigma",
+        "0.5",
+        "--latency-max",
+        "0.2",
+        "--seed",
+        "3",
+        "--rps",
+        "50",
+        "--tpm",
+        "100000",
+        "--tpm-window",
+        "5",
+        "--context",
+        "5000",
+        "--models",
+        "grok-a,grok-b",
+        "--refusal-status",
+        "400",
+    ]
     emulator = GrokEmulator(tmp_path, args=options)
     try:
         answered = emulator.control.post("/config", json={}).json()
-        assert answered == {**DEFAULTS, "latency_median": 0.05, "latency_sigma": 0.5, "latency_max": 0.2, "seed": 3,
-                            "rps": 50, "tpm": 100000, "tpm_window": 5, "context": 5000,
-                            "models": ["grok-a", "grok-b"], "refusal_status": 400}
+        assert answered == {
+            **DEFAULTS,
+            "latency_median": 0.05,
+            "latency_sigma": 0.5,
+            "latency_max": 0.2,
+            "seed": 3,
+            "rps": 50,
+            "tpm": 100000,
+            "tpm_window": 5,
+            "context": 5000,
+            "models": ["grok-a", "grok-b"],
+            "refusal_status": 400,
+        }
         assert call(emulator, "hi", model="grok-b").status_code == 200
         assert call(emulator, "hi", model="grok-c").status_code == 404
         assert call(emulator, "REFUSE this", model="grok-a").status_code == 400
@@ -129,14 +168,21 @@ def test_over_the_tokens_per_minute_a_call_waits_for_retry_after(grok):
     assert [call(grok, "I was charged twice!").status_code for _ in range(2)] == [200, 200]
     refused = call(grok, "I was charged twice!")
     assert refused.status_code == 429
-    assert refused.json() == {"code": "Some resource has been exhausted", "error":
-                              f"Too many tokens for team emulator-team and model {MODEL}. Your team's rate limit is — "
-                              f"Tokens per Minute (actual/limit): {3 * tokens}/{limit}. You can view your team rate "
-                              "limits at https://console.x.ai."}
+    assert refused.json() == {
+        "code": "Some resource has been exhausted",
+        "error": f"Too many tokens for team emulator-team and model {MODEL}. Your team's rate limit is — "
+        f"Tokens per Minute (actual/limit): {3 * tokens}/{limit}. You can view your team rate "
+        "limits at https://console.x.ai.",
+    }
     retry_after = int(refused.headers["Retry-After"])
     assert 1 <= retry_after <= 3
     assert refused.headers["x-ratelimit-remaining-tokens"] == str(limit - 2 * tokens)
-    assert {k: grok.log()[-1][k] for k in ("status", "refused", "tokens", "latency")} == {"status": 429, "refused": "tpm", "tokens": tokens, "latency": 0.0}
+    assert {k: grok.log()[-1][k] for k in ("status", "refused", "tokens", "latency")} == {
+        "status": 429,
+        "refused": "tpm",
+        "tokens": tokens,
+        "latency": 0.0,
+    }
 
     time.sleep(retry_after)
     assert call(grok, "I was charged twice!").status_code == 200
@@ -160,9 +206,14 @@ def test_an_over_long_prompt_is_refused_at_once(grok):
     started = time.monotonic()
     answer = call(grok, text)
     assert time.monotonic() - started < 1.5, "refusals do not wait for the latency"
-    assert (answer.status_code, answer.json()) == (400, {
-        "code": "Client specified an invalid argument",
-        "error": f"This model's maximum prompt length is 100 but the request contains {prompt_tokens(text)} tokens."})
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {
+            "code": "Client specified an invalid argument",
+            "error": f"This model's maximum prompt length is 100 but the request contains {prompt_tokens(text)} "
+            "tokens.",
+        },
+    )
     assert grok.log()[-1]["refused"] == "context"
 
 
@@ -170,9 +221,11 @@ def test_a_batch_holding_refuse_is_refused_for_its_content_and_takes_no_fault(gr
     grok.inject({"status": 500})
     answer = call(grok, "Fine, thanks.", "REFUSE: something the model will not touch")
     assert answer.status_code == 403
-    assert answer.json() == {"code": "The caller does not have permission to execute the specified operation",
-                             "error": f"Content violates usage guidelines. Team: emulator-team, API key ID: emulator-key-id, "
-                                      f"Model: {MODEL}, Failed check: SAFETY_CHECK_TYPE_EMULATED"}
+    assert answer.json() == {
+        "code": "The caller does not have permission to execute the specified operation",
+        "error": f"Content violates usage guidelines. Team: emulator-team, API key ID: emulator-key-id, "
+        f"Model: {MODEL}, Failed check: SAFETY_CHECK_TYPE_EMULATED",
+    }
     assert call(grok, "Fine, thanks.").status_code == 500, "the queued fault waited for an admitted call"
     grok.configure(refusal_status=400)
     answer = call(grok, "REFUSE")
@@ -185,15 +238,25 @@ def test_an_unknown_model_is_404_naming_it(grok):
     answer = call(grok, "hi", model="grok-z")
     assert answer.status_code == 404
     assert answer.json()["code"] == "Some requested entity was not found"
-    assert answer.json()["error"].startswith("The model grok-z does not exist or your team emulator-team does not have access to it.")
+    assert answer.json()["error"].startswith(
+        "The model grok-z does not exist or your team emulator-team does not have access to it."
+    )
     assert call(grok, "hi", model="grok-a").status_code == 200
     grok.configure(models=[])
     assert call(grok, "hi", model="grok-z").status_code == 200
 
 
 def test_the_faults_and_standing_behaviours_still_work(grok):
-    grok.inject({"status": 429, "retry_after": "2"}, {"status": 503}, {"delay": 0.3}, {"malformed": True},
-                {"truncate": True}, {"drop_rows": 1}, {"extra_row": "c9"}, {"out_of_range": True})
+    grok.inject(
+        {"status": 429, "retry_after": "2"},
+        {"status": 503},
+        {"delay": 0.3},
+        {"malformed": True},
+        {"truncate": True},
+        {"drop_rows": 1},
+        {"extra_row": "c9"},
+        {"out_of_range": True},
+    )
     limited = call(grok, "a", "b")
     assert (limited.status_code, limited.headers["Retry-After"]) == (429, "2")
     assert call(grok, "a", "b").status_code == 503
@@ -228,9 +291,15 @@ def test_hundreds_of_calls_in_flight_at_once(grok):
 
     async def all_at_once(count: int) -> list[int]:
         limits = httpx.Limits(max_connections=count)
-        async with httpx.AsyncClient(limits=limits, timeout=60, headers={"Authorization": f"Bearer {GROK_KEY}"}) as client:
-            answers = await asyncio.gather(*(client.post(f"{grok.base_url}/chat/completions", json=request_body(f"call {n}"))
-                                             for n in range(count)))
+        async with httpx.AsyncClient(
+            limits=limits, timeout=60, headers={"Authorization": f"Bearer {GROK_KEY}"}
+        ) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post(f"{grok.base_url}/chat/completions", json=request_body(f"call {n}"))
+                    for n in range(count)
+                )
+            )
         return [answer.status_code for answer in answers]
 
     started = time.monotonic()

@@ -7,11 +7,9 @@ import json
 import time
 
 import pytest
-
 from support import wait_until
 from support.grok import GrokEmulator
 from support.traffic import FAST_RETRIES, POST, conversation, post_all
-
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,14 +29,16 @@ def test_calls_in_flight_follow_the_limit_not_a_thread_count(make_stack, tmp_pat
     under way at once, and the PostgreSQL connections stay within the pools."""
     grok = GrokEmulator(tmp_path, latency=2.0)
     try:
-        stack = make_stack(BATCH_SIZE=2, OUTBOUND_RPS=10, DB_POOL_SIZE=4, DATABASE_URL=postgres_server_url,
-                           **FAST_RETRIES, **grok.env)
+        stack = make_stack(
+            BATCH_SIZE=2, OUTBOUND_RPS=10, DB_POOL_SIZE=4, DATABASE_URL=postgres_server_url, **FAST_RETRIES, **grok.env
+        )
         client = stack.start_web()
         ids = post_all(client, [f"Order {n} arrived late again." for n in range(200)])
         stack.start_worker(threads=None)
         connections = []
-        wait_until(lambda: connections.append(backend_count(stack)) or len(grok.log()) >= 60, timeout=60,
-                   message="60 calls")
+        wait_until(
+            lambda: connections.append(backend_count(stack)) or len(grok.log()) >= 60, timeout=60, message="60 calls"
+        )
         assert calls_in_flight(grok.log()) >= 16, "about OUTBOUND_RPS x latency = 20 calls at once"
         assert max(connections) <= 4 + 6 + 2, "worker pool + web threads + the web's committer"
         assert {d["status"] for d in stack.settled(client, ids, timeout=90)} == {"completed"}
@@ -60,8 +60,14 @@ def test_a_conversation_refused_for_its_content_fails_alone(make_stack, grok, da
     ids = post_all(client, [*texts[:9], "REFUSE this one please", *texts[9:], "word " * 4000])
     documents = {d["conversation_id"]: d for d in stack.settled(client, ids, timeout=60)}
     refused, too_long = documents.pop(ids[9]), documents.pop(ids[-1])
-    assert refused["status"] == "failed" and "403" in refused["last_error"] and "usage guidelines" in refused["last_error"]
-    assert too_long["status"] == "failed" and "400" in too_long["last_error"] and "maximum prompt length" in too_long["last_error"]
+    assert (
+        refused["status"] == "failed" and "403" in refused["last_error"] and "usage guidelines" in refused["last_error"]
+    )
+    assert (
+        too_long["status"] == "failed"
+        and "400" in too_long["last_error"]
+        and "maximum prompt length" in too_long["last_error"]
+    )
     assert {(d["status"], d["attempts"]) for d in documents.values()} == {("completed", 1)}, "the neighbours complete"
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["grok"]["state"] == "available", "no pause for one conversation"
@@ -73,8 +79,11 @@ def test_an_unknown_model_pauses_work_naming_grok_model(make_stack, grok):
     client = stack.start_web()
     stack.start_worker()
     ids = post_all(client, ["Where is my order?"])
-    ready = wait_until(lambda: (r := client.get("/readyz")).json()["grok"]["state"] == "misconfigured" and r, timeout=20,
-                       message="the model to be named")
+    ready = wait_until(
+        lambda: (r := client.get("/readyz")).json()["grok"]["state"] == "misconfigured" and r,
+        timeout=20,
+        message="the model to be named",
+    )
     assert ready.status_code == 200 and "GROK_MODEL='grok-nonexistent'" in ready.json()["grok"]["reason"]
     [document] = stack.conversations(client, ids)
     assert document["status"] in ("queued", "processing") and "GROK_MODEL" in document["last_error"]
@@ -97,7 +106,9 @@ def test_the_token_budget_is_used_without_refusals(make_stack, tmp_path):
         def admitted() -> int:
             return sum(e["tokens"] for e in grok.log() if e["refused"] is None)
 
-        wait_until(lambda: admitted() >= 0.8 * budget, timeout=40, message=f"80 % of {budget} tokens; log: {grok.log()[-3:]}")
+        wait_until(
+            lambda: admitted() >= 0.8 * budget, timeout=40, message=f"80 % of {budget} tokens; log: {grok.log()[-3:]}"
+        )
         refused = [e for e in grok.log() if e["refused"] == "tpm"]
         assert len(refused) <= 1, refused
     finally:
@@ -106,8 +117,9 @@ def test_the_token_budget_is_used_without_refusals(make_stack, tmp_path):
 
 def test_a_batch_over_the_whole_token_budget_is_split_not_stuck(make_stack, grok):
     # Estimated at 1,000 output tokens a conversation at first, a batch of 8 is over the 6,000 budget.
-    stack = make_stack(BATCH_SIZE=8, OUTBOUND_TPM=6_000, GROK_OUTPUT_TOKENS_PER_CONVERSATION=1000,
-                       **FAST_RETRIES, **grok.env)
+    stack = make_stack(
+        BATCH_SIZE=8, OUTBOUND_TPM=6_000, GROK_OUTPUT_TOKENS_PER_CONVERSATION=1000, **FAST_RETRIES, **grok.env
+    )
     client = stack.start_web()
     stack.start_worker()
     ids = post_all(client, [f"Refund {n}, please: the item broke." for n in range(8)])
@@ -116,15 +128,18 @@ def test_a_batch_over_the_whole_token_budget_is_split_not_stuck(make_stack, grok
     assert {documents[i]["status"] for i in ids} == {"completed"}
     assert documents[huge]["status"] == "failed" and "OUTBOUND_TPM" in documents[huge]["last_error"]
     sent = [e["ids"] for e in grok.log()]
-    assert max(map(len, sent)) < 8 and not any(huge in ids for ids in sent), "split before sending; the huge one never sent"
+    assert max(map(len, sent)) < 8 and not any(huge in ids for ids in sent), (
+        "split before sending; the huge one never sent"
+    )
 
 
 def test_a_pause_longer_than_the_lease_spends_no_attempt_and_multiplies_no_message(make_stack, grok):
     """A 429 whose Retry-After outlasts the requeue timeout: the batches wait (set aside in steps of half
     of it, touching them), conversations posted meanwhile are not failed, no attempt is spent, and no conversation
     is ever in more than one pending batch, however often the reconciler looks."""
-    stack = make_stack(BATCH_SIZE=2, MAX_RETRIES=1, REQUEUE_SECONDS=2, RECONCILE_INTERVAL_SECONDS=0.3,
-                       **FAST_RETRIES, **grok.env)
+    stack = make_stack(
+        BATCH_SIZE=2, MAX_RETRIES=1, REQUEUE_SECONDS=2, RECONCILE_INTERVAL_SECONDS=0.3, **FAST_RETRIES, **grok.env
+    )
     client = stack.start_web()
     stack.start_worker()
     grok.inject({"status": 429, "retry_after": "6"})
@@ -137,7 +152,9 @@ def test_a_pause_longer_than_the_lease_spends_no_attempt_and_multiplies_no_messa
         time.sleep(0.2)
     # A batch set aside again sends its next message a moment before the current one is acknowledged:
     # two may be seen at one instant, never at two samples running.
-    doubled = [c for before, after in zip(pending, pending[1:]) for c in before if before[c] > 1 and after.get(c, 0) > 1]
+    doubled = [
+        c for before, after in zip(pending, pending[1:]) for c in before if before[c] > 1 and after.get(c, 0) > 1
+    ]
     assert not doubled and max(max(p.values(), default=0) for p in pending) <= 2, pending
     documents = stack.settled(client, first + during, timeout=60)
     assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}

@@ -12,22 +12,63 @@ from hypothesis import strategies as st
 from insights.analyzer import ConversationToAnalyze
 from insights.offline import OfflineAnalyzer
 from insights.taxonomy import Taxonomy
-from testing.rows import RowCache
 from settings import load_settings
+from testing.rows import RowCache
 
 ANALYZER = OfflineAnalyzer(Taxonomy(dict(load_settings({}).taxonomy), closed=True))
 CACHE = RowCache(ANALYZER, size=64)
-WORDS = ["Order", "refund", "awful", "great", "not", "GREAT", "kind", "of", "password", "charged", "2fa", "2FA,",
-         "143", "(143)", "86", "1337", "gr8", "<3", "</3", ":3", "8)", "0:)", "1:)", "n00b", "w00t", "aug-00", "hi5",
-         "1️⃣", "🔟", "😀", "!", "?", "A1", "#", ":", "-", "'"]
+WORDS = [
+    "Order",
+    "refund",
+    "awful",
+    "great",
+    "not",
+    "GREAT",
+    "kind",
+    "of",
+    "password",
+    "charged",
+    "2fa",
+    "2FA,",
+    "143",
+    "(143)",
+    "86",
+    "1337",
+    "gr8",
+    "<3",
+    "</3",
+    ":3",
+    "8)",
+    "0:)",
+    "1:)",
+    "n00b",
+    "w00t",
+    "aug-00",
+    "hi5",
+    "1️⃣",
+    "🔟",
+    "😀",
+    "!",
+    "?",
+    "A1",
+    "#",
+    ":",
+    "-",
+    "'",
+]
 TOKENS = st.one_of(st.sampled_from(WORDS), st.integers(0, 99999).map(str))
 TEXTS = st.lists(TOKENS, min_size=1, max_size=10).flatmap(
     lambda tokens: st.lists(st.sampled_from(["", " ", ", ", "! "]), min_size=len(tokens), max_size=len(tokens)).map(
-        lambda gaps: "".join(token + gap for token, gap in zip(tokens, gaps))))
+        lambda gaps: "".join(token + gap for token, gap in zip(tokens, gaps))
+    )
+)
 
 
 def conversation(*texts: str) -> dict:
-    return {"conversation_id": "c1", "messages": [{"role": role, "content": text} for role, text in zip(("customer", "agent", "customer"), texts)]}
+    return {
+        "conversation_id": "c1",
+        "messages": [{"role": role, "content": text} for role, text in zip(("customer", "agent", "customer"), texts)],
+    }
 
 
 def expected(row_of: dict) -> dict:

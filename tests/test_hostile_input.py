@@ -7,10 +7,8 @@ import base64
 import json
 
 import pytest
-
 from support.cli import insights, write_lines
 from support.traffic import conversation
-
 
 OVERFLOWING_TIMES = ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+05:00")
 
@@ -39,9 +37,15 @@ def error_of(response, status: int, code: str) -> dict:
 
 def test_a_timestamp_whose_offset_leaves_the_calendar_is_a_field_error(stack):
     for moment in OVERFLOWING_TIMES:
-        error = error_of(stack.client.post("/api/v1/conversations", json=with_timestamp(moment)), 422, "validation_failed")
-        assert error["fields"][0]["path"] == "messages.0.timestamp" and "years 1 to 9999" in error["fields"][0]["message"]
-        batch = stack.client.post("/api/v1/conversations/batch", json={"conversations": [with_timestamp(moment), conversation()]})
+        error = error_of(
+            stack.client.post("/api/v1/conversations", json=with_timestamp(moment)), 422, "validation_failed"
+        )
+        assert (
+            error["fields"][0]["path"] == "messages.0.timestamp" and "years 1 to 9999" in error["fields"][0]["message"]
+        )
+        batch = stack.client.post(
+            "/api/v1/conversations/batch", json={"conversations": [with_timestamp(moment), conversation()]}
+        )
         assert batch.status_code == 200, batch.text
         assert [r["status"] for r in batch.json()["results"]] == ["invalid", "accepted"]
 
@@ -51,14 +55,25 @@ def test_ids_and_cursors_that_no_answer_contained_are_refused_before_the_databas
     assert error_of(stack.client.get("/api/v1/conversations/" + "x" * 300), 404, "not_found")
     window = {"start_time": "2026-01-01T00:00:00Z", "end_time": "2026-01-02T00:00:00Z"}
     nested = b"[" * 5_000 + b"]" * 5_000  # deeper than json.loads can recurse
-    for cursor in (cursor_of(nested), cursor_of(["2026-01-01T00:00:00", "abc\x00def"]), cursor_of(["2026-01-01", 7]),
-                   cursor_of(["0001-01-01T00:00:00+05:00", "abc"]), cursor_of({"a": 1}), "%%%", cursor_of("x\x00")):
-        error = error_of(stack.client.get("/api/v1/insights", params={**window, "cursor": cursor}), 400, "invalid_parameter")
+    for cursor in (
+        cursor_of(nested),
+        cursor_of(["2026-01-01T00:00:00", "abc\x00def"]),
+        cursor_of(["2026-01-01", 7]),
+        cursor_of(["0001-01-01T00:00:00+05:00", "abc"]),
+        cursor_of({"a": 1}),
+        "%%%",
+        cursor_of("x\x00"),
+    ):
+        error = error_of(
+            stack.client.get("/api/v1/insights", params={**window, "cursor": cursor}), 400, "invalid_parameter"
+        )
         assert error["parameter"] == "cursor"
     good = cursor_of(["2026-01-01T00:00:00", "conv_1"])
     assert stack.client.get("/api/v1/insights", params={**window, "cursor": good}).status_code == 200
     for name in ("start_time", "end_time"):
-        error = error_of(stack.client.get("/api/v1/insights", params={**window, name: "2026-01-01\x00"}), 400, "invalid_parameter")
+        error = error_of(
+            stack.client.get("/api/v1/insights", params={**window, name: "2026-01-01\x00"}), 400, "invalid_parameter"
+        )
         assert error["parameter"] == name
 
 
@@ -72,14 +87,23 @@ def test_import_reports_an_overflowing_timestamp_and_keeps_the_other_lines(stack
     assert stack.sql("SELECT COUNT(*) FROM conversations")[0][0] == 2
 
 
-@pytest.mark.parametrize("number, shown", [("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf"), ("1e999", "inf")])
+@pytest.mark.parametrize(
+    "number, shown", [("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf"), ("1e999", "inf")]
+)
 def test_numbers_json_cannot_hold_are_refused_not_stored_as_null(stack, number, shown):
-    body = '{"messages": [{"role": "customer", "content": "hi"}], "metadata": {"scores": [1, {"x": %s}]}}' % number
-    error = error_of(stack.client.post("/api/v1/conversations", content=body, headers={"content-type": "application/json"}),
-                     400, "invalid_json")
+    body = '{"messages": [{"role": "customer", "content": "hi"}], "metadata": {"scores": [1, {"x": NUMBER}]}}'
+    body = body.replace("NUMBER", number)
+    error = error_of(
+        stack.client.post("/api/v1/conversations", content=body, headers={"content-type": "application/json"}),
+        400,
+        "invalid_json",
+    )
     assert f"metadata.scores.1.x is {shown}" in error["message"]
-    batch = stack.client.post("/api/v1/conversations/batch", content='{"conversations": [%s]}' % body,
-                              headers={"content-type": "application/json"})
+    batch = stack.client.post(
+        "/api/v1/conversations/batch",
+        content='{"conversations": [' + body + "]}",
+        headers={"content-type": "application/json"},
+    )
     assert batch.json()["results"][0]["status"] == "invalid"
     assert stack.sql("SELECT COUNT(*) FROM conversations")[0][0] == 0
 
@@ -106,7 +130,9 @@ def test_a_nul_in_any_query_parameter_is_a_400_naming_it(stack):
     for method, path, name, others in parameters:
         for value in ("\x00", "a\x00b"):
             params = {**{n: WINDOW[n] for n in others if n in WINDOW}, name: value}
-            answer = stack.client.request(method, path, params=params, json=conversation("nul") if method == "post" else None)
+            answer = stack.client.request(
+                method, path, params=params, json=conversation("nul") if method == "post" else None
+            )
             assert error_of(answer, 400, "invalid_parameter")["parameter"] == name, (method, path, value)
 
 
@@ -115,8 +141,11 @@ def test_a_nul_in_any_text_of_a_body_is_kept_as_sent(stack):
     body = {"messages": [{"role": "cust\x00omer", "content": "NUL \x00 here"}], "metadata": {"k\x00": ["v\x00"]}}
     for conversation_id in ("nul-single", "nul-batched"):
         sent = {**body, "conversation_id": conversation_id}
-        answer = (stack.client.post("/api/v1/conversations", json=sent) if conversation_id == "nul-single"
-                  else stack.client.post("/api/v1/conversations/batch", json={"conversations": [sent]}))
+        answer = (
+            stack.client.post("/api/v1/conversations", json=sent)
+            if conversation_id == "nul-single"
+            else stack.client.post("/api/v1/conversations/batch", json={"conversations": [sent]})
+        )
         assert answer.status_code in (200, 202) and "accepted" in answer.text, answer.text
         stored = stack.client.get(f"/api/v1/conversations/{conversation_id}", params={"include": "payload"}).json()
         assert stored["payload"]["messages"] == [{**body["messages"][0], "timestamp": None}]
@@ -126,8 +155,11 @@ def test_a_nul_in_any_text_of_a_body_is_kept_as_sent(stack):
 def test_cli_text_that_no_database_can_hold_is_refused_in_one_line(stack):
     """Bytes that are not UTF-8 in an argument reach Python as lone surrogates, which neither database
     driver can encode: the command names the argument and stops (exit 2) before any SQL."""
-    for args, name in ((["conversations", "list", "--reason", "r\udcffsum"], "--reason"), (["bulk", "show", "pb_\udcff"], "batch_id"),
-                       (["bulk", "cancel", "pb_\udcff"], "batch_id")):
+    for args, name in (
+        (["conversations", "list", "--reason", "r\udcffsum"], "--reason"),
+        (["bulk", "show", "pb_\udcff"], "batch_id"),
+        (["bulk", "cancel", "pb_\udcff"], "batch_id"),
+    ):
         result = insights(stack, *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert f"argument {name}: not UTF-8 text" in result.stderr

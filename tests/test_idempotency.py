@@ -6,9 +6,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from support.traffic import conversation
-
 
 POST, BATCH = "/api/v1/conversations", "/api/v1/conversations/batch"
 
@@ -51,7 +49,14 @@ def test_a_key_is_forgotten_after_24_hours(stack):
 
 def test_a_retried_batch_names_the_same_conversations(stack):
     client = stack.start_web()
-    body = {"conversations": [conversation("one"), {"messages": []}, conversation("two", conversation_id="mine-2"), conversation("three")]}
+    body = {
+        "conversations": [
+            conversation("one"),
+            {"messages": []},
+            conversation("two", conversation_id="mine-2"),
+            conversation("three"),
+        ]
+    }
     first = keyed(client, BATCH, body, "batch-7")
     assert first.status_code == 200
     statuses = [(r["status"], r.get("conversation_id")) for r in first.json()["results"]]
@@ -60,9 +65,15 @@ def test_a_retried_batch_names_the_same_conversations(stack):
 
     again = keyed(client, BATCH, body, "batch-7").json()["results"]
     assert [(r["status"], r.get("conversation_id")) for r in again] == [
-        ("duplicate", statuses[0][1]), ("invalid", None), ("duplicate", "mine-2"), ("duplicate", statuses[3][1])]
+        ("duplicate", statuses[0][1]),
+        ("invalid", None),
+        ("duplicate", "mine-2"),
+        ("duplicate", statuses[3][1]),
+    ]
     grown = keyed(client, BATCH, {"conversations": [*body["conversations"], conversation("four")]}, "batch-7")
-    assert grown.status_code == 409 and grown.json()["error"]["code"] == "idempotency_key_reused", "nothing of it accepted"
+    assert grown.status_code == 409 and grown.json()["error"]["code"] == "idempotency_key_reused", (
+        "nothing of it accepted"
+    )
     assert stack.sql("SELECT COUNT(*) FROM conversations") == [(3,)]
     single = keyed(client, POST, conversation("one"), "batch-7")
     assert single.status_code == 202, "keys are scoped to their endpoint"
@@ -83,7 +94,9 @@ def test_a_batch_whose_items_all_carry_ids_binds_no_key(stack):
     client = stack.start_web()
     first = keyed(client, BATCH, {"conversations": [conversation("a", conversation_id="own-a")]}, "own-ids")
     other = keyed(client, BATCH, {"conversations": [conversation("b", conversation_id="own-b")]}, "own-ids")
-    assert [r["status"] for r in (*first.json()["results"], *other.json()["results"])] == ["accepted", "accepted"], other.text
+    assert [r["status"] for r in (*first.json()["results"], *other.json()["results"])] == ["accepted", "accepted"], (
+        other.text
+    )
     assert stack.sql("SELECT COUNT(*) FROM idempotency_keys") == [(0,)]
     unnamed = keyed(client, BATCH, {"conversations": [conversation("c")]}, "own-ids")
     assert unnamed.json()["results"][0]["conversation_id"].startswith("idem_")
@@ -95,11 +108,17 @@ MALFORMED = ["", "has space", "x" * 256, "caf\u00e9"]
 @pytest.mark.parametrize("key", MALFORMED)
 def test_a_malformed_key_is_400_naming_the_header(stack, key):
     client = stack.start_web()
-    for path, body in ((POST, conversation("hi")), (POST, conversation("hi", conversation_id="own")),
-                       (BATCH, {"conversations": [conversation("hi", conversation_id="own")]})):
+    for path, body in (
+        (POST, conversation("hi")),
+        (POST, conversation("hi", conversation_id="own")),
+        (BATCH, {"conversations": [conversation("hi", conversation_id="own")]}),
+    ):
         answer = client.post(path, json=body, headers={"Idempotency-Key": key.encode()})  # UTF-8 bytes as sent
         assert answer.status_code == 400 and answer.json()["error"] == {
-            "code": "invalid_header", "message": "Idempotency-Key: 1 to 255 visible ASCII characters.", "header": "Idempotency-Key"}
+            "code": "invalid_header",
+            "message": "Idempotency-Key: 1 to 255 visible ASCII characters.",
+            "header": "Idempotency-Key",
+        }
 
 
 def test_two_keys_on_one_request_are_400(stack):
@@ -117,8 +136,12 @@ def test_a_request_refused_by_the_inbound_limit_writes_nothing(make_stack, datab
     client = stack.start_web()
     statuses = []
     for n in range(20):
-        answer = keyed(client, POST if n % 2 else BATCH, conversation(f"refused {n}") if n % 2
-                       else {"conversations": [conversation(f"refused {n}")]}, f"refused-{n}")
+        answer = keyed(
+            client,
+            POST if n % 2 else BATCH,
+            conversation(f"refused {n}") if n % 2 else {"conversations": [conversation(f"refused {n}")]},
+            f"refused-{n}",
+        )
         statuses.append(answer.status_code)
     assert 429 in statuses, statuses
     written = stack.sql("SELECT COUNT(*) FROM idempotency_keys")[0][0]
@@ -135,7 +158,9 @@ def test_every_post_says_what_is_left_of_the_inbound_limit(make_stack):
     assert remaining == ["r=2", "r=1", "r=0", "r=0"]
     assert answers[3].headers["Retry-After"] == "1" and answers[3].headers["RateLimit"].endswith("t=1")
     duplicate = client.post(POST, json=conversation("pace 0", conversation_id="pace-0"))
-    assert duplicate.status_code == 202 and duplicate.headers["RateLimit"].startswith('"inbound";r='), "a duplicate takes no slot, still says"
+    assert duplicate.status_code == 202 and duplicate.headers["RateLimit"].startswith('"inbound";r='), (
+        "a duplicate takes no slot, still says"
+    )
     batch = client.post(BATCH, json={"conversations": [conversation("b", conversation_id="pace-b")]})
     assert batch.headers["RateLimit-Policy"] == '"inbound";q=3;w=1' and "RateLimit" in batch.headers
 

@@ -19,15 +19,15 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
-
-from local.supervisor import stop_all
 from support import ROOT, free_port, wait_until
 from support.databases import fresh_redis_url
+
+from local.supervisor import stop_all
 
 # Run by the installed interpreter from outside the build context: import every module the distribution
 # installed; say which came from elsewhere, where config.toml was found, and whether settings load.
@@ -54,9 +54,11 @@ def ignored(relative: str, patterns: list[str]) -> bool:
     and ``**/name`` matches ``name`` at any depth."""
     parts = relative.split("/")
     prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
-    return any(fnmatch.fnmatchcase(prefix, pattern) or
-               (pattern.startswith("**/") and fnmatch.fnmatchcase(part, pattern[3:]))
-               for pattern in patterns for prefix, part in zip(prefixes, parts))
+    return any(
+        fnmatch.fnmatchcase(prefix, pattern) or (pattern.startswith("**/") and fnmatch.fnmatchcase(part, pattern[3:]))
+        for pattern in patterns
+        for prefix, part in zip(prefixes, parts)
+    )
 
 
 def build_context(target: Path) -> None:
@@ -64,8 +66,9 @@ def build_context(target: Path) -> None:
     patterns = ignored_patterns()
     for directory, subdirectories, files in os.walk(ROOT):
         relative_directory = os.path.relpath(directory, ROOT)
-        subdirectories[:] = [d for d in subdirectories
-                             if not ignored(os.path.normpath(os.path.join(relative_directory, d)), patterns)]
+        subdirectories[:] = [
+            d for d in subdirectories if not ignored(os.path.normpath(os.path.join(relative_directory, d)), patterns)
+        ]
         for name in files:
             relative = os.path.normpath(os.path.join(relative_directory, name))
             if not ignored(relative, patterns):
@@ -78,11 +81,31 @@ def install(context: Path, venv: Path) -> Path:
     the new environment's interpreter."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     Path(purelib, "test-environment.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                                "--no-build-isolation", "--no-index", str(context)], capture_output=True, text=True, timeout=300)
+    installed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
     return python
 
@@ -103,8 +126,13 @@ def outside(image: Path, tmp_path: Path) -> dict[str, str]:
     """An environment for the image's processes run from ``tmp_path``: nothing of the checkout on the path,
     a Redis database and a SQLite file of their own, the configuration found as installed."""
     env = {name: value for name, value in os.environ.items() if name not in ("PYTHONPATH", "CONFIG_FILE")}
-    return {**env, "PATH": f"{image.parent}:{env['PATH']}", "REDIS_URL": fresh_redis_url(),
-            "DB_PATH": str(tmp_path / "insights.db"), "DATABASE_URL": ""}
+    return {
+        **env,
+        "PATH": f"{image.parent}:{env['PATH']}",
+        "REDIS_URL": fresh_redis_url(),
+        "DB_PATH": str(tmp_path / "insights.db"),
+        "DATABASE_URL": "",
+    }
 
 
 @pytest.fixture
@@ -122,36 +150,67 @@ def test_the_dockerfile_copies_the_whole_filtered_context():
 
 @pytest.mark.processes
 def test_every_installed_module_imports_from_the_install_and_finds_its_configuration(image, outside, tmp_path):
-    checked = subprocess.run([str(image), "-c", IMPORT_ALL], cwd=tmp_path, env=outside, capture_output=True, text=True,
-                             timeout=120)
+    checked = subprocess.run(
+        [str(image), "-c", IMPORT_ALL], cwd=tmp_path, env=outside, capture_output=True, text=True, timeout=120
+    )
     assert checked.returncode == 0, checked.stderr[-3000:]
     found = json.loads(checked.stdout)
-    assert {"ingress", "api.serve", "actors.launch", "store.migrations", "cli", "testing.emulator"} <= set(found["modules"])
+    assert {"ingress", "api.serve", "actors.launch", "store.migrations", "cli", "testing.emulator"} <= set(
+        found["modules"]
+    )
     assert found["outside"] == [], "imported from outside the install"
     assert found["config"] == str(image.parent.parent / "share" / "conversation-insights" / "config.toml")
 
 
 @pytest.mark.processes
 def test_the_procfile_processes_start_from_the_install(image, outside, started, tmp_path):
-    release = subprocess.run([str(image), "-m", "store.migrations"], cwd=tmp_path, env=outside, capture_output=True,
-                             text=True, timeout=120)
+    release = subprocess.run(
+        [str(image), "-m", "store.migrations"], cwd=tmp_path, env=outside, capture_output=True, text=True, timeout=120
+    )
     assert release.returncode == 0, release.stderr[-2000:]
 
     port = free_port()
     web_log = tmp_path / "web.log"
-    started.append(subprocess.Popen([str(image), "-m", "api.serve", "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
-                                    env=outside, stdout=web_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True))
-    wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=60,
-               message=lambda: f"the web process; {web_log.read_text()}")
+    started.append(
+        subprocess.Popen(
+            [str(image), "-m", "api.serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path,
+            env=outside,
+            stdout=web_log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    )
+    wait_until(
+        lambda: answers(f"http://127.0.0.1:{port}/healthz"),
+        timeout=60,
+        message=lambda: f"the web process; {web_log.read_text()}",
+    )
 
     metrics = tmp_path / "worker-metrics"
     metrics.mkdir()
-    worker_env = {**outside, "WORKER_PROCESSES": "1", "dramatiq_prom_port": str(free_port()), "dramatiq_prom_db": str(metrics)}
+    worker_env = {
+        **outside,
+        "WORKER_PROCESSES": "1",
+        "dramatiq_prom_port": str(free_port()),
+        "dramatiq_prom_db": str(metrics),
+    }
     log = tmp_path / "worker.log"
-    started.append(subprocess.Popen([str(image), "-m", "actors.launch"], cwd=tmp_path, env=worker_env, stdout=log.open("wb"),
-                                    stderr=subprocess.STDOUT, start_new_session=True))
-    wait_until(lambda: "Worker process is ready for action" in log.read_text(), timeout=60,
-               message=lambda: f"the worker; {log.read_text()}")
+    started.append(
+        subprocess.Popen(
+            [str(image), "-m", "actors.launch"],
+            cwd=tmp_path,
+            env=worker_env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    )
+    wait_until(
+        lambda: "Worker process is ready for action" in log.read_text(),
+        timeout=60,
+        message=lambda: f"the worker; {log.read_text()}",
+    )
     assert "Traceback" not in log.read_text()
 
 
@@ -175,6 +234,10 @@ def test_docker_builds_the_image():
     docker = docker_engine()
     if docker is None:
         pytest.skip("no Docker engine answers here (docker info fails or docker is not installed)")
-    built = subprocess.run([docker, "build", "--quiet", "--tag", "conversation-insights:test", str(ROOT)],
-                           capture_output=True, text=True, timeout=1700)
+    built = subprocess.run(
+        [docker, "build", "--quiet", "--tag", "conversation-insights:test", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=1700,
+    )
     assert built.returncode == 0, built.stderr[-3000:]

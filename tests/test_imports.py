@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support import ROOT, free_port
 
 PACKAGES = ("actors", "api", "cli", "insights", "store", "settings", "telemetry", "local", "testing")
@@ -59,10 +58,21 @@ print(len(names))
 
 @pytest.mark.processes
 def test_importing_any_module_builds_nothing_even_with_a_bad_configuration():
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-           "BATCH_SIZE": "banana", "DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none"}
-    checked = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING, *PACKAGES], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "BATCH_SIZE": "banana",
+        "DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+    }
+    checked = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERYTHING, *PACKAGES],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert int(checked.stdout.strip()) >= 90, "every module was imported"
 
@@ -75,15 +85,22 @@ for found in pkgutil.walk_packages(api.__path__, "api."):
     importlib.import_module(found.name)
 import dramatiq.broker
 broker = dramatiq.broker.global_broker
-print(sorted(name for name in ("actors.analysis", "actors.batching", "actors.bulk", "actors.worker") if name in sys.modules))
+declaring = ("actors.analysis", "actors.batching", "actors.bulk", "actors.worker")
+print(sorted(name for name in declaring if name in sys.modules))
 print(sorted(broker.actors) if broker else [])
 """
 
 
 @pytest.mark.processes
 def test_the_web_and_the_cli_import_no_actor():
-    checked = subprocess.run([sys.executable, "-c", SENDERS_ONLY], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                             capture_output=True, text=True, timeout=120)
+    checked = subprocess.run(
+        [sys.executable, "-c", SENDERS_ONLY],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert checked.returncode == 0, checked.stderr[-3000:]
     assert checked.stdout.split("\n")[:2] == ["[]", "[]"], checked.stdout
 
@@ -109,7 +126,9 @@ def top_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
         elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             pending.extend(node.orelse)
         elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            pending.extend(child for child in ast.iter_child_nodes(node) if isinstance(child, (ast.stmt, ast.excepthandler)))
+            pending.extend(
+                child for child in ast.iter_child_nodes(node) if isinstance(child, (ast.stmt, ast.excepthandler))
+            )
     return statements
 
 
@@ -131,8 +150,12 @@ def imported(name: str, statement: ast.Import | ast.ImportFrom, modules: dict[st
 
 def import_graph() -> dict[str, set[str]]:
     modules = project_modules()
-    return {name: set().union(*(imported(name, statement, modules) for statement in top_level_imports(ast.parse(path.read_text()))))
-            for name, path in modules.items()}
+    return {
+        name: set().union(
+            *(imported(name, statement, modules) for statement in top_level_imports(ast.parse(path.read_text())))
+        )
+        for name, path in modules.items()
+    }
 
 
 def test_the_graph_sees_the_imports_it_should():
@@ -161,8 +184,12 @@ MAY_IMPORT = {
 
 def test_the_arrows_point_one_way():
     room = lambda name: name.split(".")[0]  # noqa: E731
-    crossing = sorted(f"{module} -> {target}" for module, targets in import_graph().items() for target in targets
-                      if room(target) != room(module) and room(target) not in MAY_IMPORT[room(module)])
+    crossing = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if room(target) != room(module) and room(target) not in MAY_IMPORT[room(module)]
+    )
     assert not crossing, crossing
 
 

@@ -9,10 +9,10 @@ from datetime import datetime
 
 import redis
 from peewee import SqliteDatabase
-
-from settings import load_settings
 from support.databases import IN_PROCESS_REDIS_DB, redis_url
 from support.traffic import conversation
+
+from settings import load_settings
 
 LIMIT = 5
 
@@ -40,7 +40,9 @@ def test_two_web_processes_together_accept_at_most_inbound_rps(make_stack):
 
     # Whatever the timing, no one-second span of acceptance times (as committed) holds more than LIMIT.
     with SqliteDatabase(stack.env["DB_PATH"]) as db:
-        times = sorted(datetime.fromisoformat(row[0]) for row in db.execute_sql("SELECT received_at FROM conversations"))
+        times = sorted(
+            datetime.fromisoformat(row[0]) for row in db.execute_sql("SELECT received_at FROM conversations")
+        )
     assert len(times) == len(accepted)
     for i, first in enumerate(times):
         # 0.95 s: received_at is stamped a moment after the limiter counted the request, in another process.
@@ -56,8 +58,10 @@ def test_deployments_of_different_namespaces_on_one_redis_database_have_limits_o
     url = redis_url(IN_PROCESS_REDIS_DB)
     client = redis.Redis.from_url(url)
     client.flushdb()
-    ours, theirs = (InboundLimiter(load_settings({"REDIS_URL": url, "REDIS_NAMESPACE": namespace, "INBOUND_RPS": "1"}))
-                    for namespace in ("ns-a", "ns-b"))
+    ours, theirs = (
+        InboundLimiter(load_settings({"REDIS_URL": url, "REDIS_NAMESPACE": namespace, "INBOUND_RPS": "1"}))
+        for namespace in ("ns-a", "ns-b")
+    )
 
     async def one_each() -> list[tuple[int, int | None]]:
         return [((quota := await limiter.take()).granted, quota.remaining) for limiter in (ours, theirs)]

@@ -22,7 +22,9 @@ def test_same_input_same_output():
 
 
 def test_sentiment_follows_the_customer_not_the_agent():
-    row = analyze(("customer", "This is awful, I hate it."), ("agent", "We are delighted to help, wonderful day!")).rows[0]
+    row = analyze(
+        ("customer", "This is awful, I hate it."), ("agent", "We are delighted to help, wonderful day!")
+    ).rows[0]
     assert row.sentiment_score < -0.3
 
 
@@ -53,7 +55,14 @@ def test_rows_survive_revalidation_and_raw_response_is_kept():
 
 
 def test_validation_drops_foreign_duplicate_and_out_of_range_rows():
-    good = {"conversation_id": "a", "sentiment_score": 0.1, "clusters": ["X  Y", "x-y", "!!"], "confidence": 0.5, "reasoning": "r", "extra": 1}
+    good = {
+        "conversation_id": "a",
+        "sentiment_score": 0.1,
+        "clusters": ["X  Y", "x-y", "!!"],
+        "confidence": 0.5,
+        "reasoning": "r",
+        "extra": 1,
+    }
     rows, rejected = validate_rows(
         ["a", "b", "c", "d"],
         [

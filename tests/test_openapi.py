@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from jsonschema import Draft202012Validator
-
 from support import wait_until
 from support.traffic import conversation
 
@@ -32,8 +31,15 @@ def assert_matches(document: dict, schema_name: str, body: object) -> None:
 def test_it_is_openapi_3_1_with_every_route(document):
     assert document["openapi"] == "3.1.0"
     assert set(document["paths"]) == {
-        "/api/v1/conversations", "/api/v1/conversations/batch", "/api/v1/conversations/{conversation_id}",
-        "/api/v1/insights", "/api/v1/insights/summary", "/api/v1/insights/trends", "/healthz", "/readyz", "/openapi.json",
+        "/api/v1/conversations",
+        "/api/v1/conversations/batch",
+        "/api/v1/conversations/{conversation_id}",
+        "/api/v1/insights",
+        "/api/v1/insights/summary",
+        "/api/v1/insights/trends",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
     }
     Draft202012Validator.check_schema({"components": document["components"]})
 
@@ -64,7 +70,11 @@ def test_real_answers_match_the_document(web, document):
     assert_matches(document, "Summary", web.get("/api/v1/insights/summary", params=window).json())
     days = {"start_time": "2020-01-01", "end_time": "2021-06-01"}
     assert_matches(document, "Trends", web.get("/api/v1/insights/trends", params=days).json())
-    assert_matches(document, "Trends", web.get("/api/v1/insights/trends", params={**days, "cluster": "billing", "end_time": "2020-01-02"}).json())
+    assert_matches(
+        document,
+        "Trends",
+        web.get("/api/v1/insights/trends", params={**days, "cluster": "billing", "end_time": "2020-01-02"}).json(),
+    )
     batch = web.post("/api/v1/conversations/batch", json={"conversations": [conversation("a"), {"messages": 1}]})
     assert_matches(document, "BatchResults", batch.json())
     assert_matches(document, "Health", web.get("/healthz").json())

@@ -12,7 +12,6 @@ import httpx
 import psutil
 import pytest
 import yaml
-
 from support import BIN, ROOT, free_port, wait_until
 from support.cli import line, migrated, run, write_lines
 from support.databases import fresh_redis_url
@@ -24,7 +23,10 @@ def test_web_and_worker_metrics(make_stack):
     stack = make_stack(BATCH_FLUSH_SECONDS=0.3)
     client = stack.start_web()
     stack.start_worker()
-    ids = [client.post("/api/v1/conversations", json=conversation(f"Thanks {n}!")).json()["conversation_id"] for n in range(3)]
+    ids = [
+        client.post("/api/v1/conversations", json=conversation(f"Thanks {n}!")).json()["conversation_id"]
+        for n in range(3)
+    ]
     assert client.post("/api/v1/conversations", json={"messages": []}).status_code == 422
     stack.settled(client, ids)
 
@@ -53,17 +55,25 @@ def test_a_worker_counts_and_says_the_ids_its_database_does_not_hold(make_stack,
 
     def unknown_ids() -> float:
         try:
-            return value(samples(httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/", timeout=10).text),
-                         "insights_conversations_unknown_total")
+            return value(
+                samples(httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/", timeout=10).text),
+                "insights_conversations_unknown_total",
+            )
         except httpx.TransportError:  # the worker is not serving metrics yet
             return 0.0
 
     for name, lines, counted in (("first", 2, 2), ("second", 1, 3)):
         write_lines(tmp_path / f"{name}.jsonl", [line(f"{name} file, line {n}") for n in range(lines)])
-        imported = run(stray, "import", "--lane", "realtime", "--create-database", "--no-progress", str(tmp_path / f"{name}.jsonl"))
+        imported = run(
+            stray, "import", "--lane", "realtime", "--create-database", "--no-progress", str(tmp_path / f"{name}.jsonl")
+        )
         assert imported.returncode == 0, imported.stderr
-        wait_until(lambda: unknown_ids() == counted, message=f"{counted} unknown ids counted")
-    said = [text for text in (stack.logs / "worker-0.log").read_text().splitlines() if "not in this worker's database" in text]
+        wait_until(lambda counted=counted: unknown_ids() == counted, message=f"{counted} unknown ids counted")
+    said = [
+        text
+        for text in (stack.logs / "worker-0.log").read_text().splitlines()
+        if "not in this worker's database" in text
+    ]
     assert len(said) == 1, said
     assert f"2 conversation id(s) not in this worker's database (SQLite at {stack.env['DB_PATH']}), dropped" in said[0]
 
@@ -84,11 +94,19 @@ def test_the_procfile_runs_under_honcho_with_several_web_workers(tmp_path):
         "dramatiq_prom_db": str(tmp_path / "worker-metrics"),
     }
     (tmp_path / "worker-metrics").mkdir()
-    release = subprocess.run(["honcho", "start", "release"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    release = subprocess.run(
+        ["honcho", "start", "release"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert release.returncode == 0 and "applied 0001_initial" in release.stdout
 
-    honcho = subprocess.Popen(["honcho", "start", "web", "worker"], cwd=ROOT, env=env, start_new_session=True,
-                              stdout=open(tmp_path / "honcho.log", "wb"), stderr=subprocess.STDOUT)
+    honcho = subprocess.Popen(
+        ["honcho", "start", "web", "worker"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=open(tmp_path / "honcho.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
 
@@ -99,9 +117,15 @@ def test_the_procfile_runs_under_honcho_with_several_web_workers(tmp_path):
                 return False
 
         wait_until(ready, timeout=60, message=f"honcho's web; log: {(tmp_path / 'honcho.log').read_text()}")
-        ids = [client.post("/api/v1/conversations", json=conversation(f"Order {n} is fine")).json()["conversation_id"] for n in range(6)]
-        wait_until(lambda: all(client.get(f"/api/v1/conversations/{i}").json()["status"] == "completed" for i in ids),
-                   timeout=60, message="the Procfile's worker to complete them")
+        ids = [
+            client.post("/api/v1/conversations", json=conversation(f"Order {n} is fine")).json()["conversation_id"]
+            for n in range(6)
+        ]
+        wait_until(
+            lambda: all(client.get(f"/api/v1/conversations/{i}").json()["status"] == "completed" for i in ids),
+            timeout=60,
+            message="the Procfile's worker to complete them",
+        )
         # Two uvicorn workers answer scrapes in turn; multiprocess mode makes each answer whole.
         for _ in range(4):
             assert value(samples(client.get("/metrics").text), "insights_conversations_accepted_total") == 6
@@ -124,7 +148,10 @@ def test_compose_runs_the_procfile_processes_on_postgres():
     assert services["release"]["command"] == procfile["release"]
     assert services["web"]["command"] == procfile["web"]
     assert services["worker"]["command"] == procfile["worker"]
-    assert all(services[name]["environment"]["DATABASE_URL"].startswith("postgresql://") for name in ("release", "web", "worker"))
+    assert all(
+        services[name]["environment"]["DATABASE_URL"].startswith("postgresql://")
+        for name in ("release", "web", "worker")
+    )
     assert services["web"]["depends_on"] == {"release": {"condition": "service_completed_successfully"}}
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-
+from support.traffic import FAST_RETRIES, conversation
 
 from store import queries, reports
 from store.models import Conversation
-from support.traffic import FAST_RETRIES, conversation
 
 LIST = "/api/v1/conversations"
 
@@ -27,11 +26,15 @@ def settled(make_stack, grok, database_env):
         "refused": conversation("REFUSE this one please"),
         "poisoned": conversation("POISON overflows every answer"),
         "fine-2": conversation("Great service, 50% off_sale"),
-        "old": {"messages": [{"role": "customer", "content": "Back in 2025", "timestamp": "2025-06-01T08:00:00Z"}],
-                "metadata": {"channel": "email", "tier": {"name": "gold"}}},
+        "old": {
+            "messages": [{"role": "customer", "content": "Back in 2025", "timestamp": "2025-06-01T08:00:00Z"}],
+            "metadata": {"channel": "email", "tier": {"name": "gold"}},
+        },
     }
     for conversation_id, body in bodies.items():
-        assert client.post("/api/v1/conversations", json={**body, "conversation_id": conversation_id}).status_code == 202
+        assert (
+            client.post("/api/v1/conversations", json={**body, "conversation_id": conversation_id}).status_code == 202
+        )
     stack.settled(client, list(bodies))
     return client, bodies
 
@@ -72,14 +75,24 @@ def test_one_conversation_with_its_messages_and_metadata(settled):
     assert plain["payload"] is None and plain["occurred_at"] == "2025-06-01T08:00:00Z"
     full = client.get(f"{LIST}/old", params={"include": "payload"}).json()
     assert full["payload"]["metadata"] == bodies["old"]["metadata"]
-    assert full["payload"]["messages"] == [{"role": "customer", "content": "Back in 2025", "timestamp": "2025-06-01T08:00:00Z"}]
+    assert full["payload"]["messages"] == [
+        {"role": "customer", "content": "Back in 2025", "timestamp": "2025-06-01T08:00:00Z"}
+    ]
 
 
-@pytest.mark.parametrize(("params", "parameter"), [
-    ({"status": "lost"}, "status"), ({"reason": "x" * 201}, "reason"), ({"limit": "0"}, "limit"),
-    ({"cursor": "bm9wZQ"}, "cursor"), ({"start_time": "2026-02-01", "end_time": "2026-01-01"}, "end_time"),
-    ({"colour": "red"}, "colour"), ({"start_time": ""}, "start_time"), ({"end_time": ""}, "end_time"),
-])
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"status": "lost"}, "status"),
+        ({"reason": "x" * 201}, "reason"),
+        ({"limit": "0"}, "limit"),
+        ({"cursor": "bm9wZQ"}, "cursor"),
+        ({"start_time": "2026-02-01", "end_time": "2026-01-01"}, "end_time"),
+        ({"colour": "red"}, "colour"),
+        ({"start_time": ""}, "start_time"),
+        ({"end_time": ""}, "end_time"),
+    ],
+)
 def test_bad_filters_are_400_naming_the_parameter(make_stack, params, parameter):
     client = make_stack().start_web()
     answer = client.get(LIST, params=params)
@@ -88,15 +101,25 @@ def test_bad_filters_are_400_naming_the_parameter(make_stack, params, parameter)
     assert include.status_code == 400 and include.json()["error"]["parameter"] == "include"
 
 
-@pytest.mark.parametrize("reason", ["r\u00e9sum\u00e9", "R\u00c9SUM\u00c9", "\u00dcBER", "\u03a3\u03c6\u03ac\u03bb\u03bc\u03b1"])
+@pytest.mark.parametrize(
+    "reason", ["r\u00e9sum\u00e9", "R\u00c9SUM\u00c9", "\u00dcBER", "\u03a3\u03c6\u03ac\u03bb\u03bc\u03b1"]
+)
 def test_a_reason_matches_in_any_case_beyond_ascii_on_both_databases(db, reason):
     """SQLite's LIKE folds only ASCII; PostgreSQL's ILIKE folds every letter: the answer must not depend on it."""
-    errors = {"accented": "the R\u00e9sum\u00e9 was refused", "umlaut": "\u00fcber limit", "greek": "\u03c3\u03c6\u03ac\u03bb\u03bc\u03b1 7",
-              "plain": "nothing in common"}
+    errors = {
+        "accented": "the R\u00e9sum\u00e9 was refused",
+        "umlaut": "\u00fcber limit",
+        "greek": "\u03c3\u03c6\u03ac\u03bb\u03bc\u03b1 7",
+        "plain": "nothing in common",
+    }
     queries.insert_conversations([queries.NewConversation.of(i, "{}", queries.utcnow()) for i in errors])
     for conversation_id, error in errors.items():
         Conversation.update(last_error=error).where(Conversation.id == conversation_id).execute()
-    expected = {"r\u00e9sum\u00e9": ["accented"], "R\u00c9SUM\u00c9": ["accented"], "\u00dcBER": ["umlaut"],
-                "\u03a3\u03c6\u03ac\u03bb\u03bc\u03b1": ["greek"]}[reason]
+    expected = {
+        "r\u00e9sum\u00e9": ["accented"],
+        "R\u00c9SUM\u00c9": ["accented"],
+        "\u00dcBER": ["umlaut"],
+        "\u03a3\u03c6\u03ac\u03bb\u03bc\u03b1": ["greek"],
+    }[reason]
     page, _next = reports.list_conversations(reports.ConversationQuery(datetime.min, datetime.max, 10, reason=reason))
     assert [c.id for c in page] == expected

@@ -12,11 +12,11 @@ import time
 
 import pytest
 import redis
+from support.databases import IN_PROCESS_REDIS_DB, redis_url
+from support.grok import max_calls_in_any_window
 
 from insights.errors import OverBudget, ProviderBusy
 from insights.outbound import OutboundGate
-from support.databases import IN_PROCESS_REDIS_DB, redis_url
-from support.grok import max_calls_in_any_window
 
 
 def gates(count: int, **options) -> list[OutboundGate]:
@@ -50,8 +50,9 @@ def test_calls_are_spaced_so_no_second_holds_more_than_the_limit():
 
 def test_the_token_budget_holds_in_every_window_and_is_used():
     window = 2.0
-    starts = run_callers(gates(2, calls_per_second=1000, tokens_per_minute=1000, window_ms=int(window * 1000)),
-                         calls=30, tokens=100)
+    starts = run_callers(
+        gates(2, calls_per_second=1000, tokens_per_minute=1000, window_ms=int(window * 1000)), calls=30, tokens=100
+    )
     times = [t for t, _ in starts]
     assert max_calls_in_any_window(times, window * 0.95) <= 10, "at most 1,000 tokens' worth in any window"
     assert times[-1] - times[0] < 3 * window * 1.5, "30 calls of 100 need three windows, not more"
@@ -89,8 +90,16 @@ def test_gates_of_different_namespaces_on_one_redis_database_share_nothing():
     """Two deployments sharing a Redis database: a pause, a misconfiguration or a spent budget of the one
     does not hold up the other."""
     redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB)).flushdb()
-    ours, theirs = (OutboundGate(redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB)), calls_per_second=10,
-                                 tokens_per_minute=1000, namespace=name, max_wait=1.0) for name in ("ns-a", "ns-b"))
+    ours, theirs = (
+        OutboundGate(
+            redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB)),
+            calls_per_second=10,
+            tokens_per_minute=1000,
+            namespace=name,
+            max_wait=1.0,
+        )
+        for name in ("ns-a", "ns-b")
+    )
     theirs.acquire(1000)  # its whole token budget for the minute
     theirs.pause(30)
     theirs.report_misconfiguration("401 from Grok", 30)

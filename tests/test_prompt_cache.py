@@ -5,24 +5,30 @@ is shown by the summary, ``insights stats`` and the report."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from insights.analyzer import ConversationToAnalyze
-from insights.grok import GrokClient
-from testing.prompt_cache import PrefixCache
-from cli.html_report import percent
-from settings import load_settings
 from support.cli import insights
 from support.traffic import conversation
+
+from cli.html_report import percent
+from insights.analyzer import ConversationToAnalyze
+from insights.grok import GrokClient
+from settings import load_settings
+from testing.prompt_cache import PrefixCache
 
 MODEL = "grok-4-fast-non-reasoning"
 SYSTEM = {"role": "system", "content": "s" * 400}  # 100 tokens
 BATCH = "/api/v1/conversations/batch"
-TEXTS = ["Charged twice, awful.", "Thanks, all sorted!", "Where is my parcel?", "The app crashes on start.",
-         "Please cancel my plan.", "Great support, cheers."]
+TEXTS = [
+    "Charged twice, awful.",
+    "Thanks, all sorted!",
+    "Where is my parcel?",
+    "The app crashes on start.",
+    "Please cancel my plan.",
+    "Great support, cheers.",
+]
 
 
 def user(text: str) -> dict:
@@ -30,6 +36,7 @@ def user(text: str) -> dict:
 
 
 # The emulator's cache, in process.
+
 
 def test_a_server_serves_the_leading_messages_it_has_seen_for_the_same_model():
     cache = PrefixCache(seed=1)
@@ -57,12 +64,14 @@ def test_a_prefix_unused_for_the_span_is_evicted_and_the_header_picks_one_server
 
 # The worker and the emulator, as processes.
 
+
 def run(make_stack, grok, tmp_path: Path, name: str, texts: list[str], **env: object):
     """A stack of its own (its own database) with ``env``; posts ``texts`` before its worker starts, so that
     they form batches of two; returns the stack, its web client and the emulator's log of its calls."""
     grok.control.post("/reset").raise_for_status()
-    stack = make_stack(BATCH_SIZE=2, BATCH_FLUSH_SECONDS=0.3, INBOUND_RPS=1000, DB_PATH=str(tmp_path / f"{name}.db"),
-                       **grok.env, **env)
+    stack = make_stack(
+        BATCH_SIZE=2, BATCH_FLUSH_SECONDS=0.3, INBOUND_RPS=1000, DB_PATH=str(tmp_path / f"{name}.db"), **grok.env, **env
+    )
     client = stack.start_web()
     post(stack, client, texts, start_worker=True)
     return stack, client
@@ -72,11 +81,13 @@ def post(stack, client, texts: list[str], start_worker: bool = False) -> None:
     results = client.post(BATCH, json={"conversations": [conversation(t) for t in texts]}).json()["results"]
     if start_worker:
         stack.worker = stack.start_worker()
-    assert {d["status"] for d in stack.settled(client, [r["conversation_id"] for r in results])} == {"completed"}, stack.log_text()
+    assert {d["status"] for d in stack.settled(client, [r["conversation_id"] for r in results])} == {"completed"}, (
+        stack.log_text()
+    )
 
 
 def window() -> dict[str, str]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return {"start_time": (now - timedelta(hours=1)).isoformat(), "end_time": (now + timedelta(hours=1)).isoformat()}
 
 
@@ -108,7 +119,9 @@ def test_with_the_header_the_instructions_are_cached_after_warm_up_and_without_i
     assert routed["cached_share"] == pytest.approx(routed["cached_tokens"] / routed["prompt_tokens"], abs=1e-3)
     shown_stats(stack, routed["cached_share"])
 
-    unrouted_stack, unrouted_client = run(make_stack, grok, tmp_path, "unrouted", TEXTS * 2 + TEXTS[:4], GROK_CACHE_ROUTING="false")
+    unrouted_stack, unrouted_client = run(
+        make_stack, grok, tmp_path, "unrouted", TEXTS * 2 + TEXTS[:4], GROK_CACHE_ROUTING="false"
+    )
     calls = answered(grok)
     assert len(calls) >= 4 and {c["conv_id"] for c in calls} == {None}
     assert len({c["server"] for c in calls}) > 1
@@ -146,10 +159,15 @@ def test_what_every_call_shares_comes_first_and_the_batch_last():
     """The instructions (the taxonomy in them) are the first message, the same for every batch; the
     conversations travel only in the last one: the cache, matching messages from the start, gets the rest."""
     client = GrokClient(load_settings({"GROK_API_KEY": "k"}), None)
-    first, second = (client.request_body([ConversationToAnalyze(f"c{n}", [{"role": "customer", "content": text}])])
-                     for n, text in enumerate(TEXTS[:2]))
+    first, second = (
+        client.request_body([ConversationToAnalyze(f"c{n}", [{"role": "customer", "content": text}])])
+        for n, text in enumerate(TEXTS[:2])
+    )
     assert first["messages"][0] == second["messages"][0] == {"role": "system", "content": client.system_prompt}
     assert first["response_format"] == second["response_format"]
     assert [m["role"] for m in first["messages"]] == ["system", "user"]
     assert TEXTS[0] in first["messages"][-1]["content"] and TEXTS[0] not in first["messages"][0]["content"]
-    assert client.headers()["x-grok-conv-id"] == GrokClient(load_settings({"GROK_API_KEY": "other"}), None).cache_routing_id
+    assert (
+        client.headers()["x-grok-conv-id"]
+        == GrokClient(load_settings({"GROK_API_KEY": "other"}), None).cache_routing_id
+    )

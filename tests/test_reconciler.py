@@ -11,11 +11,11 @@ from datetime import timedelta
 
 import pytest
 import redis
+from support import ROOT
+from support.databases import IN_PROCESS_REDIS_DB, redis_url
 
 from store import claims, queries
 from store.models import Conversation
-from support import ROOT
-from support.databases import IN_PROCESS_REDIS_DB, redis_url
 
 
 def stale(count: int, seconds_ago: float) -> list[str]:
@@ -34,7 +34,9 @@ def test_a_backlog_in_the_analysis_queue_stretches_the_lease(db):
     client.flushdb()
     ids = stale(3, seconds_ago=settings().requeue_seconds + 100)
     backlog = int(200 * settings().outbound_rps)  # 200 s of batches still to analyze before theirs
-    client.hset("insights:analyze.msgs", mapping={f"m{n}": json.dumps({"args": [[f"other-{n}"]]}) for n in range(backlog)})
+    client.hset(
+        "insights:analyze.msgs", mapping={f"m{n}": json.dumps({"args": [[f"other-{n}"]]}) for n in range(backlog)}
+    )
 
     assert reconcile_once() == 0, "they wait behind the backlog; their messages are not lost"
     client.delete("insights:analyze.msgs")
@@ -92,8 +94,17 @@ else:
 def race(what: str, env: dict[str, str]) -> list[list[str]]:
     """``what`` (migrate or reclaim) in two processes released at the same moment; what each did."""
     moment = time.time() + 2
-    processes = [subprocess.Popen([sys.executable, "-c", RACE_SCRIPT, what, str(moment)], env=env, cwd=ROOT,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE_SCRIPT, what, str(moment)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=60) for p in processes]
     assert all(p.returncode == 0 for p in processes), [err for _out, err in outputs]
     return [json.loads(out.strip().splitlines()[-1]) for out, _err in outputs]

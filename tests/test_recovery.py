@@ -7,18 +7,21 @@ import threading
 
 import httpx
 import redis
-
-from local.embedded_redis import EmbeddedRedis
 from support.cli import insights
 from support.databases import IN_PROCESS_REDIS_DB, fresh_redis_url_through, redis_address, redis_url
 from support.proxy import TcpProxy
 from support.traffic import conversation
 
+from local.embedded_redis import EmbeddedRedis
+
 
 def test_a_redis_wipe_loses_no_accepted_conversation(make_stack):
     stack = make_stack(REQUEUE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
     client = stack.start_web()
-    ids = [client.post("/api/v1/conversations", json=conversation(f"lost message {n}")).json()["conversation_id"] for n in range(7)]
+    ids = [
+        client.post("/api/v1/conversations", json=conversation(f"lost message {n}")).json()["conversation_id"]
+        for n in range(7)
+    ]
     assert stack.redis.hlen("insights:collect.msgs") == 7
     stack.redis.flushdb()  # every message gone before any worker saw it
 
@@ -32,7 +35,12 @@ def test_a_web_killed_between_commit_and_send_loses_nothing(make_stack):
     which enqueues nothing. The reconciler still hands it to the workers."""
     proxy = TcpProxy(redis_address())
     try:
-        stack = make_stack(REDIS_URL=fresh_redis_url_through(proxy.port), REQUEUE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
+        stack = make_stack(
+            REDIS_URL=fresh_redis_url_through(proxy.port),
+            REQUEUE_SECONDS=1,
+            RECONCILE_INTERVAL_SECONDS=0.5,
+            BATCH_FLUSH_SECONDS=0.5,
+        )
         client = stack.start_web()
         web = stack.processes[-1]
         body = conversation("Killed in between, my order is late", conversation_id="killed-in-between")
@@ -95,7 +103,12 @@ def test_ingress_accepts_while_redis_is_down_and_the_work_flows_once_it_is_back(
     socket_path = tmp_path / "redis.sock"
     server = EmbeddedRedis(socket_path=socket_path)
     try:
-        stack = make_stack(REDIS_URL=f"unix://{socket_path}", REQUEUE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.5)
+        stack = make_stack(
+            REDIS_URL=f"unix://{socket_path}",
+            REQUEUE_SECONDS=1,
+            RECONCILE_INTERVAL_SECONDS=0.5,
+            BATCH_FLUSH_SECONDS=0.5,
+        )
         client = stack.start_web()
         stack.start_worker()
         server.stop()
@@ -143,18 +156,33 @@ def test_two_deployments_share_one_redis_database(make_stack, tmp_path):
     """``REDIS_NAMESPACE`` keeps them apart: each worker takes only its own deployment's work, and every
     key in the shared database belongs to one of the two."""
     team_a = make_stack(REDIS_NAMESPACE="team-a", DB_PATH=str(tmp_path / "a.db"), BATCH_FLUSH_SECONDS=0.3)
-    team_b = make_stack(REDIS_NAMESPACE="team-b", DB_PATH=str(tmp_path / "b.db"), BATCH_FLUSH_SECONDS=0.3,
-                        REDIS_URL=team_a.env["REDIS_URL"])
+    team_b = make_stack(
+        REDIS_NAMESPACE="team-b",
+        DB_PATH=str(tmp_path / "b.db"),
+        BATCH_FLUSH_SECONDS=0.3,
+        REDIS_URL=team_a.env["REDIS_URL"],
+    )
     client_a, client_b = team_a.start_web(), team_b.start_web()
-    ids_a = [client_a.post("/api/v1/conversations", json=conversation(f"team a {n}")).json()["conversation_id"] for n in range(4)]
-    ids_b = [client_b.post("/api/v1/conversations", json=conversation(f"team b {n}")).json()["conversation_id"] for n in range(3)]
+    ids_a = [
+        client_a.post("/api/v1/conversations", json=conversation(f"team a {n}")).json()["conversation_id"]
+        for n in range(4)
+    ]
+    ids_b = [
+        client_b.post("/api/v1/conversations", json=conversation(f"team b {n}")).json()["conversation_id"]
+        for n in range(3)
+    ]
     assert (team_a.redis.hlen("team-a:collect.msgs"), team_a.redis.hlen("team-b:collect.msgs")) == (4, 3)
 
     team_a.start_worker()
     assert {d["status"] for d in team_a.settled(client_a, ids_a)} == {"completed"}
-    assert {d["status"] for d in team_b.conversations(client_b, ids_b)} == {"queued"}, "team a's worker took none of b's"
+    assert {d["status"] for d in team_b.conversations(client_b, ids_b)} == {"queued"}, (
+        "team a's worker took none of b's"
+    )
     assert team_b.redis.hlen("team-b:collect.msgs") == 3
-    assert f"{'collect':<11} 3 0 0" in insights(team_b, "stats").stdout and f"{'collect':<11} 0 0 0" in insights(team_a, "stats").stdout
+    assert (
+        f"{'collect':<11} 3 0 0" in insights(team_b, "stats").stdout
+        and f"{'collect':<11} 0 0 0" in insights(team_a, "stats").stdout
+    )
 
     team_b.start_worker()
     assert {d["status"] for d in team_b.settled(client_b, ids_b)} == {"completed"}
@@ -166,9 +194,14 @@ def test_two_deployments_share_one_redis_database(make_stack, tmp_path):
 def test_messages_queued_under_the_old_namespace_are_sent_again_from_the_database(make_stack):
     """An upgrade from Dramatiq's default namespace (``dramatiq``) to ``insights``: what waited under the old
     names is never read again, and the reconciler re-sends those conversations once their lease is over."""
-    stack = make_stack(REDIS_NAMESPACE="dramatiq", REQUEUE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.3)
+    stack = make_stack(
+        REDIS_NAMESPACE="dramatiq", REQUEUE_SECONDS=1, RECONCILE_INTERVAL_SECONDS=0.5, BATCH_FLUSH_SECONDS=0.3
+    )
     client = stack.start_web()  # the old release queued the messages; no worker took them before the upgrade
-    ids = [client.post("/api/v1/conversations", json=conversation(f"before the upgrade {n}")).json()["conversation_id"] for n in range(5)]
+    ids = [
+        client.post("/api/v1/conversations", json=conversation(f"before the upgrade {n}")).json()["conversation_id"]
+        for n in range(5)
+    ]
     assert stack.redis.hlen("dramatiq:collect.msgs") == 5
 
     del stack.env["REDIS_NAMESPACE"]  # the new release's workers, with the default namespace

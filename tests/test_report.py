@@ -13,11 +13,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from support import ROOT
+from support.cli import INSIGHTS
 
 from cli import report_demo
 from store import claims, counts, queries, reports, trends
-from support import ROOT
-from support.cli import INSIGHTS
 
 HOSTILE = '<script>alert("x")</script> & <img src=http://example.invalid/x.png>'
 
@@ -26,6 +26,7 @@ HOSTILE = '<script>alert("x")</script> & <img src=http://example.invalid/x.png>'
 def chromium() -> tuple[str, str]:
     """Chromium and ChromeDriver, installed from Debian's packages where missing (as root, with apt-get);
     the test is skipped, with the reason, where they cannot be."""
+
     def found() -> tuple[str | None, str | None]:
         return shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -54,8 +55,17 @@ def rendered(chromium: tuple[str, str], page: Path, profile: Path) -> dict:
 
     options = Options()
     options.binary_location = chromium[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--window-size=1000,1600"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1000,1600",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=chromium[1]), options=options)
     try:
@@ -94,7 +104,9 @@ def test_the_report_draws_its_charts_offline_and_agrees_with_the_store(db, datab
     finished = write_report(database_env, output, start.isoformat(), end.isoformat())
     assert finished.returncode == 0, finished.stderr
     html = output.read_text()
-    assert not re.search(r"<script|<[a-z][^>]*\s(?:src|href)\s*=|url\(|@import", html, re.IGNORECASE), "nothing to run or fetch"
+    assert not re.search(r"<script|<[a-z][^>]*\s(?:src|href)\s*=|url\(|@import", html, re.IGNORECASE), (
+        "nothing to run or fetch"
+    )
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &lt;img src=http" in html
 
     thresholds = (-0.1, 0.1)
@@ -106,7 +118,9 @@ def test_the_report_draws_its_charts_offline_and_agrees_with_the_store(db, datab
     assert all(width > 5 and height > 0 for width, height in facts["bars"]), "every bar drawn with a size"
     assert len(facts["mean_lines"]) == 1 and facts["mean_lines"][0][0] > 500
     assert facts["clusters"] == [name for name, _n in summary.top_clusters] and len(facts["clusters"]) >= 5
-    assert len(facts["sparklines"]) == len(facts["clusters"]) and all(w > 100 and h > 10 for w, h in facts["sparklines"])
+    assert len(facts["sparklines"]) == len(facts["clusters"]) and all(
+        w > 100 and h > 10 for w, h in facts["sparklines"]
+    )
     assert HOSTILE in facts["reasons"], "the reason shown as text, not markup"
     assert (facts["scripts"], facts["images"], facts["fetched"]) == (0, 0, 0)
     assert facts["png"][:8] == b"\x89PNG\r\n\x1a\n" and len(facts["png"]) > 20_000

@@ -10,13 +10,13 @@ import subprocess
 import sys
 
 import pytest
+from support import ROOT, free_port
+from support.databases import fresh_redis_url
+from support.rows import add, result
 
 from settings.secrets import mask_url, redact
 from store import claims, results
 from store.models import Conversation
-from support import ROOT, free_port
-from support.databases import fresh_redis_url
-from support.rows import add, result
 
 KEY = "xai-Sup3rSecretKey-0123456789"
 
@@ -30,15 +30,20 @@ def test_redact_takes_out_the_key_and_its_prefix_however_spelled():
     assert redact("nothing to hide", "") == "nothing to hide"
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("redis://:secret@cache:6379/0", "redis://:***@cache:6379/0"),
-    ("postgres://insights:secret@db:5432/insights", "postgres://insights:***@db:5432/insights"),
-    ("postgres://insights:p@ss/w rd@db/insights", "postgres://insights:***@db/insights"),
-    ("postgresql://db/insights?user=insights&password=secret&sslmode=require",
-     "postgresql://db/insights?user=insights&password=***&sslmode=require"),
-    ("postgres://insights@db:5432/insights", "postgres://insights@db:5432/insights"),
-    ("unix:///run/redis.sock?db=3", "unix:///run/redis.sock?db=3"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://:secret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("postgres://insights:secret@db:5432/insights", "postgres://insights:***@db:5432/insights"),
+        ("postgres://insights:p@ss/w rd@db/insights", "postgres://insights:***@db/insights"),
+        (
+            "postgresql://db/insights?user=insights&password=secret&sslmode=require",
+            "postgresql://db/insights?user=insights&password=***&sslmode=require",
+        ),
+        ("postgres://insights@db:5432/insights", "postgres://insights@db:5432/insights"),
+        ("unix:///run/redis.sock?db=3", "unix:///run/redis.sock?db=3"),
+    ],
+)
 def test_mask_url_hides_the_password_only(url, shown):
     assert mask_url(url) == shown
 
@@ -73,7 +78,9 @@ def test_no_stored_error_holds_the_key(db, worker_with_a_key):
     claim = claims.claim_for_processing(["rejected"], max_attempts=3)
     results.record_results(result(claim, [], {"rejected": echo}), max_retries=3, settings=worker_with_a_key)
     stored = {c.id: c.last_error for c in Conversation.select()}
-    assert set(stored) == {*failures, "rejected"} and all("bad header 'Bearer ***'" in text for text in stored.values()), stored
+    assert set(stored) == {*failures, "rejected"} and all(
+        "bad header 'Bearer ***'" in text for text in stored.values()
+    ), stored
     assert not [text for text in stored.values() if KEY[:8] in text]
 
 
@@ -97,7 +104,9 @@ log.warning("Incorrect API key provided: %s***", KEY[:8])
 def test_no_log_line_holds_the_key_not_even_a_traceback(log_format):
     env = {**os.environ, "GROK_API_KEY": KEY, "LOG_FORMAT": log_format, "PYTHONPATH": str(ROOT)}
     script = f"KEY = {KEY!r}\n{LOG_SCRIPT}"
-    finished = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    finished = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert finished.returncode == 0, finished.stderr
     logged = finished.stderr
     assert "call failed for ***" in logged and "Traceback" in logged and "ValueError: cannot send header" in logged
@@ -110,10 +119,24 @@ def test_scripts_run_shows_the_redis_url_without_its_password(tmp_path):
     if not url.startswith("redis://"):
         pytest.skip(f"the test Redis is not reached by a redis:// URL ({url})")
     with_password = url.replace("redis://", "redis://:s3cret-Pa55@", 1)
-    env = {**os.environ, "REDIS_URL": with_password, "PORT": str(free_port()), "DB_PATH": str(tmp_path / "run.db"),
-           "dramatiq_prom_port": str(free_port()), "dramatiq_prom_db": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    run = subprocess.Popen([sys.executable, "-m", "local.supervisor"], cwd=ROOT, env=env, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {
+        **os.environ,
+        "REDIS_URL": with_password,
+        "PORT": str(free_port()),
+        "DB_PATH": str(tmp_path / "run.db"),
+        "dramatiq_prom_port": str(free_port()),
+        "dramatiq_prom_db": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+    }
+    run = subprocess.Popen(
+        [sys.executable, "-m", "local.supervisor"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     shown = []
     for line in run.stdout:
         shown.append(line)

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from support import ROOT
 
 from settings import ConfigError, load_settings
-from support import ROOT
 
 
 def test_defaults_come_from_config_toml():
@@ -28,13 +28,26 @@ def test_environment_overrides():
 
 
 def test_redis_url_spelled_for_limits():
-    assert load_settings({"REDIS_URL": "unix:///tmp/r.sock?db=3"}).limits_storage_url == "async+redis+unix:///tmp/r.sock?db=3"
+    assert (
+        load_settings({"REDIS_URL": "unix:///tmp/r.sock?db=3"}).limits_storage_url
+        == "async+redis+unix:///tmp/r.sock?db=3"
+    )
     assert load_settings({"REDIS_URL": "redis://h:1/2"}).limits_storage_url == "async+redis://h:1/2"
 
 
-@pytest.mark.parametrize("name, value", [("INBOUND_RPS", "abc"), ("BATCH_SIZE", "0"), ("BACKOFF_SECONDS", "-1"), ("PORT", "70000"),
-                                         ("REDIS_NAMESPACE", ""), ("REDIS_NAMESPACE", "team a"), ("REDIS_NAMESPACE", "a:b"),
-                                         ("REDIS_NAMESPACE", "x" * 65)])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("INBOUND_RPS", "abc"),
+        ("BATCH_SIZE", "0"),
+        ("BACKOFF_SECONDS", "-1"),
+        ("PORT", "70000"),
+        ("REDIS_NAMESPACE", ""),
+        ("REDIS_NAMESPACE", "team a"),
+        ("REDIS_NAMESPACE", "a:b"),
+        ("REDIS_NAMESPACE", "x" * 65),
+    ],
+)
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(ConfigError) as error:
         load_settings({name: value})
@@ -50,8 +63,17 @@ def test_a_key_read_from_a_file_loses_its_newline():
     assert load_settings({"GROK_API_KEY": "\n"}).offline
 
 
-@pytest.mark.parametrize("key", [KEY_WITH_A_NEWLINE, "xai-0123456789 abcdef", "xai-0123456789\tabcdef",
-                                 "xai-0123456789\x00abcdef", "xai-0123456789\u00e9abcdef", "xai-0123456789\u200babcdef"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        KEY_WITH_A_NEWLINE,
+        "xai-0123456789 abcdef",
+        "xai-0123456789\tabcdef",
+        "xai-0123456789\x00abcdef",
+        "xai-0123456789\u00e9abcdef",
+        "xai-0123456789\u200babcdef",
+    ],
+)
 def test_a_key_that_cannot_be_a_bearer_token_is_refused_without_being_shown(key):
     with pytest.raises(ConfigError) as error:
         load_settings({"GROK_API_KEY": key})
@@ -60,9 +82,14 @@ def test_a_key_that_cannot_be_a_bearer_token_is_refused_without_being_shown(key)
     assert "0123456789" not in message and "abcdef" not in message
 
 
-@pytest.mark.parametrize("name, url", [("REDIS_URL", f"http://:{SECRET}@cache.internal:6379/0"),
-                                       ("DATABASE_URL", f"mysql://insights:{SECRET}@db.internal/insights"),
-                                       ("DATABASE_URL", f"mysql://db.internal/insights?user=insights&password={SECRET}")])
+@pytest.mark.parametrize(
+    "name, url",
+    [
+        ("REDIS_URL", f"http://:{SECRET}@cache.internal:6379/0"),
+        ("DATABASE_URL", f"mysql://insights:{SECRET}@db.internal/insights"),
+        ("DATABASE_URL", f"mysql://db.internal/insights?user=insights&password={SECRET}"),
+    ],
+)
 def test_a_bad_url_is_shown_without_its_password(name, url):
     with pytest.raises(ConfigError) as error:
         load_settings({name: url})
@@ -72,8 +99,13 @@ def test_a_bad_url_is_shown_without_its_password(name, url):
 
 
 def test_the_settings_repr_shows_no_secret():
-    settings = load_settings({"DATABASE_URL": "postgres://u:dbsecret@h/db", "REDIS_URL": "redis://:redissecret@h:1/0",
-                              "GROK_API_KEY": "xai-keysecret"})
+    settings = load_settings(
+        {
+            "DATABASE_URL": "postgres://u:dbsecret@h/db",
+            "REDIS_URL": "redis://:redissecret@h:1/0",
+            "GROK_API_KEY": "xai-keysecret",
+        }
+    )
     assert not [word for word in ("dbsecret", "redissecret", "keysecret") if word in repr(settings)], repr(settings)
 
 
@@ -103,8 +135,14 @@ def test_a_bad_value_stops_start_up_with_one_line(command, name, value, expected
         assert secret not in finished.stderr + finished.stdout
 
 
-@pytest.mark.parametrize("url", [f"postgres://u:{SECRET}@[::1/x", f"postgres://u:{SECRET}@db.internal:99999/x",
-                                 f"postgresql://u:{SECRET}@db.internal:port/x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgres://u:{SECRET}@[::1/x",
+        f"postgres://u:{SECRET}@db.internal:99999/x",
+        f"postgresql://u:{SECRET}@db.internal:port/x",
+    ],
+)
 def test_a_database_url_that_cannot_be_parsed_is_refused_at_start(url):
     """Not at the first connection, as a traceback (``insights stats``) or a web that never gets ready."""
     with pytest.raises(ConfigError) as error:
@@ -119,5 +157,7 @@ def test_a_key_hash_listed_twice_is_refused_not_merged():
     digest = "ab" * 32
     with pytest.raises(ConfigError) as error:
         load_settings({"API_KEYS": f"sha256:{'cd' * 32}:read;sha256:{digest}:ingest; sha256:{digest}:read"})
-    assert str(error.value) == ("API_KEYS: entry 3 lists a key hash already listed (sha256:abababab...); "
-                                "give each key one entry with all its scopes (got (hidden))")
+    assert str(error.value) == (
+        "API_KEYS: entry 3 lists a key hash already listed (sha256:abababab...); "
+        "give each key one entry with all its scopes (got (hidden))"
+    )

@@ -9,9 +9,7 @@ import time
 
 import httpx
 import pytest
-
 from support.traffic import conversation
-
 
 BODY_TIMEOUT = 1.5
 CONCURRENCY = 4
@@ -64,8 +62,11 @@ def test_a_process_holds_at_most_its_connection_limit(stack):
         for connection in held:
             connection.close()
     deadline = time.monotonic() + BODY_TIMEOUT + 10
-    while (status := httpx.post(f"http://127.0.0.1:{stack.ports[0]}/api/v1/conversations",
-                                json=conversation("after the crowd")).status_code) != 202:
+    while (
+        status := httpx.post(
+            f"http://127.0.0.1:{stack.ports[0]}/api/v1/conversations", json=conversation("after the crowd")
+        ).status_code
+    ) != 202:
         assert time.monotonic() < deadline, f"still {status} once the slow clients are gone"
         time.sleep(0.2)
 

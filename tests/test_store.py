@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from peewee import PostgresqlDatabase, SqliteDatabase
+from support.rows import SETTINGS, add, new, result
 
 from insights.schemas import AnalysisResult, InsightRow
 from store import claims, insight_writes, queries, results, rollup_check, workers
@@ -21,7 +22,6 @@ from store.models import (
     InsightUsage,
     WorkerLease,
 )
-from support.rows import SETTINGS, add, new, result
 
 
 def test_migrations_run_once_and_keep_data(db):
@@ -46,7 +46,11 @@ def test_results_complete_conversations_once(db):
     outcome = results.record_results(result(claim, ["a", "b"]), max_retries=3, settings=SETTINGS)
     assert sorted(outcome.completed) == ["a", "b"]
     insight = Insight.get_by_id("a")
-    assert insight.clusters == '["billing-issue"]' and insight.reasoning == "ok" and insight.raw_response == '{"raw": true}'
+    assert (
+        insight.clusters == '["billing-issue"]'
+        and insight.reasoning == "ok"
+        and insight.raw_response == '{"raw": true}'
+    )
 
     # The same result again (a redelivered message) changes nothing and adds no insight.
     again = results.record_results(result(claim, ["a", "b"]), max_retries=3, settings=SETTINGS)
@@ -102,7 +106,10 @@ def test_a_live_workers_claims_stay_its_own_and_a_dead_ones_come_back_once(db):
     assert sorted(claims.reclaim_stale(queries.utcnow() + timedelta(seconds=1))) == ["dead", "legacy"]
     row = Conversation.get_by_id("dead")
     assert (row.status, row.attempts) == ("queued", 1)
-    assert Conversation.get_by_id("live").claim_token == live.token and Conversation.get_by_id("live").status == "processing"
+    assert (
+        Conversation.get_by_id("live").claim_token == live.token
+        and Conversation.get_by_id("live").status == "processing"
+    )
     again = claims.claim_for_processing(["dead"], max_attempts=3, worker="worker-alive")
     assert [c.id for c in again.conversations] == ["dead"] and Conversation.get_by_id("dead").attempts == 2
 
@@ -148,15 +155,25 @@ def test_text_no_database_stores_is_cleaned_and_every_row_stored(db):
     ]
     answer = json.dumps({"results": [{**row, "sentiment_score": 0.2, "confidence": 0.9} for row in rows]})
     usage = json.loads('{"prompt_tokens": 7, "note\\ud800": "x\\u0000y"}')
-    analysis = AnalysisResult.validated(ids, json.loads(answer)["results"], model="m", prompt_version="p", raw_response=answer, usage=usage,
-                                        claim_token=claim.token)
+    analysis = AnalysisResult.validated(
+        ids,
+        json.loads(answer)["results"],
+        model="m",
+        prompt_version="p",
+        raw_response=answer,
+        usage=usage,
+        claim_token=claim.token,
+    )
 
     outcome = results.record_results(through_the_pipeline(analysis), max_retries=3, settings=SETTINGS)
 
     assert sorted(outcome.completed) == sorted(ids)
     stored = {i.conversation_id: i for i in Insight.select()}
     assert (stored["nul"].reasoning, json.loads(stored["nul"].clusters)) == ("before  after", ["billing", "refund"])
-    assert (stored["surrogate"].reasoning, json.loads(stored["surrogate"].clusters)) == ("before \ufffd after", ["shipping"])
+    assert (stored["surrogate"].reasoning, json.loads(stored["surrogate"].clusters)) == (
+        "before \ufffd after",
+        ["shipping"],
+    )
     assert stored["plain"].raw_response == answer, "the raw response is kept verbatim: its escapes stay escapes"
     assert json.loads(stored["plain"].usage) == {"prompt_tokens": 7, "note\ufffd": "xy"}
 
@@ -175,12 +192,16 @@ def test_an_insight_the_database_refuses_is_rolled_back_alone(db):
     claim = claims.claim_for_processing(ids, max_attempts=3)
     Conversation.update(attempts=3).where(Conversation.id == "broken").execute()  # its last attempt
     refused = [
-        InsightRow.model_construct(conversation_id=i, sentiment_score=-0.9, clusters=["refunds"], confidence=0.1, reasoning=text)
+        InsightRow.model_construct(
+            conversation_id=i, sentiment_score=-0.9, clusters=["refunds"], confidence=0.1, reasoning=text
+        )
         for i, text in (("redone", None), ("broken", "lone \ud800"))
     ]
     good = result(claim, ["before", "after"])
 
-    outcome = results.record_results(good.model_copy(update={"rows": [*good.rows, *refused]}), max_retries=3, settings=SETTINGS)
+    outcome = results.record_results(
+        good.model_copy(update={"rows": [*good.rows, *refused]}), max_retries=3, settings=SETTINGS
+    )
 
     assert (sorted(outcome.completed), outcome.retry, outcome.failed) == (["after", "before"], ["redone"], ["broken"])
     rows = {c.id: c for c in Conversation.select()}
@@ -242,11 +263,15 @@ def test_migration_0005_adds_the_claim_token_to_a_database_with_data(db):
     assert migrate(db) == ["0005_claim_token"]
 
     row = InsightRow(conversation_id="claimed-before", sentiment_score=0.1, clusters=[], confidence=0.5, reasoning="r")
-    in_flight = AnalysisResult(conversation_ids=["claimed-before"], rows=[row], model="m", prompt_version="p", raw_response="{}")
+    in_flight = AnalysisResult(
+        conversation_ids=["claimed-before"], rows=[row], model="m", prompt_version="p", raw_response="{}"
+    )
     assert results.record_results(in_flight, max_retries=3, settings=SETTINGS).completed == ["claimed-before"]
     claim = claims.claim_for_processing(["queued-before"], max_attempts=3)
     assert Conversation.get_by_id("queued-before").claim_token == claim.token
-    assert results.record_results(result(claim, ["queued-before"]), max_retries=3, settings=SETTINGS).completed == ["queued-before"]
+    assert results.record_results(result(claim, ["queued-before"]), max_retries=3, settings=SETTINGS).completed == [
+        "queued-before"
+    ]
 
 
 def test_a_batch_failing_late_leaves_a_conversation_claimed_since_alone(db):
@@ -280,7 +305,9 @@ def test_a_batchs_reads_and_writes_look_its_ids_up_by_key(db, caplog):
         claims.refund_attempt(ids[:1], requeue=True, claim_token=claim.token)
         results.record_results(result(claim, ids[1:3], {ids[3]: "no row"}), max_retries=3, settings=SETTINGS)
     statements = [record.msg for record in caplog.records if record.name == "peewee" and isinstance(record.msg, tuple)]
-    by_ids = [(sql, params) for sql, params in statements if "conversations" in sql and all(i in params for i in ids[1:3])]
+    by_ids = [
+        (sql, params) for sql, params in statements if "conversations" in sql and all(i in params for i in ids[1:3])
+    ]
     assert by_ids, "the batch's statements were seen"
     for sql, params in by_ids:
         plan = " ".join(row[3] for row in db.execute_sql(f"EXPLAIN QUERY PLAN {sql}", params).fetchall())
@@ -292,12 +319,23 @@ def usage_drift() -> dict[tuple, tuple]:
     summed: dict[tuple, list[float]] = {}
     for insight in Insight.select():
         row = summed.setdefault((insight.occurred_at.date(), insight.lane), [0.0] * 6)
-        for index, value in enumerate((1, insight.cost_usd is not None, insight.prompt_tokens, insight.cached_tokens,
-                                       insight.completion_tokens, insight.cost_usd)):
+        for index, value in enumerate(
+            (
+                1,
+                insight.cost_usd is not None,
+                insight.prompt_tokens,
+                insight.cached_tokens,
+                insight.completion_tokens,
+                insight.cost_usd,
+            )
+        ):
             row[index] += value or 0
     stored = {(day, lane): values for day, lane, *values in InsightUsage.select().tuples()}
-    return {key: (stored.get(key), summed.get(key)) for key in stored.keys() | summed.keys()
-            if stored.get(key, [0] * 6) != pytest.approx(summed.get(key, [0] * 6), abs=1e-9)}
+    return {
+        key: (stored.get(key), summed.get(key))
+        for key in stored.keys() | summed.keys()
+        if stored.get(key, [0] * 6) != pytest.approx(summed.get(key, [0] * 6), abs=1e-9)
+    }
 
 
 def test_a_batch_with_values_the_database_refuses_stores_the_rest_and_sends_those_back(db):
@@ -313,17 +351,33 @@ def test_a_batch_with_values_the_database_refuses_stores_the_rest_and_sends_thos
     results.record_results(result(first, ["nul", "replaced"]), max_retries=3, settings=SETTINGS)
     queries.reopen(["nul", "replaced"])
     claim = claims.claim_for_processing(ids, max_attempts=3)
-    hostile = [InsightRow.model_construct(conversation_id=i, sentiment_score=-0.9, clusters=["refunds"], confidence=0.1,
-                                          reasoning=text, suggested_cluster=None)
-               for i, text in (("nul", "NUL \x00 here"), ("surrogate", "lone \ud800"))]
+    hostile = [
+        InsightRow.model_construct(
+            conversation_id=i,
+            sentiment_score=-0.9,
+            clusters=["refunds"],
+            confidence=0.1,
+            reasoning=text,
+            suggested_cluster=None,
+        )
+        for i, text in (("nul", "NUL \x00 here"), ("surrogate", "lone \ud800"))
+    ]
     good = result(claim, ["good", "replaced"])
 
-    outcome = results.record_results(good.model_copy(update={"rows": [*good.rows, *hostile]}), max_retries=3, settings=SETTINGS)
+    outcome = results.record_results(
+        good.model_copy(update={"rows": [*good.rows, *hostile]}), max_retries=3, settings=SETTINGS
+    )
 
     refused = ["nul", "surrogate"] if on_postgres else ["surrogate"]
-    assert (sorted(outcome.completed), sorted(outcome.retry), outcome.failed) == (sorted(set(ids) - set(refused)), refused, [])
+    assert (sorted(outcome.completed), sorted(outcome.retry), outcome.failed) == (
+        sorted(set(ids) - set(refused)),
+        refused,
+        [],
+    )
     rows = {c.id: c for c in Conversation.select()}
-    assert all(rows[i].status == "queued" and "the database refused this insight" in rows[i].last_error for i in refused)
+    assert all(
+        rows[i].status == "queued" and "the database refused this insight" in rows[i].last_error for i in refused
+    )
     if on_postgres:
         assert "(ValueError: A string literal cannot contain NUL" in rows["nul"].last_error
     assert all((rows[i].status, rows[i].last_error) == ("completed", None) for i in outcome.completed)
@@ -344,25 +398,58 @@ def test_replaced_insights_go_to_history_whole_and_the_rollups_stay_exact(db, mo
     for conversation_id in ids:
         add(conversation_id)
     first = claims.claim_for_processing(ids, max_attempts=3)
-    results.record_results(result(first, ids).model_copy(update={"usage": {"prompt_tokens": 500, "completion_tokens": 50}}),
-                           max_retries=3, settings=SETTINGS)
+    results.record_results(
+        result(first, ids).model_copy(update={"usage": {"prompt_tokens": 500, "completion_tokens": 50}}),
+        max_retries=3,
+        settings=SETTINGS,
+    )
     earlier = {i.conversation_id: i.__data__ for i in Insight.select()}
     queries.reopen(["b", "c"], BULK)
     queries.reopen(["d", "e"])
     second = claims.claim_for_processing(["b", "c", "d", "e"], max_attempts=3)
-    rows = [InsightRow(conversation_id=i, sentiment_score=-0.7, clusters=["refunds", "late-delivery"], confidence=0.3,
-                       reasoning="again") for i in ("b", "c", "d")]
-    again = AnalysisResult(conversation_ids=["b", "c", "d", "e"], rows=rows, rejected={"e": "no row"}, model="grok-4.3",
-                           prompt_version="p2", raw_response="{}", usage={"prompt_tokens": 4000, "completion_tokens": 400},
-                           claim_token=second.token)
+    rows = [
+        InsightRow(
+            conversation_id=i,
+            sentiment_score=-0.7,
+            clusters=["refunds", "late-delivery"],
+            confidence=0.3,
+            reasoning="again",
+        )
+        for i in ("b", "c", "d")
+    ]
+    again = AnalysisResult(
+        conversation_ids=["b", "c", "d", "e"],
+        rows=rows,
+        rejected={"e": "no row"},
+        model="grok-4.3",
+        prompt_version="p2",
+        raw_response="{}",
+        usage={"prompt_tokens": 4000, "completion_tokens": 400},
+        claim_token=second.token,
+    )
 
     outcome = results.record_results(again, max_retries=3, settings=SETTINGS)
 
-    assert (sorted(outcome.completed), outcome.retry, outcome.failed, outcome.ignored) == (["b", "c", "d"], ["e"], [], [])
+    assert (sorted(outcome.completed), outcome.retry, outcome.failed, outcome.ignored) == (
+        ["b", "c", "d"],
+        ["e"],
+        [],
+        [],
+    )
     insights = {i.conversation_id: i for i in Insight.select()}
     assert {i: (insights[i].reasoning, insights[i].prompt_version) for i in ids} == {
-        "a": ("ok", "p1"), "b": ("again", "p2"), "c": ("again", "p2"), "d": ("again", "p2"), "e": ("ok", "p1")}
-    assert (insights["b"].lane, insights["d"].lane, insights["b"].prompt_tokens, insights["b"].completion_tokens) == (BULK, REALTIME, 1000, 100)
+        "a": ("ok", "p1"),
+        "b": ("again", "p2"),
+        "c": ("again", "p2"),
+        "d": ("again", "p2"),
+        "e": ("ok", "p1"),
+    }
+    assert (insights["b"].lane, insights["d"].lane, insights["b"].prompt_tokens, insights["b"].completion_tokens) == (
+        BULK,
+        REALTIME,
+        1000,
+        100,
+    )
     assert insights["b"].cost_usd == pytest.approx(insights["d"].cost_usd * 0.8), "the Batch API's rates: 20 % off"
     history = {h.conversation_id: h.__data__ for h in InsightHistory.select()}
     assert sorted(history) == ["b", "c", "d"]

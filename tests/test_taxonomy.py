@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.cli import insights
+from support.traffic import conversation
 
 from insights.analyzer import ConversationToAnalyze
 from insights.grok import GrokClient
@@ -14,25 +16,32 @@ from insights.offline import OfflineAnalyzer
 from insights.schemas import InsightRow
 from insights.taxonomy import Taxonomy
 from settings import TaxonomyEntry, load_settings
-from support.cli import insights
-from support.traffic import conversation
 
 CLOSED = Taxonomy.of(load_settings({}))
 OPEN = Taxonomy(CLOSED.entries, closed=False)
 
 
 def row(clusters: list, suggested=None) -> InsightRow:
-    return InsightRow(conversation_id="c", sentiment_score=0, clusters=clusters, confidence=0.5, reasoning="r",
-                      suggested_cluster=suggested)
+    return InsightRow(
+        conversation_id="c",
+        sentiment_score=0,
+        clusters=clusters,
+        confidence=0.5,
+        reasoning="r",
+        suggested_cluster=suggested,
+    )
 
 
-@pytest.mark.parametrize(("clusters", "suggested", "expected"), [
-    (["Billing", "late delivery"], None, (["billing"], None)),  # a slug outside the taxonomy is dropped
-    (["made-up"], "Espresso Machines!", (["other"], "espresso-machines")),  # none left: other, with the suggestion
-    (["other"], "billing", (["billing"], None)),  # a suggestion the taxonomy has takes other's place
-    (["shipping"], "espresso", (["shipping"], None)),  # a suggestion goes only with other
-    ([], None, ([], None)),
-])
+@pytest.mark.parametrize(
+    ("clusters", "suggested", "expected"),
+    [
+        (["Billing", "late delivery"], None, (["billing"], None)),  # a slug outside the taxonomy is dropped
+        (["made-up"], "Espresso Machines!", (["other"], "espresso-machines")),  # none left: other, with the suggestion
+        (["other"], "billing", (["billing"], None)),  # a suggestion the taxonomy has takes other's place
+        (["shipping"], "espresso", (["shipping"], None)),  # a suggestion goes only with other
+        ([], None, ([], None)),
+    ],
+)
 def test_untrusted_rows_are_held_to_a_closed_taxonomy(clusters, suggested, expected):
     held = row(clusters, suggested).within(CLOSED.vocabulary)
     assert (held.clusters, held.suggested_cluster) == expected
@@ -45,20 +54,30 @@ def test_an_open_taxonomy_keeps_free_slugs_and_suggests_nothing():
 
 def test_the_taxonomy_goes_to_grok_as_an_enum_and_its_changes_change_the_prompt_version():
     settings = load_settings({"GROK_API_KEY": "k"})
-    closed, open_ = GrokClient(settings, None), GrokClient(load_settings({"GROK_API_KEY": "k", "TAXONOMY_MODE": "open"}), None)
+    closed, open_ = (
+        GrokClient(settings, None),
+        GrokClient(load_settings({"GROK_API_KEY": "k", "TAXONOMY_MODE": "open"}), None),
+    )
     items = closed.schema["properties"]["results"]["items"]
     assert items["properties"]["clusters"]["items"]["enum"] == sorted([*settings.taxonomy, "other"])
     assert "suggested_cluster" in items["required"]
     assert "billing: charges, invoices" in closed.system_prompt
     open_items = open_.schema["properties"]["results"]["items"]
-    assert "enum" not in open_items["properties"]["clusters"]["items"] and "suggested_cluster" not in open_items["properties"]
-    changed = Taxonomy({**CLOSED.entries, "billing": TaxonomyEntry(description="money", keywords=["invoice"])}, closed=True)
+    assert (
+        "enum" not in open_items["properties"]["clusters"]["items"]
+        and "suggested_cluster" not in open_items["properties"]
+    )
+    changed = Taxonomy(
+        {**CLOSED.entries, "billing": TaxonomyEntry(description="money", keywords=["invoice"])}, closed=True
+    )
     versions = {closed.prompt_version, open_.prompt_version, f"grok-2026-11-24-{changed.version()}"}
     assert len(versions) == 3
 
 
 def test_the_offline_analyzer_says_other_and_suggests_only_when_closed():
-    espresso = ConversationToAnalyze("e", [{"role": "customer", "content": "The espresso machine leaks, espresso everywhere"}])
+    espresso = ConversationToAnalyze(
+        "e", [{"role": "customer", "content": "The espresso machine leaks, espresso everywhere"}]
+    )
     [closed] = OfflineAnalyzer(CLOSED).analyze([espresso]).rows
     [open_] = OfflineAnalyzer(OPEN).analyze([espresso]).rows
     assert (closed.clusters, closed.suggested_cluster) == (["other"], "espresso")
@@ -85,7 +104,9 @@ def test_grok_answers_within_the_taxonomy_or_freely_and_operators_see_the_sugges
     assert suggested.returncode == 0, suggested.stderr
     documents = [json.loads(line) for line in suggested.stdout.splitlines()]
     if mode == "closed":
-        assert [(d["cluster"], d["count"], sorted(d["examples"])) for d in documents] == [("espresso", 2, sorted(ids[:2]))]
+        assert [(d["cluster"], d["count"], sorted(d["examples"])) for d in documents] == [
+            ("espresso", 2, sorted(ids[:2]))
+        ]
     else:
         assert documents == []
     bad = insights(stack, "clusters", "suggest", "--start", "2026-02-01", "--end", "2026-01-01")

@@ -26,10 +26,14 @@ def imported_modules(path: Path) -> set[str]:
 def test_no_test_module_imports_another_or_conftest():
     modules = sorted([*TESTS.glob("*.py"), *(TESTS / "support").glob("*.py")])
     assert TESTS / "conftest.py" in modules and TESTS / "support" / "__init__.py" in modules
-    offenders = {path.relative_to(TESTS).as_posix(): sorted(name for name in imported_modules(path)
-                                                            if name.split(".")[0].startswith("test_")
-                                                            or name.split(".")[0] == "conftest")
-                 for path in modules}
+    offenders = {
+        path.relative_to(TESTS).as_posix(): sorted(
+            name
+            for name in imported_modules(path)
+            if name.split(".")[0].startswith("test_") or name.split(".")[0] == "conftest"
+        )
+        for path in modules
+    }
     assert {path: names for path, names in offenders.items() if names} == {}, "helpers belong in tests/support"
 
 

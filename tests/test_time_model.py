@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+from support.cli import insights, write_lines
+from support.traffic import conversation
+
 from insights.schemas import AnalysisResult, InsightRow, request_models
 from settings import get_settings, load_settings
 from store import claims, counts, queries, reports, results
 from store.migrations import migrate
 from store.models import Conversation, Insight
-from support.cli import insights, write_lines
-from support.traffic import conversation
 
 SETTINGS = load_settings({})  # how a worker prices tokens and redacts reasons
 
@@ -23,8 +24,16 @@ NOVEMBER = datetime(2026, 11, 1)
 def said_on(day: int, text: str, hour: int = 9) -> dict:
     """A conversation whose two messages were exchanged on ``day`` November 2026."""
     at = NOVEMBER.replace(day=day, hour=hour)
-    return {"messages": [{"role": "customer", "content": text, "timestamp": at.isoformat() + "Z"},
-                         {"role": "agent", "content": "Sorry about that.", "timestamp": (at + timedelta(hours=30)).isoformat() + "+00:00"}]}
+    return {
+        "messages": [
+            {"role": "customer", "content": text, "timestamp": at.isoformat() + "Z"},
+            {
+                "role": "agent",
+                "content": "Sorry about that.",
+                "timestamp": (at + timedelta(hours=30)).isoformat() + "+00:00",
+            },
+        ]
+    }
 
 
 def window(start: datetime, end: datetime) -> dict[str, str]:
@@ -35,14 +44,33 @@ def test_history_lands_on_its_own_days_everywhere(make_stack, tmp_path, database
     stack = make_stack(BATCH_FLUSH_SECONDS=0.3, **database_env)
     client = stack.start_web()
     history = tmp_path / "november.jsonl"
-    write_lines(history, [{"conversation_id": f"nov-{day}", **said_on(day, f"Parcel {day} arrived broken, awful.")}
-                          for day in range(1, 26)])
+    write_lines(
+        history,
+        [
+            {"conversation_id": f"nov-{day}", **said_on(day, f"Parcel {day} arrived broken, awful.")}
+            for day in range(1, 26)
+        ],
+    )
     assert insights(stack, "import", str(history), "--no-progress").returncode == 0
-    given = client.post("/api/v1/conversations", json={**said_on(20, "Fine, thanks."), "occurred_at": "2026-11-03T12:00:00-05:00",
-                                                       "conversation_id": "own-time"})
-    ahead = client.post("/api/v1/conversations", json={**conversation("From the future"), "occurred_at": "2999-01-01T00:00:00Z",
-                                                       "conversation_id": "clock-ahead"})
-    live = client.post("/api/v1/conversations", json={**conversation("No timestamps at all"), "conversation_id": "live"})
+    given = client.post(
+        "/api/v1/conversations",
+        json={
+            **said_on(20, "Fine, thanks."),
+            "occurred_at": "2026-11-03T12:00:00-05:00",
+            "conversation_id": "own-time",
+        },
+    )
+    ahead = client.post(
+        "/api/v1/conversations",
+        json={
+            **conversation("From the future"),
+            "occurred_at": "2999-01-01T00:00:00Z",
+            "conversation_id": "clock-ahead",
+        },
+    )
+    live = client.post(
+        "/api/v1/conversations", json={**conversation("No timestamps at all"), "conversation_id": "live"}
+    )
     assert {given.status_code, ahead.status_code, live.status_code} == {202}
     stack.start_worker()
     ids = [f"nov-{day}" for day in range(1, 26)] + ["own-time", "clock-ahead", "live"]
@@ -57,7 +85,9 @@ def test_history_lands_on_its_own_days_everywhere(make_stack, tmp_path, database
 
     first_days = window(NOVEMBER, NOVEMBER + timedelta(days=9))  # 1 to 9 November: nine imported, own-time
     page = client.get("/api/v1/insights", params={**first_days, "limit": 100}).json()
-    assert sorted(i["conversation_id"] for i in page["insights"]) == sorted([f"nov-{d}" for d in range(1, 10)] + ["own-time"])
+    assert sorted(i["conversation_id"] for i in page["insights"]) == sorted(
+        [f"nov-{d}" for d in range(1, 10)] + ["own-time"]
+    )
     assert page["metadata"]["total_count"] == 10
     summary = client.get("/api/v1/insights/summary", params=first_days).json()
     assert summary["conversations_by_status"]["completed"] == 10 and sum(summary["sentiment"]["counts"].values()) == 10
@@ -65,7 +95,9 @@ def test_history_lands_on_its_own_days_everywhere(make_stack, tmp_path, database
     assert export.returncode == 0 and len(export.stdout.splitlines()) == 10
     csv_export = insights(stack, "export", "--start", "2026-11-01", "--end", "2026-11-02", "--format", "csv")
     assert csv_export.stdout.splitlines()[0].startswith("conversation_id,occurred_at,received_at")
-    assert insights(stack, "reprocess", "--start", "2026-11-20", "--end", "2026-11-26", "--dry-run").stdout.startswith("would send 6")
+    assert insights(stack, "reprocess", "--start", "2026-11-20", "--end", "2026-11-26", "--dry-run").stdout.startswith(
+        "would send 6"
+    )
 
 
 def canonical(body: dict) -> str:
@@ -78,19 +110,28 @@ def test_a_payload_without_occurred_at_is_the_one_accepted_before_the_field_exis
     body = said_on(2, "Hello")
     assert "occurred_at" not in json.loads(canonical(body))
     assert canonical({**body, "occurred_at": "2026-11-02T00:00:00Z"}) != canonical(body)
-    assert canonical({**body, "occurred_at": "2026-11-02T00:00:00Z"}) == canonical({**body, "occurred_at": "2026-11-01T19:00:00-05:00"})
+    assert canonical({**body, "occurred_at": "2026-11-02T00:00:00Z"}) == canonical(
+        {**body, "occurred_at": "2026-11-01T19:00:00-05:00"}
+    )
 
 
 def accept(conversation_id: str, body: dict, received_at: datetime) -> None:
     payload = canonical(body)
     model = request_models(get_settings()).model_validate(body)
-    queries.insert_conversations([queries.NewConversation.of(conversation_id, payload, received_at, model.occurred(received_at))])
+    queries.insert_conversations(
+        [queries.NewConversation.of(conversation_id, payload, received_at, model.occurred(received_at))]
+    )
 
 
 def complete(ids: list[str]) -> None:
     claim = claims.claim_for_processing(ids, max_attempts=5)
-    rows = [InsightRow(conversation_id=i, sentiment_score=-0.5, clusters=["late-delivery"], confidence=0.9, reasoning="r") for i in ids]
-    result = AnalysisResult(conversation_ids=ids, rows=rows, model="m", prompt_version="p", raw_response="{}", claim_token=claim.token)
+    rows = [
+        InsightRow(conversation_id=i, sentiment_score=-0.5, clusters=["late-delivery"], confidence=0.9, reasoning="r")
+        for i in ids
+    ]
+    result = AnalysisResult(
+        conversation_ids=ids, rows=rows, model="m", prompt_version="p", raw_response="{}", claim_token=claim.token
+    )
     assert results.record_results(result, max_retries=5, settings=SETTINGS).completed == ids
 
 
@@ -102,9 +143,11 @@ def test_the_migration_gives_rows_accepted_before_it_their_own_time(db):
     complete(["old-history", "old-live"])
     Conversation.update(occurred_at=None, enqueued_at=None).execute()  # as migration 0005 left them
     Insight.update(occurred_at=None).execute()
-    for index, table, columns in (("conversation_received_at_id", "conversations", "received_at, id"),
-                                  ("insight_received_at_conversation_id", "insights", "received_at, conversation_id"),
-                                  ("insight_confidence_received_at_sentiment_score", "insights", "confidence, received_at, sentiment_score")):
+    for index, table, columns in (
+        ("conversation_received_at_id", "conversations", "received_at, id"),
+        ("insight_received_at_conversation_id", "insights", "received_at, conversation_id"),
+        ("insight_confidence_received_at_sentiment_score", "insights", "confidence, received_at, sentiment_score"),
+    ):
         db.execute_sql(f"CREATE INDEX {index} ON {table} ({columns})")  # named as 0005's code named them
     db.execute_sql("DELETE FROM schema_migrations WHERE name = '0006_occurred_at'")
 
@@ -116,7 +159,10 @@ def test_the_migration_gives_rows_accepted_before_it_their_own_time(db):
     times = {c.id: (c.occurred_at, c.enqueued_at) for c in Conversation.select()}
     assert times["old-history"][0] == NOVEMBER.replace(day=4, hour=9)
     assert times["old-live"][0] == received
-    assert {i.conversation_id: i.occurred_at for i in Insight.select()} == {"old-history": times["old-history"][0], "old-live": received}
+    assert {i.conversation_id: i.occurred_at for i in Insight.select()} == {
+        "old-history": times["old-history"][0],
+        "old-live": received,
+    }
     assert times["old-history"][1] == received and times["old-waiting"][1] is not None
     assert counts.count(NOVEMBER, NOVEMBER + timedelta(days=5), counts.Filters()) == 1, "the daily counts follow"
 

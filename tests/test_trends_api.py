@@ -4,15 +4,13 @@ insights the API lists, empty buckets are there, and every bad parameter is a 40
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from support.traffic import conversation
 
-
 TRENDS = "/api/v1/insights/trends"
-DAY = datetime(2026, 5, 4, tzinfo=timezone.utc)
+DAY = datetime(2026, 5, 4, tzinfo=UTC)
 TEXTS = ["I love it, thank you!", "Charged twice, awful, I want a refund.", "Where is my package tracking?", "ok"]
 
 
@@ -28,9 +26,15 @@ def label(score: float) -> str:
 def test_daily_and_hourly_trends_agree_with_the_insights(make_stack, database_env):
     stack = make_stack(BATCH_SIZE=10, BATCH_FLUSH_SECONDS=0.3, INBOUND_RPS=1000, **database_env)
     client = stack.start_web()
-    moments = [DAY + timedelta(days=day, hours=hour) for day, hour in ((0, 1), (0, 1), (0, 13), (1, 23), (3, 0), (3, 5), (3, 5))]
+    moments = [
+        DAY + timedelta(days=day, hours=hour)
+        for day, hour in ((0, 1), (0, 1), (0, 13), (1, 23), (3, 0), (3, 5), (3, 5))
+    ]
     bodies = [conversation(TEXTS[n % len(TEXTS)], occurred_at=moment.isoformat()) for n, moment in enumerate(moments)]
-    ids = [r["conversation_id"] for r in client.post("/api/v1/conversations/batch", json={"conversations": bodies}).json()["results"]]
+    ids = [
+        r["conversation_id"]
+        for r in client.post("/api/v1/conversations/batch", json={"conversations": bodies}).json()["results"]
+    ]
     stack.start_worker()
     stack.settled(client, ids)
     window = {"start_time": DAY.isoformat(), "end_time": (DAY + timedelta(days=5)).isoformat()}
@@ -39,23 +43,51 @@ def test_daily_and_hourly_trends_agree_with_the_insights(make_stack, database_en
 
     days = client.get(TRENDS, params=window).json()
     assert (days["bucket"], days["cluster"]) == ("day", None)
-    assert [b["start_time"][:10] for b in days["buckets"]] == ["2026-05-04", "2026-05-05", "2026-05-06", "2026-05-07", "2026-05-08"]
+    assert [b["start_time"][:10] for b in days["buckets"]] == [
+        "2026-05-04",
+        "2026-05-05",
+        "2026-05-06",
+        "2026-05-07",
+        "2026-05-08",
+    ]
     for bucket in days["buckets"]:
         mine = [i for i in insights if bucket["start_time"] <= i["occurred_at"] < bucket["end_time"]]
         assert bucket["count"] == len(mine)
-        assert bucket["sentiment"]["counts"] == {s: sum(label(i["sentiment_score"]) == s for i in mine) for s in ("positive", "neutral", "negative")}
-        assert bucket["sentiment"]["mean_score"] == (pytest.approx(sum(i["sentiment_score"] for i in mine) / len(mine)) if mine else None)
+        assert bucket["sentiment"]["counts"] == {
+            s: sum(label(i["sentiment_score"]) == s for i in mine) for s in ("positive", "neutral", "negative")
+        }
+        assert bucket["sentiment"]["mean_score"] == (
+            pytest.approx(sum(i["sentiment_score"] for i in mine) / len(mine)) if mine else None
+        )
         named = Counter(c for i in mine for c in i["clusters"])
         assert {c["cluster"]: c["count"] for c in bucket["top_clusters"]} == dict(named.most_common(5))
     assert [b["count"] for b in days["buckets"]] == [3, 1, 0, 3, 0], "the empty days are there"
 
-    hours = client.get(TRENDS, params={"start_time": "2026-05-07T00:30:00Z", "end_time": "2026-05-07T06:00:00Z", "bucket": "hour"}).json()
+    hours = client.get(
+        TRENDS, params={"start_time": "2026-05-07T00:30:00Z", "end_time": "2026-05-07T06:00:00Z", "bucket": "hour"}
+    ).json()
     assert [(b["start_time"], b["count"]) for b in hours["buckets"]] == [
-        ("2026-05-07T00:30:00Z", 0), ("2026-05-07T01:00:00Z", 0), ("2026-05-07T02:00:00Z", 0), ("2026-05-07T03:00:00Z", 0),
-        ("2026-05-07T04:00:00Z", 0), ("2026-05-07T05:00:00Z", 2)]
-    billing = client.get(TRENDS, params={**window, "cluster": "billing", "sentiment": "negative", "min_confidence": "0.1"}).json()
-    expected = [sum(1 for i in insights if b["start_time"] <= i["occurred_at"] < b["end_time"] and "billing" in i["clusters"]
-                    and label(i["sentiment_score"]) == "negative" and i["confidence"] >= 0.1) for b in billing["buckets"]]
+        ("2026-05-07T00:30:00Z", 0),
+        ("2026-05-07T01:00:00Z", 0),
+        ("2026-05-07T02:00:00Z", 0),
+        ("2026-05-07T03:00:00Z", 0),
+        ("2026-05-07T04:00:00Z", 0),
+        ("2026-05-07T05:00:00Z", 2),
+    ]
+    billing = client.get(
+        TRENDS, params={**window, "cluster": "billing", "sentiment": "negative", "min_confidence": "0.1"}
+    ).json()
+    expected = [
+        sum(
+            1
+            for i in insights
+            if b["start_time"] <= i["occurred_at"] < b["end_time"]
+            and "billing" in i["clusters"]
+            and label(i["sentiment_score"]) == "negative"
+            and i["confidence"] >= 0.1
+        )
+        for b in billing["buckets"]
+    ]
     assert [b["count"] for b in billing["buckets"]] == expected and sum(expected) > 0
     assert {b["top_clusters"] is None for b in billing["buckets"]} == {True}
 
@@ -92,6 +124,12 @@ def test_the_longest_windows_allowed_and_the_ends_of_the_calendar(web):
     hours = web.get(TRENDS, params={**WINDOW, "bucket": "hour", "end_time": "2026-01-03T00:00:00Z"})
     assert hours.status_code == 200 and len(hours.json()["buckets"]) == 48
     last = web.get(TRENDS, params={"start_time": "9999-12-30T12:00:00Z", "end_time": "9999-12-31T23:59:59.999999Z"})
-    assert [(b["start_time"], b["count"]) for b in last.json()["buckets"]] == [("9999-12-30T12:00:00Z", 0), ("9999-12-31T00:00:00Z", 0)]
-    first = web.get(TRENDS, params={"start_time": "0001-01-01T00:00:00Z", "end_time": "0001-01-02T00:00:01Z", "sentiment": "neutral"})
+    assert [(b["start_time"], b["count"]) for b in last.json()["buckets"]] == [
+        ("9999-12-30T12:00:00Z", 0),
+        ("9999-12-31T00:00:00Z", 0),
+    ]
+    first = web.get(
+        TRENDS,
+        params={"start_time": "0001-01-01T00:00:00Z", "end_time": "0001-01-02T00:00:01Z", "sentiment": "neutral"},
+    )
     assert [b["count"] for b in first.json()["buckets"]] == [0, 0]

@@ -11,7 +11,6 @@ from collections import Counter
 from support import wait_until
 from support.traffic import FAST_RETRIES, post_all
 
-
 SHORT_LEASE = {"BATCH_SIZE": 4, "LEASE_SECONDS": 3, "RECONCILE_INTERVAL_SECONDS": 0.3, **FAST_RETRIES}
 """A lease far shorter than a call: only its renewal keeps the calls in flight from being sent again."""
 
@@ -38,8 +37,12 @@ def test_a_killed_workers_conversations_are_taken_back_and_sent_once(make_stack,
     client = stack.start_web()
     ids = post_all(client, [f"Order {n} is late, please help" for n in range(8)])
     first = stack.start_worker()
-    wait_until(lambda: stack.sql("SELECT COUNT(*) FROM conversations WHERE status = 'processing'")[0][0] == 8,
-               timeout=30, interval=0.05, message="every batch claimed, its call in flight")
+    wait_until(
+        lambda: stack.sql("SELECT COUNT(*) FROM conversations WHERE status = 'processing'")[0][0] == 8,
+        timeout=30,
+        interval=0.05,
+        message="every batch claimed, its call in flight",
+    )
     time.sleep(1)  # the calls have left and the emulator has read them (its stamp); they answer after 6 s
     stack.kill(first)
     killed_at = time.time()
@@ -62,8 +65,12 @@ def test_a_stopping_worker_gives_its_calls_back_at_once(make_stack, grok, databa
     client = stack.start_web()
     ids = post_all(client, [f"Refund {n} please" for n in range(4)])
     first = stack.start_worker()
-    wait_until(lambda: stack.sql("SELECT COUNT(*) FROM conversations WHERE status = 'processing'")[0][0] == 4,
-               timeout=30, interval=0.05, message="the batch claimed, its call in flight")
+    wait_until(
+        lambda: stack.sql("SELECT COUNT(*) FROM conversations WHERE status = 'processing'")[0][0] == 4,
+        timeout=30,
+        interval=0.05,
+        message="the batch claimed, its call in flight",
+    )
     first.send_signal(signal.SIGTERM)
     first.wait(timeout=60)
     assert stack.sql("SELECT status, attempts FROM conversations")[0] == ("queued", 0)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -32,7 +32,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str | Callable[[], str] = "condition"):
+def wait_until(
+    predicate, timeout: float = 30.0, interval: float = 0.05, message: str | Callable[[], str] = "condition"
+):
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds, saying
     ``message`` (called then, when it is a function: logs as they are at the end, not at the start)."""
     deadline = time.monotonic() + timeout

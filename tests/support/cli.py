@@ -22,7 +22,9 @@ def run(stack, *args: str, cwd=ROOT, stdin: str | None = None, script: bool = Fa
     command = [str(ROOT / "scripts" / "insights")] if script else [str(INSIGHTS)]
     env = {**os.environ, **stack.env}
     env.pop("PYTHONPATH", None)  # as an operator runs it
-    return subprocess.run([*command, *args], cwd=cwd, env=env, input=stdin or "", capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [*command, *args], cwd=cwd, env=env, input=stdin or "", capture_output=True, text=True, timeout=120
+    )
 
 
 def migrated(stack):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import redis

@@ -7,8 +7,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import httpx
 
@@ -31,9 +31,25 @@ class GrokEmulator:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.control = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/_emulator", timeout=10)
-        command = [sys.executable, "-m", "testing.emulator", "--port", str(self.port), "--api-key", GROK_KEY, "--latency", str(latency), *args]
-        self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                        stdout=open(logs / "grok-emulator.log", "wb"), stderr=subprocess.STDOUT)
+        command = [
+            sys.executable,
+            "-m",
+            "testing.emulator",
+            "--port",
+            str(self.port),
+            "--api-key",
+            GROK_KEY,
+            "--latency",
+            str(latency),
+            *args,
+        ]
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=open(logs / "grok-emulator.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
         wait_until(self._answers, timeout=30, message="the Grok emulator to start")
 
     def _answers(self) -> bool:
@@ -68,9 +84,17 @@ def max_calls_in_any_window(times: list[float], window: float = 1.0) -> int:
 
 def request_body(*texts: str, model: str = MODEL) -> dict:
     """A chat completion request analyzing ``texts``, as a plain dictionary."""
-    conversations = [{"conversation_id": f"c{n}", "messages": [{"role": "customer", "content": text}]} for n, text in enumerate(texts)]
-    return {"model": model, "messages": [{"role": "system", "content": "Analyze the conversations."},
-                                         {"role": "user", "content": json.dumps({"conversations": conversations})}]}
+    conversations = [
+        {"conversation_id": f"c{n}", "messages": [{"role": "customer", "content": text}]}
+        for n, text in enumerate(texts)
+    ]
+    return {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "Analyze the conversations."},
+            {"role": "user", "content": json.dumps({"conversations": conversations})},
+        ],
+    }
 
 
 def make_client(grok: GrokEmulator, gate: OutboundGate, **env: str) -> GrokClient:

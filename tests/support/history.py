@@ -22,21 +22,40 @@ CLUSTERS = ["billing", "shipping", "returns", "account-access"]
 def near_the_grid(rng: random.Random, low: float) -> float:
     """Often exactly on the grid or one step of a double beside it, where a band boundary could slip."""
     on_grid = rng.choice([v for v in GRID_VALUES if v >= low])
-    return rng.choice([
-        on_grid, min(1.0, math.nextafter(on_grid, 2)), max(low, math.nextafter(on_grid, -2)), round(rng.uniform(low, 1), 3),
-    ])
+    return rng.choice(
+        [
+            on_grid,
+            min(1.0, math.nextafter(on_grid, 2)),
+            max(low, math.nextafter(on_grid, -2)),
+            round(rng.uniform(low, 1), 3),
+        ]
+    )
 
 
 def store_round(rng: random.Random, ids: list[str]) -> None:
     """Analyze ``ids`` through the store, in batches, as the workers do."""
     for offset in range(0, len(ids), 50):
-        chunk = ids[offset:offset + 50]
+        chunk = ids[offset : offset + 50]
         claim = claims.claim_for_processing(chunk, max_attempts=10)
-        rows = [InsightRow(conversation_id=i, sentiment_score=near_the_grid(rng, -1), clusters=rng.sample(CLUSTERS, rng.randrange(3)),
-                           confidence=near_the_grid(rng, 0), reasoning="r")
-                for i in chunk]
-        result = AnalysisResult(conversation_ids=chunk, rows=rows, rejected={}, model="m", prompt_version="p", raw_response="{}",
-                                claim_token=claim.token)
+        rows = [
+            InsightRow(
+                conversation_id=i,
+                sentiment_score=near_the_grid(rng, -1),
+                clusters=rng.sample(CLUSTERS, rng.randrange(3)),
+                confidence=near_the_grid(rng, 0),
+                reasoning="r",
+            )
+            for i in chunk
+        ]
+        result = AnalysisResult(
+            conversation_ids=chunk,
+            rows=rows,
+            rejected={},
+            model="m",
+            prompt_version="p",
+            raw_response="{}",
+            claim_token=claim.token,
+        )
         results.record_results(result, max_retries=10, settings=SETTINGS)
 
 
@@ -48,6 +67,10 @@ def backfilled(conversation_id: str, occurred_at: datetime) -> queries.NewConver
 def add_conversations(rng: random.Random, count: int, days: int) -> list[str]:
     ids = [f"c{n}" for n in range(count)]
     occurred = [EPOCH + timedelta(seconds=rng.uniform(0, days * 86_400)) for _ in ids]
-    occurred[:3] = [EPOCH, EPOCH + timedelta(days=1), EPOCH + timedelta(days=2, microseconds=-1)]  # on and beside midnights
+    occurred[:3] = [
+        EPOCH,
+        EPOCH + timedelta(days=1),
+        EPOCH + timedelta(days=2, microseconds=-1),
+    ]  # on and beside midnights
     queries.insert_conversations([backfilled(i, moment) for i, moment in zip(ids, occurred)])
     return ids

@@ -22,7 +22,12 @@ def result(claim: claims.Claim, rows: list[str], rejected: dict[str, str] | None
     """The analysis of ``claim``'s conversations: a row for each of ``rows``."""
     return AnalysisResult(
         conversation_ids=[c.id for c in claim.conversations],
-        rows=[InsightRow(conversation_id=i, sentiment_score=0.5, clusters=["Billing Issue"], confidence=0.8, reasoning=" ok ") for i in rows],
+        rows=[
+            InsightRow(
+                conversation_id=i, sentiment_score=0.5, clusters=["Billing Issue"], confidence=0.8, reasoning=" ok "
+            )
+            for i in rows
+        ],
         rejected=rejected or {},
         model="test-model",
         prompt_version="p1",

@@ -58,7 +58,9 @@ class Stack:
     def _spawn(self, command: list[str], name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "wb")
         env = {**os.environ, **self.env, **(extra_env or {}), "PYTHONPATH": str(ROOT)}
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.processes.append(process)
         return process
 
@@ -78,8 +80,12 @@ class Stack:
             return documents if all(d["status"] in ("completed", "failed") for d in documents) else None
 
         interval = 0.1 if len(ids) <= 20 else 0.25  # a request per conversation each time: spare the web process
-        return wait_until(done, timeout=timeout, interval=interval,
-                          message=lambda: f"conversations to settle; logs:\n{self.log_text()}")
+        return wait_until(
+            done,
+            timeout=timeout,
+            interval=interval,
+            message=lambda: f"conversations to settle; logs:\n{self.log_text()}",
+        )
 
     def sql(self, query: str, *params: object) -> list[tuple]:
         """Read the stack's database directly (SQLite or PostgreSQL)."""

@@ -9,9 +9,22 @@ POST = "/api/v1/conversations"
 BATCH_POST = "/api/v1/conversations/batch?lane=bulk"
 
 FAST_RETRIES = {"BACKOFF_SECONDS": 0.1, "BATCH_FLUSH_SECONDS": 0.3, "INBOUND_RPS": 1000}
-BULK = {"BATCH_SIZE": 5, "BULK_FLUSH_SECONDS": 0.5, "BULK_TICK_SECONDS": 0.2, "BULK_POLL_SECONDS": 0.3,
-        "BULK_POLL_MAX_SECONDS": 1, "REQUEUE_SECONDS": 5, **FAST_RETRIES}
-IN_FLIGHT = {"BATCH_SIZE": 4, "LEASE_SECONDS": 4, "REQUEUE_SECONDS": 4, "RECONCILE_INTERVAL_SECONDS": 0.5, **FAST_RETRIES}
+BULK = {
+    "BATCH_SIZE": 5,
+    "BULK_FLUSH_SECONDS": 0.5,
+    "BULK_TICK_SECONDS": 0.2,
+    "BULK_POLL_SECONDS": 0.3,
+    "BULK_POLL_MAX_SECONDS": 1,
+    "REQUEUE_SECONDS": 5,
+    **FAST_RETRIES,
+}
+IN_FLIGHT = {
+    "BATCH_SIZE": 4,
+    "LEASE_SECONDS": 4,
+    "REQUEUE_SECONDS": 4,
+    "RECONCILE_INTERVAL_SECONDS": 0.5,
+    **FAST_RETRIES,
+}
 """A call must end within the lease (the emulator answers in 2 s), or the reconciler takes it for lost."""
 
 
@@ -35,12 +48,15 @@ def worker_log(stack) -> str:
 
 
 def provider_batches(stack) -> list[tuple]:
-    return stack.sql("SELECT state, end_reason, conversations, prompt_tokens, completion_tokens FROM provider_batches "
-                     "ORDER BY created_at")
+    return stack.sql(
+        "SELECT state, end_reason, conversations, prompt_tokens, completion_tokens FROM provider_batches "
+        "ORDER BY created_at"
+    )
 
 
 def wait_for_a_call_in_flight(stack, grok) -> None:
     """Until the database says ``processing`` for a batch whose call has not been answered."""
+
     def processing() -> int:
         return stack.sql("SELECT COUNT(*) FROM conversations WHERE status = 'processing'")[0][0]
 
