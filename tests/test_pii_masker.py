@@ -134,6 +134,6 @@ def test_bad_settings_are_refused(environ, expected):
 def test_a_pattern_that_cannot_work_is_refused(tmp_path, pattern):
     config = tmp_path / "config.toml"
     source = (load_settings.__globals__["config_path"]({})).read_text()
-    config.write_text(source.replace("[pii_patterns]\n", f"[pii_patterns]\nbad = '{pattern}'\n"))
+    config.write_text(source.replace("\n[pii_patterns]\n", f"\n[pii_patterns]\nbad = '{pattern}'\n"))
     with pytest.raises(ConfigError, match="pii_patterns"):
         load_settings({}, config)

@@ -1,7 +1,9 @@
 """The masker: a conversation's messages with their personal data replaced by placeholders.
 
-Recognisers run in a fixed order (e-mails, IBANs, cards, SSNs, IPs, the operator's patterns, phones last:
-a card or an IBAN is also a long run of digits); a span that overlaps one found before it is dropped.
+Recognisers run in a fixed order: the operator's patterns (``[pii_patterns]``: they say what they mean),
+then e-mails, IBANs, cards, SSNs, IPs and phones last (a card or an IBAN is also a long run of digits); a
+span that overlaps one found before it is dropped. The built-in ones run only on a text with a digit, an
+``@`` or a colon: most messages of a support chat have none, and cost one regular-expression search.
 Masking is part of the prompt version (:attr:`Masker.version`): an insight says whether its conversation
 was masked, and by which patterns.
 
@@ -18,9 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from insights.analyzer import ConversationToAnalyze
+from insights.conversation import ConversationToAnalyze
 from insights.pii.placeholders import Placeholders
-from insights.pii.recognisers import BUILT_IN, Recogniser, Span, pattern_finder, phone_finder
+from insights.pii.recognisers import BUILT_IN, BUILT_IN_NEED, Recogniser, Span, pattern_finder, phone_finder
 from settings import Settings
 
 RECOGNISERS_VERSION = "1"  # raise when a recogniser changes what it masks: it changes the prompt version
@@ -43,23 +45,28 @@ class Masked:
 class Masker:
     """Masks conversations with its recognisers (none when masking is off)."""
 
-    def __init__(self, recognisers: Iterable[Recogniser], version: str) -> None:
-        self.recognisers = tuple(recognisers)
+    def __init__(self, recognisers: Iterable[Recogniser], version: str, patterns: Iterable[Recogniser] = ()) -> None:
+        self.recognisers = tuple(recognisers)  # the built-in ones, which need a digit, an @ or a colon
+        self.patterns = tuple(patterns)  # the operator's, which may find anything
         self.version = version  # "" when off: what was sent before masking existed
 
     @classmethod
     def of(cls, settings: Settings) -> Masker:
         if settings.pii_masking == "off":
-            return cls((), "")
+            return UNMASKED
         regions = tuple(region.strip() for region in settings.pii_phone_regions.split(","))
         patterns = [pattern_finder(name, pattern) for name, pattern in sorted(settings.pii_patterns.items())]
         described = json.dumps([RECOGNISERS_VERSION, regions, sorted(settings.pii_patterns.items())])
         version = "pii" + hashlib.sha256(described.encode()).hexdigest()[:6]
-        return cls((*BUILT_IN, *patterns, phone_finder(regions)), version)
+        return cls((*BUILT_IN, phone_finder(regions)), version, patterns)
+
+    def versioned(self, prompt_version: str) -> str:
+        """An analyzer's prompt version, marked with this masker's when masking is on."""
+        return f"{prompt_version}-{self.version}" if self.version else prompt_version
 
     @property
     def on(self) -> bool:
-        return bool(self.recognisers)
+        return bool(self.recognisers or self.patterns)
 
     def text(self, text: str, placeholders: Placeholders, counts: Counter[str]) -> str:
         """``text`` with every span found replaced by its placeholder; ``counts`` counts them by kind."""
@@ -74,7 +81,8 @@ class Masker:
     def spans(self, text: str) -> list[Span]:
         """The spans to replace, in order, none overlapping an earlier recogniser's."""
         taken: list[Span] = []
-        for recogniser in self.recognisers:
+        built_in = self.recognisers if BUILT_IN_NEED.search(text) else ()
+        for recogniser in (*self.patterns, *built_in):
             try:
                 found = list(recogniser(text))
             except Exception as error:
@@ -106,3 +114,6 @@ class Masker:
             masked.conversations.append(ConversationToAnalyze(conversation.conversation_id, messages))
             masked.counts.update(counts)
         return masked
+
+
+UNMASKED = Masker((), "")  # PII_MASKING=off: conversations go as they came
