@@ -31,6 +31,10 @@ def masked(text: str, masker: Masker = MASKER) -> str:
         ("iban GB82WEST12345698765432.", "iban [IBAN_1]."),
         ("my SSN is 123-45-6789", "my SSN is [SSN_1]"),
         ("from 192.168.1.20, then 2001:db8::1.", "from [IP_1], then [IP_2]."),
+        ("my number is 4155552671, thanks", "my number is [PHONE_1], thanks"),
+        ("(415) 555-2671 x123 is my desk", "[PHONE_1] is my desk"),
+        ("from abroad: 0049 30 901820", "from abroad: [PHONE_1]"),
+        ("Maestro 6759 6498 2648", "Maestro [CARD_1]"),
     ],
 )
 def test_masks_each_kind(text, expected):
@@ -47,6 +51,8 @@ def test_masks_each_kind(text, expected):
         "IBAN DE89 3704 0044 0532 0130 02 fails its checksum",
         "SSN 000-12-3456 is never issued",
         "at 12:30:45 the address 999.1.1.1 was refused",
+        "ticket #48213771 and order no. 5531209 are open",
+        "the code 4155552671 on the receipt is wrong",  # a bare run of digits, no phone word before it
     ],
 )
 def test_leaves_look_alikes(text):

@@ -42,7 +42,7 @@ PHONE_WORDS = re.compile(
     re.IGNORECASE,
 )
 GROUPS = re.compile(r"\d+")
-ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
 CARD_LENGTHS = range(12, 20)
 
 
@@ -65,7 +65,7 @@ def emails(text: str) -> Iterator[Span]:
 
 
 def cards(text: str) -> Iterator[Span]:
-    """Payment card numbers: 13 to 19 digits with spaces or dashes, a card network's first digit, Luhn-valid."""
+    """Payment card numbers: 12 to 19 digits, compact or with spaces or dashes, a network's first digit, Luhn-valid."""
     for match in CARD.finditer(text):
         digits = re.sub(r"\D", "", match.group())
         if len(digits) in CARD_LENGTHS and luhn.is_valid(digits):
@@ -114,7 +114,7 @@ def phone_finder(regions: tuple[str, ...]) -> Recogniser:
     def phones(text: str) -> Iterator[Span]:
         for match in PHONE_CANDIDATE.finditer(text):
             candidate = match.group()
-            if ISO_DATE.fullmatch(candidate.strip("()")) or LABELLED.search(
+            if DATE.fullmatch(candidate.strip("()")) or LABELLED.search(
                 text, max(0, match.start() - 16), match.start()
             ):
                 continue
