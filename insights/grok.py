@@ -168,7 +168,8 @@ class GrokClient:
 
     def request_body(self, conversations: list[ConversationToAnalyze]) -> dict[str, Any]:
         """The call: what every call shares first (the instructions; the format and its schema), the batch last,
-        so that xAI's prompt cache, which matches messages from the start, serves the shared part."""
+        so that xAI's prompt cache, which matches messages from the start, serves the shared part. Both lanes
+        pass conversations masked by :attr:`masker` (``actors.masking``): only masked text is sent."""
         return {
             "model": self.model,
             "messages": [
