@@ -21,13 +21,14 @@ import uuid
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from actors import outcomes
+from actors import masking, outcomes
 from actors.broker import ANALYZE_QUEUE, STORE_QUEUE, gate, settings, streamed_lanes
 from actors.calls import CallEngine, Job
 from insights.analyzer import Analyzer, ConversationToAnalyze
 from insights.errors import GrokError
 from insights.grok import GrokClient, PreparedCall
 from insights.offline import OfflineAnalyzer
+from insights.pii.masker import Masker
 from insights.taxonomy import Taxonomy
 from settings import Settings
 from store import queries
@@ -43,7 +44,9 @@ STOP_GRACE_SECONDS = 10.0  # at shutdown, how long calls in flight may still ans
 def analyzer() -> Analyzer:
     """Grok when ``GROK_API_KEY`` is set, else the deterministic offline analyzer."""
     current = settings()
-    return OfflineAnalyzer(Taxonomy.of(current)) if current.offline else GrokClient(current, gate())
+    if current.offline:
+        return OfflineAnalyzer(Taxonomy.of(current), Masker.of(current))
+    return GrokClient(current, gate())
 
 
 @functools.cache
@@ -88,11 +91,16 @@ def analyze_batch(conversation_ids: list[str]) -> None:
     payloads = queries.waiting_payloads(conversation_ids, streamed_lanes(settings()))
     if not payloads:
         return  # a batch sent again whose conversations are settled, or in another call
-    conversations = [ConversationToAnalyze(i, json.loads(payload)["messages"]) for i, payload in payloads.items()]
+    active = analyzer()
+    conversations = masking.masked_for_sending(
+        active, [ConversationToAnalyze(i, json.loads(payload)["messages"]) for i, payload in payloads.items()]
+    )
     release()  # the wait on the gate holds no database connection
-    message, active = CurrentMessage.get_current_message(), analyzer()
+    if not conversations:
+        return  # none could be masked: each is failed with its reason
+    message = CurrentMessage.get_current_message()
     batch = outcomes.Batch(
-        list(payloads),
+        [c.conversation_id for c in conversations],
         message.message_id,
         message.options.get("retries", 0),
         message.asdict(),

@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 
-from actors import bulk_probe, bulk_results, outcomes
+from actors import bulk_probe, bulk_results, masking, outcomes
 from actors.analysis import analyzer
 from actors.broker import settings
 from insights.analyzer import ConversationToAnalyze
@@ -239,17 +239,21 @@ def not_held(api: BatchApi, batch: ProviderBatch, unsent: list[ProviderBatchRequ
 
 
 def request_bodies(chunk: list[ProviderBatchRequest]) -> dict[str, dict[str, Any]]:
-    """Each request's chat-completions body: the real-time lane's prompt and schema, for its conversations."""
+    """Each request's chat-completions body: the real-time lane's prompt and schema, for its conversations
+    masked as the real-time lane masks them (one whose masking fails is ``failed``, not sent)."""
     ids = [i for request in chunk for i in json.loads(request.conversation_ids)]
     payloads = provider_batches.payloads(ids)
     client = analyzer()
     return {
         request.id: client.request_body(
-            [
-                ConversationToAnalyze(i, json.loads(payloads[i])["messages"])
-                for i in json.loads(request.conversation_ids)
-                if i in payloads
-            ]
+            masking.masked_for_sending(
+                client,
+                [
+                    ConversationToAnalyze(i, json.loads(payloads[i])["messages"])
+                    for i in json.loads(request.conversation_ids)
+                    if i in payloads
+                ],
+            )
         )
         for request in chunk
     }

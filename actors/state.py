@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from actors.broker import GROUP, gate, get_broker, queue_key, redis_client, settings, stream_key
 from insights.models import ModelWatch
 from insights.outbound import GrokState
+from insights.pii.counts import MaskedCounts
 from store import reports
 
 
@@ -20,6 +21,7 @@ class RedisState:
     stream_pending: int  # entries read by a cutter but not yet dispatched
     grok: GrokState  # whether workers may call Grok now, and if not why
     answered_by: dict[tuple[str, str], int]  # (GROK_MODEL, another model that answered) -> answers (insights.models)
+    masked: dict[str, int]  # personal data masked before analysis, by kind (insights.pii.counts)
 
 
 @dataclass
@@ -51,6 +53,7 @@ def read_redis_state() -> RedisState:
         stream_pending=client.xpending(stream, GROUP)["pending"] if exists else 0,
         grok=gate().state(),
         answered_by=ModelWatch(client, settings()).seen(),
+        masked=MaskedCounts(client, settings()).read(),
     )
 
 

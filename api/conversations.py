@@ -14,6 +14,7 @@ from api.documents import listed_document, status_document
 from api.errors import ApiError, bad_parameter
 from api.idempotency import bind_and_rename, look_up, request_key
 from api.params import check_parameters, decode_cursor, encode_cursor, parse_lane, parse_number, parse_window
+from insights.pii.masker import Masker
 from insights.schemas import CONVERSATION_ID_PATTERN, ConversationBase, request_models
 from settings import Settings
 from store import queries, reports
@@ -100,19 +101,21 @@ class ConversationsResource:
 
 class ConversationResource:
     """``GET /api/v1/conversations/{id}``: status, attempts, last error and, once done, the insight; with
-    ``include=payload``, the messages and metadata too."""
+    ``include=payload``, the messages and metadata too; with ``include=sent``, the text that goes to xAI."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.masker = Masker.of(settings)
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response, conversation_id: str) -> None:
         check_parameters(req, {"include"})
         include = req.get_param("include")
-        if include not in (None, "payload"):
-            raise bad_parameter("include", f"only 'payload', got {include!r}")
+        if include not in (None, "payload", "sent"):
+            raise bad_parameter("include", f"only 'payload' or 'sent', got {include!r}")
         found = None
         if CONVERSATION_ID.fullmatch(conversation_id):  # no other id was ever accepted (nor a NUL sent to SQL)
             found = await asyncio.to_thread(call_and_release, queries.get_conversation, conversation_id)
         if found is None:
             raise ApiError(falcon.HTTP_404, "not_found", f"No conversation {conversation_id}.")
-        resp.media = api.dump(status_document(*found, self.settings, with_payload=include == "payload"))
+        masker = self.masker if include == "sent" else None
+        resp.media = api.dump(status_document(*found, self.settings, with_payload=include == "payload", masker=masker))

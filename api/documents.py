@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from api.models import ConversationListed, ConversationStatus, InsightOut, LaneUsage
+from api.models import ConversationListed, ConversationStatus, InsightOut, LaneUsage, SentText
+from insights.conversation import ConversationToAnalyze
+from insights.pii.masker import Masker
 from insights.schemas import sentiment_label
 from settings import Settings
 from store.models import Conversation, Insight
@@ -50,12 +52,29 @@ def listed_document(conversation: Conversation) -> ConversationListed:
 
 
 def status_document(
-    conversation: Conversation, insight: Insight | None, settings: Settings, with_payload: bool = False
+    conversation: Conversation,
+    insight: Insight | None,
+    settings: Settings,
+    with_payload: bool = False,
+    masker: Masker | None = None,
 ) -> ConversationStatus:
+    """A conversation's status; its payload too when ``with_payload``, and what is sent of it with a ``masker``."""
     return ConversationStatus(
         **dict(listed_document(conversation)),
         insight=insight_document(insight, settings) if insight else None,
         payload=json.loads(conversation.payload) if with_payload else None,
+        sent=sent_document(conversation, masker) if masker else None,
+    )
+
+
+def sent_document(conversation: Conversation, masker: Masker) -> SentText:
+    """The conversation's text as the workers send it to xAI: masked by the same function, :meth:`Masker.batch`."""
+    messages = json.loads(conversation.payload)["messages"]
+    masked = masker.batch([ConversationToAnalyze(conversation.id, messages)])
+    return SentText(
+        masking=masker.on,
+        messages=masked.conversations[0].messages if masked.conversations else None,
+        failure=masked.failed.get(conversation.id),
     )
 
 

@@ -67,9 +67,20 @@ class ConversationListed(BaseModel):
     updated_at: str | None
 
 
+class SentText(BaseModel):
+    masking: bool = Field(description="whether personal data is masked before it is sent (PII_MASKING)")
+    messages: list[dict[str, str]] | None = Field(
+        description="each message's role and content exactly as they are sent to xAI; null when masking failed"
+    )
+    failure: str | None = Field(description="why the conversation cannot be sent, when its masking failed")
+
+
 class ConversationStatus(ConversationListed):
     insight: InsightOut | None
     payload: dict[str, Any] | None = Field(default=None, description="messages and metadata, with include=payload")
+    sent: SentText | None = Field(
+        default=None, description="with include=sent: the text that goes to xAI, masked as the settings say"
+    )
 
 
 class ConversationPage(BaseModel):

@@ -182,7 +182,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "parameters": [
                         {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}},
                         query(
-                            "include", {"type": "string", "enum": ["payload"]}, "payload: the messages and metadata too"
+                            "include",
+                            {"type": "string", "enum": ["payload", "sent"]},
+                            "payload: the messages and metadata too; sent: the text that goes to xAI (masked)",
                         ),
                     ],
                     "responses": {"200": answer(api.ConversationStatus, "Found"), **errors("400", "404", "503")},

@@ -6,6 +6,7 @@ its arguments.
     insights export --start T --end T [--format jsonl|csv] [--output FILE]
     insights reprocess (--failed | --start T --end T) [--dry-run] [--yes] [--create-database]
     insights conversations list [--status S] [--reason R] [--start T] [--end T] [--limit N] [--json]
+    insights conversations show ID [--payload] [--sent]  one conversation; --sent: the text that goes to xAI
     insights stats [--json]                         counts by status, queue depths, dead letters
     insights report --start T --end T --output FILE.html [--bucket hour|day]
     insights counts [--rebuild [--create-database]] check (or recompute) the daily counts behind total_count

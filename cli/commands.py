@@ -12,7 +12,7 @@ import peewee
 import redis
 
 from actors.state import first_line
-from cli import apikey, bulk, dlq, load, report
+from cli import apikey, bulk, conversation, dlq, load, report
 from cli.command import Command, Usage
 from cli.common import (
     OneLineParser,
@@ -33,6 +33,7 @@ COMMANDS: tuple[Command, ...] = (  # in the order of insights --help
     report.export_command,
     load.reprocess_command,
     report.list_conversations,
+    conversation.show,
     report.stats,
     report.write_report,
     report.check_counts,

@@ -104,6 +104,7 @@ def stats_document(state: PipelineState) -> dict[str, Any]:
             {"asked": asked, "answered": answered, "answers": count}
             for (asked, answered), count in state.redis.answered_by.items()
         ]
+        document["masked"] = state.redis.masked
     return document
 
 
@@ -156,6 +157,8 @@ def print_stats(state: PipelineState) -> None:
         print(f"grok: {grok.state}" + (f" for {grok.seconds_left:.0f} s more: {grok.reason}" if grok.reason else ""))
         for (asked, answered), count in state.redis.answered_by.items():
             print(f"  answered by {answered}, not GROK_MODEL={asked}: {count} answer(s), priced as {answered}")
+        masked = state.redis.masked
+        print("personal data masked: " + (", ".join(f"{n} {kind}" for kind, n in masked.items()) or "none"))
 
 
 @command(

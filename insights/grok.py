@@ -52,6 +52,7 @@ from insights.errors import (
 )
 from insights.models import ModelWatch
 from insights.outbound import OutboundGate, Reservation
+from insights.pii.masker import Masker
 from insights.prompt import PROMPT_VERSION, cache_routing_id, result_schema, system_prompt, user_message
 from insights.refusals import credits_exhausted, error_detail, parse_retry_after, refused_for_content
 from insights.schemas import AnalysisResult
@@ -118,8 +119,8 @@ class GrokClient:
     def __init__(
         self, settings: Settings, gate: OutboundGate, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        self.taxonomy = Taxonomy.of(settings)
-        self.prompt_version = f"{PROMPT_VERSION}-{self.taxonomy.version()}"
+        self.taxonomy, self.masker = Taxonomy.of(settings), Masker.of(settings)
+        self.prompt_version = self.masker.versioned(f"{PROMPT_VERSION}-{self.taxonomy.version()}")
         self.system_prompt, self.schema = system_prompt(self.taxonomy), result_schema(self.taxonomy)
         self.model, self.reasoning_effort = settings.grok_model, settings.grok_reasoning_effort
         self._settings = settings
@@ -167,7 +168,8 @@ class GrokClient:
 
     def request_body(self, conversations: list[ConversationToAnalyze]) -> dict[str, Any]:
         """The call: what every call shares first (the instructions; the format and its schema), the batch last,
-        so that xAI's prompt cache, which matches messages from the start, serves the shared part."""
+        so that xAI's prompt cache, which matches messages from the start, serves the shared part. Both lanes
+        pass conversations masked by :attr:`masker` (``actors.masking``): only masked text is sent."""
         return {
             "model": self.model,
             "messages": [

@@ -15,6 +15,7 @@ from collections import Counter
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from insights.analyzer import Claimer, ConversationToAnalyze
+from insights.pii.masker import UNMASKED, Masker
 from insights.schemas import AnalysisResult
 from insights.taxonomy import OTHER, Taxonomy
 
@@ -35,10 +36,10 @@ class OfflineAnalyzer:
 
     model = MODEL_NAME
 
-    def __init__(self, taxonomy: Taxonomy) -> None:
+    def __init__(self, taxonomy: Taxonomy, masker: Masker = UNMASKED) -> None:
         self._vader = SentimentIntensityAnalyzer()
-        self.taxonomy = taxonomy
-        self.prompt_version = f"{PROMPT_VERSION}-{taxonomy.version()}"
+        self.taxonomy, self.masker = taxonomy, masker
+        self.prompt_version = masker.versioned(f"{PROMPT_VERSION}-{taxonomy.version()}")
         self._clusters = {
             slug: re.compile(r"\b(?:" + "|".join(re.escape(word.lower()) for word in words) + r")\b")
             for slug, words in taxonomy.keywords.items()

@@ -76,6 +76,7 @@ TABLES = (
     "model_prices",
     "retired_models",
     "model_aliases",
+    "pii_patterns",
 )  # config.toml tables kept whole (not overridable by the environment)
 
 
@@ -145,6 +146,9 @@ class Settings(BaseModel):
     model_prices: dict[str, ModelPrice]
     retired_models: dict[str, str]  # a retired slug -> the model xAI serves (and bills) it as
     model_aliases: dict[str, str]  # an alias -> the model's own name, as answers give it
+    pii_masking: Literal["on", "off"]
+    pii_phone_regions: Annotated[str, Field(pattern=r"^\s*[A-Z]{2}(\s*,\s*[A-Z]{2})*\s*$")]
+    pii_patterns: dict[Annotated[str, Field(pattern=r"^[a-z0-9]+([-_][a-z0-9]+)*$", max_length=40)], str]
 
     @field_validator("taxonomy", mode="before")
     @classmethod
@@ -154,6 +158,19 @@ class Settings(BaseModel):
             if "other" in value:
                 raise ValueError('"other" is reserved: it is what a conversation that fits no cluster gets')
             return {slug: {"keywords": entry} if isinstance(entry, list) else entry for slug, entry in value.items()}
+        return value
+
+    @field_validator("pii_patterns")
+    @classmethod
+    def _pii_patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        """Each pattern compiles and cannot match an empty string (an empty match masks nothing)."""
+        for name, pattern in value.items():
+            try:
+                compiled = re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"pattern {name!r} is not a regular expression ({error})") from None
+            if compiled.fullmatch(""):
+                raise ValueError(f"pattern {name!r} matches an empty string")
         return value
 
     @field_validator("redis_url")

@@ -2,7 +2,8 @@
 
 - **Web** (``GET /metrics``): requests by route, method and status, their latency, accepted and
   rate-limited conversations, and, read at scrape time from Redis and the database, queue, stream and
-  dead-letter depths, conversations by status and the age of the oldest waiting one. With several
+  dead-letter depths, conversations by status, the age of the oldest waiting one and the personal data
+  masked by kind (``insights_pii_masked_total``, every worker's, kept in Redis). With several
   uvicorn workers (``WEB_CONCURRENCY``) they share counters through ``PROMETHEUS_MULTIPROC_DIR``
   (``scripts/web`` sets and empties it), so any one of them answers for all.
 - **Workers**: Dramatiq's own Prometheus middleware serves every worker process's metrics on one port per
@@ -73,7 +74,7 @@ class StateCollector:
         self.read_state = read_state
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         state = self.read_state()
         for source in ("redis", "database"):
@@ -104,6 +105,14 @@ class StateCollector:
             for (asked, other), count in state.redis.answered_by.items():
                 answered.add_metric([asked, other], count)
             yield answered
+            masked = CounterMetricFamily(
+                "insights_pii_masked",
+                "Personal data items masked before analysis, by kind (EMAIL, PHONE, CARD...), every worker's",
+                labels=["kind"],
+            )
+            for kind, count in state.redis.masked.items():
+                masked.add_metric([kind], count)
+            yield masked
             yield GaugeMetricFamily(
                 "insights_grok_pause_seconds",
                 "Seconds until Grok's pause or misconfiguration ends",

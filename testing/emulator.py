@@ -59,10 +59,12 @@ Control endpoints, for tests and benchmarks:
   ``"context"``, ``"content"``, ``"schema"``, ``"model"`` or ``"credits"``; ``"client_gone": true`` when the
   caller hung up before its answer. A call is logged once its wait is over, before its answer is sent. The
   log keeps the latest ``--log-limit`` calls (default 100,000, about 2 KB each; 0: all).
+- ``GET /_emulator/received``: the bodies of the latest 1,000 chat calls and Batch API request adds, as
+  received (each a JSON text): what left the service, for tests of what it sends.
 - ``GET /_emulator/schemas``: the distinct ``response_format`` objects chat calls sent, as received (the
   first 16).
-- ``POST /_emulator/reset``: forget faults, the log, what the limits counted, the batches, the schemas and
-  the prompt caches.
+- ``POST /_emulator/reset``: forget faults, the log, what the limits counted, the batches, the schemas, the
+  bodies received and the prompt caches.
 
 Standing behaviours: a conversation containing ``POISON`` makes any batch holding it come back truncated;
 one containing ``INJECT`` plays a gullible model that obeys it, rewriting every other conversation's row

@@ -34,6 +34,8 @@ class EmulatorApp:
         method, path = scope["method"], scope["path"]
         raw = await read_body(receive)
         arrived = time.time()  # once the request is in: calls are then charged in the order of their arrival times
+        if method == "POST" and (path.endswith("/chat/completions") or path.endswith("/requests")):
+            self.state.received.append(raw)
         if path.startswith("/v1/batches"):
             await self.batch_api(scope, raw, send)
         elif method == "POST" and path.endswith("/chat/completions"):
@@ -43,6 +45,8 @@ class EmulatorApp:
         elif method == "GET" and path == "/_emulator/log":
             snapshot = list(self.state.log)  # entries are complete once logged: encoding them aside is safe
             await send_json(send, 200, await asyncio.to_thread(lambda: json.dumps(snapshot).encode()))
+        elif method == "GET" and path == "/_emulator/received":
+            await send_json(send, 200, [body.decode("utf-8", "replace") for body in self.state.received])
         elif method == "GET" and path == "/_emulator/schemas":
             await send_json(send, 200, self.state.schemas.received())
         elif method == "GET" and path == "/_emulator/batches":

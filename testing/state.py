@@ -58,6 +58,9 @@ class Reply:
             self.body = json.dumps(self.body).encode()
 
 
+RECEIVED_LIMIT = 1000  # request bodies kept for GET /_emulator/received
+
+
 class EmulatorState:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
@@ -69,6 +72,7 @@ class EmulatorState:
         )  # answers as_asked
         self.batches = BatchStore(self.rows, config)  # read at every call: POST /_emulator/config changes it
         self.schemas = SchemaBook()
+        self.received: deque[bytes] = deque(maxlen=RECEIVED_LIMIT)  # bodies of chat calls and Batch API adds
         self.reseed()
 
     def reseed(self) -> None:
@@ -104,6 +108,7 @@ class EmulatorState:
         self.limits.reset()
         self.batches.clear()
         self.schemas.clear()
+        self.received.clear()
         self.prefixes = PrefixCache(self.config.seed)
 
 

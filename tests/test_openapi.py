@@ -65,6 +65,12 @@ def test_real_answers_match_the_document(web, document):
 
     status = wait_until(completed, timeout=30, message="the conversation to complete")
     assert_matches(document, "ConversationStatus", status)
+    sent = web.get(f"/api/v1/conversations/{conversation_id}", params={"include": "sent"}).json()
+    assert_matches(document, "ConversationStatus", sent)
+    assert sent["sent"]["messages"] == [{"role": "customer", "content": "Thanks, lovely service!"}]
+    parameters = document["paths"]["/api/v1/conversations/{conversation_id}"]["get"]["parameters"]
+    include = next(p for p in parameters if p["name"] == "include")
+    assert include["schema"]["enum"] == ["payload", "sent"]
     window = {"start_time": "2020-01-01", "end_time": "2100-01-01"}
     assert_matches(document, "InsightsPage", web.get("/api/v1/insights", params=window).json())
     assert_matches(document, "Summary", web.get("/api/v1/insights/summary", params=window).json())

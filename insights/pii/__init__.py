@@ -1,0 +1,2 @@
+"""Personal data masked before a conversation leaves for xAI: recognisers find it, placeholders name it,
+the masker replaces it (issue 25)."""
