@@ -218,8 +218,13 @@ def send_requests(api: BatchApi, batch: ProviderBatch, resumed: bool) -> int:
         unsent = not_held(api, batch, unsent)
     for start in range(0, len(unsent), REQUESTS_PER_CALL):
         chunk = unsent[start : start + REQUESTS_PER_CALL]
-        api.add(batch.provider_id, request_bodies(chunk))
-        provider_batches.mark_requests([request.id for request in chunk], submitted=True)
+        bodies = request_bodies(chunk)
+        if bodies:
+            api.add(batch.provider_id, bodies)
+        provider_batches.mark_requests([request.id for request in chunk if request.id in bodies], submitted=True)
+        if emptied := [request.id for request in chunk if request.id not in bodies]:
+            # every conversation of these failed its masking: nothing of them goes to xAI, nothing to wait for
+            provider_batches.mark_requests(emptied, submitted=True, settled=True)
         provider_batches.take_again(batch.id, settings().requeue_seconds)
     return len(provider_batches.requests_of(batch.id))
 
@@ -240,23 +245,21 @@ def not_held(api: BatchApi, batch: ProviderBatch, unsent: list[ProviderBatchRequ
 
 def request_bodies(chunk: list[ProviderBatchRequest]) -> dict[str, dict[str, Any]]:
     """Each request's chat-completions body: the real-time lane's prompt and schema, for its conversations
-    masked as the real-time lane masks them (one whose masking fails is ``failed``, not sent)."""
+    masked as the real-time lane masks them (one whose masking fails is ``failed``, not sent). A request
+    left with no conversation has no body: it is not sent."""
     ids = [i for request in chunk for i in json.loads(request.conversation_ids)]
     payloads = provider_batches.payloads(ids)
     client = analyzer()
-    return {
-        request.id: client.request_body(
-            masking.masked_for_sending(
-                client,
-                [
-                    ConversationToAnalyze(i, json.loads(payloads[i])["messages"])
-                    for i in json.loads(request.conversation_ids)
-                    if i in payloads
-                ],
-            )
-        )
-        for request in chunk
-    }
+    bodies = {}
+    for request in chunk:
+        conversations = [
+            ConversationToAnalyze(i, json.loads(payloads[i])["messages"])
+            for i in json.loads(request.conversation_ids)
+            if i in payloads
+        ]
+        if masked := masking.masked_for_sending(client, conversations):
+            bodies[request.id] = client.request_body(masked)
+    return bodies
 
 
 class BulkLane(threading.Thread):

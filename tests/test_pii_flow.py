@@ -9,7 +9,8 @@ import json
 import os
 import subprocess
 
-from support import ROOT
+from support import ROOT, wait_until
+from support.cli import INSIGHTS
 
 from benchmarks.bench_pii import samples
 from insights.grok import GrokClient
@@ -47,7 +48,7 @@ def assert_nothing_leaked(stack, grok) -> None:
 
 def insights_cli(stack, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
-    command = [str(ROOT / ".venv" / "bin" / "insights"), *args]
+    command = [str(INSIGHTS), *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -131,3 +132,26 @@ def test_masking_off_sends_the_text_as_it_came_under_another_prompt_version(make
     assert "-pii" not in version and version.startswith("offline-1-")
     shown = client.get(f"/api/v1/conversations/{conversation_id}", params={"include": "sent"}).json()["sent"]
     assert shown == {"masking": False, "messages": body("I am ann@example.com")["messages"], "failure": None}
+
+
+def test_a_bulk_request_whose_every_conversation_fails_masking_is_not_sent(make_stack, grok, tmp_path):
+    grok.configure(batch_delay=0.2)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        config_path({}).read_text().replace("\n[pii_patterns]\n", "\n[pii_patterns]\nbroken = '(?=UNMASKABLE)'\n")
+    )
+    stack = make_stack(**FAST, **BULK, **grok.env, CONFIG_FILE=str(config))
+    client = stack.start_web()
+    stack.start_worker()
+    texts = ["UNMASKABLE: ann@example.com", "UNMASKABLE: +44 20 7946 0958"]
+    answer = client.post("/api/v1/conversations/batch?lane=bulk", json={"conversations": [body(t) for t in texts]})
+    ids = [result["conversation_id"] for result in answer.json()["results"]]
+    documents = stack.settled(client, ids)
+    assert {d["status"] for d in documents} == {"failed"}, stack.log_text()
+    sent = [json.loads(text) for text in grok.control.get("/received").json()]
+    assert "UNMASKABLE" not in json.dumps(sent), "nothing of them went to xAI"
+    assert not [r for body in sent for r in body.get("batch_requests", [])], "no request left empty went either"
+    wait_until(
+        lambda: stack.sql("SELECT state FROM provider_batches") == [("ended",)],
+        message=lambda: f"the provider batch to end; {stack.sql('SELECT * FROM provider_batches')}",
+    )
