@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -74,7 +74,7 @@ class StateCollector:
         self.read_state = read_state
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import GaugeMetricFamily
 
         state = self.read_state()
         for source in ("redis", "database"):
@@ -84,64 +84,83 @@ class StateCollector:
                 value=0 if source in state.errors else 1,
             )
         if state.redis is not None:
-            queues = GaugeMetricFamily(
-                "insights_queue_messages", "Dramatiq messages by queue and state", labels=["queue", "state"]
-            )
-            for (queue, kind), count in state.redis.queues.items():
-                queues.add_metric([queue, kind], count)
-            yield queues
-            yield GaugeMetricFamily(
-                "insights_stream_entries", "Conversation ids waiting in the batching stream", value=state.redis.stream
-            )
-            grok = GaugeMetricFamily("insights_grok_state", GROK_STATE_HELP, labels=["state"])
-            for name in GROK_STATES:
-                grok.add_metric([name], 1 if state.redis.grok.state == name else 0)
-            yield grok
-            answered = GaugeMetricFamily(
-                "insights_grok_answers_by_another_model",
-                "Answers by a model other than GROK_MODEL (a retired slug is served by its successor)",
-                labels=["asked", "answered"],
-            )
-            for (asked, other), count in state.redis.answered_by.items():
-                answered.add_metric([asked, other], count)
-            yield answered
-            masked = CounterMetricFamily(
-                "insights_pii_masked",
-                "Personal data items masked before analysis, by kind (EMAIL, PHONE, CARD...), every worker's",
-                labels=["kind"],
-            )
-            for kind, count in state.redis.masked.items():
-                masked.add_metric([kind], count)
-            yield masked
-            yield GaugeMetricFamily(
-                "insights_grok_pause_seconds",
-                "Seconds until Grok's pause or misconfiguration ends",
-                value=state.redis.grok.seconds_left,
-            )
+            yield from self.of_redis(state.redis)
         if state.stats is not None:
-            statuses = GaugeMetricFamily("insights_conversations", "Conversations by status", labels=["status"])
-            for status, count in state.stats.by_status.items():
-                statuses.add_metric([status], count)
-            yield statuses
-            yield GaugeMetricFamily(
-                "insights_oldest_waiting_seconds",
-                "Age of the oldest queued or processing conversation",
-                value=state.oldest_waiting_seconds,
-            )
-            bulk = GaugeMetricFamily(
-                "insights_bulk_conversations",
-                "The bulk lane's conversations: queued for a provider batch, processing in one",
-                labels=["status"],
-            )
-            for status, count in state.stats.bulk.items():
-                bulk.add_metric([status], count)
-            yield bulk
-            batches = GaugeMetricFamily(
-                "insights_provider_batches", "The bulk lane's provider batches by state", labels=["state"]
-            )
-            for name, count in state.stats.provider_batches.items():
-                batches.add_metric([name], count)
-            yield batches
+            yield from self.of_database(state)
+
+    @staticmethod
+    def of_redis(redis_state: Any) -> Iterator[Any]:
+        """What waits in Redis, Grok's state and the tallies every worker keeps there."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        yield labelled(
+            GaugeMetricFamily,
+            "insights_queue_messages",
+            "Dramatiq messages by queue and state",
+            ["queue", "state"],
+            redis_state.queues,
+        )
+        yield GaugeMetricFamily(
+            "insights_stream_entries", "Conversation ids waiting in the batching stream", value=redis_state.stream
+        )
+        states = {name: 1 if redis_state.grok.state == name else 0 for name in GROK_STATES}
+        yield labelled(GaugeMetricFamily, "insights_grok_state", GROK_STATE_HELP, ["state"], states)
+        yield labelled(
+            GaugeMetricFamily,
+            "insights_grok_answers_by_another_model",
+            "Answers by a model other than GROK_MODEL (a retired slug is served by its successor)",
+            ["asked", "answered"],
+            redis_state.answered_by,
+        )
+        yield labelled(
+            CounterMetricFamily,
+            "insights_pii_masked",
+            "Personal data items masked before analysis, by kind (EMAIL, PHONE, CARD...), every worker's",
+            ["kind"],
+            redis_state.masked,
+        )
+        yield GaugeMetricFamily(
+            "insights_grok_pause_seconds",
+            "Seconds until Grok's pause or misconfiguration ends",
+            value=redis_state.grok.seconds_left,
+        )
+
+    @staticmethod
+    def of_database(state: Any) -> Iterator[Any]:
+        """Conversations by status and lane, and the bulk lane's provider batches, as the database has them."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        stats = state.stats
+        yield labelled(
+            GaugeMetricFamily, "insights_conversations", "Conversations by status", ["status"], stats.by_status
+        )
+        yield GaugeMetricFamily(
+            "insights_oldest_waiting_seconds",
+            "Age of the oldest queued or processing conversation",
+            value=state.oldest_waiting_seconds,
+        )
+        yield labelled(
+            GaugeMetricFamily,
+            "insights_bulk_conversations",
+            "The bulk lane's conversations: queued for a provider batch, processing in one",
+            ["status"],
+            stats.bulk,
+        )
+        yield labelled(
+            GaugeMetricFamily,
+            "insights_provider_batches",
+            "The bulk lane's provider batches by state",
+            ["state"],
+            stats.provider_batches,
+        )
+
+
+def labelled(family: type, name: str, documentation: str, labels: list[str], counts: Mapping[Any, float]) -> Any:
+    """A metric family with a sample per key of ``counts`` (a tuple of label values when there are several)."""
+    metric = family(name, documentation, labels=labels)
+    for key, count in counts.items():
+        metric.add_metric(list(key) if isinstance(key, tuple) else [key], count)
+    return metric
 
 
 class _Everything:

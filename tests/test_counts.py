@@ -15,10 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.history import EPOCH, MIN_CONFIDENCES, THRESHOLDS, add_conversations, backfilled, store_round
-from support.rows import SETTINGS
+from support.rows import store_one
 
-from insights.schemas import AnalysisResult, InsightRow
-from store import claims, counts, queries, results, rollup_check
+from store import counts, queries, rollup_check
 from store.migrations import migrate
 from store.models import Insight, InsightCount
 
@@ -155,21 +154,7 @@ def test_concurrent_writers_keep_the_counts_exact(db):
 def test_scores_are_stored_exactly_so_filters_on_grid_values_include_them(db):
     """0.7 stays 0.7 (PostgreSQL once kept 4-byte reals, which made ``min_confidence=0.7`` skip it)."""
     queries.insert_conversations([backfilled("exact", EPOCH)])
-    claim = claims.claim_for_processing(["exact"], max_attempts=1)
-    row = InsightRow(conversation_id="exact", sentiment_score=-0.1, clusters=[], confidence=0.7, reasoning="r")
-    results.record_results(
-        AnalysisResult(
-            conversation_ids=["exact"],
-            rows=[row],
-            rejected={},
-            model="m",
-            prompt_version="p",
-            raw_response="{}",
-            claim_token=claim.token,
-        ),
-        max_retries=1,
-        settings=SETTINGS,
-    )
+    store_one("exact", -0.1, 0.7, max_attempts=1)
     stored = Insight.get_by_id("exact")
     assert (stored.sentiment_score, stored.confidence) == (-0.1, 0.7)
     filters = counts.Filters("negative", (-0.1, 0.1), 0.7)
@@ -182,23 +167,7 @@ def test_counts_and_checks_read_one_snapshot_while_an_insight_moves(db):
     queries.insert_conversations([backfilled("moving", EPOCH + timedelta(days=2, hours=3))])
 
     def store(confidence: float) -> None:
-        claim = claims.claim_for_processing(["moving"], max_attempts=1000)
-        row = InsightRow(
-            conversation_id="moving", sentiment_score=0.0, clusters=[], confidence=confidence, reasoning="r"
-        )
-        results.record_results(
-            AnalysisResult(
-                conversation_ids=["moving"],
-                rows=[row],
-                rejected={},
-                model="m",
-                prompt_version="p",
-                raw_response="{}",
-                claim_token=claim.token,
-            ),
-            max_retries=1000,
-            settings=SETTINGS,
-        )
+        store_one("moving", 0.0, confidence, max_attempts=1000)
         queries.reopen(["moving"])
 
     store(0.9)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from insights.schemas import AnalysisResult, InsightRow
 from settings import load_settings
-from store import claims, queries
+from store import claims, queries, results
 
 SETTINGS = load_settings({})  # how a worker prices tokens and redacts reasons
 
@@ -34,3 +34,21 @@ def result(claim: claims.Claim, rows: list[str], rejected: dict[str, str] | None
         raw_response='{"raw": true}',
         claim_token=claim.token,
     )
+
+
+def store_one(conversation_id: str, score: float, confidence: float, max_attempts: int) -> None:
+    """Claim ``conversation_id`` and store its insight of ``score`` and ``confidence``, as a worker does."""
+    claim = claims.claim_for_processing([conversation_id], max_attempts=max_attempts)
+    row = InsightRow(
+        conversation_id=conversation_id, sentiment_score=score, clusters=[], confidence=confidence, reasoning="r"
+    )
+    analysis = AnalysisResult(
+        conversation_ids=[conversation_id],
+        rows=[row],
+        rejected={},
+        model="m",
+        prompt_version="p",
+        raw_response="{}",
+        claim_token=claim.token,
+    )
+    results.record_results(analysis, max_retries=max_attempts, settings=SETTINGS)
