@@ -34,7 +34,8 @@ AGAIN_QUEUE = "analyze-again"
 here, not behind a backlog on ``analyze``: every worker consumes both queues at once, so a batch that has
 had its turn once is not made to wait for the whole backlog a second time."""
 STORE_QUEUE = "store"
-QUEUES = (COLLECT_QUEUE, ANALYZE_QUEUE, AGAIN_QUEUE, STORE_QUEUE)
+WEBHOOK_QUEUE = "webhooks"  # deliveries to receivers (actors.webhooks): never in analysis's way
+QUEUES = (COLLECT_QUEUE, ANALYZE_QUEUE, AGAIN_QUEUE, STORE_QUEUE, WEBHOOK_QUEUE)
 COLLECT_CHUNK = 1000  # conversations a collect_many message carries
 GROUP = "batchers"  # the batching stream's consumer group
 

@@ -59,15 +59,18 @@ class CallEngine:
 
     def __init__(
         self,
-        worker: str,
+        worker: str | None,
         lease_seconds: float,
         make_http: Callable[[], httpx.AsyncClient] | None,
         capacity: int,
         finish_threads: int = 4,
+        http_clients: int = HTTP_CLIENTS,
     ) -> None:
         """``make_http`` makes the HTTP clients the calls go through; ``None`` where nothing is called
-        (offline: the engine only keeps the worker's lease)."""
+        (offline: the engine only keeps the worker's lease). Without a ``worker`` no lease is kept (the
+        webhooks' engine, ``actors.webhooks``: their deliveries hold leases of their own)."""
         self.worker, self.lease_seconds, self.make_http = worker, lease_seconds, make_http
+        self.http_clients = http_clients
         self.slots = threading.BoundedSemaphore(capacity)  # a memory bound; the gate sets the pace
         self.finishers = concurrent.futures.ThreadPoolExecutor(finish_threads, thread_name_prefix="finish")
         self.leaser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lease")  # never behind a store
@@ -89,8 +92,9 @@ class CallEngine:
         were sent again."""
         self.thread.start()
         self.ready.wait()
-        call_and_release(workers.renew, self.worker, self.lease_seconds)
-        self.renewal = asyncio.run_coroutine_threadsafe(self._renew_lease(), self.loop)
+        if self.worker is not None:
+            call_and_release(workers.renew, self.worker, self.lease_seconds)
+            self.renewal = asyncio.run_coroutine_threadsafe(self._renew_lease(), self.loop)
 
     def submit(self, job: Job) -> None:
         """Start ``job``'s call on the loop; from any thread, without waiting for the loop to take it (a
@@ -108,12 +112,13 @@ class CallEngine:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.finishers.shutdown(wait=True)
-        call_and_release(workers.release, self.worker)
+        if self.worker is not None:
+            call_and_release(workers.release, self.worker)
         self.leaser.shutdown(wait=True)
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.clients = [self.make_http() for _ in range(HTTP_CLIENTS)] if self.make_http else []
+        self.clients = [self.make_http() for _ in range(self.http_clients)] if self.make_http else []
         self.loop.call_soon(self.ready.set)
         self.loop.run_forever()
 
@@ -165,6 +170,7 @@ class CallEngine:
             task.cancel()
         if self.tasks:
             await asyncio.wait(list(self.tasks))
-        self.renewal.cancel()
+        if self.worker is not None:
+            self.renewal.cancel()
         for client in self.clients:
             await client.aclose()

@@ -3,8 +3,8 @@ process before it consumes.
 
 :func:`setup` reads the settings, sets up the broker, adds the worker's middleware and declares the actors
 (retried as the settings say). Its boot hook (:class:`WorkerLifecycle`) opens and migrates the database,
-checks the analyzer, starts the call engine (which holds the worker's lease), the reconciler and, with a
-Grok key, the bulk lane.
+checks the analyzer, starts the call engine (which holds the worker's lease), the webhooks' engine and
+dispatcher, the reconciler and, with a Grok key, the bulk lane.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage, Middleware
 from dramatiq.middleware.prometheus import Prometheus
 
-from actors import analysis, batching, broker
+from actors import analysis, batching, broker, webhooks
 from actors.bulk import BulkLane
 from actors.reconciler import Reconciler
 from insights.models import retirement_warning
@@ -32,7 +32,7 @@ class WorkerLifecycle(Middleware):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.threads: list[Reconciler | BulkLane] = []
+        self.threads: list[Reconciler | BulkLane | webhooks.Dispatcher] = []
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         settings = self.settings
@@ -45,7 +45,8 @@ class WorkerLifecycle(Middleware):
         if not settings.offline and (retired := retirement_warning(settings)):
             logger.warning("%s", retired)
         analysis.engine().start()
-        self.threads = [Reconciler()] if settings.offline else [Reconciler(), BulkLane()]
+        webhooks.engine().start()
+        self.threads = [Reconciler(), webhooks.Dispatcher()] + ([] if settings.offline else [BulkLane()])
         for thread in self.threads:
             thread.start()
 
@@ -55,6 +56,7 @@ class WorkerLifecycle(Middleware):
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         analysis.engine().stop(analysis.STOP_GRACE_SECONDS)  # once no thread can hand it a call any more
+        webhooks.engine().stop(analysis.STOP_GRACE_SECONDS)
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: dramatiq.Message, *, result=None, exception=None
@@ -75,3 +77,4 @@ def setup() -> None:
     dramatiq_broker.add_middleware(Prometheus())  # serves every worker process's metrics, ours included
     batching.declare(dramatiq_broker, settings)
     analysis.declare(dramatiq_broker, settings)
+    webhooks.declare(dramatiq_broker, settings)

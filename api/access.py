@@ -1,4 +1,4 @@
-"""API keys: stored only as SHA-256 hashes, each granting scopes (``ingest``, ``read``).
+"""API keys: stored only as SHA-256 hashes, each granting scopes (``ingest``, ``read``, ``admin``).
 
 Keys are random 256-bit tokens, so a fast hash is enough (there is nothing to brute-force), and the
 presented key's hash is compared with every configured hash in constant time.

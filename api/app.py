@@ -21,6 +21,7 @@ from api.health import (
 from api.insights import InsightsResource, SummaryResource
 from api.middleware import ApiKeyAuth, Lifespan, RequestMetrics
 from api.trends import TrendsResource
+from api.webhooks import RotationResource, WebhookResource, WebhooksResource
 from settings import Settings
 
 
@@ -36,6 +37,9 @@ def create_app(settings: Settings) -> falcon.asgi.App:
     app.add_route("/api/v1/insights", InsightsResource(settings))
     app.add_route("/api/v1/insights/summary", SummaryResource(settings))
     app.add_route("/api/v1/insights/trends", TrendsResource(settings))
+    app.add_route("/api/v1/webhooks", WebhooksResource(settings))
+    app.add_route("/api/v1/webhooks/{subscription_id}", WebhookResource())
+    app.add_route("/api/v1/webhooks/{subscription_id}/rotate", RotationResource(settings))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource())
     app.add_route("/openapi.json", OpenApiResource(settings))

@@ -22,7 +22,8 @@ logger = logging.getLogger("ingress")
 
 class ApiKeyAuth:
     """Requires an API key with the right scope, when keys are configured: ``ingest`` to POST, ``read``
-    for anything else. Health, readiness, metrics and the OpenAPI document are resources marked
+    for anything else, or the scope a resource names (``scope = "admin"``: webhook subscriptions). Health,
+    readiness, metrics and the OpenAPI document are resources marked
     ``public = True``; every other resource is protected. The key comes as ``Authorization: Bearer <key>``
     or ``X-API-Key: <key>``.
 
@@ -38,7 +39,7 @@ class ApiKeyAuth:
     ) -> None:
         if not self.keys or getattr(resource, "public", False):
             return
-        scope = "ingest" if req.method == "POST" else "read"
+        scope = getattr(resource, "scope", None) or ("ingest" if req.method == "POST" else "read")
         verdict = access.authorize(presented_key(req), scope, self.keys)
         if verdict is access.Verdict.UNAUTHORIZED:
             raise ApiError(

@@ -18,14 +18,21 @@ its arguments.
     insights dlq show MESSAGE_ID
     insights dlq requeue (ID... | --all) [--dry-run]
     insights dlq purge (ID... | --all) [--dry-run] [--yes]
-    insights apikey [--scopes ingest,read]          a new API key and its API_KEYS entry
+    insights webhooks add URL [--events E,E] [--batch-size N]   register a receiver; prints its secret once
+    insights webhooks list [--json]                 the subscriptions
+    insights webhooks remove SUBSCRIPTION_ID
+    insights webhooks rotate SUBSCRIPTION_ID        a new secret; the old one signs too for the overlap
+    insights webhooks enable SUBSCRIPTION_ID        deliver again after a 410 Gone disabled it
+    insights webhooks deliveries [--failed] [--status S] [--subscription ID] [--limit N] [--json]
+    insights webhooks replay [DELIVERY_ID...] [--subscription ID]   dead letters sent again
+    insights apikey [--scopes ingest,read,admin]    a new API key and its API_KEYS entry
 
 Configured like every other process, by ``config.toml`` and the environment; every command but ``apikey``
 says on stderr which database and Redis it uses. Reading commands never create a database; writing ones
-(``import``, ``reprocess``, ``counts --rebuild``) only with ``--create-database``. Paths are relative to
-where the command runs. Bad usage, a bad configuration, an output file that cannot be opened, a missing
-database, one that is down or refuses us, or a change not confirmed (Ctrl-C at the question included) is a
-one-line error (exit status 2), never a traceback; a reader that stops early (``insights stats |
+(``import``, ``reprocess``, ``counts --rebuild``, ``webhooks add``...) only with ``--create-database``.
+Paths are relative to where the command runs. Bad usage, a bad configuration, an output file that cannot
+be opened, a missing database, one that is down or refuses us, or a change not confirmed (Ctrl-C at the
+question included) is a one-line error (exit status 2), never a traceback; a reader that stops early (``insights stats |
 head``) ends the command quietly (exit status 1, as Python's own recipe for a closed pipe has it).
 """
 

@@ -21,7 +21,9 @@ def known_scopes(_settings: Settings, args: Namespace) -> None:
 @command(
     "apikey",
     "make an API key and print its API_KEYS entry",
-    argument("--scopes", default="ingest,read", help="comma-separated: ingest, read (default both)"),
+    argument(
+        "--scopes", default="ingest,read", help="comma-separated: ingest, read, admin (webhooks) (default: ingest,read)"
+    ),
     check=known_scopes,
     uses_data=False,
 )

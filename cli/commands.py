@@ -12,7 +12,7 @@ import peewee
 import redis
 
 from actors.state import first_line
-from cli import apikey, bulk, conversation, dlq, load, report
+from cli import apikey, bulk, conversation, dlq, load, report, webhooks
 from cli.command import Command, Usage
 from cli.common import (
     OneLineParser,
@@ -45,6 +45,13 @@ COMMANDS: tuple[Command, ...] = (  # in the order of insights --help
     dlq.show,
     dlq.requeue_letters,
     dlq.purge,
+    webhooks.add,
+    webhooks.list_subscriptions,
+    webhooks.remove,
+    webhooks.rotate,
+    webhooks.enable,
+    webhooks.list_deliveries,
+    webhooks.replay,
     apikey.make_key,
 )
 GROUPS = {  # the commands whose names are a group and an action: what the group is about
@@ -52,6 +59,7 @@ GROUPS = {  # the commands whose names are a group and an action: what the group
     "bulk": "the bulk lane's provider batches",
     "clusters": "the cluster taxonomy",
     "dlq": "dead letters of the analysis pipeline",
+    "webhooks": "webhook subscriptions and their delivery log",
 }
 DATABASE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, dramatiq.errors.BrokerConnectionError)

@@ -13,7 +13,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from settings import Settings, TaxonomyEntry
+from settings import Settings
+from settings.tables import TaxonomyEntry
 
 OTHER = "other"
 

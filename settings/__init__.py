@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from settings.api_keys import API_SCOPES, parse_api_keys  # noqa: F401 - API_SCOPES re-exported
 from settings.secrets import mask_url, redact
+from settings.tables import ModelPrice, TaxonomyEntry
 
 INSTALLED_CONFIG = Path("share", "conversation-insights", "config.toml")  # setup.cfg's data_files, under sys.prefix
 
@@ -41,34 +43,6 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 class ConfigError(Exception):
     """A configuration value is missing or malformed; the message is one line for the operator."""
-
-
-class Rates(BaseModel):
-    """US dollars per million tokens."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    input: Annotated[float, Field(ge=0)]
-    cached_input: Annotated[float, Field(ge=0)]
-    output: Annotated[float, Field(ge=0)]
-
-
-class ModelPrice(BaseModel):
-    """A model's rates in each lane: real-time calls, and the Batch API (``None``: it does not take the model)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    realtime: Rates
-    batch: Rates | None = None
-
-
-class TaxonomyEntry(BaseModel):
-    """A cluster of the taxonomy: what it means (for Grok) and the offline analyzer's keywords."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    description: str = ""
-    keywords: list[str] = []
 
 
 TABLES = (
@@ -148,6 +122,17 @@ class Settings(BaseModel):
     model_aliases: dict[str, str]  # an alias -> the model's own name, as answers give it
     pii_masking: Literal["on", "off"]
     pii_phone_regions: Annotated[str, Field(pattern=r"^\s*[A-Z]{2}(\s*,\s*[A-Z]{2})*\s*$")]
+    webhook_rps: PositiveInt
+    webhook_timeout_seconds: PositiveFloat
+    webhook_retry_schedule: tuple[PositiveFloat, ...]
+    webhook_allow_hosts: str
+    webhook_ca_file: str
+    webhook_max_batch: PositiveInt
+    webhook_rotation_overlap_hours: Annotated[float, Field(ge=0)]
+    webhook_dispatch_seconds: PositiveFloat
+    webhook_lease_seconds: PositiveFloat
+    webhook_in_flight: PositiveInt
+    webhook_retention_days: PositiveFloat
     pii_patterns: dict[Annotated[str, Field(pattern=r"^[a-z0-9]+([-_][a-z0-9]+)*$", max_length=40)], str]
 
     @field_validator("taxonomy", mode="before")
@@ -172,6 +157,17 @@ class Settings(BaseModel):
             if compiled.fullmatch(""):
                 raise ValueError(f"pattern {name!r} matches an empty string")
         return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _retry_schedule(cls, value: Any) -> Any:
+        """Comma-separated seconds (an empty one: no retries)."""
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+    @property
+    def webhook_allowed_hosts(self) -> frozenset[str]:
+        """``WEBHOOK_ALLOW_HOSTS``: host names or addresses, without case or IPv6 brackets."""
+        return frozenset(h.strip().lower().strip("[]") for h in self.webhook_allow_hosts.split(",") if h.strip())
 
     @field_validator("redis_url")
     @classmethod
@@ -239,28 +235,7 @@ class Settings(BaseModel):
         return redact(text, self.grok_api_key)
 
 
-API_SCOPES = frozenset({"ingest", "read"})
 HIDDEN_SETTINGS = frozenset({"api_keys", "grok_api_key"})  # a bad value of these is never shown
-_KEY_ENTRY = re.compile(r"^sha256:([0-9a-f]{64}):([a-z,]+)$")
-
-
-def parse_api_keys(value: str) -> dict[str, frozenset[str]]:
-    """``sha256:<hex>:scope,scope;...`` as ``{hex: scopes}``; raise ``ValueError`` naming a bad entry."""
-    keys = {}
-    for number, entry in enumerate(filter(None, (e.strip() for e in value.split(";"))), start=1):
-        match = _KEY_ENTRY.match(entry)
-        scopes = frozenset(match.group(2).split(",")) if match else frozenset()
-        if not match or not scopes or not scopes <= API_SCOPES:
-            raise ValueError(
-                f"expected entries like sha256:<64 hex>:ingest,read separated by ';' (entry {number} is not)"
-            )
-        if match.group(1) in keys:
-            raise ValueError(
-                f"entry {number} lists a key hash already listed (sha256:{match.group(1)[:8]}...); "
-                "give each key one entry with all its scopes"
-            )
-        keys[match.group(1)] = scopes
-    return keys
 
 
 def _parsed_url(value: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from peewee import fn
 
+from store import outbox
 from store.db import locked, unindexed, write_transaction
 from store.models import FAILED, LANES, PROCESSING, QUEUED, Conversation, database
 from store.queries import OPEN_STATUSES, utcnow
@@ -65,10 +66,15 @@ def claim_rows(open_rows: list[Conversation], max_attempts: int, **changes: Any)
     claimed = [c for c in open_rows if c.attempts < max_attempts]
     if spent:
         previous = fn.COALESCE(Conversation.last_error.concat(" "), "")  # NULL || ' ' is NULL: no stray space
-        gave_up = previous.concat(f"(gave up after {max_attempts} attempts)")
+        gave_up_after = f"gave up after {max_attempts} attempts"
+        gave_up = previous.concat(f"({gave_up_after})")
         Conversation.update(status=FAILED, last_error=gave_up, updated_at=now).where(
             Conversation.id.in_(spent)
         ).execute()
+        given_up = [
+            (c.id, " ".join(filter(None, [c.last_error, f"({gave_up_after})"])), c.occurred_at) for c in open_rows
+        ]
+        outbox.failed_events([failure for failure in given_up if failure[0] in spent], now)
     if claimed:
         (
             Conversation.update(
@@ -84,10 +90,15 @@ def _update_open(conversation_ids: Iterable[str], claim_token: str | None, **cha
     """Apply ``changes`` to the conversations among ``conversation_ids`` that are still open and, given a
     ``claim_token``, still under that claim: a batch that fails late cannot requeue, refund or fail a
     conversation that another batch has claimed since."""
+    return Conversation.update(updated_at=utcnow(), **changes).where(*_open(conversation_ids, claim_token)).execute()
+
+
+def _open(conversation_ids: Iterable[str], claim_token: str | None) -> list:
+    """The conditions of :func:`_update_open`."""
     conditions = [Conversation.id.in_(list(conversation_ids)), unindexed(Conversation.status).in_(OPEN_STATUSES)]
     if claim_token is not None:
         conditions.append(Conversation.claim_token == claim_token)
-    return Conversation.update(updated_at=utcnow(), **changes).where(*conditions).execute()
+    return conditions
 
 
 def requeue_claimed(conversation_ids: Iterable[str], reason: str, claim_token: str) -> int:
@@ -114,8 +125,17 @@ def note_error(conversation_ids: Iterable[str], reason: str, claim_token: str | 
 
 
 def fail_open(conversation_ids: Iterable[str], reason: str, claim_token: str | None = None) -> int:
-    """Mark the still-open conversations ``failed`` with ``reason``."""
-    return _update_open(conversation_ids, claim_token, status=FAILED, last_error=reason)
+    """Mark the still-open conversations ``failed`` with ``reason`` (and tell the webhooks, ``store.outbox``)."""
+    ids = list(conversation_ids)
+    with write_transaction(database.obj):
+        open_rows = list(
+            locked(Conversation.select(Conversation.id, Conversation.occurred_at).where(*_open(ids, claim_token)))
+        )
+        if not open_rows:
+            return 0
+        failing = _update_open([c.id for c in open_rows], claim_token, status=FAILED, last_error=reason)
+        outbox.failed_events([(c.id, reason, c.occurred_at) for c in open_rows], utcnow())
+    return failing
 
 
 def reclaim_stale(older_than: datetime, lanes: Iterable[str] = LANES, limit: int = 1000) -> list[str]:

@@ -27,6 +27,7 @@ from store.models import (
     ProviderBatchRequest,
     WorkerLease,
 )
+from store.webhook_models import WebhookDelivery, WebhookSubscription
 
 MIGRATION_LOCK_ID = 0x1D5_1A7  # arbitrary constant naming this application's advisory lock
 
@@ -219,6 +220,11 @@ def _isolated(db: Database) -> None:
     _add_columns(db, "conversations", {"isolated": "BOOLEAN NOT NULL DEFAULT FALSE"})
 
 
+def _webhooks(db: Database) -> None:
+    """Webhook subscriptions and their outbox (``store.outbox``)."""
+    db.create_tables([WebhookSubscription, WebhookDelivery], safe=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
@@ -234,6 +240,7 @@ MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0012_worker_leases", _worker_leases),
     ("0013_billed_cost", _billed_cost),
     ("0014_isolated", _isolated),
+    ("0015_webhooks", _webhooks),
 ]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from peewee import fn
 
 from insights.costs import Tokens
+from store import outbox
 from store.claims import claim_rows
 from store.db import locked, write_transaction
 from store.models import (
@@ -60,9 +61,14 @@ def form(rules: Forming) -> ProviderBatch | None:
     with write_transaction(database.obj):
         waiting = list(
             locked(
-                Conversation.select(
-                    Conversation.id, Conversation.attempts, Conversation.enqueued_at, Conversation.isolated
-                )  # not the payloads
+                Conversation.select(  # not the payloads; what claim_rows tells the webhooks of one it fails
+                    Conversation.id,
+                    Conversation.attempts,
+                    Conversation.enqueued_at,
+                    Conversation.isolated,
+                    Conversation.last_error,
+                    Conversation.occurred_at,
+                )
                 .where(Conversation.lane == BULK, Conversation.status == QUEUED)
                 .order_by(Conversation.enqueued_at, Conversation.id)
                 .limit(rules.max_conversations)
@@ -189,7 +195,12 @@ def add_usage(batch_id: str, tokens: Tokens | None, cost: float | None) -> None:
 
 
 def end(batch_id: str, reason: str) -> None:
-    update(batch_id, state=ENDED, end_reason=reason, ended_at=utcnow(), worked_until=None)
+    """End a provider batch, and tell the webhooks (``store.outbox``) in the same transaction."""
+    now = utcnow()
+    with write_transaction(database.obj):
+        update(batch_id, state=ENDED, end_reason=reason, ended_at=now, worked_until=None)
+        if (batch := ProviderBatch.get_or_none(ProviderBatch.id == batch_id)) is not None:
+            outbox.batch_ended_event(batch, now)
 
 
 def request_cancel(batch_id: str) -> int | None:

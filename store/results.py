@@ -17,7 +17,7 @@ from peewee import DataError, IntegrityError, PostgresqlDatabase
 from insights.costs import Tokens, cost_usd, tokens_of
 from insights.schemas import AnalysisResult, InsightRow, storable
 from settings import Settings
-from store import insight_writes, rollups
+from store import insight_writes, outbox, rollups
 from store.db import write_transaction
 from store.models import (
     COMPLETED,
@@ -66,7 +66,8 @@ def record_results(result: AnalysisResult, max_retries: int, settings: Settings)
         claimed = _claimed(result.conversation_ids, result.claim_token)
         outcome.ignored = sorted(set(result.conversation_ids) - {c.id for c in claimed})
         insights = _Insights(result, share, now, settings)
-        refused = _store([insights.of(c, rows[c.id]) for c in claimed if c.id in rows], now, rollup_changes)
+        written = [insights.of(c, rows[c.id]) for c in claimed if c.id in rows]
+        refused = _store(written, now, rollup_changes)
         sent_back: defaultdict[tuple[str, str], list[str]] = defaultdict(list)  # (status, reason) -> conversations
         for conversation in claimed:
             if conversation.id in rows and conversation.id not in refused:
@@ -83,7 +84,24 @@ def record_results(result: AnalysisResult, max_retries: int, settings: Settings)
         for (status, reason), ids in sent_back.items():
             _settle(ids, status, reason, now)
         rollup_changes.apply()
+        _report(written, refused, sent_back, claimed, now)
     return outcome
+
+
+def _report(
+    written: list[dict[str, Any]],
+    refused: dict[str, str],
+    sent_back: dict[tuple[str, str], list[str]],
+    claimed: list[_Claimed],
+    now: datetime,
+) -> None:
+    """The webhooks' events of this settlement, in its transaction (``store.outbox``)."""
+    outbox.completed_events([insight for insight in written if insight["conversation_id"] not in refused], now)
+    occurred = {conversation.id: conversation.occurred_at for conversation in claimed}
+    failures = [
+        (i, reason, occurred[i]) for (status, reason), ids in sent_back.items() if status == FAILED for i in ids
+    ]
+    outbox.failed_events(failures, now)
 
 
 class _Claimed(NamedTuple):

@@ -8,8 +8,9 @@
   (``scripts/web`` sets and empties it), so any one of them answers for all.
 - **Workers**: Dramatiq's own Prometheus middleware serves every worker process's metrics on one port per
   ``dramatiq`` command (``dramatiq_prom_port``, default 9191), its message, retry and error counters beside
-  ours: batch sizes, Grok call latency and outcomes, tokens used, settled conversations, and ids received
-  that the worker's database does not hold.
+  ours: batch sizes, Grok call latency and outcomes, tokens used, settled conversations, ids received
+  that the worker's database does not hold, and webhook requests by outcome, their latency and the events
+  delivered.
 
 ``prometheus_client`` is imported lazily: a worker process must not import it before Dramatiq's
 middleware has switched it to multiprocess mode, or its metrics would stay private to the process.
@@ -63,6 +64,15 @@ def worker() -> SimpleNamespace:
         unknown=Counter(
             "insights_conversations_unknown_total",
             "Conversation ids received that this worker's database does not hold (dropped)",
+        ),
+        webhook_requests=Counter(
+            "insights_webhook_requests_total",
+            "Webhook requests by outcome (delivered, retry, dead, gone)",
+            ["outcome"],
+        ),
+        webhook_events=Counter("insights_webhook_events_delivered_total", "Webhook events delivered"),
+        webhook_latency=Histogram(
+            "insights_webhook_request_seconds", "Webhook request latency", buckets=LATENCY_BUCKETS
         ),
     )
 

@@ -191,6 +191,6 @@ def test_the_cli_makes_keys():
     key = made.stdout.split("key (give it to the client; it is not stored anywhere): ")[1].split()[0]
     assert f"sha256:{hash_key(key)}:read" in made.stdout
     bad = subprocess.run(
-        [str(INSIGHTS), "apikey", "--scopes", "admin"], env=env, capture_output=True, text=True, timeout=60
+        [str(INSIGHTS), "apikey", "--scopes", "root"], env=env, capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2

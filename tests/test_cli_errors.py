@@ -77,7 +77,7 @@ def test_a_commands_own_check_is_one_line_before_any_data(make_stack, tmp_path):
         ("dlq requeue", [], "give message ids or --all"),
         ("export", ["--start", "2026-01-02", "--end", "2026-01-01"], "--end must be later than --start"),
         ("import", ["absent.jsonl"], f"no such file: absent.jsonl (paths are relative to {tmp_path})"),
-        ("apikey", ["--scopes", "admin"], "--scopes: choose among ingest, read"),
+        ("apikey", ["--scopes", "root"], "--scopes: choose among admin, ingest, read"),
     ):
         refused = run(stack, *name.split(), *args, cwd=tmp_path)
         assert refused.returncode == 2, name

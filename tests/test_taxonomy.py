@@ -15,7 +15,8 @@ from insights.grok import GrokClient
 from insights.offline import OfflineAnalyzer
 from insights.schemas import InsightRow
 from insights.taxonomy import Taxonomy
-from settings import TaxonomyEntry, load_settings
+from settings import load_settings
+from settings.tables import TaxonomyEntry
 
 CLOSED = Taxonomy.of(load_settings({}))
 OPEN = Taxonomy(CLOSED.entries, closed=False)

@@ -1,0 +1,204 @@
+"""Webhook deliveries: ``deliver_webhook`` on its own queue, and the dispatcher that feeds it.
+
+- The **dispatcher** (a thread in each worker process, :class:`Dispatcher`) looks for due deliveries every
+  ``WEBHOOK_DISPATCH_SECONDS``. For each enabled subscription it claims what its pace lets it send within
+  ``HORIZON_SECONDS`` (``webhooks.pacing``: ``WEBHOOK_RPS`` per subscription, shared in Redis), cuts it into
+  requests of the subscription's ``batch_size`` events, books each request's slot and sends its
+  ``deliver_webhook`` message delayed until then.
+- ``deliver_webhook`` (queue ``webhooks``) reads the request's deliveries still under its claim, signs the
+  request and hands it to this process's webhook engine (``actors.calls.CallEngine``, without a worker
+  lease): the request waits for its receiver as a coroutine, not in a thread, so a slow receiver holds no
+  thread that analysis needs. A finishing thread records the outcome (``store.deliveries``): delivered on
+  any ``2xx``; ``410 Gone`` disables the subscription; anything else (another status, a timeout, a refused
+  address, a redirect, which is never followed) is tried again on the retry schedule, then dead-lettered.
+
+Nothing is lost: a claim is a lease in the database, so a delivery whose message Redis lost, or whose worker
+died, is due again when the lease ends. A delivery may so arrive twice; receivers de-duplicate by event id.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import dramatiq
+import httpx
+
+from actors.broker import WEBHOOK_QUEUE, redis_client, send, settings
+from actors.calls import CallEngine, Job
+from settings import Settings
+from store import deliveries, subscriptions
+from store.db import call_and_release, release
+from store.queries import utcnow
+from telemetry import metrics
+from webhooks import events, signing, transport
+from webhooks.pacing import Pacing
+
+logger = logging.getLogger(__name__)
+HORIZON_SECONDS = 20.0  # how far ahead the dispatcher books a subscription's slots (well within a lease)
+MAX_CLAIM = 2000  # deliveries one subscription's claim takes at most (a dispatcher's turn stays short)
+RESPONSE_BYTES = 4096  # what is read of a receiver's answer: its status is what counts
+HTTP_CLIENTS = 4
+
+
+def declare(broker: dramatiq.Broker, settings: Settings) -> None:
+    """Declare ``deliver_webhook`` on ``broker`` (the worker's set-up, ``actors.worker``)."""
+    dramatiq.actor(deliver_webhook, queue_name=WEBHOOK_QUEUE, broker=broker, max_retries=3, min_backoff=1000)
+
+
+@functools.cache
+def pacing() -> Pacing:
+    current = settings()
+    return Pacing(redis_client(), current.webhook_rps, current.redis_namespace)
+
+
+@functools.cache
+def engine() -> CallEngine:
+    """This process's webhook requests in flight (started by the worker's boot hook)."""
+    current = settings()
+    context = transport.ssl_context(current.webhook_ca_file)
+    make_http = functools.partial(
+        transport.make_client,
+        current.webhook_allowed_hosts,
+        context,
+        current.webhook_timeout_seconds,
+        max(1, current.webhook_in_flight // HTTP_CLIENTS),
+    )
+    return CallEngine(None, 0.0, make_http, capacity=current.webhook_in_flight, http_clients=HTTP_CLIENTS)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One signed request to a subscription's receiver, carrying ``delivery_ids`` under ``token``."""
+
+    subscription_id: str
+    url: str
+    delivery_ids: list[str]
+    token: str
+    body: str
+    headers: dict[str, str]
+
+
+def deliver_webhook(subscription_id: str, delivery_ids: list[str], token: str) -> None:
+    """Actor: sign the request carrying the deliveries still under ``token`` and hand it to the engine."""
+    subscription = subscriptions.get(subscription_id)
+    rows = deliveries.leased(delivery_ids, token) if subscription is not None and subscription.enabled else []
+    release()
+    if not rows:
+        return  # delivered, replayed, claimed again since, or its subscription removed or disabled
+    now = utcnow()
+    ids = [delivery_id for delivery_id, _ in rows]
+    body = events.request_body([body for _, body in rows], now)
+    headers = signing.headers(
+        subscriptions.signing_secrets(subscription, now), events.request_id(ids), int(time.time()), body
+    )
+    request = Request(subscription_id, subscription.url, ids, token, body, headers)
+    engine().submit(
+        Job(
+            send=functools.partial(post, request),
+            finish=functools.partial(record, request),
+            give_back=functools.partial(call_and_release, deliveries.give_back, ids, token),
+        )
+    )
+
+
+async def post(request: Request, client: httpx.AsyncClient) -> int:
+    """Send the request; its answer's status. At most ``RESPONSE_BYTES`` of the answer are read."""
+    started = time.monotonic()
+    try:
+        async with client.stream("POST", request.url, content=request.body, headers=request.headers) as answer:
+            read = 0
+            async for chunk in answer.aiter_raw():
+                read += len(chunk)
+                if read >= RESPONSE_BYTES:
+                    break
+            return answer.status_code
+    finally:
+        metrics.worker().webhook_latency.observe(time.monotonic() - started)
+
+
+def record(request: Request, outcome: int | Exception) -> None:
+    """Record what became of a request (run by a finishing thread of the engine)."""
+    ids, token, counter = request.delivery_ids, request.token, metrics.worker().webhook_requests
+    if isinstance(outcome, int) and 200 <= outcome < 300:
+        deliveries.delivered(ids, token, outcome)
+        counter.labels("delivered").inc()
+        metrics.worker().webhook_events.inc(len(ids))
+        return
+    if outcome == 410:
+        reason = "the receiver answered 410 Gone: subscription disabled"
+        deliveries.gone(request.subscription_id, ids, token, reason)
+        logger.warning("webhook %s: %s", request.subscription_id, reason)
+        counter.labels("gone").inc()
+        return
+    status = outcome if isinstance(outcome, int) else None
+    error = f"HTTP {outcome}" if status else f"{type(outcome).__name__}: {outcome}"
+    if status and 300 <= status < 400:
+        error += " (redirects are not followed)"
+    result = deliveries.failed(ids, token, status, settings().redact(error), settings().webhook_retry_schedule)
+    counter.labels("dead" if result["dead"] else "retry").inc()
+    if result["dead"]:
+        logger.warning("webhook %s: %d delivery(ies) dead-lettered: %s", request.subscription_id, result["dead"], error)
+
+
+def dispatch_once() -> int:
+    """Send every due delivery that each subscription's pace allows within the horizon; return how many."""
+    current, sent = settings(), 0
+    for subscription in call_and_release(subscriptions.enabled):
+        subscription_id = subscription.id
+        room = (HORIZON_SECONDS * 1000 - pacing().booked_ms(subscription_id)) / 1000 * current.webhook_rps
+        limit = min(MAX_CLAIM, int(room) * subscription.batch_size)
+        if limit <= 0:
+            continue
+        token, ids = call_and_release(deliveries.claim, subscription_id, limit, current.webhook_lease_seconds)
+        size = subscription.batch_size
+        for start in range(0, len(ids), size):
+            delay_ms = pacing().reserve(subscription_id)
+            send(
+                "deliver_webhook",
+                WEBHOOK_QUEUE,
+                subscription_id,
+                ids[start : start + size],
+                token,
+                delay_ms=delay_ms or None,
+            )
+        sent += len(ids)
+    return sent
+
+
+class Dispatcher(threading.Thread):
+    """Runs :func:`dispatch_once` every ``WEBHOOK_DISPATCH_SECONDS`` (at once again while it finds work), and
+    forgets deliveries older than ``WEBHOOK_RETENTION_DAYS`` now and then."""
+
+    PURGE_EVERY_SECONDS = 3600.0
+
+    def __init__(self) -> None:
+        super().__init__(name="webhooks", daemon=True)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        purged_at = 0.0
+        while not self.stopped.is_set():
+            found = 0
+            try:
+                found = dispatch_once()
+                if time.monotonic() - purged_at > self.PURGE_EVERY_SECONDS:
+                    purged_at = time.monotonic()
+                    self._purge()
+            except Exception:  # Redis or the database away: the deliveries wait in the outbox
+                logger.exception("dispatching webhooks failed")
+            self.stopped.wait(0 if found else settings().webhook_dispatch_seconds)
+
+    def _purge(self) -> None:
+        days = settings().webhook_retention_days
+        purged = call_and_release(deliveries.purge, utcnow() - timedelta(days=days))
+        if purged:
+            logger.info("forgot %d webhook delivery(ies) delivered over %g day(s) ago", purged, days)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=10)
