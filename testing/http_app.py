@@ -10,17 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
 from testing.answers import credits_refusal, xai_error
+from testing.asgi import Receive, Scope, Send, header, read_body, send_json
 from testing.batches import route
 from testing.state import EmulatorState, Reply, respond
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 BAD_REQUEST = (KeyError, TypeError, ValueError, IndexError, AttributeError)  # json.JSONDecodeError is a ValueError
 
 
@@ -113,40 +110,9 @@ class EmulatorApp:
             await send_json(send, reply.status, reply.body, reply.headers)
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    """A request header's value (``name`` in lower case), or ``None``."""
-    value = dict(scope["headers"]).get(name)
-    return None if value is None else value.decode("latin-1")
-
-
 def bearer(scope: Scope) -> str:
     """The key of the ``Authorization: Bearer`` header ('' without one)."""
     return (header(scope, b"authorization") or "").removeprefix("Bearer ")
-
-
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def send_json(send: Send, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                *((name.encode(), value.encode()) for name, value in (headers or {}).items()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
 
 
 async def hang_up(send: Send, data: bytes) -> None:

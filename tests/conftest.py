@@ -1,5 +1,6 @@
 """Fixtures and hooks: real services for the tests (Redis, SQLite, PostgreSQL, the web and worker processes,
-the xAI emulator), and the ``processes`` marker. The helpers live in ``support`` (see its docstring).
+the xAI emulator, the webhook receiver), and the ``processes`` marker. The helpers live in ``support`` (see
+its docstring).
 
 Redis: ``REDIS_URL`` when set, else 127.0.0.1:6379 when it answers, else an embedded redis-server; tests
 use databases 8 to 15 of it, which they flush. PostgreSQL: 127.0.0.1:5432 (trust auth) when it answers,
@@ -32,9 +33,10 @@ from support.databases import (
 )
 from support.grok import GrokEmulator
 from support.proxy import TcpProxy
+from support.receiver import Receiver
 from support.stack import StackFactory
 
-PROCESS_FIXTURES = frozenset({"make_stack", "make_module_stack", "grok"})
+PROCESS_FIXTURES = frozenset({"make_stack", "make_module_stack", "grok", "receiver"})
 """Fixtures that start processes: a test that uses one, even through another fixture, is marked."""
 
 PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.exec", "os.spawn"})
@@ -166,6 +168,14 @@ def grok(tmp_path: Path) -> Iterator[GrokEmulator]:
     emulator = GrokEmulator(tmp_path)
     yield emulator
     emulator.stop()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    """The webhook receiver in a process of its own, over HTTPS, its authority's certificate in ``tmp_path``."""
+    subscriber = Receiver(tmp_path)
+    yield subscriber
+    subscriber.stop()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ imports another (``tests/test_test_modules.py`` keeps it so).
 - ``databases``: the test Redis (its databases 8 to 15) and the PostgreSQL scratch database;
 - ``stack``: web and worker processes of the real service; ``traffic``: what tests send them and read back;
 - ``cli``: the ``insights`` command as a subprocess; ``grok``: the xAI emulator in a process of its own;
+- ``receiver``: the webhook receiver in a process of its own, over HTTPS with a throwaway authority;
 - ``proxy``: a TCP proxy that plays network faults; ``metrics``: Prometheus expositions;
 - ``rows`` and ``history``: conversations and analyses written through the store, in process.
 """
