@@ -49,7 +49,7 @@ def refusal(address: IpAddress) -> str | None:
     """Why a connection to ``address`` is refused, or ``None`` for a public address."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
-    for kind in ("loopback", "private", "link_local", "multicast", "unspecified", "reserved"):
+    for kind in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved"):  # most telling first
         if getattr(address, f"is_{kind}"):
             return f"{address} is a {kind.replace('_', '-')} address"
     if not address.is_global:

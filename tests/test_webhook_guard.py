@@ -1,0 +1,129 @@
+"""What a webhook may call, and how often, in process: the address rules at registration, the transport that
+re-checks every connection (against a real server on loopback), the pace shared in Redis, the retry schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+import redis
+from support.databases import IN_PROCESS_REDIS_DB, redis_url
+
+from settings import load_settings
+from webhooks import transport
+from webhooks.addresses import RefusedUrl, check_url, refusal
+from webhooks.pacing import Pacing
+from webhooks.retries import next_delay
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1",
+     "fe80::1", "fd00:ec2::254", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "224.0.0.1", "240.0.0.1"],
+)  # fmt: skip
+def test_addresses_inside_are_refused(address):
+    assert refusal(ipaddress.ip_address(address)) is not None
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"])
+def test_public_addresses_are_not(address):
+    assert refusal(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://hooks.example.com/in", "must be https"),
+        ("ftp://hooks.example.com/in", "must be https"),
+        ("https://user:pw@hooks.example.com/in", "credentials"),
+        ("https:///in", "no host"),
+        ("https://10.0.0.7/in", "10.0.0.7 is a private address"),
+        ("https://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://localhost:8443/in", "127.0.0.1 is a loopback address"),
+        ("https://[::1]/in", "::1 is a loopback address"),
+        ("https://hooks.example.com:99999/in", "does not parse"),
+        ("https://no-such-host.invalid/in", "does not resolve"),
+        ("https://x.example.com/" + "a" * 3000, "longer than"),
+    ],
+)
+def test_a_url_is_refused_at_registration_with_why(url, said):
+    with pytest.raises(RefusedUrl, match=said.replace("[", r"\[").replace(".", r"\.")):
+        check_url(url, frozenset())
+
+
+def test_an_allowed_host_may_use_http_and_any_address():
+    check_url("http://localhost:8080/in", frozenset({"localhost"}))
+    check_url("https://10.0.0.7/in", frozenset({"10.0.0.7"}))
+    with pytest.raises(RefusedUrl, match="must be https"):
+        check_url("http://localhost:8080/in", frozenset({"127.0.0.1"}))  # the name in the URL is what counts
+
+
+@pytest.fixture
+def loopback_server():
+    """A plain HTTP server on loopback answering 200 to any POST, in a thread of this process."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def post(port: int, host: str, allowed: frozenset[str]) -> int | str:
+    async def send() -> int | str:
+        async with transport.make_client(allowed, transport.ssl_context(), timeout=5, connections=2) as client:
+            try:
+                return (await client.post(f"http://{host}:{port}/in", content="{}")).status_code
+            except httpx.ConnectError as error:
+                return str(error)
+
+    return asyncio.run(send())
+
+
+def test_every_connection_is_checked_again_where_it_is_made(loopback_server):
+    """The URL passed registration once (say, while its name resolved outside): the connection itself is
+    refused, whatever the name resolves to now."""
+    assert post(loopback_server, "localhost", frozenset()) == (
+        "localhost resolves to 127.0.0.1 is a loopback address; only public addresses may receive webhooks"
+    )
+    assert "127.0.0.1 is a loopback address" in str(post(loopback_server, "127.0.0.1", frozenset()))
+    assert post(loopback_server, "localhost", frozenset({"localhost"})) == 200
+
+
+def test_no_proxy_from_the_environment_is_used(loopback_server, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    assert post(loopback_server, "localhost", frozenset({"localhost"})) == 200
+
+
+def test_the_pace_is_shared_by_every_process_through_redis():
+    client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
+    client.flushdb()
+    first, second = Pacing(client, 50, "test"), Pacing(client, 50, "test")
+    waits = [pacing.reserve("wh_1") for _ in range(5) for pacing in (first, second)]
+    assert waits == sorted(waits) and waits[0] == 0
+    assert waits[-1] == pytest.approx(9 * 20, abs=5), "ten requests 20 ms apart, whoever books them"
+    assert first.booked_ms("wh_1") == pytest.approx(200, abs=10)
+    assert first.booked_ms("wh_other") == 0 and first.reserve("wh_other") == 0, "each subscription its own pace"
+
+
+def test_the_default_schedule_retries_for_over_a_day_with_jitter():
+    schedule = load_settings({}).webhook_retry_schedule
+    rng = random.Random(1)
+    delays = [next_delay(attempt, schedule, rng) for attempt in range(1, len(schedule) + 1)]
+    assert sum(delays) > 24 * 3600 and len(delays) == 7
+    assert all(0.9 * base <= delay <= 1.1 * base for delay, base in zip(delays, schedule, strict=True))
+    assert next_delay(len(schedule) + 1, schedule, rng) is None
