@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api import models as api
+from api import openapi_webhooks
 from insights.schemas import batch_envelope, request_models
 from settings import Settings
 from store.models import STATUSES
@@ -19,14 +20,14 @@ from store.models import STATUSES
 REF = "#/components/schemas/{model}"
 ERRORS = {
     "400": "Unparseable JSON, or a bad query parameter (named in `parameter`)",
-    "404": "No such conversation or route",
+    "404": "No such conversation, subscription or route",
     "409": "The conversation id was accepted with another payload",
     "408": "The body did not arrive within BODY_TIMEOUT_SECONDS",
     "413": "Body over the size limit",
     "415": "Content-Type is not application/json",
-    "422": "Schema violations, each in `fields`",
+    "422": "Schema violations, each in `fields`; a webhook URL refused (url_refused)",
     "401": "No API key, or not a valid one",
-    "403": "The API key lacks the scope (ingest to POST, read to GET)",
+    "403": "The API key lacks the scope (ingest to POST, read to GET, admin for webhooks)",
     "429": "Over the inbound limit; see Retry-After",
     "503": "Not ready, or the database is not answering",
 }
@@ -119,7 +120,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         api.Ready,
     ]
     _, definitions = models_json_schema(
-        [(conversation, "validation"), (envelope, "validation"), *((model, "serialization") for model in responses)],
+        [
+            (conversation, "validation"),
+            (envelope, "validation"),
+            *((model, "serialization") for model in responses),
+            *((model, "validation") for model in openapi_webhooks.MODELS),
+        ],
         ref_template=REF,
     )
     schemas = definitions["$defs"]
@@ -229,6 +235,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {"200": answer(api.Trends, "Every bucket of the window"), **errors("400", "503")},
                 }
             },
+            **openapi_webhooks.paths(answer, json_body, errors),
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": answer(api.Health, "Alive")}}},
             "/readyz": {
                 "get": {
@@ -248,6 +255,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 }
             },
         },
+        "webhooks": openapi_webhooks.outgoing(ref),
         "components": {"schemas": schemas},
     }
     if settings.api_key_scopes:

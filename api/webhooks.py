@@ -14,8 +14,10 @@ from typing import Annotated, Any
 import falcon
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api import webhook_models as hooks
 from api.body import parse_json, read_body, require_json
 from api.errors import ApiError
+from api.models import dump
 from settings import Settings
 from store import subscriptions
 from store.db import call_and_release
@@ -42,11 +44,16 @@ class NewSubscription(BaseModel):
         return value
 
 
+def batch_size_refused(new: NewSubscription, settings: Settings) -> str | None:
+    """Why ``new`` asks for too large batches, if it does."""
+    if new.batch_size > settings.webhook_max_batch:
+        return f"batch_size may be at most {settings.webhook_max_batch} (WEBHOOK_MAX_BATCH)"
+    return None
+
+
 def register(new: NewSubscription, settings: Settings) -> tuple[WebhookSubscription, str]:
     """Check the receiver (``webhooks.addresses``: raises :class:`RefusedUrl`) and store the subscription with
     a fresh secret; return it and the secret. Resolves the URL's host: blocking."""
-    if new.batch_size > settings.webhook_max_batch:
-        raise RefusedUrl(f"batch_size may be at most {settings.webhook_max_batch} (WEBHOOK_MAX_BATCH)")
     check_url(new.url, settings.webhook_allowed_hosts)
     secret = signing.new_secret()
     return call_and_release(subscriptions.create, new.url, new.events, new.batch_size, secret), secret
@@ -54,15 +61,17 @@ def register(new: NewSubscription, settings: Settings) -> tuple[WebhookSubscript
 
 def document(subscription: WebhookSubscription) -> dict[str, Any]:
     """A subscription as the API and the CLI show it: never its secret."""
-    return {
-        "id": subscription.id,
-        "url": subscription.url,
-        "events": json.loads(subscription.events),
-        "batch_size": subscription.batch_size,
-        "enabled": subscription.enabled,
-        "disabled_reason": subscription.disabled_reason,
-        "created_at": events.iso(subscription.created_at),
-    }
+    return dump(
+        hooks.Subscription(
+            id=subscription.id,
+            url=subscription.url,
+            events=json.loads(subscription.events),
+            batch_size=subscription.batch_size,
+            enabled=subscription.enabled,
+            disabled_reason=subscription.disabled_reason,
+            created_at=events.iso(subscription.created_at),
+        )
+    )
 
 
 def not_found(subscription_id: str) -> ApiError:
@@ -79,17 +88,22 @@ class WebhooksResource:
         require_json(req)
         body = await read_body(req, self.settings.max_body_bytes, self.settings.body_timeout_seconds)
         new = parse_json(NewSubscription, body, "The subscription does not match the schema.")
+        if too_large := batch_size_refused(new, self.settings):
+            fields = [{"path": "batch_size", "message": too_large}]
+            raise ApiError(
+                falcon.HTTP_422, "validation_failed", "The subscription does not match the schema.", fields=fields
+            )
         try:
             subscription, secret = await asyncio.to_thread(register, new, self.settings)
         except RefusedUrl as refused:
             raise ApiError(falcon.HTTP_422, "url_refused", str(refused), url=new.url) from None
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/webhooks/{subscription.id}"
-        resp.media = {**document(subscription), "secret": secret}
+        resp.media = dump(hooks.SubscriptionCreated(**document(subscription), secret=secret))
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         found = await asyncio.to_thread(call_and_release, subscriptions.all_subscriptions)
-        resp.media = {"webhooks": [document(subscription) for subscription in found]}
+        resp.media = {"webhooks": [document(subscription) for subscription in found]}  # hooks.Subscriptions
 
 
 class WebhookResource:

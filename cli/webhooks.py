@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from api.webhooks import NewSubscription, document, register
+from api.webhooks import NewSubscription, batch_size_refused, document, register
 from cli.command import always, argument, command
 from cli.common import JSON, Refused, print_documents, sql_text, table_row
 from settings import Settings
@@ -38,6 +38,8 @@ SUBSCRIPTION_ID = argument("subscription_id", type=sql_text)
 def add(settings: Settings, args: Namespace) -> int:
     try:
         new = NewSubscription(url=args.url, events=args.events.split(","), batch_size=args.batch_size)
+        if too_large := batch_size_refused(new, settings):
+            raise Refused(f"--batch-size: {too_large}")
         subscription, secret = register(new, settings)
     except ValidationError as error:
         raise Refused(f"{error.errors()[0]['loc'][0]}: {error.errors()[0]['msg']}") from None

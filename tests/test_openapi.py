@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from jsonschema import Draft202012Validator
 from support import wait_until
+from support.openapi import assert_matches
 from support.traffic import conversation
 
 
 @pytest.fixture(scope="module")
 def web(make_module_stack):
-    stack = make_module_stack(INBOUND_RPS=100_000, MAX_MESSAGES=7, MAX_PAGE_SIZE=50)
+    stack = make_module_stack(INBOUND_RPS=100_000, MAX_MESSAGES=7, MAX_PAGE_SIZE=50, WEBHOOK_ALLOW_HOSTS="localhost")
     stack.start_worker()
     return stack.start_web()
 
@@ -22,12 +23,6 @@ def document(web) -> dict:
     return response.json()
 
 
-def assert_matches(document: dict, schema_name: str, body: object) -> None:
-    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
-    errors = sorted(Draft202012Validator(schema).iter_errors(body), key=str)
-    assert not errors, [error.message for error in errors]
-
-
 def test_it_is_openapi_3_1_with_every_route(document):
     assert document["openapi"] == "3.1.0"
     assert set(document["paths"]) == {
@@ -37,9 +32,18 @@ def test_it_is_openapi_3_1_with_every_route(document):
         "/api/v1/insights",
         "/api/v1/insights/summary",
         "/api/v1/insights/trends",
+        "/api/v1/webhooks",
+        "/api/v1/webhooks/{subscription_id}",
+        "/api/v1/webhooks/{subscription_id}/rotate",
         "/healthz",
         "/readyz",
         "/openapi.json",
+    }
+    assert set(document["webhooks"]) == {
+        "conversation.completed",
+        "conversation.failed",
+        "provider_batch.ended",
+        "batch",
     }
     Draft202012Validator.check_schema({"components": document["components"]})
 
@@ -85,3 +89,24 @@ def test_real_answers_match_the_document(web, document):
     assert_matches(document, "BatchResults", batch.json())
     assert_matches(document, "Health", web.get("/healthz").json())
     assert_matches(document, "Ready", web.get("/readyz").json())
+
+
+def test_the_webhook_answers_match_the_document(web, document):
+    made = web.post("/api/v1/webhooks", json={"url": "http://localhost:9/in", "events": ["conversation.failed"]})
+    assert made.status_code == 201 and made.headers["location"] == f"/api/v1/webhooks/{made.json()['id']}"
+    assert_matches(document, "SubscriptionCreated", made.json())
+    subscription_id = made.json()["id"]
+    assert_matches(document, "Subscriptions", web.get("/api/v1/webhooks").json())
+    assert_matches(document, "Subscription", web.get(f"/api/v1/webhooks/{subscription_id}").json())
+    rotated = web.post(f"/api/v1/webhooks/{subscription_id}/rotate")
+    assert_matches(document, "Rotated", rotated.json())
+    assert rotated.json()["secret"] != made.json()["secret"]
+    assert web.delete(f"/api/v1/webhooks/{subscription_id}").status_code == 204
+    gone = web.delete(f"/api/v1/webhooks/{subscription_id}")
+    assert gone.status_code == 404
+    assert_matches(document, "Error", gone.json())
+    too_big = web.post(
+        "/api/v1/webhooks", json={"url": "http://localhost:9/in", "events": ["conversation.failed"], "batch_size": 101}
+    )
+    assert too_big.status_code == 422 and too_big.json()["error"]["code"] == "validation_failed"
+    assert "WEBHOOK_MAX_BATCH" in too_big.json()["error"]["fields"][0]["message"]

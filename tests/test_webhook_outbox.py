@@ -9,8 +9,10 @@ from datetime import timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook
+from support.openapi import assert_matches
 from support.rows import SETTINGS, add, result
 
+from api.openapi import openapi_document
 from store import claims, deliveries, outbox, provider_batches, results, subscriptions
 from store.models import ProviderBatch, database
 from store.queries import utcnow
@@ -54,6 +56,8 @@ def test_a_settlement_writes_an_event_per_conversation_for_each_subscription_tha
         "reason": "a row out of range",
     }
     assert [b["data"]["conversation_id"] for b in bodies(failures_only.id)] == ["c"]
+    for body in bodies():
+        assert_matches(openapi_document(SETTINGS), "ConversationEvent", body)
     assert len(bodies()) == 4, "nothing for the subscription that wants only provider_batch.ended"
     ids = [b["data"]["event_id"] for b in bodies()]
     assert len(set(ids)) == 4 and all(i.startswith("msg_") for i in ids)
@@ -94,6 +98,7 @@ def test_an_ended_provider_batch_is_reported(db):
     assert ended["type"] == events.BATCH_ENDED
     assert ended["data"]["batch_id"] == "bulk_1" and ended["data"]["provider_batch_id"] == "batch_x"
     assert ended["data"]["end_reason"] == "completed" and ended["data"]["conversations"] == 3
+    assert_matches(openapi_document(SETTINGS), "BatchEndedEvent", ended)
 
 
 def fail_one(subscription_id: str) -> str:

@@ -7,6 +7,7 @@ address inside is refused at registration and at delivery."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -14,6 +15,7 @@ import time
 import pytest
 from support import ROOT, wait_until
 from support.cli import INSIGHTS
+from support.openapi import assert_matches
 from support.traffic import post_all
 
 from webhooks import events
@@ -59,8 +61,10 @@ def test_completions_arrive_signed_in_the_standard_webhooks_shape(hooked, receiv
     assert all(record["verified"] is True for record in records), "verified by the standardwebhooks package"
     delivered = [event for record in records for event in record["events"]]
     assert sorted(event["data"]["conversation_id"] for event in delivered) == sorted(ids)
+    document = hooked.client.get("/openapi.json").json()
     for record in records:
         [event] = record["events"]
+        assert_matches(document, "ConversationEvent", event)
         assert record["headers"]["webhook-id"] == event["data"]["event_id"]
         assert event["type"] == events.COMPLETED and set(event) == {"type", "timestamp", "data"}
         assert event["data"]["status"] == "completed" and -1 <= event["data"]["insight"]["sentiment_score"] <= 1
@@ -77,6 +81,7 @@ def test_a_subscription_that_asks_for_batches_gets_several_events_a_request(hook
     assert all(record["verified"] for record in records)
     batch = next(record for record in records if len(record["events"]) > 1)
     assert batch["headers"]["webhook-id"].startswith("msg_batch_")
+    assert_matches(hooked.client.get("/openapi.json").json(), "EventBatch", json.loads(batch["body"]))
 
 
 def test_a_receiver_down_for_a_while_then_up_gets_every_event_once(hooked, receiver):
