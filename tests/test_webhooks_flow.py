@@ -182,6 +182,22 @@ def test_a_receiver_gone_disables_its_subscription_and_operators_replay_dead_let
     assert records[-1]["events"][0]["data"]["conversation_id"] == first
 
 
+def test_a_redirect_is_not_followed_and_a_huge_answer_is_not_read(hooked, receiver):
+    """A receiver that redirects (perhaps to an address inside) fails the attempt; one whose answer is
+    endless is delivered once its status is known: the sender reads a few kilobytes, not 100 GB (minutes on loopback)."""
+    hooked.subscribe()
+    receiver.faults({"redirect": "https://169.254.169.254/latest/meta-data"}, {"big_body": 100 * 10**9})
+    hooked.env["WEBHOOK_RETRY_SCHEDULE"] = "0.5"
+    hooked.start_worker()
+    post_all(hooked.client, TEXTS[:1])
+    wait_until(
+        lambda: hooked.sql("SELECT status, attempts FROM webhook_deliveries") == [("delivered", 1)],
+        timeout=60,
+        message="the delivery, on its second attempt",
+    )
+    assert [record["status"] for record in receiver.received()] == [307, 200]
+
+
 def insights(stack, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
     return subprocess.run([str(INSIGHTS), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
