@@ -95,6 +95,7 @@ def stats_document(state: PipelineState) -> dict[str, Any]:
         document["oldest_waiting_seconds"] = round(state.oldest_waiting_seconds, 3)
         document["bulk"] = {"conversations": state.stats.bulk, "provider_batches": state.stats.provider_batches}
         document["usage"] = {lane: usage_document(used).model_dump() for lane, used in state.stats.usage.items()}
+        document["webhook_deliveries"] = state.stats.webhook_deliveries
     if state.redis is not None:
         queues = sorted({queue for queue, _kind in state.redis.queues})
         document["queues"] = {queue: {kind: state.redis.queues[(queue, kind)] for kind in KINDS} for queue in queues}
@@ -145,6 +146,8 @@ def print_stats(state: PipelineState) -> None:
                 f"{d.completion_tokens:.0f} completion tokens, ${d.cost_usd:.4f}"
                 + (f" ({d.insights_without_cost} without a price)" if d.insights_without_cost else "")
             )
+        hooks = state.stats.webhook_deliveries
+        print("webhook deliveries: " + ", ".join(f"{n} {status}" for status, n in hooks.items()))
     if state.redis is not None:
         print("queues:")
         print(f"  {'queue':<11} waiting delayed dead")

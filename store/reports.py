@@ -13,10 +13,11 @@ from typing import Any
 
 from peewee import Tuple, fn
 
-from store import counts, provider_batches, usage
+from store import counts, deliveries, provider_batches, usage
 from store.db import contains_any_case
 from store.models import BATCH_STATES, FAILED, LANES, STATUSES, Conversation, Insight
 from store.queries import OPEN_STATUSES, utcnow
+from store.webhook_models import DELIVERY_STATUSES
 
 
 @dataclass
@@ -129,6 +130,7 @@ class Stats:
     bulk: dict[str, int]  # the bulk lane's conversations: "queued" (for a provider batch) and "processing" (in one)
     provider_batches: dict[str, int]  # by state: open, submitted, ended
     usage: dict[str, usage.LaneUsage]  # tokens and cost by lane, of all time
+    webhook_deliveries: dict[str, int]  # the webhooks' outbox by status: pending, delivered, failed (dead letters)
 
 
 def lane_usage(start: datetime = datetime.min, end: datetime = datetime.max) -> dict[str, usage.LaneUsage]:
@@ -145,12 +147,14 @@ def stats() -> Stats:
     by_status = dict(
         Conversation.select(Conversation.status, fn.COUNT(Conversation.id)).group_by(Conversation.status).tuples()
     )
+    webhook_counts = deliveries.counts()
     return Stats(
         {status: by_status.get(status, 0) for status in STATUSES},
         oldest_waiting(),
         provider_batches.bulk_depth(),
         {state: provider_batches.states().get(state, 0) for state in BATCH_STATES},
         lane_usage(),
+        {status: webhook_counts.get(status, 0) for status in DELIVERY_STATUSES},
     )
 
 

@@ -163,6 +163,13 @@ class StateCollector:
             ["state"],
             stats.provider_batches,
         )
+        yield labelled(
+            GaugeMetricFamily,
+            "insights_webhook_deliveries",
+            "The webhooks' outbox by status: pending, delivered (kept WEBHOOK_RETENTION_DAYS), failed (dead letters)",
+            ["status"],
+            stats.webhook_deliveries,
+        )
 
 
 def labelled(family: type, name: str, documentation: str, labels: list[str], counts: Mapping[Any, float]) -> Any:

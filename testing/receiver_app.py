@@ -260,15 +260,20 @@ class ReceiverApp:
         if entry.get("client_gone"):
             return
         if "big_body" in fault:
-            return await stream(send, fault["big_body"])
+            return await stream(receive, send, fault["big_body"])
         location = {"location": fault["redirect"]} if "redirect" in fault else {}
         await send_json(send, entry["status"], b"{}", location)
 
 
-async def stream(send: Send, size: int) -> None:
-    """``size`` bytes of JSON-looking padding, with no length announced (chunked), a chunk at a time."""
+async def stream(receive: Receive, send: Send, size: int) -> None:
+    """``size`` bytes of JSON-looking padding, with no length announced (chunked), a chunk at a time, until the
+    sender hangs up (uvicorn drops what is sent after that at once, so the loop yields and looks each time)."""
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-    chunk = b" " * CHUNK
+    chunk, gone = b" " * CHUNK, asyncio.ensure_future(receive())
     for start in range(0, size, CHUNK):
+        if gone.done():
+            return
         await send({"type": "http.response.body", "body": chunk[: size - start], "more_body": True})
+        await asyncio.sleep(0)
+    gone.cancel()
     await send({"type": "http.response.body", "body": b""})

@@ -171,6 +171,8 @@ def test_a_receiver_gone_disables_its_subscription_and_operators_replay_dead_let
         timeout=60,
         message="the subscription to be disabled",
     )
+    stats = json.loads(insights(hooked, "stats", "--json").stdout)
+    assert stats["webhook_deliveries"] == {"pending": 0, "delivered": 0, "failed": 1}
     cli = insights(hooked, "webhooks", "deliveries", "--failed", "--json")
     assert cli.returncode == 0 and first in hooked.sql("SELECT body FROM webhook_deliveries")[0][0]
     assert '"last_status": 410' in cli.stdout
@@ -184,7 +186,8 @@ def test_a_receiver_gone_disables_its_subscription_and_operators_replay_dead_let
 
 def test_a_redirect_is_not_followed_and_a_huge_answer_is_not_read(hooked, receiver):
     """A receiver that redirects (perhaps to an address inside) fails the attempt; one whose answer is
-    endless is delivered once its status is known: the sender reads a few kilobytes, not 100 GB (minutes on loopback)."""
+    endless is delivered once its status is known: the sender reads a few kilobytes, not 100 GB (minutes on
+    loopback)."""
     hooked.subscribe()
     receiver.faults({"redirect": "https://169.254.169.254/latest/meta-data"}, {"big_body": 100 * 10**9})
     hooked.env["WEBHOOK_RETRY_SCHEDULE"] = "0.5"
