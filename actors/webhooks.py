@@ -18,6 +18,7 @@ died, is due again when the lease ends. A delivery may so arrive twice; receiver
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
@@ -107,18 +108,26 @@ def deliver_webhook(subscription_id: str, delivery_ids: list[str], token: str) -
 
 
 async def post(request: Request, client: httpx.AsyncClient) -> int:
-    """Send the request; its answer's status. At most ``RESPONSE_BYTES`` of the answer are read."""
-    started = time.monotonic()
+    """Send the request; its answer's status. At most ``RESPONSE_BYTES`` of the answer are read, and the whole
+    exchange has ``WEBHOOK_TIMEOUT_SECONDS`` (a receiver dribbling its answer cannot hold the request longer)."""
+    started, limit = time.monotonic(), settings().webhook_timeout_seconds
     try:
-        async with client.stream("POST", request.url, content=request.body, headers=request.headers) as answer:
-            read = 0
-            async for chunk in answer.aiter_raw():
-                read += len(chunk)
-                if read >= RESPONSE_BYTES:
-                    break
-            return answer.status_code
+        async with asyncio.timeout(limit):
+            async with client.stream("POST", request.url, content=request.body, headers=request.headers) as answer:
+                read = 0
+                async for chunk in answer.aiter_raw():
+                    read += len(chunk)
+                    if read >= RESPONSE_BYTES:
+                        break
+                return answer.status_code
+    except TimeoutError:
+        raise NoAnswer(f"no answer within {limit:g} s (WEBHOOK_TIMEOUT_SECONDS)") from None
     finally:
         metrics.worker().webhook_latency.observe(time.monotonic() - started)
+
+
+class NoAnswer(Exception):
+    """The receiver did not answer in time."""
 
 
 def record(request: Request, outcome: int | Exception) -> None:
@@ -136,7 +145,7 @@ def record(request: Request, outcome: int | Exception) -> None:
         counter.labels("gone").inc()
         return
     status = outcome if isinstance(outcome, int) else None
-    error = f"HTTP {outcome}" if status else f"{type(outcome).__name__}: {outcome}"
+    error = f"HTTP {outcome}" if status else f"{type(outcome).__name__}: {str(outcome) or 'no detail'}"
     if status and 300 <= status < 400:
         error += " (redirects are not followed)"
     result = deliveries.failed(ids, token, status, settings().redact(error), settings().webhook_retry_schedule)

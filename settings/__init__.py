@@ -164,6 +164,13 @@ class Settings(BaseModel):
         """Comma-separated seconds (an empty one: no retries)."""
         return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
 
+    @field_validator("webhook_ca_file")
+    @classmethod
+    def _ca_file(cls, value: str) -> str:
+        if value and not os.path.isfile(value):
+            raise ValueError("expected a PEM file of certificate authorities, or nothing")
+        return value
+
     @property
     def webhook_allowed_hosts(self) -> frozenset[str]:
         """``WEBHOOK_ALLOW_HOSTS``: host names or addresses, without case or IPv6 brackets."""

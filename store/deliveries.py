@@ -36,6 +36,8 @@ def claim(subscription_id: str, limit: int, lease_seconds: float) -> tuple[str, 
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
     )
+    if not query.exists():  # a read first: no write lock taken, several times a second, while nothing is due
+        return token, []
     if isinstance(database.obj, PostgresqlDatabase):
         query = query.for_update("FOR UPDATE SKIP LOCKED")  # two dispatchers claim different rows
     with write_transaction(database.obj):

@@ -201,6 +201,37 @@ def test_a_redirect_is_not_followed_and_a_huge_answer_is_not_read(hooked, receiv
     assert [record["status"] for record in receiver.received()] == [307, 200]
 
 
+def test_a_slow_receiver_never_delays_analysis(hooked, receiver):
+    """Requests to a receiver that hangs wait as coroutines, not in the worker's four threads: were they
+    threads, the first five would hold all four for 30 s and the other conversations would wait that long."""
+    hooked.subscribe()
+    receiver.configure(latency_ms=60_000)
+    hooked.env["WEBHOOK_TIMEOUT_SECONDS"] = "30"
+    hooked.start_worker()
+    first = post_all(hooked.client, TEXTS[:5])
+    hooked.settled(hooked.client, first)
+    leased = "SELECT COUNT(*) FROM webhook_deliveries WHERE lease_token IS NOT NULL"
+    wait_until(lambda: hooked.sql(leased)[0][0] >= 5, timeout=30, message="requests on their way to the receiver")
+    time.sleep(1)  # they reach it, and hang there (the receiver records a request once it answers)
+    later = post_all(hooked.client, [f"Where is parcel {n}?" for n in range(20)])
+    hooked.settled(hooked.client, later, timeout=20)
+    assert hooked.sql("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'") == [(0,)]
+
+
+def test_a_request_has_the_timeout_in_all_then_is_tried_again(hooked, receiver):
+    hooked.subscribe()
+    receiver.faults({"delay": 5})
+    hooked.env.update(WEBHOOK_TIMEOUT_SECONDS="1", WEBHOOK_RETRY_SCHEDULE="0.5")
+    hooked.start_worker()
+    post_all(hooked.client, TEXTS[:1])
+    accepted_events(receiver, 1)
+    assert hooked.sql("SELECT status, attempts, last_status FROM webhook_deliveries") == [("delivered", 1, 200)]
+    both = wait_until(lambda: len(records := receiver.received()) == 2 and records, timeout=10, message="two requests")
+    first, second = sorted(both, key=lambda record: record["t"])
+    assert first["client_gone"] and second["status"] == 200
+    assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"]
+
+
 def insights(stack, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
     return subprocess.run([str(INSIGHTS), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
