@@ -27,6 +27,10 @@ from webhooks.addresses import RefusedUrl
 SUBSCRIPTION_ID = argument("subscription_id", type=sql_text)
 
 
+def unknown(subscription_id: str) -> Refused:
+    return Refused(f"no webhook subscription {subscription_id} (insights webhooks list shows them)")
+
+
 @command(
     "webhooks add",
     "register a receiver; prints its signing secret, once",
@@ -63,7 +67,7 @@ def list_subscriptions(_settings: Settings, args: Namespace) -> int:
 @command("webhooks remove", "remove a subscription and its deliveries", SUBSCRIPTION_ID, writes=always)
 def remove(_settings: Settings, args: Namespace) -> int:
     if not subscriptions.remove(args.subscription_id):
-        raise Refused(f"no webhook subscription {args.subscription_id} (insights webhooks list shows them)")
+        raise unknown(args.subscription_id)
     print(f"removed {args.subscription_id}")
     return 0
 
@@ -74,7 +78,7 @@ def remove(_settings: Settings, args: Namespace) -> int:
 def rotate(settings: Settings, args: Namespace) -> int:
     secret, hours = signing.new_secret(), settings.webhook_rotation_overlap_hours
     if not subscriptions.rotate(args.subscription_id, secret, timedelta(hours=hours)):
-        raise Refused(f"no webhook subscription {args.subscription_id} (insights webhooks list shows them)")
+        raise unknown(args.subscription_id)
     print(json.dumps({"id": args.subscription_id, "secret": secret, "previous_secret_signs_for_hours": hours}))
     return 0
 
@@ -82,7 +86,7 @@ def rotate(settings: Settings, args: Namespace) -> int:
 @command("webhooks enable", "deliver again to one disabled by a 410 Gone", SUBSCRIPTION_ID, writes=always)
 def enable(_settings: Settings, args: Namespace) -> int:
     if not subscriptions.enable(args.subscription_id):
-        raise Refused(f"no webhook subscription {args.subscription_id} (insights webhooks list shows them)")
+        raise unknown(args.subscription_id)
     print(f"enabled {args.subscription_id}")
     return 0
 

@@ -8,6 +8,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import uvicorn
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -42,3 +44,28 @@ async def send_json(send: Send, status: int, body: Any, headers: dict[str, str] 
         }
     )
     await send({"type": "http.response.body", "body": data})
+
+
+BACKLOG = 4096  # connections waiting to be accepted (the kernel caps it at net.core.somaxconn)
+KEEP_ALIVE_SECONDS = 300  # an idle pooled connection is kept as long as a client might leave it idle
+
+
+def quiet_server(app: Any, host: str, port: int, **options: Any) -> uvicorn.Server:
+    """``app`` served on ``host:port``, quiet but for warnings (the stand-in's own log tells all), quick to
+    stop (requests still waiting are dropped, as a server that goes down drops them); ``options``: more of
+    uvicorn's (``ssl_certfile``...)."""
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            backlog=BACKLOG,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+            timeout_graceful_shutdown=1,
+            **options,
+        )
+    )

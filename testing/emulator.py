@@ -82,32 +82,16 @@ import json
 
 import uvicorn
 
+from testing.asgi import quiet_server
 from testing.config import EmulatorConfig, parse_args
 from testing.http_app import EmulatorApp
 from testing.state import EmulatorState
-
-BACKLOG = 4096  # connections waiting to be accepted (the kernel caps it at net.core.somaxconn)
-KEEP_ALIVE_SECONDS = 300  # an idle pooled connection is kept as long as a worker might leave it idle
 
 
 def server(port: int, config: EmulatorConfig) -> uvicorn.Server:
     """The emulator on 127.0.0.1:``port``, quiet but for warnings (the log endpoint tells all), and quick
     to stop: the calls still waiting are dropped, as a thread-per-call server dropped them."""
-    app = EmulatorApp(EmulatorState(config))
-    return uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            backlog=BACKLOG,
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            server_header=False,
-            timeout_graceful_shutdown=1,
-        )
-    )
+    return quiet_server(EmulatorApp(EmulatorState(config)), "127.0.0.1", port)
 
 
 def main() -> None:

@@ -51,31 +51,14 @@ import json
 
 import uvicorn
 
+from testing.asgi import quiet_server
 from testing.receiver_app import MODES, ReceiverApp, ReceiverConfig, ReceiverState
-
-BACKLOG = 4096  # connections waiting to be accepted (the kernel caps it at net.core.somaxconn)
-KEEP_ALIVE_SECONDS = 300  # a sender's pooled connection may idle between deliveries
 
 
 def server(host: str, port: int, config: ReceiverConfig, cert: str | None, key: str | None) -> uvicorn.Server:
     """The receiver on ``host:port``, quiet but for warnings (the records tell all), quick to stop: the
     webhooks still waiting are dropped, as a subscriber that goes down drops them."""
-    return uvicorn.Server(
-        uvicorn.Config(
-            ReceiverApp(ReceiverState(config)),
-            host=host,
-            port=port,
-            ssl_certfile=cert,
-            ssl_keyfile=key,
-            backlog=BACKLOG,
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            server_header=False,
-            timeout_graceful_shutdown=1,
-        )
-    )
+    return quiet_server(ReceiverApp(ReceiverState(config)), host, port, ssl_certfile=cert, ssl_keyfile=key)
 
 
 def parse_args() -> argparse.Namespace:
