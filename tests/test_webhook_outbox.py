@@ -5,10 +5,12 @@ dead-lettered, replayed; subscriptions rotated, disabled and enabled."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook
+from support import ROOT
 from support.openapi import assert_matches
 from support.rows import SETTINGS, add, result
 
@@ -188,3 +190,24 @@ def test_pending_deliveries_survive_an_outbox_read_by_another_subscription(db):
     assert len(deliveries.claim(busy.id, 2, lease_seconds=60)[1]) == 2
     assert len(deliveries.claim(quiet.id, 10, lease_seconds=60)[1]) == 3
     assert outbox.record(events.FAILED, [], utcnow()) == 0
+
+
+def test_the_readmes_verification_snippet_verifies_and_de_duplicates():
+    """The few lines the README gives receivers, run as written against requests signed here."""
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("```python\nfrom standardwebhooks")[1].split("```")[0]
+    secret, handled, seen = signing.new_secret(), [], set()
+
+    def seen_before(event_id: str) -> bool:
+        return event_id in seen or seen.add(event_id)
+
+    namespace = {"SECRET": secret, "seen_before": seen_before, "handle": handled.append}
+    exec("from standardwebhooks" + snippet, namespace)  # noqa: S102 - the README's own code
+    now = utcnow()
+    one = events.event(events.FAILED, "msg_1", now, {"conversation_id": "a"})
+    batch = events.request_body([one, events.event(events.FAILED, "msg_2", now, {"conversation_id": "b"})], now)
+    for body, message_id in ((one, "msg_1"), (batch, events.request_id(["msg_1", "msg_2"]))):
+        headers = signing.headers([secret], message_id, int(time.time()), body)
+        assert namespace["receive"](body.encode(), headers) == 204
+        assert namespace["receive"]((body + " ").encode(), headers) == 400, "a body changed in transit"
+    assert [event["data"]["event_id"] for event in handled] == ["msg_1", "msg_2"], "msg_1 handled once"
