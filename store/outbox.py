@@ -8,6 +8,7 @@ Each ``*_events`` function is called inside its caller's write transaction, afte
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -20,13 +21,18 @@ from webhooks import events
 COLUMNS = ("id", "subscription_id", "event_type", "body", "status", "attempts", "next_attempt_at", "created_at")
 
 
-def record(event_type: str, items: list[dict[str, Any]], now: datetime) -> int:
+Items = list[dict[str, Any]]
+
+
+def record(event_type: str, items: Items | Callable[[], Items], now: datetime) -> int:
     """One delivery of each item's event for each enabled subscription that wants ``event_type``; return how
-    many. Cheap when nobody subscribes: one read of the (small) subscriptions table."""
+    many. Cheap when nobody subscribes: one read of the (small) subscriptions table, and ``items``, when a
+    function, is not even called."""
     wanting = subscriptions.wanting(event_type) if items else []
+    made = (items() if callable(items) else items) if wanting else []
     rows = []
     for subscription in wanting:
-        for data in items:
+        for data in made:
             event_id = events.new_event_id()
             body = events.event(event_type, event_id, now, data)
             rows.append((event_id, subscription.id, event_type, body, PENDING, 0, now, now))
@@ -43,7 +49,9 @@ def record(event_type: str, items: list[dict[str, Any]], now: datetime) -> int:
 
 def completed_events(insights: list[dict[str, Any]], now: datetime) -> int:
     """``conversation.completed`` for each insight just stored (``store.results``'s columns)."""
-    return record(events.COMPLETED, [_completed(insight) for insight in insights], now)
+    if not insights:
+        return 0
+    return record(events.COMPLETED, lambda: [_completed(insight) for insight in insights], now)
 
 
 def _completed(insight: dict[str, Any]) -> dict[str, Any]:
