@@ -1,4 +1,4 @@
-"""Webhook benchmark: deliveries per second to a local receiver, and completion-to-webhook time.
+"""Webhook benchmark: deliveries per second to a local receiver, and the time from completion to webhook.
 
 Both parts run the real worker (offline analyzer: no Grok key) against the receiver test double
 (``testing/receiver.py``) over HTTPS, its certificate from a throwaway trustme authority that the worker
