@@ -29,6 +29,7 @@ HARNESS = {
     "emulator_log",
     "loadgen",
     "bare_app",
+    "webhook_load",
 }  # what the benchmarks share; every other module is an entry point
 ENTRY_POINTS = sorted(
     name for _finder, name, _package in pkgutil.iter_modules(benchmarks.__path__) if name not in HARNESS
