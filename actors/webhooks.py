@@ -4,13 +4,16 @@
   ``WEBHOOK_DISPATCH_SECONDS``. For each enabled subscription it claims what its pace lets it send within
   ``HORIZON_SECONDS`` (``webhooks.pacing``: ``WEBHOOK_RPS`` per subscription, shared in Redis), cuts it into
   requests of the subscription's ``batch_size`` events, books each request's slot and sends its
-  ``deliver_webhook`` message delayed until then.
+  ``deliver_webhook`` message at once, naming the slot. It claims nothing while ``QUEUE_LIMIT`` messages
+  wait on the queue: the workers are behind, and what they have not taken must not outlive its lease.
 - ``deliver_webhook`` (queue ``webhooks``) reads the request's deliveries still under its claim, signs the
   request and hands it to this process's webhook engine (``actors.calls.CallEngine``, without a worker
-  lease): the request waits for its receiver as a coroutine, not in a thread, so a slow receiver holds no
-  thread that analysis needs. A finishing thread records the outcome (``store.deliveries``): delivered on
-  any ``2xx``; ``410 Gone`` disables the subscription; anything else (another status, a timeout, a refused
-  address, a redirect, which is never followed) is tried again on the retry schedule, then dead-lettered.
+  lease), or, if the engine is full, gives them back for a moment: it never waits, so it never holds a
+  thread that analysis needs. On the engine the request sleeps until its slot (a timer, not a thread, and no
+  connection held), then waits for its receiver as a coroutine. A finishing thread records the outcome
+  (``store.deliveries``): delivered on any ``2xx``; ``410 Gone`` disables the subscription; anything else (another
+  status, no answer in time, a refused address, a redirect, which is never followed) is tried again on the
+  retry schedule, then dead-lettered.
 
 Nothing is lost: a claim is a lease in the database, so a delivery whose message Redis lost, or whose worker
 died, is due again when the lease ends. A delivery may so arrive twice; receivers de-duplicate by event id.
@@ -29,7 +32,7 @@ from datetime import timedelta
 import dramatiq
 import httpx
 
-from actors.broker import WEBHOOK_QUEUE, redis_client, send, settings
+from actors.broker import WEBHOOK_QUEUE, queue_key, redis_client, send, settings
 from actors.calls import CallEngine, Job
 from settings import Settings
 from store import deliveries, subscriptions
@@ -40,10 +43,12 @@ from webhooks import events, signing, transport
 from webhooks.pacing import Pacing
 
 logger = logging.getLogger(__name__)
-HORIZON_SECONDS = 20.0  # how far ahead the dispatcher books a subscription's slots (well within a lease)
+HORIZON_SECONDS = 5.0  # how far ahead the dispatcher books a subscription's slots (well within a lease)
 MAX_CLAIM = 2000  # deliveries one subscription's claim takes at most (a dispatcher's turn stays short)
+QUEUE_LIMIT = 1000  # messages waiting on the webhooks queue past which the dispatcher claims nothing more
 RESPONSE_BYTES = 4096  # what is read of a receiver's answer: its status is what counts
-HTTP_CLIENTS = 4
+HTTP_CLIENTS = 8  # pools the requests are dealt round (a pool's bookkeeping grows with its connections)
+FULL_PAUSE_SECONDS = 1.0  # how long deliveries the engine had no room for wait before they are due again
 
 
 def declare(broker: dramatiq.Broker, settings: Settings) -> None:
@@ -82,10 +87,12 @@ class Request:
     token: str
     body: str
     headers: dict[str, str]
+    not_before: float  # its slot, in seconds since the epoch
 
 
-def deliver_webhook(subscription_id: str, delivery_ids: list[str], token: str) -> None:
-    """Actor: sign the request carrying the deliveries still under ``token`` and hand it to the engine."""
+def deliver_webhook(subscription_id: str, delivery_ids: list[str], token: str, not_before: float = 0.0) -> None:
+    """Actor: sign the request carrying the deliveries still under ``token`` and hand it to the engine, to
+    leave at ``not_before`` (seconds since the epoch: its slot in the subscription's pace)."""
     subscription = subscriptions.get(subscription_id)
     rows = deliveries.leased(delivery_ids, token) if subscription is not None and subscription.enabled else []
     release()
@@ -97,19 +104,20 @@ def deliver_webhook(subscription_id: str, delivery_ids: list[str], token: str) -
     headers = signing.headers(
         subscriptions.signing_secrets(subscription, now), events.request_id(ids), int(time.time()), body
     )
-    request = Request(subscription_id, subscription.url, ids, token, body, headers)
-    engine().submit(
-        Job(
-            send=functools.partial(post, request),
-            finish=functools.partial(record, request),
-            give_back=functools.partial(call_and_release, deliveries.give_back, ids, token),
-        )
+    request = Request(subscription_id, subscription.url, ids, token, body, headers, not_before)
+    job = Job(
+        send=functools.partial(post, request),
+        finish=functools.partial(record, request),
+        give_back=functools.partial(call_and_release, deliveries.give_back, ids, token),
     )
+    if not engine().submit(job, wait=False):
+        call_and_release(deliveries.give_back, ids, token, FULL_PAUSE_SECONDS)
 
 
 async def post(request: Request, client: httpx.AsyncClient) -> int:
     """Send the request; its answer's status. At most ``RESPONSE_BYTES`` of the answer are read, and the whole
     exchange has ``WEBHOOK_TIMEOUT_SECONDS`` (a receiver dribbling its answer cannot hold the request longer)."""
+    await asyncio.sleep(request.not_before - time.time())  # its slot: the pace, to the millisecond
     started, limit = time.monotonic(), settings().webhook_timeout_seconds
     try:
         async with asyncio.timeout(limit):
@@ -157,6 +165,8 @@ def record(request: Request, outcome: int | Exception) -> None:
 def dispatch_once() -> int:
     """Send every due delivery that each subscription's pace allows within the horizon; return how many."""
     current, sent = settings(), 0
+    if redis_client().hlen(queue_key(WEBHOOK_QUEUE, "msgs")) >= QUEUE_LIMIT:
+        return 0  # the workers are behind: what is claimed now would wait, its lease running
     for subscription in call_and_release(subscriptions.enabled):
         subscription_id = subscription.id
         room = (HORIZON_SECONDS * 1000 - pacing().booked_ms(subscription_id)) / 1000 * current.webhook_rps
@@ -166,15 +176,8 @@ def dispatch_once() -> int:
         token, ids = call_and_release(deliveries.claim, subscription_id, limit, current.webhook_lease_seconds)
         size = subscription.batch_size
         for start in range(0, len(ids), size):
-            delay_ms = pacing().reserve(subscription_id)
-            send(
-                "deliver_webhook",
-                WEBHOOK_QUEUE,
-                subscription_id,
-                ids[start : start + size],
-                token,
-                delay_ms=delay_ms or None,
-            )
+            not_before = time.time() + pacing().reserve(subscription_id) / 1000
+            send("deliver_webhook", WEBHOOK_QUEUE, subscription_id, ids[start : start + size], token, not_before)
         sent += len(ids)
     return sent
 

@@ -104,9 +104,11 @@ def gone(subscription_id: str, ids: list[str], token: str, reason: str) -> None:
         ).where(*_under(ids, token)).execute()
 
 
-def give_back(ids: list[str], token: str) -> int:
-    """Due again now, no attempt counted (a request cancelled at shutdown)."""
-    return WebhookDelivery.update(next_attempt_at=utcnow(), lease_token=None).where(*_under(ids, token)).execute()
+def give_back(ids: list[str], token: str, due_in: float = 0.0) -> int:
+    """Due again in ``due_in`` seconds, no attempt counted (a request cancelled at shutdown, or one a full
+    engine had no room for)."""
+    due = utcnow() + timedelta(seconds=due_in)
+    return WebhookDelivery.update(next_attempt_at=due, lease_token=None).where(*_under(ids, token)).execute()
 
 
 def listing(status: str | None = None, subscription_id: str | None = None, limit: int = 50) -> list[WebhookDelivery]:

@@ -12,8 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 import redis
+from support import wait_until
 from support.databases import IN_PROCESS_REDIS_DB, redis_url
 
+from actors.calls import CallEngine, Job
 from settings import load_settings
 from webhooks import transport
 from webhooks.addresses import RefusedUrl, check_url, refusal
@@ -127,3 +129,23 @@ def test_the_default_schedule_retries_for_over_a_day_with_jitter():
     assert sum(delays) > 24 * 3600 and len(delays) == 7
     assert all(0.9 * base <= delay <= 1.1 * base for delay, base in zip(delays, schedule, strict=True))
     assert next_delay(len(schedule) + 1, schedule, rng) is None
+
+
+def test_a_full_engine_refuses_at_once_rather_than_hold_the_thread():
+    """``deliver_webhook`` asks the engine without waiting: a Dramatiq thread is never held by receivers."""
+    release = threading.Event()
+    engine = CallEngine(None, 0.0, httpx.AsyncClient, capacity=1, http_clients=1)
+    engine.start()
+
+    async def hang(_client):
+        await asyncio.get_running_loop().run_in_executor(None, release.wait)
+
+    job = Job(send=hang, finish=lambda _outcome: None, give_back=lambda: None)
+    try:
+        assert engine.submit(job, wait=False)
+        assert not engine.submit(job, wait=False), "full: refused at once"
+        release.set()
+        assert wait_until(lambda: engine.submit(job, wait=False), timeout=5, message="room again")
+    finally:
+        release.set()
+        engine.stop(grace=5)

@@ -2,8 +2,9 @@
 worker process, through Redis.
 
 Each request is given its moment by one Lua script: the subscription's next free slot (no earlier than now),
-and the slot after it moves on by ``1 / WEBHOOK_RPS`` seconds. The dispatcher sends the request's message
-delayed until then, so nothing waits in a thread. It asks first how far ahead the slots are booked
+and the slot after it moves on by ``1 / WEBHOOK_RPS`` seconds. The request's message names its slot, and
+the request waits for it on the worker's event loop (a timer: no thread, no connection), so it leaves on
+time whatever the queue's own delays. The dispatcher asks first how far ahead the slots are booked
 (:meth:`Pacing.booked_ms`) and claims only what it can send within its horizon, so that a backlog of 100,000
 stays in the database, not in Redis.
 """
