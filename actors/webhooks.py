@@ -8,12 +8,12 @@
   wait on the queue: the workers are behind, and what they have not taken must not outlive its lease.
 - ``deliver_webhook`` (queue ``webhooks``) reads the request's deliveries still under its claim, signs the
   request and hands it to this process's webhook engine (``actors.calls.CallEngine``, without a worker
-  lease), or, if the engine is full, gives them back for a moment: it never waits, so it never holds a
-  thread that analysis needs. On the engine the request sleeps until its slot (a timer, not a thread, and no
-  connection held), then waits for its receiver as a coroutine. A finishing thread records the outcome
-  (``store.deliveries``): delivered on any ``2xx``; ``410 Gone`` disables the subscription; anything else (another
-  status, no answer in time, a refused address, a redirect, which is never followed) is tried again on the
-  retry schedule, then dead-lettered.
+  lease), or, if the engine is full, gives them back for ``FULL_SECONDS`` and has every dispatcher hold off
+  as long: it never waits, so it never holds a thread that analysis needs. On the engine the request
+  sleeps until its slot (a timer, not a thread, and no connection held), then waits for its receiver as a
+  coroutine. A finishing thread records the outcome (``store.deliveries``): delivered on any ``2xx``;
+  ``410 Gone`` disables the subscription; anything else (another status, no answer in time, a refused
+  address, a redirect, which is never followed) is tried again on the retry schedule, then dead-lettered.
 
 Nothing is lost: a claim is a lease in the database, so a delivery whose message Redis lost, or whose worker
 died, is due again when the lease ends. A delivery may so arrive twice; receivers de-duplicate by event id.
@@ -44,11 +44,11 @@ from webhooks.pacing import Pacing
 
 logger = logging.getLogger(__name__)
 HORIZON_SECONDS = 5.0  # how far ahead the dispatcher books a subscription's slots (well within a lease)
-MAX_CLAIM = 2000  # deliveries one subscription's claim takes at most (a dispatcher's turn stays short)
-QUEUE_LIMIT = 1000  # messages waiting on the webhooks queue past which the dispatcher claims nothing more
+MAX_CLAIM = 500  # deliveries one subscription's claim takes at most (a dispatcher's turn stays short)
+QUEUE_LIMIT = 200  # messages waiting on the webhooks queue past which the dispatcher claims nothing more
 RESPONSE_BYTES = 4096  # what is read of a receiver's answer: its status is what counts
-HTTP_CLIENTS = 8  # pools the requests are dealt round (a pool's bookkeeping grows with its connections)
-FULL_PAUSE_SECONDS = 1.0  # how long deliveries the engine had no room for wait before they are due again
+HTTP_CLIENTS = 32  # pools the requests are dealt round (a pool's bookkeeping grows with its connections)
+FULL_SECONDS = 2.0  # after an engine had no room: no claims for this long, its deliveries due again after it
 
 
 def declare(broker: dramatiq.Broker, settings: Settings) -> None:
@@ -110,8 +110,9 @@ def deliver_webhook(subscription_id: str, delivery_ids: list[str], token: str, n
         finish=functools.partial(record, request),
         give_back=functools.partial(call_and_release, deliveries.give_back, ids, token),
     )
-    if not engine().submit(job, wait=False):
-        call_and_release(deliveries.give_back, ids, token, FULL_PAUSE_SECONDS)
+    if not engine().submit(job, wait=False):  # full: every dispatcher holds off, and these wait a moment
+        redis_client().set(full_key(), 1, px=int(FULL_SECONDS * 1000))
+        call_and_release(deliveries.give_back, ids, token, FULL_SECONDS)
 
 
 async def post(request: Request, client: httpx.AsyncClient) -> int:
@@ -165,7 +166,11 @@ def record(request: Request, outcome: int | Exception) -> None:
 def dispatch_once() -> int:
     """Send every due delivery that each subscription's pace allows within the horizon; return how many."""
     current, sent = settings(), 0
-    if redis_client().hlen(queue_key(WEBHOOK_QUEUE, "msgs")) >= QUEUE_LIMIT:
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.hlen(queue_key(WEBHOOK_QUEUE, "msgs"))
+    pipe.exists(full_key())
+    waiting, full = pipe.execute()
+    if waiting >= QUEUE_LIMIT or full:
         return 0  # the workers are behind: what is claimed now would wait, its lease running
     for subscription in call_and_release(subscriptions.enabled):
         subscription_id = subscription.id
@@ -180,6 +185,11 @@ def dispatch_once() -> int:
             send("deliver_webhook", WEBHOOK_QUEUE, subscription_id, ids[start : start + size], token, not_before)
         sent += len(ids)
     return sent
+
+
+def full_key() -> str:
+    """Set for ``FULL_SECONDS`` by a worker whose engine had no room for a request."""
+    return f"{settings().redis_namespace}:webhooks:engine-full"
 
 
 class Dispatcher(threading.Thread):
