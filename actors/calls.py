@@ -96,13 +96,13 @@ class CallEngine:
             call_and_release(workers.renew, self.worker, self.lease_seconds)
             self.renewal = asyncio.run_coroutine_threadsafe(self._renew_lease(), self.loop)
 
-    def submit(self, job: Job, wait: bool = True) -> bool:
+    def submit(self, job: Job, wait: float | None = None) -> bool:
         """Start ``job``'s call on the loop; from any thread, without waiting for the loop to take it (a
         loop busy with thousands of calls would hold the caller). Waits while ``capacity`` calls are open,
-        or, with ``wait=False``, answers ``False`` at once and starts nothing."""
+        at most ``wait`` seconds when given: then it answers ``False`` and starts nothing."""
         if self.stopping:
             raise RuntimeError("the call engine is stopping")
-        if not self.slots.acquire(blocking=wait):
+        if not self.slots.acquire(timeout=wait):
             return False
         self.loop.call_soon_threadsafe(self._start, job)
         return True

@@ -8,12 +8,13 @@
   wait on the queue: the workers are behind, and what they have not taken must not outlive its lease.
 - ``deliver_webhook`` (queue ``webhooks``) reads the request's deliveries still under its claim, signs the
   request and hands it to this process's webhook engine (``actors.calls.CallEngine``, without a worker
-  lease), or, if the engine is full, gives them back for ``FULL_SECONDS`` and has every dispatcher hold off
-  as long: it never waits, so it never holds a thread that analysis needs. On the engine the request
-  sleeps until its slot (a timer, not a thread, and no connection held), then waits for its receiver as a
-  coroutine. A finishing thread records the outcome (``store.deliveries``): delivered on any ``2xx``;
-  ``410 Gone`` disables the subscription; anything else (another status, no answer in time, a refused
-  address, a redirect, which is never followed) is tried again on the retry schedule, then dead-lettered.
+  lease). If the engine stays full for ``ROOM_WAIT_SECONDS``, it gives them back for ``FULL_SECONDS`` and has
+  every dispatcher hold off as long: it never waits longer, so it never holds a thread that analysis needs.
+  On the engine the request sleeps until its slot (a timer, not a thread, and no connection held), then
+  waits for its receiver as a coroutine. A finishing thread records the outcome (``store.deliveries``):
+  delivered on any ``2xx``; ``410 Gone`` disables the subscription; anything else (another status, no
+  answer in time, a refused address, a redirect, which is never followed) is tried again on the retry
+  schedule, then dead-lettered.
 
 Nothing is lost: a claim is a lease in the database, so a delivery whose message Redis lost, or whose worker
 died, is due again when the lease ends. A delivery may so arrive twice; receivers de-duplicate by event id.
@@ -48,6 +49,7 @@ MAX_CLAIM = 500  # deliveries one subscription's claim takes at most (a dispatch
 QUEUE_LIMIT = 200  # messages waiting on the webhooks queue past which the dispatcher claims nothing more
 RESPONSE_BYTES = 4096  # what is read of a receiver's answer: its status is what counts
 HTTP_CLIENTS = 32  # pools the requests are dealt round (a pool's bookkeeping grows with its connections)
+ROOM_WAIT_SECONDS = 0.5  # how long a thread waits for room on a full engine: a brake, never a long hold
 FULL_SECONDS = 2.0  # after an engine had no room: no claims for this long, its deliveries due again after it
 
 
@@ -110,7 +112,7 @@ def deliver_webhook(subscription_id: str, delivery_ids: list[str], token: str, n
         finish=functools.partial(record, request),
         give_back=functools.partial(call_and_release, deliveries.give_back, ids, token),
     )
-    if not engine().submit(job, wait=False):  # full: every dispatcher holds off, and these wait a moment
+    if not engine().submit(job, wait=ROOM_WAIT_SECONDS):  # full: every dispatcher holds off, these wait a moment
         redis_client().set(full_key(), 1, px=int(FULL_SECONDS * 1000))
         call_and_release(deliveries.give_back, ids, token, FULL_SECONDS)
 

@@ -142,10 +142,10 @@ def test_a_full_engine_refuses_at_once_rather_than_hold_the_thread():
 
     job = Job(send=hang, finish=lambda _outcome: None, give_back=lambda: None)
     try:
-        assert engine.submit(job, wait=False)
-        assert not engine.submit(job, wait=False), "full: refused at once"
+        assert engine.submit(job, wait=0.1)
+        assert not engine.submit(job, wait=0.1), "full: refused after the wait given"
         release.set()
-        assert wait_until(lambda: engine.submit(job, wait=False), timeout=5, message="room again")
+        assert wait_until(lambda: engine.submit(job, wait=0.1), timeout=5, message="room again")
     finally:
         release.set()
         engine.stop(grace=5)
