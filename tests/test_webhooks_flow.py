@@ -15,6 +15,7 @@ import time
 import pytest
 from support import ROOT, wait_until
 from support.cli import INSIGHTS
+from support.databases import empty_postgres
 from support.grok import max_calls_in_any_window
 from support.openapi import assert_matches
 from support.traffic import post_all
@@ -29,7 +30,11 @@ TEXTS = [f"My invoice {n} is wrong, please refund it." for n in range(6)]
 def hooked(make_stack, receiver):
     """A stack whose worker may call the receiver (allow-listed: it listens on loopback), and a factory of
     subscriptions to it whose secrets the receiver verifies."""
-    stack = make_stack(**FAST, WEBHOOK_ALLOW_HOSTS="localhost", WEBHOOK_CA_FILE=receiver.ca_file)
+    return hook_up(make_stack(**FAST, WEBHOOK_ALLOW_HOSTS="localhost", WEBHOOK_CA_FILE=receiver.ca_file), receiver)
+
+
+def hook_up(stack, receiver):
+    """Start ``stack``'s web process, and give it ``subscribe``: a subscription to ``receiver``."""
     stack.client = stack.start_web()
 
     def subscribe(**body: object) -> dict:
@@ -133,6 +138,23 @@ def test_a_worker_killed_between_the_commit_and_the_send_loses_nothing(hooked, r
     hooked.env["WEBHOOK_DISPATCH_SECONDS"] = "0.1"
     hooked.start_worker()
     accepted_events(receiver, len(ids))
+
+
+def test_on_postgresql_events_wait_out_a_killed_worker_and_arrive_once_each(make_stack, receiver, postgres_server_url):
+    empty_postgres(postgres_server_url)
+    env = {"WEBHOOK_ALLOW_HOSTS": "localhost", "WEBHOOK_CA_FILE": receiver.ca_file, "DATABASE_URL": postgres_server_url}
+    stack = hook_up(make_stack(**FAST, **env), receiver)
+    stack.subscribe(batch_size=2)
+    stack.env["WEBHOOK_DISPATCH_SECONDS"] = "3600"  # this worker commits events but never sends them
+    silent = stack.start_worker()
+    ids = post_all(stack.client, TEXTS)
+    stack.settled(stack.client, ids)
+    stack.kill(silent)
+    stack.env["WEBHOOK_DISPATCH_SECONDS"] = "0.1"
+    stack.start_worker(processes=2)  # two dispatchers claim from one outbox
+    records = accepted_events(receiver, len(ids))
+    assert sorted(e["data"]["conversation_id"] for r in records for e in r["events"]) == sorted(ids)
+    assert receiver.stats()["duplicates"] == 0 and all(record["verified"] for record in records)
 
 
 def test_a_worker_killed_with_requests_in_flight_sends_them_again_once_their_lease_ends(hooked, receiver):
