@@ -92,6 +92,7 @@ class Connections:
             settings.outbound_rps,
             settings.outbound_tpm,
             max_wait=gate_max_wait_seconds(settings),
+            margin_ms=settings.rate_margin_ms,
             namespace=settings.redis_namespace,
         )
 

@@ -61,7 +61,7 @@ def declare(broker: dramatiq.Broker, settings: Settings) -> None:
 @functools.cache
 def pacing() -> Pacing:
     current = settings()
-    return Pacing(redis_client(), current.webhook_rps, current.redis_namespace)
+    return Pacing(redis_client(), current.webhook_rps, current.redis_namespace, current.rate_margin_ms)
 
 
 @functools.cache
@@ -120,7 +120,9 @@ def deliver_webhook(subscription_id: str, delivery_ids: list[str], token: str, n
 async def post(request: Request, client: httpx.AsyncClient) -> int:
     """Send the request; its answer's status. At most ``RESPONSE_BYTES`` of the answer are read, and the whole
     exchange has ``WEBHOOK_TIMEOUT_SECONDS`` (a receiver dribbling its answer cannot hold the request longer)."""
-    await asyncio.sleep(request.not_before - time.time())  # its slot: the pace, to the millisecond
+    await asyncio.sleep(request.not_before - time.time())  # its slot in the pace
+    while wait_ms := pacing().confirm(request.subscription_id):  # a late timer must not bunch with the next
+        await asyncio.sleep(wait_ms / 1000)
     started, limit = time.monotonic(), settings().webhook_timeout_seconds
     try:
         async with asyncio.timeout(limit):

@@ -85,6 +85,7 @@ class Settings(BaseModel):
     inbound_rps: PositiveInt
     outbound_rps: PositiveInt
     outbound_tpm: PositiveInt | None
+    rate_margin_ms: Annotated[int, Field(ge=0, le=1000)]
     worker_processes: PositiveInt
     worker_threads: Annotated[int, Field(ge=0)]
     batch_size: PositiveInt

@@ -208,7 +208,10 @@ def test_rows_an_injection_rewrote_out_of_range_are_refused_by_validation(grok, 
 def test_the_gate_holds_the_rate_across_callers(grok):
     client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
     client.flushdb()
-    gates = [OutboundGate(redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB)), calls_per_second=4) for _ in range(3)]
+    gates = [
+        OutboundGate(redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB)), calls_per_second=4, margin_ms=150)
+        for _ in range(3)
+    ]
     clients = [make_client(grok, g) for g in gates]
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda n: clients[n % 3].analyze(batch(f"call {n}")), range(14)))

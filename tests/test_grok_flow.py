@@ -266,8 +266,10 @@ def test_a_request_that_cannot_be_sent_waits_for_the_operator_and_never_shows_th
 
 
 def test_two_worker_processes_share_the_outbound_limit_and_the_429_pause(make_stack, grok):
+    """Seen at the emulator: never more than OUTBOUND_RPS in a second. The margin is this busy machine's (its
+    processes delay a request between its start and its arrival by tens of milliseconds at times)."""
     grok.configure(latency=0.2)
-    stack = make_stack(OUTBOUND_RPS=3, BATCH_SIZE=1, **FAST_RETRIES, **grok.env)
+    stack = make_stack(OUTBOUND_RPS=3, RATE_MARGIN_MS=150, BATCH_SIZE=1, **FAST_RETRIES, **grok.env)
     client = stack.start_web()
     grok.inject({"status": 429, "retry_after": "2"})
     ids = post_all(client, [f"conversation {n}" for n in range(14)])

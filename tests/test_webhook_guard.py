@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import random
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -120,6 +121,19 @@ def test_the_pace_is_shared_by_every_process_through_redis():
     assert waits[-1] == pytest.approx(9 * 20, abs=5), "ten requests 20 ms apart, whoever books them"
     assert first.booked_ms("wh_1") == pytest.approx(200, abs=10)
     assert first.booked_ms("wh_other") == 0 and first.reserve("wh_other") == 0, "each subscription its own pace"
+
+
+def test_the_last_word_is_a_sliding_log_of_requests_sent_shared_by_every_process():
+    client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
+    client.flushdb()
+    first, second = Pacing(client, 3, "test", margin_ms=30), Pacing(client, 3, "test", margin_ms=30)
+    assert first.interval_ms == pytest.approx(1030 / 3)
+    assert [first.confirm("wh_1"), second.confirm("wh_1"), first.confirm("wh_1")] == [0, 0, 0]
+    wait = second.confirm("wh_1")
+    assert 1000 <= wait <= 1031, "the fourth waits until the first leaves the second and its margin"
+    assert first.confirm("wh_2") == 0, "each subscription its own log"
+    time.sleep(wait / 1000)
+    assert second.confirm("wh_1") == 0
 
 
 def test_the_default_schedule_retries_for_over_a_day_with_jitter():

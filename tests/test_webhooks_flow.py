@@ -90,19 +90,20 @@ def test_a_subscription_that_asks_for_batches_gets_several_events_a_request(hook
     assert_matches(hooked.client.get("/openapi.json").json(), "EventBatch", json.loads(batch["body"]))
 
 
-def test_a_subscription_is_called_at_its_pace_to_the_millisecond(hooked, receiver):
-    """Twelve events waiting at WEBHOOK_RPS=4 leave a quarter of a second apart, each when its slot comes (it
-    waits on the worker's event loop, not in a delayed message): never five in a second once the process's
-    first request is out (that one meets everything cold, its connection and TLS included, and may arrive
-    a hundred milliseconds late, near the second)."""
+def test_a_subscription_is_called_at_its_pace(hooked, receiver):
+    """Twelve events waiting at WEBHOOK_RPS=4 leave (1 s + margin) / 4 apart, each when its slot comes (it
+    waits on the worker's event loop, not in a delayed message): the receiver never counts five in a second
+    once the process's first request is out (that one meets everything cold, its connection and TLS
+    included). The margin is this busy machine's: its processes delay a request on its way by tens of
+    milliseconds at times."""
     hooked.subscribe()
-    hooked.env["WEBHOOK_RPS"] = "4"
+    hooked.env.update(WEBHOOK_RPS="4", RATE_MARGIN_MS="150")
     ids = post_all(hooked.client, [f"Parcel {n} is late." for n in range(12)])
     hooked.start_worker()
     records = accepted_events(receiver, len(ids))
     arrivals = sorted(record["t"] for record in records)
-    assert max_calls_in_any_window(arrivals[1:], window=0.98) <= 4, arrivals
-    assert arrivals[-1] - arrivals[0] >= 11 / 4 * 0.95, "no faster than the pace"
+    assert max_calls_in_any_window(arrivals[1:]) <= 4, arrivals
+    assert arrivals[-1] - arrivals[0] >= 11 * 1.15 / 4 * 0.95, "no faster than the pace"
 
 
 def test_a_receiver_down_for_a_while_then_up_gets_every_event_once(hooked, receiver):
