@@ -18,6 +18,13 @@ The loop also renews this worker's lease (``store.workers``) every third of ``LE
 turns, the conversations this worker claimed stay its own, however long their calls take; if the process
 dies, they go back to the queue once the lease lapses (``actors.reconciler``).
 
+An engine may also be given ``max_lag``: how late its loop may run before it takes nothing more. Calls
+that cost the process more CPU than it has (webhooks flat out: thousands of short requests) would otherwise
+all be taken, each then waiting its turn on a loop seconds behind, and some would pass their timeout after
+the answer had come. The loop times a short sleep every ``LAG_TICK_SECONDS``; while it wakes later than
+``max_lag``, :meth:`CallEngine.submit` waits, so what is in flight follows what the process can finish
+(Little's law with the process's own throughput), not a fixed capacity.
+
 Stopping (:meth:`CallEngine.stop`): no new call is taken; calls in flight have ``grace`` seconds to answer,
 those still open are cancelled and given back (``Job.give_back``), and only then is the lease released.
 """
@@ -28,6 +35,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +50,7 @@ logger = logging.getLogger(__name__)
 # so one pool of thousands costs the loop quadratically (measured: calls/s fell from 48 to 12 at 150
 # calls/s of 15 s once every connection was kept); many small pools cost it linearly.
 HTTP_CLIENTS = 32
+LAG_TICK_SECONDS = 0.05  # how often the loop times itself, where a ``max_lag`` is set
 
 
 @dataclass(frozen=True)
@@ -65,12 +74,15 @@ class CallEngine:
         capacity: int,
         finish_threads: int = 4,
         http_clients: int = HTTP_CLIENTS,
+        max_lag: float | None = None,
     ) -> None:
         """``make_http`` makes the HTTP clients the calls go through; ``None`` where nothing is called
         (offline: the engine only keeps the worker's lease). Without a ``worker`` no lease is kept (the
         webhooks' engine, ``actors.webhooks``: their deliveries hold leases of their own)."""
         self.worker, self.lease_seconds, self.make_http = worker, lease_seconds, make_http
         self.http_clients = http_clients
+        self.max_lag, self.lag = max_lag, 0.0  # seconds: the limit, and how late the loop's last tick woke
+        self.tick_due = float("inf")  # when the loop's next tick should wake (monotonic)
         self.slots = threading.BoundedSemaphore(capacity)  # a memory bound; the gate sets the pace
         self.finishers = concurrent.futures.ThreadPoolExecutor(finish_threads, thread_name_prefix="finish")
         self.leaser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lease")  # never behind a store
@@ -84,6 +96,11 @@ class CallEngine:
     @property
     def in_flight(self) -> int:
         return len(self.tasks)
+
+    @property
+    def behind(self) -> float:
+        """How late the loop runs (where it is timed): its last tick's delay, or how overdue its next is."""
+        return max(self.lag, time.monotonic() - self.tick_due)
 
     def start(self) -> None:
         """Start the loop (its HTTP clients made first: seconds on a busy machine), then take the lease
@@ -102,7 +119,12 @@ class CallEngine:
         at most ``wait`` seconds when given: then it answers ``False`` and starts nothing."""
         if self.stopping:
             raise RuntimeError("the call engine is stopping")
-        if not self.slots.acquire(timeout=wait):
+        deadline = None if wait is None else time.monotonic() + wait
+        while self.max_lag is not None and self.behind > self.max_lag:  # the loop must catch up first
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(LAG_TICK_SECONDS)
+        if not self.slots.acquire(timeout=None if deadline is None else max(0.0, deadline - time.monotonic())):
             return False
         self.loop.call_soon_threadsafe(self._start, job)
         return True
@@ -122,6 +144,8 @@ class CallEngine:
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.clients = [self.make_http() for _ in range(self.http_clients)] if self.make_http else []
+        if self.max_lag is not None:
+            self.watch = self.loop.create_task(self._watch_lag())
         self.loop.call_soon(self.ready.set)
         self.loop.run_forever()
 
@@ -164,6 +188,13 @@ class CallEngine:
             except Exception:  # the database away: try again; if it stays away, the lease lapses
                 logger.exception("renewing the worker's lease failed")
 
+    async def _watch_lag(self) -> None:
+        """Time a short sleep, over and over: how late it wakes is how far behind the loop runs."""
+        while True:
+            self.tick_due = time.monotonic() + LAG_TICK_SECONDS
+            await asyncio.sleep(LAG_TICK_SECONDS)
+            self.lag = time.monotonic() - self.tick_due
+
     async def _drain(self, grace: float) -> None:
         self.stopping = True
         if self.tasks:
@@ -175,5 +206,7 @@ class CallEngine:
             await asyncio.wait(list(self.tasks))
         if self.worker is not None:
             self.renewal.cancel()
+        if self.max_lag is not None:
+            self.watch.cancel()
         for client in self.clients:
             await client.aclose()

@@ -8,8 +8,10 @@
   wait on the queue: the workers are behind, and what they have not taken must not outlive its lease.
 - ``deliver_webhook`` (queue ``webhooks``) reads the request's deliveries still under its claim, signs the
   request and hands it to this process's webhook engine (``actors.calls.CallEngine``, without a worker
-  lease). If the engine stays full for ``ROOM_WAIT_SECONDS``, it gives them back for ``FULL_SECONDS`` and has
-  every dispatcher hold off as long: it never waits longer, so it never holds a thread that analysis needs.
+  lease). If the engine stays full for ``ROOM_WAIT_SECONDS`` (``WEBHOOK_IN_FLIGHT`` requests open, or its loop
+  more than ``MAX_LOOP_LAG`` behind: the process has no CPU for more), it gives them back for
+  ``FULL_SECONDS`` and has every dispatcher hold off as long: it never waits longer, so it never holds a
+  thread that analysis needs.
   On the engine the request sleeps until its slot (a timer, not a thread, and no connection held), then
   waits for its receiver as a coroutine. A finishing thread records the outcome (``store.deliveries``):
   delivered on any ``2xx``; ``410 Gone`` disables the subscription; anything else (another status, no
@@ -50,6 +52,7 @@ QUEUE_LIMIT = 200  # messages waiting on the webhooks queue past which the dispa
 RESPONSE_BYTES = 4096  # what is read of a receiver's answer: its status is what counts
 HTTP_CLIENTS = 32  # pools the requests are dealt round (a pool's bookkeeping grows with its connections)
 ROOM_WAIT_SECONDS = 0.5  # how long a thread waits for room on a full engine: a brake, never a long hold
+MAX_LOOP_LAG = 0.1  # seconds the engine's loop may run late before it takes no more requests (CPU-bound)
 FULL_SECONDS = 2.0  # after an engine had no room: no claims for this long, its deliveries due again after it
 
 
@@ -76,7 +79,9 @@ def engine() -> CallEngine:
         current.webhook_timeout_seconds,
         max(1, current.webhook_in_flight // HTTP_CLIENTS),
     )
-    return CallEngine(None, 0.0, make_http, capacity=current.webhook_in_flight, http_clients=HTTP_CLIENTS)
+    return CallEngine(
+        None, 0.0, make_http, capacity=current.webhook_in_flight, http_clients=HTTP_CLIENTS, max_lag=MAX_LOOP_LAG
+    )
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,32 @@ def test_no_proxy_from_the_environment_is_used(loopback_server, monkeypatch):
     assert post(loopback_server, "localhost", frozenset({"localhost"})) == 200
 
 
+def test_an_engine_whose_loop_runs_late_takes_nothing_until_it_caught_up():
+    """Room in the engine is not enough: while its loop is behind (here a call holding it, as CPU-bound work
+    would), a request would wait its turn there, so it is refused after the wait given, and taken again
+    once the loop runs on time."""
+    engine = CallEngine(None, 0.0, httpx.AsyncClient, capacity=100, http_clients=1, max_lag=0.1)
+    engine.start()
+
+    async def hog(_client):
+        time.sleep(0.6)  # holds the loop, as a loop behind with thousands of requests would
+
+    async def quick(_client):
+        return 200
+
+    done = []
+    try:
+        assert engine.submit(Job(send=hog, finish=done.append, give_back=lambda: None), wait=0.1)
+        time.sleep(0.2)
+        assert engine.behind > 0.1
+        assert not engine.submit(Job(send=quick, finish=done.append, give_back=lambda: None), wait=0.1)
+        assert engine.submit(Job(send=quick, finish=done.append, give_back=lambda: None), wait=2)
+        assert wait_until(lambda: len(done) == 2, timeout=5, message="both calls finished")
+        assert engine.behind < 0.1
+    finally:
+        engine.stop(grace=5)
+
+
 def test_the_pace_is_shared_by_every_process_through_redis():
     client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
     client.flushdb()
