@@ -2,7 +2,9 @@
 
 Redis: ``REDIS_URL`` when set, else 127.0.0.1:6379 when it answers, else an embedded redis-server, chosen
 on first use (:func:`redis_base`). Tests use databases 8 to 15 of it, which they flush: 8 for the code
-that runs in the test process, 9 to 15 round-robin for stacks of processes. PostgreSQL: 127.0.0.1:5432
+that runs in the test process, 9 to 15 round-robin for stacks of processes. Run in parallel
+(``pytest -n 2``, as ``scripts/test`` does), the first test process takes that Redis and every other one an
+embedded redis-server of its own, so that no two flush each other's databases. PostgreSQL: 127.0.0.1:5432
 (trust auth), in a scratch database made for the run.
 """
 
@@ -37,7 +39,11 @@ def _local_redis_answers() -> bool:
 
 @functools.cache
 def redis_base() -> str:
-    """The test Redis without a database: ``REDIS_URL``'s server, the local one, or an embedded one."""
+    """The test Redis without a database: ``REDIS_URL``'s server, the local one, or an embedded one (always
+    an embedded one of its own for a parallel test process other than the first)."""
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        _embedded.append(EmbeddedRedis())
+        return _embedded[0].url
     if os.environ.get("REDIS_URL"):
         return urlsplit(os.environ["REDIS_URL"])._replace(path="", query="").geturl()
     if _local_redis_answers():
