@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import redis
 
 from local.embedded_redis import EmbeddedRedis
+from support import free_port
 
 IN_PROCESS_REDIS_DB = 8
 """The database of the code under test that runs in the test process (store, batching, the gate)."""
@@ -41,8 +42,8 @@ def _local_redis_answers() -> bool:
 def redis_base() -> str:
     """The test Redis without a database: ``REDIS_URL``'s server, the local one, or an embedded one (always
     an embedded one of its own for a parallel test process other than the first)."""
-    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
-        _embedded.append(EmbeddedRedis())
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":  # over TCP, as the tests reach the first
+        _embedded.append(EmbeddedRedis(port=free_port()))
         return _embedded[0].url
     if os.environ.get("REDIS_URL"):
         return urlsplit(os.environ["REDIS_URL"])._replace(path="", query="").geturl()
