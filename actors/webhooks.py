@@ -14,7 +14,8 @@
   thread that analysis needs.
   On the engine the request sleeps until its slot (a timer, not a thread, and no connection held), then
   waits for its receiver as a coroutine. A finishing thread records the outcome (``store.deliveries``):
-  delivered on any ``2xx``; ``410 Gone`` disables the subscription; anything else (another status, no
+  delivered on any ``2xx``; ``410 Gone`` disables the subscription; ``429`` also holds the subscription for
+  its ``Retry-After`` (no request to it until then, and the failed ones not before); anything else (another status, no
   answer in time, a refused address, a redirect, which is never followed) is tried again on the retry
   schedule, then dead-lettered.
 
@@ -37,6 +38,7 @@ import httpx
 
 from actors.broker import WEBHOOK_QUEUE, queue_key, redis_client, send, settings
 from actors.calls import CallEngine, Job
+from insights.refusals import parse_retry_after
 from settings import Settings
 from store import deliveries, subscriptions
 from store.db import call_and_release, release
@@ -53,6 +55,8 @@ RESPONSE_BYTES = 4096  # what is read of a receiver's answer: its status is what
 HTTP_CLIENTS = 32  # pools the requests are dealt round (a pool's bookkeeping grows with its connections)
 ROOM_WAIT_SECONDS = 0.5  # how long a thread waits for room on a full engine: a brake, never a long hold
 MAX_LOOP_LAG = 0.1  # seconds the engine's loop may run late before it takes no more requests (CPU-bound)
+THROTTLE_SECONDS = 5.0  # how long a subscription is held after a 429 without Retry-After
+MAX_THROTTLE_SECONDS = 3600.0  # the longest hold one 429 can ask for
 FULL_SECONDS = 2.0  # after an engine had no room: no claims for this long, its deliveries due again after it
 
 
@@ -122,8 +126,8 @@ def deliver_webhook(subscription_id: str, delivery_ids: list[str], token: str, n
         call_and_release(deliveries.give_back, ids, token, FULL_SECONDS)
 
 
-async def post(request: Request, client: httpx.AsyncClient) -> int:
-    """Send the request; its answer's status. At most ``RESPONSE_BYTES`` of the answer are read, and the whole
+async def post(request: Request, client: httpx.AsyncClient) -> Answered:
+    """Send the request; its answer. At most ``RESPONSE_BYTES`` of the answer are read, and the whole
     exchange has ``WEBHOOK_TIMEOUT_SECONDS`` (a receiver dribbling its answer cannot hold the request longer)."""
     await asyncio.sleep(request.not_before - time.time())  # its slot in the pace
     while wait_ms := pacing().confirm(request.subscription_id):  # a late timer must not bunch with the next
@@ -137,39 +141,61 @@ async def post(request: Request, client: httpx.AsyncClient) -> int:
                     read += len(chunk)
                     if read >= RESPONSE_BYTES:
                         break
-                return answer.status_code
+                status = answer.status_code
+                return Answered(status, parse_retry_after(answer.headers.get("retry-after")) if status == 429 else None)
     except TimeoutError:
         raise NoAnswer(f"no answer within {limit:g} s (WEBHOOK_TIMEOUT_SECONDS)") from None
     finally:
         metrics.worker().webhook_latency.observe(time.monotonic() - started)
 
 
+@dataclass(frozen=True)
+class Answered:
+    """A receiver's answer: its status, and with a ``429`` the seconds its ``Retry-After`` asked for."""
+
+    status: int
+    retry_after: float | None = None
+
+
 class NoAnswer(Exception):
     """The receiver did not answer in time."""
 
 
-def record(request: Request, outcome: int | Exception) -> None:
+def record(request: Request, outcome: Answered | Exception) -> None:
     """Record what became of a request (run by a finishing thread of the engine)."""
     ids, token, counter = request.delivery_ids, request.token, metrics.worker().webhook_requests
-    if isinstance(outcome, int) and 200 <= outcome < 300:
-        deliveries.delivered(ids, token, outcome)
+    status = outcome.status if isinstance(outcome, Answered) else None
+    if status and 200 <= status < 300:
+        deliveries.delivered(ids, token, status)
         counter.labels("delivered").inc()
         metrics.worker().webhook_events.inc(len(ids))
         return
-    if outcome == 410:
+    if status == 410:
         reason = "the receiver answered 410 Gone: subscription disabled"
         deliveries.gone(request.subscription_id, ids, token, reason)
         logger.warning("webhook %s: %s", request.subscription_id, reason)
         counter.labels("gone").inc()
         return
-    status = outcome if isinstance(outcome, int) else None
-    error = f"HTTP {outcome}" if status else f"{type(outcome).__name__}: {str(outcome) or 'no detail'}"
+    error = f"HTTP {status}" if status else f"{type(outcome).__name__}: {str(outcome) or 'no detail'}"
     if status and 300 <= status < 400:
         error += " (redirects are not followed)"
-    result = deliveries.failed(ids, token, status, settings().redact(error), settings().webhook_retry_schedule)
+    held = throttled(request, outcome) if isinstance(outcome, Answered) and status == 429 else 0.0
+    if held:
+        error += f" (the subscription held {held:g} s)"
+    schedule = settings().webhook_retry_schedule
+    result = deliveries.failed(ids, token, status, settings().redact(error), schedule, at_least=held)
     counter.labels("dead" if result["dead"] else "retry").inc()
     if result["dead"]:
         logger.warning("webhook %s: %d delivery(ies) dead-lettered: %s", request.subscription_id, result["dead"], error)
+
+
+def throttled(request: Request, answer: Answered) -> float:
+    """The receiver answered ``429``: hold its subscription for its ``Retry-After`` (``THROTTLE_SECONDS``
+    without one, ``MAX_THROTTLE_SECONDS`` at most); the seconds held."""
+    seconds = min(answer.retry_after or THROTTLE_SECONDS, MAX_THROTTLE_SECONDS)
+    pacing().hold(request.subscription_id, seconds)
+    logger.warning("webhook %s: the receiver answered 429; no request for %g s", request.subscription_id, seconds)
+    return seconds
 
 
 def dispatch_once() -> int:

@@ -80,6 +80,7 @@ def outgoing(ref: Callable[[type[BaseModel]], dict]) -> dict[str, Any]:
     received = {
         "2XX": {"description": "Delivered"},
         "410": {"description": "Gone: the subscription is disabled"},
+        "429": {"description": "Too Many Requests: nothing more to the subscription until its Retry-After"},
         "default": {"description": "Tried again on the retry schedule, then a dead letter"},
     }
 

@@ -71,9 +71,12 @@ def delivered(ids: list[str], token: str, status: int) -> int:
         return WebhookDelivery.update(**changes, lease_token=None).where(*_under(ids, token)).execute()
 
 
-def failed(ids: list[str], token: str, status: int | None, error: str, schedule: tuple[float, ...]) -> Counter:
-    """A request carrying ``ids`` failed: each is due again after its next delay, or is a dead letter once
-    its attempts are spent. Returns how many of each (``retry``, ``dead``)."""
+def failed(
+    ids: list[str], token: str, status: int | None, error: str, schedule: tuple[float, ...], at_least: float = 0.0
+) -> Counter:
+    """A request carrying ``ids`` failed: each is due again after its next delay (``at_least`` seconds, when
+    the receiver asked for as much), or is a dead letter once its attempts are spent. Returns how many of
+    each (``retry``, ``dead``)."""
     now, outcome = utcnow(), Counter()
     with write_transaction(database.obj):
         by_attempts: defaultdict[int, list[str]] = defaultdict(list)
@@ -85,7 +88,7 @@ def failed(ids: list[str], token: str, status: int | None, error: str, schedule:
             if delay is None:
                 changes["status"] = FAILED
             else:
-                changes["next_attempt_at"] = now + timedelta(seconds=delay)
+                changes["next_attempt_at"] = now + timedelta(seconds=max(delay, at_least))
             WebhookDelivery.update(**changes).where(WebhookDelivery.id.in_(chosen)).execute()
             outcome["dead" if delay is None else "retry"] += len(chosen)
     return outcome

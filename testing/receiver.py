@@ -28,7 +28,8 @@ Control endpoints; bad input is answered ``400`` with ``{"error": ...}``:
 - ``POST /_receiver/faults`` with a JSON list: each fault is used by one coming webhook, in order, whatever
   the mode: ``{"status": 500}`` (any status), ``{"delay": 3}`` (seconds, on top of the latency; alone, the
   answer is then the mode's), ``{"redirect": URL}`` (307 to it), ``{"big_body": 10000000}`` (200 with that
-  many bytes, streamed without a length, for a sender that must cap what it reads).
+  many bytes, streamed without a length, for a sender that must cap what it reads), ``{"status": 429,
+  "retry_after": "3"}`` (a ``Retry-After`` header with the answer).
 - ``POST /_receiver/config`` with any of the settings above; answers the configuration (``GET`` reads it).
 - ``GET /_receiver/received``: every request kept, ``{"t": arrival (epoch s), "path", "status" (what it was
   answered), "headers" (the three webhook headers, content-type and user-agent, as sent), "body" (the raw

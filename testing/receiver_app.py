@@ -20,7 +20,7 @@ from testing.asgi import Receive, Scope, Send, read_body, send_json
 MODES = {"ok": 200, "down": 503, "gone": 410}
 RECORDED_HEADERS = (b"webhook-id", b"webhook-timestamp", b"webhook-signature", b"content-type", b"user-agent")
 SETTABLE = {"mode": str, "latency_ms": float, "fail_rate": float, "seed": int, "secrets": list}
-FAULT_KEYS = {"status": int, "delay": float, "redirect": str, "big_body": int}
+FAULT_KEYS = {"status": int, "delay": float, "redirect": str, "big_body": int, "retry_after": str}
 CHUNK = 65536  # bytes per message of a big body: it is streamed, never held whole
 BAD_REQUEST = (KeyError, TypeError, ValueError, AttributeError)  # json.JSONDecodeError is a ValueError
 
@@ -261,8 +261,10 @@ class ReceiverApp:
             return
         if "big_body" in fault:
             return await stream(receive, send, fault["big_body"])
-        location = {"location": fault["redirect"]} if "redirect" in fault else {}
-        await send_json(send, entry["status"], b"{}", location)
+        headers = {"location": fault["redirect"]} if "redirect" in fault else {}
+        if "retry_after" in fault:
+            headers["retry-after"] = fault["retry_after"]
+        await send_json(send, entry["status"], b"{}", headers)
 
 
 async def stream(receive: Receive, send: Send, size: int) -> None:

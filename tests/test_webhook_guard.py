@@ -162,6 +162,20 @@ def test_the_last_word_is_a_sliding_log_of_requests_sent_shared_by_every_process
     assert second.confirm("wh_1") == 0
 
 
+def test_a_held_subscription_sends_nothing_and_books_nothing_until_its_hold_ends():
+    client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
+    client.flushdb()
+    first, second = Pacing(client, 50, "test"), Pacing(client, 50, "test")
+    assert first.reserve("wh_1") == 0
+    second.hold("wh_1", 2.0)
+    assert 1900 <= first.confirm("wh_1") <= 2000, "a request already booked waits for the hold's end"
+    assert 1900 <= first.reserve("wh_1") <= 2000, "and no slot is booked before it"
+    assert first.booked_ms("wh_1") > 1900, "so a dispatcher claims less"
+    second.hold("wh_1", 0.5)
+    assert first.confirm("wh_1") > 1800, "a shorter hold does not shorten a longer one"
+    assert first.confirm("wh_2") == 0 and first.reserve("wh_2") == 0, "each subscription its own hold"
+
+
 def test_the_default_schedule_retries_for_over_a_day_with_jitter():
     schedule = load_settings({}).webhook_retry_schedule
     rng = random.Random(1)

@@ -125,6 +125,15 @@ def test_a_claim_holds_its_deliveries_until_an_outcome_under_its_token(db):
     assert deliveries.claim(subscription.id, 10, lease_seconds=60)[1] == [], "not due yet"
 
 
+def test_a_receiver_that_asked_for_longer_than_the_schedule_gets_its_wait(db):
+    subscription = subscribe(events.FAILED)
+    delivery_id = fail_one(subscription.id)
+    token, claimed = deliveries.claim(subscription.id, 10, lease_seconds=60)
+    assert deliveries.failed(claimed, token, 429, "HTTP 429", SCHEDULE, at_least=120) == {"retry": 1}
+    wait = (WebhookDelivery.get_by_id(delivery_id).next_attempt_at - utcnow()).total_seconds()
+    assert 119 < wait <= 120, "the receiver's Retry-After, not the schedule's 5 s"
+
+
 def test_a_delivery_out_of_attempts_is_a_dead_letter_and_is_replayed_from_its_first(db):
     subscription = subscribe(events.FAILED)
     delivery_id = fail_one(subscription.id)

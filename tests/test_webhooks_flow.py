@@ -240,6 +240,26 @@ def test_a_redirect_is_not_followed_and_a_huge_answer_is_not_read(hooked, receiv
     assert [record["status"] for record in receiver.received()] == [307, 200]
 
 
+def test_a_receiver_answering_429_holds_its_subscription_for_its_retry_after(hooked, receiver):
+    """A 429 asks the sender to slow down: nothing goes to that subscription until its Retry-After has
+    passed, the refused event comes again after it (not after the schedule's half second), and every event
+    arrives once."""
+    hooked.subscribe()
+    receiver.faults({"status": 429, "retry_after": "3"})
+    hooked.env["WEBHOOK_RETRY_SCHEDULE"] = "0.5"
+    hooked.start_worker()
+    post_all(hooked.client, TEXTS[:1])
+    refused = wait_until(receiver.received, timeout=60, message="the first request")[0]
+    assert refused["status"] == 429
+    post_all(hooked.client, TEXTS[1:4])
+    records = accepted_events(receiver, 4)
+    later = [record["t"] for record in records if record["t"] > refused["t"]]
+    assert len(later) == len(records) - 1 and min(later) >= refused["t"] + 3 - 0.1, "nothing before the hold's end"
+    stats = receiver.stats()
+    assert (stats["accepted_events"], stats["duplicates"]) == (4, 0)
+    assert hooked.sql("SELECT DISTINCT status FROM webhook_deliveries") == [("delivered",)]
+
+
 def test_a_slow_receiver_never_delays_analysis(hooked, receiver):
     """Requests to a receiver that hangs wait as coroutines, not in the worker's four threads: were they
     threads, the first five would hold all four for 30 s and the other conversations would wait that long."""

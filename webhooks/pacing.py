@@ -9,6 +9,9 @@ requests that really left (:meth:`Pacing.confirm`): at most ``WEBHOOK_RPS`` in a
 a timer that fired late cannot bunch with the next one, and the margin covers the jitter on the way, so
 that the receiver never counts more than ``WEBHOOK_RPS`` in one of its seconds.
 
+A receiver that answers ``429 Too Many Requests`` has its subscription held (:meth:`Pacing.hold`) for its
+``Retry-After``: no request leaves until then, and the slots not yet booked come after it.
+
 The dispatcher asks first how far ahead the slots are booked (:meth:`Pacing.booked_ms`) and claims only what
 it can send within its horizon, so that a backlog of 100,000 stays in the database, not in Redis.
 """
@@ -35,12 +38,14 @@ return string.format('%.3f', math.max(tonumber(redis.call('GET', KEYS[1]) or '0'
 """
 
 
-# KEYS: the log of requests sent.  ARGV: limit, window ms, member.  0 with the request logged, or the
-# milliseconds to wait before asking again.
+# KEYS: the log of requests sent, the hold.  ARGV: limit, window ms, member.  0 with the request logged, or
+# the milliseconds to wait before asking again.
 CONFIRM = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+if held > now then return math.ceil(held - now) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
@@ -52,6 +57,22 @@ return math.max(1, tonumber(oldest[2]) + window - now + 1)
 """
 
 
+# KEYS: the next slot, the hold.  ARGV: milliseconds.  Holds the subscription until then (a longer hold
+# stands), and books no slot before it.
+HOLD = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local held = now + tonumber(ARGV[1])
+if held > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], held, 'PX', tonumber(ARGV[1]) + 1000)
+end
+if held > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], held, 'PX', tonumber(ARGV[1]) + 1000)
+end
+return held
+"""
+
+
 class Pacing:
     """The request slots of every subscription, shared in Redis."""
 
@@ -60,9 +81,11 @@ class Pacing:
         self.interval_ms = self.window_ms / requests_per_second
         self.prefix = f"{namespace}:webhooks:next-slot:"
         self.log_prefix = f"{namespace}:webhooks:sent:"
+        self.hold_prefix = f"{namespace}:webhooks:held-until:"
         self._reserve = client.register_script(RESERVE)
         self._booked = client.register_script(BOOKED)
         self._confirm = client.register_script(CONFIRM)
+        self._hold = client.register_script(HOLD)
 
     def reserve(self, subscription_id: str) -> int:
         """Book the subscription's next slot: milliseconds from now until a request may leave."""
@@ -75,4 +98,10 @@ class Pacing:
     def confirm(self, subscription_id: str) -> int:
         """Log a request leaving now (0), or say how many milliseconds it must wait first."""
         member = uuid.uuid4().hex
-        return int(self._confirm(keys=[self.log_prefix + subscription_id], args=[self.limit, self.window_ms, member]))
+        keys = [self.log_prefix + subscription_id, self.hold_prefix + subscription_id]
+        return int(self._confirm(keys=keys, args=[self.limit, self.window_ms, member]))
+
+    def hold(self, subscription_id: str, seconds: float) -> None:
+        """No request to the subscription for ``seconds`` from now (its receiver asked us to slow down)."""
+        keys = [self.prefix + subscription_id, self.hold_prefix + subscription_id]
+        self._hold(keys=keys, args=[max(1, int(seconds * 1000))])
