@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from insights import credits
+from ratelimits import lua
 
 
 @dataclass(frozen=True)
@@ -102,24 +103,7 @@ return 0
 # probe.  Returns 0 with the start logged, the milliseconds to wait before asking again, or a negative
 # number: held for credits (a reservation granted before they ran out), not to start; minus the
 # milliseconds until the next probe.
-CONFIRM = (
-    """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-"""
-    + credits.CONFIRM_STEP
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window * 2)
-  return 0
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now + 1)
-"""
-)
+CONFIRM = lua.NOW + credits.CONFIRM_STEP + lua.SLIDING_LOG
 
 # KEYS: pause.  ARGV: milliseconds.  Extends the pause, never shortens it.
 PAUSE = """

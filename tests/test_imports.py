@@ -170,8 +170,9 @@ def test_the_graph_sees_the_imports_it_should():
 # the store over the domains, and the settings over nothing of the project.
 MAY_IMPORT = {
     "settings": set(),
-    "insights": {"settings"},
-    "webhooks": {"settings"},
+    "ratelimits": set(),
+    "insights": {"ratelimits", "settings"},
+    "webhooks": {"ratelimits", "settings"},
     "store": {"insights", "settings", "webhooks"},
     "telemetry": {"settings"},
     "actors": {"insights", "settings", "store", "telemetry", "webhooks"},

@@ -22,46 +22,41 @@ import uuid
 
 import redis
 
-RESERVE = """
-local now = redis.call('TIME')
-now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+from ratelimits import lua
+
+RESERVE = (
+    lua.NOW
+    + """
 local slot = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
 local after = slot + tonumber(ARGV[1])
 redis.call('SET', KEYS[1], string.format('%.3f', after), 'PX', math.ceil(after - now) + 1000)
 return string.format('%.3f', slot - now)
 """
+)
 
-BOOKED = """
-local now = redis.call('TIME')
-now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+BOOKED = (
+    lua.NOW
+    + """
 return string.format('%.3f', math.max(tonumber(redis.call('GET', KEYS[1]) or '0') - now, 0))
 """
-
+)
 
 # KEYS: the log of requests sent, the hold.  ARGV: limit, window ms, member.  0 with the request logged, or
 # the milliseconds to wait before asking again.
-CONFIRM = """
-local now = redis.call('TIME')
-now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+CONFIRM = (
+    lua.NOW
+    + """
 local held = tonumber(redis.call('GET', KEYS[2]) or '0')
 if held > now then return math.ceil(held - now) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window * 2)
-  return 0
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now + 1)
 """
-
+    + lua.SLIDING_LOG
+)
 
 # KEYS: the next slot, the hold.  ARGV: milliseconds.  Holds the subscription until then (a longer hold
 # stands), and books no slot before it.
-HOLD = """
-local now = redis.call('TIME')
-now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+HOLD = (
+    lua.NOW
+    + """
 local held = now + tonumber(ARGV[1])
 if held > tonumber(redis.call('GET', KEYS[2]) or '0') then
   redis.call('SET', KEYS[2], held, 'PX', tonumber(ARGV[1]) + 1000)
@@ -71,6 +66,7 @@ if held > tonumber(redis.call('GET', KEYS[1]) or '0') then
 end
 return held
 """
+)
 
 
 class Pacing:
