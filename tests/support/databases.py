@@ -45,8 +45,8 @@ def redis_base() -> str:
     if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":  # over TCP, as the tests reach the first
         _embedded.append(EmbeddedRedis(port=free_port()))
         return _embedded[0].url
-    if os.environ.get("REDIS_URL"):
-        return urlsplit(os.environ["REDIS_URL"])._replace(path="", query="").geturl()
+    if url := os.environ.get("REDIS_URL"):  # a socket's path is where it is; a TCP URL's path its database
+        return url.partition("?")[0] if url.startswith("unix:") else urlsplit(url)._replace(path="", query="").geturl()
     if _local_redis_answers():
         return "redis://127.0.0.1:6379"
     _embedded.append(EmbeddedRedis())
