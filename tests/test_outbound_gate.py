@@ -43,9 +43,11 @@ def run_callers(gate_list: list[OutboundGate], calls: int, tokens: int = 0) -> l
 
 
 def test_calls_are_spaced_so_no_second_holds_more_than_the_limit():
-    starts = [t for t, _ in run_callers(gates(3, calls_per_second=20), calls=60)]
+    """Seen by the callers' clock, after the gate let them go: the margin covers this busy machine's threads
+    waking late (tens of milliseconds at times), as the default covers the way to the server."""
+    starts = [t for t, _ in run_callers(gates(3, calls_per_second=20, margin_ms=150), calls=60)]
     assert max_calls_in_any_window(starts, 1.0) <= 20
-    assert starts[-1] - starts[0] >= 59 * (1.03 / 20) * 0.9, "one reservation after the other, not a burst"
+    assert starts[-1] - starts[0] >= 59 * (1.15 / 20) * 0.9, "one reservation after the other, not a burst"
 
 
 def test_the_token_budget_holds_in_every_window_and_is_used():
