@@ -15,9 +15,9 @@
   On the engine the request sleeps until its slot (a timer, not a thread, and no connection held), then
   waits for its receiver as a coroutine. A finishing thread records the outcome (``store.deliveries``):
   delivered on any ``2xx``; ``410 Gone`` disables the subscription; ``429`` also holds the subscription for
-  its ``Retry-After`` (no request to it until then, and the failed ones not before); anything else (another status, no
-  answer in time, a refused address, a redirect, which is never followed) is tried again on the retry
-  schedule, then dead-lettered.
+  its ``Retry-After`` (no request to it until then, and the failed ones not before); anything else (another
+  status, no answer in time, a refused address, a redirect, which is never followed) is tried again on the
+  retry schedule, then dead-lettered.
 
 Nothing is lost: a claim is a lease in the database, so a delivery whose message Redis lost, or whose worker
 died, is due again when the lease ends. A delivery may so arrive twice; receivers de-duplicate by event id.
