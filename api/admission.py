@@ -18,7 +18,7 @@ from ulid import ULID
 
 from actors.broker import send_for_batching, streamed_lanes
 from api.errors import ApiError
-from insights.schemas import ConversationBase
+from insights.incoming import ConversationBase
 from settings import Settings
 from store import queries
 from store.db import call_and_release

@@ -17,7 +17,7 @@ from api.body import parse_json, read_body, require_json
 from api.errors import field_errors
 from api.idempotency import KeyUse, bind_and_rename, look_up, request_key
 from api.params import parse_lane
-from insights.schemas import ConversationBase, batch_envelope, request_models
+from insights.incoming import ConversationBase, batch_envelope, request_models
 from settings import Settings
 from store import queries
 from telemetry import metrics

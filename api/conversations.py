@@ -14,8 +14,9 @@ from api.documents import listed_document, status_document
 from api.errors import ApiError, bad_parameter
 from api.idempotency import bind_and_rename, look_up, request_key
 from api.params import check_parameters, decode_cursor, encode_cursor, parse_lane, parse_number, parse_window
+from insights.incoming import ConversationBase, request_models
 from insights.pii.masker import Masker
-from insights.schemas import CONVERSATION_ID_PATTERN, ConversationBase, request_models
+from insights.schemas import CONVERSATION_ID_PATTERN
 from settings import Settings
 from store import queries, reports
 from store.db import call_and_release

@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 
 from api import models as api
 from api import openapi_webhooks
-from insights.schemas import batch_envelope, request_models
+from insights.incoming import batch_envelope, request_models
 from settings import Settings
 from store.models import STATUSES
 

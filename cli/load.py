@@ -17,7 +17,7 @@ from tqdm import tqdm
 from actors.broker import send_for_batching, streamed_lanes
 from cli.command import OneOf, Usage, always, argument, command
 from cli.common import CONFIRM_ABOVE, chunks, confirm, parse_time
-from insights.schemas import request_models
+from insights.incoming import request_models
 from settings import Settings
 from store import queries
 from store.models import BULK, LANES

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 from peewee import Database, OperationalError, PostgresqlDatabase
 
-from insights.schemas import occurred_at_in_payload
+from insights.incoming import occurred_at_in_payload
 from store import rollup_check, usage
 from store.models import (
     Conversation,
@@ -82,7 +82,7 @@ def _occurred_at(db: Database) -> None:
     """The conversation's own time (``occurred_at``) and when its current wait began (``enqueued_at``).
 
     Existing conversations get ``occurred_at`` from their stored payloads by the rule new ones follow
-    (:func:`insights.schemas.occurred_at_in_payload`), and their insights a copy of it; ``enqueued_at``
+    (:func:`insights.incoming.occurred_at_in_payload`), and their insights a copy of it; ``enqueued_at``
     is the last change of an open conversation, the arrival of a settled one. Windows and the daily counts
     move from ``received_at`` to ``occurred_at``: their indexes are replaced and the counts rebuilt.
     Reads every payload once: on a large database, expect it to take minutes.

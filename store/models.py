@@ -43,7 +43,7 @@ class Conversation(BaseModel):
     last_error = TextField(null=True)
     claim_token = CharField(max_length=32, null=True)  # the latest claim's: only its result is stored (store.results)
     # Always written; nullable only because migration 0006 adds them to tables that have rows.
-    occurred_at = DateTimeField(null=True)  # when it happened (insights.schemas.occurred_at_of): windows use it
+    occurred_at = DateTimeField(null=True)  # when it happened (insights.incoming.occurred_at_of): windows use it
     enqueued_at = DateTimeField(null=True)  # when its current wait began: accepted, reprocessed or requeued
     lane = CharField(
         max_length=16, default=REALTIME, constraints=[SQL("DEFAULT 'realtime'")]

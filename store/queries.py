@@ -70,7 +70,7 @@ class NewConversation:
     payload: str  # canonical JSON of messages and metadata
     payload_hash: str
     received_at: datetime
-    occurred_at: datetime  # insights.schemas.occurred_at_of
+    occurred_at: datetime  # insights.incoming.occurred_at_of
     lane: str = REALTIME
 
     @classmethod

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from support.cli import insights, write_lines
 from support.traffic import conversation
 
-from insights.schemas import AnalysisResult, InsightRow, request_models
+from insights.incoming import request_models
+from insights.schemas import AnalysisResult, InsightRow
 from settings import get_settings, load_settings
 from store import claims, counts, queries, reports, results
 from store.migrations import migrate
