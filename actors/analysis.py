@@ -108,6 +108,19 @@ def analyze_batch(conversation_ids: list[str]) -> None:
         active.prompt_version,
     )
     claims: list[Claim] = []
+    try:
+        analyze_claimed(active, batch, conversations, claims)
+    except Exception as error:
+        if not claims:
+            raise  # nothing claimed: the message's retry finds the conversations still queued
+        outcomes.crashed(batch, claims[0], error)
+
+
+def analyze_claimed(
+    active: Analyzer, batch: outcomes.Batch, conversations: list[ConversationToAnalyze], claims: list[Claim]
+) -> None:
+    """Claim the batch when its call may start (the claim appended to ``claims``); offline, analyze and store
+    it here, with Grok hand the call to the engine."""
     claim = functools.partial(claim_now, claims)
     try:
         if isinstance(active, GrokClient):
@@ -148,6 +161,7 @@ def grok_job(client: GrokClient, batch: outcomes.Batch, claim: Claim, call: Prep
         send=functools.partial(client.post, call=call),
         finish=finish,
         give_back=functools.partial(outcomes.give_back, batch, claim),
+        crashed=functools.partial(outcomes.crashed, batch, claim),
     )
 
 

@@ -56,11 +56,13 @@ LAG_TICK_SECONDS = 0.05  # how often the loop times itself, where a ``max_lag`` 
 @dataclass(frozen=True)
 class Job:
     """One call: how to send it, what to do with its outcome (the answer, or the exception the send
-    raised), and how to give its batch back if the call is cancelled at shutdown."""
+    raised), how to give its batch back if the call is cancelled at shutdown, and what to do if ``finish``
+    raised (the call was made: unlike a cancelled one, it counts)."""
 
     send: Callable[[httpx.AsyncClient], Awaitable[Any]]
     finish: Callable[[Any], None]
     give_back: Callable[[], None]
+    crashed: Callable[[Exception], None]
 
 
 class CallEngine:
@@ -173,9 +175,11 @@ class CallEngine:
     def _finish(job: Job, outcome: Any) -> None:
         try:
             call_and_release(job.finish, outcome)
-        except Exception:  # not left claimed under a live lease (nobody would take it back): given back
-            logger.exception("finishing a call failed; its batch is given back")
-            call_and_release(job.give_back)
+        except Exception as error:  # not left claimed under a live lease (nobody would take it back)
+            try:
+                call_and_release(job.crashed, error)
+            except Exception:  # the database away too: the reconciler takes back claims older than any call
+                logger.exception("a call's finish failed, and so did handing its batch on")
 
     async def _renew_lease(self) -> None:
         """Every third of the lease, from this loop: a loop that no longer turns loses its claims."""

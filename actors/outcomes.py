@@ -212,6 +212,24 @@ def give_back(batch: Batch, claim: claims.Claim) -> None:
     )
 
 
+def crashed(batch: Batch, claim: claims.Claim, error: Exception) -> None:
+    """Finishing a claimed batch raised what no outcome explains (a bug, or the database and Redis away
+    together): its open conversations back to ``queued`` with the error, the attempt kept, and sent again.
+    Left claimed, they would wait for a lease that a living worker renews for ever; given back with the
+    attempt refunded, a fault that repeats would call Grok for them without end. This way it ends, after
+    ``MAX_RETRIES`` attempts, in ``failed`` with the error."""
+    ids = [c.id for c in claim.conversations]
+    logger.error(
+        "finishing a batch failed, %d conversation(s) sent again: %r",
+        len(ids),
+        error,
+        exc_info=error,
+        extra={"batch_id": batch.batch_id, "conversation_ids": ids},
+    )
+    claims.requeue_claimed(ids, said(f"the worker failed: {error!r}"), claim.token)
+    send_batch(ids, queue=AGAIN_QUEUE)
+
+
 def grok_hold(patience_ms: float | None = None) -> tuple[str, float] | None:
     """Why and for how long Grok cannot take a call now, or ``None``. Offline, never.
 

@@ -8,7 +8,11 @@ Two kinds of conversation have lost their way:
   do not wait behind a backlog a second time;
 - ``queued`` ``REQUEUE_SECONDS`` after its last update (longer while there is a backlog, see
   :func:`effective_lease`): its message is gone (Redis restarted or wiped). These go to the batching
-  stream again.
+  stream again;
+- ``processing`` under a live worker, untouched for that long and then for as long as a call can last
+  twice over (waiting for room in the engine, then its own timeouts): the worker's finish failed and so
+  did giving the batch back (the database away). Its lease, renewed for ever, would keep them. Should
+  the call somehow still be open, its late answer carries an old claim token and is not stored.
 
 Each worker process runs this at start-up and every ``RECONCILE_INTERVAL_SECONDS``; the rows it re-sends
 go back to ``queued``, touched, which hands each one to a single process.
@@ -60,8 +64,11 @@ def reconcile_once() -> int:
         for batch in lapsed:
             send_batch(batch, queue=AGAIN_QUEUE)
         total += sum(map(len, lapsed))
-    cutoff = queries.utcnow() - timedelta(seconds=effective_lease())
-    while stale := claims.reclaim_stale(cutoff, lanes):  # the bulk lane keeps its own (actors.bulk)
+    current, lease = settings(), effective_lease()
+    call_bound = 2 * (current.grok_connect_timeout_seconds + current.grok_read_timeout_seconds)
+    cutoff = queries.utcnow() - timedelta(seconds=lease)
+    claimed_before = cutoff - timedelta(seconds=call_bound)
+    while stale := claims.reclaim_stale(cutoff, claimed_before, lanes):  # the bulk lane keeps its own (actors.bulk)
         send_for_batching(stale)
         total += len(stale)
     if total:

@@ -120,6 +120,7 @@ def deliver_webhook(subscription_id: str, delivery_ids: list[str], token: str, n
         send=functools.partial(post, request),
         finish=functools.partial(record, request),
         give_back=functools.partial(call_and_release, deliveries.give_back, ids, token),
+        crashed=functools.partial(record_crashed, request),
     )
     if not engine().submit(job, wait=ROOM_WAIT_SECONDS):  # full: every dispatcher holds off, these wait a moment
         redis_client().set(full_key(), 1, px=int(FULL_SECONDS * 1000))
@@ -187,6 +188,14 @@ def record(request: Request, outcome: Answered | Exception) -> None:
     counter.labels("dead" if result["dead"] else "retry").inc()
     if result["dead"]:
         logger.warning("webhook %s: %d delivery(ies) dead-lettered: %s", request.subscription_id, result["dead"], error)
+
+
+def record_crashed(request: Request, error: Exception) -> None:
+    """Recording an answer raised (a bug, or the database away for a moment): a failed attempt, tried again
+    on the retry schedule, so that a fault that repeats cannot send the request again and again without end."""
+    logger.error("webhook %s: recording the answer failed: %r", request.subscription_id, error, exc_info=error)
+    reason = settings().redact(f"recording the answer failed: {error!r}")
+    deliveries.failed(request.delivery_ids, request.token, None, reason, settings().webhook_retry_schedule)
 
 
 def throttled(request: Request, answer: Answered) -> float:

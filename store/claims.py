@@ -138,17 +138,22 @@ def fail_open(conversation_ids: Iterable[str], reason: str, claim_token: str | N
     return failing
 
 
-def reclaim_stale(older_than: datetime, lanes: Iterable[str] = LANES, limit: int = 1000) -> list[str]:
+def reclaim_stale(
+    older_than: datetime, claimed_before: datetime, lanes: Iterable[str] = LANES, limit: int = 1000
+) -> list[str]:
     """Ids of open conversations of ``lanes`` whose message may be lost, back to ``queued`` and touched, so
-    that each goes to one caller: ``queued`` ones untouched since ``older_than``, and ``processing`` ones that
-    name no worker (claimed by a release before leases) untouched since then. A dead worker's claims are
-    :func:`store.workers.reclaim_lapsed`'s."""
+    that each goes to one caller: ``queued`` ones untouched since ``older_than``, ``processing`` ones that
+    name no worker (claimed by a release before leases) untouched since then, and ``processing`` ones of a
+    live worker untouched since ``claimed_before`` (longer than any call takes: their finish failed and so
+    did giving them back, the database away). A dead worker's claims are :func:`store.workers.reclaim_lapsed`'s."""
     stale_query = (
         Conversation.select(Conversation.id)
         .where(
             Conversation.status.in_(OPEN_STATUSES),
             Conversation.lane.in_(list(lanes)),
-            (Conversation.status == QUEUED) | Conversation.claimed_by.is_null(),
+            (Conversation.status == QUEUED)
+            | Conversation.claimed_by.is_null()
+            | (Conversation.updated_at < claimed_before),
             Conversation.updated_at < older_than,
         )
         .order_by(Conversation.updated_at)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from types import SimpleNamespace
 from typing import Any
@@ -35,7 +36,21 @@ GROK_STATE_HELP = (
 GROK_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 
 
-@functools.cache
+def registered_once(build: Callable[[], SimpleNamespace]) -> Callable[[], SimpleNamespace]:
+    """``build``'s metrics, registered by the first call only. ``functools.cache`` alone lets the first
+    calls of two worker threads both build them, and the second registration raises (its batch unstored)."""
+    cached = functools.cache(build)
+    lock = threading.Lock()
+
+    @functools.wraps(build)
+    def get() -> SimpleNamespace:
+        with lock:
+            return cached()
+
+    return get
+
+
+@registered_once
 def web() -> SimpleNamespace:
     from prometheus_client import Counter, Histogram
 
@@ -47,7 +62,7 @@ def web() -> SimpleNamespace:
     )
 
 
-@functools.cache
+@registered_once
 def worker() -> SimpleNamespace:
     from prometheus_client import Counter, Histogram
 

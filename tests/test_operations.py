@@ -78,6 +78,39 @@ def test_a_worker_counts_and_says_the_ids_its_database_does_not_hold(make_stack,
     assert f"2 conversation id(s) not in this worker's database (SQLite at {stack.env['DB_PATH']}), dropped" in said[0]
 
 
+RACE_FOR_THE_METRICS = """
+import threading
+from telemetry import metrics
+
+start, failures = threading.Barrier(16), []
+
+def first_call(build):
+    start.wait()
+    try:
+        build()
+    except Exception as error:
+        failures.append(repr(error))
+
+for build in (metrics.worker, metrics.web):
+    threads = [threading.Thread(target=first_call, args=(build,)) for _ in range(16)]
+    [thread.start() for thread in threads]
+    [thread.join() for thread in threads]
+print(failures)
+"""
+
+
+@pytest.mark.processes
+def test_threads_first_asking_for_the_metrics_at_once_all_get_them():
+    """A worker's threads finishing their first batches together each ask for the metrics first: they are
+    registered once (registered twice, prometheus_client raised in every thread but one and their batches
+    stayed claimed until their lease ran out)."""
+    race = subprocess.run(
+        [str(BIN / "python"), "-c", RACE_FOR_THE_METRICS], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert race.returncode == 0, race.stderr
+    assert race.stdout.strip() == "[]"
+
+
 @pytest.mark.processes
 def test_the_procfile_runs_under_honcho_with_several_web_workers(tmp_path):
     port = free_port()

@@ -85,7 +85,7 @@ if sys.argv[1] == "migrate":
     print(json.dumps(migrate(db)))
 else:
     taken = []
-    while batch := claims.reclaim_stale(cutoff, limit=7):
+    while batch := claims.reclaim_stale(cutoff, cutoff, limit=7):
         taken += batch
     print(json.dumps(taken))
 """

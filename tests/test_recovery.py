@@ -99,6 +99,51 @@ def test_entries_of_a_dead_cutter_are_claimed_back(monkeypatch):
     assert messages[0]["actor_name"] == "analyze_batch"
 
 
+def test_a_claimed_batch_whose_analysis_raises_goes_again_and_ends_failed_not_stuck(db, monkeypatch):
+    """The analysis of a claimed batch raises what no outcome explains (a bug): its conversations go back to
+    ``queued`` with the error and are sent again at once, the attempt kept, so a fault that repeats ends
+    in ``failed`` after ``MAX_RETRIES`` with the error. (Left claimed, they stayed ``processing`` under the
+    worker's lease, which a living worker renews for ever.)"""
+    from dramatiq import Message
+    from dramatiq.middleware import CurrentMessage
+
+    from actors import analysis
+    from actors.broker import AGAIN_QUEUE, queue_key, settings
+    from insights.offline import OfflineAnalyzer
+    from insights.taxonomy import Taxonomy
+    from store import queries
+    from store.models import Conversation
+
+    class Faulty(OfflineAnalyzer):
+        def analyze_one(self, conversation):
+            raise RuntimeError("a bug in the analysis")
+
+    client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
+    client.flushdb()
+    ids = ["faulty-1", "faulty-2"]
+    now = queries.utcnow()
+    payload = json.dumps({"messages": [{"role": "customer", "content": "My parcel is late."}]})
+    queries.insert_conversations([queries.NewConversation(i, payload, f"h-{i}", now, now) for i in ids])
+    monkeypatch.setattr(analysis, "analyzer", lambda: Faulty(Taxonomy.of(settings())))
+    CurrentMessage().before_process_message(None, Message("analyze", "analyze_batch", (ids,), {}, {}))
+
+    for attempt in range(1, settings().max_retries + 1):
+        analysis.analyze_batch(ids)
+        rows = Conversation.select().where(Conversation.id.in_(ids)).order_by(Conversation.id)
+        assert {(r.status, r.attempts) for r in rows} == {("queued", attempt)}
+        assert {r.last_error for r in rows} == {"the worker failed: RuntimeError('a bug in the analysis')"}
+        sent_again = [sorted(json.loads(raw)["args"][0]) for raw in client.hvals(queue_key(AGAIN_QUEUE, "msgs"))]
+        assert sent_again == [ids], "sent again once, as the batch it was"
+        client.delete(queue_key(AGAIN_QUEUE, "msgs"))
+
+    analysis.analyze_batch(ids)
+    rows = Conversation.select().where(Conversation.id.in_(ids))
+    assert {(r.status, r.last_error) for r in rows} == {
+        ("failed", f"the worker failed: RuntimeError('a bug in the analysis') (gave up after {attempt} attempts)")
+    }
+    assert client.hlen(queue_key(AGAIN_QUEUE, "msgs")) == 0
+
+
 def test_ingress_accepts_while_redis_is_down_and_the_work_flows_once_it_is_back(make_stack, tmp_path):
     socket_path = tmp_path / "redis.sock"
     server = EmbeddedRedis(socket_path=socket_path)

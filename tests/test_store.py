@@ -80,13 +80,14 @@ def test_stale_open_conversations_are_reclaimed_once(db):
     claim = claims.claim_for_processing(["done"], max_attempts=3)
     results.record_results(result(claim, ["done"]), max_retries=3, settings=SETTINGS)
     later = queries.utcnow()
-    assert claims.reclaim_stale(later) == ["old"]
-    assert claims.reclaim_stale(later) == [], "a reclaimed conversation is touched, so nobody else takes it"
+    assert claims.reclaim_stale(later, later) == ["old"]
+    assert claims.reclaim_stale(later, later) == [], "a reclaimed conversation is touched, so nobody else takes it"
 
 
 def test_a_live_workers_claims_stay_its_own_and_a_dead_ones_come_back_once(db):
-    """``processing`` is left alone while its worker's lease holds, however old the claim; once the lease
-    lapses the conversations go back to ``queued`` (attempt kept), once, and can be claimed again."""
+    """``processing`` is left alone while its worker's lease holds, until the claim is older than any call
+    could last (its finish failed, and so did giving it back); once the lease lapses the conversations go
+    back to ``queued`` (attempt kept), once, and can be claimed again."""
     for conversation_id in ("live", "dead", "legacy"):
         add(conversation_id)
     workers.renew("worker-alive", 60)
@@ -96,14 +97,15 @@ def test_a_live_workers_claims_stay_its_own_and_a_dead_ones_come_back_once(db):
     claims.claim_for_processing(["legacy"], max_attempts=3)  # claimed by a release before leases
     long_ago = queries.utcnow()
     assert workers.reclaim_lapsed() == [], "every lease holds"
-    assert claims.reclaim_stale(long_ago - timedelta(hours=1)) == [], "nothing is old"
+    assert claims.reclaim_stale(long_ago - timedelta(hours=1), long_ago - timedelta(hours=1)) == [], "nothing is old"
     assert claims.claim_for_processing(["live", "dead"], max_attempts=3).conversations == [], "in a call already"
 
     WorkerLease.update(expires_at=long_ago).where(WorkerLease.worker == "worker-killed").execute()
     assert workers.reclaim_lapsed() == [["dead"]]
     assert workers.reclaim_lapsed() == [], "back to queued: nobody else takes it"
-    assert claims.reclaim_stale(long_ago - timedelta(hours=1)) == [], "touched"
-    assert sorted(claims.reclaim_stale(queries.utcnow() + timedelta(seconds=1))) == ["dead", "legacy"]
+    assert claims.reclaim_stale(long_ago - timedelta(hours=1), long_ago - timedelta(hours=1)) == [], "touched"
+    now = queries.utcnow() + timedelta(seconds=1)
+    assert sorted(claims.reclaim_stale(now, long_ago - timedelta(hours=1))) == ["dead", "legacy"], "a live claim holds"
     row = Conversation.get_by_id("dead")
     assert (row.status, row.attempts) == ("queued", 1)
     assert (
@@ -112,6 +114,7 @@ def test_a_live_workers_claims_stay_its_own_and_a_dead_ones_come_back_once(db):
     )
     again = claims.claim_for_processing(["dead"], max_attempts=3, worker="worker-alive")
     assert [c.id for c in again.conversations] == ["dead"] and Conversation.get_by_id("dead").attempts == 2
+    assert claims.reclaim_stale(long_ago, long_ago) == ["live"], "until it is older than any call could last"
 
 
 def taken_back(conversation_ids: list[str]) -> None:

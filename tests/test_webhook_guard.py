@@ -127,13 +127,47 @@ def test_an_engine_whose_loop_runs_late_takes_nothing_until_it_caught_up():
 
     done = []
     try:
-        assert engine.submit(Job(send=hog, finish=done.append, give_back=lambda: None), wait=0.1)
+        assert engine.submit(Job(send=hog, finish=done.append, give_back=lambda: None, crashed=print), wait=0.1)
         time.sleep(0.2)
         assert engine.behind > 0.1
-        assert not engine.submit(Job(send=quick, finish=done.append, give_back=lambda: None), wait=0.1)
-        assert engine.submit(Job(send=quick, finish=done.append, give_back=lambda: None), wait=2)
+        assert not engine.submit(Job(send=quick, finish=done.append, give_back=lambda: None, crashed=print), wait=0.1)
+        assert engine.submit(Job(send=quick, finish=done.append, give_back=lambda: None, crashed=print), wait=2)
         assert wait_until(lambda: len(done) == 2, timeout=5, message="both calls finished")
         assert engine.behind < 0.1
+    finally:
+        engine.stop(grace=5)
+
+
+def test_a_finish_that_raises_is_handed_to_its_job_and_the_engine_goes_on(caplog):
+    """A call was made, then finishing it raised: the job's ``crashed`` gets the error (the call counts, unlike
+    one cancelled at shutdown, which is given back); should that raise too, it is said, and calls go on."""
+    engine = CallEngine(None, 0.0, httpx.AsyncClient, capacity=2, http_clients=1)
+    engine.start()
+    handed, given_back, finished = [], [], []
+
+    async def answer(_client):
+        return "an answer"
+
+    def faulty(outcome):
+        raise RuntimeError(f"finishing {outcome!r} failed")
+
+    def crashed_too(error):
+        handed.append(error)
+        raise OSError("the database is away")
+
+    try:
+        assert engine.submit(
+            Job(send=answer, finish=faulty, give_back=lambda: given_back.append(1), crashed=handed.append)
+        )
+        assert engine.submit(
+            Job(send=answer, finish=faulty, give_back=lambda: given_back.append(2), crashed=crashed_too)
+        )
+        wait_until(lambda: len(handed) == 2 and engine.in_flight == 0, timeout=5, message="both crashes handed on")
+        assert engine.submit(Job(send=answer, finish=finished.append, give_back=lambda: None, crashed=handed.append))
+        wait_until(lambda: finished, timeout=5, message="the next call finished")
+        assert {repr(error) for error in handed} == {"RuntimeError(\"finishing 'an answer' failed\")"}
+        assert finished == ["an answer"] and given_back == []
+        assert "a call's finish failed, and so did handing its batch on" in caplog.text
     finally:
         engine.stop(grace=5)
 
@@ -200,7 +234,7 @@ def test_a_full_engine_refuses_at_once_rather_than_hold_the_thread():
     async def hang(_client):
         await asyncio.get_running_loop().run_in_executor(None, release.wait)
 
-    job = Job(send=hang, finish=lambda _outcome: None, give_back=lambda: None)
+    job = Job(send=hang, finish=lambda _outcome: None, give_back=lambda: None, crashed=print)
     try:
         assert engine.submit(job, wait=0.1)
         assert not engine.submit(job, wait=0.1), "full: refused after the wait given"

@@ -125,6 +125,21 @@ def test_a_claim_holds_its_deliveries_until_an_outcome_under_its_token(db):
     assert deliveries.claim(subscription.id, 10, lease_seconds=60)[1] == [], "not due yet"
 
 
+def test_a_request_whose_answer_could_not_be_recorded_is_a_failed_attempt_not_sent_again_at_once(db):
+    """Recording a receiver's answer raised (a bug): the request counts as a failed attempt, due again on the
+    retry schedule, so a fault that repeats ends in a dead letter instead of a request sent again and again."""
+    from actors.webhooks import Request, record_crashed
+
+    subscription = subscribe(events.FAILED)
+    delivery_id = fail_one(subscription.id)
+    token, claimed = deliveries.claim(subscription.id, 10, lease_seconds=60)
+    record_crashed(Request(subscription.id, subscription.url, claimed, token, "{}", {}, 0.0), RuntimeError("a bug"))
+    delivery = WebhookDelivery.get_by_id(delivery_id)
+    assert (delivery.status, delivery.attempts, delivery.lease_token) == (PENDING, 1, None)
+    assert delivery.last_error == "recording the answer failed: RuntimeError('a bug')"
+    assert delivery.next_attempt_at > utcnow(), "not due again at once"
+
+
 def test_a_receiver_that_asked_for_longer_than_the_schedule_gets_its_wait(db):
     subscription = subscribe(events.FAILED)
     delivery_id = fail_one(subscription.id)
