@@ -22,26 +22,21 @@ credits hold, whose one probe a pause a step may be (``actors.bulk_probe``).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 from datetime import timedelta
-from typing import Any
 
 import redis
 
-from actors import bulk_probe, bulk_results, masking, outcomes
-from actors.analysis import analyzer
+from actors import bulk_probe, bulk_requests, bulk_results, outcomes
 from actors.broker import settings
-from insights.analyzer import ConversationToAnalyze
 from insights.batch_api import BatchApi, BatchApiError, BatchStatus
 from store import provider_batches
 from store.db import call_and_release
-from store.models import OPEN, SUBMITTED, ProviderBatch, ProviderBatchRequest
+from store.models import OPEN, SUBMITTED, ProviderBatch
 from store.queries import utcnow
 
 logger = logging.getLogger(__name__)
-REQUESTS_PER_CALL = 100  # requests added by one call (xAI takes up to 25 MB a call, 100 calls per 30 s a team)
 Hold = tuple[str, float]  # why Grok is held, and for how many more seconds
 
 
@@ -107,9 +102,38 @@ def work_on(batch: ProviderBatch) -> None:
             return
         provider_batches.let_go(batch.id, failed_step(batch, error), last_error=settings().redact(str(error))[:500])
         return
+    except Exception as error:  # what no outcome explains: a bug, or Redis away for the masking counts
+        bulk_probe.stepped(batch.id, error)
+        crashed(batch, error)
+        return
     bulk_probe.stepped(batch.id, None)
     if look_in is not None:
-        provider_batches.let_go(batch.id, look_in, last_error=None)
+        provider_batches.let_go(batch.id, look_in, last_error=None, failed_steps=0)
+
+
+def crashed(batch: ProviderBatch, error: Exception) -> None:
+    """A step raised what no outcome explains. The batch says so (``insights bulk show``) and is looked at
+    again after a wait that doubles; after ``MAX_RETRIES`` such steps in a row it is given up: cancelled at
+    xAI, its conversations back to wait with an attempt spent. A fault that repeats thus ends, with the
+    conversations ``failed`` and the error, instead of a step tried every lease for ever."""
+    reason = settings().redact(f"the worker failed: {error!r}")[:500]
+    failed_steps = batch.failed_steps + 1
+    logger.error("provider batch %s: a step failed (%d in a row): %r", batch.id, failed_steps, error, exc_info=error)
+    wait = min(settings().bulk_poll_seconds * 2 ** (failed_steps - 1), settings().bulk_poll_max_seconds)
+    provider_batches.let_go(batch.id, wait, last_error=reason, failed_steps=failed_steps)
+    if failed_steps >= settings().max_retries:
+        give_up(batch, f"given up after {failed_steps} failed steps: {reason}")
+
+
+def give_up(batch: ProviderBatch, reason: str) -> None:
+    """End the batch: cancelled at xAI (if it can be), and every request without a stored result failed,
+    its conversations back to wait with an attempt spent (``actors.bulk_results``)."""
+    if batch.provider_id is not None:
+        try:
+            batch_api().cancel(batch.provider_id)
+        except Exception as error:  # xAI away: the batch ends here all the same; what it answers is not read
+            logger.warning("provider batch %s: cancelling it at xAI failed: %s", batch.id, error)
+    bulk_results.collect(None, batch, reason)
 
 
 def failed_step(batch: ProviderBatch, error: BatchApiError) -> float:
@@ -158,7 +182,7 @@ def submit(api: BatchApi, batch: ProviderBatch, resumed: bool) -> float | None:
     """Send the batch's requests and mark it submitted; return when to poll it. Requests refused because xAI
     has refused the batch outright meanwhile (a refused batch takes nothing more) end it here."""
     try:
-        sent = send_requests(api, batch, resumed)
+        sent = bulk_requests.send_requests(api, batch, resumed)
     except BatchApiError as error:
         if not error.refused_request or not (status := api.state(batch.provider_id)).refusal:
             raise
@@ -206,60 +230,6 @@ def end_reason(batch: ProviderBatch, counters: dict[str, int]) -> str:
     if batch.end_reason:
         return batch.end_reason
     return "expired at xAI" if counters.get("num_cancelled") else "completed"
-
-
-def send_requests(api: BatchApi, batch: ProviderBatch, resumed: bool) -> int:
-    """Send the requests not sent yet, ``REQUESTS_PER_CALL`` at a time, each chunk recorded once xAI has
-    it; return how many the batch holds. A ``resumed`` batch may hold requests sent before a crash but not
-    recorded: xAI's list of the requests it holds is read first, and those are not sent again (how xAI
-    treats a repeated ``batch_request_id`` is not documented)."""
-    unsent = provider_batches.requests_of(batch.id, submitted=False)
-    if resumed and unsent:
-        unsent = not_held(api, batch, unsent)
-    for start in range(0, len(unsent), REQUESTS_PER_CALL):
-        chunk = unsent[start : start + REQUESTS_PER_CALL]
-        bodies = request_bodies(chunk)
-        if bodies:
-            api.add(batch.provider_id, bodies)
-        provider_batches.mark_requests([request.id for request in chunk if request.id in bodies], submitted=True)
-        if emptied := [request.id for request in chunk if request.id not in bodies]:
-            # every conversation of these failed its masking: nothing of them goes to xAI, nothing to wait for
-            provider_batches.mark_requests(emptied, submitted=True, settled=True)
-        provider_batches.take_again(batch.id, settings().requeue_seconds)
-    return len(provider_batches.requests_of(batch.id))
-
-
-def not_held(api: BatchApi, batch: ProviderBatch, unsent: list[ProviderBatchRequest]) -> list[ProviderBatchRequest]:
-    """Record as sent the requests of ``unsent`` that xAI holds already; return the others."""
-    holds = api.held(batch.provider_id)
-    if sent := [request.id for request in unsent if request.id in holds]:
-        provider_batches.mark_requests(sent, submitted=True)
-        logger.warning(
-            "provider batch %s: xAI holds %d request(s) not recorded as sent (a step cut short): not sent again",
-            batch.id,
-            len(sent),
-            extra={"batch_id": batch.id},
-        )
-    return [request for request in unsent if request.id not in holds]
-
-
-def request_bodies(chunk: list[ProviderBatchRequest]) -> dict[str, dict[str, Any]]:
-    """Each request's chat-completions body: the real-time lane's prompt and schema, for its conversations
-    masked as the real-time lane masks them (one whose masking fails is ``failed``, not sent). A request
-    left with no conversation has no body: it is not sent."""
-    ids = [i for request in chunk for i in json.loads(request.conversation_ids)]
-    payloads = provider_batches.payloads(ids)
-    client = analyzer()
-    bodies = {}
-    for request in chunk:
-        conversations = [
-            ConversationToAnalyze(i, json.loads(payloads[i])["messages"])
-            for i in json.loads(request.conversation_ids)
-            if i in payloads
-        ]
-        if masked := masking.masked_for_sending(client, conversations):
-            bodies[request.id] = client.request_body(masked)
-    return bodies
 
 
 class BulkLane(threading.Thread):

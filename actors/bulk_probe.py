@@ -28,13 +28,15 @@ def may_step(batch_id: str) -> bool:
         return True
 
 
-def stepped(batch_id: str, error: BatchApiError | None) -> None:
-    """End the step's probe, if it was one, by how xAI answered (``error``: ``None`` when it did)."""
+def stepped(batch_id: str, error: Exception | None) -> None:
+    """End the step's probe, if it was one, by how xAI answered (``error``: ``None`` when it did; not a
+    ``BatchApiError`` when the step failed on its own, which says nothing of the credits)."""
     pause, credits = settings().grok_credits_pause_seconds, gate().credits
+    answered = isinstance(error, BatchApiError) and error.status is not None
     try:
-        if error is None or (error.status is not None and not error.credits_exhausted):
+        if error is None or (answered and not error.credits_exhausted):
             credits.restored(batch_id)
-        elif error.credits_exhausted:
+        elif answered and error.credits_exhausted:
             logger.error("the Batch API says: %s; every worker leaves xAI alone, a probe every %g s", error, pause)
             credits.hold(f"{ACTION}: {settings().redact(str(error))[:300]}", pause, batch_id)
         else:

@@ -67,6 +67,7 @@ class Settings(BaseModel):
     bulk_poll_seconds: PositiveFloat
     bulk_poll_max_seconds: PositiveFloat
     bulk_give_up_seconds: PositiveFloat
+    bulk_add_max_bytes: Annotated[int, Field(ge=1_048_576)]  # a request of one 1 MiB conversation must fit
     max_body_bytes: PositiveInt
     max_batch_items: PositiveInt
     max_batch_body_bytes: PositiveInt

@@ -225,6 +225,11 @@ def _webhooks(db: Database) -> None:
     db.create_tables([WebhookSubscription, WebhookDelivery], safe=True)
 
 
+def _failed_steps(db: Database) -> None:
+    """A provider batch counts the steps that failed in a row for a reason no outcome explains (``actors.bulk``)."""
+    _add_columns(db, "provider_batches", {"failed_steps": "INTEGER NOT NULL DEFAULT 0"})
+
+
 MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0001_initial", _initial_schema),
     ("0002_insight_history", _insight_history),
@@ -241,6 +246,7 @@ MIGRATIONS: list[tuple[str, Callable[[Database], None]]] = [
     ("0013_billed_cost", _billed_cost),
     ("0014_isolated", _isolated),
     ("0015_webhooks", _webhooks),
+    ("0016_failed_steps", _failed_steps),
 ]
 
 

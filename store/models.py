@@ -261,6 +261,7 @@ class ProviderBatch(BaseModel):
     poll_seconds = DoubleField()  # the current polling interval (doubling up to BULK_POLL_MAX_SECONDS)
     worked_until = DateTimeField(null=True)  # a worker's lease on it: one at a time
     last_error = TextField(null=True)  # the Batch API's last failure, while it is retried
+    failed_steps = IntegerField(default=0)  # steps failed in a row for a reason no outcome explains (a bug)
     num_requests = IntegerField(default=0)  # the provider's counters, as last polled
     num_pending = IntegerField(default=0)
     num_success = IntegerField(default=0)

@@ -32,7 +32,8 @@ request whose conversations hold ``REFUSE`` ends in an error, written as ``batch
 (``string``: ``error_message``; ``object``: ``error: {"code", "message"}``; ``empty``: an empty
 ``batch_result``), one holding ``POISON`` in a truncated answer. ``batch_page_end`` says how the last page
 ends: ``null``, ``empty`` (``""``) or ``absent`` as a token, or ``endless`` (a token on every page, then
-empty pages).
+empty pages). An add-requests body over ``batch_max_add_bytes`` (xAI's 25 MB a request) is refused with
+``413``, nothing of it taken.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class BatchSettings(Protocol):
     batch_refusal: str
     batch_error_shape: str
     batch_page_end: str
+    batch_max_add_bytes: int
 
 
 @dataclass
@@ -259,8 +261,9 @@ class BatchStore:
         return {"batch_request_id": request.id, "batch_result": {"response": {"chat_get_completion": answer}}}, False
 
 
-def route(store: BatchStore, method: str, target: str, body: Any) -> tuple[int, dict[str, Any]]:
-    """The answer to a Batch API request (``target``: a path under ``/v1/batches``, and its query)."""
+def route(store: BatchStore, method: str, target: str, body: Any, size: int = 0) -> tuple[int, dict[str, Any]]:
+    """The answer to a Batch API request (``target``: a path under ``/v1/batches``, and its query; ``size``:
+    its body's bytes)."""
     path, _, query = target.partition("?")
     parts = path.removeprefix("/v1/batches").strip("/").split("/")
     params = dict(pair.split("=", 1) for pair in query.split("&") if "=" in pair)
@@ -269,6 +272,8 @@ def route(store: BatchStore, method: str, target: str, body: Any) -> tuple[int, 
     if method == "POST" and len(parts) == 1 and parts[0].endswith(":cancel"):
         return store.cancel(parts[0].removesuffix(":cancel"))
     if method == "POST" and len(parts) == 2 and parts[1] == "requests":
+        if size > (most := store.settings.batch_max_add_bytes):
+            return 413, {"error": f"request body of {size} bytes is over the limit of {most} bytes"}
         return store.add(parts[0], body["batch_requests"])
     if method == "GET" and len(parts) == 1:
         return store.get(parts[0])

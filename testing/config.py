@@ -42,6 +42,7 @@ class EmulatorConfig:
     batch_refusal: str = ""  # when set, xAI refuses every batch holding requests outright: its cancel_by_xai_message
     batch_error_shape: str = "string"  # a failed request's result: string, object or empty (testing/batches.py)
     batch_page_end: str = "null"  # the last page's pagination_token: null, empty, absent, or endless
+    batch_max_add_bytes: int = 25_000_000  # the largest add-requests body taken (xAI: 25 MB a request); larger: 413
     log_limit: int = 100_000  # calls the log keeps, the latest (about 2 KB each; 0: every call)
     credits: str = ""  # exhausted credits, answered in this shape (CREDITS_SHAPES); "": credits available
     credits_status: int = 429  # the status of that refusal (429 as in early 2026, 403 as seen later)

@@ -85,7 +85,8 @@ class EmulatorApp:
             body = json.loads(raw or b"null")
         except ValueError as error:
             return await send_json(send, 400, {"error": str(error)})
-        await send_json(send, *await asyncio.to_thread(route, self.state.batches, scope["method"], target, body))
+        answer = await asyncio.to_thread(route, self.state.batches, scope["method"], target, body, len(raw))
+        await send_json(send, *answer)
 
     async def chat(
         self, arrived: float, key: str, raw: bytes, receive: Receive, send: Send, conv_id: str | None

@@ -122,3 +122,42 @@ def test_only_conversations_whose_own_request_failed_are_sent_alone_even_after_t
     Conversation.update(status="completed").execute()
     queries.reopen(["c1", "c7"], lane=BULK_LANE)
     assert not Conversation.select().where(Conversation.isolated).exists()
+
+
+def test_a_step_that_keeps_failing_for_no_known_reason_ends_its_batch_instead_of_trying_for_ever(db, monkeypatch):
+    """A step raises what no outcome explains (a bug in the client, here): the batch says so and is looked at
+    again after a wait that doubles; after ``MAX_RETRIES`` such steps in a row it is given up and ended, its
+    conversations back to wait with an attempt spent (so a fault that repeats ends them ``failed``). Before,
+    the step was tried again every lease for ever, the conversations ``processing`` and nothing said."""
+    from actors import bulk
+    from actors.broker import settings
+    from store.models import ProviderBatch
+
+    class FaultyClient:
+        def create(self, name: str) -> str:
+            raise RuntimeError("a bug in the client")
+
+    monkeypatch.setattr(bulk, "batch_api", FaultyClient)
+    now, steps = queries.utcnow(), settings().max_retries
+    queries.insert_conversations(
+        [queries.NewConversation(f"c{n}", "{}", f"h{n}", now, now, lane=BULK_LANE) for n in range(4)]
+    )
+    rules = batch_store.Forming(max_conversations=4, per_request=2, flush_seconds=0, max_attempts=steps, poll_seconds=1)
+    formed = batch_store.form(rules)
+    said = "the worker failed: RuntimeError('a bug in the client')"
+
+    for step in range(1, steps + 1):
+        ProviderBatch.update(next_look_at=queries.utcnow()).where(ProviderBatch.id == formed.id).execute()
+        bulk.work_on(batch_store.take(formed.id, 60))
+        batch = ProviderBatch.get_by_id(formed.id)
+        assert (batch.failed_steps, batch.last_error) == (step, said)
+        if step < steps:
+            wait = (batch.next_look_at - queries.utcnow()).total_seconds()
+            expected = min(settings().bulk_poll_seconds * 2 ** (step - 1), settings().bulk_poll_max_seconds)
+            assert expected - 5 < wait <= expected, "looked at again after a wait that doubles"
+            assert batch.state != "ended"
+
+    assert (batch.state, batch.end_reason) == ("ended", f"given up after {steps} failed steps: {said}")
+    conversations = list(Conversation.select().order_by(Conversation.id))
+    assert {(c.status, c.attempts, c.provider_batch) for c in conversations} == {("queued", 1, formed.id)}
+    assert all(f"given up after {steps} failed steps" in c.last_error for c in conversations)

@@ -8,7 +8,7 @@ import json
 import pytest
 from support import wait_until
 from support.cli import insights
-from support.traffic import BULK, conversation, post_bulk, provider_batches, worker_log
+from support.traffic import BATCH_POST, BULK, conversation, post_bulk, provider_batches, worker_log
 
 
 def test_a_bulk_backfill_makes_no_real_time_call_and_is_stored_like_one(make_stack, grok, database_env):
@@ -258,3 +258,30 @@ def test_a_batch_that_fails_at_xai_sends_its_conversations_to_another(make_stack
     documents = stack.settled(client, ids, timeout=60)
     assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 2)}, stack.log_text()
     assert provider_batches(stack)[0][1] == "failed at xAI: internal error"
+
+
+def test_requests_go_to_xai_in_calls_within_its_size_limit(make_stack, grok):
+    """A batch's requests are added in as many calls as keep each within ``BULK_ADD_MAX_BYTES`` (xAI takes 25
+    MB a request; here both limits are small). Cut by count alone, the one call was refused (413) at every
+    step for ever, its conversations ``processing``."""
+    grok.configure(batch_max_add_bytes=1_100_000)
+    stack = make_stack(**{**BULK, "BATCH_SIZE": "2"}, BULK_ADD_MAX_BYTES="1048576", **grok.env)
+    client = stack.start_web()
+    stack.start_worker()
+    paragraph = " ".join(f"word{n}" for n in range(3_000))  # 26,000 characters (a message holds 32,000 at most)
+    bodies = [{"messages": [{"role": "customer", "content": f"Case {n}: {paragraph}"}] * 4} for n in range(12)]
+    answer = client.post(BATCH_POST, json={"conversations": bodies})  # 12 x 104 KB: 1.25 MB in 6 requests
+    ids = [result["conversation_id"] for result in answer.json()["results"]]
+    assert {d["status"] for d in stack.settled(client, ids, timeout=90)} == {"completed"}, stack.log_text()
+    [batch] = grok.control.get("/batches").json()["batches"]
+    assert batch["state"]["num_requests"] == 6 and "413" not in stack.log_text()
+
+
+def test_an_add_calls_parts_keep_order_and_stay_within_the_limit():
+    from actors.bulk_requests import ENVELOPE_BYTES, parts_of
+
+    overhead = len('{"t": ""}') + len("r0") + ENVELOPE_BYTES  # a request's bytes beside its text
+    sizes = [400, 400, 400, 2_000, 200]  # each request's bytes in the add call
+    bodies = {f"r{n}": {"t": "x" * (size - overhead)} for n, size in enumerate(sizes)}
+    parts = [list(part) for part in parts_of(bodies, 1_000)]
+    assert parts == [["r0", "r1"], ["r2"], ["r3"], ["r4"]], "in order; one too large for any call goes alone"

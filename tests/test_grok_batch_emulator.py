@@ -9,7 +9,7 @@ import pytest
 from support import wait_until
 from support.grok import GROK_KEY, MODEL, request_body
 
-from insights.batch_api import BatchApi, completion_of, error_of
+from insights.batch_api import BatchApi, BatchApiError, completion_of, error_of
 from settings import load_settings
 
 AUTH = {"Authorization": f"Bearer {GROK_KEY}"}
@@ -141,6 +141,20 @@ def test_a_repeated_request_id_is_refused_and_cancel_and_expiry_end_pending_requ
     add(grok, expiring, {"late": request_body("too late")})
     wait_until(lambda: state(grok, expiring)["num_cancelled"] == 1, timeout=5, message="the batch to expire")
     assert api(grok, "GET", f"/{expiring}/results").json() == {"results": [], "pagination_token": None}
+
+
+def test_an_add_call_over_the_size_limit_is_refused_whole_and_the_client_says_so(grok):
+    """xAI takes up to 25 MB a request; the emulator refuses a larger add call (here with a smaller limit)
+    with ``413``, nothing of it taken. The client sends UTF-8, so text in other scripts is not counted twice."""
+    grok.configure(batch_max_add_bytes=20_000)
+    batch_api = client(grok)
+    batch_id = batch_api.create("sizes")
+    with pytest.raises(BatchApiError) as refused:
+        batch_api.add(batch_id, {"big": {"model": MODEL, "messages": [{"role": "user", "content": "x" * 25_000}]}})
+    assert refused.value.status == 413 and refused.value.refused_request
+    text = "ж" * 8_000  # 16 KB as UTF-8; 48 KB escaped
+    batch_api.add(batch_id, {"fits": {"model": MODEL, "messages": [{"role": "user", "content": text}]}})
+    assert state(grok, batch_id)["num_requests"] == 1, "the refused call added nothing"
 
 
 def test_the_batch_api_needs_the_key_and_names_unknown_batches(grok):
