@@ -14,7 +14,8 @@ A call has three steps, so that the wait for Grok costs a worker almost nothing 
 2. :meth:`GrokClient.post` (the event loop): log the call's start in the gate, send it with ``httpx``
    and wait for the answer, a coroutine among thousands, HTTP/2 where the server speaks it;
 3. :meth:`GrokClient.finish` (a worker thread): classify a refusal, settle the gate's reservation with the
-   answer's ``usage``, and read the rows.
+   answer's ``usage``, and read the rows. A paid answer is read whether Redis answers or not: the notes
+   kept there about it (tokens, model, credits back) are left out while it does not.
 
 :meth:`GrokClient.analyze` runs the three in a row, for one-off use.
 
@@ -32,11 +33,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import redis
 
 from insights.analyzer import Claimer, ConversationToAnalyze
 from insights.completion import read_completion, usage_in
@@ -45,6 +49,7 @@ from insights.errors import (
     CreditsExhausted,
     GrokError,
     MisconfiguredError,
+    ProviderBusy,
     RateLimited,
     RequestRefused,
     TransientError,
@@ -60,8 +65,11 @@ from insights.taxonomy import Taxonomy
 from insights.usage_estimate import UsageEstimate
 from settings import Settings
 
+logger = logging.getLogger(__name__)
+
 RATE_LIMIT_DEFAULT_WAIT = 1.0  # seconds to pause after a 429 without Retry-After
 PROBE_MARGIN_SECONDS = 30.0  # a credits probe is held this long past its timeouts (its answer read and classified)
+REDIS_AWAY_SECONDS = 5.0  # how long a batch waits when the gate could not log its call's start (Redis away)
 CACHE_ROUTING_HEADER = "x-grok-conv-id"  # xAI: calls with the same value reach the server that caches their prefix
 
 # Raised before anything is sent: the operator's to fix (GROK_BASE_URL, GROK_API_KEY), not Grok's.
@@ -206,8 +214,11 @@ class GrokClient:
         """Log the call's start in the gate, send it and read its answer whole; a failure to do so as a
         :class:`GrokError`. The start is logged here, the moment before the call leaves, so that no wait
         between the claim and the send (a busy loop) can bunch calls at the server."""
-        while wait_ms := self.gate.try_start(call.reservation):  # one round trip to Redis, rarely more
-            await asyncio.sleep(wait_ms / 1000)
+        try:
+            while wait_ms := self.gate.try_start(call.reservation):  # one round trip to Redis, rarely more
+                await asyncio.sleep(wait_ms / 1000)
+        except redis.RedisError:  # the call has not left: not an attempt, the batch waits
+            raise ProviderBusy(REDIS_AWAY_SECONDS, "the shared gate in Redis is not answering") from None
         started = time.monotonic()
         try:
             response = await http.post(self.url, content=call.body)
@@ -231,7 +242,7 @@ class GrokClient:
         usage = usage_in(document)
         if usage:
             total = usage.get("total_tokens")
-            self.gate.settle(call.reservation, total if isinstance(total, int) else call.reservation.tokens)
+            kept(self.gate.settle, call.reservation, total if isinstance(total, int) else call.reservation.tokens)
             self.usage.learn(call.prompt_chars, len(call.conversations), usage)
         result = read_completion(
             call.conversation_ids,
@@ -242,7 +253,7 @@ class GrokClient:
             usage=usage,
             vocabulary=self.taxonomy.vocabulary,
         )
-        self.models.note(result.model)
+        kept(self.models.note, result.model)
         return result
 
     def analyze(self, conversations: list[ConversationToAnalyze], claim: Claimer | None = None) -> AnalysisResult:
@@ -268,7 +279,7 @@ class GrokClient:
             self.gate.credits.hold(reason, self.credits_pause, reservation.id)
             raise CreditsExhausted(reason, self.credits_pause)
         if reservation.probe:
-            self.gate.credits.restored(reservation.id)
+            kept(self.gate.credits.restored, reservation.id)
         if status < 300:
             return
         retry_after = parse_retry_after(answer.retry_after)
@@ -283,3 +294,12 @@ class GrokClient:
         if refused_for_content(status, detail):
             raise RequestRefused(f"Grok refused the request ({status}){detail}")
         raise MisconfiguredError(f"Grok refused the request ({status}){detail}")
+
+
+def kept(note: Callable[..., object], *args: Any) -> None:
+    """Keep a note in Redis about an answer (its tokens, its model, credits back), or go on without it: a
+    paid answer is stored whether Redis answers or not (the gate then counts the call's estimate)."""
+    try:
+        note(*args)
+    except redis.RedisError as error:
+        logger.warning("Redis is not answering; an answer is stored without its note (%s): %s", note.__name__, error)

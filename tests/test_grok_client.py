@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import email.utils
 import json
@@ -15,10 +16,11 @@ from support.databases import IN_PROCESS_REDIS_DB, redis_url
 from support.grok import GROK_KEY, batch, make_client, max_calls_in_any_window
 
 from insights.analyzer import ConversationToAnalyze
-from insights.errors import GrokError, MisconfiguredError, RateLimited, TransientError, UnusableAnswer
+from insights.errors import GrokError, MisconfiguredError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
 from insights.grok import Answer, GrokClient, PreparedCall, parse_retry_after
 from insights.models import answering_model
 from insights.outbound import OutboundGate
+from local.embedded_redis import EmbeddedRedis
 from settings import load_settings
 
 
@@ -27,6 +29,27 @@ def gate() -> OutboundGate:
     client = redis.Redis.from_url(redis_url(IN_PROCESS_REDIS_DB))
     client.flushdb()
     return OutboundGate(client, calls_per_second=50)
+
+
+@pytest.mark.processes
+def test_a_call_whose_start_the_gate_cannot_log_is_not_sent_and_waits_as_for_a_busy_provider(grok, tmp_path):
+    """Redis goes away between a call's slot and its start: the call does not leave (nothing is paid), and
+    fails as the provider's weather does (its batch set aside, no attempt spent), not as a crash."""
+    server = EmbeddedRedis(socket_path=tmp_path / "redis.sock")
+    try:
+        client = make_client(grok, OutboundGate(redis.Redis(unix_socket_path=str(tmp_path / "redis.sock")), 50))
+        call = client.prepare(batch("My parcel is late."))
+        server.stop()
+
+        async def send() -> None:
+            async with client.http_client() as http:
+                await client.post(http, call)
+
+        with pytest.raises(ProviderBusy, match="the shared gate in Redis is not answering"):
+            asyncio.run(send())
+        assert grok.control.get("/received").json() == [], "the call did not leave"
+    finally:
+        server.stop()
 
 
 def test_a_batch_is_analyzed_and_the_raw_response_kept(grok, gate):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from support import wait_until
 from support.traffic import FAST_RETRIES, IN_FLIGHT, post_all, wait_for_a_call_in_flight, worker_log
 
+from local.embedded_redis import EmbeddedRedis
+
 
 def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(make_stack, grok, database_env):
     """Killed while the database says ``processing`` and no call has been answered yet: only the reconciler
@@ -41,6 +43,29 @@ def test_a_redis_wipe_mid_batch_loses_and_duplicates_nothing(make_stack, grok, d
     documents = stack.settled(client, ids, timeout=30)
     assert {d["status"] for d in documents} == {"completed"}, stack.log_text()
     assert stack.sql("SELECT COUNT(*), COUNT(DISTINCT conversation_id) FROM insights")[0] == (15, 15)
+
+
+def test_an_answer_paid_for_is_stored_though_redis_went_away_during_its_call(make_stack, grok, tmp_path):
+    """Redis goes away while a call is in flight: its answer, paid for, is stored, without the notes kept in
+    Redis about it (the tokens it used), and nothing is sent twice. Before, a note that could not be kept
+    threw the answer away and the batch waited to be sent again."""
+    socket_path = tmp_path / "redis.sock"
+    server = EmbeddedRedis(socket_path=socket_path)
+    try:
+        grok.configure(latency=3)
+        stack = make_stack(REDIS_URL=f"unix://{socket_path}", OUTBOUND_TPM=1_000_000, **FAST_RETRIES, **grok.env)
+        client = stack.start_web()
+        stack.start_worker()
+        ids = post_all(client, [f"Order {n} is late, please help" for n in range(3)])
+        wait_until(lambda: grok.control.get("/received").json(), timeout=30, message="the call sent")
+        server.stop()
+
+        documents = stack.settled(client, ids, timeout=30)
+        assert {d["status"] for d in documents} == {"completed"}, stack.log_text()
+        assert len(grok.log()) == 1, "answered once, sent once"
+        assert "an answer is stored without its note (settle)" in worker_log(stack)
+    finally:
+        server.stop()
 
 
 STORE_FAULT = [
