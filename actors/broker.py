@@ -20,6 +20,8 @@ from typing import Any
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from insights.outbound import OutboundGate
 from settings import Settings, settings_or_exit
@@ -27,6 +29,7 @@ from store.models import LANES, REALTIME
 
 REDIS_CONNECTIONS = 50  # per pool and process; a thread needing one waits for a free one (hundreds of threads)
 REDIS_WAIT_SECONDS = 30
+LOOP_REDIS_TIMEOUT_SECONDS = 1.0  # the longest a loop waits on Redis for one command
 COLLECT_QUEUE = "collect"
 ANALYZE_QUEUE = "analyze"
 AGAIN_QUEUE = "analyze-again"
@@ -64,6 +67,18 @@ def redis_pool(settings: Settings) -> redis.BlockingConnectionPool:
     )
 
 
+def loop_redis_pool(settings: Settings) -> redis.ConnectionPool:
+    """Connections for the calls an event loop makes itself (a call's start, a webhook's last word): no
+    retry and short timeouts. redis-py retries a failed command three times with backoff (about 4 s), and
+    a loop held that long per call, with Redis away, holds every call in flight and its worker's lease."""
+    return redis.ConnectionPool.from_url(
+        settings.redis_url,
+        retry=Retry(NoBackoff(), 0),
+        socket_connect_timeout=LOOP_REDIS_TIMEOUT_SECONDS,
+        socket_timeout=LOOP_REDIS_TIMEOUT_SECONDS,
+    )
+
+
 class Connections:
     """One process's ways to Redis, from its settings, each made on first use (none connects until used)."""
 
@@ -84,6 +99,11 @@ class Connections:
         return redis.Redis(connection_pool=redis_pool(self.settings))
 
     @functools.cached_property
+    def loop_redis(self) -> redis.Redis:
+        """The client for what an event loop asks Redis itself (:func:`loop_redis_pool`)."""
+        return redis.Redis(connection_pool=loop_redis_pool(self.settings))
+
+    @functools.cached_property
     def gate(self) -> OutboundGate:
         """The outbound gate every worker process shares through Redis."""
         settings = self.settings
@@ -94,6 +114,7 @@ class Connections:
             max_wait=gate_max_wait_seconds(settings),
             margin_ms=settings.rate_margin_ms,
             namespace=settings.redis_namespace,
+            loop_client=self.loop_redis,
         )
 
 
@@ -130,6 +151,11 @@ def get_broker() -> RedisBroker:
 def redis_client() -> redis.Redis:
     """This process's client for the batching stream, locks and the outbound gate."""
     return connections().redis
+
+
+def loop_redis_client() -> redis.Redis:
+    """This process's client for the calls its event loops make (see :func:`loop_redis_pool`)."""
+    return connections().loop_redis
 
 
 def gate() -> OutboundGate:

@@ -35,8 +35,9 @@ from datetime import timedelta
 
 import dramatiq
 import httpx
+import redis
 
-from actors.broker import WEBHOOK_QUEUE, queue_key, redis_client, send, settings
+from actors.broker import WEBHOOK_QUEUE, loop_redis_client, queue_key, redis_client, send, settings
 from actors.calls import CallEngine, Job
 from insights.refusals import parse_retry_after
 from settings import Settings
@@ -57,6 +58,7 @@ ROOM_WAIT_SECONDS = 0.5  # how long a thread waits for room on a full engine: a 
 MAX_LOOP_LAG = 0.1  # seconds the engine's loop may run late before it takes no more requests (CPU-bound)
 THROTTLE_SECONDS = 5.0  # how long a subscription is held after a 429 without Retry-After
 MAX_THROTTLE_SECONDS = 3600.0  # the longest hold one 429 can ask for
+NOT_SENT_SECONDS = 5.0  # a request that could not leave (the pace in Redis away) is due again after this
 FULL_SECONDS = 2.0  # after an engine had no room: no claims for this long, its deliveries due again after it
 
 
@@ -68,7 +70,9 @@ def declare(broker: dramatiq.Broker, settings: Settings) -> None:
 @functools.cache
 def pacing() -> Pacing:
     current = settings()
-    return Pacing(redis_client(), current.webhook_rps, current.redis_namespace, current.rate_margin_ms)
+    return Pacing(
+        redis_client(), current.webhook_rps, current.redis_namespace, current.rate_margin_ms, loop_redis_client()
+    )
 
 
 @functools.cache
@@ -131,8 +135,11 @@ async def post(request: Request, client: httpx.AsyncClient) -> Answered:
     """Send the request; its answer. At most ``RESPONSE_BYTES`` of the answer are read, and the whole
     exchange has ``WEBHOOK_TIMEOUT_SECONDS`` (a receiver dribbling its answer cannot hold the request longer)."""
     await asyncio.sleep(request.not_before - time.time())  # its slot in the pace
-    while wait_ms := pacing().confirm(request.subscription_id):  # a late timer must not bunch with the next
-        await asyncio.sleep(wait_ms / 1000)
+    try:
+        while wait_ms := pacing().confirm(request.subscription_id):  # a late timer must not bunch with the next
+            await asyncio.sleep(wait_ms / 1000)
+    except redis.RedisError:
+        raise NotSent("the pace in Redis is not answering") from None
     started, limit = time.monotonic(), settings().webhook_timeout_seconds
     try:
         async with asyncio.timeout(limit):
@@ -162,9 +169,17 @@ class NoAnswer(Exception):
     """The receiver did not answer in time."""
 
 
+class NotSent(Exception):
+    """The request did not leave (the pace could not log it): not an attempt, it goes again shortly."""
+
+
 def record(request: Request, outcome: Answered | Exception) -> None:
     """Record what became of a request (run by a finishing thread of the engine)."""
     ids, token, counter = request.delivery_ids, request.token, metrics.worker().webhook_requests
+    if isinstance(outcome, NotSent):
+        deliveries.give_back(ids, token, NOT_SENT_SECONDS)
+        logger.warning("webhook %s: %s; due again in %g s", request.subscription_id, outcome, NOT_SENT_SECONDS)
+        return
     status = outcome.status if isinstance(outcome, Answered) else None
     if status and 200 <= status < 300:
         deliveries.delivered(ids, token, status)

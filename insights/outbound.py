@@ -72,8 +72,12 @@ class OutboundGate:
         margin_ms: int = 30,
         window_ms: int = TOKEN_WINDOW_MS,
         namespace: str = "insights",
+        loop_client: redis.Redis | None = None,
     ) -> None:
+        """``loop_client``: the client :meth:`try_start` uses, called from an event loop (no retries, short
+        timeouts: a Redis away must not hold the loop); ``client`` by default."""
         self.client = client
+        self.loop_client = loop_client or client
         self.keys = gate_scripts.GateKeys.under(namespace)
         self.calls_per_second = calls_per_second
         self.tokens_per_minute = tokens_per_minute or 0
@@ -157,6 +161,7 @@ class OutboundGate:
             self._confirm(
                 keys=[self.keys.starts, self.credits.keys.retry, self.credits.keys.probe],
                 args=[self.calls_per_second, self.window_ms_rps, reservation.id],
+                client=self.loop_client,
             )
         )
         if wait_ms < 0:

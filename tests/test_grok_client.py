@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import email.utils
+import hashlib
 import json
 import time
 import traceback
@@ -12,9 +13,11 @@ import traceback
 import httpx
 import pytest
 import redis
-from support.databases import IN_PROCESS_REDIS_DB, redis_url
+from support.databases import IN_PROCESS_REDIS_DB, fresh_redis_url_through, redis_address, redis_url
 from support.grok import GROK_KEY, batch, make_client, max_calls_in_any_window
+from support.proxy import TcpProxy
 
+from insights import gate_scripts
 from insights.analyzer import ConversationToAnalyze
 from insights.errors import GrokError, MisconfiguredError, ProviderBusy, RateLimited, TransientError, UnusableAnswer
 from insights.grok import Answer, GrokClient, PreparedCall, parse_retry_after
@@ -50,6 +53,33 @@ def test_a_call_whose_start_the_gate_cannot_log_is_not_sent_and_waits_as_for_a_b
         assert grok.control.get("/received").json() == [], "the call did not leave"
     finally:
         server.stop()
+
+
+def test_a_redis_that_stops_answering_holds_a_calls_start_a_moment_not_the_loop(grok):
+    """Redis stops answering as a call is about to start (a partition: the connection stays open, nothing
+    comes back): the event loop's own client gives up after ``LOOP_REDIS_TIMEOUT_SECONDS``, and the call
+    does not leave and waits as for a busy provider. The threads' client would wait 30 s for its answer,
+    and a loop held that long holds every call in flight and its worker's lease."""
+    from actors.broker import LOOP_REDIS_TIMEOUT_SECONDS, Connections
+
+    proxy = TcpProxy(redis_address())
+    try:
+        settings = load_settings({**grok.env, "REDIS_URL": fresh_redis_url_through(proxy.port)})
+        client = GrokClient(settings, Connections(settings).gate)
+        call = client.prepare(batch("My parcel is late."))
+        proxy.hold(hashlib.sha1(gate_scripts.CONFIRM.encode()).hexdigest().encode())  # the call's start
+
+        async def send() -> None:
+            async with client.http_client() as http:
+                await client.post(http, call)
+
+        started = time.monotonic()
+        with pytest.raises(ProviderBusy, match="the shared gate in Redis is not answering"):
+            asyncio.run(send())
+        assert proxy.held.is_set() and time.monotonic() - started < LOOP_REDIS_TIMEOUT_SECONDS + 5
+        assert grok.control.get("/received").json() == [], "the call did not leave"
+    finally:
+        proxy.close()
 
 
 def test_a_batch_is_analyzed_and_the_raw_response_kept(grok, gate):

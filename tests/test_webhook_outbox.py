@@ -140,6 +140,19 @@ def test_a_request_whose_answer_could_not_be_recorded_is_a_failed_attempt_not_se
     assert delivery.next_attempt_at > utcnow(), "not due again at once"
 
 
+def test_a_request_that_did_not_leave_spends_no_attempt_and_is_due_again_shortly(db):
+    """The pace in Redis could not log the request (Redis away): it did not leave, so no attempt is counted."""
+    from actors.webhooks import NOT_SENT_SECONDS, NotSent, Request, record
+
+    subscription = subscribe(events.FAILED)
+    delivery_id = fail_one(subscription.id)
+    token, claimed = deliveries.claim(subscription.id, 10, lease_seconds=60)
+    record(Request(subscription.id, subscription.url, claimed, token, "{}", {}, 0.0), NotSent("Redis away"))
+    delivery = WebhookDelivery.get_by_id(delivery_id)
+    assert (delivery.status, delivery.attempts, delivery.lease_token) == (PENDING, 0, None)
+    assert 0 < (delivery.next_attempt_at - utcnow()).total_seconds() <= NOT_SENT_SECONDS
+
+
 def test_a_receiver_that_asked_for_longer_than_the_schedule_gets_its_wait(db):
     subscription = subscribe(events.FAILED)
     delivery_id = fail_one(subscription.id)

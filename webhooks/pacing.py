@@ -72,7 +72,17 @@ return held
 class Pacing:
     """The request slots of every subscription, shared in Redis."""
 
-    def __init__(self, client: redis.Redis, requests_per_second: int, namespace: str, margin_ms: int = 0) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        requests_per_second: int,
+        namespace: str,
+        margin_ms: int = 0,
+        loop_client: redis.Redis | None = None,
+    ) -> None:
+        """``loop_client``: the client :meth:`confirm` uses, called from an event loop (no retries, short
+        timeouts: a Redis away must not hold the loop); ``client`` by default."""
+        self.loop_client = loop_client or client
         self.limit, self.window_ms = requests_per_second, 1000 + margin_ms
         self.interval_ms = self.window_ms / requests_per_second
         self.prefix = f"{namespace}:webhooks:next-slot:"
@@ -95,7 +105,7 @@ class Pacing:
         """Log a request leaving now (0), or say how many milliseconds it must wait first."""
         member = uuid.uuid4().hex
         keys = [self.log_prefix + subscription_id, self.hold_prefix + subscription_id]
-        return int(self._confirm(keys=keys, args=[self.limit, self.window_ms, member]))
+        return int(self._confirm(keys=keys, args=[self.limit, self.window_ms, member], client=self.loop_client))
 
     def hold(self, subscription_id: str, seconds: float) -> None:
         """No request to the subscription for ``seconds`` from now (its receiver asked us to slow down)."""
