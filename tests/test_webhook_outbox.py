@@ -125,15 +125,23 @@ def test_a_claim_holds_its_deliveries_until_an_outcome_under_its_token(db):
     assert deliveries.claim(subscription.id, 10, lease_seconds=60)[1] == [], "not due yet"
 
 
-def test_a_request_whose_answer_could_not_be_recorded_is_a_failed_attempt_not_sent_again_at_once(db):
-    """Recording a receiver's answer raised (a bug): the request counts as a failed attempt, due again on the
-    retry schedule, so a fault that repeats ends in a dead letter instead of a request sent again and again."""
-    from actors.webhooks import Request, record_crashed
+def claimed_request():
+    """A failed conversation's delivery, claimed, and the request that carries it (``actors.webhooks``)."""
+    from actors.webhooks import Request
 
     subscription = subscribe(events.FAILED)
     delivery_id = fail_one(subscription.id)
     token, claimed = deliveries.claim(subscription.id, 10, lease_seconds=60)
-    record_crashed(Request(subscription.id, subscription.url, claimed, token, "{}", {}, 0.0), RuntimeError("a bug"))
+    return delivery_id, Request(subscription.id, subscription.url, claimed, token, "{}", {}, 0.0)
+
+
+def test_a_request_whose_answer_could_not_be_recorded_is_a_failed_attempt_not_sent_again_at_once(db):
+    """Recording a receiver's answer raised (a bug): the request counts as a failed attempt, due again on the
+    retry schedule, so a fault that repeats ends in a dead letter instead of a request sent again and again."""
+    from actors.webhooks import record_crashed
+
+    delivery_id, request = claimed_request()
+    record_crashed(request, RuntimeError("a bug"))
     delivery = WebhookDelivery.get_by_id(delivery_id)
     assert (delivery.status, delivery.attempts, delivery.lease_token) == (PENDING, 1, None)
     assert delivery.last_error == "recording the answer failed: RuntimeError('a bug')"
@@ -142,12 +150,10 @@ def test_a_request_whose_answer_could_not_be_recorded_is_a_failed_attempt_not_se
 
 def test_a_request_that_did_not_leave_spends_no_attempt_and_is_due_again_shortly(db):
     """The pace in Redis could not log the request (Redis away): it did not leave, so no attempt is counted."""
-    from actors.webhooks import NOT_SENT_SECONDS, NotSent, Request, record
+    from actors.webhooks import NOT_SENT_SECONDS, NotSent, record
 
-    subscription = subscribe(events.FAILED)
-    delivery_id = fail_one(subscription.id)
-    token, claimed = deliveries.claim(subscription.id, 10, lease_seconds=60)
-    record(Request(subscription.id, subscription.url, claimed, token, "{}", {}, 0.0), NotSent("Redis away"))
+    delivery_id, request = claimed_request()
+    record(request, NotSent("Redis away"))
     delivery = WebhookDelivery.get_by_id(delivery_id)
     assert (delivery.status, delivery.attempts, delivery.lease_token) == (PENDING, 0, None)
     assert 0 < (delivery.next_attempt_at - utcnow()).total_seconds() <= NOT_SENT_SECONDS
