@@ -69,7 +69,7 @@ def tick() -> Hold | None:
     """Form what is ready, then move every due batch one step; nothing while Grok is held (say why)."""
     if hold := held():
         return hold
-    while batch := call_and_release(provider_batches.form, forming_rules()):
+    while not refused_lately() and (batch := call_and_release(provider_batches.form, forming_rules())):
         logger.info(
             "provider batch %s formed: %d conversation(s)", batch.id, batch.conversations, extra={"batch_id": batch.id}
         )
@@ -79,6 +79,14 @@ def tick() -> Hold | None:
         if batch := call_and_release(provider_batches.take, batch_id, settings().requeue_seconds):
             call_and_release(work_on, batch)
     return None
+
+
+def refused_lately() -> bool:
+    """Whether xAI refused a batch outright within ``GROK_AUTH_PAUSE_SECONDS``: none is formed until then
+    (a refusal of every batch, say of a model xAI does not take in batches, would otherwise form and
+    upload the whole backlog again every few seconds, for ever)."""
+    since = utcnow() - timedelta(seconds=settings().grok_auth_pause_seconds)
+    return call_and_release(provider_batches.refused_since, since) is not None
 
 
 def work_on(batch: ProviderBatch) -> None:
@@ -197,11 +205,12 @@ def after_poll(api: BatchApi, batch: ProviderBatch, status: BatchStatus) -> floa
     if status.counters:
         provider_batches.update(batch.id, **status.counters)
     if status.refusal:  # refused outright by xAI: not the conversations' fault, no attempt spent
-        reason = f"refused by xAI: {settings().redact(status.refusal)}"
+        reason = f"{provider_batches.REFUSED_BY_XAI}: {settings().redact(status.refusal)}"
         logger.error(
-            "provider batch %s %s; its conversations wait for another batch, no attempt spent",
+            "provider batch %s %s; its conversations wait for another batch, no attempt spent, none formed for %g s",
             batch.id,
             reason,
+            settings().grok_auth_pause_seconds,
             extra={"batch_id": batch.id},
         )
         bulk_results.collect(api, batch, reason, refund=True)

@@ -34,6 +34,7 @@ from store.models import (
 from store.queries import utcnow
 
 CANCELLED_BY_AN_OPERATOR = "cancelled by an operator"  # the end reason of a batch cancelled by a person
+REFUSED_BY_XAI = "refused by xAI"  # how the end reason of a batch xAI refused outright begins
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,18 @@ def request_cancel(batch_id: str) -> int | None:
 def cancelled_by_an_operator(batch: ProviderBatch) -> bool:
     """A person cancelled it (``insights bulk cancel``): not its conversations' doing, so no attempt is spent."""
     return batch.cancel_requested or batch.end_reason == CANCELLED_BY_AN_OPERATOR
+
+
+def refused_since(since: datetime) -> str | None:
+    """The end reason of the latest batch xAI refused outright since ``since``, if one was."""
+    latest = (
+        ProviderBatch.select(ProviderBatch.end_reason)
+        .where(ProviderBatch.state == ENDED, ProviderBatch.ended_at >= since)
+        .where(ProviderBatch.end_reason.startswith(REFUSED_BY_XAI))
+        .order_by(ProviderBatch.ended_at.desc())
+        .first()
+    )
+    return latest.end_reason if latest else None
 
 
 def listing(open_only: bool = True, limit: int = 100) -> list[ProviderBatch]:

@@ -4,6 +4,8 @@ request's error reads the same whatever its shape."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from support import wait_until
 from support.grok import GROK_KEY
@@ -90,9 +92,11 @@ def test_a_429_pause_of_the_real_time_lane_holds_the_bulk_lane(make_stack, grok)
 
 def test_a_batch_xai_refuses_outright_spends_no_attempt_and_names_why(make_stack, grok, database_env):
     """xAI cancels the batch itself (``cancel_by_xai_message``, every counter zero): its conversations
-    wait for another batch, their attempt given back, so two refusals do not spend ``MAX_RETRIES=2``."""
+    wait for another batch, their attempt given back, so two refusals do not spend ``MAX_RETRIES=2``; and
+    none is formed for ``GROK_AUTH_PAUSE_SECONDS`` after a refusal (a refusal of every batch would upload
+    the whole backlog again every few seconds, for ever)."""
     grok.configure(batch_delay=0.2, batch_refusal="Batch refused: the model does not support batch processing")
-    stack = make_stack(**BULK, MAX_RETRIES=2, **grok.env, **database_env)
+    stack = make_stack(**BULK, MAX_RETRIES=2, GROK_AUTH_PAUSE_SECONDS=2, **grok.env, **database_env)
     client = stack.start_web()
     stack.start_worker()
     ids = post_bulk(client, [f"Refund order {n}" for n in range(7)])
@@ -104,6 +108,9 @@ def test_a_batch_xai_refuses_outright_spends_no_attempt_and_names_why(make_stack
     assert refused()[0][1] == "refused by xAI: Batch refused: the model does not support batch processing"
     assert "does not support batch processing" in worker_log(stack)
     grok.configure(batch_refusal="")
+    moments = stack.sql("SELECT created_at, ended_at FROM provider_batches ORDER BY created_at")[:2]
+    [(_, first_ended), (second_formed, _)] = [tuple(datetime.fromisoformat(str(t)) for t in row) for row in moments]
+    assert (second_formed - first_ended).total_seconds() >= 2, "none formed for the pause after a refusal"
 
     documents = stack.settled(client, ids, timeout=60)
     assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}, stack.log_text()
@@ -134,7 +141,7 @@ def test_a_batch_xai_refuses_while_its_requests_are_added_ends_without_spending_
     lane reads why from the batch's state and gives its conversations back, instead of adding for ever."""
     grok.configure(batch_delay=0.2, batch_refusal="Batch refused: too many requests from this team")
     many = {"BATCH_SIZE": 1, "BULK_BATCH_CONVERSATIONS": 101, "BULK_FLUSH_SECONDS": 600}
-    stack = make_stack(**{**BULK, **many}, MAX_RETRIES=2, **grok.env)
+    stack = make_stack(**{**BULK, **many}, MAX_RETRIES=2, GROK_AUTH_PAUSE_SECONDS=1, **grok.env)
     client = stack.start_web()
     stack.start_worker()
     ids = post_bulk(client, [f"Refund order {n}" for n in range(101)])
