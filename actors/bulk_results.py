@@ -23,6 +23,7 @@ from insights.batch_api import BatchApi, completion_of, error_of
 from insights.completion import read_completion, usage_in
 from insights.costs import cost_usd, tokens_of
 from insights.errors import UnusableAnswer
+from insights.grok import kept
 from insights.lanes import BULK
 from insights.schemas import AnalysisResult
 from store import claims, provider_batches, results
@@ -78,7 +79,7 @@ def analysis_of(entry: dict[str, Any], ids: list[str], batch: ProviderBatch) -> 
         )
     except UnusableAnswer as error:
         return failed_result(ids, batch, str(error))
-    active.models.note(result.model)
+    kept(active.models.note, result.model)
     return result
 
 

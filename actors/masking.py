@@ -8,6 +8,7 @@ import logging
 
 from actors.broker import redis_client, settings
 from insights.analyzer import Analyzer, ConversationToAnalyze
+from insights.grok import kept
 from insights.pii.counts import MaskedCounts
 from store import claims
 
@@ -22,5 +23,5 @@ def masked_for_sending(active: Analyzer, conversations: list[ConversationToAnaly
             ids = [i for i, why in masked.failed.items() if why == reason]
             claims.fail_open(ids, reason)
             logger.error("%d conversation(s) not sent: %s", len(ids), reason, extra={"conversation_ids": ids})
-    MaskedCounts(redis_client(), settings()).add(masked.counts)
+    kept(MaskedCounts(redis_client(), settings()).add, masked.counts)
     return masked.conversations

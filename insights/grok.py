@@ -297,8 +297,9 @@ class GrokClient:
 
 
 def kept(note: Callable[..., object], *args: Any) -> None:
-    """Keep a note in Redis about an answer (its tokens, its model, credits back), or go on without it: a
-    paid answer is stored whether Redis answers or not (the gate then counts the call's estimate)."""
+    """Keep a note in Redis (an answer's tokens, the model that answered, credits back, what masking
+    counted), or go on without it: a paid answer is stored, and the bulk lane moves, whether Redis answers
+    or not (the gate then counts a call's estimate)."""
     try:
         note(*args)
     except redis.RedisError as error:

@@ -10,6 +10,8 @@ from support import wait_until
 from support.cli import insights
 from support.traffic import BATCH_POST, BULK, conversation, post_bulk, provider_batches, worker_log
 
+from local.embedded_redis import EmbeddedRedis
+
 
 def test_a_bulk_backfill_makes_no_real_time_call_and_is_stored_like_one(make_stack, grok, database_env):
     grok.configure(batch_delay=0.5)
@@ -275,6 +277,26 @@ def test_requests_go_to_xai_in_calls_within_its_size_limit(make_stack, grok):
     assert {d["status"] for d in stack.settled(client, ids, timeout=90)} == {"completed"}, stack.log_text()
     [batch] = grok.control.get("/batches").json()["batches"]
     assert batch["state"]["num_requests"] == 6 and "413" not in stack.log_text()
+
+
+def test_the_bulk_lane_runs_on_the_database_alone_while_redis_is_away(make_stack, grok, tmp_path):
+    """Redis goes away: bulk conversations are still accepted, sent in a provider batch and stored, each on
+    its first attempt; what was to be noted in Redis (the personal data masked) is left out meanwhile.
+    Before, the note's failure failed every step, and the batch was given up after ``MAX_RETRIES``."""
+    socket_path = tmp_path / "redis.sock"
+    server = EmbeddedRedis(socket_path=socket_path)
+    try:
+        grok.configure(batch_delay=0.2)
+        stack = make_stack(**BULK, REDIS_URL=f"unix://{socket_path}", MAX_RETRIES=2, **grok.env)
+        client = stack.start_web()
+        stack.start_worker()
+        server.stop()
+        ids = post_bulk(client, [f"Call me on +44 20 7946 0{n:03d} about order {n}" for n in range(6)])
+        documents = stack.settled(client, ids, timeout=60)
+        assert {(d["status"], d["attempts"]) for d in documents} == {("completed", 1)}, stack.log_text()
+        assert "without its note (add)" in worker_log(stack)
+    finally:
+        server.stop()
 
 
 def test_an_add_calls_parts_keep_order_and_stay_within_the_limit():
